@@ -1,0 +1,1 @@
+"""Kaizen Studio control plane: tenants, identities, policies, bundles."""

@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+
+from control_plane.api.deps import AuthenticatorDep, DatabaseDep, PrincipalDep, client_ip
+from control_plane.observability import request_id_var
+from control_plane.schemas.identity import (
+    LoginRequest,
+    RefreshRequest,
+    SignupRequest,
+    TokenResponse,
+)
+from control_plane.services import identity, ratelimit
+from control_plane.services.auth import TokenPair
+
+router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
+
+
+def _tokens(pair: TokenPair) -> TokenResponse:
+    return TokenResponse(
+        access_token=pair.access_token,
+        refresh_token=pair.refresh_token,
+        expires_in=pair.expires_in,
+        user_id=pair.user_id,
+        organization_id=pair.organization_id,
+    )
+
+
+async def _limit(request: Request, key: str, what: str) -> None:
+    settings = request.app.state.settings
+    await ratelimit.hit(
+        request.app.state.kv,
+        key,
+        limit=settings.login_attempts_per_window,
+        window=settings.login_window_seconds,
+        what=what,
+    )
+
+
+@router.post("/signup", status_code=201, responses={409: {}, 422: {}, 429: {}})
+async def signup(
+    body: SignupRequest, request: Request, db: DatabaseDep, auth: AuthenticatorDep
+) -> TokenResponse:
+    """Create an organisation with you as its owner."""
+    ip = client_ip(request)
+    await _limit(request, f"signup:{ip}", "sign-ups from this address")
+    user_id, org_id = await identity.signup(db, body, ip, request_id_var.get())
+    return _tokens(await auth.issue(user_id, org_id))
+
+
+@router.post("/login", responses={401: {}, 422: {}, 429: {}})
+async def login(
+    body: LoginRequest, request: Request, db: DatabaseDep, auth: AuthenticatorDep
+) -> TokenResponse:
+    ip = client_ip(request)
+    email = identity.normalize_email(body.email)
+    await _limit(request, f"login:{ip}:{email}", "login attempts for this account")
+    user_id, org_id = await identity.login(db, body)
+    await ratelimit.reset(request.app.state.kv, f"login:{ip}:{email}")
+    return _tokens(await auth.issue(user_id, org_id))
+
+
+@router.post("/refresh", responses={401: {}, 422: {}})
+async def refresh(body: RefreshRequest, auth: AuthenticatorDep) -> TokenResponse:
+    """Trade a refresh token for a new pair; each refresh token works once."""
+    return _tokens(await auth.refresh(body.refresh_token))
+
+
+@router.post("/logout", status_code=204, responses={401: {}})
+async def logout(principal: PrincipalDep, auth: AuthenticatorDep) -> Response:
+    """End this session: its refresh token and access tokens stop working now."""
+    if principal.session_id:
+        await auth.revoke_session(principal.session_id)
+    return Response(status_code=204)

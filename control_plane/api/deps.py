@@ -1,0 +1,76 @@
+"""Request-scoped dependencies: the caller, their tenant-bound transaction, their audit actor."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import Depends, Query, Request
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from control_plane.db.session import Database
+from control_plane.observability import organization_id_var, request_id_var
+from control_plane.services.audit import Actor
+from control_plane.services.auth import Authenticator
+from control_plane.services.principal import Principal
+
+
+def client_ip(request: Request) -> str | None:
+    return request.client.host if request.client else None
+
+
+def get_db(request: Request) -> Database:
+    db: Database = request.app.state.db
+    return db
+
+
+def get_authenticator(request: Request) -> Authenticator:
+    auth: Authenticator = request.app.state.auth
+    return auth
+
+
+DatabaseDep = Annotated[Database, Depends(get_db)]
+AuthenticatorDep = Annotated[Authenticator, Depends(get_authenticator)]
+
+
+async def get_principal(request: Request, auth: AuthenticatorDep) -> Principal:
+    principal = await auth.authenticate(request.headers.get("authorization"))
+    organization_id_var.set(str(principal.organization_id))
+    return principal
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+@dataclass(frozen=True)
+class Tenant:
+    """The caller and a way to open a transaction that can only see their organisation."""
+
+    principal: Principal
+    actor: Actor
+    db: Database
+
+    def session(self) -> AbstractAsyncContextManager[AsyncSession]:
+        return self.db.session(self.principal.organization_id)
+
+    @property
+    def organization_id(self) -> Any:
+        return self.principal.organization_id
+
+
+def requires(collection: str, action: str) -> Callable[..., Coroutine[Any, Any, Tenant]]:
+    """A dependency that authenticates, checks the role table, and yields the `Tenant`."""
+
+    async def dependency(request: Request, principal: PrincipalDep, db: DatabaseDep) -> Tenant:
+        principal.require(collection, action)
+        actor = Actor.of(principal, client_ip(request), request_id_var.get())
+        return Tenant(principal, actor, db)
+
+    dependency.__name__ = f"requires_{collection}_{action}"
+    return dependency
+
+
+Cursor = Annotated[str | None, Query(max_length=200, description="From the previous page.")]
+Limit = Annotated[int, Query(ge=1, le=500)]

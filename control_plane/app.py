@@ -1,0 +1,133 @@
+"""The FastAPI application: wiring, lifespan and the one error table."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import IntegrityError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from control_plane.api import api_keys, audit, auth, me, system, teams, users, workspaces
+from control_plane.db.migrate import upgrade
+from control_plane.db.session import Database
+from control_plane.errors import Conflict, KaizenError
+from control_plane.observability import Metrics, RequestMiddleware
+from control_plane.services.auth import Authenticator
+from control_plane.services.crypto import load_master_key
+from control_plane.services.keys import KeyRing
+from control_plane.services.kv import open_store
+from control_plane.settings import Settings
+
+log = logging.getLogger(__name__)
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthenticated",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "invalid",
+    429: "rate_limited",
+}
+
+
+def _error(
+    status: int, code: str, message: str, details: Any = None, headers: Any = None
+) -> JSONResponse:
+    body: dict[str, Any] = {"code": code, "message": message}
+    if details is not None:
+        body["details"] = details
+    return JSONResponse({"error": body}, status_code=status, headers=headers)
+
+
+def _field_path(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    return ".".join(parts) or str(loc[0] if loc else "body")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(KaizenError)
+    async def kaizen_error(_request: Request, error: KaizenError) -> JSONResponse:
+        return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_request: Request, error: RequestValidationError) -> JSONResponse:
+        details = [
+            {"field": _field_path(tuple(e.get("loc", ()))), "message": e.get("msg", "invalid")}
+            for e in error.errors()
+        ]
+        message = "; ".join(f"{d['field']}: {d['message']}" for d in details[:5])
+        return _error(422, "invalid", message or "invalid request", details)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, error: StarletteHTTPException) -> JSONResponse:
+        code = _HTTP_CODES.get(error.status_code, "error")
+        return _error(error.status_code, code, str(error.detail), headers=error.headers)
+
+    @app.exception_handler(IntegrityError)
+    async def integrity_error(_request: Request, _error: IntegrityError) -> JSONResponse:
+        # A race lost to a concurrent write of the same unique value.
+        conflict = Conflict("conflicts with an existing record; retry")
+        return JSONResponse(conflict.body(), status_code=409)
+
+    @app.exception_handler(Exception)
+    async def unexpected(_request: Request, error: Exception) -> JSONResponse:
+        log.exception("unhandled error", exc_info=error)
+        return _error(500, "internal", "internal error; the request id identifies it in our logs")
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    migrate: bool = True,
+    on_ready: Callable[[], None] | None = None,
+) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.is_sqlite:
+            settings.home.mkdir(parents=True, exist_ok=True)
+        db = Database(settings.resolved_database_url)
+        if migrate:
+            await upgrade(db)
+        keys = KeyRing(
+            db, load_master_key(settings), max_token_ttl=settings.access_token_ttl_seconds
+        )
+        await keys.start()
+        kv = open_store(settings.redis_url)
+        app.state.db, app.state.keys, app.state.kv = db, keys, kv
+        app.state.auth = Authenticator(settings, db, keys, kv)
+        if on_ready:
+            on_ready()
+        try:
+            yield
+        finally:
+            await kv.close()
+            await db.dispose()
+
+    app = FastAPI(
+        title="Kaizen Studio control plane",
+        version="0.1.0",
+        description="Tenants, identities, policies and signed bundles for AI-agent authorization.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = Metrics()
+    app.add_middleware(
+        RequestMiddleware, metrics=app.state.metrics, max_body_bytes=settings.max_body_bytes
+    )
+    install_error_handlers(app)
+    for module in (system, auth, me, users, teams, workspaces, api_keys, audit):
+        app.include_router(module.router)
+    return app

@@ -1,0 +1,1 @@
+"""Request and response bodies: `XCreate` / `XUpdate` in, `X` out."""

@@ -1,0 +1,132 @@
+"""The control plane's signing keys: Ed25519, published as a JWKS, rotatable.
+
+One key signs at a time. Rotation retires the current key for signing but keeps it in
+the JWKS until every token it signed has expired. Private keys are sealed under the master
+key in the database, so every replica signs with the same keys.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from sqlalchemy import select
+
+from control_plane.db.base import utcnow
+from control_plane.db.models import SigningKey
+from control_plane.db.session import SYSTEM, Database
+from control_plane.services.crypto import seal, unseal
+
+ALGORITHM = "EdDSA"
+
+
+@dataclass(frozen=True)
+class LoadedKey:
+    kid: str
+    public_jwk: dict[str, Any]
+    public_key: Ed25519PublicKey
+    private_key: Ed25519PrivateKey | None
+    retired_at: datetime | None
+    expires_at: datetime | None
+
+
+class KeyRing:
+    def __init__(self, db: Database, master_key: bytes, *, max_token_ttl: int):
+        self._db = db
+        self._master_key = master_key
+        self._max_token_ttl = timedelta(seconds=max_token_ttl)
+        self._keys: dict[str, LoadedKey] = {}
+        self._reload_lock = asyncio.Lock()
+        self._last_reload = datetime.min.replace(tzinfo=utcnow().tzinfo)
+
+    async def start(self) -> None:
+        """Load every published key and make sure one is able to sign."""
+        await self.reload()
+        if self._signing_key() is None:
+            await self.rotate()
+
+    async def reload(self) -> None:
+        async with self._db.session(SYSTEM) as session:
+            rows = (await session.scalars(select(SigningKey))).all()
+        now = utcnow()
+        self._keys = {
+            row.kid: self._load(row)
+            for row in rows
+            if row.expires_at is None or row.expires_at > now
+        }
+        self._last_reload = now
+
+    async def rotate(self) -> str:
+        """Make a new signing key; the previous one verifies until its tokens expire."""
+        private = Ed25519PrivateKey.generate()
+        kid = secrets.token_hex(8)
+        public_jwk = json.loads(jwt.algorithms.OKPAlgorithm.to_jwk(private.public_key()))
+        public_jwk.update(kid=kid, alg=ALGORITHM, use="sig")
+        pkcs8 = private.private_bytes(
+            serialization.Encoding.DER,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        now = utcnow()
+        async with self._db.session(SYSTEM) as session:
+            current = await session.scalars(
+                select(SigningKey).where(SigningKey.retired_at.is_(None))
+            )
+            for old in current:
+                old.retired_at = now
+                old.expires_at = now + self._max_token_ttl
+            session.add(
+                SigningKey(
+                    kid=kid,
+                    algorithm=ALGORITHM,
+                    public_jwk=public_jwk,
+                    private_key_encrypted=seal(self._master_key, pkcs8, kid.encode()),
+                )
+            )
+        await self.reload()
+        return kid
+
+    def _load(self, row: SigningKey) -> LoadedKey:
+        private = None
+        if row.retired_at is None:
+            der = unseal(self._master_key, row.private_key_encrypted, row.kid.encode())
+            loaded = serialization.load_der_private_key(der, password=None)
+            assert isinstance(loaded, Ed25519PrivateKey)
+            private = loaded
+        public = jwt.algorithms.OKPAlgorithm.from_jwk(row.public_jwk)
+        assert isinstance(public, Ed25519PublicKey)
+        return LoadedKey(row.kid, row.public_jwk, public, private, row.retired_at, row.expires_at)
+
+    def _signing_key(self) -> LoadedKey | None:
+        signers = [k for k in self._keys.values() if k.private_key is not None]
+        return max(signers, key=lambda k: k.kid) if signers else None
+
+    def jwks(self) -> dict[str, Any]:
+        now = utcnow()
+        keys = [k.public_jwk for k in self._keys.values() if not k.expires_at or k.expires_at > now]
+        return {"keys": sorted(keys, key=lambda jwk: jwk["kid"])}
+
+    def sign(self, claims: dict[str, Any]) -> str:
+        key = self._signing_key()
+        if key is None or key.private_key is None:
+            raise RuntimeError("no signing key loaded; KeyRing.start() was not awaited")
+        return jwt.encode(claims, key.private_key, algorithm=ALGORITHM, headers={"kid": key.kid})
+
+    async def public_key(self, kid: str) -> Ed25519PublicKey | None:
+        """The verifying key for `kid`; reloads (at most once a second) to see other replicas'
+        rotations."""
+        key = self._keys.get(kid)
+        if key is None and utcnow() - self._last_reload > timedelta(seconds=1):
+            async with self._reload_lock:
+                await self.reload()
+            key = self._keys.get(kid)
+        if key is None or (key.expires_at is not None and key.expires_at <= utcnow()):
+            return None
+        return key.public_key

@@ -1,0 +1,161 @@
+"""Members of an organisation: admin-created users and their organisation roles."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from control_plane.db.models import Membership, TeamMember, User
+from control_plane.errors import Conflict, Forbidden, Invalid, NotFound
+from control_plane.schemas.identity import Member, UserCreate, UserUpdate
+from control_plane.services import audit, passwords
+from control_plane.services.audit import Actor
+from control_plane.services.identity import normalize_email
+from control_plane.services.pagination import paginate
+from control_plane.services.principal import Principal
+
+
+def _member(membership: Membership, user: User) -> Member:
+    return Member(
+        id=user.id,
+        email=user.email,
+        display_name=user.display_name,
+        role=membership.role,  # type: ignore[arg-type]
+        joined_at=membership.created_at,
+    )
+
+
+async def _get(session: AsyncSession, user_id: uuid.UUID) -> tuple[Membership, User]:
+    membership = await session.scalar(select(Membership).where(Membership.user_id == user_id))
+    if membership is None:
+        raise NotFound("no such user in this organisation")
+    user = await session.get(User, user_id)
+    assert user is not None
+    return membership, user
+
+
+def _check_grant(principal: Principal, role: str) -> None:
+    if role == "owner" and not principal.can("users", "grant_owner"):
+        raise Forbidden("only an owner can make someone an owner")
+
+
+async def list_members(
+    session: AsyncSession, cursor: str | None, limit: int
+) -> tuple[list[Member], str | None]:
+    memberships, next_cursor = await paginate(
+        session, select(Membership), Membership, cursor, limit
+    )
+    users = {
+        u.id: u
+        for u in await session.scalars(
+            select(User).where(User.id.in_([m.user_id for m in memberships]))
+        )
+    }
+    return [_member(m, users[m.user_id]) for m in memberships], next_cursor
+
+
+async def get_member(session: AsyncSession, user_id: uuid.UUID) -> Member:
+    return _member(*await _get(session, user_id))
+
+
+async def add_member(
+    session: AsyncSession, principal: Principal, actor: Actor, body: UserCreate
+) -> Member:
+    _check_grant(principal, body.role)
+    email = normalize_email(body.email)
+    user = await session.scalar(select(User).where(User.email == email))
+    if user is None:
+        if body.password is None:
+            raise Invalid(
+                "a password is required for a new user",
+                details=[{"field": "password", "message": "required for a new user"}],
+            )
+        passwords.check_strength(body.password, email=email)
+        user = User(
+            id=uuid.uuid4(),
+            email=email,
+            password_hash=passwords.hash_password(body.password),
+            display_name=body.display_name,
+        )
+        session.add(user)
+        await session.flush()
+    elif body.password is not None:
+        raise Conflict(
+            "this email already has an account; omit the password to add it as a member",
+            details=[{"field": "email"}],
+        )
+    elif await session.scalar(select(Membership.id).where(Membership.user_id == user.id)):
+        raise Conflict("already a member of this organisation", details=[{"field": "email"}])
+    membership = Membership(user_id=user.id, role=body.role)
+    session.add(membership)
+    await session.flush()
+    await audit.record(
+        session,
+        principal.organization_id,
+        actor,
+        "user.add",
+        "user",
+        user.id,
+        after={"email": email, "role": body.role},
+    )
+    return _member(membership, user)
+
+
+async def _owner_count(session: AsyncSession) -> int:
+    return int(
+        await session.scalar(select(func.count(Membership.id)).where(Membership.role == "owner"))
+        or 0
+    )
+
+
+async def update_member(
+    session: AsyncSession, principal: Principal, actor: Actor, user_id: uuid.UUID, body: UserUpdate
+) -> Member:
+    membership, user = await _get(session, user_id)
+    before = {"role": membership.role, "display_name": user.display_name}
+    if body.role is not None and body.role != membership.role:
+        _check_grant(principal, body.role)
+        if membership.role == "owner":
+            _check_grant(principal, "owner")
+            if await _owner_count(session) == 1:
+                raise Conflict("an organisation needs at least one owner")
+        membership.role = body.role
+    if body.display_name is not None:
+        if user.id != principal.id:
+            raise Forbidden("only the user can change their display name")
+        user.display_name = body.display_name
+    after = {"role": membership.role, "display_name": user.display_name}
+    await audit.record(
+        session,
+        principal.organization_id,
+        actor,
+        "user.update",
+        "user",
+        user.id,
+        before=before,
+        after=after,
+    )
+    return _member(membership, user)
+
+
+async def remove_member(
+    session: AsyncSession, principal: Principal, actor: Actor, user_id: uuid.UUID
+) -> None:
+    membership, user = await _get(session, user_id)
+    if membership.role == "owner":
+        _check_grant(principal, "owner")
+        if await _owner_count(session) == 1:
+            raise Conflict("an organisation needs at least one owner")
+    await session.delete(membership)
+    await session.execute(delete(TeamMember).where(TeamMember.user_id == user.id))
+    await audit.record(
+        session,
+        principal.organization_id,
+        actor,
+        "user.remove",
+        "user",
+        user.id,
+        before={"email": user.email, "role": membership.role},
+    )

@@ -1,0 +1,1 @@
+"""Kaizen Studio command line."""

@@ -1,0 +1,148 @@
+"""`kaizen-studio`: run the product, its runtimes, migrations and offline policy work."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+
+from control_plane.settings import Settings
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides = {k: v for k, v in (("cp_host", args.host), ("cp_port", args.port)) if v}
+    return Settings(**overrides)
+
+
+def _serve(settings: Settings, banner: bool) -> int:
+    import uvicorn
+
+    from control_plane.app import create_app
+    from control_plane.observability import configure_logging
+
+    configure_logging(settings.log_level, json_format=settings.log_json and not banner)
+    url = f"http://{settings.cp_host}:{settings.cp_port}"
+    app = create_app(
+        settings, on_ready=(lambda: print(_banner(url, settings), flush=True)) if banner else None
+    )
+    uvicorn.run(app, host=settings.cp_host, port=settings.cp_port, log_config=None)
+    return 0
+
+
+def _banner(url: str, settings: Settings) -> str:
+    where = settings.resolved_database_url.split("///")[-1] if settings.is_sqlite else "PostgreSQL"
+    return f"""
+Kaizen Studio is up.
+
+  control plane   {url}
+  API docs        {url}/docs
+  JWKS            {url}/.well-known/jwks.json
+  data            {where}
+
+Create your organisation (you become its owner):
+
+  curl -s -X POST {url}/api/v1/auth/signup -H 'content-type: application/json' \\
+    -d '{{"email": "you@example.com", "password": "choose-a-long-one", "organization": "Acme"}}'
+
+then log in with POST {url}/api/v1/auth/login and send the access_token as
+`Authorization: Bearer <token>`. Ctrl-C stops everything.
+"""
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    return _serve(_settings(args), banner=True)
+
+
+def cmd_control_plane(args: argparse.Namespace) -> int:
+    return _serve(_settings(args), banner=False)
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from control_plane.db.migrate import upgrade
+    from control_plane.db.session import Database
+
+    settings = Settings()
+    if settings.is_sqlite:
+        settings.home.mkdir(parents=True, exist_ok=True)
+
+    async def run() -> None:
+        db = Database(settings.resolved_database_url)
+        try:
+            await upgrade(db, args.revision)
+        finally:
+            await db.dispose()
+
+    asyncio.run(run())
+    print(f"database at revision {args.revision}")
+    return 0
+
+
+def cmd_keys_rotate(_args: argparse.Namespace) -> int:
+    from control_plane.db.migrate import upgrade
+    from control_plane.db.session import Database
+    from control_plane.services.crypto import load_master_key
+    from control_plane.services.keys import KeyRing
+
+    settings = Settings()
+
+    async def run() -> str:
+        db = Database(settings.resolved_database_url)
+        try:
+            await upgrade(db)
+            ring = KeyRing(
+                db, load_master_key(settings), max_token_ttl=settings.access_token_ttl_seconds
+            )
+            await ring.reload()
+            return await ring.rotate()
+        finally:
+            await db.dispose()
+
+    kid = asyncio.run(run())
+    print(f"new signing key {kid}; previous keys stay published until their tokens expire")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kaizen-studio",
+        description="Kaizen Studio: the authorization control plane for AI agents.",
+        epilog="Configuration comes from KAIZEN_* environment variables (see the README).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    for name, func, help_text in (
+        ("up", cmd_up, "run everything on this machine with embedded defaults"),
+        ("control-plane", cmd_control_plane, "run the control plane alone"),
+    ):
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--host", help="bind address (default: KAIZEN_CP_HOST or 127.0.0.1)")
+        p.add_argument("--port", type=int, help="port (default: KAIZEN_CP_PORT or 8000)")
+        p.set_defaults(func=func)
+
+    db = sub.add_parser("db", help="database maintenance").add_subparsers(
+        dest="db_command", required=True, metavar="ACTION"
+    )
+    up = db.add_parser("upgrade", help="apply Alembic migrations (default: to the newest)")
+    up.add_argument("revision", nargs="?", default="head")
+    up.set_defaults(func=cmd_db_upgrade)
+
+    keys = sub.add_parser("keys", help="signing keys").add_subparsers(
+        dest="keys_command", required=True, metavar="ACTION"
+    )
+    keys.add_parser(
+        "rotate", help="start signing with a new key; old ones verify until they expire"
+    ).set_defaults(func=cmd_keys_rotate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
