@@ -105,7 +105,7 @@ def create_app(
             db, load_master_key(settings), max_token_ttl=settings.access_token_ttl_seconds
         )
         await keys.start()
-        kv = open_store(settings.redis_url)
+        kv = open_store(settings.redis_url, prefix=settings.redis_prefix)
         app.state.db, app.state.keys, app.state.kv = db, keys, kv
         app.state.auth = Authenticator(settings, db, keys, kv)
         if on_ready:

@@ -20,6 +20,7 @@ class Settings(BaseSettings):
     home: Path = Field(default_factory=default_home)
     database_url: str | None = None
     redis_url: str | None = None
+    redis_prefix: str = "kaizen:"
     cp_host: str = "127.0.0.1"
     cp_port: int = 8000
     control_plane_url: str = "http://127.0.0.1:8000"

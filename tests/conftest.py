@@ -1,0 +1,202 @@
+"""Shared fixtures: the control plane on both of its stacks.
+
+`embedded`: SQLite file + in-process store (what `kaizen-studio up` runs).
+`production`: the real PostgreSQL + the real Redis (KAIZEN_TEST_POSTGRES_URL /
+KAIZEN_TEST_REDIS_URL). Never skipped: if they are down, the tests fail and say why.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+import redis.asyncio as aioredis
+from fastapi import FastAPI
+from sqlalchemy import text
+
+from control_plane.app import create_app
+from control_plane.db.base import Base
+from control_plane.db.session import SYSTEM
+from control_plane.settings import Settings
+
+POSTGRES_URL = os.environ.get(
+    "KAIZEN_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
+)
+REDIS_URL = os.environ.get("KAIZEN_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+# Each test run works in its own Redis key prefix and its own PostgreSQL database.
+RUN_ID = secrets.token_hex(4)
+REDIS_PREFIX = f"kaizen-test-{RUN_ID}:"
+PASSWORD = "correct horse battery staple"
+
+
+@pytest.fixture(scope="session")
+async def postgres_database() -> AsyncIterator[str]:
+    admin_dsn = POSTGRES_URL.replace("postgresql+asyncpg", "postgresql")
+    name = f"kaizen_test_{RUN_ID}"
+    try:
+        admin = await asyncpg.connect(admin_dsn)
+    except (OSError, asyncpg.PostgresError) as error:
+        pytest.fail(f"PostgreSQL is not reachable at {POSTGRES_URL}: {error}")
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield POSTGRES_URL.rsplit("/", 1)[0] + "/" + name
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+@pytest.fixture(scope="session")
+async def redis_url() -> AsyncIterator[str]:
+    client = aioredis.Redis.from_url(REDIS_URL)
+    try:
+        await client.ping()
+    except aioredis.RedisError as error:
+        pytest.fail(f"Redis is not reachable at {REDIS_URL}: {error}")
+    finally:
+        await client.aclose()
+    yield REDIS_URL
+
+
+def make_settings(home: Path, **overrides: Any) -> Settings:
+    return Settings(
+        home=home,
+        master_key=base64.b64encode(secrets.token_bytes(32)).decode(),
+        log_json=False,
+        **overrides,
+    )
+
+
+@dataclass
+class Stack:
+    name: str
+    app: FastAPI
+    settings: Settings
+
+    @property
+    def db(self) -> Any:
+        return self.app.state.db
+
+    @property
+    def kv(self) -> Any:
+        return self.app.state.kv
+
+
+async def _running_stack(name: str, settings: Settings) -> AsyncIterator[Stack]:
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        yield Stack(name, app, settings)
+
+
+@pytest.fixture(scope="session")
+async def embedded_stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
+    home = tmp_path_factory.mktemp("embedded")
+    async for stack in _running_stack("embedded", make_settings(home)):
+        yield stack
+
+
+@pytest.fixture(scope="session")
+async def production_stack(
+    tmp_path_factory: pytest.TempPathFactory, postgres_database: str, redis_url: str
+) -> AsyncIterator[Stack]:
+    home = tmp_path_factory.mktemp("production")
+    settings = make_settings(
+        home, database_url=postgres_database, redis_url=redis_url, redis_prefix=REDIS_PREFIX
+    )
+    async for stack in _running_stack("production", settings):
+        yield stack
+
+
+async def _reset(stack: Stack) -> None:
+    """Empty every table but the key ring, and the key-value store."""
+    tables = [t.name for t in reversed(Base.metadata.sorted_tables) if t.name != "signing_keys"]
+    async with stack.db.session(SYSTEM) as session:
+        if stack.db.is_sqlite:
+            for table in tables:
+                await session.execute(text(f"DELETE FROM {table}"))
+        else:
+            await session.execute(text(f"TRUNCATE {', '.join(tables)} CASCADE"))
+    if stack.settings.redis_url:
+        client = aioredis.Redis.from_url(stack.settings.redis_url)
+        keys = [k async for k in client.scan_iter(f"{REDIS_PREFIX}*")]
+        if keys:
+            await client.delete(*keys)
+        await client.aclose()
+    else:
+        await stack.kv.close()
+
+
+@pytest.fixture(params=["embedded", "production"])
+async def stack(
+    request: pytest.FixtureRequest, embedded_stack: Stack, production_stack: Stack
+) -> AsyncIterator[Stack]:
+    chosen = embedded_stack if request.param == "embedded" else production_stack
+    await _reset(chosen)
+    yield chosen
+
+
+@pytest.fixture
+async def client(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=stack.app, client=("203.0.113.7", 4711))
+    async with httpx.AsyncClient(transport=transport, base_url="http://cp.test") as http:
+        yield http
+
+
+@dataclass
+class Account:
+    email: str
+    user_id: str
+    organization_id: str
+    access_token: str
+    refresh_token: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.access_token}"}
+
+
+async def signup(client: httpx.AsyncClient, organization: str = "Acme") -> Account:
+    email = f"owner-{uuid.uuid4().hex[:8]}@example.com"
+    response = await client.post(
+        "/api/v1/auth/signup",
+        json={"email": email, "password": PASSWORD, "organization": organization},
+    )
+    assert response.status_code == 201, response.text
+    body = response.json()
+    return Account(
+        email,
+        body["user_id"],
+        body["organization_id"],
+        body["access_token"],
+        body["refresh_token"],
+    )
+
+
+async def member(client: httpx.AsyncClient, owner: Account, role: str) -> Account:
+    """A new member of `owner`'s organisation with `role`, logged in."""
+    email = f"{role}-{uuid.uuid4().hex[:8]}@example.com"
+    created = await client.post(
+        "/api/v1/users",
+        json={"email": email, "password": PASSWORD, "role": role},
+        headers=owner.headers,
+    )
+    assert created.status_code == 201, created.text
+    login = await client.post("/api/v1/auth/login", json={"email": email, "password": PASSWORD})
+    assert login.status_code == 200, login.text
+    body = login.json()
+    return Account(
+        email, body["user_id"], body["organization_id"], body["access_token"], body["refresh_token"]
+    )
+
+
+@pytest.fixture
+async def owner(client: httpx.AsyncClient) -> Account:
+    return await signup(client)
