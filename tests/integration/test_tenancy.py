@@ -1,0 +1,112 @@
+"""Walk every route of the API: another organisation's object is a 404 on every method,
+never appears in a list, and survives the attempt unchanged."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import httpx
+
+from tests.conftest import PASSWORD, Account, Stack, signup
+
+# A valid body for each write route that takes one, so the walk reaches the tenant check
+# rather than stopping at validation.
+BODIES: dict[tuple[str, str], dict[str, Any]] = {
+    ("PATCH", "/api/v1/users/{user_id}"): {"role": "developer"},
+    ("PATCH", "/api/v1/teams/{team_id}"): {"description": "taken over"},
+    ("PATCH", "/api/v1/workspaces/{workspace_id}"): {"description": "taken over"},
+}
+
+
+async def _objects_of(client: httpx.AsyncClient, owner: Account) -> dict[str, str]:
+    h = owner.headers
+    user = await client.post(
+        "/api/v1/users",
+        json={
+            "email": f"m-{owner.user_id[:8]}@example.com",
+            "password": PASSWORD,
+            "role": "viewer",
+        },
+        headers=h,
+    )
+    team = await client.post("/api/v1/teams", json={"name": "sre"}, headers=h)
+    await client.post(
+        f"/api/v1/teams/{team.json()['id']}/members", json={"user_id": user.json()["id"]}, headers=h
+    )
+    workspace = await client.post(
+        "/api/v1/workspaces", json={"name": "prod", "environment": "prod"}, headers=h
+    )
+    key = await client.post("/api/v1/api-keys", json={"name": "ci-bot"}, headers=h)
+    for response in (user, team, workspace, key):
+        assert response.status_code == 201, response.text
+    return {
+        "user_id": user.json()["id"],
+        "team_id": team.json()["id"],
+        "workspace_id": workspace.json()["id"],
+        "key_id": key.json()["id"],
+    }
+
+
+def _routes(stack: Stack) -> list[tuple[str, str]]:
+    paths = stack.app.openapi()["paths"]
+    return [(method.upper(), path) for path, item in paths.items() for method in item]
+
+
+async def test_every_route_hides_other_tenants_objects(
+    client: httpx.AsyncClient, stack: Stack
+) -> None:
+    alice, bob = await signup(client, "Alice Corp"), await signup(client, "Bob Corp")
+    theirs = await _objects_of(client, alice)
+    await _objects_of(client, bob)  # Bob has same-named objects of his own
+    before = {
+        name: (await client.get(url, headers=alice.headers)).json()
+        for name, url in _urls(theirs).items()
+    }
+
+    walked = 0
+    for method, template in _routes(stack):
+        params = re.findall(r"{(\w+)}", template)
+        if not params:
+            continue
+        unknown = set(params) - theirs.keys()
+        assert not unknown, f"teach this test the path parameter(s) {unknown} of {template}"
+        url = template.format(**theirs)
+        body = BODIES.get((method, template))
+        if method == "POST" and template.endswith("/members"):
+            body = {"user_id": bob.user_id}
+        response = await client.request(method, url, json=body, headers=bob.headers)
+        assert response.status_code == 404, f"{method} {template}: {response.status_code}"
+        assert response.json()["error"]["code"] == "not_found"
+        walked += 1
+    assert walked >= 10
+
+    for method, template in _routes(stack):
+        if method != "GET" or "{" in template or not template.startswith("/api/v1/"):
+            continue
+        listed = (await client.get(template, headers=bob.headers)).text
+        for value in theirs.values():
+            assert value not in listed, f"GET {template} shows another tenant's {value}"
+
+    after = {
+        name: (await client.get(url, headers=alice.headers)).json()
+        for name, url in _urls(theirs).items()
+    }
+    assert after == before
+
+
+def _urls(ids: dict[str, str]) -> dict[str, str]:
+    return {
+        "user": f"/api/v1/users/{ids['user_id']}",
+        "team": f"/api/v1/teams/{ids['team_id']}",
+        "workspace": f"/api/v1/workspaces/{ids['workspace_id']}",
+        "key": f"/api/v1/api-keys/{ids['key_id']}",
+    }
+
+
+async def test_audit_events_are_per_organisation(client: httpx.AsyncClient) -> None:
+    alice, bob = await signup(client, "Alice Corp"), await signup(client, "Bob Corp")
+    await client.post("/api/v1/teams", json={"name": "secret-project"}, headers=alice.headers)
+    events = (await client.get("/api/v1/audit-events", headers=bob.headers)).json()["items"]
+    assert [e["action"] for e in events] == ["organization.create"]
+    assert "secret-project" not in str(events)
