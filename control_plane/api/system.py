@@ -3,7 +3,8 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
+from pydantic import BaseModel
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
@@ -12,7 +13,12 @@ from control_plane.db.session import SYSTEM
 router = APIRouter(tags=["system"])
 
 
-@router.get("/healthz")
+class HealthOut(BaseModel):
+    status: str
+    checks: dict[str, str]
+
+
+@router.get("/healthz", response_model=HealthOut, responses={503: {"model": HealthOut}})
 async def healthz(request: Request) -> JSONResponse:
     """Ready when the database (and Redis, when configured) answer."""
     state = request.app.state
@@ -32,7 +38,11 @@ async def healthz(request: Request) -> JSONResponse:
     )
 
 
-@router.get("/metrics")
+@router.get(
+    "/metrics",
+    response_class=PlainTextResponse,
+    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}},
+)
 async def metrics(request: Request) -> Response:
     """Prometheus exposition."""
     return Response(

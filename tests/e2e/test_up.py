@@ -1,0 +1,119 @@
+"""The README's run command, for real: `kaizen-studio up` in its own process, on a fresh
+`$KAIZEN_HOME`, driven over HTTP through the "done when" tour, then stopped with Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+PASSWORD = "correct horse battery staple"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _kaizen_studio() -> str:
+    return str(Path(sys.executable).with_name("kaizen-studio"))
+
+
+@pytest.fixture
+def running_up(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KAIZEN_")}
+    env["KAIZEN_HOME"] = str(tmp_path / "home")
+    process = subprocess.Popen(
+        [_kaizen_studio(), "up", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                break
+        except httpx.TransportError:
+            time.sleep(0.1)
+        assert process.poll() is None, process.stdout.read() if process.stdout else ""
+    else:
+        process.kill()
+        pytest.fail("kaizen-studio up did not become healthy in 30 s")
+    yield url, process
+    if process.poll() is None:
+        process.kill()
+        process.wait()
+
+
+def test_up_serves_the_done_when_tour_and_stops_on_ctrl_c(
+    running_up: tuple[str, subprocess.Popen[str]], tmp_path: Path
+) -> None:
+    url, process = running_up
+    with httpx.Client(base_url=url, timeout=10) as http:
+        signup = http.post(
+            "/api/v1/auth/signup",
+            json={"email": "ada@example.com", "password": PASSWORD, "organization": "Acme"},
+        )
+        assert signup.status_code == 201
+        login = http.post(
+            "/api/v1/auth/login", json={"email": "ada@example.com", "password": PASSWORD}
+        )
+        assert login.status_code == 200
+        owner = {"Authorization": f"Bearer {login.json()['access_token']}"}
+        assert http.post("/api/v1/teams", json={"name": "sre"}, headers=owner).status_code == 201
+        workspace = http.post(
+            "/api/v1/workspaces", json={"name": "prod", "environment": "prod"}, headers=owner
+        )
+        assert workspace.status_code == 201
+        key = http.post(
+            "/api/v1/api-keys", json={"name": "ci-bot", "role": "developer"}, headers=owner
+        )
+        assert key.status_code == 201
+        me = http.get("/api/v1/me", headers={"Authorization": f"Bearer {key.json()['key']}"})
+        assert me.status_code == 200
+        assert me.json()["kind"] == "api_key"
+        assert me.json()["organization_name"] == "Acme"
+        metrics = http.get("/metrics").text
+        assert 'route="/api/v1/me"' in metrics
+
+    assert (tmp_path / "home" / "kaizen.db").exists()
+    assert (tmp_path / "home" / "master.key").stat().st_mode & 0o077 == 0
+
+    process.send_signal(signal.SIGINT)
+    output, _ = process.communicate(timeout=20)
+    assert process.returncode == 0
+    assert f"control plane   {url}" in output
+    assert "/api/v1/auth/signup" in output
+    assert PASSWORD not in output
+    assert key.json()["key"] not in output, "secrets never reach the logs"
+
+
+def test_help_lists_the_commands() -> None:
+    result = subprocess.run(
+        [_kaizen_studio(), "--help"], capture_output=True, text=True, check=True
+    )
+    for command in ("up", "control-plane", "db", "keys"):
+        assert command in result.stdout
+
+
+def test_db_upgrade_creates_the_schema(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KAIZEN_")}
+    env["KAIZEN_HOME"] = str(tmp_path)
+    result = subprocess.run(
+        [_kaizen_studio(), "db", "upgrade"], capture_output=True, text=True, env=env, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "kaizen.db").exists()
