@@ -1,0 +1,1 @@
+"""Policy documents, compiler, decision engine and signed bundles (pure Python)."""
