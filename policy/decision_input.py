@@ -43,6 +43,10 @@ def input_problems(value: object) -> list[tuple[Path, str]]:
     for path in (("principal", "id"), ("action",), ("resource", "id")):
         if not _non_empty_string(_get(value, path)):
             problems.append((path, "must be a non-empty string"))
+    principal_id = _get(value, ("principal", "id"))
+    if isinstance(principal_id, str) and principal_id.startswith("role:"):
+        # role:<name> is how Casbin names roles; a principal must never pose as one.
+        problems.append((("principal", "id"), "must not start with role:"))
     workspace = _get(value, ("resource", "workspace"))
     if workspace is not None and not isinstance(workspace, str):
         problems.append((("resource", "workspace"), "must be a string or null"))

@@ -1,0 +1,261 @@
+"""The decision engine: RBAC → ABAC → budgets; deny overrides require_approval overrides allow.
+
+Built once per compiled policy or verified bundle and then only read, except for its
+caches and the budget ledger. A policy or input error is a deny with a reason, never an
+exception and never an allow.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from policy.abac import AbacResult, EmbeddedRegoEvaluator, RegoEvaluator
+from policy.budgets import (
+    NO_BUDGETS,
+    BudgetCheck,
+    BudgetIndex,
+    BudgetLedger,
+    InMemoryBudgetLedger,
+    Reservation,
+)
+from policy.compiler import CompiledPolicy
+from policy.decision_cache import InputProjection, LruCache, full_input_key
+from policy.decision_input import Outcome, input_problems
+from policy.rbac import RbacIndex, RbacResult, principal_subjects
+from policy.source import dotted
+
+if TYPE_CHECKING:
+    from policy.bundle import VerifiedBundle
+
+_RANK: dict[Outcome, int] = {"allow": 0, "require_approval": 1, "deny": 2}
+
+
+def new_decision_id() -> str:
+    """A UUIDv7 as 32 hex digits: unique and ordered by time, which log storage likes."""
+    millis = time.time_ns() // 1_000_000
+    random = int.from_bytes(os.urandom(10), "big")
+    value = (millis & (2**48 - 1)) << 80 | 0x7 << 76 | (random >> 62) << 64 | 0b10 << 62
+    return f"{value | (random & (2**62 - 1)):032x}"
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    decision_id: str
+    outcome: Outcome
+    reasons: tuple[str, ...]
+    matched_rules: tuple[str, ...]
+    bundle_revision: str | None
+    key_id: str | None
+    budget: Mapping[str, Any] | None = None
+    reservations: tuple[Reservation, ...] = field(default=(), repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The decision output of CONTRACTS.md (plus matched_rules)."""
+        out: dict[str, Any] = {
+            "decision_id": self.decision_id,
+            "outcome": self.outcome,
+            "reasons": list(self.reasons),
+            "matched_rules": list(self.matched_rules),
+            "bundle_revision": self.bundle_revision,
+            "key_id": self.key_id,
+        }
+        if self.budget is not None:
+            out["budget"] = dict(self.budget)
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class _Stage:
+    outcome: Outcome
+    reasons: tuple[str, ...]
+    rules: tuple[str, ...]
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class DecisionEngine:
+    def __init__(
+        self,
+        compiled: CompiledPolicy,
+        *,
+        evaluator: RegoEvaluator | None = None,
+        ledger: BudgetLedger | None = None,
+        bundle_revision: str | None = None,
+        key_id: str | None = None,
+        cache_size: int = 100_000,
+        clock: Callable[[], datetime] = _utc_now,
+    ) -> None:
+        kaizen = compiled.kaizen
+        self.compiled = compiled
+        self.organization_id = compiled.organization_id
+        self.bundle_revision = bundle_revision
+        self.key_id = key_id
+        self.ledger: BudgetLedger = ledger if ledger is not None else InMemoryBudgetLedger()
+        self._clock = clock
+        self._rbac = RbacIndex(kaizen.get("roles", {}), kaizen.get("bindings", []))
+        self._budgets = BudgetIndex(kaizen.get("budgets", []))
+        if evaluator is None and compiled.rego_modules:
+            evaluator = EmbeddedRegoEvaluator(compiled.rego_modules, compiled.data)
+        self._evaluator = evaluator
+        self._projection = InputProjection.from_modules(compiled.rego_modules.values())
+        self._rbac_cache: LruCache[tuple[Any, ...], RbacResult] = LruCache(cache_size)
+        self._abac_cache: LruCache[Any, AbacResult] = LruCache(cache_size)
+
+    @classmethod
+    def from_bundle(cls, bundle: VerifiedBundle, **options: Any) -> DecisionEngine:
+        return cls(
+            bundle.compiled, bundle_revision=bundle.revision, key_id=bundle.key_id, **options
+        )
+
+    def decide(
+        self, input: Mapping[str, Any], *, dry_run: bool = False, explain: bool = False
+    ) -> Decision:
+        """Decide one request.
+
+        `dry_run` looks at budgets without reserving (simulation, policy tests);
+        `explain` evaluates every stage even after a deny and reports all reasons.
+        """
+        problems = input_problems(input)
+        if problems:
+            reasons = tuple(
+                f"invalid decision input: {dotted(p) or 'input'} {m}" for p, m in problems
+            )
+            return self._decision(_Stage("deny", reasons, ("input",)), ())
+        principal = input["principal"]
+        organization = principal.get("organization")
+        if organization is not None and organization != self.organization_id:
+            stage = _Stage(
+                "deny", ("principal belongs to another organization",), ("organization",)
+            )
+            return self._decision(stage, ())
+        stages = [self._rbac_stage(input)]
+        if explain or stages[-1].outcome != "deny":
+            stages.append(self._abac_stage(input))
+        budget = NO_BUDGETS
+        if explain or stages[-1].outcome != "deny":
+            so_far = max((s.outcome for s in stages), key=_RANK.__getitem__)
+            budget = self._budget_check(input, reserve=so_far == "allow" and not dry_run)
+            stages.append(_Stage(budget.outcome, budget.reasons, budget.matched_rules))
+        return self._decision(_combine(stages, explain), budget.reservations, budget.status)
+
+    def check_rbac(self, input: Mapping[str, Any]) -> RbacResult:
+        principal, resource = input["principal"], input["resource"]
+        roles = tuple(principal.get("roles") or ())
+        teams = tuple(principal.get("teams") or ())
+        workspace = resource.get("workspace") or ""
+        key = (
+            principal["id"],
+            principal.get("type"),
+            roles,
+            teams,
+            input["action"],
+            resource["id"],
+            workspace,
+        )
+        cached = self._rbac_cache.get(key)
+        if cached is not None:
+            return cached
+        subjects = principal_subjects(principal["id"], principal.get("type"), teams)
+        result = self._rbac.check(subjects, roles, input["action"], resource["id"], workspace)
+        self._rbac_cache.put(key, result)
+        return result
+
+    def evaluate_abac(self, input: Mapping[str, Any]) -> AbacResult:
+        if self._evaluator is None:
+            return AbacResult()
+        key = self._projection.key(input) if self._projection is not None else full_input_key(input)
+        cached = self._abac_cache.get(key)
+        if cached is not None:
+            return cached
+        result = self._evaluator.evaluate(input)
+        # Errors are not cached: a transient external-OPA failure must not stick.
+        if result.error is None and self._projection is not None:
+            self._abac_cache.put(key, result)
+        return result
+
+    def settle(self, decision: Decision, actual: Mapping[str, float]) -> None:
+        """After the call: replace each reservation by the real use (by metric)."""
+        for reservation in decision.reservations:
+            used = actual.get(reservation.key.metric, reservation.amount)
+            self.ledger.settle(reservation.key, reservation.amount, used)
+
+    def release(self, decision: Decision) -> None:
+        """The call did not happen: give the reserved budget back."""
+        for reservation in decision.reservations:
+            self.ledger.release(reservation.key, reservation.amount)
+
+    def clear_caches(self) -> None:
+        self._rbac_cache.clear()
+        self._abac_cache.clear()
+
+    def close(self) -> None:
+        if self._evaluator is not None:
+            self._evaluator.close()
+
+    def _rbac_stage(self, input: Mapping[str, Any]) -> _Stage:
+        result = self.check_rbac(input)
+        if result.allowed and result.grant is not None:
+            return _Stage("allow", (), (result.grant.rule,))
+        return _Stage("deny", (result.reason or "denied by RBAC",), ())
+
+    def _abac_stage(self, input: Mapping[str, Any]) -> _Stage:
+        result = self.evaluate_abac(input)
+        if result.error is not None:
+            return _Stage("deny", (f"ABAC evaluation failed: {result.error}",), ("abac:error",))
+        if result.deny:
+            return _Stage(
+                "deny",
+                tuple(reason for _, reason in result.deny),
+                tuple(sorted({f"abac:{package}.deny" for package, _ in result.deny})),
+            )
+        if result.require_approval:
+            return _Stage(
+                "require_approval",
+                tuple(reason for _, reason in result.require_approval),
+                tuple(sorted({f"abac:{p}.require_approval" for p, _ in result.require_approval})),
+            )
+        return _Stage("allow", (), ())
+
+    def _budget_check(self, input: Mapping[str, Any], *, reserve: bool) -> BudgetCheck:
+        if not self._budgets:
+            return NO_BUDGETS
+        principal, resource = input["principal"], input["resource"]
+        subjects = principal_subjects(
+            principal["id"], principal.get("type"), principal.get("teams") or ()
+        )
+        applicable = self._budgets.applicable(subjects, resource["id"], input["action"])
+        context = input.get("context") or {}
+        return self._budgets.check(self.ledger, applicable, context, self._clock(), reserve=reserve)
+
+    def _decision(
+        self,
+        stage: _Stage,
+        reservations: tuple[Reservation, ...],
+        budget: Mapping[str, Any] | None = None,
+    ) -> Decision:
+        return Decision(
+            decision_id=new_decision_id(),
+            outcome=stage.outcome,
+            reasons=stage.reasons,
+            matched_rules=stage.rules,
+            bundle_revision=self.bundle_revision,
+            key_id=self.key_id,
+            budget=budget,
+            reservations=reservations,
+        )
+
+
+def _combine(stages: list[_Stage], explain: bool) -> _Stage:
+    outcome = max((s.outcome for s in stages), key=_RANK.__getitem__)
+    rules = tuple(rule for s in stages for rule in s.rules)
+    if explain:
+        return _Stage(outcome, tuple(r for s in stages for r in s.reasons), rules)
+    reasons = tuple(r for s in stages if s.outcome == outcome for r in s.reasons)
+    return _Stage(outcome, reasons, rules)
