@@ -277,10 +277,12 @@ def _parse_document(reader: FieldReader) -> Document | None:
     if "kind" in body and kind not in KINDS:
         reader.error(("kind",), f"unknown kind {kind!r} (expected one of: {', '.join(KINDS)})")
         return None
+    if "metadata" not in body or "spec" not in body or kind is None:
+        return None
     metadata = reader.mapping(
-        body.get("metadata"), ("metadata",), required=("name",), optional=("description", "labels")
+        body["metadata"], ("metadata",), required=("name",), optional=("description", "labels")
     )
-    if metadata is None or "spec" not in body or kind is None:
+    if metadata is None:
         return None
     name = reader.name(metadata.get("name"), ("metadata", "name"))
     description = _optional_string(reader, metadata, ("metadata", "description"))
