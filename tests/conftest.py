@@ -38,24 +38,43 @@ REDIS_PREFIX = f"kaizen-test-{RUN_ID}:"
 PASSWORD = "correct horse battery staple"
 
 
+class PostgresDatabases:
+    """Creates throw-away databases on the test server; drops them all at the end."""
+
+    def __init__(self, admin: asyncpg.Connection):
+        self._admin = admin
+        self.created: list[str] = []
+
+    async def create(self, purpose: str) -> str:
+        name = f"kaizen_test_{RUN_ID}_{purpose}"
+        await self._admin.execute(f'CREATE DATABASE "{name}"')
+        self.created.append(name)
+        return POSTGRES_URL.rsplit("/", 1)[0] + "/" + name
+
+
 @pytest.fixture(scope="session")
-async def postgres_database() -> AsyncIterator[str]:
+async def postgres_databases() -> AsyncIterator[PostgresDatabases]:
     admin_dsn = POSTGRES_URL.replace("postgresql+asyncpg", "postgresql")
-    name = f"kaizen_test_{RUN_ID}"
     try:
         admin = await asyncpg.connect(admin_dsn)
     except (OSError, asyncpg.PostgresError) as error:
         pytest.fail(f"PostgreSQL is not reachable at {POSTGRES_URL}: {error}")
-    await admin.execute(f'CREATE DATABASE "{name}"')
+    databases = PostgresDatabases(admin)
     try:
-        yield POSTGRES_URL.rsplit("/", 1)[0] + "/" + name
+        yield databases
     finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        for name in databases.created:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
 
 
 @pytest.fixture(scope="session")
-async def redis_url() -> AsyncIterator[str]:
+async def postgres_database(postgres_databases: PostgresDatabases) -> str:
+    return await postgres_databases.create("api")
+
+
+@pytest.fixture(scope="session")
+async def redis_url() -> str:
     client = aioredis.Redis.from_url(REDIS_URL)
     try:
         await client.ping()
@@ -63,7 +82,7 @@ async def redis_url() -> AsyncIterator[str]:
         pytest.fail(f"Redis is not reachable at {REDIS_URL}: {error}")
     finally:
         await client.aclose()
-    yield REDIS_URL
+    return REDIS_URL
 
 
 def make_settings(home: Path, **overrides: Any) -> Settings:
@@ -121,7 +140,7 @@ async def _reset(stack: Stack) -> None:
     async with stack.db.session(SYSTEM) as session:
         if stack.db.is_sqlite:
             for table in tables:
-                await session.execute(text(f"DELETE FROM {table}"))
+                await session.execute(text(f"DELETE FROM {table}"))  # noqa: S608  (our table names)
         else:
             await session.execute(text(f"TRUNCATE {', '.join(tables)} CASCADE"))
     if stack.settings.redis_url:
@@ -137,10 +156,10 @@ async def _reset(stack: Stack) -> None:
 @pytest.fixture(params=["embedded", "production"])
 async def stack(
     request: pytest.FixtureRequest, embedded_stack: Stack, production_stack: Stack
-) -> AsyncIterator[Stack]:
+) -> Stack:
     chosen = embedded_stack if request.param == "embedded" else production_stack
     await _reset(chosen)
-    yield chosen
+    return chosen
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends, Query
 from pydantic import AwareDatetime
 
 from control_plane.api.deps import Limit, Tenant, requires
-from control_plane.schemas.base import Page
+from control_plane.schemas.base import Page, QueryText
 from control_plane.schemas.identity import AuditEventOut, ChainVerification
 from control_plane.services import audit
 
@@ -22,8 +22,8 @@ async def list_audit_events(
     tenant: Read,
     cursor: Annotated[str | None, Query(pattern=r"^\d{1,18}$")] = None,
     limit: Limit = 100,
-    action: Annotated[str | None, Query(max_length=64)] = None,
-    actor_id: Annotated[str | None, Query(max_length=64)] = None,
+    action: Annotated[QueryText | None, Query()] = None,
+    actor_id: Annotated[QueryText | None, Query()] = None,
     since: AwareDatetime | None = None,
     until: AwareDatetime | None = None,
 ) -> Page[AuditEventOut]:

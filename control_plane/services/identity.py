@@ -81,12 +81,12 @@ async def me(db: Database, principal: Principal) -> Me:
         if principal.can(resource.removesuffix(":*"), action)
     )
     return Me(
-        kind=principal.kind,  # type: ignore[arg-type]
+        kind=principal.kind,
         id=principal.id,
         label=principal.label,
         organization_id=org.id,
         organization_name=org.name,
-        role=principal.role,  # type: ignore[arg-type]
+        role=principal.role,
         scopes=list(principal.scopes),
         permissions=permissions,
         organizations=memberships,

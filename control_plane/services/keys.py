@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import jwt
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from sqlalchemy import select
@@ -22,6 +23,7 @@ from sqlalchemy import select
 from control_plane.db.base import utcnow
 from control_plane.db.models import SigningKey
 from control_plane.db.session import SYSTEM, Database
+from control_plane.errors import Unavailable
 from control_plane.services.crypto import seal, unseal
 
 ALGORITHM = "EdDSA"
@@ -96,7 +98,14 @@ class KeyRing:
     def _load(self, row: SigningKey) -> LoadedKey:
         private = None
         if row.retired_at is None:
-            der = unseal(self._master_key, row.private_key_encrypted, row.kid.encode())
+            try:
+                der = unseal(self._master_key, row.private_key_encrypted, row.kid.encode())
+            except InvalidTag:
+                raise Unavailable(
+                    f"signing key {row.kid} cannot be opened with this master key; set "
+                    "KAIZEN_MASTER_KEY (or $KAIZEN_HOME/master.key) to the key this database "
+                    "was created with"
+                ) from None
             loaded = serialization.load_der_private_key(der, password=None)
             assert isinstance(loaded, Ed25519PrivateKey)
             private = loaded

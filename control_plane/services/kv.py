@@ -94,15 +94,13 @@ class RedisStore:
         return self._prefix + key
 
     async def get(self, key: str) -> str | None:
-        value: str | None = await self._redis.get(self._k(key))
-        return value
+        return _text(await self._redis.get(self._k(key)))
 
     async def set(self, key: str, value: str, *, ttl: int) -> None:
         await self._redis.set(self._k(key), value, ex=ttl)
 
     async def pop(self, key: str) -> str | None:
-        value: str | None = await self._redis.getdel(self._k(key))
-        return value
+        return _text(await self._redis.getdel(self._k(key)))
 
     async def delete(self, *keys: str) -> None:
         if keys:
@@ -126,6 +124,10 @@ class RedisStore:
 
     async def close(self) -> None:
         await self._redis.aclose()
+
+
+def _text(value: bytes | str | None) -> str | None:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def open_store(url: str | None, *, prefix: str = "kaizen:") -> KeyValueStore:

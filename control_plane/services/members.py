@@ -22,7 +22,7 @@ def _member(membership: Membership, user: User) -> Member:
         id=user.id,
         email=user.email,
         display_name=user.display_name,
-        role=membership.role,  # type: ignore[arg-type]
+        role=membership.role,
         joined_at=membership.created_at,
     )
 

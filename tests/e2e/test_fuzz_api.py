@@ -20,19 +20,24 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
 )
 
-from tests.conftest import PASSWORD, REDIS_PREFIX
+from tests.conftest import PASSWORD, REDIS_PREFIX, PostgresDatabases
 from tests.e2e.test_up import _kaizen_studio, free_port
 
 
 @pytest.fixture(scope="module")
+async def fuzz_database(postgres_databases: PostgresDatabases) -> str:
+    return await postgres_databases.create("fuzz")
+
+
+@pytest.fixture(scope="module")
 def control_plane(
-    tmp_path_factory: pytest.TempPathFactory, postgres_database: str, redis_url: str
+    tmp_path_factory: pytest.TempPathFactory, fuzz_database: str, redis_url: str
 ) -> Iterator[tuple[str, dict[str, str]]]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("KAIZEN_")}
     env.update(
         KAIZEN_HOME=str(tmp_path_factory.mktemp("fuzz")),
-        KAIZEN_DATABASE_URL=postgres_database,
+        KAIZEN_DATABASE_URL=fuzz_database,
         KAIZEN_REDIS_URL=redis_url,
         KAIZEN_REDIS_PREFIX=REDIS_PREFIX + "fuzz:",
         KAIZEN_LOGIN_ATTEMPTS_PER_WINDOW="1000",
@@ -81,7 +86,7 @@ def test_no_input_makes_the_api_fail(control_plane: tuple[str, dict[str, str]]) 
 
         @given(case=operation.as_strategy())
         @settings(
-            max_examples=30,
+            max_examples=int(os.environ.get("KAIZEN_FUZZ_EXAMPLES", "30")),
             deadline=None,
             database=None,
             suppress_health_check=list(HealthCheck),

@@ -38,9 +38,7 @@ async def test_access_token_verifies_against_published_jwks(
     jwk = next(k for k in jwks["keys"] if k["kid"] == kid)
     assert "d" not in jwk, "the private half must never be published"
     key = jwt.PyJWK(jwk).key
-    claims = jwt.decode(
-        owner.access_token, key, algorithms=["EdDSA"], audience="kaizen-studio-api"
-    )
+    claims = jwt.decode(owner.access_token, key, algorithms=["EdDSA"], audience="kaizen-studio-api")
     assert claims["sub"] == owner.user_id
     assert claims["org"] == owner.organization_id
     assert claims["exp"] - claims["iat"] <= 900
@@ -128,7 +126,9 @@ async def test_login_is_rate_limited(client: httpx.AsyncClient, owner: Account) 
     assert statuses[10:] == [429, 429]
     assert int(response.headers["retry-after"]) >= 1
     # Even the right password is refused until the window passes.
-    right = await client.post("/api/v1/auth/login", json={"email": owner.email, "password": PASSWORD})
+    right = await client.post(
+        "/api/v1/auth/login", json={"email": owner.email, "password": PASSWORD}
+    )
     assert right.status_code == 429
 
 
@@ -161,7 +161,9 @@ async def test_logout_ends_the_session_now(client: httpx.AsyncClient, owner: Acc
     refresh = await client.post("/api/v1/auth/refresh", json={"refresh_token": owner.refresh_token})
     assert refresh.status_code == 401
     # Another session of the same user is untouched.
-    login = await client.post("/api/v1/auth/login", json={"email": owner.email, "password": PASSWORD})
+    login = await client.post(
+        "/api/v1/auth/login", json={"email": owner.email, "password": PASSWORD}
+    )
     other = {"Authorization": f"Bearer {login.json()['access_token']}"}
     assert (await client.get("/api/v1/me", headers=other)).status_code == 200
 
@@ -183,12 +185,17 @@ async def test_forged_tokens_are_refused(
     signing_key = stack.app.state.keys._signing_key().private_key
 
     def ours(**changes: object) -> str:
-        return jwt.encode({**claims, **changes}, signing_key, algorithm="EdDSA", headers={"kid": kid})
+        return jwt.encode(
+            {**claims, **changes}, signing_key, algorithm="EdDSA", headers={"kid": kid}
+        )
 
     forged = {
         "alg none": f"{_b64({'alg': 'none', 'kid': kid})}.{_b64(claims)}.",
         "HS256 keyed with the public key": jwt.encode(
-            claims, base64.urlsafe_b64decode(public_x + "=="), algorithm="HS256", headers={"kid": kid}
+            claims,
+            base64.urlsafe_b64decode(public_x + "=="),
+            algorithm="HS256",
+            headers={"kid": kid},
         ),
         "someone else's key": jwt.encode(claims, stranger, algorithm="EdDSA", headers={"kid": kid}),
         "unknown kid": jwt.encode(claims, stranger, algorithm="EdDSA", headers={"kid": "nope"}),
@@ -229,3 +236,17 @@ async def test_key_rotation_keeps_old_tokens_valid(
     fresh = await signup(client, "Rotated")
     assert jwt.get_unverified_header(fresh.access_token)["kid"] == new_kid
     assert (await client.get("/api/v1/me", headers=fresh.headers)).status_code == 200
+
+
+async def test_nul_characters_are_refused_not_stored(
+    client: httpx.AsyncClient, owner: Account
+) -> None:
+    response = await client.post(
+        "/api/v1/workspaces",
+        json={"name": "w", "environment": "dev", "description": "a\u0000b"},
+        headers=owner.headers,
+    )
+    assert response.status_code == 422
+    assert response.json()["error"]["details"][0]["field"] == "description"
+    query = await client.get("/api/v1/audit-events?action=a%00b", headers=owner.headers)
+    assert query.status_code == 422

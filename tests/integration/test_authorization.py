@@ -3,6 +3,8 @@ leaves a hash-chained audit event."""
 
 from __future__ import annotations
 
+import itertools
+
 import httpx
 import pytest
 
@@ -106,7 +108,7 @@ async def test_admin_actions_are_audited_with_who_what_where(
     assert update["summary"]["before"]["description"] == ""
     assert update["summary"]["after"]["description"] == "on call"
     assert key["key"] not in str(events), "secrets never reach the audit trail"
-    assert all(e["prev_hash"] == p["hash"] for p, e in zip(events, events[1:], strict=False))
+    assert all(e["prev_hash"] == p["hash"] for p, e in itertools.pairwise(events))
 
     verified = (await client.get("/api/v1/audit-events/verify", headers=owner.headers)).json()
     assert verified == {

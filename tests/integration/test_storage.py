@@ -71,11 +71,13 @@ async def test_writes_are_stamped_or_refused(stack: Stack) -> None:
     async with stack.db.session(b) as session:
         assert await session.scalar(select(Team.id).where(Team.name == "smuggled")) is None
 
-    with pytest.raises(CrossTenantWrite):
-        async with stack.db.session(a) as session:
-            mine = await session.scalar(select(Team).where(Team.name == "green"))
-            assert mine is not None
-            mine.organization_id = b
+    async with stack.db.session(a) as session:
+        mine = await session.scalar(select(Team).where(Team.name == "green"))
+        assert mine is not None
+        mine.organization_id = b
+        with pytest.raises(CrossTenantWrite):
+            await session.flush()
+        await session.rollback()
 
 
 async def test_a_session_without_tenant_refuses_to_run(stack: Stack) -> None:
