@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from control_plane.settings import Settings
+from policy import cli as policy_cli
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -133,6 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     keys.add_parser(
         "rotate", help="start signing with a new key; old ones verify until they expire"
     ).set_defaults(func=cmd_keys_rotate)
+
+    policy_cli.register(sub)  # `policy validate|test|compile`, `bundle build|verify|keygen`
     return parser
 
 

@@ -105,7 +105,7 @@ def test_help_lists_the_commands() -> None:
     result = subprocess.run(
         [_kaizen_studio(), "--help"], capture_output=True, text=True, check=True
     )
-    for command in ("up", "control-plane", "db", "keys"):
+    for command in ("up", "control-plane", "db", "keys", "policy", "bundle"):
         assert command in result.stdout
 
 
