@@ -39,8 +39,9 @@ def new_decision_id() -> str:
     """A UUIDv7 as 32 hex digits: unique and ordered by time, which log storage likes."""
     millis = time.time_ns() // 1_000_000
     random = int.from_bytes(os.urandom(10), "big")
-    value = (millis & (2**48 - 1)) << 80 | 0x7 << 76 | (random >> 62) << 64 | 0b10 << 62
-    return f"{value | (random & (2**62 - 1)):032x}"
+    rand_a, rand_b = random >> 68, random & (2**62 - 1)  # 12 and 62 random bits
+    value = (millis & (2**48 - 1)) << 80 | 0x7 << 76 | rand_a << 64 | 0b10 << 62 | rand_b
+    return f"{value:032x}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -172,7 +172,13 @@ class _YamlSyntax(Exception):
 def _load_yaml(text: str, filename: str) -> list[RawDocument]:
     documents: list[RawDocument] = []
     documents_end = 0
-    loader = _Loader(text)
+    try:
+        loader = _Loader(text)
+    except yaml.reader.ReaderError as exc:
+        line = text.count("\n", 0, exc.position) + 1
+        column = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
+        message = f"character {exc.character:#06x} is not allowed"
+        raise _YamlSyntax(_detail(filename, 0, Position(line, column), message)) from None
     try:
         while True:
             try:
