@@ -102,7 +102,8 @@ async def test_audit_chain_verifies_and_names_the_first_tampered_event(stack: St
     async with stack.db.session(SYSTEM) as session:
         await session.execute(
             text(
-                "UPDATE audit_events SET action = 'team.delete' WHERE organization_id = :o AND seq = 3"
+                "UPDATE audit_events SET action = 'team.delete' "
+                "WHERE organization_id = :o AND seq = 3"
             ),
             {"o": a if not stack.db.is_sqlite else a.hex},
         )
