@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Coroutine
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -56,7 +57,7 @@ class Tenant:
         return self.db.session(self.principal.organization_id)
 
     @property
-    def organization_id(self) -> Any:
+    def organization_id(self) -> uuid.UUID:
         return self.principal.organization_id
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import uuid
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from control_plane.db.models import Membership, Organization, User
 from control_plane.db.session import SYSTEM, Database
@@ -91,8 +90,3 @@ async def me(db: Database, principal: Principal) -> Me:
         permissions=permissions,
         organizations=memberships,
     )
-
-
-async def organization_name(session: AsyncSession, organization_id: uuid.UUID) -> str:
-    org = await session.get(Organization, organization_id)
-    return org.name if org else ""
