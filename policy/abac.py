@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -30,6 +30,7 @@ from regopy.rego_shared import (
 )
 
 from policy.rego_compile import AGGREGATE_ENTRYPOINT, compile_rego, parse_errors
+from policy.rego_lint import tokens
 
 Reasons = tuple[tuple[str, str], ...]  # (package, reason)
 
@@ -61,9 +62,36 @@ def reasons_from(value: object, rule: str) -> Reasons:
     return tuple(sorted(out))
 
 
+def referenced_data(modules: Iterable[str], data: Mapping[str, Any]) -> dict[str, Any]:
+    """The `data.kaizen.<key>` subtrees the modules can reach; all data when unsure.
+
+    rego-cpp takes seconds to ingest 10,000 bindings it will never read (they are for
+    RBAC, which does not run in Rego), so the embedded engine gets only what is referenced.
+    """
+    keys: set[str] = set()
+    for source in modules:
+        toks = list(tokens(source))
+        for i, token in enumerate(toks):
+            if token.text != "data" or token.kind != "ident" or (i and toks[i - 1].text == "."):
+                continue
+            path = []
+            j = i + 1
+            while j + 1 < len(toks) and toks[j].text == "." and toks[j + 1].kind == "ident":
+                path.append(toks[j + 1].text)
+                j += 2
+            if path[:1] not in ([], ["kaizen"]):
+                continue  # another root: nothing of ours
+            if len(path) < 2:
+                return dict(data)  # `data`, `data[x]`, `data.kaizen`: could reach anything
+            keys.add(path[1])
+    kaizen = data.get("kaizen", {})
+    return {"kaizen": {key: kaizen[key] for key in sorted(keys) if key in kaizen}}
+
+
 class EmbeddedRegoEvaluator:
     def __init__(self, modules: Mapping[str, str], data: Mapping[str, Any] | None = None) -> None:
-        data_json = json.dumps(data, sort_keys=True) if data is not None else None
+        reachable = referenced_data(modules.values(), data) if data is not None else None
+        data_json = json.dumps(reachable, sort_keys=True) if reachable is not None else None
         compiled = compile_rego(modules, data_json)
         self.packages = compiled.packages
         self._interpreter = compiled.interpreter

@@ -1,9 +1,9 @@
 """File digests exactly as OPA computes them for `.signatures.json` (v1/bundle/hash.go).
 
-`data.json` and `.manifest` are parsed and hashed in a canonical form: object keys sorted,
-no whitespace, strings encoded as Go's encoding/json does with HTML escaping off, and
-numbers written exactly as they appear in the file (Go decodes them as json.Number).
-Every other file is hashed over its raw bytes.
+`data.json` and `.manifest` are parsed and hashed in a canonical form: object keys sorted
+(Go compares UTF-8 bytes, which orders like code points), no whitespace, strings encoded
+as Go's encoding/json does with HTML escaping off, and numbers written exactly as they
+appear in the file (Go decodes them as json.Number). Every other file is hashed raw.
 """
 
 from __future__ import annotations
@@ -11,16 +11,11 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass
+import secrets
 from typing import Any
 
 ALGORITHM = "SHA-256"
 _SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-@dataclass(frozen=True, slots=True)
-class _Number:
-    literal: str
 
 
 def is_structured(name: str) -> bool:
@@ -28,70 +23,31 @@ def is_structured(name: str) -> bool:
 
 
 def file_digest(name: str, content: bytes) -> str:
-    """Hex SHA-256 of a bundle file; raises ValueError for malformed JSON."""
+    """Hex SHA-256 of a bundle file; raises ValueError (or RecursionError) for bad JSON."""
     if not is_structured(name):
         return hashlib.sha256(content).hexdigest()
-    value = json.loads(content, parse_int=_Number, parse_float=_Number, parse_constant=_reject)
-    hasher = hashlib.sha256()
-    for chunk in _canonical(value):
-        hasher.update(chunk.encode())
-    return hasher.hexdigest()
+    return hashlib.sha256(canonical_json_text(content).encode()).hexdigest()
+
+
+def canonical_json_text(content: bytes) -> str:
+    # Numbers become placeholder strings while the C encoder does the rest, then get their
+    # original spelling back; the random tag keeps real strings from posing as one.
+    tag = secrets.token_hex(8)
+    numbers: list[str] = []
+
+    def keep(literal: str) -> str:
+        numbers.append(literal)
+        return f"\x00{tag}{len(numbers) - 1}\x00"
+
+    value = json.loads(content, parse_int=keep, parse_float=keep, parse_constant=_reject)
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    # Go writes invalid UTF-16 as U+FFFD and escapes U+2028/U+2029 even without HTML
+    # escaping; Python does neither. Both can only occur inside strings. Other escapes
+    # (\n, \b, \f, \u00XX for control characters) agree since Go 1.22.
+    text = _SURROGATE.sub("\ufffd", text).replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+    placeholder = re.compile(rf'"\\u0000{tag}(\d+)\\u0000"')
+    return placeholder.sub(lambda match: numbers[int(match.group(1))], text)
 
 
 def _reject(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
-
-
-def _canonical(value: Any) -> list[str]:
-    """Canonical text in pieces, iteratively, so deep nesting cannot exhaust the stack."""
-    out: list[str] = []
-    stack: list[Any] = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, _Literal):
-            out.append(item.text)
-        elif isinstance(item, dict):
-            parts: list[Any] = [_Literal("{")]
-            for i, key in enumerate(sorted(item)):
-                if i:
-                    parts.append(_Literal(","))
-                parts.extend((_Literal(_string(key) + ":"), item[key]))
-            parts.append(_Literal("}"))
-            stack.extend(reversed(parts))
-        elif isinstance(item, list):
-            parts = [_Literal("[")]
-            for i, element in enumerate(item):
-                if i:
-                    parts.append(_Literal(","))
-                parts.append(element)
-            parts.append(_Literal("]"))
-            stack.extend(reversed(parts))
-        else:
-            out.append(_primitive(item))
-    return out
-
-
-@dataclass(frozen=True, slots=True)
-class _Literal:
-    text: str
-
-
-def _primitive(value: Any) -> str:
-    if isinstance(value, _Number):
-        return value.literal
-    if value is True:
-        return "true"
-    if value is False:
-        return "false"
-    if value is None:
-        return "null"
-    if isinstance(value, str):
-        return _string(value)
-    raise TypeError(f"unexpected JSON value {value!r}")
-
-
-def _string(text: str) -> str:
-    # Go writes invalid UTF-16 as U+FFFD and escapes U+2028/U+2029 even without HTML
-    # escaping; Python does neither. Short escapes (\n, \b, \f, ...) agree since Go 1.22.
-    encoded = json.dumps(_SURROGATE.sub("\ufffd", text), ensure_ascii=False)
-    return encoded.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")

@@ -70,7 +70,12 @@ def dotted(path: Path) -> str:
     return out
 
 
-class _Loader(yaml.SafeLoader):
+# libyaml composes ~10x faster than the pure-Python parser (a 10,000-binding RolePolicy
+# in well under a second); its nodes carry the same marks, in characters.
+_BaseLoader = yaml.CSafeLoader if yaml.__with_libyaml__ else yaml.SafeLoader
+
+
+class _Loader(_BaseLoader):  # type: ignore[misc, valid-type]
     """SafeLoader without implicit timestamps: `2026-01-01T00:00:00Z` stays a string."""
 
 
@@ -175,16 +180,15 @@ def _load_yaml(text: str, filename: str) -> list[RawDocument]:
     try:
         loader = _Loader(text)
     except yaml.reader.ReaderError as exc:
-        line = text.count("\n", 0, exc.position) + 1
-        column = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
-        message = f"character {exc.character:#06x} is not allowed"
-        raise _YamlSyntax(_detail(filename, 0, Position(line, column), message)) from None
+        raise _YamlSyntax(_reader_detail(exc, text, filename, 0)) from None
     try:
         while True:
             try:
                 if not loader.check_node():
                     break
                 node = loader.get_node()
+            except yaml.reader.ReaderError as exc:
+                raise _YamlSyntax(_reader_detail(exc, text, filename, len(documents))) from None
             except yaml.MarkedYAMLError as exc:
                 mark = exc.problem_mark or exc.context_mark
                 message = str(exc.problem or exc.context or "invalid YAML")
@@ -222,6 +226,15 @@ def _load_yaml(text: str, filename: str) -> list[RawDocument]:
     finally:
         loader.dispose()
     return documents
+
+
+def _reader_detail(
+    exc: yaml.reader.ReaderError, text: str, filename: str, document: int
+) -> ErrorDetail:
+    line = text.count("\n", 0, exc.position) + 1
+    column = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
+    message = f"character {exc.character:#06x} is not allowed"
+    return _detail(filename, document, Position(line, column), message)
 
 
 def _document_text(text: str, previous_end: int, node: Node) -> str:

@@ -5,8 +5,10 @@ from typing import Any
 
 import pytest
 
-from policy.compiler import CompiledPolicy
+from policy.abac import referenced_data
+from policy.compiler import CompileContext, CompiledPolicy, compile_policy
 from policy.engine import DecisionEngine
+from policy.policy_set import PolicySet
 
 from .conftest import ORG, decision_input, engine_for
 
@@ -265,3 +267,27 @@ def test_no_abac_cache_for_rego_that_reads_the_clock() -> None:
     engine.decide(decision_input())
     engine.decide(decision_input())
     assert counter.calls == 2
+
+
+def test_rego_reads_the_tenant_data_it_references() -> None:
+    rule = 'deny contains "agent is retired" if data.kaizen.agents[input.resource.id].retired'
+    policy_set = PolicySet.from_sources([("p.yaml", ROLES + rego(rule))], builtin_roles=False)
+    agents = {"agent:old-bot": {"retired": True}, "agent:support-bot": {"retired": False}}
+    engine = DecisionEngine(compile_policy(policy_set, CompileContext(ORG, agents=agents)))
+    assert engine.decide(decision_input(resource="agent:old-bot")).reasons == ("agent is retired",)
+    assert engine.decide(decision_input()).outcome == "allow"
+
+
+def test_only_referenced_data_reaches_the_embedded_engine() -> None:
+    data = {"kaizen": {"agents": {"a": 1}, "bindings": [1, 2], "roles": {}}}
+    assert referenced_data(["x := data.kaizen.agents.a"], data) == {"kaizen": {"agents": {"a": 1}}}
+    assert referenced_data(["import data.kaizen.roles as r\nx := r"], data) == {
+        "kaizen": {"roles": {}}
+    }
+    assert referenced_data(["x := data.other.thing", "y := input.a"], data) == {"kaizen": {}}
+    for everything in (
+        "x := data.kaizen",
+        "x := data[input.k]",
+        "import data.kaizen\nx := kaizen.roles",
+    ):
+        assert referenced_data([everything], data) == data

@@ -66,8 +66,16 @@ def test_alias_bomb_is_refused_quickly() -> None:
         load_documents("\n".join(lines))
 
 
-def test_json_that_yaml_cannot_read_reports_the_json_error_position() -> None:
+LONG_KEY = "k" * 1100  # YAML caps implicit keys at 1024 characters; JSON does not
+
+
+def test_json_that_yaml_cannot_read_is_read_as_json() -> None:
+    (doc,) = load_documents(f'{{"kind": "A", "{LONG_KEY}": 1}}')
+    assert doc.body == {"kind": "A", LONG_KEY: 1}
+
+
+def test_invalid_json_reports_the_json_error_position() -> None:
     with pytest.raises(PolicyValidationError) as raised:
-        load_documents('{"kind":\t"A",\n "x": }')
+        load_documents(f'{{"{LONG_KEY}": 1,\n "x": }}')
     (detail,) = raised.value.details
     assert (detail["line"], detail["column"]) == (2, 7)
