@@ -67,15 +67,16 @@ class InMemoryBudgetLedger:
 
 
 def period_window(period: str, now: datetime) -> str:
-    if period == "hour":
-        return f"hour:{now:%Y-%m-%dT%H}"
+    """The UTC calendar window `now` falls in (called per decision: no strftime)."""
+    if period == "month":
+        return f"month:{now.year:04d}-{now.month:02d}"
     if period == "day":
-        return f"day:{now:%Y-%m-%d}"
+        return f"day:{now.year:04d}-{now.month:02d}-{now.day:02d}"
+    if period == "hour":
+        return f"hour:{now.year:04d}-{now.month:02d}-{now.day:02d}T{now.hour:02d}"
     if period == "week":
         year, week, _ = now.isocalendar()
         return f"week:{year}-W{week:02d}"
-    if period == "month":
-        return f"month:{now:%Y-%m}"
     raise ValueError(f"unknown budget period {period!r}")
 
 
@@ -138,7 +139,9 @@ class BudgetIndex:
         exceeded: list[str] = []
         soft: list[str] = []
         rules: list[str] = []
-        statuses: list[tuple[int, float, dict[str, Any]]] = []  # (severity, ratio, status)
+        # The status reported is the budget that decided, else the one closest to its limit.
+        worst: tuple[int, float] = (-1, 0.0)
+        status: tuple[Mapping[str, Any], BudgetKey, float] | None = None
         for budget in budgets:
             key = BudgetKey(budget["scope"], budget["metric"], period_window(budget["period"], now))
             amount = _amount(budget["metric"], context)
@@ -148,21 +151,18 @@ class BudgetIndex:
             else:
                 used = ledger.usage(key) + amount
             limit, soft_limit = float(budget["limit"]), budget.get("soft_limit")
-            label = (
-                f"budget {budget['name']} ({budget['scope']} {budget['metric']} "
-                f"per {budget['period']})"
-            )
             severity = 0
             if used > limit:
                 severity = 2
-                exceeded.append(f"{label} exceeded: {used:g} of limit {limit:g}")
+                exceeded.append(f"{_label(budget)} exceeded: {used:g} of limit {limit:g}")
                 rules.append(f"budget:{budget['name']}:limit")
             elif soft_limit is not None and used > float(soft_limit):
                 severity = 1
-                soft.append(f"{label} over soft limit: {used:g} of {float(soft_limit):g}")
+                soft.append(f"{_label(budget)} over soft limit: {used:g} of {float(soft_limit):g}")
                 rules.append(f"budget:{budget['name']}:soft_limit")
-            ratio = used / limit if limit else float("inf")
-            statuses.append((severity, ratio, {**_status(budget, key), "used": used}))
+            rank = (severity, used / limit if limit else float("inf"))
+            if rank > worst:
+                worst, status = rank, (budget, key, used)
         outcome: Outcome = "deny" if exceeded else ("require_approval" if soft else "allow")
         if outcome != "allow":
             for reservation in reservations:
@@ -173,8 +173,12 @@ class BudgetIndex:
             tuple(exceeded or soft),
             tuple(rules),
             tuple(reservations),
-            max(statuses, key=lambda item: item[:2])[2],
+            _status(*status) if status else None,
         )
+
+
+def _label(budget: Mapping[str, Any]) -> str:
+    return f"budget {budget['name']} ({budget['scope']} {budget['metric']} per {budget['period']})"
 
 
 def _amount(metric: str, context: Mapping[str, Any]) -> float:
@@ -185,7 +189,7 @@ def _amount(metric: str, context: Mapping[str, Any]) -> float:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
 
 
-def _status(budget: Mapping[str, Any], key: BudgetKey) -> dict[str, Any]:
+def _status(budget: Mapping[str, Any], key: BudgetKey, used: float) -> dict[str, Any]:
     return {
         "name": budget["name"],
         "scope": budget["scope"],
@@ -194,4 +198,5 @@ def _status(budget: Mapping[str, Any], key: BudgetKey) -> dict[str, Any]:
         "window": key.window,
         "limit": budget["limit"],
         "soft_limit": budget.get("soft_limit"),
+        "used": used,
     }

@@ -97,7 +97,7 @@ class InputProjection:
         for path in self.paths:
             node: Any = value
             for segment in path:
-                if isinstance(node, Mapping) and segment in node:
+                if type(node) is dict and segment in node:
                     node = node[segment]
                 else:
                     node = _MISSING
@@ -107,10 +107,13 @@ class InputProjection:
 
 
 def _freeze(node: Any) -> Hashable:
-    # Strings compare unequal to every tuple; numbers and booleans do not compare apart
-    # (True == 1 == 1.0) and containers are unhashable, so those become tagged JSON.
-    if type(node) is str:
+    # Tagged so that values Rego tells apart stay apart in the key (in Python
+    # True == 1 == 1.0); containers are unhashable and go through JSON.
+    kind = type(node)
+    if kind is str:
         return str(node)
+    if kind in (int, float, bool) or node is None:
+        return (kind.__name__, node)
     if node is _MISSING:
         return _MISSING_KEY
     return ("json", json.dumps(node, sort_keys=True, separators=(",", ":")))

@@ -175,7 +175,10 @@ class DecisionEngine:
         cached = self._abac_cache.get(key)
         if cached is not None:
             return cached
-        result = self._evaluator.evaluate(input)
+        try:
+            result = self._evaluator.evaluate(input)
+        except Exception as exc:  # a pluggable evaluator must not turn into a crash or allow
+            result = AbacResult(error=f"{type(exc).__name__}: {exc}")
         # Errors are not cached: a transient external-OPA failure must not stick.
         if result.error is None and self._projection is not None:
             self._abac_cache.put(key, result)
@@ -233,7 +236,13 @@ class DecisionEngine:
         )
         applicable = self._budgets.applicable(subjects, resource["id"], input["action"])
         context = input.get("context") or {}
-        return self._budgets.check(self.ledger, applicable, context, self._clock(), reserve=reserve)
+        try:
+            return self._budgets.check(
+                self.ledger, applicable, context, self._clock(), reserve=reserve
+            )
+        except Exception as exc:  # e.g. the sidecar's Redis ledger is unreachable: fail closed
+            reason = f"budgets could not be checked: {type(exc).__name__}: {exc}"
+            return BudgetCheck("deny", (reason,), ("budget:error",), (), None)
 
     def _decision(
         self,

@@ -139,3 +139,19 @@ def test_period_windows_are_calendar_utc(period: str, window: str) -> None:
 
 def test_redis_key_shape() -> None:
     assert MONTH.redis_key == "kaizen:budget:team:research:cost_usd:month:2026-11"
+
+
+class UnreachableLedger(InMemoryBudgetLedger):
+    def reserve(self, key: BudgetKey, amount: float) -> float:
+        raise ConnectionError("redis is down")
+
+
+def test_a_failing_ledger_is_a_deny_not_a_crash() -> None:
+    engine = engine_for(POLICY, ledger=UnreachableLedger())
+    decision = engine.decide(research(1))
+    assert decision.outcome == "deny"
+    assert decision.reasons == ("budgets could not be checked: ConnectionError: redis is down",)
+    assert (
+        engine.decide(decision_input("user:solo@example.com", resource="agent:other")).outcome
+        == "allow"
+    )

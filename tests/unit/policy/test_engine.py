@@ -291,3 +291,19 @@ def test_only_referenced_data_reaches_the_embedded_engine() -> None:
         "import data.kaizen\nx := kaizen.roles",
     ):
         assert referenced_data([everything], data) == data
+
+
+class BrokenEvaluator:
+    def evaluate(self, input: Any) -> Any:
+        raise ConnectionError("OPA went away")
+
+    def close(self) -> None:
+        """Nothing to close."""
+
+
+def test_an_evaluator_that_raises_is_a_deny(example_compiled: CompiledPolicy) -> None:
+    decision = DecisionEngine(example_compiled, evaluator=BrokenEvaluator()).decide(
+        decision_input()
+    )
+    assert decision.outcome == "deny"
+    assert decision.reasons == ("ABAC evaluation failed: ConnectionError: OPA went away",)
