@@ -16,10 +16,11 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from policy.bundle import build_bundle, load_bundle
 from policy.bundle_hash import file_digest
-from policy.compiler import CompiledPolicy
+from policy.compiler import CompileContext, CompiledPolicy, compile_policy
 from policy.engine import DecisionEngine
 from policy.errors import BundleError, BundleVerificationError
-from policy.keys import public_jwk
+from policy.keys import generate_ed25519, public_jwk
+from policy.policy_set import PolicySet
 
 from .conftest import ORG, decision_input
 
@@ -240,8 +241,6 @@ def test_unknown_kid_and_wrong_key_are_rejected(built: bytes, jwks: dict[str, An
         rejected(built, impostor)
         == "signature algorithm 'EdDSA' does not match key 'kaizen-1' (ES256)"
     )
-    from policy.keys import generate_ed25519
-
     _, same_kid_other_key = generate_ed25519(KID)
     assert rejected(built, same_kid_other_key) == "bad signature: Signature verification failed"
     assert "ambiguous" in rejected(built, {"keys": jwks["keys"] * 2})
@@ -351,3 +350,19 @@ def test_revision_must_be_an_integer(
             build_bundle(
                 example_compiled, revision=revision, signing_key=signing_key[0], kid=KID, scope=ORG
             )
+
+
+def test_a_policy_without_rego_or_roles_bundles_and_denies_everything(
+    signing_key: tuple[Any, dict[str, Any]],
+) -> None:
+    empty = compile_policy(PolicySet.from_documents([], builtin_roles=False), CompileContext(ORG))
+    key, jwks = signing_key
+    bundle = load_bundle(
+        build_bundle(empty, revision=1, signing_key=key, kid=KID, scope=ORG), jwks, scope=ORG
+    )
+    assert bundle.compiled.rego_modules == {}
+    decision = DecisionEngine.from_bundle(bundle).decide(decision_input())
+    assert (decision.outcome, decision.reasons) == (
+        "deny",
+        ("no role grants invoke on agent:support-bot",),
+    )
