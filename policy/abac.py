@@ -55,9 +55,8 @@ def reasons_from(value: object, rule: str) -> Reasons:
     out = []
     for item in value:
         if not (isinstance(item, list) and len(item) == 2 and isinstance(item[1], str)):
-            raise TypeError(
-                f"{rule} of {item[0] if isinstance(item, list) else '?'} holds a non-string"
-            )
+            package = item[0] if isinstance(item, list) and item else "?"
+            raise TypeError(f"{rule} of {package} holds a non-string")
         out.append((str(item[0]), item[1]))
     return tuple(sorted(out))
 
