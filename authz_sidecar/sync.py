@@ -1,0 +1,255 @@
+"""Bundle sync: long-poll the control plane for new bundle revisions (proto/README.md).
+
+`GET /api/v1/gateways/self` names the bundle scope when none is configured;
+`GET /.well-known/jwks.json` gives the trust anchors when none are pinned (fetched again,
+once, when a bundle does not verify, in case the signing key was rotated); then
+`GET /api/v1/bundles/{scope}/bundle.tar.gz` with `If-None-Match` and `Prefer: wait=N`
+returns the next revision as soon as it is published. A refused bundle is logged and the
+store keeps serving the bundle it has.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from authz_sidecar.bundles import BundleStore  # noqa: TID251  (our own package)
+from policy.bundle import MAX_BUNDLE_BYTES
+from policy.errors import BundleVerificationError
+
+__all__ = ["Backoff", "BundleSync", "CredentialRefused"]
+
+logger = logging.getLogger(__name__)
+
+MAX_WAIT_SECONDS = 60  # the control plane holds a long-poll at most this long
+
+
+class CredentialRefused(Exception):
+    """The control plane answered 401/403 to the gateway credential."""
+
+
+class Backoff:
+    """Exponential back-off with full jitter, capped; `reset()` after a success."""
+
+    def __init__(self, initial: float = 0.5, maximum: float = 30.0) -> None:
+        self.initial = initial
+        self.maximum = maximum
+        self.attempt = 0
+
+    def next_delay(self) -> float:
+        ceiling = min(self.maximum, self.initial * (2 ** min(self.attempt, 32)))
+        self.attempt += 1
+        return random.uniform(ceiling / 2, ceiling)  # noqa: S311  (jitter, not crypto)
+
+    async def sleep(self) -> float:
+        delay = self.next_delay()
+        await asyncio.sleep(delay)
+        return delay
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+def credential_refused_message(status: int, what: str) -> str:
+    return (
+        f"gateway credential refused by the control plane (HTTP {status}) while {what}: "
+        "check KAIZEN_GATEWAY_TOKEN is this gateway's current credential "
+        "(POST /api/v1/gateways shows it once) and that the gateway was not deleted"
+    )
+
+
+class BundleSync:
+    """Keeps `store` on the newest bundle its scope has; `run()` until cancelled."""
+
+    def __init__(
+        self,
+        store: BundleStore,
+        control_plane_url: str,
+        token: str,
+        *,
+        wait_seconds: int = 30,
+        client: httpx.AsyncClient | None = None,
+        backoff: Backoff | None = None,
+    ) -> None:
+        if not 0 <= wait_seconds <= MAX_WAIT_SECONDS:
+            raise ValueError(f"wait_seconds must be between 0 and {MAX_WAIT_SECONDS}")
+        self.store = store
+        self.control_plane_url = control_plane_url.rstrip("/")
+        self._token = token
+        self.wait_seconds = wait_seconds
+        self._client = client
+        self.backoff = backoff or Backoff()
+        self.last_sync: datetime | None = None
+        self.last_error: str | None = None
+        self.failures = 0
+        self.refused = 0
+        self.gateway: Mapping[str, Any] | None = None
+        self.not_found_delay = 5.0
+        self._refused_etag: str | None = None
+
+    def __repr__(self) -> str:  # never shows the token
+        return f"BundleSync({self.control_plane_url!r}, scope={self.store.scope!r})"
+
+    async def run(self) -> None:
+        """Poll forever; returns only by cancellation (the client it made is closed)."""
+        client = self._client or httpx.AsyncClient(
+            timeout=httpx.Timeout(10.0, read=self.wait_seconds + 15.0)
+        )
+        try:
+            while True:
+                try:
+                    delay = await self.sync_once(client)
+                except CredentialRefused as exc:
+                    self._failed(str(exc), logging.ERROR)
+                    delay = self.backoff.next_delay()
+                except (httpx.HTTPError, ValueError) as exc:
+                    self._failed(f"control plane unreachable at {self.control_plane_url}: {exc!r}")
+                    delay = self.backoff.next_delay()
+                if delay:
+                    await asyncio.sleep(delay)
+        finally:
+            if self._client is None:
+                await client.aclose()
+
+    async def sync_once(self, client: httpx.AsyncClient) -> float:
+        """One round: discover, fetch keys, one long-poll. Returns how long to pause next."""
+        if self.store.scope is None:
+            await self._discover(client)
+        if self.store.jwks is None:
+            await self.fetch_jwks(client)
+        return await self._poll(client)
+
+    async def _discover(self, client: httpx.AsyncClient) -> None:
+        response = await client.get(
+            f"{self.control_plane_url}/api/v1/gateways/self", headers=self._auth()
+        )
+        self._raise_for_credential(response, "asking which gateway it is")
+        response.raise_for_status()
+        gateway = response.json()
+        scope = gateway.get("bundle_scope") if isinstance(gateway, dict) else None
+        if not isinstance(scope, str) or not scope:
+            raise ValueError("GET /api/v1/gateways/self did not name a bundle_scope")
+        self.gateway = gateway
+        self.store.scope = scope
+        self._contact()
+        logger.info(
+            "gateway %s (%s): bundle scope %s", gateway.get("name"), gateway.get("id"), scope
+        )
+
+    async def fetch_jwks(self, client: httpx.AsyncClient) -> Mapping[str, Any]:
+        response = await client.get(f"{self.control_plane_url}/.well-known/jwks.json")
+        response.raise_for_status()
+        jwks = response.json()
+        if not isinstance(jwks, dict):
+            raise ValueError("/.well-known/jwks.json is not a JSON object")
+        try:
+            self.store.trust(jwks)
+        except BundleVerificationError as exc:
+            raise ValueError(f"/.well-known/jwks.json: {exc}") from None
+        return jwks
+
+    async def _poll(self, client: httpx.AsyncClient) -> float:
+        scope = self.store.scope
+        assert scope is not None
+        headers = {**self._auth(), "Prefer": f"wait={self.wait_seconds}"}
+        known = self._refused_etag or _etag(self.store.revision)
+        if known is not None:
+            headers["If-None-Match"] = known
+        url = f"{self.control_plane_url}/api/v1/bundles/{quote(scope, safe='')}/bundle.tar.gz"
+        async with client.stream("GET", url, headers=headers) as response:
+            self._raise_for_credential(response, "fetching its bundle")
+            if response.status_code == 304:
+                self._contact()
+                return 0.0
+            if response.status_code == 404:
+                self._contact()
+                logger.info(
+                    "no bundle published yet for scope %s; asking again in %.0f s",
+                    scope,
+                    self.not_found_delay,
+                )
+                return self.not_found_delay
+            response.raise_for_status()
+            if response.status_code != 200:
+                raise ValueError(f"unexpected HTTP {response.status_code} for the bundle")
+            data = await _read_capped(response, MAX_BUNDLE_BYTES)
+            etag = response.headers.get("ETag")
+        self._contact()
+        return await self._install(client, data, etag)
+
+    async def _install(self, client: httpx.AsyncClient, data: bytes, etag: str | None) -> float:
+        try:
+            verified = await asyncio.to_thread(self.store.verify, data)
+        except BundleVerificationError as first:
+            if self.store.pinned:
+                return self._refuse(first, etag)
+            before = self.store.jwks
+            # A key rotation shows up as an unknown kid: refresh the keys once, then decide.
+            jwks = await self.fetch_jwks(client)
+            if jwks == before:
+                return self._refuse(first, etag)
+            try:
+                verified = await asyncio.to_thread(self.store.verify, data, jwks)
+            except BundleVerificationError as second:
+                return self._refuse(second, etag)
+        trusted = self.store.jwks
+        await asyncio.to_thread(self.store.persist, verified, trusted)
+        self.store.activate(verified, trusted)  # subscribers run on the event loop thread
+        self._refused_etag = None
+        logger.info(
+            "installed bundle revision %s of scope %s (key %s)",
+            verified.revision,
+            verified.scope,
+            verified.key_id,
+        )
+        return 0.0
+
+    def _refuse(self, error: BundleVerificationError, etag: str | None) -> float:
+        self.refused += 1
+        self._refused_etag = etag
+        self._failed(
+            f"refused bundle {etag or '(no ETag)'}: {error}; still serving revision "
+            f"{self.store.revision}",
+            logging.ERROR,
+        )
+        # With the refused ETag named, the next poll waits for a different revision.
+        return self.backoff.maximum if etag is None else 0.0
+
+    def _auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._token}"}
+
+    def _raise_for_credential(self, response: httpx.Response, what: str) -> None:
+        if response.status_code in (401, 403):
+            raise CredentialRefused(credential_refused_message(response.status_code, what))
+
+    def _contact(self) -> None:
+        self.last_sync = datetime.now(UTC)
+        self.last_error = None
+        self.backoff.reset()
+
+    def _failed(self, message: str, level: int = logging.WARNING) -> None:
+        self.failures += 1
+        self.last_error = message
+        logger.log(level, "bundle sync: %s", message)
+
+
+def _etag(revision: int | None) -> str | None:
+    return None if revision is None else f'"{revision}"'
+
+
+async def _read_capped(response: httpx.Response, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > limit:
+            raise ValueError(f"bundle download is larger than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
