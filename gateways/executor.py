@@ -1,0 +1,343 @@
+"""Runs agents (a model plus its tools, in a loop) and pipelines (one of the nine patterns).
+
+Every run has a `Run` that enforces its limits: each model call is a step (`max_steps`),
+every call's token usage is priced and summed (`max_cost_usd`), and the whole run is cut
+at `timeout_seconds`. Passing a limit raises `LimitExceeded` / `RunTimeout` with a message
+that names the limit; the caller records a failed execution. Agents called as tools run
+inside the caller's `Run`, so a loop of agents calling each other ends at `max_steps`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import jsonschema
+from mcp import Client as McpClient
+from policy.workloads import AgentConfig, AgentTool, HttpTool, Limits, McpTool, PipelineConfig
+
+from gateways.deployments import Deployments
+from gateways.errors import (
+    GatewayError,
+    InvalidInput,
+    LimitExceeded,
+    NotFound,
+    ProviderError,
+    RunTimeout,
+    ToolError,
+)
+from gateways.providers import ChatRequest, ChatResult, PriceTable, ProviderRegistry
+from gateways.providers.base import TextDelta, ToolCall, ToolSpec, Usage
+
+MAX_TOOL_RESULT_CHARS = 32_000
+Delta = Callable[[str], Awaitable[None]]
+
+
+@dataclass
+class Run:
+    """The budget of one execution: steps, cost and wall time, shared by everything in it."""
+
+    limits: Limits
+    prices: PriceTable
+    started: float = field(default_factory=time.monotonic)
+    steps: int = 0
+    usage: Usage = field(default_factory=Usage)
+    cost_usd: float = 0.0
+
+    def step(self, what: str) -> None:
+        self.steps += 1
+        if self.steps > self.limits.max_steps:
+            raise LimitExceeded(
+                f"stopped at max_steps={self.limits.max_steps} (next step: {what})",
+                {"limit": "max_steps", "value": self.limits.max_steps},
+            )
+
+    def charge(self, model: str, usage: Usage) -> None:
+        self.usage = self.usage + usage
+        self.cost_usd += self.prices.cost(model, usage)
+        if self.cost_usd > self.limits.max_cost_usd:
+            raise LimitExceeded(
+                f"stopped at max_cost_usd={self.limits.max_cost_usd:g} "
+                f"(spent {self.cost_usd:.6f} USD)",
+                {"limit": "max_cost_usd", "value": self.limits.max_cost_usd},
+            )
+
+    def remaining(self) -> float:
+        return max(0.001, self.limits.timeout_seconds - (time.monotonic() - self.started))
+
+
+@dataclass(frozen=True)
+class RunResult:
+    output: Any
+    run: Run
+
+
+class Executor:
+    def __init__(
+        self,
+        providers: ProviderRegistry,
+        prices: PriceTable,
+        http: httpx.AsyncClient,
+    ) -> None:
+        self.providers = providers
+        self.prices = prices
+        self.http = http
+
+    async def invoke_agent(
+        self, deployments: Deployments, name: str, value: Any, on_delta: Delta | None = None
+    ) -> RunResult:
+        agent = deployments.agent(name)
+        text = _input_text(agent.input_schema, value, f"agent {name}")
+        run = Run(agent.limits, self.prices)
+        output = await self._within(
+            run, self.call_agent(deployments, agent, text, run, on_delta), f"agent {name}"
+        )
+        return RunResult(_output(agent.output_schema, output, f"agent {name}"), run)
+
+    async def run_pipeline(self, deployments: Deployments, name: str, value: Any) -> RunResult:
+        from gateways.patterns import PATTERN_RUNNERS  # patterns import Executor's types
+
+        pipeline = deployments.pipeline(name)
+        text = _input_text(pipeline.input_schema, value, f"pipeline {name}")
+        run = Run(pipeline.limits, self.prices)
+        runner = PATTERN_RUNNERS[pipeline.pattern]
+        context = PatternContext(self, deployments, pipeline, run)
+        output = await self._within(run, runner(context, text), f"pipeline {name}")
+        return RunResult(_output(pipeline.output_schema, output, f"pipeline {name}"), run)
+
+    async def _within(self, run: Run, work: Awaitable[str], what: str) -> str:
+        try:
+            async with asyncio.timeout(run.limits.timeout_seconds):
+                return await work
+        except TimeoutError:
+            raise RunTimeout(
+                f"{what} stopped at timeout_seconds={run.limits.timeout_seconds:g}",
+                {"limit": "timeout_seconds", "value": run.limits.timeout_seconds},
+            ) from None
+
+    async def call_agent(
+        self,
+        deployments: Deployments,
+        agent: AgentConfig,
+        text: str,
+        run: Run,
+        on_delta: Delta | None = None,
+    ) -> str:
+        """One agent turn-loop: model → tool calls → model … until it answers in text."""
+        provider = self.providers.get(agent.model)
+        tools = self._tool_specs(deployments, agent)
+        messages: list[dict[str, Any]] = []
+        if agent.system_prompt:
+            messages.append({"role": "system", "content": agent.system_prompt})
+        messages.append({"role": "user", "content": text})
+        while True:
+            run.step(f"{agent.name} → {agent.model.provider}/{agent.model.name}")
+            request = ChatRequest(
+                model=agent.model.name,
+                messages=list(messages),
+                tools=tools,
+                parameters=agent.model.parameters,
+                timeout_seconds=run.remaining(),
+            )
+            if on_delta is None:
+                result = await provider.complete(request)
+            else:
+                result = await self._streamed(provider.stream(request), on_delta)
+            run.charge(agent.model.name, result.usage)
+            if not result.tool_calls:
+                return result.text
+            messages.append(
+                {"role": "assistant", "content": result.text, "tool_calls": list(result.tool_calls)}
+            )
+            for call in result.tool_calls:
+                content = await self._call_tool(deployments, agent, call, run)
+                messages.append(
+                    {
+                        "role": "tool",
+                        "tool_call_id": call.id,
+                        "name": call.name,
+                        "content": content[:MAX_TOOL_RESULT_CHARS],
+                    }
+                )
+
+    async def _streamed(self, events: Any, on_delta: Delta) -> ChatResult:
+        final: ChatResult | None = None
+        async for event in events:
+            if isinstance(event, TextDelta):
+                await on_delta(event.text)
+            else:
+                final = event
+        if final is None:
+            raise ProviderError("the provider's stream ended without a result")
+        return final
+
+    def _tool_specs(self, deployments: Deployments, agent: AgentConfig) -> tuple[ToolSpec, ...]:
+        specs = []
+        for tool in agent.tools:
+            if isinstance(tool, AgentTool):
+                target = deployments.agents.get(tool.agent)
+                description = (target.description if target else None) or f"Ask {tool.agent}"
+                specs.append(ToolSpec(tool.agent, description, _tool_schema(target)))
+            elif isinstance(tool, HttpTool):
+                specs.append(
+                    ToolSpec(
+                        tool.name,
+                        tool.description or f"{tool.method} {tool.url}",
+                        tool.input_schema,
+                    )
+                )
+            else:
+                specs.append(
+                    ToolSpec(
+                        tool.name, f"MCP tool {tool.tool} of {tool.server_url}", {"type": "object"}
+                    )
+                )
+        return tuple(specs)
+
+    async def _call_tool(
+        self, deployments: Deployments, agent: AgentConfig, call: ToolCall, run: Run
+    ) -> str:
+        tool = next((t for t in agent.tools if t.name == call.name), None)
+        if tool is None:
+            return f"error: no tool named {call.name!r}"
+        if isinstance(tool, AgentTool):
+            target = deployments.agents.get(tool.agent)
+            if target is None:
+                raise NotFound(
+                    f"agent {agent.name} calls agent {tool.agent!r}, which is not deployed"
+                )
+            value = (
+                call.arguments.get("input", call.arguments) if _wraps(target) else call.arguments
+            )
+            try:
+                text = _input_text(target.input_schema, value, f"agent {target.name}")
+            except InvalidInput as exc:
+                return f"error: {exc.message}"
+            return await self.call_agent(deployments, target, text, run)
+        if isinstance(tool, HttpTool):
+            return await self._http_tool(tool, call.arguments, run)
+        return await self._mcp_tool(tool, call.arguments, run)
+
+    async def _http_tool(self, tool: HttpTool, arguments: Mapping[str, Any], run: Run) -> str:
+        try:
+            jsonschema.validate(dict(arguments), dict(tool.input_schema))
+        except jsonschema.ValidationError as exc:
+            return f"error: arguments do not match the tool's input_schema: {exc.message}"
+        try:
+            if tool.method in ("GET", "DELETE"):
+                params = {
+                    k: v if isinstance(v, str) else json.dumps(v) for k, v in arguments.items()
+                }
+                response = await self.http.request(
+                    tool.method, tool.url, params=params, timeout=run.remaining()
+                )
+            else:
+                response = await self.http.request(
+                    tool.method, tool.url, json=dict(arguments), timeout=run.remaining()
+                )
+        except httpx.TimeoutException:
+            return f"error: {tool.name} did not answer in time"
+        except httpx.HTTPError as exc:
+            return f"error: {tool.name} unreachable ({type(exc).__name__})"
+        if response.status_code >= 400:
+            return f"error: {tool.name} answered HTTP {response.status_code}: {response.text[:500]}"
+        return response.text
+
+    async def _mcp_tool(self, tool: McpTool, arguments: Mapping[str, Any], run: Run) -> str:
+        try:
+            async with asyncio.timeout(run.remaining()), McpClient(tool.server_url) as client:
+                result = await client.call_tool(tool.tool, dict(arguments))
+        except TimeoutError:
+            raise
+        except GatewayError:
+            raise
+        except Exception as exc:  # the SDK raises many kinds; the model sees a short reason
+            raise ToolError(
+                f"MCP tool {tool.tool} at {tool.server_url} failed: {type(exc).__name__}"
+            ) from None
+        texts = [getattr(block, "text", "") for block in getattr(result, "content", [])]
+        prefix = "error: " if getattr(result, "isError", False) else ""
+        return prefix + "\n".join(t for t in texts if t)
+
+
+@dataclass
+class PatternContext:
+    """What a pattern gets: a way to ask agents inside the pipeline's run."""
+
+    executor: Executor
+    deployments: Deployments
+    pipeline: PipelineConfig
+    run: Run
+
+    async def ask(self, agent_name: str, text: str) -> str:
+        agent = self.deployments.agent(agent_name)
+        return await self.executor.call_agent(self.deployments, agent, text, self.run)
+
+
+def _wraps(agent: AgentConfig | None) -> bool:
+    """Agents whose input is not a JSON object take `{"input": …}` as MCP/tool arguments."""
+    return agent is None or not _object_schema(agent.input_schema)
+
+
+def _object_schema(schema: Mapping[str, Any] | None) -> bool:
+    return schema is not None and schema.get("type") == "object"
+
+
+def _tool_schema(agent: AgentConfig | None) -> Mapping[str, Any]:
+    if agent is not None and agent.input_schema is not None and _object_schema(agent.input_schema):
+        return agent.input_schema
+    inner = dict(agent.input_schema) if agent and agent.input_schema else {"type": "string"}
+    return {"type": "object", "properties": {"input": inner}, "required": ["input"]}
+
+
+def agent_tool_schema(agent: AgentConfig) -> Mapping[str, Any]:
+    return _tool_schema(agent)
+
+
+def tool_arguments_to_input(agent: AgentConfig, arguments: Mapping[str, Any]) -> Any:
+    if _wraps(agent):
+        if "input" not in arguments:
+            raise InvalidInput("arguments need an 'input' field")
+        return arguments["input"]
+    return dict(arguments)
+
+
+def _input_text(schema: Mapping[str, Any] | None, value: Any, what: str) -> str:
+    if value is None:
+        raise InvalidInput(f"{what} needs an input")
+    if schema is not None:
+        try:
+            jsonschema.validate(value, dict(schema))
+        except jsonschema.ValidationError as exc:
+            where = "/".join(str(p) for p in exc.absolute_path)
+            raise InvalidInput(
+                f"input does not match the input_schema of {what}: {exc.message}",
+                {"field": "input" + (f"/{where}" if where else "")},
+            ) from None
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+def _output(schema: Mapping[str, Any] | None, text: str, what: str) -> Any:
+    """The answer as text, or as JSON when the output_schema asks for structured output."""
+    if schema is None or schema.get("type") == "string":
+        value: Any = text
+    else:
+        try:
+            value = json.loads(text)
+        except ValueError:
+            raise ProviderError(
+                f"{what} answered text that is not the JSON its output_schema wants"
+            ) from None
+    if schema is not None:
+        try:
+            jsonschema.validate(value, dict(schema))
+        except jsonschema.ValidationError as exc:
+            raise ProviderError(
+                f"{what} answered output that does not match its output_schema: {exc.message}"
+            ) from None
+    return value
