@@ -104,6 +104,21 @@ def cmd_keys_rotate(_args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sidecar(args: argparse.Namespace) -> int:
+    from authz_sidecar.runtime import serve  # noqa: TID251  (the launcher starts each runtime)
+    from authz_sidecar.settings import SidecarSettings  # noqa: TID251
+
+    options = (
+        ("sidecar_host", args.host),
+        ("sidecar_grpc_port", args.grpc_port),
+        ("sidecar_http_port", args.http_port),
+        ("sidecar_workers", args.workers),
+        ("sidecar_bundle", args.bundle),
+        ("sidecar_jwks", args.jwks),
+    )
+    return serve(SidecarSettings(**{k: v for k, v in options if v is not None}))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kaizen-studio",
@@ -134,6 +149,16 @@ def build_parser() -> argparse.ArgumentParser:
     keys.add_parser(
         "rotate", help="start signing with a new key; old ones verify until they expire"
     ).set_defaults(func=cmd_keys_rotate)
+
+    sidecar_help = "run the authz sidecar (Envoy ext_authz gRPC + HTTP /authz)"
+    sidecar = sub.add_parser("sidecar", help=sidecar_help, description=sidecar_help)
+    sidecar.add_argument("--host", help="bind address (default: KAIZEN_SIDECAR_HOST or 127.0.0.1)")
+    sidecar.add_argument("--grpc-port", type=int, help="default: KAIZEN_SIDECAR_GRPC_PORT or 9191")
+    sidecar.add_argument("--http-port", type=int, help="default: KAIZEN_SIDECAR_HTTP_PORT or 9192")
+    sidecar.add_argument("--workers", type=int, help="default: CPU count with Redis, else 1")
+    sidecar.add_argument("--bundle", help="static mode: a signed bundle.tar.gz to serve")
+    sidecar.add_argument("--jwks", help="the JWKS verifying --bundle (or pinned in sync mode)")
+    sidecar.set_defaults(func=cmd_sidecar)
 
     policy_cli.register(sub)  # `policy validate|test|compile`, `bundle build|verify|keygen`
     return parser

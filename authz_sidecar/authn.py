@@ -1,0 +1,180 @@
+"""Who is calling: an access JWT or an API key, checked against the current bundle only.
+
+JWTs verify with the bundle's JWKS, EdDSA only: the algorithm is fixed here, never taken
+from the token, so `alg: none` and HS256-signed-with-the-public-key cannot pass.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import OrderedDict
+from collections.abc import Mapping
+from typing import Any
+
+import jwt
+from jwt import PyJWK
+
+ALGORITHM = "EdDSA"
+API_KEY_PREFIX = "ks_"
+LEEWAY_SECONDS = 30
+_MAX_CREDENTIAL = 8192
+_CACHE_SIZE = 10_000
+
+
+class AuthenticationError(Exception):
+    """No usable credential; the message is safe to show the caller (never the token)."""
+
+
+def signing_keys(jwks: object) -> dict[str, PyJWK]:
+    """The Ed25519 keys of a JWKS by kid; other key types cannot sign our tokens."""
+    keys: dict[str, PyJWK] = {}
+    entries = jwks.get("keys") if isinstance(jwks, Mapping) else None
+    for entry in entries if isinstance(entries, list) else []:
+        if not isinstance(entry, Mapping) or entry.get("kty") != "OKP":
+            continue
+        kid = entry.get("kid")
+        if not isinstance(kid, str) or entry.get("crv") != "Ed25519":
+            continue
+        if entry.get("use") not in (None, "sig") or entry.get("alg") not in (None, ALGORITHM):
+            continue
+        try:
+            keys[kid] = PyJWK(dict(entry), algorithm=ALGORITHM)
+        except jwt.PyJWTError:
+            continue
+    return keys
+
+
+def verify_eddsa(
+    token: str,
+    keys: Mapping[str, PyJWK],
+    *,
+    audience: str,
+    issuer: str,
+    typ_header: str | None = None,
+    required: tuple[str, ...] = ("exp", "iat"),
+) -> dict[str, Any]:
+    """Claims of a compact JWS signed by one of `keys`; AuthenticationError otherwise."""
+    if len(token) > _MAX_CREDENTIAL:
+        raise AuthenticationError("token is too long")
+    try:
+        header = jwt.get_unverified_header(token)
+    except jwt.PyJWTError:
+        raise AuthenticationError("token is not a well-formed JWT") from None
+    if header.get("alg") != ALGORITHM:
+        raise AuthenticationError(f"token algorithm {str(header.get('alg'))[:16]!r} is not EdDSA")
+    if typ_header is not None and header.get("typ") != typ_header:
+        raise AuthenticationError(f"token type is not {typ_header}")
+    kid = header.get("kid")
+    key = keys.get(kid) if isinstance(kid, str) else None
+    if key is None:
+        raise AuthenticationError("token is signed by a key this bundle does not know")
+    try:
+        claims: dict[str, Any] = jwt.decode(
+            token,
+            key,
+            algorithms=[ALGORITHM],
+            audience=audience,
+            issuer=issuer,
+            leeway=LEEWAY_SECONDS,
+            options={"require": list(required)},
+        )
+    except jwt.ExpiredSignatureError:
+        raise AuthenticationError("token has expired") from None
+    except jwt.ImmatureSignatureError:
+        raise AuthenticationError("token is not valid yet (nbf/iat in the future)") from None
+    except jwt.InvalidAudienceError:
+        raise AuthenticationError(f"token audience is not {audience}") from None
+    except jwt.InvalidIssuerError:
+        raise AuthenticationError(f"token issuer is not {issuer}") from None
+    except jwt.MissingRequiredClaimError as exc:
+        raise AuthenticationError(f"token has no {exc.claim} claim") from None
+    except jwt.PyJWTError:
+        raise AuthenticationError("token signature or claims are invalid") from None
+    return claims
+
+
+class Authenticator:
+    """Bound to one bundle: its organisation, JWKS and API-key hashes."""
+
+    def __init__(
+        self,
+        kaizen: Mapping[str, Any],
+        *,
+        issuer: str,
+        audience: str,
+        cache_size: int = _CACHE_SIZE,
+    ) -> None:
+        self.organization: str = kaizen["organization"]
+        self.keys = signing_keys(kaizen.get("jwks"))
+        api_keys = kaizen.get("api_keys")
+        self._api_keys: Mapping[str, Any] = api_keys if isinstance(api_keys, Mapping) else {}
+        self._issuer = issuer
+        self._audience = audience
+        # Verified tokens by value (with their expiry): a signature check once per token.
+        self._cache: OrderedDict[str, tuple[float, dict[str, Any]]] = OrderedDict()
+        self._cache_size = cache_size
+
+    def authenticate(self, authorization: str | None) -> dict[str, Any]:
+        """The decision-input principal for an `Authorization` header value."""
+        if not authorization:
+            raise AuthenticationError("no credential: send Authorization: Bearer <token>")
+        scheme, _, credential = authorization.strip().partition(" ")
+        credential = credential.strip()
+        if scheme.lower() != "bearer" or not credential:
+            raise AuthenticationError("Authorization must be 'Bearer <access token or API key>'")
+        if credential.startswith(API_KEY_PREFIX):
+            return self._api_key(credential)
+        cached = self._cache.get(credential)
+        if cached is not None and cached[0] > time.time():
+            self._cache.move_to_end(credential)
+            return dict(cached[1])
+        claims = verify_eddsa(
+            credential,
+            self.keys,
+            audience=self._audience,
+            issuer=self._issuer,
+            required=("exp", "iat", "sub"),
+        )
+        principal = self._user(claims)
+        self._cache[credential] = (float(claims["exp"]) + LEEWAY_SECONDS, principal)
+        if len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return dict(principal)
+
+    def _api_key(self, credential: str) -> dict[str, Any]:
+        if len(credential) > _MAX_CREDENTIAL:
+            raise AuthenticationError("API key is too long")
+        entry = self._api_keys.get(hashlib.sha256(credential.encode()).hexdigest())
+        if not isinstance(entry, Mapping) or not isinstance(entry.get("name"), str):
+            raise AuthenticationError("API key is unknown, revoked or expired")
+        roles = entry.get("roles")
+        return {
+            "id": f"apikey:{entry['name']}",
+            "type": "apikey",
+            "organization": self.organization,
+            "roles": [r for r in roles if isinstance(r, str)] if isinstance(roles, list) else [],
+            "teams": [],
+            "attributes": {},
+        }
+
+    def _user(self, claims: Mapping[str, Any]) -> dict[str, Any]:
+        if claims.get("typ") != "access":
+            raise AuthenticationError("token is not an access token")
+        if claims.get("org") != self.organization:
+            raise AuthenticationError("token belongs to another organization")
+        email, role, teams = claims.get("email"), claims.get("role"), claims.get("teams", [])
+        if not isinstance(email, str) or not email:
+            raise AuthenticationError("access token has no email claim")
+        if not isinstance(role, str):
+            raise AuthenticationError("access token has no role claim")
+        if not isinstance(teams, list) or not all(isinstance(t, str) for t in teams):
+            raise AuthenticationError("access token teams claim must be a list of names")
+        return {
+            "id": f"user:{email}",
+            "type": "user",
+            "organization": self.organization,
+            "roles": [role] if role else [],
+            "teams": list(teams),
+            "attributes": {"user_id": str(claims.get("sub"))},
+        }

@@ -1,0 +1,318 @@
+"""One authorization check, the same for gRPC ext_authz and HTTP `/authz`.
+
+authenticate → map the route → decide (RBAC → ABAC → budgets) → approval grant. Every
+path ends in a Verdict with a decision id; anything unexpected is a deny, never a crash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import math
+import os
+import socket
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import jwt
+
+from authz_sidecar import metrics
+from authz_sidecar.authn import AuthenticationError
+from authz_sidecar.budgets import ReservationBook
+from authz_sidecar.engine_holder import EngineHolder, Snapshot
+from authz_sidecar.grants import GrantError, ReplayGuard
+from authz_sidecar.mapping import HttpFacts, MappedRequest, MappingError, map_request
+from policy.decision_input import Outcome
+from policy.engine import Decision, new_decision_id
+
+log = logging.getLogger(__name__)
+
+NOT_READY = "no verified policy bundle loaded"
+DECISION_HEADER_TTL = 30
+
+
+def decision_header_key(gateway_token: str) -> bytes:
+    """The HS256 key of `x-kaizen-decision` (proto/README.md), shared with the gateway."""
+    return hmac.new(gateway_token.encode(), b"kaizen-decision-v1", hashlib.sha256).digest()
+
+
+class DecisionSink(Protocol):
+    """Where decision records go (authz_sidecar.decision_log.DecisionLog)."""
+
+    async def append(self, record: dict[str, Any]) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    status: int  # 200 allow, 401 unauthenticated, 403 deny or require_approval
+    outcome: Outcome
+    decision_id: str
+    reasons: tuple[str, ...]
+    bundle_revision: str | None
+    principal: str | None = None
+    organization: str | None = None
+    approval_request_id: str | None = None
+    signed_decision: str | None = None  # x-kaizen-decision for the gateway (allow only)
+    remove_headers: tuple[str, ...] = ()  # the caller's own x-kaizen-* headers
+
+    @property
+    def allowed(self) -> bool:
+        return self.status == 200
+
+    def body(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "decision_id": self.decision_id,
+            "outcome": self.outcome,
+            "reasons": list(self.reasons),
+            "bundle_revision": self.bundle_revision,
+        }
+        if self.approval_request_id is not None:
+            out["approval_request_id"] = self.approval_request_id
+        return out
+
+    def body_bytes(self) -> bytes:
+        return json.dumps(self.body(), separators=(",", ":")).encode()
+
+    def upstream_headers(self) -> list[tuple[str, str]]:
+        """Headers the proxy adds to the request it forwards (allow only)."""
+        headers = [("x-kaizen-decision-id", self.decision_id)]
+        if self.principal is not None:
+            headers.append(("x-kaizen-principal", self.principal))
+        if self.organization is not None:
+            headers.append(("x-kaizen-organization", self.organization))
+        if self.signed_decision is not None:
+            headers.append(("x-kaizen-decision", self.signed_decision))
+        return headers
+
+
+class Authorizer:
+    def __init__(
+        self,
+        holder: EngineHolder,
+        *,
+        replay_guard: ReplayGuard,
+        reservations: ReservationBook,
+        workspace: str | None = None,
+        environment: str | None = None,
+        gateway: str | None = None,
+        trust_workspace_header: bool = False,
+        decision_key: bytes | None = None,
+        sink: DecisionSink | None = None,
+    ) -> None:
+        self.holder = holder
+        self.replay_guard = replay_guard
+        self.reservations = reservations
+        self.workspace = workspace
+        self.environment = environment
+        self.gateway = gateway
+        self.trust_workspace_header = trust_workspace_header
+        self.decision_key = decision_key
+        self.sink = sink
+        self.instance = f"{socket.gethostname()}/{os.getpid()}"
+        self.counts: dict[str, int] = {}  # decisions by outcome, for status reports
+
+    async def check(self, facts: HttpFacts) -> Verdict:
+        started = time.perf_counter()
+        input: dict[str, Any] | None = None
+        result: dict[str, Any] | None = None
+        try:
+            verdict, input, result = await self._check(facts)
+        except Exception:  # a bug here must deny, not crash the server or allow
+            log.exception("authorization check failed")
+            verdict = _deny(new_decision_id(), ("internal error in the authz sidecar",), None)
+        elapsed = time.perf_counter() - started
+        self.counts[verdict.outcome] = self.counts.get(verdict.outcome, 0) + 1
+        metrics.DECISIONS.labels(verdict.outcome, str(verdict.status)).inc()
+        metrics.DECISION_SECONDS.observe(elapsed)
+        if self.sink is not None:
+            await self._record(verdict, input, result, elapsed)
+        return verdict
+
+    async def _check(
+        self, facts: HttpFacts
+    ) -> tuple[Verdict, dict[str, Any] | None, dict[str, Any] | None]:
+        snapshot = self.holder.current
+        if snapshot is None:
+            return _deny(new_decision_id(), (NOT_READY,), None), None, None
+        revision = snapshot.bundle.revision
+        try:
+            principal = snapshot.authenticator.authenticate(facts.headers.get("authorization"))
+        except AuthenticationError as exc:
+            failed = (f"authentication failed: {exc}",)
+            return Verdict(401, "deny", new_decision_id(), failed, revision), None, None
+        try:
+            mapped = map_request(facts, snapshot.agents)
+            input = self.decision_input(facts, principal, mapped)
+        except MappingError as exc:
+            verdict = _deny(new_decision_id(), (str(exc),), revision, principal, snapshot)
+            return verdict, None, None
+        decision = snapshot.engine.decide(input)
+        outcome: Outcome = decision.outcome
+        reasons: tuple[str, ...] = decision.reasons
+        if outcome == "require_approval" and (grant := facts.headers.get("x-kaizen-approval")):
+            outcome, reasons = await self._apply_grant(snapshot, grant, input, decision)
+        if outcome == "allow" and decision.reservations:
+            try:
+                self.reservations.remember(decision.decision_id, decision.reservations)
+            except Exception as exc:  # the reservation stands as estimated; only settle is lost
+                log.warning("cannot store reservations of %s: %s", decision.decision_id, exc)
+        result = decision.to_dict()
+        result["outcome"], result["reasons"] = outcome, list(reasons)
+        approval = decision.decision_id if outcome == "require_approval" else None
+        if approval is not None:
+            result["approval_request_id"] = approval
+        verdict = Verdict(
+            200 if outcome == "allow" else 403,
+            outcome,
+            decision.decision_id,
+            reasons,
+            revision,
+            principal["id"],
+            snapshot.organization,
+            approval,
+            self._signed(decision.decision_id, input) if outcome == "allow" else None,
+            tuple(h for h in facts.headers if h.startswith("x-kaizen-")),
+        )
+        return verdict, input, result
+
+    def _signed(self, decision_id: str, input: Mapping[str, Any]) -> str | None:
+        if self.decision_key is None:
+            return None
+        now = int(time.time())
+        principal = input["principal"]
+        claims = {
+            "decision_id": decision_id,
+            "sub": principal["id"],
+            "org": principal.get("organization"),
+            "roles": principal.get("roles") or [],
+            "action": input["action"],
+            "resource": input["resource"]["id"],
+            "channel": input.get("channel"),
+            "iat": now,
+            "exp": now + DECISION_HEADER_TTL,
+        }
+        return jwt.encode(claims, self.decision_key, algorithm="HS256")
+
+    async def _apply_grant(
+        self, snapshot: Snapshot, grant: str, input: Mapping[str, Any], decision: Decision
+    ) -> tuple[Outcome, tuple[str, ...]]:
+        try:
+            claims = snapshot.grants.verify(grant, input)
+        except GrantError as exc:
+            return "require_approval", (*decision.reasons, str(exc))
+        try:
+            first = await self.replay_guard.first_use(claims["jti"], float(claims["exp"]))
+        except Exception as exc:  # fail closed: an unchecked grant could be replayed
+            reason = f"approval grant cannot be checked for reuse: {type(exc).__name__}: {exc}"
+            return "require_approval", (*decision.reasons, reason)
+        if not first:
+            return "require_approval", (
+                *decision.reasons,
+                "approval grant was already used; ask for a new approval",
+            )
+        request_id = claims.get("approval_request_id")
+        return "allow", (f"approved by approval request {request_id}",)
+
+    def decision_input(
+        self, facts: HttpFacts, principal: dict[str, Any], mapped: MappedRequest
+    ) -> dict[str, Any]:
+        workspace = self.workspace
+        if workspace is None and self.trust_workspace_header:
+            workspace = facts.headers.get("x-kaizen-workspace") or None
+        context: dict[str, Any] = {
+            "time": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+            "environment": self.environment or workspace,
+            "gateway": self.gateway,
+        }
+        for header, field in (
+            ("x-kaizen-estimated-cost", "estimated_cost_usd"),
+            ("x-kaizen-estimated-tokens", "estimated_tokens"),
+        ):
+            if (raw := facts.headers.get(header)) is not None:
+                context[field] = _estimate(header, raw)
+        input: dict[str, Any] = {
+            "principal": principal,
+            "action": mapped.action,
+            "resource": {
+                "type": mapped.resource_type,
+                "id": mapped.resource_id,
+                "workspace": workspace,
+                "attributes": dict(mapped.attributes),
+            },
+            "channel": mapped.channel,
+            "request": {
+                "method": facts.method.upper(),
+                "path": facts.path,
+                "source_ip": facts.source_ip,
+            },
+            "context": context,
+        }
+        if mapped.tool is not None:
+            input["tool"] = dict(mapped.tool)
+        return input
+
+    async def settle(self, decision_id: str, actual: Mapping[str, float]) -> int:
+        """Replace a decision's reservations by real use; the number settled (0: unknown)."""
+        reservations = self.reservations.take(decision_id)
+        if not reservations:
+            return 0
+        ledger = self.holder.ledger
+        for reservation in reservations:
+            used = actual.get(reservation.key.metric, reservation.amount)
+            ledger.settle(reservation.key, reservation.amount, used)
+        return len(reservations)
+
+    async def _record(
+        self,
+        verdict: Verdict,
+        input: dict[str, Any] | None,
+        result: dict[str, Any] | None,
+        elapsed: float,
+    ) -> None:
+        assert self.sink is not None
+        record = {
+            "decision_id": verdict.decision_id,
+            "time": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+            "input": input if input is not None else {},
+            "result": result if result is not None else verdict.body(),
+            "duration_us": int(elapsed * 1_000_000),
+            "instance": self.instance,
+        }
+        try:
+            await self.sink.append(record)
+        except Exception as exc:
+            metrics.LOG_FAILURES.inc()
+            log.error("decision %s was not logged: %s", verdict.decision_id, exc)
+
+
+def _deny(
+    decision_id: str,
+    reasons: tuple[str, ...],
+    revision: str | None,
+    principal: Mapping[str, Any] | None = None,
+    snapshot: Snapshot | None = None,
+) -> Verdict:
+    return Verdict(
+        403,
+        "deny",
+        decision_id,
+        reasons,
+        revision,
+        principal["id"] if principal is not None else None,
+        snapshot.organization if snapshot is not None else None,
+    )
+
+
+def _estimate(header: str, raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise MappingError(f"{header} must be a number, got {raw[:32]!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise MappingError(f"{header} must be a finite number of at least 0")
+    return value

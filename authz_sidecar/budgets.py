@@ -1,0 +1,171 @@
+"""Budget counters for the engine (policy.budgets.BudgetLedger) and reservations to settle.
+
+With Redis, every worker and every sidecar on that Redis shares the counters: a Lua
+script adds the reservation and sets the key's expiry in one atomic step, and the
+engine compares the returned total with the limit (and gives the amount back when it is
+over), so concurrent callers can never push usage past a hard limit. Reservations are
+kept by decision id so `POST /settle` works on any worker. Without Redis the counters
+live in the process and the sidecar runs one worker.
+
+The engine calls the ledger synchronously on the decision path, so the Redis client is
+the blocking one with short timeouts, and a breaker stops retrying an unreachable Redis
+for a second at a time: callers under a budget are denied (the engine turns a ledger
+error into a deny naming the failure) instead of each waiting for a timeout.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+import redis
+
+from policy.budgets import BudgetKey, InMemoryBudgetLedger, Reservation
+
+# INCRBYFLOAT and the expiry in one step; the expiry outlives the key's period window.
+_RESERVE = """
+local total = redis.call('INCRBYFLOAT', KEYS[1], ARGV[1])
+if redis.call('TTL', KEYS[1]) < 0 then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
+return total
+"""
+_PERIOD_SECONDS = {"hour": 3600, "day": 86_400, "week": 7 * 86_400, "month": 31 * 86_400}
+_GRACE_SECONDS = 86_400
+_BREAKER_SECONDS = 1.0
+
+
+class LedgerUnavailableError(Exception):
+    """The shared budget store cannot be reached; budgets fail closed."""
+
+
+def window_ttl(window: str) -> int:
+    """Seconds a counter for `window` (e.g. "month:2026-11") must live: its period + a day."""
+    return _PERIOD_SECONDS.get(window.split(":", 1)[0], 31 * 86_400) + _GRACE_SECONDS
+
+
+class RedisBudgetLedger:
+    def __init__(self, client: redis.Redis, prefix: str = "") -> None:
+        self._client = client
+        self._prefix = prefix
+        self._reserve = client.register_script(_RESERVE)
+        self._down_until = 0.0
+
+    @classmethod
+    def from_url(cls, url: str, prefix: str = "") -> RedisBudgetLedger:
+        client = redis.Redis.from_url(
+            url, socket_timeout=0.25, socket_connect_timeout=0.25, health_check_interval=30
+        )
+        return cls(client, prefix)
+
+    @property
+    def client(self) -> redis.Redis:
+        return self._client
+
+    def key(self, key: BudgetKey) -> str:
+        return self._prefix + key.redis_key
+
+    def usage(self, key: BudgetKey) -> float:
+        value = self._call(lambda: self._client.get(self.key(key)))
+        return float(value) if value is not None else 0.0
+
+    def reserve(self, key: BudgetKey, amount: float) -> float:
+        ttl = window_ttl(key.window)
+        total = self._call(lambda: self._reserve(keys=[self.key(key)], args=[repr(amount), ttl]))
+        return float(total)
+
+    def release(self, key: BudgetKey, amount: float) -> None:
+        self.reserve(key, -amount)
+
+    def settle(self, key: BudgetKey, reserved: float, actual: float) -> None:
+        if actual != reserved:
+            self.reserve(key, actual - reserved)
+
+    def _call(self, operation: Any) -> Any:
+        if time.monotonic() < self._down_until:
+            raise LedgerUnavailableError("Redis budget store is unreachable (retrying shortly)")
+        try:
+            return operation()
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            self._down_until = time.monotonic() + _BREAKER_SECONDS
+            raise LedgerUnavailableError(f"Redis budget store is unreachable: {exc}") from None
+
+
+class ReservationBook(Protocol):
+    def remember(self, decision_id: str, reservations: Sequence[Reservation]) -> None: ...
+
+    def take(self, decision_id: str) -> list[Reservation] | None:
+        """The reservations of a decision, forgetting them (settle happens once)."""
+        ...
+
+
+class InMemoryReservationBook:
+    def __init__(self, ttl_seconds: int = 3600, max_entries: int = 100_000) -> None:
+        self._lock = threading.Lock()
+        self._ttl = ttl_seconds
+        self._max = max_entries
+        self._entries: dict[str, tuple[float, list[Reservation]]] = {}
+
+    def remember(self, decision_id: str, reservations: Sequence[Reservation]) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if len(self._entries) >= self._max:
+                self._entries = {k: v for k, v in self._entries.items() if v[0] > now}
+            self._entries[decision_id] = (now + self._ttl, list(reservations))
+
+    def take(self, decision_id: str) -> list[Reservation] | None:
+        with self._lock:
+            entry = self._entries.pop(decision_id, None)
+        if entry is None or entry[0] < time.monotonic():
+            return None
+        return entry[1]
+
+
+class RedisReservationBook:
+    def __init__(self, ledger: RedisBudgetLedger, prefix: str, ttl_seconds: int = 3600) -> None:
+        self._ledger = ledger
+        self._prefix = prefix
+        self._ttl = ttl_seconds
+
+    def remember(self, decision_id: str, reservations: Sequence[Reservation]) -> None:
+        value = json.dumps([_encode(r) for r in reservations])
+        client = self._ledger.client
+        self._ledger._call(lambda: client.set(self._name(decision_id), value, ex=self._ttl))
+
+    def take(self, decision_id: str) -> list[Reservation] | None:
+        client = self._ledger.client
+        raw = self._ledger._call(lambda: client.getdel(self._name(decision_id)))
+        if raw is None:
+            return None
+        return [_decode(item) for item in json.loads(raw)]
+
+    def _name(self, decision_id: str) -> str:
+        return f"{self._prefix}reservation:{decision_id}"
+
+
+def _encode(reservation: Reservation) -> dict[str, Any]:
+    key = reservation.key
+    return {
+        "budget": reservation.budget,
+        "scope": key.scope,
+        "metric": key.metric,
+        "window": key.window,
+        "amount": reservation.amount,
+    }
+
+
+def _decode(item: Mapping[str, Any]) -> Reservation:
+    key = BudgetKey(item["scope"], item["metric"], item["window"])
+    return Reservation(item["budget"], key, float(item["amount"]))
+
+
+__all__ = [
+    "InMemoryBudgetLedger",
+    "InMemoryReservationBook",
+    "LedgerUnavailableError",
+    "RedisBudgetLedger",
+    "RedisReservationBook",
+    "ReservationBook",
+    "window_ttl",
+]

@@ -1,0 +1,100 @@
+"""Envoy ext_authz v3 over grpc.aio: a thin servicer around the Authorizer.
+
+A deny is a normal CheckResponse (PERMISSION_DENIED / UNAUTHENTICATED with the HTTP
+status, headers and JSON body Envoy sends back); a gRPC error means the sidecar failed,
+and Envoy is configured (`failure_mode_allow: false`) to refuse the call then.
+"""
+
+from __future__ import annotations
+
+import grpc
+from envoy.config.core.v3 import base_pb2
+from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
+from envoy.type.v3 import http_status_pb2
+from google.rpc import code_pb2, status_pb2
+
+from authz_sidecar.authorizer import Authorizer, Verdict
+from authz_sidecar.mapping import HttpFacts
+
+_OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
+_SET_ON_ALLOW = frozenset(
+    {"x-kaizen-decision-id", "x-kaizen-principal", "x-kaizen-organization", "x-kaizen-decision"}
+)
+_CODES = {200: code_pb2.OK, 401: code_pb2.UNAUTHENTICATED, 403: code_pb2.PERMISSION_DENIED}
+
+
+def facts_from_check(request: external_auth_pb2.CheckRequest, max_body: int) -> HttpFacts:
+    http = request.attributes.request.http
+    body = http.raw_body or http.body.encode("utf-8", "surrogateescape")
+    declared = http.headers.get("content-length", "")
+    truncated = len(body) > max_body or (declared.isdigit() and int(declared) > len(body))
+    address = request.attributes.source.address.socket_address.address
+    return HttpFacts(
+        method=http.method,
+        path=http.path,
+        headers=dict(http.headers),
+        body=body[:max_body],
+        source_ip=address or None,
+        body_truncated=truncated,
+    )
+
+
+def _header(key: str, value: str) -> base_pb2.HeaderValueOption:
+    return base_pb2.HeaderValueOption(
+        header=base_pb2.HeaderValue(key=key, value=value), append_action=_OVERWRITE
+    )
+
+
+def check_response(verdict: Verdict) -> external_auth_pb2.CheckResponse:
+    if verdict.allowed:
+        return external_auth_pb2.CheckResponse(
+            status=status_pb2.Status(code=code_pb2.OK),
+            ok_response=external_auth_pb2.OkHttpResponse(
+                headers=[_header(k, v) for k, v in verdict.upstream_headers()],
+                headers_to_remove=[h for h in verdict.remove_headers if h not in _SET_ON_ALLOW],
+            ),
+        )
+    headers = [
+        _header("content-type", "application/json"),
+        _header("x-kaizen-decision-id", verdict.decision_id),
+    ]
+    if verdict.status == 401:
+        headers.append(_header("www-authenticate", 'Bearer realm="kaizen"'))
+    return external_auth_pb2.CheckResponse(
+        status=status_pb2.Status(code=_CODES.get(verdict.status, code_pb2.PERMISSION_DENIED)),
+        denied_response=external_auth_pb2.DeniedHttpResponse(
+            status=http_status_pb2.HttpStatus(code=verdict.status),
+            headers=headers,
+            body=verdict.body_bytes().decode(),
+        ),
+    )
+
+
+class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignore[misc]
+    def __init__(self, authorizer: Authorizer, max_body: int) -> None:
+        self._authorizer = authorizer
+        self._max_body = max_body
+
+    async def Check(
+        self, request: external_auth_pb2.CheckRequest, context: grpc.aio.ServicerContext
+    ) -> external_auth_pb2.CheckResponse:
+        facts = facts_from_check(request, self._max_body)
+        return check_response(await self._authorizer.check(facts))
+
+
+async def start_grpc_server(
+    authorizer: Authorizer, host: str, port: int, max_body: int
+) -> grpc.aio.Server:
+    server = grpc.aio.server(
+        options=[
+            ("grpc.so_reuseport", 1),
+            ("grpc.max_receive_message_length", max_body + 64 * 1024),
+        ]
+    )
+    external_auth_pb2_grpc.add_AuthorizationServicer_to_server(
+        AuthorizationServicer(authorizer, max_body), server
+    )
+    if server.add_insecure_port(f"{host}:{port}") == 0:
+        raise OSError(f"cannot listen for gRPC on {host}:{port}")
+    await server.start()
+    return server

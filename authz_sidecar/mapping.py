@@ -1,0 +1,130 @@
+"""From an HTTP request (as Envoy or nginx describes it) to what the decision input needs.
+
+Only the gateway's routes (CONTRACTS.md "Gateway routes") map to an action and a
+resource; anything else is refused with a reason, so a new gateway route is denied until
+it is mapped here on purpose.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+NAME = r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}"
+_AGENT_INVOKE = re.compile(rf"/v1/agents/({NAME})/invoke")
+_PIPELINE_RUN = re.compile(rf"/v1/pipelines/({NAME})/run")
+_TOOL_NAME = re.compile(NAME)
+MCP_PATH = "/mcp"
+MCP_SERVER_RESOURCE = "mcp:server"
+# MCP methods that open, keep or describe a session; they need `connect`/`list` on mcp:server.
+_MCP_SESSION_ACTIONS = {
+    "initialize": "connect",
+    "ping": "connect",
+    "tools/list": "list",
+    "resources/list": "list",
+    "resources/templates/list": "list",
+    "prompts/list": "list",
+}
+
+
+class MappingError(Exception):
+    """The request is not one the sidecar knows how to authorize; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class HttpFacts:
+    """The parts of the original request that matter; header names lowercase."""
+
+    method: str
+    path: str
+    headers: Mapping[str, str]
+    body: bytes = b""
+    source_ip: str | None = None
+    body_truncated: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class MappedRequest:
+    action: str
+    resource_type: str
+    resource_id: str
+    channel: str
+    tool: Mapping[str, Any] | None = None
+    attributes: Mapping[str, Any] = field(default_factory=dict)
+
+
+def map_request(facts: HttpFacts, agents: Mapping[str, Any] | None = None) -> MappedRequest:
+    """The action, resource, channel and tool of a gateway call; MappingError otherwise."""
+    path = facts.path.split("?", 1)[0]
+    method = facts.method.upper()
+    if match := _AGENT_INVOKE.fullmatch(path):
+        _require_post(method, path)
+        channel = "cli" if facts.headers.get("x-kaizen-channel", "").lower() == "cli" else "api"
+        return MappedRequest("invoke", "agent", f"agent:{match[1]}", channel)
+    if match := _PIPELINE_RUN.fullmatch(path):
+        _require_post(method, path)
+        channel = "cli" if facts.headers.get("x-kaizen-channel", "").lower() == "cli" else "api"
+        return MappedRequest("run", "pipeline", f"pipeline:{match[1]}", channel)
+    if path == MCP_PATH:
+        _require_post(method, path)
+        if facts.body_truncated:
+            raise MappingError("MCP request body is too large to authorize")
+        return map_mcp(facts.body, agents or {})
+    raise MappingError(f"no gateway route {method} {path[:200]!r} is authorized by the sidecar")
+
+
+def _require_post(method: str, path: str) -> None:
+    if method != "POST":
+        raise MappingError(f"method {method[:16]!r} is not allowed on {path}; use POST")
+
+
+def map_mcp(body: bytes, agents: Mapping[str, Any]) -> MappedRequest:
+    """A JSON-RPC request to the gateway's MCP endpoint (Streamable HTTP)."""
+    try:
+        message = json.loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise MappingError("MCP request body is not valid JSON") from None
+    if isinstance(message, list):
+        raise MappingError("JSON-RPC batches are not supported; send one MCP message per request")
+    if not isinstance(message, dict):
+        raise MappingError("MCP request body must be a JSON-RPC object")
+    method = message.get("method")
+    if not isinstance(method, str) or not method:
+        raise MappingError("MCP request has no JSON-RPC method")
+    if method == "tools/call":
+        return _tool_call(message.get("params"), agents)
+    if method.startswith("notifications/"):
+        return MappedRequest("connect", "mcp", MCP_SERVER_RESOURCE, "mcp")
+    if action := _MCP_SESSION_ACTIONS.get(method):
+        return MappedRequest(action, "mcp", MCP_SERVER_RESOURCE, "mcp")
+    raise MappingError(f"MCP method {method[:64]!r} is not supported by this gateway")
+
+
+def _tool_call(params: object, agents: Mapping[str, Any]) -> MappedRequest:
+    if not isinstance(params, dict):
+        raise MappingError("MCP tools/call needs params {name, arguments}")
+    name = params.get("name")
+    if not isinstance(name, str) or not _TOOL_NAME.fullmatch(name):
+        raise MappingError("MCP tools/call needs a tool name of letters, digits, '.', '_', '-'")
+    arguments = params.get("arguments", {})
+    if arguments is None:
+        arguments = {}
+    if not isinstance(arguments, dict):
+        raise MappingError("MCP tools/call arguments must be a JSON object")
+    agent = tool_agent(name, agents)
+    return MappedRequest(
+        "invoke", "agent", f"agent:{agent}", "mcp", {"name": name, "arguments": arguments}
+    )
+
+
+def tool_agent(tool: str, agents: Mapping[str, Any]) -> str:
+    """The agent serving an MCP tool: data.json `agents.<agent>.tools` lists it, else the tool."""
+    for agent, config in agents.items():
+        if isinstance(config, Mapping):
+            tools = config.get("tools")
+            if isinstance(tools, list) and tool in tools:
+                return str(agent)
+    return tool

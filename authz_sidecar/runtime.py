@@ -1,0 +1,360 @@
+"""`kaizen-studio sidecar`: wiring, the worker processes and a clean shutdown.
+
+Two ways to get policy:
+- **static** (`KAIZEN_SIDECAR_BUNDLE` + `KAIZEN_SIDECAR_JWKS`): verify that one bundle
+  file at start and serve it; no control plane (tests, air-gapped operators).
+- **sync** (`KAIZEN_GATEWAY_TOKEN`): serve the last-known-good bundle from disk at once,
+  then follow the control plane's long-poll (`BundleSync`), report status and ship
+  decision logs. Until some bundle verifies, every check is denied and `/healthz` is 503.
+
+Each worker process runs the gRPC and the HTTP server on the same ports (SO_REUSEPORT,
+the kernel spreads connections). Several workers need Redis, so budgets and grant reuse
+are shared; without Redis there is exactly one worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import json
+import logging
+import multiprocessing
+import os
+import shutil
+import signal
+import tarfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from authz_sidecar import metrics
+from authz_sidecar.authorizer import Authorizer, decision_header_key
+from authz_sidecar.budgets import (
+    InMemoryBudgetLedger,
+    InMemoryReservationBook,
+    RedisBudgetLedger,
+    RedisReservationBook,
+    ReservationBook,
+)
+from authz_sidecar.bundles import BundleStore
+from authz_sidecar.decision_log import DecisionLog
+from authz_sidecar.engine_holder import EngineHolder, Snapshot
+from authz_sidecar.grants import InMemoryReplayGuard, RedisReplayGuard, ReplayGuard
+from authz_sidecar.grpc_server import start_grpc_server
+from authz_sidecar.http_server import SidecarHttp, start_http_server
+from authz_sidecar.settings import SidecarSettings
+from authz_sidecar.status_report import StatusReporter, status_body
+from authz_sidecar.sync import BundleSync
+from policy.budgets import BudgetLedger
+from policy.bundle import MANIFEST, load_bundle
+from policy.errors import BundleVerificationError
+
+log = logging.getLogger(__name__)
+
+SHUTDOWN_GRACE_SECONDS = 2.0
+
+
+class ConfigurationError(Exception):
+    """The sidecar cannot start as configured; the message says what to set."""
+
+
+def load_static_bundle(bundle_path: Path, jwks_path: Path, scope: str | None) -> Any:
+    """Verify a bundle file with a JWKS file (static mode)."""
+    try:
+        data = bundle_path.read_bytes()
+        jwks = json.loads(jwks_path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read static bundle or JWKS: {exc}") from None
+    except ValueError as exc:
+        raise ConfigurationError(f"KAIZEN_SIDECAR_JWKS {jwks_path} is not JSON: {exc}") from None
+    try:
+        return load_bundle(data, jwks, scope=scope or _manifest_scope(data))
+    except BundleVerificationError as exc:
+        raise ConfigurationError(f"static bundle {bundle_path} refused: {exc}") from None
+
+
+def _manifest_scope(data: bytes) -> str:
+    """The scope a bundle names for itself; load_bundle then checks the signature agrees."""
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+            for member in tar:
+                if member.name.lstrip("/") == MANIFEST and member.isfile():
+                    extracted = tar.extractfile(member)
+                    if extracted is not None and member.size < 1024 * 1024:
+                        scope = json.loads(extracted.read())["metadata"]["scope"]
+                        if isinstance(scope, str):
+                            return scope
+    except (OSError, tarfile.TarError, ValueError, KeyError, TypeError):
+        pass
+    raise ConfigurationError("cannot tell the bundle's scope: set KAIZEN_SIDECAR_SCOPE")
+
+
+def _budget_backends(
+    settings: SidecarSettings,
+) -> tuple[BudgetLedger, ReservationBook, ReplayGuard, aioredis.Redis | None]:
+    ttl = settings.sidecar_reservation_ttl_seconds
+    if not settings.redis_url:
+        return InMemoryBudgetLedger(), InMemoryReservationBook(ttl), InMemoryReplayGuard(), None
+    ledger = RedisBudgetLedger.from_url(settings.redis_url, settings.redis_prefix)
+    client = aioredis.Redis.from_url(
+        settings.redis_url, socket_timeout=0.5, socket_connect_timeout=0.5
+    )
+    book = RedisReservationBook(ledger, settings.redis_prefix, ttl)
+    return ledger, book, RedisReplayGuard(client, settings.redis_prefix), client
+
+
+class Worker:
+    """One worker process: servers, bundle source, decision log, background tasks."""
+
+    def __init__(self, settings: SidecarSettings, index: int = 0) -> None:
+        self.settings = settings
+        self.index = index
+        self.started_at = datetime.now(UTC)
+        ledger, self.reservations, self.replay_guard, self._redis = _budget_backends(settings)
+        self.ledger = ledger
+        self.holder = EngineHolder(ledger, issuer=settings.issuer, audience=settings.audience)
+        self.holder.subscribe(_on_snapshot)
+        self.store: BundleStore | None = None
+        self.sync: BundleSync | None = None
+        self.decision_log: DecisionLog | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stop = asyncio.Event()
+        token = settings.gateway_token
+        if settings.sidecar_bundle is None and not token:
+            raise ConfigurationError(
+                "no policy source: set KAIZEN_GATEWAY_TOKEN (sync from the control plane) "
+                "or KAIZEN_SIDECAR_BUNDLE and KAIZEN_SIDECAR_JWKS (static mode)"
+            )
+        if settings.sidecar_bundle is not None and settings.sidecar_jwks is None:
+            raise ConfigurationError("static mode needs KAIZEN_SIDECAR_JWKS beside the bundle")
+        if token:
+            self.decision_log = DecisionLog(
+                settings.state_dir / "decision-log" / f"worker-{index}",
+                mask=settings.sidecar_mask,
+            )
+        self.authorizer = Authorizer(
+            self.holder,
+            replay_guard=self.replay_guard,
+            reservations=self.reservations,
+            workspace=settings.sidecar_workspace,
+            environment=settings.sidecar_environment,
+            gateway=settings.sidecar_gateway,
+            trust_workspace_header=settings.sidecar_trust_workspace_header,
+            decision_key=decision_header_key(token) if token else None,
+            sink=self.decision_log,
+        )
+        self.http = SidecarHttp(
+            self.authorizer, max_body=settings.sidecar_max_body_bytes, backlog=self._backlog
+        )
+
+    def _backlog(self) -> int | None:
+        return self.decision_log.backlog if self.decision_log is not None else None
+
+    def load_policy(self) -> None:
+        settings = self.settings
+        if settings.sidecar_bundle is not None and settings.sidecar_jwks is not None:
+            verified = load_static_bundle(
+                settings.sidecar_bundle, settings.sidecar_jwks, settings.sidecar_scope
+            )
+            self.holder.on_bundle(verified)
+            return
+        pinned = None
+        if settings.sidecar_jwks is not None:
+            pinned = json.loads(settings.sidecar_jwks.read_text(encoding="utf-8"))
+        self.store = BundleStore(
+            settings.state_dir / "bundles", scope=settings.sidecar_scope, pinned_jwks=pinned
+        )
+        self.store.subscribe(self.holder.on_bundle)
+        self.store.load_last_known_good()
+
+    def _start_background(self) -> None:
+        settings, token = self.settings, self.settings.gateway_token
+        if token is None:
+            return
+        url = settings.control_plane_url
+        if self.store is not None:
+            self.sync = BundleSync(self.store, url, token)
+            self._spawn(self.sync.run())
+            reporter = StatusReporter(url, token, self._status)
+            self._spawn(reporter.run())
+        if self.decision_log is not None:
+            self._spawn(self.decision_log.ship_forever(url, token))
+        self._spawn(self._observe())
+
+    def _status(self) -> dict[str, Any]:
+        assert self.store is not None
+        return status_body(
+            instance=self.authorizer.instance,
+            started_at=self.started_at,
+            store=self.store,
+            sync=self.sync,
+            logs=[self.decision_log] if self.decision_log is not None else [],
+            decisions=dict(self.authorizer.counts),
+        )
+
+    async def _observe(self) -> None:
+        """Copy the sync's and the log's counters into metrics and /status."""
+        seen_failures = 0
+        while True:
+            if self.sync is not None:
+                metrics.SYNC_FAILURES.inc(self.sync.failures - seen_failures)
+                seen_failures = self.sync.failures
+                if self.sync.last_sync is not None:
+                    self.holder.last_sync = self.sync.last_sync.timestamp()
+            if self.decision_log is not None:
+                metrics.LOG_BACKLOG.set(self.decision_log.backlog)
+            await asyncio.sleep(2.0)
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        task.add_done_callback(self._task_done)
+        self._tasks.append(task)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background task stopped: %r", task.exception())
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self, on_ready: Callable[[], None] | None = None) -> None:
+        settings = self.settings
+        self.load_policy()
+        grpc_server = await start_grpc_server(
+            self.authorizer,
+            settings.sidecar_host,
+            settings.sidecar_grpc_port,
+            settings.sidecar_max_body_bytes,
+        )
+        http_server = await start_http_server(
+            self.http, settings.sidecar_host, settings.sidecar_http_port
+        )
+        self._start_background()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(signum, self.stop)
+        log.info(
+            "sidecar worker %d listening: gRPC %s:%d, HTTP %s:%d",
+            self.index,
+            settings.sidecar_host,
+            settings.sidecar_grpc_port,
+            settings.sidecar_host,
+            settings.sidecar_http_port,
+        )
+        if on_ready is not None:
+            on_ready()
+        try:
+            await self._stop.wait()
+        finally:
+            http_server.close()
+            await grpc_server.stop(SHUTDOWN_GRACE_SECONDS)
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            if self.decision_log is not None:
+                await self.decision_log.close()
+            if self._redis is not None:
+                await self._redis.aclose()
+            if isinstance(self.ledger, RedisBudgetLedger):
+                self.ledger.client.close()
+
+
+def _on_snapshot(snapshot: Snapshot) -> None:
+    metrics.BUNDLE_REVISION.set(snapshot.bundle.revision_number)
+
+
+def _configure_logging(level: str, index: int) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format=f"%(asctime)s %(levelname)s %(name)s [worker {index}] %(message)s",
+    )
+
+
+def _worker_main(settings_data: dict[str, Any], index: int) -> None:
+    settings = SidecarSettings(**settings_data)
+    _configure_logging(settings.log_level, index)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor forwards SIGTERM
+    try:
+        asyncio.run(Worker(settings, index).run())
+    except ConfigurationError as exc:
+        log.error("%s", exc)
+        raise SystemExit(2) from None
+
+
+def serve(settings: SidecarSettings) -> int:
+    """Run the sidecar until SIGINT/SIGTERM; the exit code."""
+    _configure_logging(settings.log_level, 0)
+    workers = settings.workers
+    if workers > 1 and not settings.redis_url:
+        log.error(
+            "KAIZEN_SIDECAR_WORKERS=%d needs KAIZEN_REDIS_URL: budgets and single-use grants "
+            "must be shared between workers; unset it to run one worker",
+            workers,
+        )
+        return 2
+    if workers == 1:
+        try:
+            asyncio.run(Worker(settings, 0).run())
+        except ConfigurationError as exc:
+            log.error("%s", exc)
+            return 2
+        return 0
+    return _supervise(settings, workers)
+
+
+def _supervise(settings: SidecarSettings, workers: int) -> int:
+    metrics_dir = settings.state_dir / "metrics" / str(os.getpid())
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    metrics_dir.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+    context = multiprocessing.get_context("spawn")
+    data = settings.model_dump()
+    processes: dict[int, multiprocessing.process.BaseProcess] = {}
+    stopping = False
+
+    def start(index: int) -> None:
+        process = context.Process(target=_worker_main, args=(data, index), daemon=False)
+        process.start()
+        processes[index] = process
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        nonlocal stopping
+        stopping = True
+        for process in processes.values():
+            if process.is_alive() and process.pid is not None:
+                os.kill(process.pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    for index in range(workers):
+        start(index)
+    log.info("sidecar supervisor %d started %d workers", os.getpid(), workers)
+    exit_code = 0
+    try:
+        while processes:
+            time.sleep(0.2)
+            for index, process in list(processes.items()):
+                if process.is_alive():
+                    continue
+                del processes[index]
+                if stopping:
+                    continue
+                if process.exitcode == 2:  # a configuration error: restarting cannot help
+                    exit_code = 2
+                    on_signal(signal.SIGTERM, None)
+                    continue
+                log.error("worker %d exited with %s; restarting it", index, process.exitcode)
+                time.sleep(1.0)
+                start(index)
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+    return exit_code
+
+
+__all__ = ["ConfigurationError", "Worker", "load_static_bundle", "serve"]

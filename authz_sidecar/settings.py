@@ -1,0 +1,64 @@
+"""Sidecar configuration from `KAIZEN_*` environment variables (CONTRACTS.md, proto/README.md)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+def _default_home() -> Path:
+    return Path(os.environ.get("KAIZEN_HOME") or Path.home() / ".kaizen-studio")
+
+
+class SidecarSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="KAIZEN_", extra="ignore")
+
+    home: Path = Field(default_factory=_default_home)
+    sidecar_host: str = "127.0.0.1"
+    sidecar_grpc_port: int = 9191
+    sidecar_http_port: int = 9192
+    # None: one worker without Redis (in-process budgets and grants), else the CPU count.
+    sidecar_workers: int | None = None
+    control_plane_url: str = "http://127.0.0.1:8000"
+    gateway_token: str | None = Field(default=None, repr=False)
+    redis_url: str | None = Field(default=None, repr=False)
+    redis_prefix: str = "kaizen:"
+    issuer: str = "kaizen-studio"
+    audience: str = "kaizen-studio-api"
+    # Static mode: a bundle file and the JWKS that verifies it; no control plane needed.
+    sidecar_bundle: Path | None = None
+    sidecar_jwks: Path | None = None
+    # The bundle scope (the organisation id); static mode reads it from the bundle if unset.
+    sidecar_scope: str | None = None
+    # What the gateway beside this sidecar serves; goes into resource.workspace and context.
+    sidecar_workspace: str | None = None
+    sidecar_environment: str | None = None
+    sidecar_gateway: str | None = None
+    # Only when the proxy overwrites it: otherwise a caller could pick its own workspace.
+    sidecar_trust_workspace_header: bool = False
+    # Dotted decision-input paths replaced by "***" in decision logs (comma-separated).
+    sidecar_mask: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    sidecar_max_body_bytes: int = 1024 * 1024
+    sidecar_reservation_ttl_seconds: int = 3600
+    log_level: str = "INFO"
+
+    @field_validator("sidecar_mask", mode="before")
+    @classmethod
+    def _split_mask(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @property
+    def state_dir(self) -> Path:
+        return self.home / "sidecar"
+
+    @property
+    def workers(self) -> int:
+        if self.sidecar_workers is not None:
+            return max(1, self.sidecar_workers)
+        return (os.cpu_count() or 1) if self.redis_url else 1
