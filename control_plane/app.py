@@ -13,12 +13,26 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from control_plane.api import api_keys, audit, auth, me, system, teams, users, workspaces
+from control_plane.api import (
+    api_keys,
+    audit,
+    auth,
+    bundles,
+    decisions,
+    gateways,
+    me,
+    policies,
+    system,
+    teams,
+    users,
+    workspaces,
+)
 from control_plane.db.migrate import upgrade
 from control_plane.db.session import Database
 from control_plane.errors import Conflict, KaizenError
 from control_plane.observability import Metrics, RequestMiddleware
 from control_plane.services.auth import Authenticator
+from control_plane.services.bundle_events import BundleEvents
 from control_plane.services.crypto import load_master_key
 from control_plane.services.keys import KeyRing
 from control_plane.services.kv import open_store
@@ -108,11 +122,14 @@ def create_app(
         kv = open_store(settings.redis_url, prefix=settings.redis_prefix)
         app.state.db, app.state.keys, app.state.kv = db, keys, kv
         app.state.auth = Authenticator(settings, db, keys, kv)
+        app.state.bundle_events = BundleEvents(settings.redis_url, prefix=settings.redis_prefix)
+        await app.state.bundle_events.start()
         if on_ready:
             on_ready()
         try:
             yield
         finally:
+            await app.state.bundle_events.close()
             await kv.close()
             await db.dispose()
 
@@ -125,9 +142,13 @@ def create_app(
     app.state.settings = settings
     app.state.metrics = Metrics()
     app.add_middleware(
-        RequestMiddleware, metrics=app.state.metrics, max_body_bytes=settings.max_body_bytes
+        RequestMiddleware,
+        metrics=app.state.metrics,
+        max_body_bytes=settings.max_body_bytes,
+        max_ingest_bytes=settings.max_ingest_bytes,
     )
     install_error_handlers(app)
-    for module in (system, auth, me, users, teams, workspaces, api_keys, audit):
+    routers = (system, auth, me, users, teams, workspaces, api_keys, audit, gateways)
+    for module in (*routers, policies, bundles, decisions):
         app.include_router(module.router)
     return app

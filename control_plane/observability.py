@@ -71,10 +71,12 @@ class Metrics:
 class RequestMiddleware:
     """Request id in and out, metrics by route template, and a hard cap on body size."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics, max_body_bytes: int):
+    def __init__(self, app: ASGIApp, metrics: Metrics, max_body_bytes: int, max_ingest_bytes: int):
         self.app = app
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
+        # Batches from sidecars and gateways (`…/ingest`) may be larger than a user's request.
+        self.max_ingest_bytes = max_ingest_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -88,8 +90,13 @@ class RequestMiddleware:
         status = 500
         started = time.perf_counter()
 
+        limit = (
+            self.max_ingest_bytes
+            if str(scope.get("path", "")).endswith("/ingest")
+            else self.max_body_bytes
+        )
         declared = headers.get(b"content-length", b"")
-        too_large = declared.isdigit() and int(declared) > self.max_body_bytes
+        too_large = declared.isdigit() and int(declared) > limit
         received = 0
 
         async def limited_receive() -> Message:
@@ -97,9 +104,9 @@ class RequestMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_body_bytes:
+                if received > limit:
                     # An HTTPException so FastAPI's body parsing re-raises it as it is.
-                    raise HTTPException(413, f"request body over {self.max_body_bytes} bytes")
+                    raise HTTPException(413, f"request body over {limit} bytes")
             return message
 
         async def send_with_id(message: Message) -> None:
@@ -112,7 +119,7 @@ class RequestMiddleware:
 
         try:
             if too_large:
-                await _send_too_large(send_with_id, self.max_body_bytes)
+                await _send_too_large(send_with_id, limit)
             else:
                 await self.app(scope, limited_receive, send_with_id)
         finally:

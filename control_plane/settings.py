@@ -33,6 +33,7 @@ class Settings(BaseSettings):
     access_token_ttl_seconds: int = 900
     refresh_token_ttl_seconds: int = 30 * 24 * 3600
     max_body_bytes: int = 1024 * 1024
+    max_ingest_bytes: int = 16 * 1024 * 1024
     login_attempts_per_window: int = 10
     login_window_seconds: int = 300
     log_json: bool = True

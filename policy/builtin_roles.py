@@ -28,6 +28,7 @@ spec:
         - {resource: "pipelines:*", actions: [read]}
         - {resource: "gateways:*", actions: [read]}
         - {resource: "deployments:*", actions: [read]}
+        - {resource: "executions:*", actions: [read]}
         - {resource: "policies:*", actions: [read, simulate]}
         - {resource: "bundles:*", actions: [read]}
     - name: auditor

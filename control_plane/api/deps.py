@@ -12,9 +12,12 @@ from fastapi import Depends, Query, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from control_plane.db.session import Database
+from control_plane.errors import Unauthenticated
 from control_plane.observability import organization_id_var, request_id_var
+from control_plane.services import gateways
 from control_plane.services.audit import Actor
 from control_plane.services.auth import Authenticator
+from control_plane.services.gateways import GatewayIdentity
 from control_plane.services.principal import Principal
 
 
@@ -75,3 +78,21 @@ def requires(collection: str, action: str) -> Callable[..., Coroutine[Any, Any, 
 
 Cursor = Annotated[str | None, Query(max_length=200, description="From the previous page.")]
 Limit = Annotated[int, Query(ge=1, le=500)]
+
+
+def bearer(request: Request) -> str:
+    scheme, _, credential = (request.headers.get("authorization") or "").partition(" ")
+    return credential.strip() if scheme.lower() == "bearer" else ""
+
+
+async def get_gateway(request: Request, db: DatabaseDep) -> GatewayIdentity:
+    """The gateway (or its sidecar) presenting its `kgw_…` credential."""
+    credential = bearer(request)
+    if not credential:
+        raise Unauthenticated("send Authorization: Bearer <gateway credential>")
+    identity = await gateways.authenticate(db, credential)
+    organization_id_var.set(str(identity.organization_id))
+    return identity
+
+
+GatewayDep = Annotated[GatewayIdentity, Depends(get_gateway)]

@@ -6,7 +6,17 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, ForeignKey, LargeBinary, String, UniqueConstraint, Uuid
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+    Uuid,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from control_plane.db.base import Base, TenantScoped, UTCDateTime
@@ -116,6 +126,129 @@ class AuditEvent(TenantScoped, Base):
     summary: Mapped[dict[str, Any]] = mapped_column(JSON)
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
+
+
+class Policy(TenantScoped, Base):
+    """A policy document by name; its text lives in versions. The draft is the latest
+    version (absent once `deleted_at` is set); `published_version` is what the current
+    bundle revision holds."""
+
+    __tablename__ = "policies"
+    __table_args__ = (UniqueConstraint("organization_id", "name"),)
+
+    name: Mapped[str] = mapped_column(String(128))
+    kind: Mapped[str] = mapped_column(String(32))
+    latest_version: Mapped[int] = mapped_column(Integer)
+    published_version: Mapped[int | None] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class PolicyVersion(TenantScoped, Base):
+    __tablename__ = "policy_versions"
+    __table_args__ = (UniqueConstraint("policy_id", "version"),)
+
+    policy_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("policies.id", ondelete="CASCADE"), index=True
+    )
+    version: Mapped[int] = mapped_column(Integer)
+    source: Mapped[str] = mapped_column(Text)
+    sha256: Mapped[str] = mapped_column(String(64))
+    created_by: Mapped[str | None] = mapped_column(String(320))
+
+
+class BundleRevision(TenantScoped, Base):
+    """One signed bundle of the organisation; the highest revision is the current one."""
+
+    __tablename__ = "bundle_revisions"
+    __table_args__ = (UniqueConstraint("organization_id", "revision"),)
+
+    revision: Mapped[int] = mapped_column(BigInteger)
+    reason: Mapped[str] = mapped_column(String(32))  # publish | rollback | refresh
+    message: Mapped[str] = mapped_column(String(1000), default="")
+    policies: Mapped[dict[str, int]] = mapped_column(JSON)  # name -> version
+    key_id: Mapped[str] = mapped_column(String(64))
+    sha256: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(Integer)
+    bundle: Mapped[bytes] = mapped_column(LargeBinary)
+    created_by: Mapped[str | None] = mapped_column(String(320))
+
+
+class Gateway(TenantScoped, Base):
+    """A gateway runtime and its sidecar; both present the same credential (`kgw_…`)."""
+
+    __tablename__ = "gateways"
+    __table_args__ = (UniqueConstraint("organization_id", "name"),)
+
+    name: Mapped[str] = mapped_column(String(100))
+    environment: Mapped[str] = mapped_column(String(16))  # dev | stage | prod
+    url: Mapped[str] = mapped_column(String(2048))
+    mode: Mapped[str] = mapped_column(String(16), default="shared")  # shared | dedicated
+    credential_prefix: Mapped[str] = mapped_column(String(16))
+    credential_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    last_seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class GatewayInstance(TenantScoped, Base):
+    """The last status report of one sidecar (or gateway) process of a gateway."""
+
+    __tablename__ = "gateway_instances"
+    __table_args__ = (UniqueConstraint("gateway_id", "instance"),)
+
+    gateway_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("gateways.id", ondelete="CASCADE"), index=True
+    )
+    instance: Mapped[str] = mapped_column(String(200))
+    bundle_revision: Mapped[int | None] = mapped_column(BigInteger)
+    key_id: Mapped[str | None] = mapped_column(String(64))
+    last_sync: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    decisions: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)
+    log_backlog: Mapped[int] = mapped_column(BigInteger, default=0)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    reported_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class DecisionLog(TenantScoped, Base):
+    """One authorization decision as a sidecar logged it (input masked at source)."""
+
+    __tablename__ = "decision_logs"
+    __table_args__ = (UniqueConstraint("organization_id", "decision_id"),)
+
+    decision_id: Mapped[str] = mapped_column(String(64))
+    time: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    gateway_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, index=True)
+    instance: Mapped[str | None] = mapped_column(String(200))
+    principal: Mapped[str | None] = mapped_column(String(320), index=True)
+    action: Mapped[str | None] = mapped_column(String(64))
+    resource: Mapped[str | None] = mapped_column(String(320))
+    channel: Mapped[str | None] = mapped_column(String(16))
+    outcome: Mapped[str] = mapped_column(String(32), index=True)
+    bundle_revision: Mapped[str | None] = mapped_column(String(32))
+    duration_us: Mapped[int | None] = mapped_column(BigInteger)
+    input: Mapped[dict[str, Any]] = mapped_column(JSON)
+    result: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class Execution(TenantScoped, Base):
+    """One agent or pipeline run on a gateway."""
+
+    __tablename__ = "executions"
+    __table_args__ = (UniqueConstraint("organization_id", "execution_id"),)
+
+    execution_id: Mapped[str] = mapped_column(String(64))
+    time: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    gateway_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, index=True)
+    principal: Mapped[str | None] = mapped_column(String(320), index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # agent | pipeline
+    name: Mapped[str] = mapped_column(String(128), index=True)
+    channel: Mapped[str | None] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16))
+    tokens_in: Mapped[int] = mapped_column(BigInteger, default=0)
+    tokens_out: Mapped[int] = mapped_column(BigInteger, default=0)
+    cost_usd: Mapped[float] = mapped_column(default=0.0)
+    latency_ms: Mapped[float] = mapped_column(default=0.0)
+    error: Mapped[str | None] = mapped_column(String(2000))
+    decision_id: Mapped[str | None] = mapped_column(String(64))
 
 
 GLOBAL_MODELS: dict[type[Base], str] = {

@@ -20,7 +20,7 @@ import jwt
 from sqlalchemy import select
 
 from control_plane.db.base import utcnow
-from control_plane.db.models import ApiKey, Membership, User
+from control_plane.db.models import ApiKey, Membership, Team, TeamMember, User
 from control_plane.db.session import SYSTEM, Database
 from control_plane.errors import Unauthenticated
 from control_plane.services.keys import ALGORITHM, KeyRing
@@ -63,6 +63,9 @@ class Authenticator:
         self, user_id: uuid.UUID, organization_id: uuid.UUID, session_id: str | None = None
     ) -> TokenPair:
         sid = session_id or secrets.token_urlsafe(16)
+        # Sidecars authorize from the token alone: it carries who the caller is in the org.
+        role, email = await self._membership_role(user_id, organization_id)
+        teams = await self._team_names(user_id, organization_id)
         now = utcnow()
         ttl = self._settings.access_token_ttl_seconds
         access = self._keys.sign(
@@ -73,6 +76,9 @@ class Authenticator:
                 "org": str(organization_id),
                 "sid": sid,
                 "typ": "access",
+                "email": email,
+                "role": role,
+                "teams": teams,
                 "jti": secrets.token_urlsafe(12),
                 "iat": now,
                 "nbf": now,
@@ -170,6 +176,16 @@ class Authenticator:
         if row is None:
             raise Unauthenticated("no longer a member of this organisation")
         return row.role, row.email
+
+    async def _team_names(self, user_id: uuid.UUID, org_id: uuid.UUID) -> list[str]:
+        async with self._db.session(org_id) as session:
+            names = await session.scalars(
+                select(Team.name)
+                .join(TeamMember, TeamMember.team_id == Team.id)
+                .where(TeamMember.user_id == user_id)
+                .order_by(Team.name)
+            )
+            return list(names)
 
     async def _api_key_principal(self, key: str) -> Principal:
         now = utcnow()

@@ -122,11 +122,18 @@ class KeyRing:
         keys = [k.public_jwk for k in self._keys.values() if not k.expires_at or k.expires_at > now]
         return {"keys": sorted(keys, key=lambda jwk: jwk["kid"])}
 
-    def sign(self, claims: dict[str, Any]) -> str:
+    def signer(self) -> tuple[str, Ed25519PrivateKey]:
+        """The current signing key: its id and private half (for bundle signatures)."""
         key = self._signing_key()
         if key is None or key.private_key is None:
             raise RuntimeError("no signing key loaded; KeyRing.start() was not awaited")
-        return jwt.encode(claims, key.private_key, algorithm=ALGORITHM, headers={"kid": key.kid})
+        return key.kid, key.private_key
+
+    def sign(self, claims: dict[str, Any], *, headers: dict[str, Any] | None = None) -> str:
+        kid, private_key = self.signer()
+        return jwt.encode(
+            claims, private_key, algorithm=ALGORITHM, headers={**(headers or {}), "kid": kid}
+        )
 
     async def public_key(self, kid: str) -> Ed25519PublicKey | None:
         """The verifying key for `kid`; reloads (at most once a second) to see other replicas'

@@ -1,0 +1,135 @@
+"""Bundle revisions, and the OPA-compatible bundle endpoint sidecars long-poll."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, Request, Response
+from sqlalchemy import select
+
+from control_plane.api.deps import Cursor, Limit, Tenant, bearer, get_principal, requires
+from control_plane.api.policies import revision_out
+from control_plane.db.models import BundleRevision
+from control_plane.db.session import Database
+from control_plane.errors import NotFound
+from control_plane.observability import organization_id_var
+from control_plane.schemas.base import Page
+from control_plane.schemas.policies import BundleRevision as RevisionOut
+from control_plane.services import gateways, policies
+from control_plane.services.bundle_events import BundleEvents
+
+router = APIRouter(prefix="/api/v1/bundles", tags=["bundles"])
+
+Read = Annotated[Tenant, Depends(requires("bundles", "read"))]
+ERRORS: dict[int | str, dict[str, object]] = {401: {}, 403: {}, 404: {}}
+MAX_WAIT_SECONDS = 60
+_WAIT = re.compile(r"(?:^|[;,\s])wait=(\d{1,4})(?:$|[;,\s])")
+
+
+@router.get("", responses=ERRORS)
+async def list_bundles(
+    tenant: Read, cursor: Cursor = None, limit: Limit = 100
+) -> Page[RevisionOut]:
+    async with tenant.session() as session:
+        rows, next_cursor = await policies.list_revisions(session, cursor, limit)
+    return Page(items=[revision_out(r) for r in rows], next_cursor=next_cursor)
+
+
+async def _reader_organization(request: Request) -> uuid.UUID:
+    """A gateway credential, or a user/API key allowed to read bundles."""
+    db: Database = request.app.state.db
+    credential = bearer(request)
+    if credential.startswith(gateways.CREDENTIAL_PREFIX):
+        identity = await gateways.authenticate(db, credential)
+        organization_id_var.set(str(identity.organization_id))
+        return identity.organization_id
+    principal = await get_principal(request, request.app.state.auth)
+    principal.require("bundles", "read")
+    return principal.organization_id
+
+
+def _etag(revision: int) -> str:
+    return f'"{revision}"'
+
+
+def _tags(if_none_match: str | None) -> set[str]:
+    if not if_none_match:
+        return set()
+    return {t.strip().removeprefix("W/") for t in if_none_match.split(",") if t.strip()}
+
+
+def _wait_seconds(prefer: str | None) -> int:
+    match = _WAIT.search(f" {prefer or ''} ")
+    return min(int(match.group(1)), MAX_WAIT_SECONDS) if match else 0
+
+
+async def _current(db: Database, organization_id: uuid.UUID) -> int | None:
+    async with db.session(organization_id) as session:
+        revision: int | None = await session.scalar(
+            select(BundleRevision.revision).order_by(BundleRevision.revision.desc()).limit(1)
+        )
+        return revision
+
+
+async def _bundle(db: Database, organization_id: uuid.UUID, revision: int) -> bytes:
+    async with db.session(organization_id) as session:
+        data: bytes | None = await session.scalar(
+            select(BundleRevision.bundle).where(BundleRevision.revision == revision)
+        )
+    if data is None:
+        raise NotFound("no such bundle revision")
+    return data
+
+
+@router.get(
+    "/{scope}/bundle.tar.gz",
+    responses={
+        **ERRORS,
+        200: {"content": {"application/gzip": {}}, "description": "The signed bundle."},
+        304: {"description": "Not modified within the requested wait."},
+    },
+)
+async def download(
+    scope: str,
+    request: Request,
+    organization_id: Annotated[uuid.UUID, Depends(_reader_organization)],
+    if_none_match: Annotated[str | None, Header()] = None,
+    prefer: Annotated[str | None, Header()] = None,
+) -> Response:
+    """The current signed bundle of `scope` (an organisation id: your own).
+
+    With `If-None-Match` naming the current revision's ETag the answer is `304`; with
+    `Prefer: wait=N` (N ≤ 60) that answer is held until a newer revision is published or
+    N seconds pass, so a sidecar learns of a publish at once. `404` while nothing is
+    published (after the wait, if one was asked for).
+    """
+    if scope != str(organization_id):
+        raise NotFound("no such bundle scope")
+    db: Database = request.app.state.db
+    events: BundleEvents = request.app.state.bundle_events
+    known = _tags(if_none_match)
+    wait = _wait_seconds(prefer)
+    with events.waiter(scope) as published:
+        revision = await _current(db, organization_id)
+        if wait and (revision is None or _etag(revision) in known):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(published), wait)
+            revision = await _current(db, organization_id)
+    if revision is None:
+        raise NotFound("nothing is published for this scope yet")
+    headers = {
+        "ETag": _etag(revision),
+        "X-Kaizen-Bundle-Revision": str(revision),
+        "Cache-Control": "no-cache",
+    }
+    if _etag(revision) in known:
+        return Response(status_code=304, headers=headers)
+    return Response(
+        await _bundle(db, organization_id, revision),
+        media_type="application/gzip",
+        headers=headers,
+    )

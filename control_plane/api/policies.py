@@ -1,0 +1,232 @@
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+
+from control_plane.api.deps import Cursor, Limit, Tenant, requires
+from control_plane.db.models import BundleRevision, Policy
+from control_plane.schemas import policies as schemas
+from control_plane.schemas.base import Page
+from control_plane.services import policies
+from control_plane.services.keys import KeyRing
+
+router = APIRouter(prefix="/api/v1/policies", tags=["policies"])
+
+Read = Annotated[Tenant, Depends(requires("policies", "read"))]
+Simulate = Annotated[Tenant, Depends(requires("policies", "simulate"))]
+Create = Annotated[Tenant, Depends(requires("policies", "create"))]
+Delete = Annotated[Tenant, Depends(requires("policies", "delete"))]
+Publish = Annotated[Tenant, Depends(requires("policies", "publish"))]
+ERRORS: dict[int | str, dict[str, object]] = {401: {}, 403: {}, 404: {}, 409: {}, 422: {}}
+
+
+def _keys(request: Request) -> KeyRing:
+    keys: KeyRing = request.app.state.keys
+    return keys
+
+
+def _issuer(request: Request) -> str:
+    issuer: str = request.app.state.settings.issuer
+    return issuer
+
+
+async def _notify(request: Request, row: BundleRevision | None) -> None:
+    if row is not None:
+        await request.app.state.bundle_events.notify(str(row.organization_id), row.revision)
+
+
+def policy_out(policy: Policy, source: str | None) -> schemas.Policy:
+    return schemas.Policy(
+        id=policy.id,
+        name=policy.name,
+        kind=policy.kind,
+        latest_version=policy.latest_version,
+        published_version=policy.published_version,
+        status=policies.status(policy),
+        created_at=policy.created_at,
+        updated_at=policy.updated_at,
+        source=source,
+    )
+
+
+def revision_out(row: BundleRevision) -> schemas.BundleRevision:
+    return schemas.BundleRevision(
+        revision=row.revision,
+        reason=row.reason,
+        message=row.message,
+        key_id=row.key_id,
+        etag=f'"{row.revision}"',
+        sha256=row.sha256,
+        size=row.size,
+        policies=row.policies,
+        created_at=row.created_at,
+        created_by=row.created_by,
+        scope=str(row.organization_id),
+    )
+
+
+@router.get("", responses=ERRORS)
+async def list_policies(
+    tenant: Read,
+    cursor: Cursor = None,
+    limit: Limit = 100,
+    include_deleted: Annotated[bool, Query()] = False,
+) -> Page[schemas.Policy]:
+    async with tenant.session() as session:
+        rows, next_cursor = await policies.list_policies(
+            session, cursor, limit, include_deleted=include_deleted
+        )
+        items = [policy_out(p, await policies.latest_source(session, p)) for p in rows]
+    return Page(items=items, next_cursor=next_cursor)
+
+
+@router.post("", status_code=201, responses=ERRORS)
+async def apply_policies(body: schemas.PolicySource, tenant: Create) -> schemas.PolicyApplied:
+    """Create or update drafts, one per document, by `metadata.name`; all or nothing.
+
+    A malformed document is a 422 whose `details` name the document, field, line and
+    column. Drafts take effect only when published.
+    """
+    async with tenant.session() as session:
+        applied = await policies.apply(session, tenant.organization_id, tenant.actor, body.source)
+        items = [policy_out(p, await policies.latest_source(session, p)) for p in applied.policies]
+    return schemas.PolicyApplied(
+        items=items, created=applied.created, updated=applied.updated, unchanged=applied.unchanged
+    )
+
+
+@router.post("/validate", responses=ERRORS)
+async def validate_policies(body: schemas.PolicySource, tenant: Read) -> schemas.ValidationReport:
+    """Check a source without saving it (for editors): every problem with its location."""
+    details = await asyncio.to_thread(policies.validate, body.source)
+    return schemas.ValidationReport(valid=not details, details=details)
+
+
+@router.post("/simulate", responses=ERRORS)
+async def simulate(
+    body: schemas.SimulateRequest, tenant: Simulate, request: Request
+) -> dict[str, Any]:
+    """The decision the drafts (`draft: true`) or the published set would make, explained.
+
+    Every stage is evaluated (`explain`), nothing is reserved against budgets, and the
+    principal's organisation defaults to yours.
+    """
+    async with tenant.session() as session:
+        return await policies.simulate(
+            session, tenant.organization_id, _keys(request), body.input, draft=body.draft
+        )
+
+
+@router.post("/test", responses=ERRORS)
+async def run_tests(
+    body: schemas.TestRequest, tenant: Simulate, request: Request
+) -> schemas.TestReport:
+    """Run every PolicyTest case against the drafts (or the published set)."""
+    async with tenant.session() as session:
+        report = await policies.test(
+            session, tenant.organization_id, _keys(request), draft=body.draft
+        )
+    return schemas.TestReport.model_validate(report)
+
+
+@router.post("/publish", status_code=201, responses=ERRORS)
+async def publish(
+    body: schemas.PublishRequest, tenant: Publish, request: Request
+) -> schemas.BundleRevision:
+    """Validate the drafts, run their tests, compile and sign a new bundle revision.
+
+    Failing tests are a 409 listing them; nothing changes then.
+    """
+    async with tenant.session() as session:
+        row = await policies.publish(
+            session,
+            tenant.organization_id,
+            tenant.actor,
+            _keys(request),
+            message=body.message,
+            issuer=_issuer(request),
+        )
+    await _notify(request, row)
+    return revision_out(row)
+
+
+@router.post("/rollback", status_code=201, responses=ERRORS)
+async def rollback(
+    body: schemas.RollbackRequest, tenant: Publish, request: Request
+) -> schemas.BundleRevision:
+    """Publish what an earlier revision held as a new, higher revision."""
+    async with tenant.session() as session:
+        row = await policies.rollback(
+            session,
+            tenant.organization_id,
+            tenant.actor,
+            _keys(request),
+            revision=body.revision,
+            message=body.message,
+            issuer=_issuer(request),
+        )
+    await _notify(request, row)
+    return revision_out(row)
+
+
+@router.get("/{policy_id}", responses=ERRORS)
+async def get_policy(policy_id: uuid.UUID, tenant: Read) -> schemas.Policy:
+    async with tenant.session() as session:
+        policy = await policies.get_policy(session, policy_id)
+        return policy_out(policy, await policies.latest_source(session, policy))
+
+
+@router.delete("/{policy_id}", status_code=204, responses=ERRORS)
+async def delete_policy(policy_id: uuid.UUID, tenant: Delete) -> Response:
+    """Remove the policy from the drafts; it leaves the bundle at the next publish."""
+    async with tenant.session() as session:
+        await policies.delete(session, tenant.organization_id, tenant.actor, policy_id)
+    return Response(status_code=204)
+
+
+@router.get("/{policy_id}/versions", responses=ERRORS)
+async def list_versions(policy_id: uuid.UUID, tenant: Read) -> schemas.VersionList:
+    async with tenant.session() as session:
+        policy, rows = await policies.list_versions(session, policy_id)
+    return schemas.VersionList(
+        items=[
+            schemas.PolicyVersion(
+                version=v.version,
+                sha256=v.sha256,
+                created_at=v.created_at,
+                created_by=v.created_by,
+                published=v.version == policy.published_version,
+            )
+            for v in rows
+        ]
+    )
+
+
+@router.get("/{policy_id}/versions/{version}", responses=ERRORS)
+async def get_version(policy_id: uuid.UUID, version: int, tenant: Read) -> schemas.PolicyVersion:
+    async with tenant.session() as session:
+        policy, row = await policies.get_version(session, policy_id, version)
+    return schemas.PolicyVersion(
+        version=row.version,
+        sha256=row.sha256,
+        created_at=row.created_at,
+        created_by=row.created_by,
+        published=row.version == policy.published_version,
+        source=row.source,
+    )
+
+
+@router.get("/{policy_id}/diff", responses=ERRORS)
+async def diff(
+    policy_id: uuid.UUID,
+    tenant: Read,
+    from_: Annotated[int, Query(alias="from", ge=1)],
+    to: Annotated[int, Query(ge=1)],
+) -> dict[str, Any]:
+    """A unified diff between two versions of the policy."""
+    async with tenant.session() as session:
+        text = await policies.diff(session, policy_id, from_, to)
+    return {"from": from_, "to": to, "diff": text}

@@ -1,0 +1,88 @@
+"""Wake bundle long-polls when any replica publishes.
+
+On one node the wake-up is an in-process future; with `KAIZEN_REDIS_URL` every publish is
+also sent on a Redis channel that every replica listens to, so a sidecar long-polling
+replica B learns of a publish on replica A at once. A waiter registers *before* it reads
+the current revision, so a publish between the read and the wait is never missed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Iterator
+
+import redis.asyncio as aioredis
+
+log = logging.getLogger(__name__)
+
+
+class BundleEvents:
+    def __init__(self, redis_url: str | None, *, prefix: str = "kaizen:") -> None:
+        self._waiters: dict[str, set[asyncio.Future[int]]] = {}
+        self._redis = aioredis.from_url(redis_url) if redis_url else None
+        self._channel = f"{prefix}bundles"
+        self._listener: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        if self._redis is not None:
+            self._listener = asyncio.create_task(self._listen(), name="bundle-events")
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+        if self._redis is not None:
+            await self._redis.aclose()
+
+    @contextlib.contextmanager
+    def waiter(self, scope: str) -> Iterator[asyncio.Future[int]]:
+        """A future resolved with the revision of the next publish for `scope`."""
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(scope, set()).add(future)
+        try:
+            yield future
+        finally:
+            waiters = self._waiters.get(scope)
+            if waiters is not None:
+                waiters.discard(future)
+                if not waiters:
+                    del self._waiters[scope]
+
+    async def notify(self, scope: str, revision: int) -> None:
+        self._wake(scope, revision)
+        if self._redis is not None:
+            try:
+                await self._redis.publish(
+                    self._channel, json.dumps({"scope": scope, "revision": revision})
+                )
+            except aioredis.RedisError as exc:
+                # Other replicas' long-polls still time out and re-read within `wait`.
+                log.warning("could not announce bundle revision on Redis: %s", exc)
+
+    def _wake(self, scope: str, revision: int) -> None:
+        for future in list(self._waiters.get(scope, ())):
+            if not future.done():
+                future.set_result(revision)
+
+    async def _listen(self) -> None:
+        assert self._redis is not None
+        delay = 0.5
+        while True:
+            try:
+                pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+                await pubsub.subscribe(self._channel)
+                delay = 0.5
+                async for message in pubsub.listen():
+                    try:
+                        event = json.loads(message["data"])
+                        self._wake(str(event["scope"]), int(event["revision"]))
+                    except (ValueError, KeyError, TypeError):
+                        log.warning("ignoring a malformed bundle event on %s", self._channel)
+            except aioredis.RedisError as exc:
+                log.warning("bundle event listener lost Redis (%s); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)

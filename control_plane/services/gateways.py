@@ -1,0 +1,183 @@
+"""Gateways, their credential (`kgw_…`, shown once, stored as SHA-256) and fleet status."""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from control_plane.db.base import utcnow
+from control_plane.db.models import Gateway, GatewayInstance
+from control_plane.db.session import SYSTEM, Database
+from control_plane.errors import Conflict, NotFound, Unauthenticated
+from control_plane.services import audit
+from control_plane.services.audit import Actor
+from control_plane.services.auth import sha256_hex
+from control_plane.services.pagination import paginate
+
+CREDENTIAL_PREFIX = "kgw_"
+# An instance that has not reported for this long is flagged stale.
+STALE_AFTER = timedelta(seconds=60)
+
+
+def new_credential() -> str:
+    return CREDENTIAL_PREFIX + secrets.token_urlsafe(32)
+
+
+@dataclass(frozen=True)
+class GatewayIdentity:
+    """A gateway (or its sidecar) authenticated by its credential."""
+
+    gateway_id: uuid.UUID
+    organization_id: uuid.UUID
+    name: str
+
+    @property
+    def actor(self) -> Actor:
+        return Actor("gateway", str(self.gateway_id), self.name, None, None)
+
+
+async def authenticate(db: Database, token: str) -> GatewayIdentity:
+    if not token.startswith(CREDENTIAL_PREFIX) or len(token) > 128:
+        raise Unauthenticated("not a gateway credential")
+    async with db.session(SYSTEM) as session:
+        gateway = await session.scalar(
+            select(Gateway).where(Gateway.credential_hash == sha256_hex(token))
+        )
+        if gateway is None:
+            raise Unauthenticated("unknown or revoked gateway credential")
+        now = utcnow()
+        if gateway.last_seen_at is None or now - gateway.last_seen_at > timedelta(seconds=5):
+            gateway.last_seen_at = now
+        return GatewayIdentity(gateway.id, gateway.organization_id, gateway.name)
+
+
+async def _gateway(session: AsyncSession, gateway_id: uuid.UUID) -> Gateway:
+    gateway = await session.get(Gateway, gateway_id)
+    if gateway is None:
+        raise NotFound("no such gateway")
+    return gateway
+
+
+async def create(
+    session: AsyncSession,
+    organization_id: uuid.UUID,
+    actor: Actor,
+    *,
+    name: str,
+    environment: str,
+    url: str,
+    mode: str,
+) -> tuple[Gateway, str]:
+    if await session.scalar(select(Gateway.id).where(Gateway.name == name)):
+        raise Conflict(f"a gateway named {name!r} exists", details=[{"field": "name"}])
+    credential = new_credential()
+    gateway = Gateway(
+        name=name,
+        environment=environment,
+        url=url,
+        mode=mode,
+        credential_prefix=credential[:10],
+        credential_hash=sha256_hex(credential),
+    )
+    session.add(gateway)
+    await session.flush()
+    await audit.record(
+        session,
+        organization_id,
+        actor,
+        "gateway.create",
+        "gateway",
+        gateway.id,
+        name=name,
+        environment=environment,
+        url=url,
+        mode=mode,
+    )
+    return gateway, credential
+
+
+async def list_gateways(
+    session: AsyncSession, cursor: str | None, limit: int
+) -> tuple[list[Gateway], str | None]:
+    rows, next_cursor = await paginate(session, select(Gateway), Gateway, cursor, limit)
+    return list(rows), next_cursor
+
+
+async def get(session: AsyncSession, gateway_id: uuid.UUID) -> Gateway:
+    return await _gateway(session, gateway_id)
+
+
+async def rotate_credential(
+    session: AsyncSession, organization_id: uuid.UUID, actor: Actor, gateway_id: uuid.UUID
+) -> tuple[Gateway, str]:
+    gateway = await _gateway(session, gateway_id)
+    credential = new_credential()
+    gateway.credential_prefix, gateway.credential_hash = credential[:10], sha256_hex(credential)
+    await audit.record(
+        session, organization_id, actor, "gateway.rotate_credential", "gateway", gateway.id
+    )
+    return gateway, credential
+
+
+async def delete(
+    session: AsyncSession, organization_id: uuid.UUID, actor: Actor, gateway_id: uuid.UUID
+) -> None:
+    gateway = await _gateway(session, gateway_id)
+    await session.delete(gateway)
+    await audit.record(
+        session, organization_id, actor, "gateway.delete", "gateway", gateway_id, name=gateway.name
+    )
+
+
+async def instances(session: AsyncSession, gateway_id: uuid.UUID) -> list[GatewayInstance]:
+    rows = await session.scalars(
+        select(GatewayInstance)
+        .where(GatewayInstance.gateway_id == gateway_id)
+        .order_by(GatewayInstance.instance)
+    )
+    return list(rows)
+
+
+def is_stale(instance: GatewayInstance, current_revision: int | None, now: datetime) -> bool:
+    """Silent for too long, or serving an older bundle than the current one."""
+    if now - instance.reported_at > STALE_AFTER:
+        return True
+    return current_revision is not None and (instance.bundle_revision or 0) < current_revision
+
+
+def _time(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else None
+
+
+async def report_status(
+    session: AsyncSession, identity: GatewayIdentity, report: dict[str, Any]
+) -> None:
+    """Upsert the reporting instance's row (one per gateway and instance name)."""
+    name = str(report["instance"])
+    row = await session.scalar(
+        select(GatewayInstance).where(
+            GatewayInstance.gateway_id == identity.gateway_id, GatewayInstance.instance == name
+        )
+    )
+    if row is None:
+        row = GatewayInstance(gateway_id=identity.gateway_id, instance=name)
+        session.add(row)
+    row.bundle_revision = report.get("bundle_revision")
+    row.key_id = report.get("key_id")
+    row.last_sync = _time(report.get("last_sync"))
+    row.started_at = _time(report.get("started_at"))
+    row.decisions = dict(report.get("decisions") or {})
+    row.log_backlog = int(report.get("log_backlog") or 0)
+    row.reported_at = utcnow()

@@ -1,0 +1,560 @@
+"""Tenant policies: drafts by name with versions, simulation, tests, signed bundle revisions.
+
+A policy is one document (RolePolicy, RegoPolicy, BudgetPolicy, PolicyTest) named by its
+`metadata.name`. Writing a source creates or updates drafts; publishing validates the whole
+draft set, runs its PolicyTests, compiles and signs a bundle revision, and only then marks
+the versions published. Anything that fails leaves the published set and bundle untouched.
+Compiling and evaluating are CPU work, so they run in a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import difflib
+import hashlib
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from control_plane.db.base import utcnow
+from control_plane.db.models import ApiKey, BundleRevision, Organization, Policy, PolicyVersion
+from control_plane.errors import Conflict, Invalid, NotFound
+from control_plane.services import audit
+from control_plane.services.audit import Actor
+from control_plane.services.keys import KeyRing
+from control_plane.services.pagination import paginate
+from policy.bundle import build_bundle
+from policy.compiler import CompileContext, CompiledPolicy, CompileError, compile_policy
+from policy.documents import parse_policy_source
+from policy.engine import DecisionEngine
+from policy.errors import BundleError, PolicyValidationError
+from policy.policy_set import PolicySet
+from policy.rego_compile import RegoCompileError
+from policy.testrunner import PolicyTestReport, run_policy_tests
+
+SOURCE_FILE = "source"
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _invalid(exc: PolicyValidationError, message: str = "the policy is invalid") -> Invalid:
+    details = [dict(d) for d in exc.details]
+    first = details[0] if details else {}
+    where = ", ".join(
+        f"{k} {first[k]}" for k in ("document", "line", "column") if first.get(k) is not None
+    )
+    summary = f"{message}: {first.get('message', '')}" + (f" ({where})" if where else "")
+    return Invalid(summary, details=details)
+
+
+def status(policy: Policy) -> str:
+    if policy.deleted_at is not None:
+        return "deleted"
+    return "published" if policy.published_version == policy.latest_version else "draft"
+
+
+# -- reading -------------------------------------------------------------------------------
+
+
+async def _policy(session: AsyncSession, policy_id: uuid.UUID) -> Policy:
+    policy = await session.get(Policy, policy_id)
+    if policy is None:
+        raise NotFound("no such policy")
+    return policy
+
+
+async def _version(session: AsyncSession, policy: Policy, version: int) -> PolicyVersion:
+    row = await session.scalar(
+        select(PolicyVersion).where(
+            PolicyVersion.policy_id == policy.id, PolicyVersion.version == version
+        )
+    )
+    if row is None:
+        raise NotFound(f"policy {policy.name} has no version {version}")
+    return row
+
+
+async def latest_source(session: AsyncSession, policy: Policy) -> str | None:
+    if policy.deleted_at is not None:
+        return None
+    return (await _version(session, policy, policy.latest_version)).source
+
+
+async def list_policies(
+    session: AsyncSession, cursor: str | None, limit: int, *, include_deleted: bool = False
+) -> tuple[list[Policy], str | None]:
+    query = select(Policy)
+    if not include_deleted:
+        query = query.where(Policy.deleted_at.is_(None))
+    rows, next_cursor = await paginate(session, query, Policy, cursor, limit)
+    return list(rows), next_cursor
+
+
+async def get_policy(session: AsyncSession, policy_id: uuid.UUID) -> Policy:
+    return await _policy(session, policy_id)
+
+
+async def list_versions(
+    session: AsyncSession, policy_id: uuid.UUID
+) -> tuple[Policy, list[PolicyVersion]]:
+    policy = await _policy(session, policy_id)
+    rows = await session.scalars(
+        select(PolicyVersion)
+        .where(PolicyVersion.policy_id == policy.id)
+        .order_by(PolicyVersion.version.desc())
+    )
+    return policy, list(rows)
+
+
+async def get_version(
+    session: AsyncSession, policy_id: uuid.UUID, version: int
+) -> tuple[Policy, PolicyVersion]:
+    policy = await _policy(session, policy_id)
+    return policy, await _version(session, policy, version)
+
+
+async def diff(
+    session: AsyncSession, policy_id: uuid.UUID, from_version: int, to_version: int
+) -> str:
+    policy = await _policy(session, policy_id)
+    old = await _version(session, policy, from_version)
+    new = await _version(session, policy, to_version)
+    return "".join(
+        difflib.unified_diff(
+            old.source.splitlines(keepends=True),
+            new.source.splitlines(keepends=True),
+            fromfile=f"{policy.name}@{from_version}",
+            tofile=f"{policy.name}@{to_version}",
+        )
+    )
+
+
+async def _sources(session: AsyncSession, versions: Mapping[str, int]) -> list[tuple[str, str]]:
+    """`(name, text)` for the given name -> version map, in name order."""
+    if not versions:
+        return []
+    rows = await session.execute(
+        select(Policy.name, PolicyVersion.version, PolicyVersion.source)
+        .join(PolicyVersion, PolicyVersion.policy_id == Policy.id)
+        .where(Policy.name.in_(list(versions)))
+    )
+    found = {(name, version): source for name, version, source in rows}
+    missing = [n for n, v in versions.items() if (n, v) not in found]
+    if missing:
+        raise NotFound(f"policy versions no longer exist: {', '.join(sorted(missing))}")
+    return [(name, found[(name, versions[name])]) for name in sorted(versions)]
+
+
+async def draft_versions(session: AsyncSession) -> dict[str, int]:
+    rows = await session.execute(
+        select(Policy.name, Policy.latest_version).where(Policy.deleted_at.is_(None))
+    )
+    return {name: version for name, version in rows}
+
+
+async def current_revision(session: AsyncSession) -> BundleRevision | None:
+    row: BundleRevision | None = await session.scalar(
+        select(BundleRevision).order_by(BundleRevision.revision.desc()).limit(1)
+    )
+    return row
+
+
+# -- validating and writing ----------------------------------------------------------------
+
+
+def _parse(source: str) -> list[Any]:
+    try:
+        return parse_policy_source(source, SOURCE_FILE)
+    except PolicyValidationError as exc:
+        raise _invalid(exc) from None
+
+
+def _policy_set(sources: list[tuple[str, str]]) -> PolicySet:
+    try:
+        return PolicySet.from_sources(sources)
+    except PolicyValidationError as exc:
+        raise _invalid(exc, "the policy set is invalid") from None
+
+
+def validate(source: str) -> list[dict[str, Any]]:
+    """Every problem in `source` on its own, as 422 details would list them."""
+    try:
+        parse_policy_source(source, SOURCE_FILE)
+    except PolicyValidationError as exc:
+        return [dict(d) for d in exc.details]
+    return []
+
+
+@dataclass(frozen=True)
+class Applied:
+    policies: list[Policy]
+    created: list[str]
+    updated: list[str]
+    unchanged: list[str]
+
+
+async def apply(
+    session: AsyncSession, organization_id: uuid.UUID, actor: Actor, source: str
+) -> Applied:
+    """Create or update drafts from every document in `source`, all or nothing."""
+    documents = await asyncio.to_thread(_parse, source)
+    if not documents:
+        raise Invalid("the source holds no policy document", details=[{"field": "source"}])
+    existing = {p.name: p for p in await session.scalars(select(Policy))}
+    drafts = dict(await _sources(session, await draft_versions(session)))
+    incoming: dict[str, tuple[str, str]] = {}
+    for document in documents:
+        text = document.text or ""
+        incoming[document.name] = (document.kind, text)
+        current = existing.get(document.name)
+        if current is not None and current.deleted_at is None and current.kind != document.kind:
+            raise Conflict(
+                f"policy {document.name} is a {current.kind}; delete it before reusing the "
+                f"name for a {document.kind}",
+                details=[{"document": document.name, "field": "kind"}],
+            )
+    # The drafts must still form a valid set with these documents in place.
+    merged = {**drafts, **{name: text for name, (_kind, text) in incoming.items()}}
+    await asyncio.to_thread(_policy_set, sorted(merged.items()))
+
+    now = utcnow()
+    result = Applied([], [], [], [])
+    for name, (kind, text) in incoming.items():
+        policy = existing.get(name)
+        if policy is not None and policy.deleted_at is None and drafts.get(name) == text:
+            result.policies.append(policy)
+            result.unchanged.append(name)
+            continue
+        if policy is None:
+            policy = Policy(name=name, kind=kind, latest_version=1, updated_at=now)
+            session.add(policy)
+            await session.flush()
+            result.created.append(name)
+        else:
+            policy.latest_version += 1
+            policy.kind, policy.deleted_at, policy.updated_at = kind, None, now
+            result.updated.append(name)
+        session.add(
+            PolicyVersion(
+                policy_id=policy.id,
+                version=policy.latest_version,
+                source=text,
+                sha256=_sha256(text),
+                created_by=actor.label,
+            )
+        )
+        result.policies.append(policy)
+        await audit.record(
+            session,
+            organization_id,
+            actor,
+            "policy.create" if name in result.created else "policy.update",
+            "policy",
+            policy.id,
+            name=name,
+            kind=kind,
+            version=policy.latest_version,
+            sha256=_sha256(text),
+        )
+    await session.flush()
+    return result
+
+
+async def delete(
+    session: AsyncSession, organization_id: uuid.UUID, actor: Actor, policy_id: uuid.UUID
+) -> None:
+    """Remove the policy from the drafts; the next publish leaves it out of the bundle."""
+    policy = await _policy(session, policy_id)
+    if policy.deleted_at is not None:
+        raise NotFound("no such policy")
+    remaining = await draft_versions(session)
+    remaining.pop(policy.name, None)
+    await asyncio.to_thread(_policy_set, await _sources(session, remaining))
+    policy.deleted_at = policy.updated_at = utcnow()
+    await audit.record(
+        session, organization_id, actor, "policy.delete", "policy", policy.id, name=policy.name
+    )
+
+
+# -- compiling, simulating, testing --------------------------------------------------------
+
+
+async def compile_context(
+    session: AsyncSession, organization_id: uuid.UUID, keys: KeyRing
+) -> CompileContext:
+    now = utcnow()
+    api_keys = await session.scalars(
+        select(ApiKey).where(
+            ApiKey.revoked_at.is_(None),
+            (ApiKey.expires_at.is_(None)) | (ApiKey.expires_at > now),
+        )
+    )
+    return CompileContext(
+        organization_id=str(organization_id),
+        api_keys=[{"name": k.name, "key_hash": k.key_hash, "roles": [k.role]} for k in api_keys],
+        jwks=keys.jwks(),
+    )
+
+
+def _compile(sources: list[tuple[str, str]], context: CompileContext) -> CompiledPolicy:
+    policy_set = _policy_set(sources)
+    try:
+        return compile_policy(policy_set, context)
+    except (CompileError, RegoCompileError) as exc:
+        raise Invalid(f"the policy set does not compile: {exc}") from None
+
+
+async def _selected(session: AsyncSession, draft: bool) -> dict[str, int]:
+    if draft:
+        return await draft_versions(session)
+    current = await current_revision(session)
+    if current is None:
+        raise NotFound("nothing is published yet; simulate the drafts instead")
+    return dict(current.policies)
+
+
+def _simulate(
+    sources: list[tuple[str, str]], context: CompileContext, decision_input: dict[str, Any]
+) -> dict[str, Any]:
+    engine = DecisionEngine(_compile(sources, context), cache_size=0)
+    try:
+        return engine.decide(decision_input, dry_run=True, explain=True).to_dict()
+    finally:
+        engine.close()
+
+
+async def simulate(
+    session: AsyncSession,
+    organization_id: uuid.UUID,
+    keys: KeyRing,
+    decision_input: dict[str, Any],
+    *,
+    draft: bool,
+) -> dict[str, Any]:
+    """The decision the drafts (or the published set) would make; nothing is reserved."""
+    sources = await _sources(session, await _selected(session, draft))
+    context = await compile_context(session, organization_id, keys)
+    principal = decision_input.get("principal")
+    if isinstance(principal, dict):
+        principal.setdefault("organization", str(organization_id))
+    return await asyncio.to_thread(_simulate, sources, context, decision_input)
+
+
+def _run_tests(sources: list[tuple[str, str]], context: CompileContext) -> PolicyTestReport:
+    policy_set = _policy_set(sources)
+    return run_policy_tests(policy_set, _compile(sources, context))
+
+
+def report_dict(report: PolicyTestReport) -> dict[str, Any]:
+    return {
+        "passed": report.passed,
+        "total": len(report.results),
+        "failures": [r.to_dict() for r in report.failures],
+        "report": report.format(),
+    }
+
+
+async def test(
+    session: AsyncSession, organization_id: uuid.UUID, keys: KeyRing, *, draft: bool
+) -> dict[str, Any]:
+    sources = await _sources(session, await _selected(session, draft))
+    context = await compile_context(session, organization_id, keys)
+    return report_dict(await asyncio.to_thread(_run_tests, sources, context))
+
+
+# -- publishing ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Built:
+    bundle: bytes
+    tests: PolicyTestReport
+
+
+def _build(
+    sources: list[tuple[str, str]],
+    context: CompileContext,
+    *,
+    revision: int,
+    kid: str,
+    signing_key: Any,
+    issuer: str,
+    run_tests: bool,
+) -> _Built:
+    policy_set = _policy_set(sources)
+    compiled = _compile(sources, context)
+    report = run_policy_tests(policy_set, compiled) if run_tests else PolicyTestReport(())
+    if not report.passed:
+        return _Built(b"", report)
+    try:
+        bundle = build_bundle(
+            compiled,
+            revision=revision,
+            signing_key=signing_key,
+            kid=kid,
+            scope=context.organization_id,
+            iss=issuer,
+        )
+    except BundleError as exc:
+        raise Invalid(f"the bundle could not be built: {exc}") from None
+    return _Built(bundle, report)
+
+
+async def _release(
+    session: AsyncSession,
+    organization_id: uuid.UUID,
+    actor: Actor,
+    keys: KeyRing,
+    versions: dict[str, int],
+    *,
+    reason: str,
+    message: str,
+    issuer: str,
+    run_tests: bool = True,
+) -> BundleRevision:
+    # One publisher at a time per organisation: revisions must strictly increase.
+    await session.execute(
+        select(Organization.id).where(Organization.id == organization_id).with_for_update()
+    )
+    last = await session.scalar(select(func.max(BundleRevision.revision)))
+    revision = (last or 0) + 1
+    sources = await _sources(session, versions)
+    context = await compile_context(session, organization_id, keys)
+    kid, signing_key = keys.signer()
+    built = await asyncio.to_thread(
+        _build,
+        sources,
+        context,
+        revision=revision,
+        kid=kid,
+        signing_key=signing_key,
+        issuer=issuer,
+        run_tests=run_tests,
+    )
+    if not built.tests.passed:
+        failures = [r.to_dict() for r in built.tests.failures]
+        raise Conflict(
+            f"{len(failures)} of {len(built.tests.results)} policy test cases fail; "
+            "nothing was published",
+            details=failures,
+        )
+    row = BundleRevision(
+        revision=revision,
+        reason=reason,
+        message=message,
+        policies=versions,
+        key_id=kid,
+        sha256=hashlib.sha256(built.bundle).hexdigest(),
+        size=len(built.bundle),
+        bundle=built.bundle,
+        created_by=actor.label,
+    )
+    session.add(row)
+    for policy in await session.scalars(select(Policy)):
+        policy.published_version = versions.get(policy.name)
+    await session.flush()
+    await audit.record(
+        session,
+        organization_id,
+        actor,
+        f"bundle.{reason}",
+        "bundle",
+        str(revision),
+        revision=revision,
+        policies=versions,
+        key_id=kid,
+        sha256=row.sha256,
+        tests=len(built.tests.results),
+        message=message,
+    )
+    return row
+
+
+async def publish(
+    session: AsyncSession,
+    organization_id: uuid.UUID,
+    actor: Actor,
+    keys: KeyRing,
+    *,
+    message: str,
+    issuer: str,
+) -> BundleRevision:
+    versions = await draft_versions(session)
+    return await _release(
+        session,
+        organization_id,
+        actor,
+        keys,
+        versions,
+        reason="publish",
+        message=message,
+        issuer=issuer,
+    )
+
+
+async def rollback(
+    session: AsyncSession,
+    organization_id: uuid.UUID,
+    actor: Actor,
+    keys: KeyRing,
+    *,
+    revision: int,
+    message: str,
+    issuer: str,
+) -> BundleRevision:
+    """Publish again what `revision` held, as a new (higher) revision; drafts are kept."""
+    target = await session.scalar(select(BundleRevision).where(BundleRevision.revision == revision))
+    if target is None:
+        raise NotFound(f"no bundle revision {revision}")
+    return await _release(
+        session,
+        organization_id,
+        actor,
+        keys,
+        dict(target.policies),
+        reason="rollback",
+        message=message or f"rollback to revision {revision}",
+        issuer=issuer,
+    )
+
+
+async def refresh(
+    session: AsyncSession,
+    organization_id: uuid.UUID,
+    actor: Actor,
+    keys: KeyRing,
+    *,
+    why: str,
+    issuer: str,
+) -> BundleRevision | None:
+    """Re-sign the published policies with current credentials (after an API key or
+    signing-key change), so sidecars stop accepting what the control plane no longer does."""
+    current = await current_revision(session)
+    if current is None:
+        return None
+    return await _release(
+        session,
+        organization_id,
+        actor,
+        keys,
+        dict(current.policies),
+        reason="refresh",
+        message=why,
+        issuer=issuer,
+        run_tests=False,
+    )
+
+
+async def list_revisions(
+    session: AsyncSession, cursor: str | None, limit: int
+) -> tuple[list[BundleRevision], str | None]:
+    rows, next_cursor = await paginate(
+        session, select(BundleRevision), BundleRevision, cursor, limit
+    )
+    return list(rows), next_cursor
