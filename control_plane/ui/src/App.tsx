@@ -1,0 +1,76 @@
+import { Navigate, Route, Routes, useLocation } from "react-router";
+import { useAuth } from "./auth/AuthContext";
+import { Shell } from "./components/Shell";
+import { Loading } from "./components/ui";
+import { homePath } from "./lib/nav";
+import { LoginPage, SignupPage } from "./pages/Auth";
+import { AccountPage } from "./pages/Account";
+import { PoliciesPage } from "./pages/Policies";
+import { PolicyEditorPage } from "./pages/PolicyEditor";
+import { PolicyDetailPage } from "./pages/PolicyDetail";
+import { SimulatePage } from "./pages/Simulate";
+import { BundlesPage } from "./pages/Bundles";
+import { MembersPage } from "./pages/admin/Members";
+import { TeamsPage } from "./pages/admin/Teams";
+import { ApiKeysPage } from "./pages/admin/ApiKeys";
+import { WorkspacesPage } from "./pages/admin/Workspaces";
+import { AuditPage } from "./pages/admin/Audit";
+import type { ReactNode } from "react";
+
+function Guard({ permission, children }: { permission: string; children: ReactNode }) {
+  const { can } = useAuth();
+  if (!can(permission)) {
+    return (
+      <section>
+        <h1>Not available</h1>
+        <p>Your role does not allow this page ({permission}). Ask an organisation admin.</p>
+      </section>
+    );
+  }
+  return <>{children}</>;
+}
+
+export function App() {
+  const { me, checking } = useAuth();
+  const location = useLocation();
+  if (checking) return <Loading what="Checking your session" />;
+  if (!me) {
+    return (
+      <Routes>
+        <Route path="/signup" element={<SignupPage />} />
+        <Route path="/login" element={<LoginPage />} />
+        <Route path="*" element={<Navigate to="/login" replace state={{ from: location.pathname }} />} />
+      </Routes>
+    );
+  }
+  const g = (permission: string, page: ReactNode) => <Guard permission={permission}>{page}</Guard>;
+  return (
+    <Shell>
+      <Routes>
+        <Route path="/" element={<Navigate to={homePath(me.permissions)} replace />} />
+        <Route path="/login" element={<Navigate to={homePath(me.permissions)} replace />} />
+        <Route path="/signup" element={<Navigate to={homePath(me.permissions)} replace />} />
+        <Route path="/account" element={<AccountPage />} />
+        <Route path="/policies" element={g("policies:read", <PoliciesPage />)} />
+        <Route path="/policies/new" element={g("policies:create", <PolicyEditorPage />)} />
+        <Route path="/policies/:id" element={g("policies:read", <PolicyDetailPage />)} />
+        <Route path="/simulate" element={g("policies:simulate", <SimulatePage />)} />
+        <Route path="/bundles" element={g("bundles:read", <BundlesPage />)} />
+        <Route path="/admin/members" element={g("users:read", <MembersPage />)} />
+        <Route path="/admin/teams" element={g("teams:read", <TeamsPage />)} />
+        <Route path="/admin/api-keys" element={g("api_keys:read", <ApiKeysPage />)} />
+        <Route path="/admin/workspaces" element={g("workspaces:read", <WorkspacesPage />)} />
+        <Route path="/admin/audit" element={g("audit_events:read", <AuditPage />)} />
+        <Route
+          path="*"
+          element={
+            <section>
+              <h1>Page not found</h1>
+              <p>Use the navigation to find what you need.</p>
+            </section>
+          }
+        />
+      </Routes>
+    </Shell>
+  );
+}

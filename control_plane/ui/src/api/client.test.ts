@@ -1,0 +1,81 @@
+import { describe, expect, it } from "vitest";
+import { ApiClient, ApiError } from "./client";
+
+function memory() {
+  const map = new Map<string, string>();
+  return {
+    map,
+    getItem: (k: string) => map.get(k) ?? null,
+    setItem: (k: string, v: string) => void map.set(k, v),
+    removeItem: (k: string) => void map.delete(k),
+  };
+}
+
+const json = (status: number, body: unknown) =>
+  new Response(JSON.stringify(body), { status, headers: { "content-type": "application/json" } });
+
+const tokens = (n: number) => ({
+  access_token: `access-${n}`,
+  refresh_token: `refresh-${n}`,
+  token_type: "bearer",
+  expires_in: 900,
+  user_id: "u",
+  organization_id: "o",
+});
+
+describe("ApiClient", () => {
+  it("turns the API's error body into an ApiError with field errors", async () => {
+    const client = new ApiClient("", memory(), async () =>
+      json(422, {
+        error: {
+          code: "invalid",
+          message: "email: not an email",
+          details: [{ field: "email", message: "not an email" }],
+        },
+      }),
+    );
+    const error = await client.post("/api/v1/teams", {}).catch((e) => e);
+    expect(error).toBeInstanceOf(ApiError);
+    expect(error.status).toBe(422);
+    expect(error.message).toBe("email: not an email");
+    expect(error.fieldErrors).toEqual({ email: "not an email" });
+  });
+
+  it("refreshes once on 401 and retries, sharing one refresh between concurrent calls", async () => {
+    const storage = memory();
+    let refreshes = 0;
+    const client = new ApiClient("", storage, async (input, init) => {
+      const url = String(input);
+      if (url.endsWith("/auth/refresh")) {
+        refreshes++;
+        expect(JSON.parse(String(init?.body))).toEqual({ refresh_token: "refresh-1" });
+        return json(200, tokens(2));
+      }
+      const auth = new Headers(init?.headers).get("authorization");
+      return auth === "Bearer access-2" ? json(200, { ok: true }) : json(401, { error: { code: "unauthenticated", message: "expired" } });
+    });
+    client.setTokens(tokens(1));
+    const results = await Promise.all([client.get("/api/v1/me"), client.get("/api/v1/teams")]);
+    expect(results).toEqual([{ ok: true }, { ok: true }]);
+    expect(refreshes).toBe(1);
+    expect(storage.map.get("kaizen.refresh_token")).toBe("refresh-2");
+  });
+
+  it("ends the session when the refresh fails", async () => {
+    const storage = memory();
+    const client = new ApiClient("", storage, async () => json(401, { error: { code: "unauthenticated", message: "no" } }));
+    client.setTokens(tokens(1));
+    let ended = false;
+    client.onSessionEnded(() => (ended = true));
+    await expect(client.get("/api/v1/me")).rejects.toMatchObject({ status: 401 });
+    expect(ended).toBe(true);
+    expect(client.hasSession).toBe(false);
+  });
+
+  it("keeps only the refresh token in storage", async () => {
+    const storage = memory();
+    const client = new ApiClient("", storage, async () => json(200, tokens(7)));
+    await client.login("a@example.com", "pw");
+    expect([...storage.map.values()]).toEqual(["refresh-7"]);
+  });
+});

@@ -1,0 +1,120 @@
+// Types of the control-plane API. Generated ones come from schema.d.ts (`npm run gen:api`).
+import type { components } from "./schema";
+
+type Schemas = components["schemas"];
+export type Me = Schemas["Me"];
+export type TokenResponse = Schemas["TokenResponse"];
+export type Member = Schemas["Member"];
+export type Team = Schemas["Team"];
+export type Workspace = Schemas["Workspace"];
+export type ApiKey = Schemas["ApiKey"];
+export type ApiKeyCreated = Schemas["ApiKeyCreated"];
+export type AuditEvent = Schemas["AuditEventOut"];
+export type ChainVerification = Schemas["ChainVerification"];
+
+export interface Page<T> {
+  items: T[];
+  next_cursor?: string | null;
+}
+
+export const ROLES = [
+  "owner",
+  "admin",
+  "security_admin",
+  "developer",
+  "operator",
+  "auditor",
+  "viewer",
+] as const;
+export type Role = (typeof ROLES)[number];
+
+/** One problem in a policy source, 1-based line/column (null when unknown). */
+export interface PolicyProblem {
+  document?: number | string | null;
+  field?: string | null;
+  line?: number | null;
+  column?: number | null;
+  message: string;
+}
+
+export interface Policy {
+  id: string;
+  name: string;
+  kind: string;
+  latest_version: number;
+  published_version: number | null;
+  status: "draft" | "published" | "deleted";
+  created_at?: string;
+  updated_at: string;
+  source: string | null;
+}
+
+export interface PolicyApplied {
+  items: Policy[];
+  created: string[];
+  updated: string[];
+  unchanged: string[];
+}
+
+export interface ValidationReport {
+  valid: boolean;
+  details: PolicyProblem[];
+}
+
+export interface PolicyVersion {
+  version: number;
+  sha256: string;
+  created_at: string;
+  created_by: string | null;
+  published: boolean;
+  source?: string | null;
+}
+
+export interface PolicyDiff {
+  from: number;
+  to: number;
+  diff: string;
+}
+
+export interface Decision {
+  decision_id?: string;
+  outcome: "allow" | "deny" | "require_approval";
+  reasons?: string[];
+  matched_rules?: unknown[];
+  bundle_revision?: number | string | null;
+  key_id?: string | null;
+  explanation?: unknown;
+  [key: string]: unknown;
+}
+
+export interface TestFailure {
+  test?: string;
+  case?: string;
+  expected?: unknown;
+  actual?: unknown;
+  message?: string;
+}
+
+export interface TestReport {
+  passed: boolean;
+  total: number;
+  failures: TestFailure[];
+  report: string;
+}
+
+export interface BundleRevision {
+  revision: number;
+  key_id: string;
+  etag: string;
+  size: number;
+  created_at: string;
+  created_by: string | null;
+  policies: Record<string, number>;
+  reason?: string;
+  message?: string;
+  sha256?: string;
+  scope?: string;
+}
+
+export type Published = Omit<BundleRevision, "created_at" | "created_by"> &
+  Partial<Pick<BundleRevision, "created_at" | "created_by">>;

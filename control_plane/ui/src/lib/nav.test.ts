@@ -1,0 +1,21 @@
+import { describe, expect, it } from "vitest";
+import { homePath, visibleNav } from "./nav";
+import { classifyDiff } from "./diff";
+
+describe("navigation by permission", () => {
+  it("shows a viewer only what it may read", () => {
+    const labels = visibleNav(["policies:read", "policies:simulate", "bundles:read", "teams:read"]).map((i) => i.label);
+    expect(labels).toEqual(["Policies", "Simulate", "Bundle revisions", "Teams"]);
+  });
+  it("sends a principal without pages to its account", () => {
+    expect(homePath([])).toBe("/account");
+    expect(homePath(["audit_events:read"])).toBe("/admin/audit");
+  });
+});
+
+describe("classifyDiff", () => {
+  it("classes unified diff lines", () => {
+    const kinds = classifyDiff("--- a\n+++ b\n@@ -1 +1 @@\n-old\n+new\n same\n").map((l) => l.kind);
+    expect(kinds).toEqual(["header", "header", "hunk", "remove", "add", "context"]);
+  });
+});

@@ -1,0 +1,27 @@
+// What the navigation offers, by the permissions of the signed-in principal (GET /me).
+export interface NavItem {
+  to: string;
+  label: string;
+  permission: string;
+  section: "Policies" | "Admin";
+}
+
+export const NAV: NavItem[] = [
+  { to: "/policies", label: "Policies", permission: "policies:read", section: "Policies" },
+  { to: "/simulate", label: "Simulate", permission: "policies:simulate", section: "Policies" },
+  { to: "/bundles", label: "Bundle revisions", permission: "bundles:read", section: "Policies" },
+  { to: "/admin/members", label: "Members", permission: "users:read", section: "Admin" },
+  { to: "/admin/teams", label: "Teams", permission: "teams:read", section: "Admin" },
+  { to: "/admin/api-keys", label: "API keys", permission: "api_keys:read", section: "Admin" },
+  { to: "/admin/workspaces", label: "Workspaces", permission: "workspaces:read", section: "Admin" },
+  { to: "/admin/audit", label: "Audit events", permission: "audit_events:read", section: "Admin" },
+];
+
+export function visibleNav(permissions: readonly string[]): NavItem[] {
+  const granted = new Set(permissions);
+  return NAV.filter((item) => granted.has(item.permission));
+}
+
+export function homePath(permissions: readonly string[]): string {
+  return visibleNav(permissions)[0]?.to ?? "/account";
+}
