@@ -17,7 +17,7 @@ const json = (status: number, body: unknown) =>
 const tokens = (n: number) => ({
   access_token: `access-${n}`,
   refresh_token: `refresh-${n}`,
-  token_type: "bearer",
+  token_type: "bearer" as const,
   expires_in: 900,
   user_id: "u",
   organization_id: "o",
@@ -34,7 +34,7 @@ describe("ApiClient", () => {
         },
       }),
     );
-    const error = await client.post("/api/v1/teams", {}).catch((e) => e);
+    const error = (await client.post("/api/v1/teams", {}).catch((e: unknown) => e)) as ApiError;
     expect(error).toBeInstanceOf(ApiError);
     expect(error.status).toBe(422);
     expect(error.message).toBe("email: not an email");
