@@ -37,6 +37,7 @@ from control_plane.services.crypto import load_master_key
 from control_plane.services.keys import KeyRing
 from control_plane.services.kv import open_store
 from control_plane.settings import Settings
+from control_plane.ui_assets import mount_ui
 
 log = logging.getLogger(__name__)
 
@@ -151,4 +152,5 @@ def create_app(
     routers = (system, auth, me, users, teams, workspaces, api_keys, audit, gateways)
     for module in (*routers, policies, bundles, decisions):
         app.include_router(module.router)
+    mount_ui(app, settings)
     return app
