@@ -109,6 +109,12 @@ class BundleSync:
                 except CredentialRefused as exc:
                     self._failed(str(exc), logging.ERROR)
                     delay = self.backoff.next_delay()
+                except httpx.HTTPStatusError as exc:
+                    self._failed(
+                        f"control plane answered HTTP {exc.response.status_code} "
+                        f"for {exc.request.url.path}"
+                    )
+                    delay = self.backoff.next_delay()
                 except (httpx.HTTPError, ValueError) as exc:
                     self._failed(f"control plane unreachable at {self.control_plane_url}: {exc!r}")
                     delay = self.backoff.next_delay()
@@ -127,6 +133,7 @@ class BundleSync:
         return await self._poll(client)
 
     async def _discover(self, client: httpx.AsyncClient) -> None:
+        """Ask which gateway this is; set the store's scope if it has none."""
         response = await client.get(
             f"{self.control_plane_url}/api/v1/gateways/self", headers=self._auth()
         )
@@ -137,7 +144,8 @@ class BundleSync:
         if not isinstance(scope, str) or not scope:
             raise ValueError("GET /api/v1/gateways/self did not name a bundle_scope")
         self.gateway = gateway
-        self.store.scope = scope
+        if self.store.scope is None:
+            self.store.scope = scope
         self._contact()
         logger.info(
             "gateway %s (%s): bundle scope %s", gateway.get("name"), gateway.get("id"), scope
@@ -169,13 +177,7 @@ class BundleSync:
                 self._contact()
                 return 0.0
             if response.status_code == 404:
-                self._contact()
-                logger.info(
-                    "no bundle published yet for scope %s; asking again in %.0f s",
-                    scope,
-                    self.not_found_delay,
-                )
-                return self.not_found_delay
+                return await self._not_found(client, scope)
             response.raise_for_status()
             if response.status_code != 200:
                 raise ValueError(f"unexpected HTTP {response.status_code} for the bundle")
@@ -183,6 +185,25 @@ class BundleSync:
             etag = response.headers.get("ETag")
         self._contact()
         return await self._install(client, data, etag)
+
+    async def _not_found(self, client: httpx.AsyncClient, scope: str) -> float:
+        self._contact()
+        if self.gateway is None:
+            # A configured scope that is not this gateway's also answers 404: say so once.
+            await self._discover(client)
+            if self.gateway is not None and self.gateway.get("bundle_scope") != scope:
+                self._failed(
+                    f"configured bundle scope {scope!r} is not this gateway's "
+                    f"({self.gateway.get('bundle_scope')!r}); fix the sidecar's scope setting",
+                    logging.ERROR,
+                )
+                return self.backoff.maximum
+        logger.info(
+            "no bundle published yet for scope %s; asking again in %.0f s",
+            scope,
+            self.not_found_delay,
+        )
+        return self.not_found_delay
 
     async def _install(self, client: httpx.AsyncClient, data: bytes, etag: str | None) -> float:
         try:

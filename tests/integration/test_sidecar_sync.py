@@ -311,6 +311,19 @@ async def test_waits_while_nothing_is_published_then_installs(
         await until(lambda: store.revision == 1)
 
 
+async def test_a_configured_scope_that_is_not_this_gateways_is_named(
+    control_plane: Running, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    control_plane.standin.publish(1)
+    store = BundleStore(tmp_path, scope="org-someone-else")
+    sync = fast_sync(store, control_plane.url)
+    with caplog.at_level(logging.ERROR, logger="authz_sidecar.sync"):
+        async with background(sync.run()):
+            await until(lambda: sync.failures >= 1)
+    assert store.current is None
+    assert "is not this gateway's ('org-5e1d')" in caplog.text
+
+
 async def test_long_poll_wakes_on_a_new_revision(control_plane: Running, tmp_path: Path) -> None:
     control_plane.standin.publish(1)
     store = BundleStore(tmp_path, scope=ORG)
