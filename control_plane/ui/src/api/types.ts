@@ -37,37 +37,15 @@ export interface PolicyProblem {
   message: string;
 }
 
-export interface Policy {
-  id: string;
-  name: string;
-  kind: string;
-  latest_version: number;
-  published_version: number | null;
-  status: "draft" | "published" | "deleted";
-  created_at?: string;
-  updated_at: string;
-  source: string | null;
-}
+export type Policy = Schemas["Policy"];
+export type PolicyApplied = Schemas["PolicyApplied"];
+export type PolicyVersion = Schemas["PolicyVersion"];
+export type BundleRevision = Schemas["BundleRevision"];
 
-export interface PolicyApplied {
-  items: Policy[];
-  created: string[];
-  updated: string[];
-  unchanged: string[];
-}
-
+/** The validate report, with its details typed (the schema has them as plain objects). */
 export interface ValidationReport {
   valid: boolean;
   details: PolicyProblem[];
-}
-
-export interface PolicyVersion {
-  version: number;
-  sha256: string;
-  created_at: string;
-  created_by: string | null;
-  published: boolean;
-  source?: string | null;
 }
 
 export interface PolicyDiff {
@@ -95,26 +73,9 @@ export interface TestFailure {
   message?: string;
 }
 
-export interface TestReport {
-  passed: boolean;
-  total: number;
+export interface TestReport extends Omit<Schemas["TestReport"], "failures"> {
   failures: TestFailure[];
-  report: string;
 }
 
-export interface BundleRevision {
-  revision: number;
-  key_id: string;
-  etag: string;
-  size: number;
-  created_at: string;
-  created_by: string | null;
-  policies: Record<string, number>;
-  reason?: string;
-  message?: string;
-  sha256?: string;
-  scope?: string;
-}
-
-export type Published = Omit<BundleRevision, "created_at" | "created_by"> &
-  Partial<Pick<BundleRevision, "created_at" | "created_by">>;
+/** Publish and rollback answer the new bundle revision. */
+export type Published = BundleRevision;
