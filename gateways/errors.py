@@ -15,6 +15,7 @@ class GatewayError(Exception):
         super().__init__(message)
         self.message = message
         self.details = details
+        self.run: Any = None  # the executor's Run when the error ended one
 
 
 class Unauthenticated(GatewayError):

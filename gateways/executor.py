@@ -97,7 +97,7 @@ class Executor:
         output = await self._within(
             run, self.call_agent(deployments, agent, text, run, on_delta), f"agent {name}"
         )
-        return RunResult(_output(agent.output_schema, output, f"agent {name}"), run)
+        return RunResult(self._checked(agent.output_schema, output, f"agent {name}", run), run)
 
     async def run_pipeline(self, deployments: Deployments, name: str, value: Any) -> RunResult:
         from gateways.patterns import PATTERN_RUNNERS  # patterns import Executor's types
@@ -108,17 +108,31 @@ class Executor:
         runner = PATTERN_RUNNERS[pipeline.pattern]
         context = PatternContext(self, deployments, pipeline, run)
         output = await self._within(run, runner(context, text), f"pipeline {name}")
-        return RunResult(_output(pipeline.output_schema, output, f"pipeline {name}"), run)
+        return RunResult(
+            self._checked(pipeline.output_schema, output, f"pipeline {name}", run), run
+        )
+
+    def _checked(self, schema: Mapping[str, Any] | None, text: str, what: str, run: Run) -> Any:
+        try:
+            return _output(schema, text, what)
+        except GatewayError as exc:
+            exc.run = run
+            raise
 
     async def _within(self, run: Run, work: Awaitable[str], what: str) -> str:
         try:
             async with asyncio.timeout(run.limits.timeout_seconds):
                 return await work
         except TimeoutError:
-            raise RunTimeout(
+            error = RunTimeout(
                 f"{what} stopped at timeout_seconds={run.limits.timeout_seconds:g}",
                 {"limit": "timeout_seconds", "value": run.limits.timeout_seconds},
-            ) from None
+            )
+            error.run = run
+            raise error from None
+        except GatewayError as exc:
+            exc.run = run  # what a failed run used is still settled and recorded
+            raise
 
     async def call_agent(
         self,

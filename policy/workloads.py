@@ -406,6 +406,8 @@ def _model(reader: FieldReader, value: object, path: Path) -> ModelConfig | None
     )
     if raw is None:
         return None
+    if "provider" not in raw or "name" not in raw:
+        return None  # reported as missing by reader.mapping
     provider = reader.choice(raw.get("provider"), (*path, "provider"), PROVIDERS)
     model_name = reader.string(raw.get("name"), (*path, "name"))
     if model_name is not None and not model_name.strip():

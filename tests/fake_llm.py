@@ -272,11 +272,18 @@ class FakeLLM:
 
     # --- running ----------------------------------------------------------------------
 
+    async def echo_tool(self, request: Request) -> Response:
+        """A plain HTTP endpoint agents can call as an HTTP tool in tests."""
+        if request.method == "GET":
+            return JSONResponse({"query": dict(request.query_params)})
+        return JSONResponse({"received": await request.json()})
+
     def app(self) -> Starlette:
         return Starlette(
             routes=[
                 Route("/v1/chat/completions", self.openai, methods=["POST"]),
                 Route("/v1/messages", self.anthropic, methods=["POST"]),
+                Route("/tools/echo", self.echo_tool, methods=["GET", "POST"]),
             ]
         )
 

@@ -1,0 +1,357 @@
+"""The gateway's FastAPI app: agents and pipelines over HTTP API (JSON or SSE) and MCP.
+
+Routes (CONTRACTS.md "Gateway routes"): `POST /v1/agents/{name}/invoke`,
+`POST /v1/pipelines/{name}/run`, `POST /mcp`; plus `GET /healthz` and RFC 9728
+`GET /.well-known/oauth-protected-resource[/mcp]`. Every `/v1/…` and `/mcp` request must
+carry the sidecar's signed decision header (gateways/auth.py). After each call the real
+cost is settled with the sidecar and an execution is recorded (gateways/executions.py).
+Errors are `{"error": {"code", "message", "details"}}`; bad input is never a 500.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.routing import Route
+
+from gateways.auth import HEADER, Decision, DecisionVerifier
+from gateways.deployments import DeploymentError, Deployments, DeploymentSource
+from gateways.errors import GatewayError, InvalidInput
+from gateways.executions import Execution, ExecutionRecorder, Settler
+from gateways.executor import Executor, RunResult
+from gateways.mcp_server import McpEndpoint, ask_sidecar, build_server, session_manager
+from gateways.providers import EnvSecretResolver, PriceTable, ProviderRegistry, SecretResolver
+from gateways.settings import GatewaySettings
+
+log = logging.getLogger(__name__)
+MAX_BODY_BYTES = 4 * 1024 * 1024
+
+
+@dataclass
+class GatewayState:
+    settings: GatewaySettings
+    source: DeploymentSource
+    executor: Executor
+    recorder: ExecutionRecorder
+    settler: Settler
+    verifier: DecisionVerifier
+    http: httpx.AsyncClient
+
+    def deployments(self) -> Deployments:
+        return self.source.current()
+
+    def organization(self) -> str | None:
+        try:
+            return self.deployments().organization_id
+        except DeploymentError:
+            return None
+
+    async def may_invoke(self, authorization: str | None, agent: str) -> bool:
+        decision_id = await ask_sidecar(self.http, self.settings.sidecar_url, authorization, agent)
+        if decision_id:  # the check reserved the estimate; a listing uses nothing
+            self.settler.settle(decision_id, {"cost_usd": 0.0, "executions": 0})
+        return decision_id is not None
+
+    async def run_agent(
+        self, deployments: Deployments, name: str, value: Any, decision: Decision, channel: str
+    ) -> Any:
+        started = time.perf_counter()
+        try:
+            result = await self.executor.invoke_agent(deployments, name, value)
+        except GatewayError as exc:
+            self.finish("agent", name, decision, channel, started, None, exc)
+            raise
+        self.finish("agent", name, decision, channel, started, result, None)
+        return result.output
+
+    def finish(
+        self,
+        kind: str,
+        name: str,
+        decision: Decision,
+        channel: str,
+        started: float,
+        result: RunResult | None,
+        error: BaseException | None,
+    ) -> Execution:
+        """Settle with the sidecar and record the execution; returns the record."""
+        # a failed run still used what it used before failing (the executor attaches it)
+        run = result.run if result is not None else getattr(error, "run", None)
+        usage = run.usage if run is not None else None
+        cost = run.cost_usd if run is not None else 0.0
+        message = None
+        if error is not None:
+            message = error.message if isinstance(error, GatewayError) else type(error).__name__
+        execution = Execution.new(
+            principal=decision.principal,
+            kind=kind,
+            name=name,
+            channel=channel,
+            status="failed" if error is not None else "succeeded",
+            tokens_in=usage.input_tokens if usage else 0,
+            tokens_out=usage.output_tokens if usage else 0,
+            cost_usd=round(cost, 8),
+            latency_ms=round((time.perf_counter() - started) * 1000, 3),
+            error=message,
+            decision_id=decision.decision_id,
+        )
+        self.recorder.record(execution)
+        self.settler.settle(decision.decision_id, {"cost_usd": cost, "executions": 1})
+        return execution
+
+
+def create_app(
+    settings: GatewaySettings,
+    source: DeploymentSource,
+    *,
+    secrets: SecretResolver | None = None,
+    http: httpx.AsyncClient | None = None,
+) -> FastAPI:
+    client = http or httpx.AsyncClient(
+        limits=httpx.Limits(max_connections=500, max_keepalive_connections=100)
+    )
+    prices = PriceTable.from_json(settings.gateway_prices)
+    token = settings.gateway_token.get_secret_value()
+    state = GatewayState(
+        settings=settings,
+        source=source,
+        executor=Executor(ProviderRegistry(secrets or EnvSecretResolver(), client), prices, client),
+        recorder=ExecutionRecorder(
+            settings.control_plane_url,
+            token,
+            client,
+            batch=settings.gateway_ingest_batch,
+            capacity=settings.gateway_ingest_buffer,
+        ),
+        settler=Settler(settings.sidecar_url, client),
+        verifier=DecisionVerifier(token),
+        http=client,
+    )
+    manager = session_manager(build_server(state))
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await source.start()
+        await state.recorder.start()
+        try:
+            async with manager.run():
+                yield
+        finally:
+            await state.settler.stop()
+            await state.recorder.stop()
+            await source.stop()
+            if http is None:
+                await client.aclose()
+
+    app = FastAPI(
+        title="Kaizen Studio gateway",
+        version="0.1.0",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.gateway = state
+    mcp_endpoint = McpEndpoint(manager, state.verifier, state.organization)
+    app.router.routes.append(Route("/mcp", endpoint=mcp_endpoint, methods=None))
+
+    @app.exception_handler(GatewayError)
+    async def gateway_error(_request: Request, exc: GatewayError) -> JSONResponse:
+        return _error(exc)
+
+    @app.exception_handler(DeploymentError)
+    async def not_ready(_request: Request, exc: DeploymentError) -> JSONResponse:
+        body = {"error": {"code": "unavailable", "message": str(exc), "details": None}}
+        return JSONResponse(body, 503)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        details = [
+            {"field": ".".join(map(str, e["loc"])), "message": e["msg"]} for e in exc.errors()
+        ]
+        return _error(InvalidInput("invalid request", details))
+
+    @app.get("/healthz")
+    async def healthz() -> JSONResponse:
+        try:
+            deployments = state.deployments()
+        except DeploymentError as exc:
+            return JSONResponse({"status": "unavailable", "reason": str(exc)}, 503)
+        return JSONResponse(
+            {
+                "status": "ok",
+                "bundle_revision": deployments.bundle_revision,
+                "agents": len(deployments.agents),
+                "pipelines": len(deployments.pipelines),
+                "executions_backlog": state.recorder.backlog,
+            }
+        )
+
+    @app.get("/.well-known/oauth-protected-resource")
+    @app.get("/.well-known/oauth-protected-resource/mcp")
+    async def protected_resource(request: Request) -> JSONResponse:
+        base = settings.gateway_public_url or str(request.base_url).rstrip("/")
+        return JSONResponse(
+            {
+                "resource": base.rstrip("/") + "/mcp",
+                "authorization_servers": [settings.control_plane_url],
+                "bearer_methods_supported": ["header"],
+                "resource_name": "Kaizen Studio gateway (MCP)",
+                "resource_documentation": base.rstrip("/")
+                + "/.well-known/oauth-protected-resource",
+            },
+            headers={"cache-control": "public, max-age=300"},
+        )
+
+    @app.post("/v1/agents/{name}/invoke", response_model=None)
+    async def invoke(name: str, request: Request) -> JSONResponse | StreamingResponse:
+        decision = state.verifier.verify(
+            request.headers.get(HEADER), "invoke", f"agent:{name}", state.organization()
+        )
+        body = await _json_body(request)
+        deployments = state.deployments()
+        deployments.agent(name)
+        wants_stream = body.get("stream") is True or "text/event-stream" in request.headers.get(
+            "accept", ""
+        )
+        if wants_stream:
+            return _stream(state, deployments, name, body["input"], decision)
+        started = time.perf_counter()
+        try:
+            result = await state.executor.invoke_agent(deployments, name, body["input"])
+        except GatewayError as exc:
+            execution = state.finish("agent", name, decision, decision.channel, started, None, exc)
+            return _error(exc, execution.id)
+        execution = state.finish("agent", name, decision, decision.channel, started, result, None)
+        return JSONResponse(_success(result, execution))
+
+    @app.post("/v1/pipelines/{name}/run")
+    async def run_pipeline(name: str, request: Request) -> JSONResponse:
+        decision = state.verifier.verify(
+            request.headers.get(HEADER), "run", f"pipeline:{name}", state.organization()
+        )
+        body = await _json_body(request)
+        deployments = state.deployments()
+        deployments.pipeline(name)
+        started = time.perf_counter()
+        try:
+            result = await state.executor.run_pipeline(deployments, name, body["input"])
+        except GatewayError as exc:
+            execution = state.finish(
+                "pipeline", name, decision, decision.channel, started, None, exc
+            )
+            return _error(exc, execution.id)
+        execution = state.finish(
+            "pipeline", name, decision, decision.channel, started, result, None
+        )
+        return JSONResponse(_success(result, execution))
+
+    return app
+
+
+async def _json_body(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    if len(raw) > MAX_BODY_BYTES:
+        raise InvalidInput(f"request body larger than {MAX_BODY_BYTES} bytes")
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise InvalidInput('request body must be JSON {"input": …}') from None
+    if not isinstance(body, dict) or "input" not in body:
+        raise InvalidInput("request body must be a JSON object with an input", {"field": "input"})
+    unknown = set(body) - {"input", "stream"}
+    if unknown:
+        raise InvalidInput(
+            f"unknown field(s): {', '.join(sorted(unknown))}", {"field": sorted(unknown)[0]}
+        )
+    if "stream" in body and not isinstance(body["stream"], bool):
+        raise InvalidInput("stream must be true or false", {"field": "stream"})
+    return body
+
+
+def _success(result: RunResult, execution: Execution) -> dict[str, Any]:
+    return {
+        "output": result.output,
+        "execution_id": execution.id,
+        "usage": {"input_tokens": execution.tokens_in, "output_tokens": execution.tokens_out},
+        "cost_usd": execution.cost_usd,
+        "steps": result.run.steps,
+        "latency_ms": execution.latency_ms,
+    }
+
+
+def _error(exc: GatewayError, execution_id: str | None = None) -> JSONResponse:
+    body: dict[str, Any] = {
+        "error": {"code": exc.code, "message": exc.message, "details": exc.details}
+    }
+    if execution_id is not None:
+        body["execution_id"] = execution_id
+    headers = {"www-authenticate": "Bearer"} if exc.status == 401 else None
+    return JSONResponse(body, exc.status, headers=headers)
+
+
+def _sse(event: str, data: Any) -> bytes:
+    return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
+
+
+def _stream(
+    state: GatewayState, deployments: Deployments, name: str, value: Any, decision: Decision
+) -> StreamingResponse:
+    """`event: delta` {text} … then `event: done` {output, execution_id, …} or `event: error`."""
+    queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+
+    async def on_delta(text: str) -> None:
+        await queue.put(_sse("delta", {"text": text}))
+
+    async def work() -> None:
+        started = time.perf_counter()
+        try:
+            result = await state.executor.invoke_agent(deployments, name, value, on_delta)
+        except GatewayError as exc:
+            execution = state.finish("agent", name, decision, decision.channel, started, None, exc)
+            error = {"code": exc.code, "message": exc.message, "details": exc.details}
+            await queue.put(_sse("error", {"error": error, "execution_id": execution.id}))
+        except asyncio.CancelledError:
+            state.finish(
+                "agent",
+                name,
+                decision,
+                decision.channel,
+                started,
+                None,
+                GatewayError("client disconnected"),
+            )
+            raise
+        else:
+            execution = state.finish(
+                "agent", name, decision, decision.channel, started, result, None
+            )
+            await queue.put(_sse("done", _success(result, execution)))
+        finally:
+            queue.put_nowait(None)
+
+    async def events() -> AsyncIterator[bytes]:
+        task = asyncio.create_task(work())
+        try:
+            while (item := await queue.get()) is not None:
+                yield item
+        finally:
+            if not task.done():
+                task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    return StreamingResponse(
+        events(),
+        media_type="text/event-stream",
+        headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
+    )

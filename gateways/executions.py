@@ -1,0 +1,179 @@
+"""After every call: settle the real cost with the sidecar and record the execution.
+
+`ExecutionRecorder` buffers records in memory and ships them in batches to the control
+plane's `POST /api/v1/executions/ingest` (gateway credential), retrying with backoff until
+a 200 acknowledges them; ingest is idempotent by `id`, so a resend after a lost answer is
+harmless. `Settler` posts `{decision_id, actual: {cost_usd, executions}}` to the sidecar's
+`/settle` in the background, so neither ever delays the caller's answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections import deque
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import httpx
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Execution:
+    id: str
+    time: str
+    principal: str
+    kind: Literal["agent", "pipeline"]
+    name: str
+    channel: str
+    status: Literal["succeeded", "failed"]
+    tokens_in: int
+    tokens_out: int
+    cost_usd: float
+    latency_ms: float
+    error: str | None
+    decision_id: str | None
+
+    @classmethod
+    def new(cls, **fields: Any) -> Execution:
+        return cls(
+            id=uuid.uuid4().hex, time=datetime.now(UTC).isoformat().replace("+00:00", "Z"), **fields
+        )
+
+
+class ExecutionRecorder:
+    def __init__(
+        self,
+        control_plane_url: str,
+        token: str,
+        client: httpx.AsyncClient,
+        *,
+        batch: int = 500,
+        capacity: int = 100_000,
+        max_backoff: float = 30.0,
+    ) -> None:
+        self._url = control_plane_url.rstrip("/") + "/api/v1/executions/ingest"
+        self._headers = {"authorization": f"Bearer {token}"}
+        self._client = client
+        self._batch = batch
+        self._buffer: deque[Execution] = deque()
+        self._capacity = capacity
+        self._max_backoff = max_backoff
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.dropped = 0
+        self.shipped = 0
+        self.last_error: str | None = None
+
+    @property
+    def backlog(self) -> int:
+        return len(self._buffer)
+
+    def record(self, execution: Execution) -> None:
+        if len(self._buffer) >= self._capacity:
+            self._buffer.popleft()
+            self.dropped += 1
+            log.error("execution buffer full (%d); dropped the oldest record", self._capacity)
+        self._buffer.append(execution)
+        self._wake.set()
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="execution-shipper")
+
+    async def stop(self, drain_seconds: float = 5.0) -> None:
+        """Ship what is buffered (for up to `drain_seconds`), then stop."""
+        deadline = time.monotonic() + drain_seconds
+        while self._buffer and time.monotonic() < deadline:
+            if not await self.flush():
+                await asyncio.sleep(0.2)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._buffer:
+            log.error("stopping with %d executions not acknowledged", len(self._buffer))
+
+    async def flush(self) -> bool:
+        """Send one batch; True when acknowledged (or nothing to send)."""
+        if not self._buffer:
+            return True
+        batch = [self._buffer[i] for i in range(min(self._batch, len(self._buffer)))]
+        try:
+            response = await self._client.post(
+                self._url,
+                json={"executions": [asdict(e) for e in batch]},
+                headers=self._headers,
+                timeout=10.0,
+            )
+        except httpx.HTTPError as exc:
+            self.last_error = f"{type(exc).__name__}"
+            return False
+        if response.status_code != 200:
+            self.last_error = f"HTTP {response.status_code}"
+            return False
+        for _ in batch:
+            self._buffer.popleft()
+        self.shipped += len(batch)
+        self.last_error = None
+        return True
+
+    async def _run(self) -> None:
+        backoff = 0.5
+        while True:
+            if not self._buffer:
+                self._wake.clear()
+                await self._wake.wait()
+            if await self.flush():
+                backoff = 0.5
+                continue
+            log.warning(
+                "executions ingest failed (%s); retrying in %.1f s", self.last_error, backoff
+            )
+            await asyncio.sleep(backoff)
+            backoff = min(self._max_backoff, backoff * 2)
+
+
+class Settler:
+    """Reports the real cost of an allowed call to the sidecar's budget counters."""
+
+    def __init__(self, sidecar_url: str, client: httpx.AsyncClient, attempts: int = 3) -> None:
+        self._url = sidecar_url.rstrip("/") + "/settle"
+        self._client = client
+        self._attempts = attempts
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def settle(self, decision_id: str, actual: dict[str, float]) -> None:
+        task = asyncio.create_task(self._send(decision_id, actual))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def settle_now(self, decision_id: str, actual: dict[str, float]) -> None:
+        await self._send(decision_id, actual)
+
+    async def _send(self, decision_id: str, actual: dict[str, float]) -> None:
+        for attempt in range(self._attempts):
+            try:
+                response = await self._client.post(
+                    self._url, json={"decision_id": decision_id, "actual": actual}, timeout=5.0
+                )
+            except httpx.HTTPError as exc:
+                log.warning("settle %s: sidecar unreachable (%s)", decision_id, type(exc).__name__)
+            else:
+                # 404: no reservation (no budget applied to the call): nothing to settle.
+                if response.status_code in (204, 200, 404):
+                    return
+                if response.status_code < 500:
+                    log.error("settle %s refused: HTTP %d", decision_id, response.status_code)
+                    return
+            await asyncio.sleep(0.2 * 2**attempt)
+        log.error("settle %s failed after %d attempts", decision_id, self._attempts)
+
+    async def stop(self) -> None:
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=5.0)
