@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import errno
 import fcntl
 import json
@@ -50,6 +51,12 @@ _MAX_BATCH_BYTES = 8 * MiB  # one ingest request stays well under any sane body 
 
 class DecisionLogBusy(RuntimeError):
     """Another process holds this decision-log directory."""
+
+
+class _Outcome(enum.Enum):
+    IDLE = "idle"
+    SHIPPED = "shipped"
+    FAILED = "failed"
 
 
 @dataclass(frozen=True)
@@ -135,6 +142,7 @@ class DecisionLog:
         self._closed = False
         self._episode = False
         self._waiting = 0
+        self._batch_size = 1000
         self._space = asyncio.Condition()
         self._new_data = asyncio.Event()
         self._dirty = asyncio.Event()
@@ -216,6 +224,7 @@ class DecisionLog:
         fd = os.open(
             self.directory / _segment_name(index),
             os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND,
+            0o600,  # masked, but still who did what: not for other local users
         )
         self._directory_dirty = True
         return fd
@@ -227,7 +236,10 @@ class DecisionLog:
             await self._dirty.wait()
             await asyncio.sleep(self.fsync_interval)
             if not self._closed:
-                await self.flush()
+                try:
+                    await self.flush()
+                except OSError as exc:  # keep trying: the next fsync may succeed
+                    logger.error("decision log %s: fsync failed: %s", self.directory, exc)
 
     async def flush(self) -> None:
         """fsync what was appended so far (also done every `fsync_interval` in the background)."""
@@ -240,8 +252,11 @@ class DecisionLog:
         for old in retired:
             os.fsync(old)
             os.close(old)
-        with contextlib.suppress(OSError):  # closed by close() meanwhile: it fsyncs itself
+        try:
             os.fsync(fd)
+        except OSError as exc:
+            if exc.errno != errno.EBADF:  # EBADF: closed by close(), which fsyncs itself
+                raise
         if sync_directory:
             _fsync_directory(self.directory)
 
@@ -349,39 +364,49 @@ class DecisionLog:
         headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
         http = client or httpx.AsyncClient(timeout=httpx.Timeout(30.0))
         retry = backoff or Backoff()
-        size = batch
+        self._batch_size = batch
         try:
             while True:
                 self._new_data.clear()
-                pending = await asyncio.to_thread(self._read_batch, size)
-                if pending is None:
+                try:
+                    outcome = await self._ship_one(http, url, headers)
+                except OSError as exc:
+                    self._ship_failed(f"cannot read or acknowledge {self.directory}: {exc}")
+                    outcome = _Outcome.FAILED
+                if outcome is _Outcome.IDLE:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._new_data.wait(), idle_poll)
-                    continue
-                if pending.lines:
-                    try:
-                        response = await http.post(
-                            url, content=_body(pending.lines), headers=headers
-                        )
-                    except httpx.HTTPError as exc:
-                        self._ship_failed(f"control plane unreachable at {url}: {exc!r}")
-                        await retry.sleep()
-                        continue
-                    if response.status_code == 413 and size > 1:
-                        size = max(1, size // 2)
-                        logger.warning("decision ingest: batch too large; now %d records", size)
-                        continue
-                    if response.status_code != 200:
-                        self._ship_failed(_describe(response))
-                        await retry.sleep()
-                        continue
-                    self._count_acknowledged(response, len(pending.lines))
-                retry.reset()
-                await asyncio.to_thread(self._acknowledge, pending)
-                await self._release_space(pending)
+                elif outcome is _Outcome.FAILED:
+                    await retry.sleep()
+                else:
+                    retry.reset()
         finally:
             if client is None:
                 await http.aclose()
+
+    async def _ship_one(
+        self, http: httpx.AsyncClient, url: str, headers: dict[str, str]
+    ) -> _Outcome:
+        pending = await asyncio.to_thread(self._read_batch, self._batch_size)
+        if pending is None:
+            return _Outcome.IDLE
+        if pending.lines:
+            try:
+                response = await http.post(url, content=_body(pending.lines), headers=headers)
+            except httpx.HTTPError as exc:
+                self._ship_failed(f"control plane unreachable at {url}: {exc!r}")
+                return _Outcome.FAILED
+            if response.status_code == 413 and self._batch_size > 1:
+                self._batch_size = max(1, self._batch_size // 2)
+                logger.warning("decision ingest: batch too large; now %d records", self._batch_size)
+                return _Outcome.SHIPPED
+            if response.status_code != 200:
+                self._ship_failed(_describe(response))
+                return _Outcome.FAILED
+            self._count_acknowledged(response, len(pending.lines))
+        await asyncio.to_thread(self._acknowledge, pending)
+        await self._release_space(pending)
+        return _Outcome.SHIPPED
 
     def _read_batch(self, limit: int) -> _Batch | None:
         """The next run of complete lines after the acknowledged position (in a thread)."""

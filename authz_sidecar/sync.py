@@ -118,6 +118,10 @@ class BundleSync:
                 except (httpx.HTTPError, ValueError) as exc:
                     self._failed(f"control plane unreachable at {self.control_plane_url}: {exc!r}")
                     delay = self.backoff.next_delay()
+                except Exception as exc:  # keep syncing: the sidecar must not go stale silently
+                    logger.exception("bundle sync failed unexpectedly")
+                    self._failed(f"unexpected error: {exc!r}", logging.ERROR)
+                    delay = self.backoff.next_delay()
                 if delay:
                     await asyncio.sleep(delay)
         finally:
@@ -221,7 +225,15 @@ class BundleSync:
             except BundleVerificationError as second:
                 return self._refuse(second, etag)
         trusted = self.store.jwks
-        await asyncio.to_thread(self.store.persist, verified, trusted)
+        try:
+            await asyncio.to_thread(self.store.persist, verified, trusted)
+        except OSError as exc:
+            # Serving a verified newer bundle is safe; only a restart would fall back.
+            self._failed(
+                f"could not persist bundle revision {verified.revision} to "
+                f"{self.store.directory} ({exc}); a restart would serve an older one",
+                logging.ERROR,
+            )
         self.store.activate(verified, trusted)  # subscribers run on the event loop thread
         self._refused_etag = None
         logger.info(
