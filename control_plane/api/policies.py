@@ -4,7 +4,7 @@ import asyncio
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
 from control_plane.api.deps import Cursor, Limit, Tenant, requires
 from control_plane.db.models import BundleRevision, Policy
@@ -21,6 +21,7 @@ Create = Annotated[Tenant, Depends(requires("policies", "create"))]
 Delete = Annotated[Tenant, Depends(requires("policies", "delete"))]
 Publish = Annotated[Tenant, Depends(requires("policies", "publish"))]
 ERRORS: dict[int | str, dict[str, object]] = {401: {}, 403: {}, 404: {}, 409: {}, 422: {}}
+MAX_VERSION = 2**31 - 1  # versions are 32-bit integers in the database
 
 
 def _keys(request: Request) -> KeyRing:
@@ -206,7 +207,9 @@ async def list_versions(policy_id: uuid.UUID, tenant: Read) -> schemas.VersionLi
 
 
 @router.get("/{policy_id}/versions/{version}", responses=ERRORS)
-async def get_version(policy_id: uuid.UUID, version: int, tenant: Read) -> schemas.PolicyVersion:
+async def get_version(
+    policy_id: uuid.UUID, version: Annotated[int, Path(ge=1, le=MAX_VERSION)], tenant: Read
+) -> schemas.PolicyVersion:
     async with tenant.session() as session:
         policy, row = await policies.get_version(session, policy_id, version)
     return schemas.PolicyVersion(
@@ -223,8 +226,8 @@ async def get_version(policy_id: uuid.UUID, version: int, tenant: Read) -> schem
 async def diff(
     policy_id: uuid.UUID,
     tenant: Read,
-    from_: Annotated[int, Query(alias="from", ge=1)],
-    to: Annotated[int, Query(ge=1)],
+    from_: Annotated[int, Query(alias="from", ge=1, le=MAX_VERSION)],
+    to: Annotated[int, Query(ge=1, le=MAX_VERSION)],
 ) -> dict[str, Any]:
     """A unified diff between two versions of the policy."""
     async with tenant.session() as session:

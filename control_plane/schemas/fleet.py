@@ -10,6 +10,7 @@ from control_plane.schemas.base import Input, Name, Output
 
 Url = Annotated[str, StringConstraints(min_length=1, max_length=2048, pattern=r"^https?://\S+$")]
 ShortText = Annotated[str, StringConstraints(max_length=200)]
+BIG = 2**62  # fits the database's 64-bit integers
 Identifier = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[\w.:-]+$")]
 
 
@@ -65,11 +66,11 @@ class StatusReport(Input):
     model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
 
     instance: ShortText = Field(min_length=1)
-    bundle_revision: int | None = None
+    bundle_revision: int | None = Field(default=None, ge=0, le=BIG)
     key_id: ShortText | None = None
     last_sync: datetime | None = None
     decisions: dict[str, int] = Field(default_factory=dict)
-    log_backlog: int = Field(default=0, ge=0)
+    log_backlog: int = Field(default=0, ge=0, le=BIG)
     started_at: datetime | None = None
 
 
@@ -78,7 +79,7 @@ class DecisionRecord(Input):
     time: datetime
     input: dict[str, Any]
     result: dict[str, Any]
-    duration_us: int | None = Field(default=None, ge=0)
+    duration_us: int | None = Field(default=None, ge=0, le=BIG)
     instance: ShortText | None = None
 
 
@@ -94,10 +95,10 @@ class ExecutionRecord(Input):
     name: Annotated[str, StringConstraints(min_length=1, max_length=128)]
     channel: Literal["api", "cli", "mcp"] | None = None
     status: Literal["succeeded", "failed"]
-    tokens_in: int = Field(default=0, ge=0)
-    tokens_out: int = Field(default=0, ge=0)
-    cost_usd: float = Field(default=0.0, ge=0)
-    latency_ms: float = Field(default=0.0, ge=0)
+    tokens_in: int = Field(default=0, ge=0, le=BIG)
+    tokens_out: int = Field(default=0, ge=0, le=BIG)
+    cost_usd: float = Field(default=0.0, ge=0, le=1e12, allow_inf_nan=False)
+    latency_ms: float = Field(default=0.0, ge=0, le=1e12, allow_inf_nan=False)
     error: Annotated[str, StringConstraints(max_length=2000)] | None = None
     decision_id: Identifier | None = None
 

@@ -83,7 +83,7 @@ class PublishRequest(Input):
 
 
 class RollbackRequest(Input):
-    revision: int = Field(ge=1)
+    revision: int = Field(ge=1, le=2**62)
     message: Annotated[str, StringConstraints(max_length=1000)] = ""
 
 
