@@ -63,11 +63,11 @@ class GrantVerifier:
             ("sub", input["principal"]["id"], "principal"),
             ("action", input["action"], "action"),
             ("resource", input["resource"]["id"], "resource"),
-            ("args", args, "arguments"),
+            ("args", args, "set of tool arguments"),
         )
         for claim, expected, what in bound:
             if claims[claim] != expected:
-                raise GrantError(f"approval grant rejected: it was granted for another {what}")
+                raise GrantError(f"approval grant rejected: it was granted for a different {what}")
         if not isinstance(claims["jti"], str) or not claims["jti"]:
             raise GrantError("approval grant rejected: it has no jti")
         return claims

@@ -182,7 +182,7 @@ def test_require_approval_then_a_granted_retry_is_allowed_once(stack: Stack) -> 
     other = approval_grant(stack.keys, resource="agent:other")
     wrong = httpx.post(url, headers={**headers, "X-Kaizen-Approval": other})
     assert wrong.status_code == 403
-    assert any("another resource" in reason for reason in wrong.json()["reasons"])
+    assert any("different resource" in reason for reason in wrong.json()["reasons"])
 
 
 def test_budget_limit_denies_and_names_the_budget(stack: Stack) -> None:

@@ -1,0 +1,210 @@
+"""Response shapes over real sockets: HTTP `/authz` & co., and gRPC ext_authz Check."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+
+import grpc
+import httpx
+import pytest
+from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
+from google.rpc import code_pb2
+
+from authz_sidecar.authorizer import Authorizer
+from authz_sidecar.budgets import InMemoryReservationBook
+from authz_sidecar.engine_holder import EngineHolder
+from authz_sidecar.grants import InMemoryReplayGuard
+from authz_sidecar.grpc_server import start_grpc_server
+from authz_sidecar.http_server import SidecarHttp, start_http_server
+from policy.budgets import InMemoryBudgetLedger
+from tests.e2e.sidecar_procs import free_port
+from tests.unit.sidecar.factory import (
+    ALICE,
+    API_KEY,
+    AUDIENCE,
+    BOB,
+    ISSUER,
+    ORG,
+    Keys,
+    access_token,
+)
+
+
+@pytest.fixture
+async def http(authorizer: Authorizer) -> AsyncIterator[httpx.AsyncClient]:
+    port = free_port()
+    server = await start_http_server(SidecarHttp(authorizer, max_body=1 << 20), "127.0.0.1", port)
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+        yield client
+    server.close()
+
+
+@pytest.fixture
+async def stub(authorizer: Authorizer) -> AsyncIterator[external_auth_pb2_grpc.AuthorizationStub]:
+    port = free_port()
+    server = await start_grpc_server(authorizer, "127.0.0.1", port, 1 << 20)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        yield external_auth_pb2_grpc.AuthorizationStub(channel)
+    await server.stop(None)
+
+
+def original(path: str, token: str | None, method: str = "POST") -> dict[str, str]:
+    headers = {"X-Original-Method": method, "X-Original-URI": path}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    return headers
+
+
+async def test_http_authz_allow(http: httpx.AsyncClient, keys: Keys) -> None:
+    response = await http.get("/authz", headers=original("/v1/agents/a/invoke", access_token(keys)))
+    assert response.status_code == 200
+    assert response.headers["x-kaizen-principal"] == f"user:{ALICE}"
+    assert response.headers["x-kaizen-organization"] == ORG
+    assert response.headers["x-kaizen-decision-id"] == response.json()["decision_id"]
+    assert response.headers["x-kaizen-decision"].count(".") == 2
+
+
+async def test_http_authz_deny_401_and_require_approval(
+    http: httpx.AsyncClient, keys: Keys
+) -> None:
+    denied = await http.post(
+        "/authz", headers=original("/v1/agents/a/invoke", access_token(keys, BOB))
+    )
+    assert denied.status_code == 403
+    body = denied.json()
+    assert set(body) == {"decision_id", "outcome", "reasons", "bundle_revision"}
+    assert (body["outcome"], body["bundle_revision"]) == ("deny", "1")
+    assert denied.headers["x-kaizen-decision-id"] == body["decision_id"]
+    anonymous = await http.post("/authz", headers=original("/v1/agents/a/invoke", None))
+    assert anonymous.status_code == 401
+    assert anonymous.headers["www-authenticate"].startswith("Bearer")
+    held = await http.post(
+        "/authz", headers=original("/v1/agents/deployer/invoke", access_token(keys))
+    )
+    assert held.status_code == 403
+    assert held.json()["outcome"] == "require_approval"
+    assert held.headers["x-kaizen-approval-request-id"] == held.json()["approval_request_id"]
+
+
+async def test_health_status_metrics(http: httpx.AsyncClient, authorizer: Authorizer) -> None:
+    assert (await http.get("/healthz")).json() == {"status": "ok", "bundle_revision": "1"}
+    status = (await http.get("/status")).json()
+    assert (status["ready"], status["bundle_revision"], status["key_id"]) == (True, "1", "cp-key-1")
+    metrics = (await http.get("/metrics")).text
+    assert "kaizen_sidecar_decision_seconds_bucket" in metrics
+    authorizer.holder.current = None
+    unready = await http.get("/healthz")
+    assert unready.status_code == 503
+    assert unready.json()["reason"] == "no verified policy bundle loaded"
+    denied = await http.post("/authz", headers=original("/v1/agents/a/invoke", "x"))
+    assert denied.status_code == 403
+    assert denied.json()["reasons"] == ["no verified policy bundle loaded"]
+
+
+async def test_settle(http: httpx.AsyncClient) -> None:
+    allowed = await http.post("/authz", headers=original("/v1/agents/a/invoke", API_KEY))
+    decision_id = allowed.json()["decision_id"]
+    settled = await http.post(
+        "/settle", json={"decision_id": decision_id, "actual": {"executions": 1}}
+    )
+    assert settled.status_code == 204
+    again = await http.post("/settle", json={"decision_id": decision_id, "actual": {}})
+    assert again.status_code == 404
+    bad = await http.post("/settle", json={"decision_id": decision_id, "actual": {"x": -1}})
+    assert bad.status_code == 422
+    assert (await http.post("/settle", content=b"{")).status_code == 400
+
+
+@pytest.mark.parametrize(
+    ("raw", "status"),
+    [
+        (b"GARBAGE\r\n\r\n", 400),
+        (b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n", 404),
+        (b"PUT /authz HTTP/1.1\r\nHost: x\r\n\r\n", 405),
+        (b"POST /settle HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", 411),
+        (b"POST /settle HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n", 413),
+        (b"GET /healthz HTTP/1.1\r\nX: " + b"a" * 40_000 + b"\r\n\r\n", 431),
+    ],
+)
+async def test_malformed_http_gets_a_clear_4xx(
+    http: httpx.AsyncClient, raw: bytes, status: int
+) -> None:
+    import asyncio
+
+    port = int(str(http.base_url).rsplit(":", 1)[1].rstrip("/"))
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(raw)
+    await writer.drain()
+    line = await reader.readline()
+    writer.close()
+    assert line.startswith(f"HTTP/1.1 {status} ".encode()), line
+
+
+def check_request(
+    path: str, token: str | None, body: bytes = b""
+) -> external_auth_pb2.CheckRequest:
+    request = external_auth_pb2.CheckRequest()
+    http = request.attributes.request.http
+    http.method, http.path = "POST", path
+    if token is not None:
+        http.headers["authorization"] = f"Bearer {token}"
+    http.headers["x-kaizen-workspace"] = "prod"
+    http.raw_body = body
+    request.attributes.source.address.socket_address.address = "203.0.113.9"
+    return request
+
+
+async def test_grpc_allow_sets_upstream_headers_and_strips_caller_kaizen_headers(
+    stub: external_auth_pb2_grpc.AuthorizationStub, keys: Keys
+) -> None:
+    response = await stub.Check(check_request("/v1/agents/a/invoke", access_token(keys)))
+    assert response.status.code == code_pb2.OK
+    headers = {h.header.key: h.header.value for h in response.ok_response.headers}
+    assert headers["x-kaizen-principal"] == f"user:{ALICE}"
+    assert headers["x-kaizen-organization"] == ORG
+    assert len(headers["x-kaizen-decision-id"]) == 32
+    assert list(response.ok_response.headers_to_remove) == ["x-kaizen-workspace"]
+
+
+async def test_grpc_deny_401_and_require_approval(
+    stub: external_auth_pb2_grpc.AuthorizationStub, keys: Keys
+) -> None:
+    denied = await stub.Check(check_request("/v1/agents/a/invoke", access_token(keys, BOB)))
+    assert denied.status.code == code_pb2.PERMISSION_DENIED
+    assert denied.denied_response.status.code == 403
+    body = json.loads(denied.denied_response.body)
+    headers = {h.header.key: h.header.value for h in denied.denied_response.headers}
+    assert headers["x-kaizen-decision-id"] == body["decision_id"]
+    assert body["outcome"] == "deny"
+    anonymous = await stub.Check(check_request("/v1/agents/a/invoke", None))
+    assert anonymous.status.code == code_pb2.UNAUTHENTICATED
+    assert anonymous.denied_response.status.code == 401
+    held = await stub.Check(check_request("/v1/agents/deployer/invoke", access_token(keys)))
+    assert held.denied_response.status.code == 403
+    assert json.loads(held.denied_response.body)["approval_request_id"]
+    mcp = json.dumps({"method": "tools/call", "params": {"name": "shell"}}).encode()
+    shell = await stub.Check(check_request("/mcp", access_token(keys), mcp))
+    assert json.loads(shell.denied_response.body)["reasons"] == ["mcp tool shell is forbidden"]
+
+
+async def test_bundle_swap_is_atomic_and_never_goes_back(keys: Keys) -> None:
+    from policy.bundle import load_bundle
+    from tests.unit.sidecar.factory import make_bundle
+
+    holder = EngineHolder(InMemoryBudgetLedger(), issuer=ISSUER, audience=AUDIENCE)
+    two = load_bundle(make_bundle(keys, revision=2), keys.jwks, scope=ORG)
+    one = load_bundle(make_bundle(keys, revision=1), keys.jwks, scope=ORG)
+    assert holder.swap(two)
+    assert not holder.swap(one)
+    assert holder.current is not None
+    assert holder.current.bundle.revision == "2"
+    broken = load_bundle(make_bundle(keys, revision=3), keys.jwks, scope=ORG)
+    object.__setattr__(broken.compiled, "rego_modules", {"kaizen/abac/x/policy.rego": "package"})
+    assert not holder.swap(broken)
+    assert holder.current.bundle.revision == "2"
+    assert holder.last_error is not None
+    authorizer = Authorizer(
+        holder, replay_guard=InMemoryReplayGuard(), reservations=InMemoryReservationBook()
+    )
+    assert authorizer.holder.ready
