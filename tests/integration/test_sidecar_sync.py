@@ -426,6 +426,64 @@ async def test_control_plane_down_keeps_serving_then_catches_up(
         assert sync.last_error is None
 
 
+WRITER = textwrap.dedent(
+    """
+    import json, sys
+    from pathlib import Path
+    from authz_sidecar.bundles import BundleStore
+    from policy.bundle import build_bundle
+    from policy.compiler import CompileContext, compile_policy
+    from policy.keys import load_private_key
+    from policy.policy_set import PolicySet
+
+    directory, scope, pem, jwks, first = sys.argv[1:6]
+    key = load_private_key(Path(pem).read_bytes())
+    jwks = json.loads(Path(jwks).read_text())
+    compiled = compile_policy(PolicySet.from_documents([]), CompileContext(scope))
+    store = BundleStore(Path(directory), scope=scope)
+    for revision in range(int(first), 201, 2):
+        store.install(build_bundle(compiled, revision=revision, signing_key=key, kid="cp-1",
+                                   scope=scope), jwks)
+    """
+)
+
+
+async def test_workers_sharing_a_bundle_directory_never_see_a_torn_or_older_file(
+    tmp_path: Path,
+) -> None:
+    pem, jwks = generate_ed25519("cp-1")
+    (tmp_path / "key.pem").write_bytes(pem)
+    (tmp_path / "jwks.json").write_text(json.dumps(jwks))
+    directory = tmp_path / "bundles"
+    writers = [
+        await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            WRITER,
+            *(str(directory), ORG, str(tmp_path / "key.pem"), str(tmp_path / "jwks.json")),
+            first,
+            cwd=REPO,
+        )
+        for first in ("1", "2")
+    ]
+    seen: list[int] = []
+    while any(writer.returncode is None for writer in writers):
+        if (directory / "last-known-good.json").exists():
+            loaded = BundleStore(directory, scope=ORG, pinned_jwks=jwks).load_last_known_good()
+            assert loaded is not None, "a worker read a torn or unverifiable file"
+            seen.append(loaded.revision_number)
+        await asyncio.sleep(0.005)
+        for writer in writers:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(writer.wait(), 0.001)
+    assert [writer.returncode for writer in writers] == [0, 0]
+    assert len(seen) > 5, "the readers never overlapped the writers"
+    assert seen == sorted(seen)  # the file only ever moves forward
+    final = BundleStore(directory, scope=ORG, pinned_jwks=jwks).load_last_known_good()
+    assert final is not None
+    assert final.revision == "200"
+
+
 # -- decision logs ------------------------------------------------------------------------------
 
 
