@@ -56,6 +56,8 @@ def running_up(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[str]]]:
     if process.poll() is None:
         process.kill()
         process.wait()
+    if process.stdout:
+        process.stdout.close()
 
 
 def test_up_serves_the_done_when_tour_and_stops_on_ctrl_c(
