@@ -34,8 +34,8 @@ from typing import Any
 
 import httpx
 
-from authz_sidecar.bundles import write_atomically  # noqa: TID251  (our own package)
-from authz_sidecar.sync import Backoff, credential_refused_message  # noqa: TID251
+from authz_sidecar.bundles import write_atomically
+from authz_sidecar.sync import Backoff, credential_refused_message
 
 __all__ = ["MASK", "DecisionLog", "DecisionLogBusy"]
 

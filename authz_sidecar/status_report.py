@@ -16,9 +16,9 @@ from typing import Any
 
 import httpx
 
-from authz_sidecar.bundles import BundleStore  # noqa: TID251  (our own package)
-from authz_sidecar.decision_log import DecisionLog  # noqa: TID251
-from authz_sidecar.sync import BundleSync, credential_refused_message  # noqa: TID251
+from authz_sidecar.bundles import BundleStore
+from authz_sidecar.decision_log import DecisionLog
+from authz_sidecar.sync import BundleSync, credential_refused_message
 
 __all__ = ["StatusReporter", "status_body"]
 

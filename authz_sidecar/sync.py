@@ -20,7 +20,7 @@ from urllib.parse import quote
 
 import httpx
 
-from authz_sidecar.bundles import BundleStore  # noqa: TID251  (our own package)
+from authz_sidecar.bundles import BundleStore
 from policy.bundle import MAX_BUNDLE_BYTES
 from policy.errors import BundleVerificationError
 
