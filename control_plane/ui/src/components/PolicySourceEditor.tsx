@@ -126,7 +126,9 @@ export function PolicySourceEditor({
                 onClick={() => editor.current?.focusAt(ranges[i]?.from ?? 0)}
               >
                 {problem.document !== undefined && problem.document !== null ? (
-                  <span className="hint">document {String(problem.document)} · </span>
+                  <span className="hint">
+                    document {typeof problem.document === "number" ? problem.document + 1 : problem.document} ·{" "}
+                  </span>
                 ) : null}
                 {describeProblem(problem)}
               </button>
