@@ -168,3 +168,15 @@ def _claimed_scope(data: bytes) -> str:
     except (OSError, EOFError, tarfile.TarError, ValueError, AttributeError):
         pass
     raise DeploymentError("bundle manifest names no scope; set KAIZEN_GATEWAY_BUNDLE_SCOPE")
+
+
+def static_source(
+    bundle: Path | None, jwks: Path | None, scope: str | None, gateway_id: str | None
+) -> StaticDeploymentSource:
+    """The static source from settings; both paths are required (DeploymentError otherwise)."""
+    if bundle is None or jwks is None:
+        raise DeploymentError(
+            "no deployment source: set KAIZEN_GATEWAY_BUNDLE and KAIZEN_GATEWAY_JWKS "
+            "(control-plane sync is wired by the runtime)"
+        )
+    return StaticDeploymentSource(bundle, jwks, scope=scope, gateway_id=gateway_id)

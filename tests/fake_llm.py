@@ -65,8 +65,6 @@ class FakeLLM:
         self.requests: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
         self.url = ""
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
 
     @property
     def openai_url(self) -> str:
@@ -288,10 +286,21 @@ class FakeLLM:
         )
 
     def start(self) -> None:
+        self._served = ServedApp(self.app(), lifespan="off")
+        self.url = self._served.url
+
+    def stop(self) -> None:
+        self._served.stop()
+
+
+class ServedApp:
+    """An ASGI app served by uvicorn on a free 127.0.0.1 port in its own thread and loop."""
+
+    def __init__(self, app: Any, lifespan: str = "on") -> None:
         port = free_port()
         self.url = f"http://127.0.0.1:{port}"
         config = uvicorn.Config(
-            self.app(), host="127.0.0.1", port=port, log_level="warning", lifespan="off"
+            app, host="127.0.0.1", port=port, log_level="warning", lifespan=lifespan
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, daemon=True)
@@ -299,9 +308,8 @@ class FakeLLM:
         wait_listening(port)
 
     def stop(self) -> None:
-        if self._server is not None and self._thread is not None:
-            self._server.should_exit = True
-            self._thread.join(timeout=10)
+        self._server.should_exit = True
+        self._thread.join(timeout=10)
 
 
 def _usage(reply: Reply, body: dict[str, Any]) -> tuple[int, int]:

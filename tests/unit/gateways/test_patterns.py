@@ -12,10 +12,10 @@ from typing import Any
 import httpx
 import pytest
 
-from gateways.deployments import Deployments
-from gateways.errors import LimitExceeded, PipelineError, RunTimeout
-from gateways.executor import Executor
-from gateways.providers import EnvSecretResolver, PriceTable, ProviderRegistry
+from gateways.deployments import Deployments  # noqa: TID251  (the gateway under test)
+from gateways.errors import LimitExceeded, PipelineError, RunTimeout  # noqa: TID251  (the gateway under test)
+from gateways.executor import Executor  # noqa: TID251  (the gateway under test)
+from gateways.providers import EnvSecretResolver, PriceTable, ProviderRegistry  # noqa: TID251  (the gateway under test)
 from policy.workloads import AgentConfig, PipelineConfig, parse_workload
 from tests.fake_llm import FakeLLM, Reply, last_user_text
 
@@ -74,7 +74,8 @@ async def test_sequential_feeds_each_output_to_the_next(fake: FakeLLM, executor:
     p = pipeline("chain", pattern="sequential", agents=["a", "b"])
     result = await executor.run_pipeline(deploy(fake, ["a", "b"], p), "chain", "x")
     assert result.output == "B(A(x))"
-    assert result.run.steps == 2 and result.run.usage.input_tokens > 0
+    assert result.run.steps == 2
+    assert result.run.usage.input_tokens > 0
 
 
 async def test_parallel_fans_out_and_aggregates(fake: FakeLLM, executor: Executor) -> None:
@@ -86,7 +87,8 @@ async def test_parallel_fans_out_and_aggregates(fake: FakeLLM, executor: Executo
     assert json.loads(result.output) == {"a": "alpha", "b": "beta"}
     result = await executor.run_pipeline(deployments, "fan2", "q")
     assert result.output.startswith("AGG q")
-    assert "### a alpha" in result.output and "### b beta" in result.output
+    assert "### a alpha" in result.output
+    assert "### b beta" in result.output
 
 
 async def test_router_sends_the_input_to_the_chosen_route(
@@ -158,14 +160,16 @@ async def test_supervisor_assigns_and_concludes(fake: FakeLLM, executor: Executo
     assert result.output == "shipped add()"
     assert script.calls == {"boss": 2, "coder": 1, "tester": 1}
     second_boss_prompt = last_user_text(fake.requests[-1]["messages"])
-    assert "done: write add()" in second_boss_prompt and "ok: test add()" in second_boss_prompt
+    assert "done: write add()" in second_boss_prompt
+    assert "ok: test add()" in second_boss_prompt
 
 
 async def test_consensus_revises_until_agreement(fake: FakeLLM, executor: Executor) -> None:
     fake.reset(by_agent(a=["4", "4"], b=["5", "4."], c=["4", "4"]))
     p = pipeline("c", pattern="consensus", agents=["a", "b", "c"])
     result = await executor.run_pipeline(deploy(fake, ["a", "b", "c"], p), "c", "2+2?")
-    assert result.output == "4" and result.run.steps == 6
+    assert result.output == "4"
+    assert result.run.steps == 6
 
 
 async def test_consensus_fails_clearly_without_agreement(fake: FakeLLM, executor: Executor) -> None:
@@ -221,7 +225,7 @@ async def test_timeout_stops_a_slow_run(fake: FakeLLM, executor: Executor) -> No
     fake.reset(lambda m, msgs: Reply("late", delay=2.0))
     slow = agent("slow", fake.openai_url, limits={"timeout_seconds": 0.3})
     deployments = Deployments("org", "1", "kid", {"slow": slow}, {})
-    with pytest.raises(RunTimeout, match="timeout_seconds=0.3"):
+    with pytest.raises(RunTimeout, match=r"timeout_seconds=0\.3"):
         await executor.invoke_agent(deployments, "slow", "q")
 
 

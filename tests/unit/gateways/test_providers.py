@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from gateways.errors import ProviderError, ProviderTimeout
-from gateways.providers import (
+from gateways.errors import ProviderError, ProviderTimeout  # noqa: TID251  (the gateway under test)
+from gateways.providers import (  # noqa: TID251  (the gateway under test)
     ChatRequest,
     ChatResult,
     EnvSecretResolver,
@@ -19,7 +19,7 @@ from gateways.providers import (
     ToolSpec,
     Usage,
 )
-from gateways.providers.base import Provider
+from gateways.providers.base import Provider  # noqa: TID251  (the gateway under test)
 from policy.workloads import ModelConfig
 from tests.fake_llm import FakeLLM, Reply
 
@@ -63,13 +63,15 @@ async def test_reply_usage_and_credentials(
 ) -> None:
     fake.reset(lambda m, msgs: Reply("hi there friend", input_tokens=12, output_tokens=3))
     result = await provider(registry, fake, kind).complete(request())
-    assert result.text == "hi there friend" and result.usage == Usage(12, 3)
+    assert result.text == "hi there friend"
+    assert result.usage == Usage(12, 3)
     headers = fake.headers[-1]
     if kind == "openai":
         assert headers["authorization"] == f"Bearer {SECRET}"
         assert fake.requests[-1]["messages"][0] == {"role": "system", "content": "be brief"}
     else:
-        assert headers["x-api-key"] == SECRET and "anthropic-version" in headers
+        assert headers["x-api-key"] == SECRET
+        assert "anthropic-version" in headers
         assert fake.requests[-1]["system"] == "be brief"
 
 
@@ -79,7 +81,8 @@ async def test_streaming_yields_deltas_then_the_result(
 ) -> None:
     fake.reset(lambda m, msgs: Reply("one two three", input_tokens=7, output_tokens=3))
     text, final = await collect(provider(registry, fake, kind), request())
-    assert text == final.text == "one two three" and final.usage == Usage(7, 3)
+    assert text == final.text == "one two three"
+    assert final.usage == Usage(7, 3)
 
 
 @pytest.mark.parametrize("kind", ["openai", "anthropic"])
@@ -95,7 +98,8 @@ async def test_tool_calls(
         else await p.complete(request(tools=True))
     )
     (call,) = result.tool_calls
-    assert call.name == "lookup" and call.arguments == {"q": "kaizen", "n": 2}
+    assert call.name == "lookup"
+    assert call.arguments == {"q": "kaizen", "n": 2}
 
 
 @pytest.mark.parametrize("kind", ["openai", "anthropic"])
@@ -162,7 +166,8 @@ async def test_missing_secret_names_the_variable_not_a_value() -> None:
 def test_price_table_defaults_and_overrides() -> None:
     prices = PriceTable()
     assert prices.cost("gpt-4o-mini", Usage(1_000_000, 1_000_000)) == pytest.approx(0.75)
-    assert prices.cost("unknown-model", Usage(10, 10)) == 0.0 and not prices.known("unknown-model")
+    assert prices.cost("unknown-model", Usage(10, 10)) == 0.0
+    assert not prices.known("unknown-model")
     custom = PriceTable.from_json('{"gpt-4o-mini": [1, 2], "local": [0, 0]}')
     assert custom.cost("gpt-4o-mini", Usage(500_000, 250_000)) == pytest.approx(1.0)
     with pytest.raises(ValueError, match="input_per_1m"):

@@ -51,7 +51,8 @@ def errors(text: str) -> list[dict[str, object]]:
 
 def test_an_agent_and_a_pipeline_parse_with_every_field() -> None:
     agent, pipeline = parse_workload_source(AGENT)
-    assert isinstance(agent, AgentConfig) and isinstance(pipeline, PipelineConfig)
+    assert isinstance(agent, AgentConfig)
+    assert isinstance(pipeline, PipelineConfig)
     assert agent.model.parameters == {"temperature": 0.2}
     assert agent.tools == (
         AgentTool("researcher"),
@@ -63,7 +64,8 @@ def test_an_agent_and_a_pipeline_parse_with_every_field() -> None:
         ),
         McpTool("https://tools.example/mcp", "search"),
     )
-    assert agent.limits.max_steps == 8 and agent.limits.max_cost_usd == 0.5
+    assert agent.limits.max_steps == 8
+    assert agent.limits.max_cost_usd == 0.5
     assert pipeline.pattern == "router"
     assert set(pipeline.agent_names()) == {"support-bot", "billing-bot", "tech-bot"}
 
@@ -123,9 +125,8 @@ def test_pipeline_rules(spec: str, field: str, message: str) -> None:
 def test_json_sources_and_api_bodies_give_field_paths() -> None:
     text = '{"kind": "Agent", "metadata": {"name": "x"}, "spec": {"model": {"provider": "demo"}}}'
     (detail,) = errors(text)
-    assert detail["field"] == "spec.model" and "missing required field 'name'" in str(
-        detail["message"]
-    )
+    assert detail["field"] == "spec.model"
+    assert "missing required field 'name'" in str(detail["message"])
     with pytest.raises(PolicyValidationError) as caught:
         parse_workload({"kind": "Agent", "metadata": {"name": "x"}, "spec": {"model": 3}})
     assert caught.value.details[0]["field"] == "spec.model"
@@ -137,7 +138,8 @@ def test_deployed_to_filters_by_gateway_and_checks_references() -> None:
     assert deployed_to(entries, "gw-1", "data.json") == {"support-bot": agent}
     assert deployed_to(entries, "gw-2", "data.json") == {}
     assert deployed_to(entries, None, "data.json") == {"support-bot": agent}
-    assert isinstance(agent, AgentConfig) and isinstance(pipeline, PipelineConfig)
+    assert isinstance(agent, AgentConfig)
+    assert isinstance(pipeline, PipelineConfig)
     problems = check_references({"support-bot": agent}, [pipeline])
     assert "agent support-bot: tool agent 'researcher' is not deployed" in problems
     assert "pipeline triage: agent 'billing-bot' is not deployed" in problems

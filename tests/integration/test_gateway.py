@@ -1,0 +1,436 @@
+"""The gateway app end to end over real HTTP, with a real signed bundle in static mode.
+
+Real parts: the gateway (uvicorn, FastAPI, the official `mcp` SDK on both sides), a bundle
+built and signed here with policy.compiler/bundle and a fresh Ed25519 key, the fake LLM
+server speaking the OpenAI wire protocol (tests/fake_llm.py). Decision headers are minted
+here exactly as the sidecar mints them (proto/README.md).
+
+Stand-ins, said plainly: a small local stand-in of the control plane's executions ingest
+endpoint (the real control plane is used in the lead's end-to-end test), and a small
+stand-in of the sidecar's HTTP `/authz` and `/settle` with a fixed allow-list (the real
+sidecar is exercised in the end-to-end test with Envoy).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import httpx2
+import jwt
+import pytest
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from gateways.app import create_app  # noqa: TID251  (the gateway under test)
+from gateways.deployments import static_source  # noqa: TID251
+from gateways.settings import GatewaySettings  # noqa: TID251
+from policy.bundle import build_bundle
+from policy.compiler import CompileContext, compile_policy
+from policy.keys import generate_ed25519, load_private_key
+from policy.policy_set import PolicySet
+from tests.fake_llm import FakeLLM, Reply, ServedApp, running_fake_llm
+
+TOKEN = "kgw_" + "t" * 40
+ORG = "org-acme"
+GATEWAY_ID = "gw-1"
+ALLOWED = {"Bearer alice": {"support-bot", "demo-bot"}, "Bearer bob": {"demo-bot"}}
+
+
+def mint(
+    action: str,
+    resource: str,
+    *,
+    sub: str = "user:alice@example.com",
+    org: str = ORG,
+    channel: str = "api",
+    ttl: int = 30,
+    iat: int | None = None,
+    token: str = TOKEN,
+) -> tuple[str, str]:
+    """(decision_id, x-kaizen-decision) as the sidecar signs them on allow."""
+    key = hmac.new(token.encode(), b"kaizen-decision-v1", hashlib.sha256).digest()
+    now = int(time.time()) if iat is None else iat
+    decision_id = uuid.uuid4().hex
+    claims = {
+        "decision_id": decision_id,
+        "sub": sub,
+        "org": org,
+        "roles": ["agent-user"],
+        "action": action,
+        "resource": resource,
+        "channel": channel,
+        "iat": now,
+        "exp": now + ttl,
+    }
+    return decision_id, jwt.encode(claims, key, algorithm="HS256")
+
+
+def agent_doc(name: str, spec: dict[str, Any], gateways: list[str]) -> dict[str, Any]:
+    return {
+        "apiVersion": "kaizen.studio/v1",
+        "kind": "Agent",
+        "metadata": {"name": name, "description": f"The {name}"},
+        "spec": spec,
+        "gateways": gateways,
+    }
+
+
+class Standins:
+    """Executions ingest (control plane) and /authz + /settle (sidecar), recording calls."""
+
+    def __init__(self) -> None:
+        self.executions: dict[str, dict[str, Any]] = {}
+        self.settled: list[dict[str, Any]] = []
+        self.fail_ingest = 0
+        self.ingest_calls = 0
+
+    async def ingest(self, request: Request) -> Response:
+        self.ingest_calls += 1
+        if request.headers.get("authorization") != f"Bearer {TOKEN}":
+            return JSONResponse({"error": {"code": "unauthenticated"}}, 401)
+        if self.fail_ingest > 0:
+            self.fail_ingest -= 1
+            return JSONResponse({"error": {"code": "unavailable"}}, 503)
+        body = await request.json()
+        duplicates = 0
+        for record in body["executions"]:
+            duplicates += record["id"] in self.executions
+            self.executions[record["id"]] = record
+        return JSONResponse(
+            {"accepted": len(body["executions"]) - duplicates, "duplicates": duplicates}
+        )
+
+    async def authz(self, request: Request) -> Response:
+        body = json.loads(await request.body())
+        tool = body["params"]["name"]
+        assert request.headers["x-original-uri"] == "/mcp"
+        allowed = ALLOWED.get(request.headers.get("authorization", ""), set())
+        if tool not in allowed:
+            return JSONResponse({"outcome": "deny"}, 403)
+        return JSONResponse({"outcome": "allow"}, headers={"x-kaizen-decision-id": "list-" + tool})
+
+    async def settle(self, request: Request) -> Response:
+        self.settled.append(await request.json())
+        return Response(status_code=204)
+
+    def app(self) -> Starlette:
+        return Starlette(
+            routes=[
+                Route("/api/v1/executions/ingest", self.ingest, methods=["POST"]),
+                Route("/authz", self.authz, methods=["POST"]),
+                Route("/settle", self.settle, methods=["POST"]),
+            ]
+        )
+
+    def execution(self, decision_id: str, timeout: float = 5.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for record in list(self.executions.values()):
+                if record["decision_id"] == decision_id:
+                    return record
+            time.sleep(0.02)
+        raise AssertionError(f"no execution recorded for {decision_id}")
+
+    def settlement(self, decision_id: str, timeout: float = 5.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for record in list(self.settled):
+                if record["decision_id"] == decision_id:
+                    return record
+            time.sleep(0.02)
+        raise AssertionError(f"no settlement for {decision_id}")
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeLLM]:
+    yield from running_fake_llm()
+
+
+@pytest.fixture(scope="module")
+def standins() -> Iterator[Standins]:
+    standins = Standins()
+    served = ServedApp(standins.app(), lifespan="off")
+    standins.url = served.url  # type: ignore[attr-defined]
+    yield standins
+    served.stop()
+
+
+@pytest.fixture(scope="module")
+def gateway(
+    fake: FakeLLM, standins: Standins, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    model = {"provider": "openai", "name": "m-support", "base_url": fake.openai_url}
+    agents = {
+        "support-bot": agent_doc(
+            "support-bot",
+            {"model": model, "system_prompt": "Be kind.", "input_schema": {"type": "string"}},
+            [GATEWAY_ID],
+        ),
+        "demo-bot": agent_doc(
+            "demo-bot", {"model": {"provider": "demo", "name": "demo"}}, [GATEWAY_ID]
+        ),
+        "slow-bot": agent_doc(
+            "slow-bot",
+            {"model": {**model, "name": "m-slow"}, "limits": {"timeout_seconds": 0.5}},
+            [GATEWAY_ID],
+        ),
+        "elsewhere": agent_doc(
+            "elsewhere", {"model": {"provider": "demo", "name": "demo"}}, ["gw-2"]
+        ),
+    }
+    pipelines = {
+        "chain": {
+            "kind": "Pipeline",
+            "metadata": {"name": "chain"},
+            "spec": {"pattern": "sequential", "agents": ["support-bot", "demo-bot"]},
+            "gateways": [GATEWAY_ID],
+        }
+    }
+    pem, jwks = generate_ed25519("k1")
+    compiled = compile_policy(
+        PolicySet.from_documents([]),
+        CompileContext(organization_id=ORG, jwks=jwks, agents=agents, pipelines=pipelines),
+    )
+    bundle = build_bundle(
+        compiled, revision=7, signing_key=load_private_key(pem), kid="k1", scope=ORG
+    )
+    home = tmp_path_factory.mktemp("gateway")
+    (home / "bundle.tar.gz").write_bytes(bundle)
+    (home / "jwks.json").write_text(json.dumps(jwks))
+    url = standins.url  # type: ignore[attr-defined]
+    settings = GatewaySettings(
+        gateway_token=TOKEN,
+        gateway_id=GATEWAY_ID,
+        control_plane_url=url,
+        sidecar_url=url,
+        gateway_bundle=home / "bundle.tar.gz",
+        gateway_jwks=home / "jwks.json",
+        gateway_prices='{"m-support": [1000, 2000]}',
+    )
+    source = static_source(settings.gateway_bundle, settings.gateway_jwks, None, GATEWAY_ID)
+    served = ServedApp(create_app(settings, source))
+    yield served.url
+    served.stop()
+
+
+@pytest.fixture
+async def client(gateway: str, fake: FakeLLM) -> AsyncIterator[httpx.AsyncClient]:
+    fake.reset()
+    async with httpx.AsyncClient(base_url=gateway, timeout=10) as http:
+        yield http
+
+
+def headers(action: str, resource: str, **kwargs: Any) -> tuple[str, dict[str, str]]:
+    decision_id, token = mint(action, resource, **kwargs)
+    return decision_id, {"x-kaizen-decision": token}
+
+
+async def test_invoke_records_the_execution_and_settles(
+    client: httpx.AsyncClient, fake: FakeLLM, standins: Standins
+) -> None:
+    fake.reset(lambda m, msgs: Reply("Happy to help!", input_tokens=100, output_tokens=20))
+    decision_id, h = headers("invoke", "agent:support-bot", channel="cli")
+    response = await client.post("/v1/agents/support-bot/invoke", json={"input": "hi"}, headers=h)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["output"] == "Happy to help!"
+    assert body["usage"] == {"input_tokens": 100, "output_tokens": 20}
+    assert body["cost_usd"] == pytest.approx(0.14)  # 100 * 1000/1M + 20 * 2000/1M
+    assert fake.requests[-1]["messages"][0] == {"role": "system", "content": "Be kind."}
+    record = standins.execution(decision_id)
+    assert record["id"] == body["execution_id"]
+    assert record["principal"] == "user:alice@example.com"
+    assert (record["kind"], record["name"], record["channel"]) == ("agent", "support-bot", "cli")
+    assert (record["status"], record["tokens_in"], record["tokens_out"]) == ("succeeded", 100, 20)
+    settled = standins.settlement(decision_id)
+    assert settled["actual"] == {"cost_usd": pytest.approx(0.14), "executions": 1}
+
+
+async def test_streaming_with_accept_or_stream_flag(
+    client: httpx.AsyncClient, fake: FakeLLM
+) -> None:
+    fake.reset(lambda m, msgs: Reply("streamed words arrive"))
+    for extra_headers, body in (
+        ({"accept": "text/event-stream"}, {"input": "hi"}),
+        ({}, {"input": "hi", "stream": True}),
+    ):
+        _, h = headers("invoke", "agent:support-bot")
+        async with client.stream(
+            "POST", "/v1/agents/support-bot/invoke", json=body, headers={**h, **extra_headers}
+        ) as response:
+            assert response.status_code == 200
+            assert response.headers["content-type"].startswith("text/event-stream")
+            events = [line async for line in response.aiter_lines() if line.startswith("data:")]
+        deltas = [json.loads(e[5:])["text"] for e in events[:-1]]
+        done = json.loads(events[-1][5:])
+        assert "".join(deltas) == "streamed words arrive"
+        assert done["output"] == "streamed words arrive"
+
+
+async def test_pipeline_run(client: httpx.AsyncClient, fake: FakeLLM, standins: Standins) -> None:
+    fake.reset(lambda m, msgs: Reply("draft answer"))
+    decision_id, h = headers("run", "pipeline:chain")
+    response = await client.post("/v1/pipelines/chain/run", json={"input": "question"}, headers=h)
+    assert response.status_code == 200, response.text
+    assert response.json()["output"].endswith("You said: draft answer")
+    assert response.json()["steps"] == 2
+    assert standins.execution(decision_id)["kind"] == "pipeline"
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: {}, "missing x-kaizen-decision"),
+        (lambda: headers("invoke", "agent:support-bot", token="kgw_forged")[1], "not valid"),
+        (lambda: headers("invoke", "agent:support-bot", iat=int(time.time()) - 60)[1], "expired"),
+        (lambda: headers("invoke", "agent:demo-bot")[1], "issued for another request"),
+        (lambda: headers("run", "agent:support-bot")[1], "issued for another request"),
+        (
+            lambda: headers("invoke", "agent:support-bot", org="org-other")[1],
+            "another organisation",
+        ),
+        (lambda: headers("invoke", "agent:support-bot", ttl=3600)[1], "longer than allowed"),
+        (lambda: {"x-kaizen-decision": "garbage"}, "not valid"),
+    ],
+)
+async def test_calls_without_a_valid_decision_header_are_refused(
+    client: httpx.AsyncClient, fake: FakeLLM, make: Any, message: str
+) -> None:
+    response = await client.post(
+        "/v1/agents/support-bot/invoke", json={"input": "x"}, headers=make()
+    )
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "unauthenticated"
+    assert message in response.json()["error"]["message"]
+    assert fake.requests == []
+
+
+async def test_bad_input_is_a_clean_4xx(client: httpx.AsyncClient) -> None:
+    _, h = headers("invoke", "agent:support-bot")
+    for content, field in (
+        (b"not json", None),
+        (b'{"inpt": 1}', "input"),
+        (b'{"input": 5}', "input"),
+    ):
+        response = await client.post("/v1/agents/support-bot/invoke", content=content, headers=h)
+        assert response.status_code == 422, response.text
+        if field:
+            assert response.json()["error"]["details"]["field"] == field
+    for name in ("nobody", "elsewhere"):  # not in the bundle / deployed to another gateway
+        _, h = headers("invoke", f"agent:{name}")
+        response = await client.post(f"/v1/agents/{name}/invoke", json={"input": "x"}, headers=h)
+        assert response.status_code == 404
+
+
+async def test_provider_failures_are_502_504_and_failed_executions(
+    client: httpx.AsyncClient, fake: FakeLLM, standins: Standins
+) -> None:
+    fake.reset(lambda m, msgs: Reply(mode="garbage"))
+    decision_id, h = headers("invoke", "agent:support-bot")
+    response = await client.post("/v1/agents/support-bot/invoke", json={"input": "x"}, headers=h)
+    assert response.status_code == 502
+    assert response.json()["error"]["code"] == "provider_error"
+    record = standins.execution(decision_id)
+    assert record["status"] == "failed"
+    assert "not JSON" in record["error"]
+
+    fake.reset(lambda m, msgs: Reply("late", delay=3))
+    decision_id, h = headers("invoke", "agent:slow-bot")
+    started = time.monotonic()
+    response = await client.post("/v1/agents/slow-bot/invoke", json={"input": "x"}, headers=h)
+    assert response.status_code == 504
+    assert time.monotonic() - started < 2.5
+    assert "timeout_seconds=0.5" in response.json()["error"]["message"]
+    assert standins.execution(decision_id)["status"] == "failed"
+
+
+async def test_ingest_is_retried_until_acknowledged(
+    client: httpx.AsyncClient, standins: Standins
+) -> None:
+    standins.fail_ingest = 2
+    decision_id, h = headers("invoke", "agent:demo-bot")
+    response = await client.post("/v1/agents/demo-bot/invoke", json={"input": "x"}, headers=h)
+    assert response.status_code == 200
+    assert standins.execution(decision_id, timeout=10)["status"] == "succeeded"
+    assert standins.fail_ingest == 0
+
+
+async def test_protected_resource_metadata(
+    client: httpx.AsyncClient, gateway: str, standins: Standins
+) -> None:
+    response = await client.get("/.well-known/oauth-protected-resource")
+    assert response.status_code == 200
+    assert response.json()["resource"] == gateway + "/mcp"
+    assert response.json()["authorization_servers"] == [standins.url]  # type: ignore[attr-defined]
+
+
+# --- MCP ---------------------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def mcp_client(gateway: str, bearer: str, sub: str) -> AsyncIterator[Client]:
+    """The official SDK client behind a stand-in of Envoy + sidecar that signs each message."""
+
+    async def proxy(request: httpx2.Request) -> None:
+        message = json.loads(request.content or b"{}")
+        method = message.get("method", "")
+        if method == "tools/call":
+            action, resource = "invoke", f"agent:{message['params']['name']}"
+        elif method in ("tools/list", "resources/list", "prompts/list"):
+            action, resource = "list", "mcp:server"
+        else:
+            action, resource = "connect", "mcp:server"
+        request.headers["x-kaizen-decision"] = mint(action, resource, sub=sub, channel="mcp")[1]
+        request.headers["authorization"] = bearer
+
+    async with (
+        httpx2.AsyncClient(event_hooks={"request": [proxy]}, timeout=10) as http,
+        Client(streamable_http_client(gateway + "/mcp", http_client=http)) as client,
+    ):
+        yield client
+
+
+async def test_mcp_lists_only_permitted_tools_and_calls_them(
+    gateway: str, fake: FakeLLM, standins: Standins
+) -> None:
+    fake.reset(lambda m, msgs: Reply("mcp answer"))
+    async with mcp_client(gateway, "Bearer alice", "user:alice@example.com") as alice:
+        tools = {tool.name for tool in (await alice.list_tools()).tools}
+        assert tools == {"support-bot", "demo-bot"}
+        result = await alice.call_tool("support-bot", {"input": "hello"})
+        assert not result.is_error
+        assert result.content[0].text == "mcp answer"
+    async with mcp_client(gateway, "Bearer bob", "user:bob@example.com") as bob:
+        assert {tool.name for tool in (await bob.list_tools()).tools} == {"demo-bot"}
+    records = [r for r in standins.executions.values() if r["channel"] == "mcp"]
+    assert any(r["name"] == "support-bot" and r["status"] == "succeeded" for r in records)
+
+
+async def test_mcp_refuses_bypass_and_answers_bad_json_rpc(client: httpx.AsyncClient) -> None:
+    call = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "demo-bot"}}
+    response = await client.post("/mcp", json=call)
+    assert response.status_code == 401
+    _, h = headers("invoke", "agent:support-bot", channel="mcp")
+    response = await client.post("/mcp", json=call, headers=h)  # signed for another tool
+    assert response.status_code == 401
+    _, h = headers("connect", "mcp:server", channel="mcp")
+    response = await client.post("/mcp", content=b"{nope", headers=h)
+    assert response.json()["error"]["code"] == -32700
+    response = await client.post("/mcp", json=[call], headers=h)
+    assert response.json()["error"]["code"] == -32600
+    response = await client.post(
+        "/mcp", json={"jsonrpc": "2.0", "id": 2, "method": "no/such"}, headers=h
+    )
+    assert response.json()["error"]["code"] == -32601
