@@ -63,6 +63,8 @@ def verdict_response(verdict: Verdict) -> Response:
     if verdict.allowed:
         return _json(200, verdict.body(), [*headers, *verdict.upstream_headers()])
     headers.append(("x-kaizen-decision-id", verdict.decision_id))
+    # nginx auth_request drops the body; the reasons then travel in a header.
+    headers.append(("x-kaizen-reason", "; ".join(verdict.reasons)[:1024]))
     if verdict.approval_request_id is not None:
         headers.append(("x-kaizen-approval-request-id", verdict.approval_request_id))
     if verdict.status == 401:

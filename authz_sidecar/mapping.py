@@ -72,6 +72,11 @@ def map_request(facts: HttpFacts, agents: Mapping[str, Any] | None = None) -> Ma
         _require_post(method, path)
         if facts.body_truncated:
             raise MappingError("MCP request body is too large to authorize")
+        if not facts.body:
+            raise MappingError(
+                "MCP request has no JSON-RPC body to authorize (the proxy must send it: "
+                "Envoy with_request_body; nginx auth_request cannot)"
+            )
         return map_mcp(facts.body, agents or {})
     raise MappingError(f"no gateway route {method} {path[:200]!r} is authorized by the sidecar")
 

@@ -20,7 +20,6 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from string import Template
 from typing import Any
 
 import httpx
@@ -116,11 +115,24 @@ def start_sidecar(
     return process
 
 
+def fill(template: str, **values: object) -> str:
+    """Replace `${NAME}` placeholders only (nginx's own `$variables` stay as they are)."""
+    for name, value in values.items():
+        template = template.replace("${" + name + "}", str(value))
+    if "${" in template:
+        raise ValueError(f"unfilled placeholder near {template[template.index('${') :][:40]!r}")
+    return template
+
+
 def envoy_config(
     listen: int, admin: int, sidecar_grpc: int, upstream: int, *, ext_authz: bool = True
 ) -> str:
-    text = Template(ENVOY_TEMPLATE.read_text()).substitute(
-        LISTEN_PORT=listen, ADMIN_PORT=admin, SIDECAR_GRPC_PORT=sidecar_grpc, UPSTREAM_PORT=upstream
+    text = fill(
+        ENVOY_TEMPLATE.read_text(),
+        LISTEN_PORT=listen,
+        ADMIN_PORT=admin,
+        SIDECAR_GRPC_PORT=sidecar_grpc,
+        UPSTREAM_PORT=upstream,
     )
     if ext_authz:
         return text
@@ -144,6 +156,43 @@ def start_envoy(config: str, directory: Path, admin: int) -> subprocess.Popen[by
     )
     _wait(f"http://127.0.0.1:{admin}/ready", process, "envoy")
     return process
+
+
+def start_nginx(
+    directory: Path, listen: int, sidecar_http: int, upstream: int
+) -> subprocess.Popen[bytes]:
+    binary = nginx_binary()
+    if binary is None:
+        raise RuntimeError("no nginx binary: apt-get install -y nginx")
+    prefix = directory / f"nginx-{listen}"
+    prefix.mkdir(parents=True, exist_ok=True)
+    config = fill(
+        NGINX_TEMPLATE.read_text(),
+        PREFIX=prefix,
+        LISTEN_PORT=listen,
+        SIDECAR_HTTP_PORT=sidecar_http,
+        UPSTREAM_PORT=upstream,
+    )
+    path = prefix / "nginx.conf"
+    path.write_text(config)
+    # master_process off: one process the test can stop; workers would run as nobody.
+    process = spawn([binary, "-p", str(prefix), "-c", str(path), "-g", "master_process off;"])
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"nginx exited: {output(process)}")
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", listen)) == 0:
+                return process
+        time.sleep(0.05)
+    stop(process)
+    raise RuntimeError(f"nginx did not listen on {listen}: {output(process)}")
+
+
+def nginx_binary() -> str | None:
+    return shutil.which("nginx") or (
+        "/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None
+    )
 
 
 def start_helper(kind: str, port: int, *args: str) -> subprocess.Popen[bytes]:
