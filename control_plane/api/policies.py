@@ -39,6 +39,20 @@ async def _notify(request: Request, row: BundleRevision | None) -> None:
         await request.app.state.bundle_events.notify(str(row.organization_id), row.revision)
 
 
+async def refresh_bundle(request: Request, tenant: Tenant, why: str) -> None:
+    """Re-sign the published policies after a credential change, and tell the sidecars."""
+    async with tenant.session() as session:
+        row = await policies.refresh(
+            session,
+            tenant.organization_id,
+            tenant.actor,
+            _keys(request),
+            why=why,
+            issuer=_issuer(request),
+        )
+    await _notify(request, row)
+
+
 def policy_out(policy: Policy, source: str | None) -> schemas.Policy:
     return schemas.Policy(
         id=policy.id,

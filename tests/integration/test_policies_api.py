@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import io
-import tarfile
 from typing import Any
 
 import httpx
@@ -323,3 +321,26 @@ async def test_bad_simulation_input_is_a_deny_not_a_500(
     )
     assert response.status_code == 200
     assert response.json()["outcome"] == "deny"
+
+
+async def test_api_key_changes_re_sign_the_bundle(
+    client: httpx.AsyncClient, owner: Account
+) -> None:
+    """A revoked key leaves the bundle sidecars enforce from, at once."""
+    await _apply(client, owner, POLICIES)
+    assert (await _publish(client, owner)).status_code == 201
+    created = await client.post(
+        "/api/v1/api-keys", json={"name": "ci-bot", "role": "developer"}, headers=owner.headers
+    )
+    bundles = (await client.get("/api/v1/bundles", headers=owner.headers)).json()["items"]
+    assert [(b["revision"], b["reason"]) for b in bundles] == [(1, "publish"), (2, "refresh")]
+    data = await client.get(_bundle_url(owner), headers=owner.headers)
+    verified = load_bundle(data.content, await _jwks(client), scope=owner.organization_id)
+    names = {k["name"] for k in verified.compiled.kaizen["api_keys"].values()}
+    assert names == {"ci-bot"}
+
+    await client.delete(f"/api/v1/api-keys/{created.json()['id']}", headers=owner.headers)
+    data = await client.get(_bundle_url(owner), headers=owner.headers)
+    assert data.headers["etag"] == '"3"'
+    verified = load_bundle(data.content, await _jwks(client), scope=owner.organization_id)
+    assert verified.compiled.kaizen["api_keys"] == {}
