@@ -6,28 +6,28 @@ import { homePath } from "./lib/nav";
 import { LoginPage, SignupPage } from "./pages/Auth";
 import { AccountPage } from "./pages/Account";
 import { PoliciesPage } from "./pages/Policies";
-import { PolicyEditorPage } from "./pages/PolicyEditor";
-import { PolicyDetailPage } from "./pages/PolicyDetail";
-import { SimulatePage } from "./pages/Simulate";
 import { BundlesPage } from "./pages/Bundles";
 import { MembersPage } from "./pages/admin/Members";
 import { TeamsPage } from "./pages/admin/Teams";
 import { ApiKeysPage } from "./pages/admin/ApiKeys";
 import { WorkspacesPage } from "./pages/admin/Workspaces";
 import { AuditPage } from "./pages/admin/Audit";
-import type { ReactNode } from "react";
+import { lazy, Suspense, type ReactNode } from "react";
+
+// The editor pages carry CodeMirror; load them only when opened.
+const PolicyEditorPage = lazy(() => import("./pages/PolicyEditor").then((m) => ({ default: m.PolicyEditorPage })));
+const PolicyDetailPage = lazy(() => import("./pages/PolicyDetail").then((m) => ({ default: m.PolicyDetailPage })));
+const SimulatePage = lazy(() => import("./pages/Simulate").then((m) => ({ default: m.SimulatePage })));
 
 function Guard({ permission, children }: { permission: string; children: ReactNode }) {
   const { can } = useAuth();
-  if (!can(permission)) {
-    return (
-      <section>
-        <h1>Not available</h1>
-        <p>Your role does not allow this page ({permission}). Ask an organisation admin.</p>
-      </section>
-    );
-  }
-  return <>{children}</>;
+  if (can(permission)) return <Suspense fallback={<Loading />}>{children}</Suspense>;
+  return (
+    <section>
+      <h1>Not available</h1>
+      <p>Your role does not allow this page ({permission}). Ask an organisation admin.</p>
+    </section>
+  );
 }
 
 export function App() {
