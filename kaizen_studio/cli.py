@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+import uuid
 from collections.abc import Sequence
 
 from control_plane.settings import Settings
@@ -82,25 +83,36 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 def cmd_keys_rotate(_args: argparse.Namespace) -> int:
     from control_plane.db.migrate import upgrade
     from control_plane.db.session import Database
+    from control_plane.services import policies
+    from control_plane.services.bundle_events import BundleEvents
     from control_plane.services.crypto import load_master_key
     from control_plane.services.keys import KeyRing
 
     settings = Settings()
 
-    async def run() -> str:
+    async def run() -> tuple[str, list[tuple[uuid.UUID, int]]]:
         db = Database(settings.resolved_database_url)
+        events = BundleEvents(settings.redis_url, prefix=settings.redis_prefix)
         try:
             await upgrade(db)
             ring = KeyRing(
                 db, load_master_key(settings), max_token_ttl=settings.access_token_ttl_seconds
             )
             await ring.reload()
-            return await ring.rotate()
+            kid = await ring.rotate()
+            refreshed = await policies.refresh_everywhere(
+                db, ring, why=f"signing key {kid}", issuer=settings.issuer
+            )
+            for organization_id, revision in refreshed:
+                await events.notify(str(organization_id), revision)
+            return kid, refreshed
         finally:
+            await events.close()
             await db.dispose()
 
-    kid = asyncio.run(run())
+    kid, refreshed = asyncio.run(run())
     print(f"new signing key {kid}; previous keys stay published until their tokens expire")
+    print(f"re-signed the published bundle of {len(refreshed)} organisation(s) with it")
     return 0
 
 
@@ -161,6 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
     sidecar.set_defaults(func=cmd_sidecar)
 
     policy_cli.register(sub)  # `policy validate|test|compile`, `bundle build|verify|keygen`
+    from gateways import cli as gateway_cli  # noqa: TID251  (the launcher starts each runtime)
+
+    gateway_cli.register(sub)  # `gateway`, `call AGENT --input TEXT`
     return parser
 
 

@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from control_plane.db.base import utcnow
 from control_plane.db.models import ApiKey, BundleRevision, Organization, Policy, PolicyVersion
+from control_plane.db.session import SYSTEM, Database
 from control_plane.errors import Conflict, Invalid, NotFound
 from control_plane.services import audit
 from control_plane.services.audit import Actor
@@ -558,3 +559,22 @@ async def list_revisions(
         session, select(BundleRevision), BundleRevision, cursor, limit
     )
     return list(rows), next_cursor
+
+
+async def refresh_everywhere(
+    db: Database, keys: KeyRing, *, why: str, issuer: str
+) -> list[tuple[uuid.UUID, int]]:
+    """Re-sign every organisation's published bundle (after the key ring changed, so the
+    JWKS inside each bundle holds the key new access tokens are signed with)."""
+    async with db.session(SYSTEM) as session:
+        organizations = list(
+            await session.scalars(select(BundleRevision.organization_id).distinct())
+        )
+    actor = Actor("system", None, "kaizen-studio", None, None)
+    refreshed = []
+    for organization_id in organizations:
+        async with db.session(organization_id) as session:
+            row = await refresh(session, organization_id, actor, keys, why=why, issuer=issuer)
+        if row is not None:
+            refreshed.append((organization_id, row.revision))
+    return refreshed

@@ -8,9 +8,10 @@ from typing import Any
 import httpx
 import pytest
 
+from control_plane.services import policies
 from policy.bundle import load_bundle
 from policy.errors import BundleVerificationError
-from tests.conftest import Account, member
+from tests.conftest import Account, Stack, member
 
 POLICIES = """\
 apiVersion: kaizen.studio/v1
@@ -344,3 +345,20 @@ async def test_api_key_changes_re_sign_the_bundle(
     assert data.headers["etag"] == '"3"'
     verified = load_bundle(data.content, await _jwks(client), scope=owner.organization_id)
     assert verified.compiled.kaizen["api_keys"] == {}
+
+
+async def test_key_rotation_re_signs_every_published_bundle(
+    client: httpx.AsyncClient, stack: Stack, owner: Account
+) -> None:
+    """After `keys rotate`, each bundle carries (and is signed by) the new key, so sidecars
+    accept access tokens signed with it."""
+    await _apply(client, owner, POLICIES)
+    await _publish(client, owner)
+    keys = stack.app.state.keys
+    new_kid = await keys.rotate()
+    refreshed = await policies.refresh_everywhere(stack.db, keys, why="test", issuer="kaizen")
+    assert [(str(org), revision) for org, revision in refreshed] == [(owner.organization_id, 2)]
+    data = await client.get(_bundle_url(owner), headers=owner.headers)
+    verified = load_bundle(data.content, await _jwks(client), scope=owner.organization_id)
+    assert verified.key_id == new_kid
+    assert new_kid in {k["kid"] for k in verified.compiled.kaizen["jwks"]["keys"]}
