@@ -6,6 +6,7 @@ path ends in a Verdict with a decision id; anything unexpected is a deny, never 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -115,6 +116,7 @@ class Authorizer:
         self.sink = sink
         self.instance = f"{socket.gethostname()}/{os.getpid()}"
         self.counts: dict[str, int] = {}  # decisions by outcome, for status reports
+        self._pending: set[asyncio.Task[None]] = set()
 
     async def check(self, facts: HttpFacts) -> Verdict:
         started = time.perf_counter()
@@ -157,10 +159,10 @@ class Authorizer:
         if outcome == "require_approval" and (grant := facts.headers.get("x-kaizen-approval")):
             outcome, reasons = await self._apply_grant(snapshot, grant, input, decision)
         if outcome == "allow" and decision.reservations:
-            try:
-                self.reservations.remember(decision.decision_id, decision.reservations)
-            except Exception as exc:  # the reservation stands as estimated; only settle is lost
-                log.warning("cannot store reservations of %s: %s", decision.decision_id, exc)
+            # Off the response path: the gateway settles only after the call it forwards.
+            task = asyncio.create_task(self._remember(decision))
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
         result = decision.to_dict()
         result["outcome"], result["reasons"] = outcome, list(reasons)
         approval = decision.decision_id if outcome == "require_approval" else None
@@ -179,6 +181,17 @@ class Authorizer:
             tuple(h for h in facts.headers if h.startswith("x-kaizen-")),
         )
         return verdict, input, result
+
+    async def _remember(self, decision: Decision) -> None:
+        try:
+            await self.reservations.remember(decision.decision_id, decision.reservations)
+        except Exception as exc:  # the reservation stands as estimated; only settle is lost
+            log.warning("cannot store reservations of %s: %s", decision.decision_id, exc)
+
+    async def drain(self) -> None:
+        """Wait for reservations still being stored (shutdown, tests)."""
+        if self._pending:
+            await asyncio.gather(*self._pending, return_exceptions=True)
 
     def _signed(self, decision_id: str, input: Mapping[str, Any]) -> str | None:
         if self.decision_key is None:
@@ -258,7 +271,8 @@ class Authorizer:
 
     async def settle(self, decision_id: str, actual: Mapping[str, float]) -> int:
         """Replace a decision's reservations by real use; the number settled (0: unknown)."""
-        reservations = self.reservations.take(decision_id)
+        await self.drain()
+        reservations = await self.reservations.take(decision_id)
         if not reservations:
             return 0
         ledger = self.holder.ledger

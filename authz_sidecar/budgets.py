@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 import redis
+import redis.asyncio as aioredis
 
 from policy.budgets import BudgetKey, InMemoryBudgetLedger, Reservation
 
@@ -93,9 +94,9 @@ class RedisBudgetLedger:
 
 
 class ReservationBook(Protocol):
-    def remember(self, decision_id: str, reservations: Sequence[Reservation]) -> None: ...
+    async def remember(self, decision_id: str, reservations: Sequence[Reservation]) -> None: ...
 
-    def take(self, decision_id: str) -> list[Reservation] | None:
+    async def take(self, decision_id: str) -> list[Reservation] | None:
         """The reservations of a decision, forgetting them (settle happens once)."""
         ...
 
@@ -107,14 +108,14 @@ class InMemoryReservationBook:
         self._max = max_entries
         self._entries: dict[str, tuple[float, list[Reservation]]] = {}
 
-    def remember(self, decision_id: str, reservations: Sequence[Reservation]) -> None:
+    async def remember(self, decision_id: str, reservations: Sequence[Reservation]) -> None:
         now = time.monotonic()
         with self._lock:
             if len(self._entries) >= self._max:
                 self._entries = {k: v for k, v in self._entries.items() if v[0] > now}
             self._entries[decision_id] = (now + self._ttl, list(reservations))
 
-    def take(self, decision_id: str) -> list[Reservation] | None:
+    async def take(self, decision_id: str) -> list[Reservation] | None:
         with self._lock:
             entry = self._entries.pop(decision_id, None)
         if entry is None or entry[0] < time.monotonic():
@@ -123,19 +124,23 @@ class InMemoryReservationBook:
 
 
 class RedisReservationBook:
-    def __init__(self, ledger: RedisBudgetLedger, prefix: str, ttl_seconds: int = 3600) -> None:
-        self._ledger = ledger
+    """Reservations by decision id in Redis, so any worker can settle them.
+
+    Async (unlike the ledger): storing one waits on Redis without holding up the other
+    requests this worker is serving.
+    """
+
+    def __init__(self, client: aioredis.Redis, prefix: str, ttl_seconds: int = 3600) -> None:
+        self._client = client
         self._prefix = prefix
         self._ttl = ttl_seconds
 
-    def remember(self, decision_id: str, reservations: Sequence[Reservation]) -> None:
+    async def remember(self, decision_id: str, reservations: Sequence[Reservation]) -> None:
         value = json.dumps([_encode(r) for r in reservations])
-        client = self._ledger.client
-        self._ledger._call(lambda: client.set(self._name(decision_id), value, ex=self._ttl))
+        await self._client.set(self._name(decision_id), value, ex=self._ttl)
 
-    def take(self, decision_id: str) -> list[Reservation] | None:
-        client = self._ledger.client
-        raw = self._ledger._call(lambda: client.getdel(self._name(decision_id)))
+    async def take(self, decision_id: str) -> list[Reservation] | None:
+        raw = await self._client.getdel(self._name(decision_id))
         if raw is None:
             return None
         return [_decode(item) for item in json.loads(raw)]

@@ -101,10 +101,16 @@ def _budget_backends(
     if not settings.redis_url:
         return InMemoryBudgetLedger(), InMemoryReservationBook(ttl), InMemoryReplayGuard(), None
     ledger = RedisBudgetLedger.from_url(settings.redis_url, settings.redis_prefix)
-    client = aioredis.Redis.from_url(
-        settings.redis_url, socket_timeout=0.5, socket_connect_timeout=0.5
+    # Blocking pool: a burst waits for a free connection instead of failing.
+    pool = aioredis.BlockingConnectionPool.from_url(
+        settings.redis_url,
+        max_connections=64,
+        timeout=1.0,
+        socket_timeout=0.5,
+        socket_connect_timeout=0.5,
     )
-    book = RedisReservationBook(ledger, settings.redis_prefix, ttl)
+    client = aioredis.Redis(connection_pool=pool)
+    book = RedisReservationBook(client, settings.redis_prefix, ttl)
     return ledger, book, RedisReplayGuard(client, settings.redis_prefix), client
 
 
@@ -254,6 +260,7 @@ class Worker:
         finally:
             http_server.close()
             await grpc_server.stop(SHUTDOWN_GRACE_SECONDS)
+            await self.authorizer.drain()
             for task in self._tasks:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)

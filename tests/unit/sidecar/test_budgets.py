@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 import redis
+import redis.asyncio as aioredis
 
 from authz_sidecar.authorizer import Authorizer
 from authz_sidecar.budgets import (
@@ -32,14 +33,14 @@ def ci_call() -> HttpFacts:
 
 
 def redis_authorizer(verified: VerifiedBundle, prefix: str) -> Authorizer:
-    """One worker's view: its own ledger client and engine, the shared Redis."""
+    """One worker's view: its own Redis clients and engine, the shared Redis."""
     ledger = RedisBudgetLedger.from_url(REDIS_URL, prefix)
     holder = EngineHolder(ledger, issuer=ISSUER, audience=AUDIENCE)
     holder.on_bundle(verified)
     return Authorizer(
         holder,
         replay_guard=InMemoryReplayGuard(),
-        reservations=RedisReservationBook(ledger, prefix),
+        reservations=RedisReservationBook(aioredis.Redis.from_url(REDIS_URL), prefix),
     )
 
 
@@ -107,8 +108,8 @@ async def test_unreachable_redis_denies_budgeted_callers_only(
     assert (await authorizer.check(alice)).status == 200  # no budget applies to alice
 
 
-def test_in_memory_reservation_book_forgets_after_take() -> None:
+async def test_in_memory_reservation_book_forgets_after_take() -> None:
     book = InMemoryReservationBook(ttl_seconds=60)
-    book.remember("d1", [])
-    assert book.take("d1") == []
-    assert book.take("d1") is None
+    await book.remember("d1", [])
+    assert await book.take("d1") == []
+    assert await book.take("d1") is None
