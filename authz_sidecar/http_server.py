@@ -84,8 +84,16 @@ class SidecarHttp:
         self._max_body = max_body
         self._backlog = backlog or (lambda: None)
         self._started = time.time()
+        self._connections: set[asyncio.StreamWriter] = set()
+
+    async def close_connections(self) -> None:
+        """Close idle keep-alive connections (after the listening socket is closed)."""
+        for writer in list(self._connections):
+            writer.close()
+        await asyncio.sleep(0)
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._connections.add(writer)
         peer = writer.get_extra_info("peername")
         peer_ip = peer[0] if isinstance(peer, tuple) else None
         try:
@@ -104,6 +112,7 @@ class SidecarHttp:
         except (ConnectionError, asyncio.CancelledError):
             return
         finally:
+            self._connections.discard(writer)
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()

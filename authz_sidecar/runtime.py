@@ -259,6 +259,7 @@ class Worker:
             await self._stop.wait()
         finally:
             http_server.close()
+            await self.http.close_connections()
             await grpc_server.stop(SHUTDOWN_GRACE_SECONDS)
             await self.authorizer.drain()
             for task in self._tasks:

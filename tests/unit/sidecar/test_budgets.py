@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import pytest
@@ -32,16 +33,30 @@ def ci_call() -> HttpFacts:
     return HttpFacts("POST", CI, {"authorization": f"Bearer {API_KEY}"})
 
 
-def redis_authorizer(verified: VerifiedBundle, prefix: str) -> Authorizer:
-    """One worker's view: its own Redis clients and engine, the shared Redis."""
-    ledger = RedisBudgetLedger.from_url(REDIS_URL, prefix)
-    holder = EngineHolder(ledger, issuer=ISSUER, audience=AUDIENCE)
-    holder.on_bundle(verified)
-    return Authorizer(
-        holder,
-        replay_guard=InMemoryReplayGuard(),
-        reservations=RedisReservationBook(aioredis.Redis.from_url(REDIS_URL), prefix),
-    )
+@pytest.fixture
+async def workers(
+    verified: VerifiedBundle, redis_prefix: str, sync_redis: redis.Redis
+) -> AsyncIterator[list[Authorizer]]:
+    """Two workers' views: each its own Redis clients and engine, the shared Redis."""
+    ledgers = [RedisBudgetLedger.from_url(REDIS_URL, redis_prefix) for _ in range(2)]
+    clients = [aioredis.Redis.from_url(REDIS_URL) for _ in range(2)]
+    authorizers = []
+    for ledger, client in zip(ledgers, clients, strict=True):
+        holder = EngineHolder(ledger, issuer=ISSUER, audience=AUDIENCE)
+        holder.on_bundle(verified)
+        authorizers.append(
+            Authorizer(
+                holder,
+                replay_guard=InMemoryReplayGuard(),
+                reservations=RedisReservationBook(client, redis_prefix),
+            )
+        )
+    yield authorizers
+    for authorizer in authorizers:
+        await authorizer.drain()
+    for ledger, client in zip(ledgers, clients, strict=True):
+        ledger.client.close()
+        await client.aclose()
 
 
 def test_reserve_release_settle_and_expiry(sync_redis: redis.Redis, redis_prefix: str) -> None:
@@ -68,12 +83,14 @@ def test_concurrent_reservations_are_atomic(sync_redis: redis.Redis, redis_prefi
     for thread in threads:
         thread.join()
     assert ledgers[0].usage(KEY) == 200.0
+    for ledger in ledgers:
+        ledger.client.close()
 
 
 async def test_budget_limit_is_shared_and_settled_from_another_worker(
-    sync_redis: redis.Redis, redis_prefix: str, verified: VerifiedBundle
+    sync_redis: redis.Redis, redis_prefix: str, workers: list[Authorizer]
 ) -> None:
-    one, two = redis_authorizer(verified, redis_prefix), redis_authorizer(verified, redis_prefix)
+    one, two = workers
     first = await one.check(ci_call())
     second = await two.check(ci_call())
     assert (first.status, second.status) == (200, 200)
@@ -106,6 +123,7 @@ async def test_unreachable_redis_denies_budgeted_callers_only(
     assert "Redis budget store is unreachable" in verdict.reasons[0]
     alice = HttpFacts("POST", CI, {"authorization": f"Bearer {access_token(keys)}"})
     assert (await authorizer.check(alice)).status == 200  # no budget applies to alice
+    dead.close()
 
 
 async def test_in_memory_reservation_book_forgets_after_take() -> None:

@@ -34,10 +34,13 @@ from tests.unit.sidecar.factory import (
 @pytest.fixture
 async def http(authorizer: Authorizer) -> AsyncIterator[httpx.AsyncClient]:
     port = free_port()
-    server = await start_http_server(SidecarHttp(authorizer, max_body=1 << 20), "127.0.0.1", port)
+    app = SidecarHttp(authorizer, max_body=1 << 20)
+    server = await start_http_server(app, "127.0.0.1", port)
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
         yield client
     server.close()
+    await app.close_connections()
+    await server.wait_closed()
 
 
 @pytest.fixture
@@ -138,6 +141,7 @@ async def test_malformed_http_gets_a_clear_4xx(
     await writer.drain()
     line = await reader.readline()
     writer.close()
+    await writer.wait_closed()
     assert line.startswith(f"HTTP/1.1 {status} ".encode()), line
 
 
