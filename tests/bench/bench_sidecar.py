@@ -37,9 +37,9 @@ _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
 
 def _hey(url: str, token: str, rate: int) -> dict[str, float]:
     workers = max(1, min(50, rate // 20))
+    load = ["-z", f"{DURATION}s", "-c", str(workers), "-q", str(rate / workers)]
     out = subprocess.run(
-        ["hey", "-z", f"{DURATION}s", "-c", str(workers), "-q", str(rate / workers)]
-        + ["-m", "POST", "-H", f"Authorization: Bearer {token}", url],
+        ["hey", *load, "-m", "POST", "-H", f"Authorization: Bearer {token}", url],
         capture_output=True,
         text=True,
         check=True,
