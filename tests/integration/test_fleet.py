@@ -32,10 +32,10 @@ async def _gateway(client: httpx.AsyncClient, who: Account, name: str = "edge") 
     return body
 
 
-def _decision(decision_id: str, outcome: str = "allow") -> dict[str, Any]:
+def _decision(decision_id: str, outcome: str = "allow", second: int = 0) -> dict[str, Any]:
     return {
         "decision_id": decision_id,
-        "time": "2026-11-26T10:00:00Z",
+        "time": f"2026-11-26T10:00:{second:02d}Z",
         "input": {
             "principal": {"id": "user:alice@example.com", "type": "user"},
             "action": "invoke",
@@ -166,7 +166,7 @@ async def test_decision_ingest_is_idempotent_and_tenant_bound(
     client: httpx.AsyncClient, owner: Account
 ) -> None:
     credential = (await _gateway(client, owner))["credential"]
-    batch = {"decisions": [_decision("d1"), _decision("d2", "deny"), _decision("d1")]}
+    batch = {"decisions": [_decision("d1"), _decision("d2", "deny", 1), _decision("d1")]}
     first = await client.post("/api/v1/decisions/ingest", json=batch, headers=_bearer(credential))
     assert first.json() == {"accepted": 2, "duplicates": 1}
     again = await client.post("/api/v1/decisions/ingest", json=batch, headers=_bearer(credential))
