@@ -32,6 +32,7 @@ from gateways.executions import Execution, ExecutionRecorder, Settler
 from gateways.executor import Executor, RunResult
 from gateways.mcp_server import McpEndpoint, ask_sidecar, build_server, session_manager
 from gateways.providers import EnvSecretResolver, PriceTable, ProviderRegistry, SecretResolver
+from gateways.providers.http import new_client
 from gateways.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
@@ -118,9 +119,7 @@ def create_app(
     secrets: SecretResolver | None = None,
     http: httpx.AsyncClient | None = None,
 ) -> FastAPI:
-    client = http or httpx.AsyncClient(
-        limits=httpx.Limits(max_connections=500, max_keepalive_connections=100)
-    )
+    client = http or new_client()
     prices = PriceTable.from_json(settings.gateway_prices)
     token = settings.gateway_token.get_secret_value()
     state = GatewayState(

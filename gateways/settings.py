@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import SecretStr
+from pydantic import SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -29,3 +29,10 @@ class GatewaySettings(BaseSettings):
     gateway_ingest_batch: int = 500
     gateway_ingest_buffer: int = 100_000
     log_level: str = "INFO"
+
+    @field_validator("gateway_token")
+    @classmethod
+    def _token_present(cls, value: SecretStr) -> SecretStr:
+        if len(value.get_secret_value()) < 16:
+            raise ValueError("KAIZEN_GATEWAY_TOKEN must be the gateway's credential (kgw_…)")
+        return value

@@ -351,3 +351,35 @@ def running_fake_llm() -> Iterator[FakeLLM]:
         yield fake
     finally:
         fake.stop()
+
+
+def _standalone(port: int) -> None:
+    """`python -m tests.fake_llm PORT`: the fake LLM answering a fixed reply, plus a bare
+    executions-ingest and sidecar-settle stand-in, for benchmarks in a separate process."""
+    fake = FakeLLM()
+    fake.reset(lambda m, msgs: Reply("The answer is 42.", input_tokens=50, output_tokens=8))
+
+    async def ingest(request: Request) -> Response:
+        body = await request.json()
+        return JSONResponse({"accepted": len(body["executions"]), "duplicates": 0})
+
+    async def settle(request: Request) -> Response:
+        return Response(status_code=204)
+
+    app = fake.app()
+    app.router.routes.append(Route("/api/v1/executions/ingest", ingest, methods=["POST"]))
+    app.router.routes.append(Route("/settle", settle, methods=["POST"]))
+    fake.requests = _Discard()  # a benchmark must not grow memory per request
+    fake.headers = _Discard()
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+
+
+class _Discard(list):  # type: ignore[type-arg]
+    def append(self, _item: Any) -> None:
+        return None
+
+
+if __name__ == "__main__":
+    import sys
+
+    _standalone(int(sys.argv[1]))

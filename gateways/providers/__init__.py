@@ -19,6 +19,7 @@ from gateways.providers.base import (
     Usage,
 )
 from gateways.providers.demo import DemoProvider
+from gateways.providers.http import new_client
 from gateways.providers.openai import DEFAULT_BASE_URLS, OpenAIProvider
 from gateways.providers.prices import PriceTable
 from gateways.providers.secrets import EnvSecretResolver, SecretResolver
@@ -43,9 +44,7 @@ class ProviderRegistry:
 
     def __init__(self, secrets: SecretResolver, client: httpx.AsyncClient | None = None) -> None:
         self._secrets = secrets
-        self._client = client or httpx.AsyncClient(
-            limits=httpx.Limits(max_connections=500, max_keepalive_connections=100)
-        )
+        self._client = client or new_client()
         self._owns_client = client is None
         self._providers: dict[tuple[str, str, str | None], Provider] = {}
         self._demo = DemoProvider()

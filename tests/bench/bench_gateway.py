@@ -1,0 +1,155 @@
+"""Gateway agent call answered by the local fake LLM: the gateway's own added latency.
+
+The fake LLM (with bare ingest/settle stand-ins) and the gateway (`kaizen-studio gateway`
+with a signed bundle in static mode) each run in their own process, as in production; the
+client is this process. In one run, sequential requests over keep-alive HTTP/1.1 on
+127.0.0.1:
+- `provider direct`: the same chat-completions request straight to the fake LLM (baseline);
+- `gateway invoke`: `POST /v1/agents/bench-bot/invoke` with a freshly minted decision
+  header per call (verify, executor, provider call, execution record + settle in the
+  background);
+- `gateway stream`: the same call as SSE.
+Prints p50/p99 (ms) and the gateway's overhead over the direct call. Envoy + sidecar in
+front are measured in the lead's end-to-end benchmark. Nothing is asserted.
+
+Run: `.venv/bin/python -m tests.bench bench_gateway`
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from tempfile import TemporaryDirectory
+
+import httpx
+
+from policy.bundle import build_bundle
+from policy.compiler import CompileContext, compile_policy
+from policy.keys import generate_ed25519, load_private_key
+from policy.policy_set import PolicySet
+from tests.fake_llm import free_port, wait_listening
+from tests.integration.test_gateway import ORG, TOKEN, agent_doc, mint
+
+REQUESTS, WARMUP = 1000, 100
+
+
+def percentiles(samples: list[float]) -> tuple[float, float]:
+    ordered = sorted(samples)
+    return statistics.median(ordered), ordered[int(len(ordered) * 0.99) - 1]
+
+
+def measure(call: Callable[[], None]) -> list[float]:
+    for _ in range(WARMUP):
+        call()
+    out = []
+    for _ in range(REQUESTS):
+        started = time.perf_counter()
+        call()
+        out.append((time.perf_counter() - started) * 1000)
+    return out
+
+
+def main() -> None:
+    fake_port, gateway_port = free_port(), free_port()
+    fake_url = f"http://127.0.0.1:{fake_port}"
+    processes = [
+        subprocess.Popen([sys.executable, "-m", "tests.fake_llm", str(fake_port)])
+    ]
+    with TemporaryDirectory() as tmp:
+        home = Path(tmp)
+        model = {"provider": "openai", "name": "gpt-4o-mini", "base_url": fake_url + "/v1"}
+        agents = {
+            "bench-bot": agent_doc("bench-bot", {"model": model, "system_prompt": "Be brief."}, [])
+        }
+        pem, jwks = generate_ed25519("k1")
+        compiled = compile_policy(
+            PolicySet.from_documents([]),
+            CompileContext(organization_id=ORG, jwks=jwks, agents=agents),
+        )
+        bundle = build_bundle(
+            compiled, revision=1, signing_key=load_private_key(pem), kid="k1", scope=ORG
+        )
+        (home / "b.tar.gz").write_bytes(bundle)
+        (home / "jwks.json").write_text(json.dumps(jwks))
+        env = {
+            **os.environ,
+            "KAIZEN_GATEWAY_TOKEN": TOKEN,
+            "KAIZEN_GATEWAY_PORT": str(gateway_port),
+            "KAIZEN_GATEWAY_BUNDLE": str(home / "b.tar.gz"),
+            "KAIZEN_GATEWAY_JWKS": str(home / "jwks.json"),
+            "KAIZEN_CONTROL_PLANE_URL": fake_url,
+            "KAIZEN_SIDECAR_URL": fake_url,
+            "KAIZEN_LOG_LEVEL": "WARNING",
+        }
+        cli = [sys.executable, "-c", "from kaizen_studio.cli import main; main()", "gateway"]
+        processes.append(subprocess.Popen(cli, env=env))
+        try:
+            wait_listening(fake_port)
+            wait_listening(gateway_port, timeout=30)
+            results = run_all(fake_url, f"http://127.0.0.1:{gateway_port}")
+        finally:
+            for process in processes:
+                process.terminate()
+                process.wait(timeout=10)
+    report(results)
+
+
+def run_all(fake_url: str, gateway_url: str) -> dict[str, list[float]]:
+    direct_body = {
+        "model": "gpt-4o-mini",
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "What is six times seven?"},
+        ],
+    }
+    with httpx.Client(timeout=10) as http:
+
+        def direct() -> None:
+            response = http.post(fake_url + "/v1/chat/completions", json=direct_body)
+            assert response.status_code == 200
+
+        def invoke() -> None:
+            header = mint("invoke", "agent:bench-bot")[1]
+            response = http.post(
+                gateway_url + "/v1/agents/bench-bot/invoke",
+                json={"input": "What is six times seven?"},
+                headers={"x-kaizen-decision": header},
+            )
+            assert response.status_code == 200, response.text
+
+        def stream() -> None:
+            header = mint("invoke", "agent:bench-bot")[1]
+            with http.stream(
+                "POST",
+                gateway_url + "/v1/agents/bench-bot/invoke",
+                json={"input": "What is six times seven?", "stream": True},
+                headers={"x-kaizen-decision": header},
+            ) as response:
+                assert response.status_code == 200
+                for _ in response.iter_bytes():
+                    pass
+
+        return {
+            "provider direct": measure(direct),
+            "gateway invoke": measure(invoke),
+            "gateway stream (SSE)": measure(stream),
+        }
+
+
+def report(results: dict[str, list[float]]) -> None:
+    base_p50, base_p99 = percentiles(results["provider direct"])
+    print(f"{REQUESTS} sequential requests each (after {WARMUP} warm-up), ms")
+    print(f"{'':24} {'p50':>8} {'p99':>8} {'+p50':>8} {'+p99':>8}")
+    for name, samples in results.items():
+        p50, p99 = percentiles(samples)
+        print(f"{name:24} {p50:8.3f} {p99:8.3f} {p50 - base_p50:8.3f} {p99 - base_p99:8.3f}")
+
+
+if __name__ == "__main__":
+    main()
