@@ -58,9 +58,7 @@ def measure(call: Callable[[], None]) -> list[float]:
 def main() -> None:
     fake_port, gateway_port = free_port(), free_port()
     fake_url = f"http://127.0.0.1:{fake_port}"
-    processes = [
-        subprocess.Popen([sys.executable, "-m", "tests.fake_llm", str(fake_port)])
-    ]
+    processes = [subprocess.Popen([sys.executable, "-m", "tests.fake_llm", str(fake_port)])]
     with TemporaryDirectory() as tmp:
         home = Path(tmp)
         model = {"provider": "openai", "name": "gpt-4o-mini", "base_url": fake_url + "/v1"}
