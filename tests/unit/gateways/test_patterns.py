@@ -6,18 +6,20 @@ Each agent uses its own model name (`m-<agent>`), so a script can answer as that
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
+import mcp.types as types
 import pytest
+from mcp.server.lowlevel import Server
 
 from gateways.deployments import Deployments  # noqa: TID251  (the gateway under test)
 from gateways.errors import LimitExceeded, PipelineError, RunTimeout  # noqa: TID251  (the gateway under test)
 from gateways.executor import Executor  # noqa: TID251  (the gateway under test)
 from gateways.providers import EnvSecretResolver, PriceTable, ProviderRegistry  # noqa: TID251  (the gateway under test)
 from policy.workloads import AgentConfig, PipelineConfig, parse_workload
-from tests.fake_llm import FakeLLM, Reply, last_user_text
+from tests.fake_llm import FakeLLM, Reply, ServedApp, last_user_text
 
 
 def agent(name: str, url: str, provider: str = "openai", **spec: Any) -> AgentConfig:
@@ -264,3 +266,43 @@ async def test_an_agent_calling_itself_is_cut_by_max_steps(
     loop = agent("loop", fake.openai_url, tools=[{"agent": "loop"}], limits={"max_steps": 4})
     with pytest.raises(LimitExceeded, match="max_steps=4"):
         await executor.invoke_agent(Deployments("o", "1", "k", {"loop": loop}, {}), "loop", "q")
+
+
+@pytest.fixture(scope="module")
+def remote_mcp() -> Iterator[str]:
+    """A small MCP server built with the official SDK, serving one tool `lookup`."""
+
+    async def list_tools(ctx: Any, params: Any) -> types.ListToolsResult:
+        return types.ListToolsResult(
+            tools=[types.Tool(name="lookup", input_schema={"type": "object"})]
+        )
+
+    async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
+        text = f"found {json.dumps(params.arguments, sort_keys=True)}"
+        return types.CallToolResult(content=[types.TextContent(text=text)])
+
+    server = Server("remote", on_list_tools=list_tools, on_call_tool=call_tool)
+    app = server.streamable_http_app(stateless_http=True, json_response=True)
+    served = ServedApp(app)
+    yield served.url + "/mcp"
+    served.stop()
+
+
+async def test_agents_call_tools_of_remote_mcp_servers(
+    fake: FakeLLM, executor: Executor, remote_mcp: str
+) -> None:
+    def script(model: str, messages: list[dict[str, Any]]) -> Reply | str:
+        if messages[-1].get("role") == "tool":
+            return "tool said: " + str(messages[-1]["content"])
+        return Reply(tool_calls=[("kb", {"q": "refunds"})])
+
+    fake.reset(script)
+    main = agent(
+        "main",
+        fake.openai_url,
+        tools=[{"mcp": {"server_url": remote_mcp, "tool": "lookup", "name": "kb"}}],
+    )
+    result = await executor.invoke_agent(
+        Deployments("o", "1", "k", {"main": main}, {}), "main", "q"
+    )
+    assert result.output == 'tool said: found {"q": "refunds"}'
