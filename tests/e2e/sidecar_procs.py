@@ -103,11 +103,13 @@ def start_sidecar(
 ) -> subprocess.Popen[bytes]:
     environ = {k: v for k, v in os.environ.items() if not k.startswith("KAIZEN_")}
     environ.update(
-        KAIZEN_HOME=str(home),
-        KAIZEN_SIDECAR_GRPC_PORT=str(grpc_port),
-        KAIZEN_SIDECAR_HTTP_PORT=str(http_port),
-        KAIZEN_LOG_LEVEL="WARNING",
-        **env,
+        {
+            "KAIZEN_HOME": str(home),
+            "KAIZEN_SIDECAR_GRPC_PORT": str(grpc_port),
+            "KAIZEN_SIDECAR_HTTP_PORT": str(http_port),
+            "KAIZEN_LOG_LEVEL": "WARNING",
+            **env,
+        }
     )
     process = spawn([str(BIN / "kaizen-studio"), "sidecar"], env=environ)
     if wait:
