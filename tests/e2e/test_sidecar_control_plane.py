@@ -172,7 +172,6 @@ def test_publish_enforce_survive_an_outage_and_ship_the_logs(
             took = _eventually(lambda: invoke("support-bot") == 403, 10, "enforcing revision 2")
             assert took < 5, f"propagation took {took:.2f} s"
             assert invoke("legacy-bot") == 200
-            made = 6 + 1  # calls above, plus at least one while waiting for revision 2
 
             # The control plane goes away: decisions go on, and so does a restarted sidecar.
             control_plane.stop()
@@ -184,7 +183,6 @@ def test_publish_enforce_survive_an_outage_and_ship_the_logs(
             assert str(status.get("bundle_revision")) == "2", status
             assert invoke("support-bot", during_outage=True) == 403
             assert invoke("legacy-bot", during_outage=True) == 200
-            made += 4
 
             # It comes back: every buffered decision arrives, once.
             control_plane.start()
@@ -211,7 +209,7 @@ def test_publish_enforce_survive_an_outage_and_ship_the_logs(
                     and set(outage_ids) <= {d["decision_id"] for d in logged()}
                 ),
                 45,
-                f"{made} decision logs arriving",
+                "the decisions made during the outage arriving",
             )
             decisions = logged()
             ids = [d["decision_id"] for d in decisions]
