@@ -22,6 +22,7 @@ MCP_SERVER_RESOURCE = "mcp:server"
 # MCP methods that open, keep or describe a session; they need `connect`/`list` on mcp:server.
 _MCP_SESSION_ACTIONS = {
     "initialize": "connect",
+    "server/discover": "connect",  # the official SDK (mcp 2.x) opens with it
     "ping": "connect",
     "tools/list": "list",
     "resources/list": "list",
