@@ -11,12 +11,19 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, Request, Response
 from sqlalchemy import select
 
-from control_plane.api.deps import Cursor, Limit, Tenant, bearer, get_principal, requires
+from control_plane.api.deps import (
+    Cursor,
+    Limit,
+    Tenant,
+    bearer,
+    get_gateway,
+    get_principal,
+    requires,
+)
 from control_plane.api.policies import revision_out
 from control_plane.db.models import BundleRevision
 from control_plane.db.session import Database
 from control_plane.errors import NotFound
-from control_plane.observability import organization_id_var
 from control_plane.schemas.base import Page
 from control_plane.schemas.policies import BundleRevision as RevisionOut
 from control_plane.services import gateways, policies
@@ -41,11 +48,8 @@ async def list_bundles(
 
 async def _reader_organization(request: Request) -> uuid.UUID:
     """A gateway credential, or a user/API key allowed to read bundles."""
-    db: Database = request.app.state.db
-    credential = bearer(request)
-    if credential.startswith(gateways.CREDENTIAL_PREFIX):
-        identity = await gateways.authenticate(db, credential)
-        organization_id_var.set(str(identity.organization_id))
+    if bearer(request).startswith(gateways.CREDENTIAL_PREFIX):
+        identity = await get_gateway(request, request.app.state.db)
         return identity.organization_id
     principal = await get_principal(request, request.app.state.auth)
     principal.require("bundles", "read")

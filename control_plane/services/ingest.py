@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Table, insert
+from sqlalchemy import Table
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -72,15 +72,12 @@ async def _insert_new(
     table: Table = model.__table__  # type: ignore[assignment]
     statement: Any
     if dialect == "postgresql":
-        statement = postgresql.insert(table).on_conflict_do_nothing(
-            index_elements=["organization_id", key]
-        )
+        statement = postgresql.insert(table)
     elif dialect == "sqlite":
-        statement = sqlite.insert(table).on_conflict_do_nothing(
-            index_elements=["organization_id", key]
-        )
-    else:  # pragma: no cover - only the two supported databases reach here
-        statement = insert(table)
+        statement = sqlite.insert(table)
+    else:
+        raise RuntimeError(f"ingest supports PostgreSQL and SQLite, not {dialect}")
+    statement = statement.on_conflict_do_nothing(index_elements=["organization_id", key])
     result = await session.execute(statement.returning(table.c[key]), unique)
     accepted = len(result.all())
     return accepted, len(rows) - accepted

@@ -303,8 +303,7 @@ async def compile_context(
     )
 
 
-def _compile(sources: list[tuple[str, str]], context: CompileContext) -> CompiledPolicy:
-    policy_set = _policy_set(sources)
+def _compile(policy_set: PolicySet, context: CompileContext) -> CompiledPolicy:
     try:
         return compile_policy(policy_set, context)
     except (CompileError, RegoCompileError) as exc:
@@ -323,7 +322,7 @@ async def _selected(session: AsyncSession, draft: bool) -> dict[str, int]:
 def _simulate(
     sources: list[tuple[str, str]], context: CompileContext, decision_input: dict[str, Any]
 ) -> dict[str, Any]:
-    engine = DecisionEngine(_compile(sources, context), cache_size=0)
+    engine = DecisionEngine(_compile(_policy_set(sources), context), cache_size=0)
     try:
         return engine.decide(decision_input, dry_run=True, explain=True).to_dict()
     finally:
@@ -349,7 +348,7 @@ async def simulate(
 
 def _run_tests(sources: list[tuple[str, str]], context: CompileContext) -> PolicyTestReport:
     policy_set = _policy_set(sources)
-    return run_policy_tests(policy_set, _compile(sources, context))
+    return run_policy_tests(policy_set, _compile(policy_set, context))
 
 
 def report_dict(report: PolicyTestReport) -> dict[str, Any]:
@@ -389,7 +388,7 @@ def _build(
     run_tests: bool,
 ) -> _Built:
     policy_set = _policy_set(sources)
-    compiled = _compile(sources, context)
+    compiled = _compile(policy_set, context)
     report = run_policy_tests(policy_set, compiled) if run_tests else PolicyTestReport(())
     if not report.passed:
         return _Built(b"", report)
