@@ -1,0 +1,21 @@
+"""agents, pipelines and deployments (M4)
+
+Revision ID: 0004
+Revises: 0003
+Create Date: 2026-11-26
+"""
+
+from collections.abc import Sequence
+
+revision: str = "0004"
+down_revision: str | None = "0003"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    """Reserved slot in the chain; its owner fills it with the tables it adds."""
+
+
+def downgrade() -> None:
+    """Reserved slot in the chain."""

@@ -1,0 +1,21 @@
+"""decision-log store: chain, partitions, indexes (M5)
+
+Revision ID: 0005
+Revises: 0004
+Create Date: 2026-11-26
+"""
+
+from collections.abc import Sequence
+
+revision: str = "0005"
+down_revision: str | None = "0004"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    """Reserved slot in the chain; its owner fills it with the tables it adds."""
+
+
+def downgrade() -> None:
+    """Reserved slot in the chain."""
