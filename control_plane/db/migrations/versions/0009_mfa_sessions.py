@@ -1,4 +1,4 @@
-"""MFA, browser sessions and secrets (M7)
+"""MFA and browser sessions (M7)
 
 Revision ID: 0009
 Revises: 0008
