@@ -256,3 +256,241 @@ GLOBAL_MODELS: dict[type[Base], str] = {
     User: "a person may belong to several organisations; reached through Membership",
     SigningKey: "platform key material shared by every tenant; public halves are published",
 }
+
+
+# -- secrets (M7): the database backend of the secrets interface ------------------------------
+
+
+class Secret(TenantScoped, Base):
+    """One secret, envelope-encrypted: `ciphertext` under its own data key, and that data key
+    wrapped by the master key named by `key_id` (rotatable without touching `ciphertext`)."""
+
+    __tablename__ = "secrets"
+    __table_args__ = (UniqueConstraint("organization_id", "name"),)
+
+    name: Mapped[str] = mapped_column(String(300))
+    ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
+    wrapped_key: Mapped[bytes] = mapped_column(LargeBinary)
+    key_id: Mapped[str] = mapped_column(String(128), index=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+# -- agents, pipelines and deployments (M4) ---------------------------------------------------
+
+
+class Workload(TenantScoped, Base):
+    """An agent or a pipeline by name; its configs live in versions."""
+
+    __tablename__ = "workloads"
+    __table_args__ = (UniqueConstraint("organization_id", "kind", "name"),)
+
+    kind: Mapped[str] = mapped_column(String(16))  # agent | pipeline
+    name: Mapped[str] = mapped_column(String(128))
+    latest_version: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class WorkloadVersion(TenantScoped, Base):
+    """One immutable config of a workload: the document as written and as validated."""
+
+    __tablename__ = "workload_versions"
+    __table_args__ = (UniqueConstraint("workload_id", "version"),)
+
+    workload_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("workloads.id", ondelete="CASCADE"), index=True
+    )
+    version: Mapped[int] = mapped_column(Integer)
+    config: Mapped[dict[str, Any]] = mapped_column(JSON)  # policy.workloads `to_dict()`
+    source: Mapped[str] = mapped_column(Text)
+    sha256: Mapped[str] = mapped_column(String(64))  # of the canonical JSON of `config`
+    created_by: Mapped[str | None] = mapped_column(String(320))
+
+
+class Deployment(TenantScoped, Base):
+    """A workload version served by a gateway; `requires` pins the versions of the agents it
+    references (tools, pipeline roles), which ride along in the bundle."""
+
+    __tablename__ = "deployments"
+    __table_args__ = (UniqueConstraint("gateway_id", "kind", "name"),)
+
+    gateway_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("gateways.id", ondelete="CASCADE"), index=True
+    )
+    workload_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("workloads.id", ondelete="CASCADE"), index=True
+    )
+    kind: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str] = mapped_column(String(128))
+    version: Mapped[int] = mapped_column(Integer)
+    requires: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)
+    created_by: Mapped[str | None] = mapped_column(String(320))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+# -- single sign-on (M7): OIDC and SAML providers, email-domain routing, enforced SSO ------
+
+
+class SsoProvider(TenantScoped, Base):
+    """An organisation's identity provider. Its OIDC client secret and SAML SP private key
+    live in the secrets store (`sso/<id>/client_secret`, `sso/<id>/sp_key`), never here."""
+
+    __tablename__ = "sso_providers"
+    __table_args__ = (UniqueConstraint("organization_id", "name"),)
+
+    type: Mapped[str] = mapped_column(String(8))  # oidc | saml
+    name: Mapped[str] = mapped_column(String(100))
+    preset: Mapped[str] = mapped_column(String(16))  # azure_ad | okta | google | generic
+    enabled: Mapped[bool] = mapped_column(default=True)
+    issuer: Mapped[str | None] = mapped_column(String(2048))
+    discovery_url: Mapped[str | None] = mapped_column(String(2048))
+    client_id: Mapped[str | None] = mapped_column(String(512))
+    has_client_secret: Mapped[bool] = mapped_column(default=False)
+    saml_idp_metadata: Mapped[str | None] = mapped_column(Text)
+    saml_idp_entity_id: Mapped[str | None] = mapped_column(String(2048))
+    saml_idp_sso_url: Mapped[str | None] = mapped_column(String(2048))
+    saml_idp_certificate: Mapped[str | None] = mapped_column(Text)
+    saml_sp_certificate: Mapped[str | None] = mapped_column(Text)
+    groups_claim: Mapped[str] = mapped_column(String(100), default="groups")
+    # [{group, role, teams: [...]}], applied on every login.
+    group_mapping: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    default_role: Mapped[str | None] = mapped_column(String(32))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class SsoDomain(TenantScoped, Base):
+    """An email domain routed to one provider; a domain belongs to one organisation only."""
+
+    __tablename__ = "sso_domains"
+
+    domain: Mapped[str] = mapped_column(String(253), unique=True)
+    provider_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("sso_providers.id", ondelete="CASCADE"), index=True
+    )
+
+
+class SsoSettings(TenantScoped, Base):
+    """Whether members must log in through SSO, and the owners exempt from it (break-glass)."""
+
+    __tablename__ = "sso_settings"
+    __table_args__ = (UniqueConstraint("organization_id"),)
+
+    sso_required: Mapped[bool] = mapped_column(default=False)
+    break_glass_user_ids: Mapped[list[str]] = mapped_column(JSON, default=list)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+# -- approvals, webhooks and notifications (M5) -----------------------------------------------
+
+
+class ApprovalRequest(TenantScoped, Base):
+    """A held call (a `require_approval` decision) waiting for an approver; `request_id` is the
+    decision id the sidecar answered with as `approval_request_id`."""
+
+    __tablename__ = "approval_requests"
+    __table_args__ = (UniqueConstraint("organization_id", "request_id"),)
+
+    request_id: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), index=True)  # pending|approved|denied|expired
+    principal: Mapped[str] = mapped_column(String(320), index=True)
+    action: Mapped[str] = mapped_column(String(64))
+    resource: Mapped[str] = mapped_column(String(320))
+    args_hash: Mapped[str] = mapped_column(String(64))
+    reasons: Mapped[list[str]] = mapped_column(JSON, default=list)
+    approver_roles: Mapped[list[str]] = mapped_column(JSON, default=list)
+    decision_time: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    decided_by: Mapped[str | None] = mapped_column(String(320))
+    comment: Mapped[str | None] = mapped_column(String(2000))
+    # The grant's claims are kept, never the signed token: it is re-signed for its requester.
+    grant_jti: Mapped[str | None] = mapped_column(String(64))
+    grant_issued_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    grant_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Email to approvers is sent from here by the notification worker (an outbox of one).
+    email_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    email_next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    emailed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class Webhook(TenantScoped, Base):
+    """An HTTPS endpoint subscribed to events; its signing secret is in the secret store."""
+
+    __tablename__ = "webhooks"
+
+    url: Mapped[str] = mapped_column(String(2048))
+    events: Mapped[list[str]] = mapped_column(JSON)
+    description: Mapped[str] = mapped_column(String(1000), default="")
+    enabled: Mapped[bool] = mapped_column(default=True)
+    secret_prefix: Mapped[str] = mapped_column(String(16))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class WebhookDelivery(TenantScoped, Base):
+    """One event for one webhook: the durable outbox row and, once sent, its delivery log."""
+
+    __tablename__ = "webhook_deliveries"
+
+    webhook_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("webhooks.id", ondelete="CASCADE"), index=True
+    )
+    event: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16), index=True)  # pending | delivered | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(String(500))
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class NotificationCounter(TenantScoped, Base):
+    """Counts toward a threshold in one window (denials of a principal, a budget's limit) and
+    remembers when its event fired, so each fires once per window."""
+
+    __tablename__ = "notification_counters"
+    __table_args__ = (UniqueConstraint("organization_id", "key"),)
+
+    key: Mapped[str] = mapped_column(String(400))
+    count: Mapped[int] = mapped_column(BigInteger, default=0)
+    fired_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+
+# -- impact replay and the publish gate (M5) --------------------------------------------------
+
+
+class ReplayJob(TenantScoped, Base):
+    """A replay of stored decisions against a policy set; the row is the job's only state."""
+
+    __tablename__ = "replay_jobs"
+
+    status: Mapped[str] = mapped_column(String(16), index=True)  # queued|running|completed|failed
+    policy_id: Mapped[uuid.UUID | None] = mapped_column(
+        Uuid, ForeignKey("policies.id", ondelete="SET NULL")
+    )  # the `{id}` form; None for the whole set
+    draft: Mapped[bool] = mapped_column(default=True)
+    policies: Mapped[dict[str, int]] = mapped_column(JSON)  # name -> version replayed
+    policies_hash: Mapped[str] = mapped_column(String(64), index=True)
+    since: Mapped[datetime] = mapped_column(UTCDateTime())
+    until: Mapped[datetime] = mapped_column(UTCDateTime())
+    max_decisions: Mapped[int] = mapped_column(Integer)
+    examples_per_transition: Mapped[int] = mapped_column(Integer)
+    total: Mapped[int] = mapped_column(BigInteger, default=0)
+    processed: Mapped[int] = mapped_column(BigInteger, default=0)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    error: Mapped[str | None] = mapped_column(String(2000))
+    created_by: Mapped[str | None] = mapped_column(String(320))
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class PolicySettings(TenantScoped, Base):
+    """Per-organisation policy settings: whether publishing needs a clean replay first."""
+
+    __tablename__ = "policy_settings"
+    __table_args__ = (UniqueConstraint("organization_id"),)
+
+    require_replay_before_publish: Mapped[bool] = mapped_column(default=False)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
