@@ -6,12 +6,17 @@ import os
 from functools import cached_property
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 def default_home() -> Path:
     return Path(os.environ.get("KAIZEN_HOME") or Path.home() / ".kaizen-studio")
+
+
+def _env(field: str) -> AliasChoices:
+    """`KAIZEN_<FIELD>`, or Vault's own variable (`VAULT_ADDR`, `VAULT_TOKEN`, …)."""
+    return AliasChoices(field, f"KAIZEN_{field.upper()}", field.upper())
 
 
 class Settings(BaseSettings):
@@ -38,6 +43,38 @@ class Settings(BaseSettings):
     login_window_seconds: int = 300
     log_json: bool = True
     log_level: str = "INFO"
+
+    # -- secrets (M7): see control_plane/services/secrets.py ----------------------------------
+    # The master key being rotated away from (base64 of 32 bytes, or a file holding that):
+    # still opens data keys it wrapped, so replicas keep reading during a rotation.
+    master_key_previous: str | None = None
+    master_key_previous_file: Path | None = None
+    vault_addr: str | None = Field(default=None, validation_alias=_env("vault_addr"))
+    vault_token: SecretStr | None = Field(default=None, validation_alias=_env("vault_token"))
+    vault_role_id: str | None = Field(default=None, validation_alias=_env("vault_role_id"))
+    vault_secret_id: SecretStr | None = Field(
+        default=None, validation_alias=_env("vault_secret_id")
+    )
+    vault_approle_mount: str = "approle"
+    vault_kv_mount: str = "secret"  # a KV v2 engine
+    vault_path_prefix: str = "kaizen"  # secrets live at <prefix>/<organization id>/<name>
+    # When set, the database backend's data keys are wrapped by this Vault transit key.
+    vault_transit_key: str | None = None
+    vault_transit_mount: str = "transit"
+    vault_timeout_seconds: float = 5.0
+
+    # -- approvals and notifications (M5): see control_plane/services/notifications.py -------
+    approval_ttl_seconds: int = Field(default=3600, ge=1)  # a request expires unanswered
+    approval_grant_ttl_seconds: int = Field(default=900, ge=1)  # a minted grant's lifetime
+    smtp_host: str | None = None  # email is off while unset
+    smtp_port: int = 25
+    smtp_from: str = "kaizen-studio@localhost"
+    webhook_max_attempts: int = Field(default=8, ge=1)
+    webhook_retry_base_seconds: float = Field(default=10.0, gt=0)  # doubles per attempt
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0)
+    notification_poll_seconds: float = Field(default=1.0, gt=0)
+    denial_alert_threshold: int = Field(default=10, ge=1)  # security.repeated_denials after N
+    denial_alert_window_seconds: int = Field(default=300, ge=1)
 
     @cached_property
     def resolved_database_url(self) -> str:

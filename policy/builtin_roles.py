@@ -62,6 +62,7 @@ spec:
         - {resource: "teams:*", actions: [create, update, delete]}
         - {resource: "workspaces:*", actions: [create, update, delete]}
         - {resource: "api_keys:*", actions: [read, create, delete]}
+        - {resource: "webhooks:*", actions: [read, create, update, delete]}
         - {resource: "sso:*", actions: [read, create, update, delete]}
     - name: owner
       inherits: [admin]
