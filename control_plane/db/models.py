@@ -494,3 +494,62 @@ class PolicySettings(TenantScoped, Base):
 
     require_replay_before_publish: Mapped[bool] = mapped_column(default=False)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+# -- MFA and browser sessions (M7) ------------------------------------------------------
+
+
+class TotpCredential(Base):
+    """A user's TOTP authenticator; the secret is AES-GCM sealed under the master key."""
+
+    __tablename__ = "totp_credentials"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("users.id", ondelete="CASCADE"), unique=True
+    )
+    secret_sealed: Mapped[bytes] = mapped_column(LargeBinary)
+    # None while enrolment awaits its first code.
+    confirmed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # The last accepted 30-second step: a code is refused at or before it (no replay).
+    last_step: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class RecoveryCode(Base):
+    """One single-use recovery code of a user, by SHA-256 (the codes are random)."""
+
+    __tablename__ = "recovery_codes"
+    __table_args__ = (UniqueConstraint("user_id", "code_hash"),)
+
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    code_hash: Mapped[str] = mapped_column(String(64))
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class MfaPolicy(TenantScoped, Base):
+    """Which organisation roles must have a second factor to use the API."""
+
+    __tablename__ = "mfa_policies"
+    __table_args__ = (UniqueConstraint("organization_id"),)
+
+    required_roles: Mapped[list[str]] = mapped_column(JSON, default=list)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class UserSession(TenantScoped, Base):
+    """A login (token pair or browser cookie); its live state is in the key-value store."""
+
+    __tablename__ = "user_sessions"
+
+    sid: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    kind: Mapped[str] = mapped_column(String(16))  # token | cookie
+    user_agent: Mapped[str | None] = mapped_column(String(512))
+    source_ip: Mapped[str | None] = mapped_column(String(64))
+
+
+GLOBAL_MODELS[TotpCredential] = "a person's second factor, like their password, is the User's"
+GLOBAL_MODELS[RecoveryCode] = "belongs to the User's second factor, not to one organisation"
