@@ -19,13 +19,16 @@ from control_plane.api import (
     auth,
     bundles,
     decisions,
+    deployments,
     gateways,
     me,
     policies,
+    replays,
     system,
     teams,
     users,
     workspaces,
+    workloads,
 )
 from control_plane.db.migrate import upgrade
 from control_plane.db.session import Database
@@ -36,6 +39,8 @@ from control_plane.services.bundle_events import BundleEvents
 from control_plane.services.crypto import load_master_key
 from control_plane.services.keys import KeyRing
 from control_plane.services.kv import open_store
+from control_plane.services.replay import ReplayRunner
+from control_plane.services.secrets import open_secret_store
 from control_plane.settings import Settings
 from control_plane.ui_assets import mount_ui
 
@@ -123,14 +128,19 @@ def create_app(
         kv = open_store(settings.redis_url, prefix=settings.redis_prefix)
         app.state.db, app.state.keys, app.state.kv = db, keys, kv
         app.state.auth = Authenticator(settings, db, keys, kv)
+        app.state.secrets = open_secret_store(settings, db)
         app.state.bundle_events = BundleEvents(settings.redis_url, prefix=settings.redis_prefix)
         await app.state.bundle_events.start()
+        app.state.replays = ReplayRunner(db)
+        await app.state.replays.start()
         if on_ready:
             on_ready()
         try:
             yield
         finally:
+            await app.state.replays.close()
             await app.state.bundle_events.close()
+            await app.state.secrets.close()
             await kv.close()
             await db.dispose()
 
@@ -150,7 +160,10 @@ def create_app(
     )
     install_error_handlers(app)
     routers = (system, auth, me, users, teams, workspaces, api_keys, audit, gateways)
-    for module in (*routers, policies, bundles, decisions):
+    # replays before policies: its /api/v1/policies/settings must win over /{policy_id}
+    for module in (*routers, replays, policies, bundles, decisions):
         app.include_router(module.router)
+    for router in (workloads.agents, workloads.pipelines, deployments.router):
+        app.include_router(router)
     mount_ui(app, settings)
     return app

@@ -76,6 +76,14 @@ class Settings(BaseSettings):
     denial_alert_threshold: int = Field(default=10, ge=1)  # security.repeated_denials after N
     denial_alert_window_seconds: int = Field(default=300, ge=1)
 
+    # -- MFA and browser sessions (M7): see control_plane/services/{mfa,sessions}.py ---------
+    mfa_attempts_per_window: int = Field(default=5, ge=1)  # wrong second-factor codes
+    mfa_window_seconds: int = Field(default=300, ge=1)
+    mfa_enrolment_ttl_seconds: int = Field(default=600, ge=60)  # the enrolment-only token
+    # Off only for plain-http development on 127.0.0.1: browsers drop Secure cookies there.
+    session_cookie_secure: bool = True
+    browser_session_ttl_seconds: int = Field(default=12 * 3600, ge=60)
+
     @cached_property
     def resolved_database_url(self) -> str:
         if self.database_url:
