@@ -49,7 +49,7 @@ from authz_sidecar.grpc_server import start_grpc_server
 from authz_sidecar.http_server import SidecarHttp, start_http_server
 from authz_sidecar.settings import SidecarSettings
 from authz_sidecar.status_report import StatusReporter, status_body
-from authz_sidecar.sync import BundleSync
+from authz_sidecar.sync import Backoff, BundleSync, Reconnect
 from policy.budgets import BudgetLedger
 from policy.bundle import MANIFEST, load_bundle
 from policy.errors import BundleVerificationError
@@ -183,13 +183,17 @@ class Worker:
         if token is None:
             return
         url = settings.control_plane_url
+        reconnect = Reconnect()  # the first one through after an outage wakes the others
         if self.store is not None:
-            self.sync = BundleSync(self.store, url, token)
+            self.sync = BundleSync(self.store, url, token, backoff=Backoff(reconnect=reconnect))
             self._spawn(self.sync.run())
-            reporter = StatusReporter(url, token, self._status)
+            reporter = StatusReporter(url, token, self._status, reconnect=reconnect)
             self._spawn(reporter.run())
         if self.decision_log is not None:
-            self._spawn(self.decision_log.ship_forever(url, token))
+            shipping = self.decision_log.ship_forever(
+                url, token, backoff=Backoff(reconnect=reconnect)
+            )
+            self._spawn(shipping)
         self._spawn(self._observe())
 
     def _status(self) -> dict[str, Any]:

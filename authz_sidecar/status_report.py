@@ -18,7 +18,7 @@ import httpx
 
 from authz_sidecar.bundles import BundleStore
 from authz_sidecar.decision_log import DecisionLog
-from authz_sidecar.sync import BundleSync, credential_refused_message
+from authz_sidecar.sync import BundleSync, Reconnect, credential_refused_message
 
 __all__ = ["StatusReporter", "status_body"]
 
@@ -62,12 +62,14 @@ class StatusReporter:
         interval: float = 10.0,
         *,
         client: httpx.AsyncClient | None = None,
+        reconnect: Reconnect | None = None,
     ) -> None:
         self.url = control_plane_url.rstrip("/") + "/api/v1/gateways/self/status"
         self._token = token
         self.snapshot = snapshot
         self.interval = interval
         self._client = client
+        self._reconnect = reconnect
         self.reported = 0
         self.failures = 0
         self.last_error: str | None = None
@@ -107,6 +109,8 @@ class StatusReporter:
             )
         if self.last_error is not None:
             logger.info("status reports reach the control plane again")
+            if self._reconnect is not None:
+                self._reconnect.reached()
         self.reported += 1
         self.last_error = None
         return True

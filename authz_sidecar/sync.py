@@ -11,6 +11,7 @@ store keeps serving the bundle it has.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections.abc import Mapping
@@ -24,7 +25,7 @@ from authz_sidecar.bundles import BundleStore
 from policy.bundle import MAX_BUNDLE_BYTES
 from policy.errors import BundleVerificationError
 
-__all__ = ["Backoff", "BundleSync", "CredentialRefused"]
+__all__ = ["Backoff", "BundleSync", "CredentialRefused", "Reconnect"]
 
 logger = logging.getLogger(__name__)
 
@@ -35,12 +36,40 @@ class CredentialRefused(Exception):
     """The control plane answered 401/403 to the gateway credential."""
 
 
-class Backoff:
-    """Exponential back-off with full jitter, capped; `reset()` after a success."""
+class Reconnect:
+    """One process's signal that the control plane answered again.
 
-    def __init__(self, initial: float = 0.5, maximum: float = 30.0) -> None:
+    The bundle sync, the status reporter and the decision-log shipper back off on their
+    own; whichever reaches the control plane first after an outage calls `reached()`, and
+    every other one sleeping in `Backoff.sleep()` retries at once instead of finishing a
+    back-off of up to `Backoff.maximum` seconds.
+    """
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def reached(self) -> None:
+        event, self._event = self._event, asyncio.Event()
+        event.set()
+
+    async def pause(self, delay: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._event.wait(), delay)
+
+
+class Backoff:
+    """Exponential back-off with full jitter, capped; `reset()` after a success.
+
+    With a shared `Reconnect`, a sleep ends early when another client of the same control
+    plane gets through, and `reset()` tells the others.
+    """
+
+    def __init__(
+        self, initial: float = 0.25, maximum: float = 5.0, reconnect: Reconnect | None = None
+    ) -> None:
         self.initial = initial
         self.maximum = maximum
+        self.reconnect = reconnect
         self.attempt = 0
 
     def next_delay(self) -> float:
@@ -48,12 +77,18 @@ class Backoff:
         self.attempt += 1
         return random.uniform(ceiling / 2, ceiling)  # noqa: S311  (jitter, not crypto)
 
-    async def sleep(self) -> float:
-        delay = self.next_delay()
-        await asyncio.sleep(delay)
-        return delay
+    async def sleep(self, delay: float | None = None) -> float:
+        """Sleep `delay` (default: the next back-off step), or less after a reconnect."""
+        pause = self.next_delay() if delay is None else delay
+        if self.reconnect is None:
+            await asyncio.sleep(pause)
+        else:
+            await self.reconnect.pause(pause)
+        return pause
 
     def reset(self) -> None:
+        if self.attempt and self.reconnect is not None:
+            self.reconnect.reached()
         self.attempt = 0
 
 
@@ -108,21 +143,23 @@ class BundleSync:
                     delay = await self.sync_once(client)
                 except CredentialRefused as exc:
                     self._failed(str(exc), logging.ERROR)
-                    delay = self.backoff.next_delay()
+                    delay = None
                 except httpx.HTTPStatusError as exc:
                     self._failed(
                         f"control plane answered HTTP {exc.response.status_code} "
                         f"for {exc.request.url.path}"
                     )
-                    delay = self.backoff.next_delay()
+                    delay = None
                 except (httpx.HTTPError, ValueError) as exc:
                     self._failed(f"control plane unreachable at {self.control_plane_url}: {exc!r}")
-                    delay = self.backoff.next_delay()
+                    delay = None
                 except Exception as exc:  # keep syncing: the sidecar must not go stale silently
                     logger.exception("bundle sync failed unexpectedly")
                     self._failed(f"unexpected error: {exc!r}", logging.ERROR)
-                    delay = self.backoff.next_delay()
-                if delay:
+                    delay = None
+                if delay is None:  # a failure: back off, or retry when another client gets in
+                    await self.backoff.sleep()
+                elif delay:
                     await asyncio.sleep(delay)
         finally:
             if self._client is None:
