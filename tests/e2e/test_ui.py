@@ -267,3 +267,109 @@ def test_admin_creates_an_api_key_shown_once(control_plane: str, page: Page) -> 
     expect(page.get_by_role("heading", name="Members and roles")).to_be_visible()
     expect(page.get_by_role("cell", name=re.compile("owner-.*@example.com"))).to_be_visible()
     shot(page, "members-tablet")
+
+
+def _decision(decision_id: str, principal: str, outcome: str, reason: str) -> dict[str, object]:
+    return {
+        "decision_id": decision_id,
+        "time": "2026-11-26T10:00:00Z",
+        "duration_us": 180,
+        "instance": "sidecar-1",
+        "input": {
+            "principal": {"id": principal, "type": "user"},
+            "action": "invoke",
+            "resource": {"type": "agent", "id": "agent:support-bot", "workspace": "prod"},
+            "channel": "mcp",
+            "tool": {"name": "shell", "arguments": {}},
+        },
+        "result": {"outcome": outcome, "reasons": [reason], "bundle_revision": 1, "key_id": "k1"},
+    }
+
+
+def test_gateway_fleet_and_decision_explorer(control_plane: str, page: Page) -> None:
+    sign_up(page, control_plane, "Initech")
+
+    # Register a gateway in the fleet page: its credential is shown once.
+    nav(page, "Gateways")
+    expect(page.get_by_text("No gateways yet.")).to_be_visible()
+    page.get_by_role("button", name="Register gateway").click()
+    expect(page.get_by_text("String should have at least 1 character").first).to_be_visible()
+    page.get_by_label("Gateway name").fill("edge-prod")
+    page.get_by_label("Environment", exact=True).select_option("prod")
+    page.get_by_label("Gateway URL").fill("https://edge.example.com")
+    page.get_by_role("button", name="Register gateway").click()
+    credential_box = page.get_by_test_id("gateway-credential")
+    expect(credential_box).to_have_value(re.compile(r"^kgw_"))
+    credential = credential_box.input_value()
+    page.get_by_role("button", name="I have stored it").click()
+    card = page.get_by_role("article", name=re.compile("edge-prod"))
+    expect(card).to_contain_text("prod")
+    expect(card.get_by_test_id("gateway-health")).to_have_text("no sidecar has reported")
+    assert credential not in page.content()
+
+    # Its sidecar reports in and ships two decisions.
+    bearer = {"Authorization": f"Bearer {credential}"}
+    status = httpx.post(
+        f"{control_plane}/api/v1/gateways/self/status",
+        headers=bearer,
+        json={
+            "instance": "sidecar-1",
+            "bundle_revision": None,
+            "decisions": {"allow": 1, "deny": 1},
+        },
+    )
+    assert status.status_code == 204, status.text
+    ingest = httpx.post(
+        f"{control_plane}/api/v1/decisions/ingest",
+        headers=bearer,
+        json={
+            "decisions": [
+                _decision("d-allow-1", "user:alice@example.com", "allow", "rbac:agent-user"),
+                _decision(
+                    "d-deny-1", "user:mallory@example.com", "deny", "mcp tool shell is forbidden"
+                ),
+            ]
+        },
+    )
+    assert ingest.json() == {"accepted": 2, "duplicates": 0}, ingest.text
+
+    card.get_by_role("button", name="Refresh status").click()
+    expect(card.get_by_test_id("gateway-health")).to_have_text("healthy")
+    expect(card.get_by_role("row", name=re.compile("sidecar-1"))).to_contain_text("in sync")
+    # Copyable snippets for calling an agent on each channel.
+    card.get_by_text("Call an agent through this gateway").click()
+    expect(card.get_by_test_id("snippet-api")).to_contain_text(
+        "https://edge.example.com/v1/agents/support-bot/invoke"
+    )
+    card.get_by_role("tab", name="MCP client").click()
+    expect(card.get_by_test_id("snippet-mcp")).to_contain_text("https://edge.example.com/mcp")
+    shot(page, "gateways")
+
+    # The explorer lists both, filters to the deny, and shows its input and output.
+    nav(page, "Decisions")
+    expect(page.get_by_role("cell", name="user:alice@example.com")).to_be_visible()
+    expect(page.get_by_role("cell", name="user:mallory@example.com")).to_be_visible()
+    page.get_by_label("Outcome").select_option("deny")
+    page.get_by_role("button", name="Apply filters").click()
+    expect(page.get_by_role("cell", name="user:mallory@example.com")).to_be_visible()
+    expect(page.get_by_role("cell", name="user:alice@example.com")).to_have_count(0)
+    assert "outcome=deny" in page.url
+    page.get_by_role("button", name="Details of decision d-deny-1").click()
+    drawer = page.get_by_role("dialog", name="Decision")
+    expect(drawer).to_contain_text("mcp tool shell is forbidden")
+    expect(drawer).to_contain_text("bundle revision 1")
+    expect(drawer).to_contain_text("edge-prod")
+    expect(drawer.get_by_label("Decision input")).to_contain_text('"name": "shell"')
+    shot(page, "decision-detail")
+    page.keyboard.press("Escape")
+    expect(drawer).to_be_hidden()
+
+    # A deep link opens the same filters and decision after a reload.
+    page.reload()
+    expect(page.get_by_label("Outcome")).to_have_value("deny")
+    page.get_by_role("button", name=re.compile("Clear")).click()
+    expect(page.get_by_role("cell", name="user:alice@example.com")).to_be_visible()
+    page.get_by_label("From").fill("2026-11-27T00:00")
+    page.get_by_label("Until").fill("2026-11-26T00:00")
+    page.get_by_role("button", name="Apply filters").click()
+    expect(page.get_by_text("must be after “From”")).to_be_visible()

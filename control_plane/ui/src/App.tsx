@@ -12,6 +12,9 @@ import { TeamsPage } from "./pages/admin/Teams";
 import { ApiKeysPage } from "./pages/admin/ApiKeys";
 import { WorkspacesPage } from "./pages/admin/Workspaces";
 import { AuditPage } from "./pages/admin/Audit";
+import { DecisionsPage } from "./pages/Decisions";
+import { GatewaysPage } from "./pages/Gateways";
+import { ExecutionsPage } from "./pages/Executions";
 import { lazy, Suspense, type ReactNode } from "react";
 
 // The editor pages carry CodeMirror; load them only when opened.
@@ -56,6 +59,9 @@ export function App() {
         <Route path="/policies/:id" element={g("policies:read", <PolicyDetailPage />)} />
         <Route path="/simulate" element={g("policies:simulate", <SimulatePage />)} />
         <Route path="/bundles" element={g("bundles:read", <BundlesPage />)} />
+        <Route path="/decisions" element={g("decisions:read", <DecisionsPage />)} />
+        <Route path="/gateways" element={g("gateways:read", <GatewaysPage />)} />
+        <Route path="/executions" element={g("executions:read", <ExecutionsPage />)} />
         <Route path="/admin/members" element={g("users:read", <MembersPage />)} />
         <Route path="/admin/teams" element={g("teams:read", <TeamsPage />)} />
         <Route path="/admin/api-keys" element={g("api_keys:read", <ApiKeysPage />)} />

@@ -79,3 +79,26 @@ export interface TestReport extends Omit<Schemas["TestReport"], "failures"> {
 
 /** Publish and rollback answer the new bundle revision. */
 export type Published = BundleRevision;
+
+export type Gateway = Schemas["Gateway"];
+export type GatewayCreated = Schemas["GatewayCreated"];
+export type GatewayDetail = Schemas["GatewayDetail"];
+export type GatewayInstance = Schemas["Instance"];
+/** A logged decision (GET /api/v1/decisions); `Decision` is the engine's answer. */
+export type DecisionLog = Schemas["Decision"];
+export type Execution = Schemas["Execution"];
+
+/** A workload deployed to a gateway, with where to call it (control_plane/schemas/workloads.py). */
+export interface Deployment {
+  id: string;
+  gateway_id: string;
+  gateway_name: string;
+  kind: "agent" | "pipeline" | string;
+  name: string;
+  version: number;
+  requires: Record<string, number>;
+  endpoints: { api: string; cli: string | null; mcp: string };
+  created_at: string;
+  updated_at: string;
+  created_by: string | null;
+}

@@ -10,6 +10,12 @@ describe("navigation by permission", () => {
   it("sends a principal without pages to its account", () => {
     expect(homePath([])).toBe("/account");
     expect(homePath(["audit_events:read"])).toBe("/admin/audit");
+    expect(homePath(["decisions:read", "audit_events:read"])).toBe("/decisions");
+  });
+  it("groups the runtime and audit pages by role", () => {
+    const operator = visibleNav(["gateways:read", "executions:read", "policies:read"]).map((i) => i.section);
+    expect(operator).toEqual(["Policies", "Runtime", "Runtime"]);
+    expect(visibleNav(["decisions:read"]).map((i) => i.label)).toEqual(["Decisions"]);
   });
 });
 

@@ -3,13 +3,16 @@ export interface NavItem {
   to: string;
   label: string;
   permission: string;
-  section: "Policies" | "Admin";
+  section: "Overview" | "Runtime" | "Policies" | "Audit" | "Admin";
 }
 
 export const NAV: NavItem[] = [
   { to: "/policies", label: "Policies", permission: "policies:read", section: "Policies" },
   { to: "/simulate", label: "Simulate", permission: "policies:simulate", section: "Policies" },
   { to: "/bundles", label: "Bundle revisions", permission: "bundles:read", section: "Policies" },
+  { to: "/gateways", label: "Gateways", permission: "gateways:read", section: "Runtime" },
+  { to: "/executions", label: "Executions", permission: "executions:read", section: "Runtime" },
+  { to: "/decisions", label: "Decisions", permission: "decisions:read", section: "Audit" },
   { to: "/admin/members", label: "Members", permission: "users:read", section: "Admin" },
   { to: "/admin/teams", label: "Teams", permission: "teams:read", section: "Admin" },
   { to: "/admin/api-keys", label: "API keys", permission: "api_keys:read", section: "Admin" },
