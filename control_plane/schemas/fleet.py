@@ -72,6 +72,10 @@ class StatusReport(Input):
     decisions: dict[str, int] = Field(default_factory=dict)
     log_backlog: int = Field(default=0, ge=0, le=BIG)
     started_at: datetime | None = None
+    # Bundles this instance refused since it started (bad signature, unknown key, wrong
+    # scope, older revision); a growing count raises security.bundle_verification_failed.
+    bundle_verification_failures: int = Field(default=0, ge=0, le=BIG)
+    last_verification_error: str | None = Field(default=None, max_length=4000)
 
 
 class DecisionRecord(Input):

@@ -1,0 +1,103 @@
+"""Approval requests: approvers decide; the requester fetches the grant."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Path, Query, Request
+
+from control_plane.api.deps import Cursor, DatabaseDep, Limit, PrincipalDep, Tenant, client_ip
+from control_plane.observability import request_id_var
+from control_plane.schemas import approvals as schemas
+from control_plane.schemas.base import Page
+from control_plane.services import approvals
+from control_plane.services.audit import Actor
+from control_plane.services.keys import KeyRing
+from control_plane.settings import Settings
+
+router = APIRouter(prefix="/api/v1/approvals", tags=["approvals"])
+ERRORS: dict[int | str, dict[str, object]] = {401: {}, 403: {}, 404: {}, 409: {}, 422: {}}
+RequestId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[\w.:-]+$")]
+
+
+async def member(request: Request, principal: PrincipalDep, db: DatabaseDep) -> Tenant:
+    """Any member: who may see or decide a request depends on the request itself."""
+    return Tenant(principal, Actor.of(principal, client_ip(request), request_id_var.get()), db)
+
+
+Member = Annotated[Tenant, Depends(member)]
+
+
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+@router.get("", responses=ERRORS)
+async def list_approvals(
+    tenant: Member,
+    status: Annotated[Literal["pending", "approved", "denied", "expired"] | None, Query()] = None,
+    cursor: Cursor = None,
+    limit: Limit = 100,
+) -> Page[schemas.Approval]:
+    """Approval requests, oldest first (needs `approvals:read`)."""
+    tenant.principal.require("approvals", "read")
+    async with tenant.session() as session:
+        rows, next_cursor = await approvals.list_requests(session, status, cursor, limit)
+        items = [schemas.Approval(**approvals.view(r)) for r in rows]
+    return Page(items=items, next_cursor=next_cursor)
+
+
+@router.get("/{approval_id}", responses=ERRORS)
+async def get_approval(
+    approval_id: RequestId, tenant: Member, request: Request
+) -> schemas.ApprovalDetail:
+    """One request. Its requester may always read it, and gets the grant once approved;
+    anyone else needs `approvals:read` and never sees the grant."""
+    keys: KeyRing = request.app.state.keys
+    async with tenant.session() as session:
+        found = await approvals.get(session, approval_id)
+        if not approvals.is_requester(tenant.principal, found):
+            tenant.principal.require("approvals", "read")
+        grant = await approvals.grant_for(
+            session, tenant.principal, tenant.actor, found, keys, _settings(request).issuer
+        )
+        return schemas.ApprovalDetail(
+            **approvals.view(found),
+            grant=grant,
+            grant_expires_at=found.grant_expires_at if grant else None,
+        )
+
+
+async def _decide(
+    approval_id: str, body: schemas.Decide, tenant: Tenant, request: Request, approve: bool
+) -> schemas.Approval:
+    ttl = timedelta(seconds=_settings(request).approval_grant_ttl_seconds)
+    async with tenant.session() as session:
+        decided = await approvals.decide(
+            session,
+            tenant.principal,
+            tenant.actor,
+            approval_id,
+            approve=approve,
+            comment=body.comment,
+            grant_ttl=ttl,
+        )
+        return schemas.Approval(**approvals.view(decided))
+
+
+@router.post("/{approval_id}/approve", responses=ERRORS)
+async def approve(
+    approval_id: RequestId, tenant: Member, request: Request, body: schemas.Decide | None = None
+) -> schemas.Approval:
+    """Approve (approvers only, never the requester); mints the requester's grant."""
+    return await _decide(approval_id, body or schemas.Decide(), tenant, request, True)
+
+
+@router.post("/{approval_id}/deny", responses=ERRORS)
+async def deny(
+    approval_id: RequestId, tenant: Member, request: Request, body: schemas.Decide | None = None
+) -> schemas.Approval:
+    """Deny (approvers only, never the requester)."""
+    return await _decide(approval_id, body or schemas.Decide(), tenant, request, False)

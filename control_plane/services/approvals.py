@@ -1,0 +1,330 @@
+"""Approval requests: a held call (`require_approval`) waiting for an approver.
+
+A request is opened for every newly stored `require_approval` decision; its id is the
+decision id, which the sidecar already gave the caller as `approval_request_id`. Who may
+decide is the roles the Rego rule named (a reason such as "… (approvers: security_admin)")
+or, when it named none, anyone whose role may `decide` approvals. The requester never
+decides their own request. Approval mints the single-use grant of proto/README.md; only its
+claims are stored, and it is signed again for the requester each time they fetch it.
+Pending requests past `expires_at` expire lazily when read and in the worker's sweep.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Select, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from control_plane.db.base import utcnow
+from control_plane.db.models import ApprovalRequest
+from control_plane.errors import Conflict, Forbidden, Invalid, NotFound
+from control_plane.services import audit, roles, webhooks
+from control_plane.services.audit import Actor
+from control_plane.services.keys import KeyRing
+from control_plane.services.pagination import paginate
+from control_plane.services.principal import Principal
+from policy.compiler import canonical_json
+
+GRANT_TYP = "kaizen-approval+jwt"
+GRANT_AUDIENCE = "kaizen-sidecar"
+STATUSES = ("pending", "approved", "denied", "expired")
+SYSTEM_ACTOR = Actor("system", None, "approval expiry")
+# "approvers: security_admin, admin" or "approvers: [security_admin]" inside a reason.
+_APPROVERS = re.compile(r"approvers?\s*[:=]\s*\[?\s*([A-Za-z0-9_.\-]+(?:\s*,\s*[A-Za-z0-9_.\-]+)*)")
+
+
+def arguments_hash(tool: object) -> str:
+    """SHA-256 hex of the canonical JSON of `tool.arguments` (or `{}`), as grants bind them."""
+    arguments = tool.get("arguments") if isinstance(tool, Mapping) else None
+    return hashlib.sha256(canonical_json(dict(arguments or {}))).hexdigest()
+
+
+def approver_roles(result: Mapping[str, Any]) -> list[str]:
+    """Roles the policy named as approvers: an `approvers` list in the output, or reasons."""
+    named: list[str] = []
+    explicit = result.get("approvers")
+    if isinstance(explicit, list):
+        named += [r for r in explicit if isinstance(r, str)]
+    for reason in result.get("reasons") or ():
+        if isinstance(reason, str):
+            for match in _APPROVERS.finditer(reason):
+                named += [r.strip() for r in match.group(1).split(",")]
+    return sorted({r for r in named if r})[:20]
+
+
+def role_may_decide(role: str, named: Sequence[str]) -> bool:
+    """A named role, or one that includes it; with none named, a role that may `decide`."""
+    if not named:
+        return roles.role_allows(role, "approvals", "decide")
+    return any(
+        role == approver
+        or (approver in roles.ROLES and role in roles.ROLES and roles.role_within(approver, role))
+        for approver in named
+    )
+
+
+def may_decide(caller: Principal, request: ApprovalRequest) -> bool:
+    if caller.scopes and not roles.scope_allows(caller.scopes, "approvals", "decide"):
+        return False
+    return role_may_decide(caller.role, request.approver_roles)
+
+
+def is_requester(caller: Principal, request: ApprovalRequest) -> bool:
+    return caller.subject == request.principal
+
+
+# -- opening requests (from ingest) -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Opened:
+    request: ApprovalRequest
+    decision: Mapping[str, Any]
+
+
+def _text(value: object, limit: int) -> str | None:
+    return value[:limit] if isinstance(value, str) and value else None
+
+
+async def open_requests(
+    session: AsyncSession,
+    organization_id: uuid.UUID,
+    actor: Actor,
+    decisions: Sequence[Mapping[str, Any]],
+    *,
+    ttl: timedelta,
+) -> list[ApprovalRequest]:
+    """One pending request per `require_approval` decision (decision rows as stored)."""
+    opened: list[ApprovalRequest] = []
+    now = utcnow()
+    for row in decisions:
+        decision_input, result = row.get("input") or {}, row.get("result") or {}
+        principal = decision_input.get("principal") or {}
+        resource = decision_input.get("resource") or {}
+        fields = (
+            _text(row.get("decision_id"), 64),
+            _text(principal.get("id") if isinstance(principal, Mapping) else None, 320),
+            _text(decision_input.get("action"), 64),
+            _text(resource.get("id") if isinstance(resource, Mapping) else None, 320),
+        )
+        request_id, subject, action, resource_id = fields
+        if not (request_id and subject and action and resource_id):
+            continue  # nothing a grant could be bound to (e.g. masked at source)
+        existing = await session.scalar(
+            select(ApprovalRequest.id).where(ApprovalRequest.request_id == request_id)
+        )
+        if existing is not None:
+            continue
+        try:
+            args_hash = arguments_hash(decision_input.get("tool"))
+        except (TypeError, ValueError):
+            continue
+        request = ApprovalRequest(
+            organization_id=organization_id,
+            request_id=request_id,
+            status="pending",
+            principal=subject,
+            action=action,
+            resource=resource_id,
+            args_hash=args_hash,
+            reasons=[r[:1000] for r in result.get("reasons") or () if isinstance(r, str)][:20],
+            approver_roles=approver_roles(result),
+            decision_time=row.get("time") or now,
+            expires_at=now + ttl,
+            email_next_attempt_at=now,
+        )
+        session.add(request)
+        await session.flush()
+        await audit.record(
+            session,
+            organization_id,
+            actor,
+            "approval.request",
+            "approval",
+            request_id,
+            principal=subject,
+            requested_action=action,
+            resource=resource_id,
+            approver_roles=request.approver_roles,
+        )
+        await webhooks.emit(session, organization_id, "approval.requested", view(request))
+        opened.append(request)
+    return opened
+
+
+# -- reading, deciding, expiring --------------------------------------------------------------
+
+
+def view(request: ApprovalRequest) -> dict[str, Any]:
+    """The request as events and the API show it (never the grant)."""
+    return {
+        "id": request.request_id,
+        "status": request.status,
+        "principal": request.principal,
+        "action": request.action,
+        "resource": request.resource,
+        "args_hash": request.args_hash,
+        "reasons": list(request.reasons),
+        "approver_roles": list(request.approver_roles),
+        "created_at": request.created_at,
+        "expires_at": request.expires_at,
+        "decided_at": request.decided_at,
+        "decided_by": request.decided_by,
+        "comment": request.comment,
+    }
+
+
+async def expire_due(session: AsyncSession, now: datetime | None = None, limit: int = 500) -> int:
+    """Mark pending requests past `expires_at` expired (every organisation the session sees)."""
+    now = now or utcnow()
+    due = (
+        await session.scalars(
+            select(ApprovalRequest)
+            .where(ApprovalRequest.status == "pending", ApprovalRequest.expires_at <= now)
+            .order_by(ApprovalRequest.expires_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+    ).all()
+    for request in due:
+        request.status, request.decided_at = "expired", now
+        await audit.record(
+            session,
+            request.organization_id,
+            SYSTEM_ACTOR,
+            "approval.expire",
+            "approval",
+            request.request_id,
+        )
+        await webhooks.emit(session, request.organization_id, "approval.decided", view(request))
+    return len(due)
+
+
+async def list_requests(
+    session: AsyncSession, status: str | None, cursor: str | None, limit: int
+) -> tuple[Sequence[ApprovalRequest], str | None]:
+    if status is not None and status not in STATUSES:
+        raise Invalid(
+            f"status must be one of {', '.join(STATUSES)}",
+            details=[{"field": "status", "message": "unknown status"}],
+        )
+    await expire_due(session)
+    query: Select[Any] = select(ApprovalRequest)
+    if status is not None:
+        query = query.where(ApprovalRequest.status == status)
+    return await paginate(session, query, ApprovalRequest, cursor, limit)
+
+
+async def _request(
+    session: AsyncSession, request_id: str, *, lock: bool = False
+) -> ApprovalRequest:
+    query = select(ApprovalRequest).where(ApprovalRequest.request_id == request_id)
+    request = await session.scalar(query.with_for_update() if lock else query)
+    if request is None:
+        raise NotFound("no such approval request")
+    return request
+
+
+async def get(session: AsyncSession, request_id: str) -> ApprovalRequest:
+    request = await _request(session, request_id)
+    if request.status == "pending" and request.expires_at <= utcnow():
+        await expire_due(session)
+    return request
+
+
+async def decide(
+    session: AsyncSession,
+    caller: Principal,
+    actor: Actor,
+    request_id: str,
+    *,
+    approve: bool,
+    comment: str | None,
+    grant_ttl: timedelta,
+) -> ApprovalRequest:
+    request = await _request(session, request_id, lock=True)
+    verb = "approve" if approve else "deny"
+    if is_requester(caller, request):
+        raise Forbidden(f"the requester cannot {verb} their own request")
+    if not may_decide(caller, request):
+        named = ", ".join(request.approver_roles) or "a role that may decide approvals"
+        raise Forbidden(f"only approvers ({named}) may {verb} this request")
+    now = utcnow()
+    if request.status == "pending" and request.expires_at <= now:
+        raise Conflict("the approval request has expired", details=[{"status": "expired"}])
+    if request.status != "pending":
+        raise Conflict(
+            f"the approval request is already {request.status}",
+            details=[{"status": request.status}],
+        )
+    request.status = "approved" if approve else "denied"
+    request.decided_at, request.decided_by, request.comment = now, caller.subject, comment
+    if approve:
+        request.grant_jti = uuid.uuid4().hex
+        request.grant_issued_at, request.grant_expires_at = now, now + grant_ttl
+    await audit.record(
+        session,
+        caller.organization_id,
+        actor,
+        f"approval.{verb}",
+        "approval",
+        request.request_id,
+        principal=request.principal,
+        comment=comment,
+        grant_jti=request.grant_jti,
+        grant_expires_at=request.grant_expires_at,
+    )
+    await webhooks.emit(session, caller.organization_id, "approval.decided", view(request))
+    return request
+
+
+def grant_claims(request: ApprovalRequest, issuer: str) -> dict[str, Any]:
+    assert request.grant_jti is not None
+    assert request.grant_issued_at is not None
+    assert request.grant_expires_at is not None
+    return {
+        "iss": issuer,
+        "aud": GRANT_AUDIENCE,
+        "org": str(request.organization_id),
+        "sub": request.principal,
+        "action": request.action,
+        "resource": request.resource,
+        "args": request.args_hash,
+        "approval_request_id": request.request_id,
+        "jti": request.grant_jti,
+        "iat": int(request.grant_issued_at.timestamp()),
+        "exp": int(request.grant_expires_at.timestamp()),
+    }
+
+
+async def grant_for(
+    session: AsyncSession,
+    caller: Principal,
+    actor: Actor,
+    request: ApprovalRequest,
+    keys: KeyRing,
+    issuer: str,
+) -> str | None:
+    """The signed grant, for the requester of an approved request only (audited)."""
+    if not is_requester(caller, request) or request.status != "approved":
+        return None
+    if request.grant_expires_at is None or request.grant_expires_at <= utcnow():
+        return None
+    token = keys.sign(grant_claims(request, issuer), headers={"typ": GRANT_TYP})
+    await audit.record(
+        session,
+        caller.organization_id,
+        actor,
+        "approval.grant_fetch",
+        "approval",
+        request.request_id,
+        grant_jti=request.grant_jti,
+    )
+    return token
