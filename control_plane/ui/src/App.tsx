@@ -20,6 +20,9 @@ import { lazy, Suspense, type ReactNode } from "react";
 // The editor pages carry CodeMirror; load them only when opened.
 const PolicyEditorPage = lazy(() => import("./pages/PolicyEditor").then((m) => ({ default: m.PolicyEditorPage })));
 const PolicyDetailPage = lazy(() => import("./pages/PolicyDetail").then((m) => ({ default: m.PolicyDetailPage })));
+// Agents and pipelines carry CodeMirror and React Flow.
+const AgentsPage = lazy(() => import("./pages/Workloads").then((m) => ({ default: m.AgentsPage })));
+const PipelinesPage = lazy(() => import("./pages/Workloads").then((m) => ({ default: m.PipelinesPage })));
 const SimulatePage = lazy(() => import("./pages/Simulate").then((m) => ({ default: m.SimulatePage })));
 
 function Guard({ permission, children }: { permission: string; children: ReactNode }) {
@@ -60,6 +63,8 @@ export function App() {
         <Route path="/simulate" element={g("policies:simulate", <SimulatePage />)} />
         <Route path="/bundles" element={g("bundles:read", <BundlesPage />)} />
         <Route path="/decisions" element={g("decisions:read", <DecisionsPage />)} />
+        <Route path="/agents" element={g("agents:read", <AgentsPage />)} />
+        <Route path="/pipelines" element={g("pipelines:read", <PipelinesPage />)} />
         <Route path="/gateways" element={g("gateways:read", <GatewaysPage />)} />
         <Route path="/executions" element={g("executions:read", <ExecutionsPage />)} />
         <Route path="/admin/members" element={g("users:read", <MembersPage />)} />

@@ -102,3 +102,22 @@ export interface Deployment {
   updated_at: string;
   created_by: string | null;
 }
+
+/** An agent or pipeline with its latest validated config (control_plane/schemas/workloads.py). */
+export interface Workload {
+  id: string;
+  kind: "agent" | "pipeline" | string;
+  name: string;
+  description: string | null;
+  latest_version: number;
+  config: Record<string, unknown>;
+  created_at: string;
+  updated_at: string;
+}
+
+export interface WorkloadApplied {
+  items: Workload[];
+  created: string[];
+  updated: string[];
+  unchanged: string[];
+}

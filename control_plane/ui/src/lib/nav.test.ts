@@ -13,8 +13,8 @@ describe("navigation by permission", () => {
     expect(homePath(["decisions:read", "audit_events:read"])).toBe("/decisions");
   });
   it("groups the runtime and audit pages by role", () => {
-    const operator = visibleNav(["gateways:read", "executions:read", "policies:read"]).map((i) => i.section);
-    expect(operator).toEqual(["Policies", "Runtime", "Runtime"]);
+    const operator = visibleNav(["gateways:read", "executions:read", "policies:read", "agents:read"]).map((i) => i.label);
+    expect(operator).toEqual(["Policies", "Agents", "Gateways", "Executions"]);
     expect(visibleNav(["decisions:read"]).map((i) => i.label)).toEqual(["Decisions"]);
   });
 });

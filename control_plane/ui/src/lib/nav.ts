@@ -10,6 +10,8 @@ export const NAV: NavItem[] = [
   { to: "/policies", label: "Policies", permission: "policies:read", section: "Policies" },
   { to: "/simulate", label: "Simulate", permission: "policies:simulate", section: "Policies" },
   { to: "/bundles", label: "Bundle revisions", permission: "bundles:read", section: "Policies" },
+  { to: "/agents", label: "Agents", permission: "agents:read", section: "Runtime" },
+  { to: "/pipelines", label: "Pipelines", permission: "pipelines:read", section: "Runtime" },
   { to: "/gateways", label: "Gateways", permission: "gateways:read", section: "Runtime" },
   { to: "/executions", label: "Executions", permission: "executions:read", section: "Runtime" },
   { to: "/decisions", label: "Decisions", permission: "decisions:read", section: "Audit" },
