@@ -19,6 +19,7 @@ from control_plane.api.deps import (
     Limit,
     Tenant,
     client_ip,
+    client_of,
     requires,
 )
 from control_plane.db.base import utcnow
@@ -153,7 +154,7 @@ async def exchange(
 ) -> TokenResponse:
     """Trade the single-use code of a finished SSO login for the usual token pair."""
     user_id, org_id = await sso.redeem_code(_kv(request), body.code)
-    pair = await auth.issue(user_id, org_id)
+    pair = await auth.issue(user_id, org_id, client=client_of(request))
     return TokenResponse(
         access_token=pair.access_token,
         refresh_token=pair.refresh_token,
