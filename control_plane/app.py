@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from control_plane.api import (
     api_keys,
+    approvals,
     audit,
     auth,
     bundles,
@@ -22,11 +23,16 @@ from control_plane.api import (
     deployments,
     gateways,
     me,
+    mfa,
     policies,
     replays,
+    secrets,
+    sessions,
+    sso,
     system,
     teams,
     users,
+    webhooks,
     workspaces,
     workloads,
 )
@@ -39,6 +45,8 @@ from control_plane.services.bundle_events import BundleEvents
 from control_plane.services.crypto import load_master_key
 from control_plane.services.keys import KeyRing
 from control_plane.services.kv import open_store
+from control_plane.services.mfa import SecondFactor
+from control_plane.services.notifications import Notifier, configure_notifications
 from control_plane.services.replay import ReplayRunner
 from control_plane.services.secrets import open_secret_store
 from control_plane.settings import Settings
@@ -128,16 +136,21 @@ def create_app(
         kv = open_store(settings.redis_url, prefix=settings.redis_prefix)
         app.state.db, app.state.keys, app.state.kv = db, keys, kv
         app.state.auth = Authenticator(settings, db, keys, kv)
+        app.state.mfa = SecondFactor(settings, db, kv, load_master_key(settings))
         app.state.secrets = open_secret_store(settings, db)
         app.state.bundle_events = BundleEvents(settings.redis_url, prefix=settings.redis_prefix)
         await app.state.bundle_events.start()
         app.state.replays = ReplayRunner(db)
         await app.state.replays.start()
+        configure_notifications(db, settings)
+        app.state.notifier = Notifier(db, settings, lambda: app.state.secrets)
+        await app.state.notifier.start()
         if on_ready:
             on_ready()
         try:
             yield
         finally:
+            await app.state.notifier.stop()
             await app.state.replays.close()
             await app.state.bundle_events.close()
             await app.state.secrets.close()
@@ -159,9 +172,10 @@ def create_app(
         max_ingest_bytes=settings.max_ingest_bytes,
     )
     install_error_handlers(app)
-    routers = (system, auth, me, users, teams, workspaces, api_keys, audit, gateways)
+    routers = (system, auth, me, mfa, sessions, users, teams, workspaces, api_keys, audit)
+    routers = (*routers, gateways, sso, approvals, webhooks)
     # replays before policies: its /api/v1/policies/settings must win over /{policy_id}
-    for module in (*routers, replays, policies, bundles, decisions):
+    for module in (*routers, replays, policies, bundles, decisions, secrets):
         app.include_router(module.router)
     for router in (workloads.agents, workloads.pipelines, deployments.router):
         app.include_router(router)

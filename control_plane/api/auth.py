@@ -1,8 +1,17 @@
 from __future__ import annotations
 
+import uuid
+
 from fastapi import APIRouter, Request, Response
 
-from control_plane.api.deps import AuthenticatorDep, DatabaseDep, PrincipalDep, client_ip
+from control_plane.api.deps import (
+    AuthenticatorDep,
+    DatabaseDep,
+    PrincipalDep,
+    SecondFactorDep,
+    client_ip,
+    client_of,
+)
 from control_plane.observability import request_id_var
 from control_plane.schemas.identity import (
     LoginRequest,
@@ -10,8 +19,9 @@ from control_plane.schemas.identity import (
     SignupRequest,
     TokenResponse,
 )
-from control_plane.services import identity, ratelimit
+from control_plane.services import identity, ratelimit, sso
 from control_plane.services.auth import TokenPair
+from control_plane.services.mfa import MfaEnrolmentRequired
 
 router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
 
@@ -45,25 +55,48 @@ async def signup(
     ip = client_ip(request)
     await _limit(request, f"signup:{ip}", "sign-ups from this address")
     user_id, org_id = await identity.signup(db, body, ip, request_id_var.get())
-    return _tokens(await auth.issue(user_id, org_id))
+    return _tokens(await auth.issue(user_id, org_id, client=client_of(request)))
 
 
-@router.post("/login", responses={401: {}, 422: {}, 429: {}})
-async def login(
-    body: LoginRequest, request: Request, db: DatabaseDep, auth: AuthenticatorDep
-) -> TokenResponse:
+async def verify_login(
+    body: LoginRequest, request: Request, db: DatabaseDep, mfa: SecondFactorDep
+) -> tuple[uuid.UUID, uuid.UUID]:
+    """Password, then the second factor: (user id, organisation id) or the reason why not."""
     ip = client_ip(request)
     email = identity.normalize_email(body.email)
     await _limit(request, f"login:{ip}:{email}", "login attempts for this account")
     user_id, org_id = await identity.login(db, body)
+    await sso.check_password_login(db, user_id, org_id)
+    await mfa.check_login(user_id, org_id, body.totp)
     await ratelimit.reset(request.app.state.kv, f"login:{ip}:{email}")
-    return _tokens(await auth.issue(user_id, org_id))
+    return user_id, org_id
 
 
-@router.post("/refresh", responses={401: {}, 422: {}})
-async def refresh(body: RefreshRequest, auth: AuthenticatorDep) -> TokenResponse:
+@router.post("/login", responses={401: {}, 403: {}, 422: {}, 429: {}})
+async def login(
+    body: LoginRequest,
+    request: Request,
+    db: DatabaseDep,
+    auth: AuthenticatorDep,
+    mfa: SecondFactorDep,
+) -> TokenResponse:
+    """401 `mfa_required` asks for `totp`; 403 `mfa_enrolment_required` carries an
+    enrolment token when your role needs MFA you have not set up yet."""
+    user_id, org_id = await verify_login(body, request, db, mfa)
+    return _tokens(await auth.issue(user_id, org_id, client=client_of(request)))
+
+
+@router.post("/refresh", responses={401: {}, 403: {}, 422: {}})
+async def refresh(
+    body: RefreshRequest, auth: AuthenticatorDep, mfa: SecondFactorDep
+) -> TokenResponse:
     """Trade a refresh token for a new pair; each refresh token works once."""
-    return _tokens(await auth.refresh(body.refresh_token))
+    pair = await auth.refresh(body.refresh_token)
+    if await mfa.enrolment_missing(pair.user_id, pair.organization_id):
+        # The organisation started requiring MFA for this role: no more tokens until enrolled.
+        await auth.revoke_session(pair.session_id)
+        raise MfaEnrolmentRequired("your role now requires MFA: log in again to enrol")
+    return _tokens(pair)
 
 
 @router.post("/logout", status_code=204, responses={401: {}})
