@@ -33,8 +33,8 @@ from control_plane.api import (
     teams,
     users,
     webhooks,
-    workspaces,
     workloads,
+    workspaces,
 )
 from control_plane.db.migrate import upgrade
 from control_plane.db.session import Database

@@ -5,12 +5,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Response
 
+from control_plane.api.deployments import deployment_out
 from control_plane.api.deps import Cursor, DatabaseDep, GatewayDep, Limit, Tenant, requires
 from control_plane.db.base import utcnow
 from control_plane.db.models import Gateway
 from control_plane.schemas import fleet as schemas
 from control_plane.schemas.base import Page
-from control_plane.services import gateways, policies
+from control_plane.schemas.workloads import GatewayWithDeployments
+from control_plane.services import deployments, gateways, policies
 
 router = APIRouter(prefix="/api/v1/gateways", tags=["gateways"])
 
@@ -81,17 +83,19 @@ async def list_gateways(
 
 
 @router.get("/{gateway_id}", responses=ERRORS)
-async def get_gateway(gateway_id: uuid.UUID, tenant: Read) -> schemas.GatewayDetail:
-    """The gateway with each reporting sidecar instance; `stale` flags an instance silent for
-    a minute or serving an older bundle than the current revision."""
+async def get_gateway(gateway_id: uuid.UUID, tenant: Read) -> GatewayWithDeployments:
+    """The gateway with each reporting sidecar instance and what is deployed to it; `stale`
+    flags an instance silent for a minute or serving an older bundle than the current one."""
     async with tenant.session() as session:
         gateway = await gateways.get(session, gateway_id)
         current = await policies.current_revision(session)
         rows = await gateways.instances(session, gateway_id)
+        deployed = await deployments.for_gateway(session, gateway_id)
     revision = current.revision if current else None
     now = utcnow()
-    return schemas.GatewayDetail(
+    return GatewayWithDeployments(
         **schemas.Gateway.model_validate(gateway).model_dump(),
+        deployments=[deployment_out(d, gateway) for d in deployed],
         current_revision=revision,
         instances=[
             schemas.Instance(

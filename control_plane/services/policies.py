@@ -24,7 +24,7 @@ from control_plane.db.base import utcnow
 from control_plane.db.models import ApiKey, BundleRevision, Organization, Policy, PolicyVersion
 from control_plane.db.session import SYSTEM, Database
 from control_plane.errors import Conflict, Invalid, NotFound
-from control_plane.services import audit
+from control_plane.services import audit, deployments
 from control_plane.services.audit import Actor
 from control_plane.services.keys import KeyRing
 from control_plane.services.pagination import paginate
@@ -296,10 +296,13 @@ async def compile_context(
             (ApiKey.expires_at.is_(None)) | (ApiKey.expires_at > now),
         )
     )
+    agents, pipelines = await deployments.bundle_entries(session)
     return CompileContext(
         organization_id=str(organization_id),
         api_keys=[{"name": k.name, "key_hash": k.key_hash, "roles": [k.role]} for k in api_keys],
         jwks=keys.jwks(),
+        agents=agents,
+        pipelines=pipelines,
     )
 
 
@@ -484,8 +487,10 @@ async def publish(
     *,
     message: str,
     issuer: str,
+    versions: dict[str, int] | None = None,
 ) -> BundleRevision:
-    versions = await draft_versions(session)
+    """Publish the drafts (or exactly `versions` of them, as the publish gate cleared)."""
+    versions = versions if versions is not None else await draft_versions(session)
     return await _release(
         session,
         organization_id,

@@ -16,6 +16,8 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("PATCH", "/api/v1/users/{user_id}"): {"role": "developer"},
     ("PATCH", "/api/v1/teams/{team_id}"): {"description": "taken over"},
     ("PATCH", "/api/v1/workspaces/{workspace_id}"): {"description": "taken over"},
+    ("PUT", "/api/v1/secrets/providers/{provider}"): {"api_key": "sk-taken-over"},
+    ("POST", "/api/v1/policies/{policy_id}/replay"): {"since": "2026-11-26T00:00:00Z"},
 }
 
 
@@ -45,7 +47,16 @@ async def _objects_of(client: httpx.AsyncClient, owner: Account) -> dict[str, st
         json={"name": "edge", "environment": "prod", "url": "http://gw.test"},
         headers=h,
     )
+    agent = await client.post("/api/v1/agents", json={"source": AGENT}, headers=h)
+    pipeline = await client.post("/api/v1/pipelines", json={"source": PIPELINE}, headers=h)
+    deployment = await client.post(
+        "/api/v1/deployments",
+        json={"gateway_id": gateway.json()["id"], "kind": "agent", "name": "bot"},
+        headers=h,
+    )
     for response in (user, team, workspace, key, policy, published, gateway):
+        assert response.status_code == 201, response.text
+    for response in (agent, pipeline, deployment):
         assert response.status_code == 201, response.text
     decision_id = f"d-{owner.organization_id}"
     ingested = await client.post(
@@ -63,22 +74,40 @@ async def _objects_of(client: httpx.AsyncClient, owner: Account) -> dict[str, st
         headers={"Authorization": f"Bearer {gateway.json()['credential']}"},
     )
     assert ingested.json() == {"accepted": 1, "duplicates": 0}, ingested.text
+    replay = await client.post(
+        "/api/v1/policies/replay", json={"since": "2026-11-26T00:00:00Z"}, headers=h
+    )
+    assert replay.status_code == 202, replay.text
+    provider = f"p-{owner.organization_id[:8]}"
+    stored = await client.put(
+        f"/api/v1/secrets/providers/{provider}", json={"api_key": "sk-theirs"}, headers=h
+    )
+    assert stored.status_code == 201, stored.text
     return {
+        "provider": provider,
         "user_id": user.json()["id"],
         "team_id": team.json()["id"],
         "workspace_id": workspace.json()["id"],
         "key_id": key.json()["id"],
         "policy_id": policy.json()["items"][0]["id"],
         "gateway_id": gateway.json()["id"],
+        "agent_id": agent.json()["items"][0]["id"],
+        "pipeline_id": pipeline.json()["items"][0]["id"],
+        "deployment_id": deployment.json()["id"],
         "scope": owner.organization_id,
         "decision_id": decision_id,
+        "replay_id": replay.json()["id"],
         "version": "1",
     }
 
 
 POLICY = "kind: RolePolicy\nmetadata: {name: extra-roles}\nspec:\n  roles: [{name: reader}]\n"
+AGENT = "kind: Agent\nmetadata: {name: bot}\nspec:\n  model: {provider: demo, name: demo}\n"
+PIPELINE = "kind: Pipeline\nmetadata: {name: flow}\nspec: {pattern: sequential, agents: [bot]}\n"
 # Query parameters a route needs before it reaches the tenant check.
 QUERIES: dict[str, str] = {"/api/v1/policies/{policy_id}/diff": "?from=1&to=1"}
+# Routes that create the caller's own object under a name: another tenant's name is no clash.
+OWN_BY_NAME = {("PUT", "/api/v1/secrets/providers/{provider}")}
 # Values that would show up in any listing anyway (not identifiers).
 NOT_SECRET = {"version"}
 
@@ -111,6 +140,10 @@ async def test_every_route_hides_other_tenants_objects(
         if method == "POST" and template.endswith("/members"):
             body = {"user_id": bob.user_id}
         response = await client.request(method, url, json=body, headers=bob.headers)
+        if (method, template) in OWN_BY_NAME:
+            assert response.status_code == 201, f"{method} {template}: {response.status_code}"
+            await client.delete(url, headers=bob.headers)  # Bob's own, made just now
+            continue
         assert response.status_code == 404, f"{method} {template}: {response.status_code}"
         assert response.json()["error"]["code"] == "not_found"
         walked += 1
@@ -138,6 +171,7 @@ def _urls(ids: dict[str, str]) -> dict[str, str]:
         "team": f"/api/v1/teams/{ids['team_id']}",
         "workspace": f"/api/v1/workspaces/{ids['workspace_id']}",
         "key": f"/api/v1/api-keys/{ids['key_id']}",
+        "secrets": "/api/v1/secrets",
     }
 
 

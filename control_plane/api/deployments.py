@@ -1,0 +1,134 @@
+"""`/api/v1/deployments`: put an agent or pipeline version on a gateway, through the bundle."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from control_plane.api.deps import Cursor, Limit, Tenant, requires
+from control_plane.db.models import BundleRevision, Deployment, Gateway
+from control_plane.schemas import workloads as schemas
+from control_plane.schemas.base import Page
+from control_plane.services import deployments, policies
+from control_plane.services.keys import KeyRing
+
+router = APIRouter(prefix="/api/v1/deployments", tags=["deployments"])
+
+Read = Annotated[Tenant, Depends(requires("deployments", "read"))]
+Create = Annotated[Tenant, Depends(requires("deployments", "create"))]
+Delete = Annotated[Tenant, Depends(requires("deployments", "delete"))]
+ERRORS: dict[int | str, dict[str, object]] = {401: {}, 403: {}, 404: {}, 409: {}, 422: {}}
+
+
+def deployment_out(deployment: Deployment, gateway: Gateway) -> schemas.Deployment:
+    return schemas.Deployment(
+        id=deployment.id,
+        gateway_id=gateway.id,
+        gateway_name=gateway.name,
+        kind=deployment.kind,
+        name=deployment.name,
+        version=deployment.version,
+        requires=deployment.requires or {},
+        endpoints=schemas.Endpoints.model_validate(
+            deployments.endpoints(gateway.url, deployment.kind, deployment.name)
+        ),
+        created_at=deployment.created_at,
+        updated_at=deployment.updated_at,
+        created_by=deployment.created_by,
+    )
+
+
+async def _resign(
+    request: Request, tenant: Tenant, session: AsyncSession, why: str
+) -> BundleRevision | None:
+    """Re-sign the published bundle in the caller's transaction (as API-key changes do), so
+    the deployment and the bundle that carries it commit together; None before any publish."""
+    keys: KeyRing = request.app.state.keys
+    return await policies.refresh(
+        session,
+        tenant.organization_id,
+        tenant.actor,
+        keys,
+        why=why,
+        issuer=request.app.state.settings.issuer,
+    )
+
+
+async def _notify(request: Request, row: BundleRevision | None) -> None:
+    if row is not None:
+        await request.app.state.bundle_events.notify(str(row.organization_id), row.revision)
+
+
+@router.post("", status_code=201, responses={**ERRORS, 200: {"model": schemas.DeploymentCreated}})
+async def deploy(
+    body: schemas.DeploymentCreate, tenant: Create, request: Request, response: Response
+) -> schemas.DeploymentCreated:
+    """Deploy a version (default: the latest) of an agent or pipeline to a gateway.
+
+    The agents it references ride along at pinned versions. The published bundle is
+    re-signed at once and its revision returned; `bundle_revision` is null when nothing was
+    ever published (the deployment rides the first publish). Deploying another version of
+    what a gateway already serves moves it (200); one version per name per organisation.
+    """
+    async with tenant.session() as session:
+        deployment, gateway, created = await deployments.create(
+            session,
+            tenant.organization_id,
+            tenant.actor,
+            gateway_id=body.gateway_id,
+            kind=body.kind,
+            name=body.name,
+            version=body.version,
+        )
+        out = deployment_out(deployment, gateway)
+        row = await _resign(
+            request,
+            tenant,
+            session,
+            f"{body.kind} {body.name} v{deployment.version} deployed to gateway {gateway.name}",
+        )
+        revision = row.revision if row is not None else None
+    await _notify(request, row)
+    if not created:
+        response.status_code = 200
+    return schemas.DeploymentCreated(**out.model_dump(), bundle_revision=revision)
+
+
+@router.get("", responses=ERRORS)
+async def list_deployments(
+    tenant: Read,
+    cursor: Cursor = None,
+    limit: Limit = 100,
+    gateway_id: Annotated[uuid.UUID | None, Query()] = None,
+    kind: Annotated[Literal["agent", "pipeline"] | None, Query()] = None,
+    name: Annotated[schemas.WorkloadName | None, Query()] = None,
+) -> Page[schemas.Deployment]:
+    async with tenant.session() as session:
+        rows, next_cursor = await deployments.list_deployments(
+            session, cursor, limit, gateway_id=gateway_id, kind=kind, name=name
+        )
+    return Page(items=[deployment_out(d, g) for d, g in rows], next_cursor=next_cursor)
+
+
+@router.get("/{deployment_id}", responses=ERRORS)
+async def get_deployment(deployment_id: uuid.UUID, tenant: Read) -> schemas.Deployment:
+    async with tenant.session() as session:
+        deployment, gateway = await deployments.get(session, deployment_id)
+        return deployment_out(deployment, gateway)
+
+
+@router.delete("/{deployment_id}", status_code=204, responses=ERRORS)
+async def undeploy(deployment_id: uuid.UUID, tenant: Delete, request: Request) -> Response:
+    """Undeploy; the bundle revision signed at once no longer carries it for that gateway."""
+    async with tenant.session() as session:
+        deployment = await deployments.delete(
+            session, tenant.organization_id, tenant.actor, deployment_id
+        )
+        row = await _resign(
+            request, tenant, session, f"{deployment.kind} {deployment.name} undeployed"
+        )
+    await _notify(request, row)
+    return Response(status_code=204)
