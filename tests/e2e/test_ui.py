@@ -373,3 +373,27 @@ def test_gateway_fleet_and_decision_explorer(control_plane: str, page: Page) -> 
     page.get_by_label("Until").fill("2026-11-26T00:00")
     page.get_by_role("button", name="Apply filters").click()
     expect(page.get_by_text("must be after “From”")).to_be_visible()
+
+    # A held call becomes an approval request; the owner approves it with a comment.
+    held = _decision(
+        "d-held-1", "user:bob@example.com", "require_approval", "deploys need approval"
+    )
+    held["input"]["action"] = "deploy"  # type: ignore[index]
+    ingest = httpx.post(
+        f"{control_plane}/api/v1/decisions/ingest", headers=bearer, json={"decisions": [held]}
+    )
+    assert ingest.json()["accepted"] == 1, ingest.text
+    nav(page, "Approvals")
+    row = page.get_by_role("row", name=re.compile("user:bob@example.com"))
+    expect(row).to_contain_text("deploys need approval")
+    shot(page, "approvals-pending")
+    row.get_by_role("button", name=re.compile("^Approve deploy")).click()
+    dialog = page.get_by_role("dialog", name=re.compile("Approve deploy"))
+    dialog.get_by_label("Comment (optional)").fill("change ticket 42")
+    dialog.get_by_role("button", name="Approve", exact=True).click()
+    expect(page.get_by_text("Approved: deploy on agent:support-bot")).to_be_visible()
+    expect(page.get_by_text("Nothing waits for approval.")).to_be_visible()
+    page.get_by_role("tab", name="Approved").click()
+    expect(page.get_by_role("row", name=re.compile("user:bob@example.com"))).to_contain_text(
+        "change ticket 42"
+    )

@@ -121,3 +121,20 @@ export interface WorkloadApplied {
   updated: string[];
   unchanged: string[];
 }
+
+/** A held call waiting for an approver (control_plane/schemas/approvals.py). */
+export interface Approval {
+  id: string;
+  status: "pending" | "approved" | "denied" | "expired" | string;
+  principal: string;
+  action: string;
+  resource: string;
+  args_hash: string;
+  reasons: string[];
+  approver_roles: string[];
+  created_at: string;
+  expires_at: string;
+  decided_at: string | null;
+  decided_by: string | null;
+  comment: string | null;
+}

@@ -15,6 +15,7 @@ export const NAV: NavItem[] = [
   { to: "/gateways", label: "Gateways", permission: "gateways:read", section: "Runtime" },
   { to: "/executions", label: "Executions", permission: "executions:read", section: "Runtime" },
   { to: "/decisions", label: "Decisions", permission: "decisions:read", section: "Audit" },
+  { to: "/approvals", label: "Approvals", permission: "approvals:read", section: "Audit" },
   { to: "/admin/members", label: "Members", permission: "users:read", section: "Admin" },
   { to: "/admin/teams", label: "Teams", permission: "teams:read", section: "Admin" },
   { to: "/admin/api-keys", label: "API keys", permission: "api_keys:read", section: "Admin" },
