@@ -2,51 +2,160 @@
 
 The organisation comes from the reporting gateway's credential, never from the records.
 A record whose id was already stored is counted as a duplicate and left as it was, so a
-sender may resend a batch until it is acknowledged.
+sender may resend a batch until it is acknowledged. New decisions are hash-chained per
+organisation (`decision_chain.py`) and handed to `ingest_hooks` in the same transaction;
+the API makes sure their monthly partitions exist first (`db/partitions.py`).
 """
 
 from __future__ import annotations
 
+import json
 import uuid
+import zlib
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Table
+from pydantic import TypeAdapter, ValidationError
+from sqlalchemy import Table, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from control_plane.db.base import Base
+from control_plane.db.base import Base, utcnow
 from control_plane.db.models import DecisionLog, Execution
+from control_plane.errors import Invalid, PayloadTooLarge
+from control_plane.schemas.decisions import OpaEvent
 from control_plane.schemas.fleet import DecisionRecord, ExecutionRecord
+from control_plane.services import ingest_hooks
+from control_plane.services.decision_chain import append, lock_chain
 from control_plane.services.gateways import GatewayIdentity
+
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(9998, 12, 31, tzinfo=UTC)
 
 
 def _text(value: Any, limit: int) -> str | None:
-    return value[:limit] if isinstance(value, str) else None
+    # PostgreSQL text cannot hold NUL; these columns are search keys, the JSON keeps it all.
+    return value.replace("\x00", "")[:limit] if isinstance(value, str) else None
 
 
-def _decision_row(identity: GatewayIdentity, record: DecisionRecord) -> dict[str, Any]:
-    decision_input, result = record.input, record.result
-    principal = decision_input.get("principal") or {}
-    resource = decision_input.get("resource") or {}
+def _reasons(result: dict[str, Any]) -> str | None:
+    reasons = result.get("reasons")
+    if not isinstance(reasons, list) or not reasons:
+        return None
+    return _text("\n".join(str(r) for r in reasons), 10_000)
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def decision_row(
+    organization_id: uuid.UUID,
+    gateway_id: uuid.UUID | None,
+    *,
+    decision_id: str,
+    time: datetime,
+    decision_input: dict[str, Any],
+    result: dict[str, Any],
+    duration_us: int | None,
+    instance: str | None,
+    source: str,
+) -> dict[str, Any]:
+    """The stored form of one decision, with the search columns taken from its input."""
+    principal = decision_input.get("principal")
+    resource = decision_input.get("resource")
+    principal = principal if isinstance(principal, dict) else {}
+    resource = resource if isinstance(resource, dict) else {}
+    revision = result.get("bundle_revision")
     return {
         "id": uuid.uuid4(),
-        "organization_id": identity.organization_id,
-        "created_at": record.time,
-        "decision_id": record.decision_id,
-        "time": record.time,
-        "gateway_id": identity.gateway_id,
-        "instance": record.instance,
-        "principal": _text(principal.get("id") if isinstance(principal, dict) else None, 320),
+        "organization_id": organization_id,
+        "created_at": utcnow(),
+        "decision_id": decision_id,
+        "time": _aware(time),
+        "source": source,
+        "gateway_id": gateway_id,
+        "instance": _text(instance, 200),
+        "principal": _text(principal.get("id"), 320),
         "action": _text(decision_input.get("action"), 64),
-        "resource": _text(resource.get("id") if isinstance(resource, dict) else None, 320),
+        "resource": _text(resource.get("id"), 320),
+        "workspace": _text(resource.get("workspace"), 100),
         "channel": _text(decision_input.get("channel"), 16),
         "outcome": _text(result.get("outcome"), 32) or "unknown",
-        "bundle_revision": _text(str(result.get("bundle_revision") or ""), 32) or None,
-        "duration_us": record.duration_us,
+        "reasons": _reasons(result),
+        "bundle_revision": _text(str(revision), 32) if revision not in (None, "") else None,
+        "duration_us": duration_us,
         "input": decision_input,
         "result": result,
     }
+
+
+def check_times(times: Sequence[datetime], field: str) -> None:
+    """Partitions are monthly from 1970 to 9998; anything outside is no decision time."""
+    for index, moment in enumerate(times):
+        if not EARLIEST <= _aware(moment) <= LATEST:
+            raise Invalid(
+                f"{field}.{index}: decision time out of range",
+                details=[{"field": f"{field}.{index}", "message": "between 1970 and 9998"}],
+            )
+
+
+async def store_decisions(
+    session: AsyncSession, organization_id: uuid.UUID, rows: Sequence[dict[str, Any]], field: str
+) -> tuple[int, int]:
+    """Chain and insert the rows whose decision id is new to the organisation.
+
+    The chain row lock serialises the organisation's ingests, so the duplicate check and
+    the chain are both race-free."""
+    if not rows:
+        return 0, 0
+    for index, row in enumerate(rows):
+        try:
+            json.dumps([row["input"], row["result"]], allow_nan=False)
+        except ValueError:
+            raise Invalid(
+                f"{field}.{index}: NaN or infinity is not JSON",
+                details=[{"field": f"{field}.{index}", "message": "NaN or infinity is not JSON"}],
+            ) from None
+    # Duplicates inside one batch count once; the first occurrence is the one kept.
+    unique: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        unique.setdefault(row["decision_id"], row)
+    chain = await lock_chain(session, organization_id)
+    known = set(
+        await session.scalars(
+            select(DecisionLog.decision_id).where(DecisionLog.decision_id.in_(list(unique)))
+        )
+    )
+    new = [row for key, row in unique.items() if key not in known]
+    if new:
+        append(chain, new)
+        table: Table = DecisionLog.__table__  # type: ignore[assignment]
+        await session.execute(insert(table), new)
+        await session.flush()
+        await ingest_hooks.after_decisions_stored(session, new)
+    return len(new), len(rows) - len(new)
+
+
+async def decisions(
+    session: AsyncSession, identity: GatewayIdentity, records: Sequence[DecisionRecord]
+) -> tuple[int, int]:
+    rows = [
+        decision_row(
+            identity.organization_id,
+            identity.gateway_id,
+            decision_id=r.decision_id,
+            time=r.time,
+            decision_input=r.input,
+            result=r.result,
+            duration_us=r.duration_us,
+            instance=r.instance,
+            source="sidecar",
+        )
+        for r in records
+    ]
+    return await store_decisions(session, identity.organization_id, rows, "decisions")
 
 
 def _execution_row(identity: GatewayIdentity, record: ExecutionRecord) -> dict[str, Any]:
@@ -83,15 +192,134 @@ async def _insert_new(
     return accepted, len(rows) - accepted
 
 
-async def decisions(
-    session: AsyncSession, identity: GatewayIdentity, records: Sequence[DecisionRecord]
-) -> tuple[int, int]:
-    rows = [_decision_row(identity, r) for r in records]
-    return await _insert_new(session, DecisionLog, "decision_id", rows)
-
-
 async def executions(
     session: AsyncSession, identity: GatewayIdentity, records: Sequence[ExecutionRecord]
 ) -> tuple[int, int]:
     rows = [_execution_row(identity, r) for r in records]
     return await _insert_new(session, Execution, "execution_id", rows)
+
+
+# --- OPA's decision-log upload format -------------------------------------------------
+
+OUTCOMES = ("allow", "deny", "require_approval")
+
+
+def read_opa_upload(body: bytes, content_encoding: str | None, limit: int) -> list[Any]:
+    """The JSON array of an OPA upload: gzip (OPA's default; also recognised without the
+    header) or plain, at most `limit` bytes once decompressed."""
+    if (content_encoding or "").strip().lower() == "gzip" or body[:2] == b"\x1f\x8b":
+        inflater = zlib.decompressobj(wbits=31)
+        try:
+            body = inflater.decompress(body, limit + 1)
+        except zlib.error:
+            raise Invalid(
+                "body: not valid gzip", details=[{"field": "body", "message": "not valid gzip"}]
+            ) from None
+        if len(body) > limit or inflater.unconsumed_tail:
+            raise PayloadTooLarge(f"decompressed body is larger than {limit} bytes")
+        if not inflater.eof:
+            raise Invalid(
+                "body: truncated gzip", details=[{"field": "body", "message": "truncated gzip"}]
+            )
+    try:
+        events = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise Invalid(
+            "body: not JSON", details=[{"field": "body", "message": "not JSON"}]
+        ) from None
+    if not isinstance(events, list):
+        raise Invalid(
+            "body: expected a JSON array of decision events",
+            details=[{"field": "body", "message": "expected a JSON array"}],
+        )
+    return events
+
+
+_OPA_EVENTS = TypeAdapter(list[OpaEvent])
+
+
+def opa_events(raw: list[Any]) -> list[OpaEvent]:
+    try:
+        return _OPA_EVENTS.validate_python(raw)
+    except ValidationError as error:
+        details = [
+            {"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]}
+            for e in error.errors()
+        ]
+        raise Invalid(f"{details[0]['field']}: {details[0]['message']}", details=details) from None
+
+
+def opa_outcome(result: Any) -> tuple[str, list[str]]:
+    """allow/deny from a boolean or `{allow: bool}`; our own output shape as it is."""
+    if isinstance(result, bool):
+        return ("allow" if result else "deny"), []
+    if result is None:
+        return "deny", ["undefined result"]
+    if isinstance(result, dict):
+        reasons = result.get("reasons")
+        if not isinstance(reasons, list):
+            deny = result.get("deny")
+            reasons = sorted(str(r) for r in deny) if isinstance(deny, list | dict) else []
+        if result.get("outcome") in OUTCOMES:
+            return str(result["outcome"]), [str(r) for r in reasons]
+        if isinstance(result.get("allow"), bool):
+            return ("allow" if result["allow"] else "deny"), [str(r) for r in reasons]
+    return "unknown", []
+
+
+def _opa_revision(bundles: dict[str, Any] | None) -> str | None:
+    for name in sorted(bundles or {}):
+        revision = (bundles or {})[name]
+        if isinstance(revision, dict) and revision.get("revision") not in (None, ""):
+            return str(revision["revision"])
+    return None
+
+
+def _opa_duration_us(metrics: dict[str, Any] | None) -> int | None:
+    for key in ("timer_server_handler_ns", "timer_rego_query_eval_ns"):
+        value = (metrics or {}).get(key)
+        if isinstance(value, int) and 0 <= value < 2**62:
+            return value // 1000
+    return None
+
+
+def opa_rows(identity: GatewayIdentity, events: Sequence[OpaEvent]) -> list[dict[str, Any]]:
+    rows = []
+    for event in events:
+        outcome, reasons = opa_outcome(event.result)
+        revision = _opa_revision(event.bundles)
+        opa = {
+            "path": event.path,
+            "result": event.result,
+            "bundles": event.bundles,
+            "labels": event.labels,
+            "requested_by": event.requested_by,
+            "erased": event.erased,
+            "masked": event.masked,
+            "metrics": event.metrics,
+        }
+        result = {
+            "decision_id": event.decision_id,
+            "outcome": outcome,
+            "reasons": reasons,
+            "bundle_revision": revision,
+            "opa": {k: v for k, v in opa.items() if v is not None},
+        }
+        decision_input = event.input if isinstance(event.input, dict) else {}
+        if event.input is not None and not isinstance(event.input, dict):
+            decision_input = {"value": event.input}
+        labels = event.labels or {}
+        rows.append(
+            decision_row(
+                identity.organization_id,
+                identity.gateway_id,
+                decision_id=event.decision_id,
+                time=event.timestamp,
+                decision_input=decision_input,
+                result=result,
+                duration_us=_opa_duration_us(event.metrics),
+                instance=labels.get("id") if isinstance(labels.get("id"), str) else None,
+                source="opa",
+            )
+        )
+    return rows

@@ -173,7 +173,8 @@ async def test_decision_ingest_is_idempotent_and_tenant_bound(
     assert again.json() == {"accepted": 0, "duplicates": 3}
 
     listed = await client.get("/api/v1/decisions", headers=owner.headers)
-    assert [d["decision_id"] for d in listed.json()["items"]] == ["d1", "d2"]
+    # Newest first (M5: time desc, then decision id).
+    assert [d["decision_id"] for d in listed.json()["items"]] == ["d2", "d1"]
     denied = await client.get("/api/v1/decisions?outcome=deny", headers=owner.headers)
     assert [d["principal"] for d in denied.json()["items"]] == ["user:alice@example.com"]
     one = await client.get("/api/v1/decisions/d2", headers=owner.headers)

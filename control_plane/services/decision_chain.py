@@ -1,0 +1,384 @@
+"""The decision log's hash chain per organisation, its verification, and retention.
+
+Each stored decision gets the organisation's next `sequence` (ingest order) and
+`chain_hash = SHA-256(previous chain_hash ‖ canonical JSON of the stored record)`, the
+first one chained to `GENESIS`. Ingest locks the organisation's `DecisionChain` row (a row
+lock on PostgreSQL; SQLite's single writer already serialises), so concurrent batches
+never fork the chain. Retention deletes decisions older than the organisation's
+`retention_days` (whole partitions on PostgreSQL once every organisation is past them) and
+records the sequence ranges it removed with the hash of each range's last link, so
+verification steps over exactly those and reports any other missing or altered link.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, Table, delete, func, select, text
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from control_plane.db.base import utcnow
+from control_plane.db.models import DecisionChain, DecisionLog
+from control_plane.db.partitions import list_partitions, month_of, next_month
+from control_plane.db.session import SYSTEM, Database
+from control_plane.services import audit
+from control_plane.services.audit import Actor
+
+log = logging.getLogger(__name__)
+
+GENESIS = "0" * 64
+DEFAULT_RETENTION_DAYS = 365
+# What the hash covers: every stored column of the record.
+CHAINED = (
+    "id",
+    "organization_id",
+    "sequence",
+    "decision_id",
+    "time",
+    "created_at",
+    "source",
+    "gateway_id",
+    "instance",
+    "principal",
+    "action",
+    "resource",
+    "workspace",
+    "channel",
+    "outcome",
+    "reasons",
+    "bundle_revision",
+    "duration_us",
+    "input",
+    "result",
+)
+SessionFactory = Callable[[], AbstractAsyncContextManager[AsyncSession]]
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    return value
+
+
+def canonical(record: Mapping[str, Any]) -> bytes:
+    """Sorted keys, no whitespace, UTF-8; raises ValueError on NaN or infinity."""
+    document = {name: _plain(record[name]) for name in CHAINED}
+    return json.dumps(
+        document, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    ).encode()
+
+
+def link(prev_hash: str, record: Mapping[str, Any]) -> str:
+    return hashlib.sha256(prev_hash.encode() + canonical(record)).hexdigest()
+
+
+async def lock_chain(session: AsyncSession, organization_id: uuid.UUID) -> DecisionChain:
+    """The organisation's chain row, created on first use, locked until the transaction ends."""
+    values = {
+        "id": uuid.uuid4(),
+        "organization_id": organization_id,
+        "created_at": utcnow(),
+        "head_sequence": 0,
+        "head_hash": GENESIS,
+        "retention_days": DEFAULT_RETENTION_DAYS,
+        "expired": [],
+    }
+    table: Table = DecisionChain.__table__  # type: ignore[assignment]
+    insert = (
+        postgresql.insert(table)
+        if session.get_bind().dialect.name == "postgresql"
+        else sqlite.insert(table)
+    )
+    await session.execute(
+        insert.values(**values).on_conflict_do_nothing(index_elements=["organization_id"])
+    )
+    chain = await session.scalar(
+        select(DecisionChain)
+        .where(DecisionChain.organization_id == organization_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    assert chain is not None  # inserted above or already there
+    return chain
+
+
+def append(chain: DecisionChain, rows: Sequence[dict[str, Any]]) -> None:
+    """Give `rows` (new records, in ingest order) their sequence and chain hash."""
+    sequence, prev = chain.head_sequence, chain.head_hash
+    for row in rows:
+        sequence += 1
+        row["sequence"] = sequence
+        row["chain_hash"] = prev = link(prev, row)
+    chain.head_sequence, chain.head_hash = sequence, prev
+
+
+# --- verification ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BrokenLink:
+    sequence: int
+    decision_id: str | None
+    expected: str
+    found: str
+    reason: str  # altered | missing | duplicate | head
+
+
+@dataclass(frozen=True)
+class ChainReport:
+    ok: bool
+    checked: int
+    head_sequence: int
+    head_hash: str
+    expired_ranges: int
+    first_broken: BrokenLink | None = None
+
+
+class _Walk:
+    """The expected next link, stepping over the ranges retention removed."""
+
+    def __init__(self, expired: Iterable[Sequence[Any]]):
+        self.all = merge_ranges(expired)
+        self.ahead = list(self.all)
+        self.sequence, self.prev = 1, GENESIS
+        self._skip()
+
+    def _skip(self) -> None:
+        while self.ahead and self.ahead[0][0] <= self.sequence:
+            _first, last, last_hash = self.ahead.pop(0)
+            if last >= self.sequence:
+                self.sequence, self.prev = last + 1, last_hash
+
+    def expired(self, sequence: int) -> bool:
+        return any(first <= sequence <= last for first, last, _ in self.all)
+
+    def advance(self, chain_hash: str) -> None:
+        self.sequence, self.prev = self.sequence + 1, chain_hash
+        self._skip()
+
+
+async def verify(open_session: SessionFactory, *, batch: int = 1000) -> ChainReport:
+    """Recompute the caller's chain in sequence order, a batch per short transaction."""
+    async with open_session() as session:
+        chain = await session.scalar(select(DecisionChain))
+    if chain is None:
+        return ChainReport(True, 0, 0, GENESIS, 0)
+    head_sequence, head_hash = chain.head_sequence, chain.head_hash
+    walk = _Walk(chain.expired)
+    checked, after = 0, 0
+
+    def report(broken: BrokenLink | None) -> ChainReport:
+        return ChainReport(
+            broken is None, checked, head_sequence, head_hash, len(chain.expired), broken
+        )
+
+    columns = [getattr(DecisionLog, name) for name in CHAINED] + [DecisionLog.chain_hash]
+    while after < head_sequence:
+        async with open_session() as session:
+            rows = (
+                await session.execute(
+                    select(*columns)
+                    .where(DecisionLog.sequence > after, DecisionLog.sequence <= head_sequence)
+                    .order_by(DecisionLog.sequence)
+                    .limit(batch)
+                )
+            ).all()
+        for row in rows:
+            record: dict[str, Any] = dict(row._mapping)
+            sequence = record["sequence"]
+            if walk.expired(sequence):
+                continue  # removed by retention; its partition is dropped later
+            if sequence < walk.sequence:
+                return report(
+                    BrokenLink(
+                        sequence,
+                        record["decision_id"],
+                        f"sequence {walk.sequence}",
+                        f"sequence {sequence}",
+                        "duplicate",
+                    )
+                )
+            if sequence > walk.sequence:
+                return report(
+                    BrokenLink(
+                        walk.sequence,
+                        None,
+                        f"sequence {walk.sequence}",
+                        f"sequence {sequence} ({record['decision_id']})",
+                        "missing",
+                    )
+                )
+            expected = link(walk.prev, record)
+            if expected != record["chain_hash"]:
+                return report(
+                    BrokenLink(
+                        sequence, record["decision_id"], expected, record["chain_hash"], "altered"
+                    )
+                )
+            walk.advance(record["chain_hash"])
+            checked += 1
+        if len(rows) < batch:
+            break
+        after = rows[-1]._mapping["sequence"]
+    if walk.sequence <= head_sequence:
+        return report(
+            BrokenLink(walk.sequence, None, f"sequence {walk.sequence}", "end of log", "missing")
+        )
+    if walk.prev != head_hash:
+        return report(BrokenLink(head_sequence, None, head_hash, walk.prev, "head"))
+    return report(None)
+
+
+# --- retention ------------------------------------------------------------------------
+
+
+async def set_retention(
+    session: AsyncSession, organization_id: uuid.UUID, actor: Actor, days: int
+) -> DecisionChain:
+    chain = await lock_chain(session, organization_id)
+    before = chain.retention_days
+    chain.retention_days = days
+    await audit.record(
+        session,
+        organization_id,
+        actor,
+        "decisions.retention.update",
+        "decision_chain",
+        chain.id,
+        before={"retention_days": before},
+        after={"retention_days": days},
+    )
+    return chain
+
+
+async def get_retention(session: AsyncSession) -> DecisionChain | None:
+    return await session.scalar(select(DecisionChain))
+
+
+@dataclass
+class ExpiryReport:
+    organizations: int = 0
+    deleted: int = 0
+    dropped_partitions: list[str] = field(default_factory=list)
+
+
+def merge_ranges(ranges: Iterable[Sequence[Any]]) -> list[list[Any]]:
+    """Sorted, with adjacent or overlapping ranges joined (keeping the later end's hash)."""
+    merged: list[list[Any]] = []
+    for first, last, last_hash in sorted((int(a), int(b), str(h)) for a, b, h in ranges):
+        if merged and first <= merged[-1][1] + 1:
+            if last > merged[-1][1]:
+                merged[-1][1], merged[-1][2] = last, last_hash
+        else:
+            merged.append([first, last, last_hash])
+    return merged
+
+
+async def _expired_ranges(
+    session: AsyncSession, organization_id: uuid.UUID, cutoff: datetime
+) -> list[list[Any]]:
+    """Runs of consecutive sequences older than `cutoff` (gaps-and-islands)."""
+    numbered = (
+        select(
+            DecisionLog.sequence,
+            (DecisionLog.sequence - func.row_number().over(order_by=DecisionLog.sequence)).label(
+                "island"
+            ),
+        )
+        .where(DecisionLog.organization_id == organization_id, DecisionLog.time < cutoff)
+        .subquery()
+    )
+    islands = (
+        await session.execute(
+            select(func.min(numbered.c.sequence), func.max(numbered.c.sequence)).group_by(
+                numbered.c.island
+            )
+        )
+    ).all()
+    if not islands:
+        return []
+    ends = [last for _, last in islands]
+    hashes = dict(
+        (
+            await session.execute(
+                select(DecisionLog.sequence, DecisionLog.chain_hash).where(
+                    DecisionLog.organization_id == organization_id,
+                    DecisionLog.sequence.in_(ends),
+                )
+            )
+        ).all()
+    )
+    return [[first, last, hashes[last]] for first, last in islands]
+
+
+async def expire(db: Database, *, now: datetime | None = None) -> ExpiryReport:
+    """Remove every organisation's decisions older than its retention.
+
+    On PostgreSQL a partition whose whole month is past every organisation's cutoff is
+    dropped; younger expired rows are deleted. On SQLite rows are deleted."""
+    now = now or utcnow()
+    report = ExpiryReport()
+    async with db.session(SYSTEM) as session:
+        chains = [
+            (c.organization_id, now - timedelta(days=c.retention_days))
+            for c in (await session.scalars(select(DecisionChain))).all()
+        ]
+    if not chains:
+        return report
+    # Rows before `whole` live in partitions that will be dropped whole.
+    whole = month_of(min(cutoff for _, cutoff in chains)) if not db.is_sqlite else None
+    actor = Actor("system", None, "kaizen-studio db expire-decisions")
+    for organization_id, cutoff in chains:
+        async with db.session(organization_id) as session:
+            chain = await lock_chain(session, organization_id)
+            ranges = await _expired_ranges(session, organization_id, cutoff)
+            if not ranges:
+                continue
+            removed = delete(DecisionLog).where(
+                DecisionLog.organization_id == organization_id, DecisionLog.time < cutoff
+            )
+            if whole is not None:
+                removed = removed.where(DecisionLog.time >= whole)
+            await session.execute(removed.execution_options(synchronize_session=False))
+            count = sum(last - first + 1 for first, last, _ in ranges)
+            chain.expired = merge_ranges([*chain.expired, *ranges])
+            chain.expired_before = cutoff
+            await audit.record(
+                session,
+                organization_id,
+                actor,
+                "decisions.expire",
+                "decision_chain",
+                chain.id,
+                before_time=cutoff.isoformat(),
+                decisions=count,
+                retention_days=chain.retention_days,
+            )
+            report.organizations += 1
+            report.deleted += count
+    if whole is not None:
+        async with db.engine.begin() as connection:
+            report.dropped_partitions = await connection.run_sync(_drop_partitions, whole)
+    return report
+
+
+def _drop_partitions(connection: Connection, before: datetime) -> list[str]:
+    dropped = []
+    for name, month in list_partitions(connection):
+        if next_month(month) <= before:
+            connection.execute(text(f'DROP TABLE IF EXISTS "{name}"'))
+            dropped.append(name)
+    if dropped:
+        log.info("dropped expired decision-log partitions", extra={"partitions": dropped})
+    return dropped
