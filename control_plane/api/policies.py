@@ -10,7 +10,7 @@ from control_plane.api.deps import Cursor, Limit, Tenant, requires
 from control_plane.db.models import BundleRevision, Policy
 from control_plane.schemas import policies as schemas
 from control_plane.schemas.base import Page
-from control_plane.services import policies
+from control_plane.services import policies, replay
 from control_plane.services.keys import KeyRing
 
 router = APIRouter(prefix="/api/v1/policies", tags=["policies"])
@@ -153,9 +153,14 @@ async def publish(
 ) -> schemas.BundleRevision:
     """Validate the drafts, run their tests, compile and sign a new bundle revision.
 
-    Failing tests are a 409 listing them; nothing changes then.
+    Failing tests are a 409 listing them; nothing changes then. With the organisation's
+    `require_replay_before_publish` on, so is a draft set without a clean replay, unless
+    `accept_replay` names a completed replay of it (an audited acknowledgement).
     """
     async with tenant.session() as session:
+        versions = await replay.publish_gate(
+            session, tenant.organization_id, tenant.actor, accept_replay=body.accept_replay
+        )
         row = await policies.publish(
             session,
             tenant.organization_id,
@@ -163,6 +168,7 @@ async def publish(
             _keys(request),
             message=body.message,
             issuer=_issuer(request),
+            versions=versions,
         )
     await _notify(request, row)
     return revision_out(row)

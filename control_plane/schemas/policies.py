@@ -80,6 +80,10 @@ class TestReport(Output):
 
 class PublishRequest(Input):
     message: Annotated[str, StringConstraints(max_length=1000)] = ""
+    accept_replay: uuid.UUID | None = Field(
+        default=None,
+        description="A completed replay of exactly these drafts whose changes you accept.",
+    )
 
 
 class RollbackRequest(Input):
