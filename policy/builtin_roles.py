@@ -44,6 +44,7 @@ spec:
         - {resource: "pipelines:*", actions: [create, update, delete]}
         - {resource: "deployments:*", actions: [create, delete]}
         - {resource: "api_keys:*", actions: [read, create, delete]}
+        - {resource: "secrets:*", actions: [read, create, delete]}
     - name: operator
       inherits: [viewer]
       permissions:
@@ -64,6 +65,7 @@ spec:
         - {resource: "api_keys:*", actions: [read, create, delete]}
         - {resource: "webhooks:*", actions: [read, create, update, delete]}
         - {resource: "sso:*", actions: [read, create, update, delete]}
+        - {resource: "organization:*", actions: [configure_mfa]}
     - name: owner
       inherits: [admin]
       permissions:

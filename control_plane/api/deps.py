@@ -14,15 +14,20 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from control_plane.db.session import Database
 from control_plane.errors import Unauthenticated
 from control_plane.observability import organization_id_var, request_id_var
-from control_plane.services import gateways
+from control_plane.services import gateways, sessions
 from control_plane.services.audit import Actor
 from control_plane.services.auth import Authenticator
 from control_plane.services.gateways import GatewayIdentity
+from control_plane.services.mfa import SecondFactor
 from control_plane.services.principal import Principal
 
 
 def client_ip(request: Request) -> str | None:
     return request.client.host if request.client else None
+
+
+def client_of(request: Request) -> sessions.Client:
+    return sessions.Client(request.headers.get("user-agent"), client_ip(request))
 
 
 def get_db(request: Request) -> Database:
@@ -35,12 +40,32 @@ def get_authenticator(request: Request) -> Authenticator:
     return auth
 
 
+def get_second_factor(request: Request) -> SecondFactor:
+    mfa: SecondFactor = request.app.state.mfa
+    return mfa
+
+
 DatabaseDep = Annotated[Database, Depends(get_db)]
 AuthenticatorDep = Annotated[Authenticator, Depends(get_authenticator)]
+SecondFactorDep = Annotated[SecondFactor, Depends(get_second_factor)]
 
 
 async def get_principal(request: Request, auth: AuthenticatorDep) -> Principal:
-    principal = await auth.authenticate(request.headers.get("authorization"))
+    """A bearer credential, else a browser session cookie (whose writes need CSRF)."""
+    authorization = request.headers.get("authorization")
+    session_cookie = request.cookies.get(sessions.SESSION_COOKIE)
+    if authorization is None and session_cookie:
+        cookie_request = sessions.CookieRequest(
+            request.method,
+            session_cookie,
+            request.cookies.get(sessions.CSRF_COOKIE),
+            request.headers.get(sessions.CSRF_HEADER),
+        )
+        principal = await sessions.authenticate_cookie(auth, request.app.state.kv, cookie_request)
+    else:
+        principal = await auth.authenticate(authorization)
+    if principal.session_id:
+        await sessions.touch(request.app.state.kv, request.app.state.settings, principal.session_id)
     organization_id_var.set(str(principal.organization_id))
     return principal
 

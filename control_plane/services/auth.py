@@ -26,6 +26,7 @@ from control_plane.errors import Unauthenticated
 from control_plane.services.keys import ALGORITHM, KeyRing
 from control_plane.services.kv import KeyValueStore
 from control_plane.services.principal import Principal
+from control_plane.services.sessions import Client, register
 from control_plane.settings import Settings
 
 API_KEY_PREFIX = "ks_"
@@ -48,6 +49,7 @@ class TokenPair:
     user_id: uuid.UUID
     organization_id: uuid.UUID
     expires_in: int
+    session_id: str
 
 
 class Authenticator:
@@ -60,9 +62,16 @@ class Authenticator:
     # -- issuing -------------------------------------------------------------------------
 
     async def issue(
-        self, user_id: uuid.UUID, organization_id: uuid.UUID, session_id: str | None = None
+        self,
+        user_id: uuid.UUID,
+        organization_id: uuid.UUID,
+        session_id: str | None = None,
+        *,
+        client: Client | None = None,
     ) -> TokenPair:
         sid = session_id or secrets.token_urlsafe(16)
+        if session_id is None:  # a new login: into the registry the session list reads
+            await register(self._db, sid, user_id, organization_id, "token", client)
         # Sidecars authorize from the token alone: it carries who the caller is in the org.
         role, email = await self._membership_role(user_id, organization_id)
         teams = await self._team_names(user_id, organization_id)
@@ -90,7 +99,7 @@ class Authenticator:
         record = json.dumps({"user": str(user_id), "org": str(organization_id), "sid": sid})
         await self._kv.set(f"refresh:{sha256_hex(refresh)}", record, ttl=refresh_ttl)
         await self._kv.set(f"session:{sid}", sha256_hex(refresh), ttl=refresh_ttl)
-        return TokenPair(access, refresh, user_id, organization_id, ttl)
+        return TokenPair(access, refresh, user_id, organization_id, ttl, sid)
 
     async def refresh(self, refresh_token: str) -> TokenPair:
         digest = sha256_hex(refresh_token)
@@ -163,6 +172,13 @@ class Authenticator:
             raise Unauthenticated("invalid access token subject") from None
         role, email = await self._membership_role(user_id, org_id)
         return Principal("user", user_id, org_id, role, email, session_id=claims["sid"])
+
+    async def session_principal(self, user_id: uuid.UUID, org_id: uuid.UUID, sid: str) -> Principal:
+        """The user of a session proven by other means than a token (a browser cookie)."""
+        if await self._kv.get(f"revoked:{sid}"):
+            raise Unauthenticated("session has been revoked")
+        role, email = await self._membership_role(user_id, org_id)
+        return Principal("user", user_id, org_id, role, email, session_id=sid)
 
     async def _membership_role(self, user_id: uuid.UUID, org_id: uuid.UUID) -> tuple[str, str]:
         async with self._db.session(org_id) as session:
