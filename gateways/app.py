@@ -31,8 +31,9 @@ from gateways.errors import GatewayError, InvalidInput
 from gateways.executions import Execution, ExecutionRecorder, Settler
 from gateways.executor import Executor, RunResult
 from gateways.mcp_server import McpEndpoint, ask_sidecar, build_server, session_manager
-from gateways.providers import EnvSecretResolver, PriceTable, ProviderRegistry, SecretResolver
+from gateways.providers import PriceTable, ProviderRegistry, SecretResolver
 from gateways.providers.http import new_client
+from gateways.providers.secrets import resolver_for
 from gateways.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
@@ -125,7 +126,9 @@ def create_app(
     state = GatewayState(
         settings=settings,
         source=source,
-        executor=Executor(ProviderRegistry(secrets or EnvSecretResolver(), client), prices, client),
+        executor=Executor(
+            ProviderRegistry(secrets or resolver_for(settings), client), prices, client
+        ),
         recorder=ExecutionRecorder(
             settings.control_plane_url,
             token,

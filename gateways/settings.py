@@ -4,8 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _vault(field: str) -> AliasChoices:
+    """`KAIZEN_<FIELD>`, or Vault's own variable (`VAULT_ADDR`, `VAULT_TOKEN`, …)."""
+    return AliasChoices(field, f"KAIZEN_{field.upper()}", field.upper())
 
 
 class GatewaySettings(BaseSettings):
@@ -29,6 +34,21 @@ class GatewaySettings(BaseSettings):
     gateway_ingest_batch: int = 500
     gateway_ingest_buffer: int = 100_000
     log_level: str = "INFO"
+    # Provider keys (gateways/providers/secrets.py): `vault` reads them from Vault / OpenBao;
+    # otherwise from KAIZEN_SECRET_<NAME> environment variables.
+    secrets_backend: str = "database"
+    gateway_organization_id: str | None = None  # the org whose keys it reads; else bundle scope
+    vault_addr: str | None = Field(default=None, validation_alias=_vault("vault_addr"))
+    vault_token: SecretStr | None = Field(default=None, validation_alias=_vault("vault_token"))
+    vault_role_id: str | None = Field(default=None, validation_alias=_vault("vault_role_id"))
+    vault_secret_id: SecretStr | None = Field(
+        default=None, validation_alias=_vault("vault_secret_id")
+    )
+    vault_approle_mount: str = "approle"
+    vault_kv_mount: str = "secret"
+    vault_path_prefix: str = "kaizen"
+    vault_timeout_seconds: float = 5.0
+    vault_cache_seconds: float = 60.0
 
     @field_validator("gateway_token")
     @classmethod

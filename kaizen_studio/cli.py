@@ -80,6 +80,29 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_db_expire_decisions(_args: argparse.Namespace) -> int:
+    from control_plane.db.migrate import upgrade
+    from control_plane.db.session import Database
+    from control_plane.services.decision_chain import ExpiryReport, expire
+
+    settings = Settings()
+
+    async def run() -> ExpiryReport:
+        db = Database(settings.resolved_database_url)
+        try:
+            await upgrade(db)
+            return await expire(db)
+        finally:
+            await db.dispose()
+
+    report = asyncio.run(run())
+    print(
+        f"expired {report.deleted} decision(s) of {report.organizations} organisation(s); "
+        f"dropped partitions: {', '.join(report.dropped_partitions) or 'none'}"
+    )
+    return 0
+
+
 def cmd_keys_rotate(_args: argparse.Namespace) -> int:
     from control_plane.db.migrate import upgrade
     from control_plane.db.session import Database
@@ -113,6 +136,34 @@ def cmd_keys_rotate(_args: argparse.Namespace) -> int:
     kid, refreshed = asyncio.run(run())
     print(f"new signing key {kid}; previous keys stay published until their tokens expire")
     print(f"re-signed the published bundle of {len(refreshed)} organisation(s) with it")
+    return 0
+
+
+def cmd_secrets_rotate_master_key(_args: argparse.Namespace) -> int:
+    from control_plane.db.migrate import upgrade
+    from control_plane.db.session import Database
+    from control_plane.services import secrets
+
+    settings = Settings()
+
+    async def run() -> secrets.Rotation:
+        db = Database(settings.resolved_database_url)
+        vault = secrets.VaultClient.from_settings(settings) if settings.vault_transit_key else None
+        try:
+            await upgrade(db)
+            envelope = secrets.envelope_for(settings, vault)
+            return await secrets.rewrap_all(db, envelope, secrets.master_keys(settings))
+        finally:
+            if vault is not None:
+                await vault.close()
+            await db.dispose()
+
+    rotation = asyncio.run(run())
+    print(f"every data key is now wrapped by {rotation.key_id}")
+    print(
+        f"rewrapped {rotation.secrets} secret(s); re-sealed {rotation.signing_keys} signing key(s)"
+    )
+    print("the previous master key is no longer needed; remove KAIZEN_MASTER_KEY_PREVIOUS")
     return 0
 
 
@@ -154,6 +205,10 @@ def build_parser() -> argparse.ArgumentParser:
     up = db.add_parser("upgrade", help="apply Alembic migrations (default: to the newest)")
     up.add_argument("revision", nargs="?", default="head")
     up.set_defaults(func=cmd_db_upgrade)
+    db.add_parser(
+        "expire-decisions",
+        help="remove decisions older than each organisation's retention (run daily)",
+    ).set_defaults(func=cmd_db_expire_decisions)
 
     keys = sub.add_parser("keys", help="signing keys").add_subparsers(
         dest="keys_command", required=True, metavar="ACTION"
@@ -161,6 +216,17 @@ def build_parser() -> argparse.ArgumentParser:
     keys.add_parser(
         "rotate", help="start signing with a new key; old ones verify until they expire"
     ).set_defaults(func=cmd_keys_rotate)
+
+    secrets_cli = sub.add_parser("secrets", help="the secrets store").add_subparsers(
+        dest="secrets_command", required=True, metavar="ACTION"
+    )
+    rotate_help = (
+        "rewrap every data key (and re-seal the signing keys) under KAIZEN_MASTER_KEY (or the "
+        "Vault transit key); the old key comes from KAIZEN_MASTER_KEY_PREVIOUS(_FILE)"
+    )
+    secrets_cli.add_parser(
+        "rotate-master-key", help=rotate_help, description=rotate_help
+    ).set_defaults(func=cmd_secrets_rotate_master_key)
 
     sidecar_help = "run the authz sidecar (Envoy ext_authz gRPC + HTTP /authz)"
     sidecar = sub.add_parser("sidecar", help=sidecar_help, description=sidecar_help)

@@ -49,6 +49,8 @@ from control_plane.db.base import utcnow
 from control_plane.db.models import Secret, SigningKey
 from control_plane.db.session import SYSTEM, Database
 from control_plane.errors import Invalid, NotFound, Unavailable
+from control_plane.services import audit
+from control_plane.services.audit import Actor
 from control_plane.services.crypto import load_master_key, seal, unseal
 from control_plane.settings import Settings
 
@@ -82,7 +84,9 @@ class SecretStore(Protocol):
         self, organization_id: UUID, name: str, *, session: AsyncSession | None = None
     ) -> None: ...
 
-    async def list(self, organization_id: UUID, prefix: str = "") -> list[SecretInfo]: ...
+    async def list(
+        self, organization_id: UUID, prefix: str = "", *, session: AsyncSession | None = None
+    ) -> list[SecretInfo]: ...
 
     async def close(self) -> None: ...
 
@@ -315,8 +319,10 @@ class DatabaseSecretStore:
                 await s.delete(row)
                 await s.flush()
 
-    async def list(self, organization_id: UUID, prefix: str = "") -> list[SecretInfo]:
-        async with self._db.session(organization_id) as s:
+    async def list(
+        self, organization_id: UUID, prefix: str = "", *, session: AsyncSession | None = None
+    ) -> list[SecretInfo]:
+        async with self._session(organization_id, session) as s:
             rows = await s.execute(
                 select(Secret.name, Secret.created_at, Secret.updated_at)
                 .where(
@@ -431,9 +437,14 @@ class VaultClient:
         assert self._approle is not None
         role_id, secret_id, mount = self._approle
         with self._lock:
-            self._client.auth.approle.login(
-                role_id=role_id, secret_id=secret_id, mount_point=mount, use_token=True
-            )
+            try:
+                self._client.auth.approle.login(
+                    role_id=role_id, secret_id=secret_id, mount_point=mount, use_token=True
+                )
+            except hvac.exceptions.InvalidRequest:
+                raise Unavailable(
+                    f"Vault at {self.url} refused the control plane's AppRole login"
+                ) from None
             self._logged_in = True
 
     def _call(self, operation: Callable[[hvac.Client], T]) -> T:
@@ -546,7 +557,9 @@ class VaultSecretStore:
             return []
         return list(response["data"]["keys"])
 
-    async def list(self, organization_id: UUID, prefix: str = "") -> list[SecretInfo]:
+    async def list(
+        self, organization_id: UUID, prefix: str = "", *, session: AsyncSession | None = None
+    ) -> list[SecretInfo]:
         root = f"{self._prefix}/{organization_id}/"
         names: list[str] = []
         folders = [""]
@@ -556,24 +569,20 @@ class VaultSecretStore:
                 (folders if key.endswith("/") else names).append(folder + key)
         found = []
         for name in sorted(n for n in names if n.startswith(prefix)):
-            path = root + name
-            try:
-                meta = await self._vault.call(
-                    lambda c, p=path: c.secrets.kv.v2.read_secret_metadata(  # type: ignore[misc]
-                        path=p, mount_point=self._mount
-                    )
-                )
-            except hvac.exceptions.InvalidPath:
-                continue  # deleted between the listing and now
-            data = meta.get("data") or {}
-            found.append(
-                SecretInfo(
-                    name,
-                    _vault_time(data.get("created_time")),
-                    _vault_time(data.get("updated_time")),
-                )
-            )
+            metadata = await self._metadata(root + name)
+            if metadata is not None:  # else deleted between the listing and now
+                created, updated = metadata.get("created_time"), metadata.get("updated_time")
+                found.append(SecretInfo(name, _vault_time(created), _vault_time(updated)))
         return found
+
+    async def _metadata(self, path: str) -> dict[str, Any] | None:
+        try:
+            response = await self._vault.call(
+                lambda c: c.secrets.kv.v2.read_secret_metadata(path=path, mount_point=self._mount)
+            )
+        except hvac.exceptions.InvalidPath:
+            return None
+        return dict(response.get("data") or {})
 
     async def close(self) -> None:
         await self._vault.close()
@@ -609,3 +618,52 @@ def open_secret_store(settings: Settings, db: Database) -> SecretStore:
         vault = VaultClient.from_settings(settings) if settings.vault_transit_key else None
         return DatabaseSecretStore(db, envelope_for(settings, vault), vault)
     raise Unavailable(f"KAIZEN_SECRETS_BACKEND must be 'database' or 'vault', not {backend!r}")
+
+
+# -- provider credentials (the API's write-only face) ------------------------------------------
+
+PROVIDER_KEY = "providers/{provider}/api_key"
+
+
+def provider_secret_name(provider: str) -> str:
+    return PROVIDER_KEY.format(provider=check_name(provider, "provider"))
+
+
+async def put_provider_key(
+    store: SecretStore,
+    session: AsyncSession,
+    organization_id: UUID,
+    actor: Actor,
+    provider: str,
+    api_key: str,
+) -> tuple[SecretInfo, bool]:
+    """Create or replace the provider's API key; answers what may be shown and whether it is
+    new. The audit event names the provider, never the key."""
+    name = provider_secret_name(provider)
+    existed = any(i.name == name for i in await store.list(organization_id, name, session=session))
+    await store.put(organization_id, name, api_key, session=session)
+    await audit.record(
+        session,
+        organization_id,
+        actor,
+        "secret.replace" if existed else "secret.create",
+        "secret",
+        name,
+        provider=provider,
+    )
+    (info,) = [
+        i for i in await store.list(organization_id, name, session=session) if i.name == name
+    ]
+    return info, not existed
+
+
+async def delete_provider_key(
+    store: SecretStore, session: AsyncSession, organization_id: UUID, actor: Actor, provider: str
+) -> None:
+    name = provider_secret_name(provider)
+    if not any(i.name == name for i in await store.list(organization_id, name, session=session)):
+        raise NotFound(f"no API key stored for provider {provider!r}")
+    await store.delete(organization_id, name, session=session)
+    await audit.record(
+        session, organization_id, actor, "secret.delete", "secret", name, provider=provider
+    )

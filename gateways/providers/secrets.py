@@ -1,17 +1,32 @@
-"""Credentials for providers: an interface, and environment variables behind it for now.
+"""Credentials for providers: `resolve(name)` answers the API key a model config names as
+`api_key_secret: <name>`.
 
-The secrets backend of the control plane (Vault or the database) will implement the same
-`resolve(name)`. Values are never logged; errors name the secret, never its value.
+- `KAIZEN_SECRETS_BACKEND=vault`: `VaultSecretResolver` reads the key the control plane
+  stored through `PUT /api/v1/secrets/providers/<name>` straight from Vault / OpenBao (KV v2,
+  `<mount>/<prefix>/<organization id>/providers/<name>/api_key`), token or AppRole auth.
+  The gateway never asks the control plane's API for a key.
+- `database` (the embedded default): a gateway has no database access, so it keeps reading
+  `KAIZEN_SECRET_<NAME>` from its environment (`EnvSecretResolver`). Deployments that want
+  provider keys managed centrally use `vault`.
+
+Values are never logged; errors name the secret, never its value.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import threading
+import time
 from collections.abc import Mapping
-from typing import Protocol
+from typing import Any, Protocol
+
+import hvac
+import hvac.exceptions
+import requests
 
 from gateways.errors import ProviderError
+from gateways.settings import GatewaySettings
 
 
 class SecretResolver(Protocol):
@@ -33,3 +48,114 @@ class EnvSecretResolver:
         if not value:
             raise ProviderError(f"secret {name!r} is not configured (set {self.variable(name)})")
         return value
+
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class VaultSecretResolver:
+    """Provider keys from Vault / OpenBao KV v2, as the control plane's `vault` backend
+    stores them. Keys are cached for `ttl` seconds; an AppRole token that expired is renewed
+    by logging in again."""
+
+    def __init__(
+        self,
+        url: str,
+        organization_id: str,
+        *,
+        token: str | None = None,
+        role_id: str | None = None,
+        secret_id: str | None = None,
+        approle_mount: str = "approle",
+        mount: str = "secret",
+        prefix: str = "kaizen",
+        timeout: float = 5.0,
+        ttl: float = 60.0,
+    ) -> None:
+        if not token and not (role_id and secret_id):
+            raise ProviderError("Vault needs VAULT_TOKEN, or VAULT_ROLE_ID and VAULT_SECRET_ID")
+        self.url = url
+        self._client = hvac.Client(url=url, token=token, timeout=timeout)
+        self._approle = (role_id, secret_id, approle_mount) if role_id and secret_id else None
+        self._logged_in = self._approle is None
+        self._root = f"{prefix.strip('/')}/{organization_id}/providers"
+        self._mount, self._ttl = mount, ttl
+        self._cache: dict[str, tuple[float, str]] = {}
+        self._lock = threading.Lock()
+
+    def path(self, name: str) -> str:
+        return f"{self._root}/{name}/api_key"
+
+    def _login(self) -> None:
+        assert self._approle is not None
+        role_id, secret_id, mount = self._approle
+        self._client.auth.approle.login(role_id=role_id, secret_id=secret_id, mount_point=mount)
+        self._logged_in = True
+
+    def _read(self, name: str) -> dict[str, Any]:
+        def read() -> dict[str, Any]:
+            response: dict[str, Any] = self._client.secrets.kv.v2.read_secret_version(
+                path=self.path(name), mount_point=self._mount, raise_on_deleted_version=True
+            )
+            return response
+
+        if not self._logged_in:
+            self._login()
+        try:
+            return read()
+        except hvac.exceptions.Forbidden:
+            if self._approle is None:
+                raise
+            self._login()
+            return read()
+
+    def resolve(self, name: str) -> str:
+        if not _NAME.match(name):
+            raise ProviderError(f"secret name {name!r} is not a provider key name")
+        now = time.monotonic()
+        with self._lock:
+            cached = self._cache.get(name)
+            if cached and now - cached[0] < self._ttl:
+                return cached[1]
+            try:
+                response = self._read(name)
+            except hvac.exceptions.InvalidPath:
+                raise ProviderError(
+                    f"secret {name!r} is not stored in Vault (PUT /api/v1/secrets/providers/{name})"
+                ) from None
+            except requests.exceptions.RequestException as error:
+                raise ProviderError(
+                    f"Vault at {self.url} is unreachable ({type(error).__name__})"
+                ) from None
+            except hvac.exceptions.VaultError as error:
+                raise ProviderError(
+                    f"Vault refused to read secret {name!r} ({type(error).__name__})"
+                ) from None
+            value = ((response.get("data") or {}).get("data") or {}).get("value")
+            if not isinstance(value, str) or not value:
+                raise ProviderError(f"secret {name!r} in Vault has no value")
+            self._cache[name] = (now, value)
+            return value
+
+
+def resolver_for(settings: GatewaySettings) -> SecretResolver:
+    """The resolver `KAIZEN_SECRETS_BACKEND` asks for (see the module docstring)."""
+    if settings.secrets_backend != "vault":
+        return EnvSecretResolver()
+    organization_id = settings.gateway_organization_id or settings.gateway_bundle_scope
+    if not settings.vault_addr or not organization_id:
+        raise ProviderError(
+            "KAIZEN_SECRETS_BACKEND=vault needs VAULT_ADDR and KAIZEN_GATEWAY_ORGANIZATION_ID"
+        )
+    return VaultSecretResolver(
+        settings.vault_addr,
+        organization_id,
+        token=settings.vault_token.get_secret_value() if settings.vault_token else None,
+        role_id=settings.vault_role_id,
+        secret_id=settings.vault_secret_id.get_secret_value() if settings.vault_secret_id else None,
+        approle_mount=settings.vault_approle_mount,
+        mount=settings.vault_kv_mount,
+        prefix=settings.vault_path_prefix,
+        timeout=settings.vault_timeout_seconds,
+        ttl=settings.vault_cache_seconds,
+    )

@@ -109,7 +109,7 @@ QUERIES: dict[str, str] = {"/api/v1/policies/{policy_id}/diff": "?from=1&to=1"}
 # Routes that create the caller's own object under a name: another tenant's name is no clash.
 OWN_BY_NAME = {("PUT", "/api/v1/secrets/providers/{provider}")}
 # Values that would show up in any listing anyway (not identifiers).
-NOT_SECRET = {"version"}
+NOT_SECRET = {"version", "provider"}  # a provider key is named by its caller
 
 
 def _routes(stack: Stack) -> list[tuple[str, str]]:
