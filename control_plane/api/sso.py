@@ -246,7 +246,8 @@ async def oidc_callback(
 async def saml_metadata(provider_id: uuid.UUID, request: Request, db: DatabaseDep) -> Response:
     """Our SP metadata for this provider: entity id, ACS URL, signing certificate."""
     provider = await sso.provider_for_login(db, provider_id, "saml")
-    xml = sso_saml.sp_metadata(provider, sso.urls(_base_url(request), provider))
+    sp_key = await _secrets(request).get(provider.organization_id, sso.sp_key_name(provider.id))
+    xml = sso_saml.sp_metadata(provider, sp_key, sso.urls(_base_url(request), provider))
     return Response(xml, media_type="application/samlmetadata+xml")
 
 

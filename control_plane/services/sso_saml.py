@@ -107,7 +107,11 @@ def generate_sp_keypair(common_name: str) -> tuple[str, str]:
 
 
 def _settings(
-    provider: SsoProvider, sp_key: str | None, urls: dict[str, str | None]
+    provider: SsoProvider,
+    sp_key: str | None,
+    urls: dict[str, str | None],
+    *,
+    sign_requests: bool = True,
 ) -> dict[str, Any]:
     return {
         "strict": True,
@@ -128,7 +132,7 @@ def _settings(
             "x509cert": provider.saml_idp_certificate,
         },
         "security": {
-            "authnRequestsSigned": sp_key is not None,
+            "authnRequestsSigned": sign_requests,
             "wantAssertionsSigned": True,
             "wantMessagesSigned": False,
             "wantAssertionsEncrypted": False,
@@ -147,19 +151,18 @@ def _request_data(acs_url: str, post: dict[str, str] | None = None) -> dict[str,
     """What python3-saml checks Destination/Recipient against: our configured public URL."""
     parts = urlsplit(acs_url)
     https = parts.scheme == "https"
-    port = parts.port or (443 if https else 80)
     return {
         "https": "on" if https else "off",
-        "http_host": parts.hostname,
-        "server_port": str(port),
+        "http_host": parts.netloc,  # host[:port], exactly as in our public URL
         "script_name": parts.path,
         "get_data": {},
         "post_data": post or {},
     }
 
 
-def sp_metadata(provider: SsoProvider, urls: dict[str, str | None]) -> str:
-    settings = OneLogin_Saml2_Settings(_settings(provider, None, urls), sp_validation_only=True)
+def sp_metadata(provider: SsoProvider, sp_key: str, urls: dict[str, str | None]) -> str:
+    # The library insists on the key whenever requests are signed; only the cert is published.
+    settings = OneLogin_Saml2_Settings(_settings(provider, sp_key, urls), sp_validation_only=True)
     metadata = settings.get_sp_metadata()
     errors = settings.validate_metadata(metadata)
     if errors:
@@ -207,7 +210,7 @@ def finish(
     assert urls["sp_acs_url"]
     auth = OneLogin_Saml2_Auth(
         _request_data(urls["sp_acs_url"], {"SAMLResponse": saml_response}),
-        _settings(provider, None, urls),
+        _settings(provider, None, urls, sign_requests=False),  # no key needed to verify
     )
     try:
         auth.process_response(request_id=request_id)
