@@ -262,16 +262,17 @@ class BundleSync:
             except BundleVerificationError as second:
                 return self._refuse(second, etag)
         trusted = self.store.jwks
+        # Enforce first, then make it last-known-good: the fsync is off the critical path,
+        # and a crash between the two only means a restart serves the previous revision.
+        self.store.activate(verified, trusted)  # subscribers run on the event loop thread
         try:
             await asyncio.to_thread(self.store.persist, verified, trusted)
         except OSError as exc:
-            # Serving a verified newer bundle is safe; only a restart would fall back.
             self._failed(
                 f"could not persist bundle revision {verified.revision} to "
                 f"{self.store.directory} ({exc}); a restart would serve an older one",
                 logging.ERROR,
             )
-        self.store.activate(verified, trusted)  # subscribers run on the event loop thread
         self._refused_etag = None
         logger.info(
             "installed bundle revision %s of scope %s (key %s)",

@@ -133,7 +133,9 @@ async def download(
     if _etag(revision) in known:
         return Response(status_code=304, headers=headers)
     return Response(
-        await _bundle(db, organization_id, revision),
+        await events.bundles.get(
+            organization_id, revision, lambda: _bundle(db, organization_id, revision)
+        ),
         media_type="application/gzip",
         headers=headers,
     )

@@ -4,6 +4,10 @@ On one node the wake-up is an in-process future; with `KAIZEN_REDIS_URL` every p
 also sent on a Redis channel that every replica listens to, so a sidecar long-polling
 replica B learns of a publish on replica A at once. A waiter registers *before* it reads
 the current revision, so a publish between the read and the wait is never missed.
+
+A publish wakes every sidecar of the organisation at once, and they all ask for the same
+bytes: `BundleBytes` keeps recent signed bundles by (organisation, revision) — a revision
+never changes once stored — and lets one database read serve all of them.
 """
 
 from __future__ import annotations
@@ -12,7 +16,9 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Iterator
+import uuid
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Iterator
 
 import redis.asyncio as aioredis
 
@@ -25,6 +31,7 @@ class BundleEvents:
         self._redis = aioredis.from_url(redis_url) if redis_url else None
         self._channel = f"{prefix}bundles"
         self._listener: asyncio.Task[None] | None = None
+        self.bundles = BundleBytes()
 
     async def start(self) -> None:
         if self._redis is not None:
@@ -86,3 +93,30 @@ class BundleEvents:
                 log.warning("bundle event listener lost Redis (%s); retrying in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
+
+
+class BundleBytes:
+    """The newest `capacity` signed bundles by (organisation, revision), one load each."""
+
+    def __init__(self, capacity: int = 64) -> None:
+        self._capacity = capacity
+        self._entries: OrderedDict[tuple[uuid.UUID, int], asyncio.Future[bytes]] = OrderedDict()
+
+    async def get(
+        self, organization_id: uuid.UUID, revision: int, load: Callable[[], Awaitable[bytes]]
+    ) -> bytes:
+        key = (organization_id, revision)
+        entry = self._entries.get(key)
+        if entry is None:
+            entry = asyncio.ensure_future(load())
+            self._entries[key] = entry
+            while len(self._entries) > self._capacity:
+                self._entries.popitem(last=False)
+        else:
+            self._entries.move_to_end(key)
+        try:
+            return await asyncio.shield(entry)
+        except Exception:
+            if self._entries.get(key) is entry:  # a failed load is not remembered
+                del self._entries[key]
+            raise

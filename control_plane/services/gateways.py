@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -52,9 +53,28 @@ async def authenticate(db: Database, token: str) -> GatewayIdentity:
         if gateway is None:
             raise Unauthenticated("unknown or revoked gateway credential")
         now = utcnow()
-        if gateway.last_seen_at is None or now - gateway.last_seen_at > timedelta(seconds=5):
+        if _should_mark_seen(gateway.id, gateway.last_seen_at, now):
             gateway.last_seen_at = now
         return GatewayIdentity(gateway.id, gateway.organization_id, gateway.name)
+
+
+# When this process last wrote each gateway's `last_seen_at`. A publish wakes every sidecar
+# of a gateway at once; without this, each of their requests would update the same row and
+# queue on its lock. With it, one request per process per interval writes.
+_SEEN_WRITTEN: dict[uuid.UUID, float] = {}
+_SEEN_INTERVAL = 5.0
+
+
+def _should_mark_seen(gateway_id: uuid.UUID, last_seen: datetime | None, now: datetime) -> bool:
+    if last_seen is not None and now - last_seen <= timedelta(seconds=_SEEN_INTERVAL):
+        return False
+    tick = time.monotonic()
+    if tick - _SEEN_WRITTEN.get(gateway_id, -_SEEN_INTERVAL) < _SEEN_INTERVAL:
+        return False
+    if len(_SEEN_WRITTEN) > 10_000:
+        _SEEN_WRITTEN.clear()
+    _SEEN_WRITTEN[gateway_id] = tick
+    return True
 
 
 async def _gateway(session: AsyncSession, gateway_id: uuid.UUID) -> Gateway:

@@ -19,6 +19,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +116,34 @@ def start_sidecar(
     if wait:
         _wait(f"http://127.0.0.1:{http_port}/healthz", process, "sidecar")
     return process
+
+
+@dataclass
+class ControlPlane:
+    """A `kaizen-studio control-plane` process that can be stopped and started again."""
+
+    url: str
+    port: int
+    env: dict[str, str]
+    process: Any = None
+
+    @classmethod
+    def configured(cls, home: Path, **settings: str) -> ControlPlane:
+        """On a free port, with `KAIZEN_HOME=home` and `KAIZEN_<NAME>` for each setting."""
+        port = free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("KAIZEN_")}
+        env.update({"KAIZEN_HOME": str(home), "KAIZEN_LOG_LEVEL": "WARNING"})
+        env.update({f"KAIZEN_{name.upper()}": value for name, value in settings.items()})
+        return cls(f"http://127.0.0.1:{port}", port, env)
+
+    def start(self, timeout: float = 30) -> None:
+        self.process = spawn(
+            [str(BIN / "kaizen-studio"), "control-plane", "--port", str(self.port)], env=self.env
+        )
+        _wait(f"{self.url}/healthz", self.process, "control plane", timeout)
+
+    def stop(self) -> None:
+        stop(self.process)
 
 
 def fill(template: str, **values: object) -> str:

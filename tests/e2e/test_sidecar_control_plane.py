@@ -11,11 +11,9 @@ start the control plane again → the decision logs buffered meanwhile arrive, n
 from __future__ import annotations
 
 import base64
-import os
 import secrets
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,50 +47,20 @@ spec:
 """
 
 
-@dataclass
-class ControlPlane:
-    url: str
-    port: int
-    env: dict[str, str]
-    process: Any = None
-
-    def start(self) -> None:
-        self.process = procs.spawn(
-            [str(procs.BIN / "kaizen-studio"), "control-plane", "--port", str(self.port)],
-            env=self.env,
-        )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, procs.output(self.process)
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                time.sleep(0.1)
-        pytest.fail(f"control plane not healthy in 30 s: {procs.output(self.process)}")
-
-    def stop(self) -> None:
-        procs.stop(self.process)
-
-
 @pytest.fixture
 async def database(postgres_databases: PostgresDatabases) -> str:
     return await postgres_databases.create(f"fleet_{secrets.token_hex(3)}")
 
 
 @pytest.fixture
-def control_plane(database: str, tmp_path: Path) -> Iterator[ControlPlane]:
-    port = procs.free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KAIZEN_")}
-    env.update(
-        KAIZEN_HOME=str(tmp_path / "cp"),
-        KAIZEN_DATABASE_URL=database,
-        KAIZEN_REDIS_URL=REDIS_URL,
-        KAIZEN_REDIS_PREFIX=f"{REDIS_PREFIX}fleet:",
-        KAIZEN_MASTER_KEY=base64.b64encode(secrets.token_bytes(32)).decode(),
-        KAIZEN_LOG_LEVEL="WARNING",
+def control_plane(database: str, tmp_path: Path) -> Iterator[procs.ControlPlane]:
+    cp = procs.ControlPlane.configured(
+        tmp_path / "cp",
+        database_url=database,
+        redis_url=REDIS_URL,
+        redis_prefix=f"{REDIS_PREFIX}fleet:",
+        master_key=base64.b64encode(secrets.token_bytes(32)).decode(),
     )
-    cp = ControlPlane(f"http://127.0.0.1:{port}", port, env)
     cp.start()
     try:
         yield cp
@@ -110,7 +78,7 @@ def _eventually(check: Callable[[], bool], timeout: float, what: str) -> float:
 
 
 def test_publish_enforce_survive_an_outage_and_ship_the_logs(
-    control_plane: ControlPlane, tmp_path: Path, request: pytest.FixtureRequest
+    control_plane: procs.ControlPlane, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     cp = httpx.Client(base_url=control_plane.url, timeout=30)
     request.addfinalizer(cp.close)

@@ -288,13 +288,13 @@ async def test_first_sync_discovers_scope_fetches_keys_and_persists(
     sync = fast_sync(store, control_plane.url)
     async with background(sync.run()):
         await until(lambda: store.revision == 1)
+        # Enforced first, then written as last-known-good: a restart needs no control plane.
+        await until(lambda: BundleStore(tmp_path, scope=ORG).load_last_known_good() is not None)
     assert store.scope == ORG
     assert store.jwks == control_plane.standin.jwks
     assert sync.last_sync is not None
     assert sync.gateway is not None
     assert sync.gateway["id"] == "gw-1"
-    restarted = BundleStore(tmp_path, scope=ORG)
-    assert restarted.load_last_known_good() is not None  # a restart needs no control plane
 
 
 async def test_waits_while_nothing_is_published_then_installs(
