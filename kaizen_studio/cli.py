@@ -161,7 +161,8 @@ def cmd_secrets_rotate_master_key(_args: argparse.Namespace) -> int:
     rotation = asyncio.run(run())
     print(f"every data key is now wrapped by {rotation.key_id}")
     print(
-        f"rewrapped {rotation.secrets} secret(s); re-sealed {rotation.signing_keys} signing key(s)"
+        f"rewrapped {rotation.secrets} secret(s); re-sealed {rotation.signing_keys} signing "
+        f"key(s) and {rotation.totp_secrets} TOTP secret(s)"
     )
     print("the previous master key is no longer needed; remove KAIZEN_MASTER_KEY_PREVIOUS")
     return 0

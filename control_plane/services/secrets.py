@@ -46,7 +46,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from control_plane.db.base import utcnow
-from control_plane.db.models import Secret, SigningKey
+from control_plane.db.models import Secret, SigningKey, TotpCredential
 from control_plane.db.session import SYSTEM, Database
 from control_plane.errors import Invalid, NotFound, Unavailable
 from control_plane.services import audit
@@ -343,13 +343,15 @@ class Rotation:
     key_id: str
     secrets: int
     signing_keys: int
+    totp_secrets: int
 
 
 async def rewrap_all(
     db: Database, envelope: Envelope, master_keys: MasterKeys, *, batch: int = 200
 ) -> Rotation:
     """Rewrap every data key not wrapped by the current master key (ciphertexts untouched),
-    and re-seal the signing keys under the current local master key."""
+    and re-seal what is sealed under the local master key directly (signing keys, TOTP
+    secrets) with the current one."""
     rewrapped, done = 0, False
     while not done:
         async with db.session(SYSTEM) as session:
@@ -369,28 +371,44 @@ async def rewrap_all(
                 row.key_id = envelope.key_id
             rewrapped += len(rows)
             done = len(rows) < batch
-    resealed = 0
+    signing = totp = 0
     async with db.session(SYSTEM) as session:
         for key in (await session.scalars(select(SigningKey).with_for_update())).all():
-            resealed += _reseal_signing_key(key, master_keys)
-    log.info("master key rotation: %d data keys, %d signing keys", rewrapped, resealed)
-    return Rotation(envelope.key_id, rewrapped, resealed)
+            # A retired key signs nothing any more: its private half may stay unopened.
+            sealed = _reseal(
+                master_keys, key.private_key_encrypted, key.kid.encode(), key.retired_at is None
+            )
+            if sealed is not None:
+                key.private_key_encrypted, signing = sealed, signing + 1
+        for credential in (await session.scalars(select(TotpCredential).with_for_update())).all():
+            # The associated data mfa.py binds each TOTP secret to its user with.
+            aad = b"totp:" + credential.user_id.bytes
+            sealed = _reseal(master_keys, credential.secret_sealed, aad, True)
+            if sealed is not None:
+                credential.secret_sealed, totp = sealed, totp + 1
+    log.info(
+        "master key rotation: %d data keys, %d signing keys, %d TOTP secrets",
+        rewrapped,
+        signing,
+        totp,
+    )
+    return Rotation(envelope.key_id, rewrapped, signing, totp)
 
 
-def _reseal_signing_key(key: SigningKey, master_keys: MasterKeys) -> int:
-    aad = key.kid.encode()
+def _reseal(master_keys: MasterKeys, sealed: bytes, aad: bytes, required: bool) -> bytes | None:
+    """`sealed` re-sealed under the current master key; None when it already is (or when an
+    optional value opens with no loaded key)."""
     for candidate in master_keys.all:
         try:
-            private = unseal(candidate, key.private_key_encrypted, aad)
+            plaintext = unseal(candidate, sealed, aad)
         except InvalidTag:
             continue
-        if candidate == master_keys.current:
-            return 0
-        key.private_key_encrypted = seal(master_keys.current, private, aad)
-        return 1
-    if key.retired_at is None:
-        raise Unavailable(f"signing key {key.kid} opens with none of the loaded master keys")
-    return 0  # a retired key signs nothing any more; its private half is not needed
+        return (
+            None if candidate == master_keys.current else seal(master_keys.current, plaintext, aad)
+        )
+    if required:
+        raise Unavailable("a sealed key opens with none of the loaded master keys")
+    return None
 
 
 # -- Vault (hvac; OpenBao speaks the same API) -------------------------------------------------

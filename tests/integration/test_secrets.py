@@ -28,6 +28,7 @@ from typing import Any
 
 import httpx
 import hvac
+import pyotp
 import pytest
 from pydantic import SecretStr
 from sqlalchemy import select
@@ -63,6 +64,7 @@ from tests.conftest import (
     Stack,
     _running_stack,
     member,
+    signup,
 )
 from tests.fake_llm import FakeLLM, Reply, ServedApp, free_port, running_fake_llm
 from tests.integration.test_gateway import Standins, agent_doc, mint
@@ -232,6 +234,11 @@ async def test_ciphertext_does_not_contain_the_plaintext_and_rows_cannot_be_swap
     assert await store.get(org, "providers/openai/api_key") == plaintext
 
 
+def _client(stack: Stack) -> httpx.AsyncClient:
+    transport = httpx.ASGITransport(app=stack.app, client=("203.0.113.7", 4711))
+    return httpx.AsyncClient(transport=transport, base_url="http://cp.test")
+
+
 def _new_key() -> str:
     return base64.b64encode(secrets.token_bytes(32)).decode()
 
@@ -254,6 +261,10 @@ async def test_rotating_the_master_key_keeps_every_secret_readable(
     values: dict[tuple[uuid.UUID, str], str] = {}
     settings = Settings(home=tmp_path, database_url=fresh_database, master_key=old, log_json=False)
     async for stack in _running_stack("rotation", settings):
+        async with _client(stack) as http:
+            account = await signup(http)
+            enrolment = await http.post("/api/v1/me/mfa/totp", headers=account.headers)
+            assert enrolment.status_code == 201, enrolment.text
         orgs = await _organizations(stack.db)
         for org in orgs:
             for i in range(3):
@@ -280,7 +291,7 @@ async def test_rotating_the_master_key_keeps_every_secret_readable(
     )
     output = (await process.communicate())[0].decode()
     assert process.returncode == 0, output
-    assert "rewrapped 6 secret(s); re-sealed 1 signing key(s)" in output
+    assert "rewrapped 6 secret(s); re-sealed 1 signing key(s) and 1 TOTP secret(s)" in output
     assert old not in output
     assert new not in output
 
@@ -292,6 +303,13 @@ async def test_rotating_the_master_key_keeps_every_secret_readable(
         async with stack.db.session(SYSTEM) as session:
             key_ids = set(await session.scalars(select(Secret.key_id)))
         assert key_ids == {master_key_id(base64.b64decode(new))}
+        # The TOTP secret (sealed under the master key by the MFA service) still opens.
+        async with _client(stack) as http:
+            code = pyotp.TOTP(enrolment.json()["secret"]).now()
+            confirmed = await http.post(
+                "/api/v1/me/mfa/totp/confirm", json={"code": code}, headers=account.headers
+            )
+            assert confirmed.status_code == 200, confirmed.text
         # The old key alone opens nothing any more.
         stale = DatabaseSecretStore(stack.db, Envelope(MasterKeys(base64.b64decode(old))))
         with pytest.raises(Unavailable, match="not loaded"):
