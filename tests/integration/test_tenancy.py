@@ -18,6 +18,8 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("PATCH", "/api/v1/workspaces/{workspace_id}"): {"description": "taken over"},
     ("PUT", "/api/v1/secrets/providers/{provider}"): {"api_key": "sk-taken-over"},
     ("POST", "/api/v1/policies/{policy_id}/replay"): {"since": "2026-11-26T00:00:00Z"},
+    ("PATCH", "/api/v1/webhooks/{webhook_id}"): {"description": "taken over"},
+    ("PATCH", "/api/v1/sso/providers/{provider_id}"): {"enabled": False},
 }
 
 
@@ -74,6 +76,32 @@ async def _objects_of(client: httpx.AsyncClient, owner: Account) -> dict[str, st
         headers={"Authorization": f"Bearer {gateway.json()['credential']}"},
     )
     assert ingested.json() == {"accepted": 1, "duplicates": 0}, ingested.text
+    approval_id = f"a-{owner.organization_id}"
+    held = await client.post(
+        "/api/v1/decisions/ingest",
+        json={
+            "decisions": [
+                {
+                    "decision_id": approval_id,
+                    "time": "2026-11-26T10:00:01Z",
+                    "input": {
+                        "principal": {"id": "user:someone@example.com"},
+                        "action": "deploy",
+                        "resource": {"id": "agent:bot"},
+                    },
+                    "result": {"outcome": "require_approval", "reasons": ["held"]},
+                }
+            ]
+        },
+        headers={"Authorization": f"Bearer {gateway.json()['credential']}"},
+    )
+    assert held.status_code == 200, held.text
+    webhook = await client.post(
+        "/api/v1/webhooks",
+        json={"url": "https://hooks.example.com/in", "events": ["approval.requested"]},
+        headers=h,
+    )
+    assert webhook.status_code == 201, webhook.text
     replay = await client.post(
         "/api/v1/policies/replay", json={"since": "2026-11-26T00:00:00Z"}, headers=h
     )
@@ -83,6 +111,20 @@ async def _objects_of(client: httpx.AsyncClient, owner: Account) -> dict[str, st
         f"/api/v1/secrets/providers/{provider}", json={"api_key": "sk-theirs"}, headers=h
     )
     assert stored.status_code == 201, stored.text
+    sso_provider = await client.post(
+        "/api/v1/sso/providers",
+        json={
+            "type": "oidc",
+            "name": "corp-idp",
+            "issuer": "https://idp.example.com",
+            "client_id": "kaizen",
+            "client_secret": "idp-secret",
+        },
+        headers=h,
+    )
+    assert sso_provider.status_code == 201, sso_provider.text
+    own_sessions = await client.get("/api/v1/me/sessions", headers=h)
+    assert own_sessions.status_code == 200, own_sessions.text
     return {
         "provider": provider,
         "user_id": user.json()["id"],
@@ -97,6 +139,10 @@ async def _objects_of(client: httpx.AsyncClient, owner: Account) -> dict[str, st
         "scope": owner.organization_id,
         "decision_id": decision_id,
         "replay_id": replay.json()["id"],
+        "approval_id": approval_id,
+        "webhook_id": webhook.json()["id"],
+        "provider_id": sso_provider.json()["id"],
+        "session_id": own_sessions.json()[0]["id"],
         "version": "1",
     }
 
@@ -108,6 +154,9 @@ PIPELINE = "kind: Pipeline\nmetadata: {name: flow}\nspec: {pattern: sequential, 
 QUERIES: dict[str, str] = {"/api/v1/policies/{policy_id}/diff": "?from=1&to=1"}
 # Routes that create the caller's own object under a name: another tenant's name is no clash.
 OWN_BY_NAME = {("PUT", "/api/v1/secrets/providers/{provider}")}
+# An IdP login flow is public by design: its provider id is how a browser reaches the
+# organisation's IdP, no credential is involved (tests/integration/test_sso_*.py cover it).
+PUBLIC = re.compile(r"^/api/v1/auth/(oidc|saml)/\{provider_id\}/")
 # Values that would show up in any listing anyway (not identifiers).
 NOT_SECRET = {"version", "provider"}  # a provider key is named by its caller
 
@@ -131,7 +180,7 @@ async def test_every_route_hides_other_tenants_objects(
     walked = 0
     for method, template in _routes(stack):
         params = re.findall(r"{(\w+)}", template)
-        if not params:
+        if not params or PUBLIC.match(template):
             continue
         unknown = set(params) - theirs.keys()
         assert not unknown, f"teach this test the path parameter(s) {unknown} of {template}"
@@ -172,6 +221,7 @@ def _urls(ids: dict[str, str]) -> dict[str, str]:
         "workspace": f"/api/v1/workspaces/{ids['workspace_id']}",
         "key": f"/api/v1/api-keys/{ids['key_id']}",
         "secrets": "/api/v1/secrets",
+        "sso_provider": f"/api/v1/sso/providers/{ids['provider_id']}",
     }
 
 
