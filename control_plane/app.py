@@ -173,9 +173,9 @@ def create_app(
     )
     install_error_handlers(app)
     routers = (system, auth, me, mfa, sessions, users, teams, workspaces, api_keys, audit)
-    routers = (*routers, gateways, sso, approvals, webhooks)
+    features = (gateways, sso, approvals, webhooks)
     # replays before policies: its /api/v1/policies/settings must win over /{policy_id}
-    for module in (*routers, replays, policies, bundles, decisions, secrets):
+    for module in (*routers, *features, replays, policies, bundles, decisions, secrets):
         app.include_router(module.router)
     for router in (workloads.agents, workloads.pipelines, deployments.router):
         app.include_router(router)
