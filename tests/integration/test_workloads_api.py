@@ -222,6 +222,19 @@ async def test_references_to_missing_agents_are_422_naming_the_field(
     created = await _created(client, owner, "pipelines", PIPELINE)
     assert created["items"][0]["config"]["spec"]["pattern"] == "sequential"
 
+    # An agent nothing deploys may be deleted; deploying what still names it is then a 422.
+    agents = (await client.get("/api/v1/agents", headers=owner.headers)).json()["items"]
+    researcher = next(a["id"] for a in agents if a["name"] == "researcher")
+    deleted = await client.delete(f"/api/v1/agents/{researcher}", headers=owner.headers)
+    assert deleted.status_code == 204
+    gateway = await _gateway(client, owner)
+    orphan = await _deploy(client, owner, gateway["id"], "pipeline", "triage")
+    assert orphan.status_code == 422
+    assert "researcher" in orphan.json()["error"]["message"]
+    assert orphan.json()["error"]["details"][0]["field"] == "name"
+    listed = await client.get("/api/v1/deployments", headers=owner.headers)
+    assert listed.json()["items"] == []
+
 
 async def test_deploy_signs_the_agent_into_the_bundle_and_undeploy_removes_it(
     client: httpx.AsyncClient, owner: Account
