@@ -14,6 +14,7 @@ import re
 import subprocess
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -145,7 +146,7 @@ def sign_up(page: Page, url: str, organization: str) -> str:
     page.get_by_label("Email").fill(email)
     page.get_by_label("Password").fill(PASSWORD)
     page.get_by_role("button", name="Sign up").click()
-    expect(page.get_by_role("heading", name="Policies", exact=True, level=1)).to_be_visible()
+    expect(page.get_by_role("heading", name="Dashboard", exact=True, level=1)).to_be_visible()
     return email
 
 
@@ -165,6 +166,9 @@ def test_author_simulate_and_publish_policies(control_plane: str, page: Page) ->
     sign_up(page, control_plane, "Acme")
     if httpx.get(f"{control_plane}/api/v1/policies").status_code == 404:
         pytest.skip("the control plane has no policies API yet (GET /api/v1/policies is 404)")
+    expect(page.get_by_text("No decisions in this window.")).to_be_visible()
+    shot(page, "dashboard-empty")
+    nav(page, "Policies")
     expect(page.get_by_text("No policies yet.")).to_be_visible()
     shot(page, "policies-empty")
 
@@ -272,7 +276,7 @@ def test_admin_creates_an_api_key_shown_once(control_plane: str, page: Page) -> 
 def _decision(decision_id: str, principal: str, outcome: str, reason: str) -> dict[str, object]:
     return {
         "decision_id": decision_id,
-        "time": "2026-11-26T10:00:00Z",
+        "time": (datetime.now(UTC) - timedelta(minutes=5)).isoformat(),
         "duration_us": 180,
         "instance": "sidecar-1",
         "input": {
@@ -373,6 +377,15 @@ def test_gateway_fleet_and_decision_explorer(control_plane: str, page: Page) -> 
     page.get_by_label("Until").fill("2026-11-26T00:00")
     page.get_by_role("button", name="Apply filters").click()
     expect(page.get_by_text("must be after “From”")).to_be_visible()
+
+    # The dashboard counts them and names who was denied.
+    nav(page, "Dashboard")
+    expect(page.get_by_test_id("total-allow")).to_have_text("1")
+    expect(page.get_by_test_id("total-deny")).to_have_text("1")
+    expect(page.get_by_test_id("top-principal")).to_contain_text("user:mallory@example.com")
+    expect(page.get_by_test_id("top-resource")).to_contain_text("agent:support-bot")
+    expect(page.get_by_role("region", name="Gateway health")).to_contain_text("healthy")
+    shot(page, "dashboard")
 
     # A held call becomes an approval request; the owner approves it with a comment.
     held = _decision(

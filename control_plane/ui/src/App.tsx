@@ -16,6 +16,7 @@ import { DecisionsPage } from "./pages/Decisions";
 import { GatewaysPage } from "./pages/Gateways";
 import { ExecutionsPage } from "./pages/Executions";
 import { ApprovalsPage } from "./pages/Approvals";
+import { DashboardPage } from "./pages/Dashboard";
 import { lazy, Suspense, type ReactNode } from "react";
 
 // The editor pages carry CodeMirror; load them only when opened.
@@ -63,6 +64,7 @@ export function App() {
         <Route path="/policies/:id" element={g("policies:read", <PolicyDetailPage />)} />
         <Route path="/simulate" element={g("policies:simulate", <SimulatePage />)} />
         <Route path="/bundles" element={g("bundles:read", <BundlesPage />)} />
+        <Route path="/dashboard" element={g("organization:read", <DashboardPage />)} />
         <Route path="/approvals" element={g("approvals:read", <ApprovalsPage />)} />
         <Route path="/decisions" element={g("decisions:read", <DecisionsPage />)} />
         <Route path="/agents" element={g("agents:read", <AgentsPage />)} />

@@ -78,4 +78,24 @@ describe("ApiClient", () => {
     await client.login("a@example.com", "pw");
     expect([...storage.map.values()]).toEqual(["refresh-7"]);
   });
+
+  it("downloads a file with the bearer token and its server-given name", async () => {
+    const seen: string[] = [];
+    const client = new ApiClient("", memory(), async (_url, init) => {
+      seen.push(String((init?.headers as Record<string, string>)?.authorization));
+      return new Response("a,b\n", { status: 200, headers: { "content-disposition": 'attachment; filename="decisions.csv"' } });
+    });
+    client.setTokens(tokens(1));
+    const { blob, filename } = await client.download("/api/v1/decisions/export?format=csv");
+    expect(filename).toBe("decisions.csv");
+    expect(await blob.text()).toBe("a,b\n");
+    expect(seen).toEqual(["Bearer access-1"]);
+  });
+
+  it("turns a refused download into the API's error", async () => {
+    const client = new ApiClient("", memory(), async () =>
+      json(403, { error: { code: "forbidden", message: "needs decisions:export" } }),
+    );
+    await expect(client.download("/x")).rejects.toMatchObject({ status: 403, message: "needs decisions:export" });
+  });
 });

@@ -162,6 +162,19 @@ export class ApiClient {
     return this.request<void>("DELETE", path);
   }
 
+  /** GETs a file with the session's credentials (a plain link would carry none). */
+  async download(path: string, retry = true): Promise<{ blob: Blob; filename: string | null }> {
+    if (this.access === null && retry && this.storage.getItem(REFRESH_KEY)) await this.refresh();
+    const headers: Record<string, string> = {};
+    if (this.access) headers.authorization = `Bearer ${this.access}`;
+    const response = await this.fetcher(`${this.base}${path}`, { headers });
+    if (response.status === 401 && retry && (await this.refresh())) return this.download(path, false);
+    if (!response.ok) throw await errorFromResponse(response);
+    const disposition = response.headers.get("content-disposition") ?? "";
+    const filename = /filename="?([^";]+)"?/.exec(disposition)?.[1] ?? null;
+    return { blob: await response.blob(), filename };
+  }
+
   async login(email: string, password: string): Promise<void> {
     this.setTokens(await this.request<TokenResponse>("POST", "/api/v1/auth/login", { email, password }, false));
   }

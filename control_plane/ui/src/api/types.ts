@@ -10,7 +10,9 @@ export type Workspace = Schemas["Workspace"];
 export type ApiKey = Schemas["ApiKey"];
 export type ApiKeyCreated = Schemas["ApiKeyCreated"];
 export type AuditEvent = Schemas["AuditEventOut"];
-export type ChainVerification = Schemas["ChainVerification"];
+export type ChainVerification = Schemas["control_plane__schemas__identity__ChainVerification"];
+/** The decision log's hash chain (GET /api/v1/decisions/verify). */
+export type DecisionChainVerification = Schemas["control_plane__schemas__decisions__ChainVerification"];
 
 export interface Page<T> {
   items: T[];
@@ -82,59 +84,19 @@ export type Published = BundleRevision;
 
 export type Gateway = Schemas["Gateway"];
 export type GatewayCreated = Schemas["GatewayCreated"];
-export type GatewayDetail = Schemas["GatewayDetail"];
+export type GatewayDetail = Schemas["GatewayWithDeployments"];
 export type GatewayInstance = Schemas["Instance"];
 /** A logged decision (GET /api/v1/decisions); `Decision` is the engine's answer. */
 export type DecisionLog = Schemas["Decision"];
+export type DecisionDetail = Schemas["DecisionDetail"];
+export type Aggregates = Schemas["Aggregates"];
 export type Execution = Schemas["Execution"];
 
-/** A workload deployed to a gateway, with where to call it (control_plane/schemas/workloads.py). */
-export interface Deployment {
-  id: string;
-  gateway_id: string;
-  gateway_name: string;
-  kind: "agent" | "pipeline" | string;
-  name: string;
-  version: number;
-  requires: Record<string, number>;
-  endpoints: { api: string; cli: string | null; mcp: string };
-  created_at: string;
-  updated_at: string;
-  created_by: string | null;
-}
+export type Deployment = Schemas["Deployment"];
+export type DeploymentCreated = Schemas["DeploymentCreated"];
 
-/** An agent or pipeline with its latest validated config (control_plane/schemas/workloads.py). */
-export interface Workload {
-  id: string;
-  kind: "agent" | "pipeline" | string;
-  name: string;
-  description: string | null;
-  latest_version: number;
-  config: Record<string, unknown>;
-  created_at: string;
-  updated_at: string;
-}
+export type Workload = Schemas["Workload"];
 
-export interface WorkloadApplied {
-  items: Workload[];
-  created: string[];
-  updated: string[];
-  unchanged: string[];
-}
+export type WorkloadApplied = Schemas["WorkloadApplied"];
 
-/** A held call waiting for an approver (control_plane/schemas/approvals.py). */
-export interface Approval {
-  id: string;
-  status: "pending" | "approved" | "denied" | "expired" | string;
-  principal: string;
-  action: string;
-  resource: string;
-  args_hash: string;
-  reasons: string[];
-  approver_roles: string[];
-  created_at: string;
-  expires_at: string;
-  decided_at: string | null;
-  decided_by: string | null;
-  comment: string | null;
-}
+export type Approval = Schemas["Approval"];

@@ -1,47 +1,40 @@
 import { describe, expect, it } from "vitest";
-import { bucketByOutcome, outcomeTotals, scale, topDenied } from "./dashboard";
+import { scale, stackedBars, sumCounts, totalsByKey, windowParams, type AggregateBucket } from "./dashboard";
 
-const end = Date.parse("2026-11-26T12:00:00Z");
-const at = (minutesAgo: number, outcome: string, principal = "user:a", resource = "agent:x") => ({
-  time: new Date(end - minutesAgo * 60_000).toISOString(),
-  outcome,
-  principal,
-  resource,
-});
+const buckets: AggregateBucket[] = [
+  { start: "2026-11-26T10:00:00Z", counts: { allow: 6, deny: 2 }, total: 8 },
+  { start: "2026-11-26T11:00:00Z", counts: { allow: 1, require_approval: 1, unknown: 2 }, total: 4 },
+  { start: "2026-11-26T12:00:00Z", counts: {}, total: 0 },
+];
 
 describe("dashboard figures", () => {
-  it("bucket decisions by time and outcome, ignoring ones outside the window", () => {
-    const buckets = bucketByOutcome(
-      [at(5, "allow"), at(5, "deny"), at(50, "allow"), at(59.9, "require_approval"), at(61, "allow"), at(-1, "deny")],
-      end,
-      60 * 60_000,
-      6,
-    );
-    expect(buckets).toHaveLength(6);
-    expect(buckets[5].counts).toEqual({ allow: 1, deny: 1 });
-    expect(buckets[1].counts).toEqual({ allow: 1 });
-    expect(buckets[0].counts).toEqual({ require_approval: 1 });
-    expect(buckets.reduce((n, b) => n + b.total, 0)).toBe(4);
-    expect(buckets[0].start).toBe(end - 60 * 60_000);
-  });
-
-  it("rank the most denied principals and resources", () => {
-    const decisions = [
-      at(1, "deny", "user:b", "agent:shell"),
-      at(2, "deny", "user:a", "agent:shell"),
-      at(3, "deny", "user:b", "agent:db"),
-      at(4, "allow", "user:c", "agent:db"),
-    ];
-    expect(topDenied(decisions, "principal")).toEqual([
-      { key: "user:b", count: 2 },
-      { key: "user:a", count: 1 },
+  it("stack each bucket's outcomes against the busiest bucket", () => {
+    const bars = stackedBars(buckets);
+    expect(bars[0].segments).toEqual([
+      { outcome: "allow", count: 6, percent: 75 },
+      { outcome: "deny", count: 2, percent: 25 },
     ]);
-    expect(topDenied(decisions, "resource", 1)).toEqual([{ key: "agent:shell", count: 2 }]);
-    expect(outcomeTotals(decisions)).toEqual({ deny: 3, allow: 1 });
+    // Outcomes the chart has no colour for are stacked as "other".
+    expect(bars[1].segments.map((s) => [s.outcome, s.count])).toEqual([["allow", 1], ["require_approval", 1], ["other", 2]]);
+    expect(bars[2].segments).toEqual([]);
   });
 
-  it("scale bars to the tallest", () => {
-    expect(scale(5, 10)).toBe(50);
+  it("rank keys by their totals over the window", () => {
+    const ranked = totalsByKey(["user:b", "user:a"], [
+      { start: "x", counts: { "user:a": 1, "user:b": 2 }, total: 3 },
+      { start: "y", counts: { "user:a": 4 }, total: 4 },
+    ]);
+    expect(ranked).toEqual([
+      { key: "user:a", count: 5 },
+      { key: "user:b", count: 2 },
+    ]);
+    expect(sumCounts(buckets)).toEqual({ allow: 7, deny: 2, require_approval: 1, unknown: 2 });
+  });
+
+  it("asks for hourly buckets over a day and daily ones over a week", () => {
+    const now = Date.parse("2026-11-26T12:34:56Z");
+    expect(windowParams("24h", now)).toEqual({ since: "2026-11-25T12:34:00.000Z", interval: "hour" });
+    expect(windowParams("7d", now).interval).toBe("day");
     expect(scale(0, 0)).toBe(0);
   });
 });

@@ -9,18 +9,20 @@ export interface DecisionFilters {
   principal: string;
   action: string;
   resource: string;
+  reason: string;
   channel: string;
   since: string; // datetime-local text in the browser's zone, "" for none
   until: string;
 }
 
-export const FILTER_KEYS = ["outcome", "principal", "action", "resource", "channel", "since", "until"] as const;
+export const FILTER_KEYS = ["outcome", "principal", "action", "resource", "reason", "channel", "since", "until"] as const;
 
 export const emptyFilters: DecisionFilters = {
   outcome: "",
   principal: "",
   action: "",
   resource: "",
+  reason: "",
   channel: "",
   since: "",
   until: "",
@@ -72,7 +74,7 @@ export function checkFilters(filters: DecisionFilters): FilterProblem[] {
 /** The API query parameters for the filters (times as RFC 3339). */
 export function apiParams(filters: DecisionFilters): Record<string, string> {
   const params: Record<string, string> = {};
-  for (const key of ["outcome", "principal", "action", "resource", "channel"] as const) {
+  for (const key of ["outcome", "principal", "action", "resource", "reason", "channel"] as const) {
     const value = filters[key].trim();
     if (value) params[key] = value;
   }

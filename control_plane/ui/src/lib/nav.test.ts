@@ -11,6 +11,7 @@ describe("navigation by permission", () => {
     expect(homePath([])).toBe("/account");
     expect(homePath(["audit_events:read"])).toBe("/admin/audit");
     expect(homePath(["decisions:read", "audit_events:read"])).toBe("/decisions");
+    expect(homePath(["organization:read", "policies:read"])).toBe("/dashboard");
   });
   it("groups the runtime and audit pages by role", () => {
     const operator = visibleNav(["gateways:read", "executions:read", "policies:read", "agents:read"]).map((i) => i.label);

@@ -1,7 +1,7 @@
 import { useEffect, useMemo, useState, type FormEvent } from "react";
 import { Link, useSearchParams } from "react-router";
 import { qs } from "../api/client";
-import type { DecisionLog, Gateway } from "../api/types";
+import type { DecisionDetail, DecisionLog, Gateway } from "../api/types";
 import { useAuth } from "../auth/AuthContext";
 import { Drawer, Empty, ErrorMessage, Field, JsonBlock, Loading, formatTime } from "../components/ui";
 import {
@@ -17,6 +17,7 @@ import {
   type DecisionFilters,
 } from "../lib/decisions";
 import { usePaged, useResource } from "../lib/useApi";
+import { DecisionExport, DecisionVerification } from "./DecisionTools";
 
 function Outcome({ outcome }: { outcome: string }) {
   return <span className={`outcome outcome-${outcome.replace(/[^a-z_]/g, "")}`}>{outcome.replace("_", " ")}</span>;
@@ -56,7 +57,7 @@ function useGatewayNames(): Map<string, string> {
 }
 
 function DecisionDetail({ id, gateways }: { id: string; gateways: Map<string, string> }) {
-  const decision = useResource<DecisionLog>(`/api/v1/decisions/${encodeURIComponent(id)}`);
+  const decision = useResource<DecisionDetail>(`/api/v1/decisions/${encodeURIComponent(id)}`);
   if (decision.loading && !decision.data) return <Loading what="Loading the decision" />;
   if (decision.error) return <ErrorMessage error={decision.error} />;
   const d = decision.data;
@@ -88,6 +89,17 @@ function DecisionDetail({ id, gateways }: { id: string; gateways: Map<string, st
             "none (no bundle loaded)"
           )}
         </dd>
+        {d.bundle && (
+          <>
+            <dt>Policies in it</dt>
+            <dd>
+              {Object.entries(d.bundle.policies).map(([name, version]) => `${name} v${version}`).join(", ") || "none"}
+              <div className="hint">{d.bundle.reason}; key <code>{d.bundle.key_id}</code></div>
+            </dd>
+          </>
+        )}
+        <dt>Chain</dt>
+        <dd>#{d.sequence} <code>{d.chain_hash.slice(0, 16)}</code></dd>
         <dt>Gateway</dt>
         <dd>
           {d.gateway_id ? gateways.get(d.gateway_id) ?? d.gateway_id : "—"}
@@ -146,15 +158,18 @@ export function DecisionsPage() {
     <section>
       <div className="page-header">
         <h1>Decisions</h1>
+        <DecisionExport params={params} />
       </div>
-      <p className="hint">Every authorization decision the sidecars made, as they logged it.</p>
+      <p className="hint">Every authorization decision the sidecars made, as they logged it, newest first.</p>
+      <DecisionVerification />
       <form className="card filters" onSubmit={apply} aria-label="Filter decisions" noValidate>
         <ChoiceField label="Outcome" value={form.outcome} options={OUTCOMES} onChange={(outcome) => set({ outcome })} />
         <Field label="Principal" value={form.principal} placeholder="user:alice@example.com"
           onChange={(e) => set({ principal: e.target.value })} />
         <Field label="Action" value={form.action} placeholder="invoke" onChange={(e) => set({ action: e.target.value })} />
-        <Field label="Resource" value={form.resource} placeholder="agent:support-bot"
+        <Field label="Resource" value={form.resource} placeholder="agent:* (globs)"
           onChange={(e) => set({ resource: e.target.value })} />
+        <Field label="Reason contains" value={form.reason} onChange={(e) => set({ reason: e.target.value })} />
         <ChoiceField label="Channel" value={form.channel} options={CHANNELS} onChange={(channel) => set({ channel })} />
         <Field label="From" type="datetime-local" value={form.since} error={problems.since}
           onChange={(e) => set({ since: e.target.value })} />

@@ -1,6 +1,6 @@
 import { useState, type FormEvent } from "react";
 import { api, ApiError } from "../api/client";
-import type { Deployment, Gateway, GatewayCreated, GatewayDetail } from "../api/types";
+import type { Gateway, GatewayCreated, GatewayDetail } from "../api/types";
 import { useAuth } from "../auth/AuthContext";
 import { ConfirmDialog, CopyButton, Empty, ErrorMessage, Field, Loading, Select, formatTime } from "../components/ui";
 import { HEALTH_TEXT, INSTANCE_TEXT, ago, gatewayHealth, instanceState, revisionLag } from "../lib/fleet";
@@ -130,7 +130,7 @@ function GatewayCard({
           </table>
         </div>
       )}
-      <GatewayDeployments gateway={gateway} deployments={d ? (d as GatewayDetail & { deployments?: Deployment[] }).deployments : undefined} />
+      <GatewayDeployments gateway={gateway} deployments={d?.deployments} />
       <div className="toolbar">
         <button type="button" className="button-secondary" onClick={detail.reload} disabled={detail.loading}>
           Refresh status

@@ -2,7 +2,7 @@
 import { useState } from "react";
 import { useSearchParams } from "react-router";
 import { api } from "../api/client";
-import type { Deployment, Gateway, Workload, WorkloadApplied } from "../api/types";
+import type { Deployment, DeploymentCreated, Gateway, Workload, WorkloadApplied } from "../api/types";
 import { useAuth } from "../auth/AuthContext";
 import { Snippets } from "../components/Snippets";
 import { ConfirmDialog, Empty, ErrorMessage, Loading, formatTime } from "../components/ui";
@@ -29,14 +29,14 @@ function Deploy({ workload, kind }: { workload: Workload; kind: Kind }) {
   const [gatewayId, setGatewayId] = useState("");
   const [busy, setBusy] = useState(false);
   const [error, setError] = useState<Error | null>(null);
-  const [done, setDone] = useState<(Deployment & { bundle_revision?: number | null }) | null>(null);
+  const [done, setDone] = useState<(DeploymentCreated) | null>(null);
   const options = gateways.data?.items ?? [];
   const chosen = gatewayId || options[0]?.id || "";
   const deploy = async () => {
     setBusy(true);
     setError(null);
     try {
-      setDone(await api.post<Deployment & { bundle_revision?: number | null }>("/api/v1/deployments", {
+      setDone(await api.post<DeploymentCreated>("/api/v1/deployments", {
         gateway_id: chosen,
         kind,
         name: workload.name,
