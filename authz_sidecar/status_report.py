@@ -48,6 +48,10 @@ def status_body(
         "decisions": dict(decisions or {}),
         "log_backlog": sum(log.backlog for log in logs),
         "started_at": _rfc3339(started_at),
+        # Bundles refused since start (bad signature, unknown key, wrong scope, older
+        # revision): the control plane raises a security event when this grows.
+        "bundle_verification_failures": sync.refused if sync is not None else 0,
+        "last_verification_error": sync.last_refusal if sync is not None else None,
     }
 
 

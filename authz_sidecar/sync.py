@@ -125,6 +125,7 @@ class BundleSync:
         self.last_error: str | None = None
         self.failures = 0
         self.refused = 0
+        self.last_refusal: str | None = None
         self.gateway: Mapping[str, Any] | None = None
         self.not_found_delay = 5.0
         self._refused_etag: str | None = None
@@ -284,6 +285,7 @@ class BundleSync:
 
     def _refuse(self, error: BundleVerificationError, etag: str | None) -> float:
         self.refused += 1
+        self.last_refusal = str(error)[:1000]
         self._refused_etag = etag
         self._failed(
             f"refused bundle {etag or '(no ETag)'}: {error}; still serving revision "

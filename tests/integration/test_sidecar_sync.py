@@ -363,6 +363,7 @@ async def test_tampered_bundle_is_refused_while_the_old_one_keeps_serving(
             await until(lambda: sync.refused == 1)
             await asyncio.sleep(0.5)
         assert store.current is good  # still serving revision 1
+        assert sync.last_refusal is not None  # reported in the status heartbeat
         assert "refused bundle" in caplog.text
         assert "still serving revision 1" in caplog.text
         # The refused revision is named in If-None-Match: no hammering, one poll parked.

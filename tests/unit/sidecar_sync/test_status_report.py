@@ -21,6 +21,7 @@ async def test_status_body_has_the_protocol_shape(
     store.install(make_bundle(7), jwks)
     sync = BundleSync(store, "http://cp.test", "kgw_x")
     sync.last_sync = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+    sync.refused, sync.last_refusal = 2, "bundle signature does not verify"
     log = DecisionLog(tmp_path / "log")
     await log.append({"decision_id": "d-1", "input": {}, "result": {}})
 
@@ -42,6 +43,8 @@ async def test_status_body_has_the_protocol_shape(
         "decisions": {"allow": 3},
         "log_backlog": 1,
         "started_at": "2026-11-26T11:00:00Z",
+        "bundle_verification_failures": 2,
+        "last_verification_error": "bundle signature does not verify",
     }
 
 
