@@ -519,23 +519,37 @@ class ReplayRunner:
         until: datetime,
         limit: int,
     ) -> None:
-        processed, after = 0, None
-        while processed < limit:
+        async def fetch(after: tuple[datetime, str] | None, size: int) -> Sequence[Row[Any]]:
             async with self._db.session(organization_id) as session:
-                rows = await _next_batch(
-                    session, since, until, after, min(BATCH, limit - processed)
-                )
-            if not rows:
-                break
-            after = (rows[-1].time, rows[-1].decision_id)
-            offset = 0
-            while offset < len(rows):
-                offset += await asyncio.to_thread(
-                    evaluate, engine, rows[offset:], tally, str(organization_id)
-                )
-                if not await self._progress(job_id, organization_id, processed + offset, tally):
-                    return
-            processed += len(rows)
+                return await _next_batch(session, since, until, after, size)
+
+        processed = 0
+        # The next batch is read while this one is evaluated in a worker thread.
+        pending: asyncio.Task[Sequence[Row[Any]]] | None = asyncio.create_task(
+            fetch(None, min(BATCH, limit))
+        )
+        try:
+            while pending is not None:
+                rows = await pending
+                pending = None
+                if not rows:
+                    break
+                left = limit - processed - len(rows)
+                if left > 0 and len(rows) == min(BATCH, limit - processed):
+                    after = (rows[-1].time, rows[-1].decision_id)
+                    pending = asyncio.create_task(fetch(after, min(BATCH, left)))
+                offset = 0
+                while offset < len(rows):
+                    offset += await asyncio.to_thread(
+                        evaluate, engine, rows[offset:], tally, str(organization_id)
+                    )
+                    if not await self._progress(job_id, organization_id, processed + offset, tally):
+                        return
+                processed += len(rows)
+        finally:
+            if pending is not None:
+                pending.cancel()
+                await asyncio.gather(pending, return_exceptions=True)
         await self._finish(job_id, organization_id, result=tally.to_dict(), processed=processed)
 
     async def _progress(
