@@ -34,7 +34,7 @@ from control_plane.schemas.mfa import (
     TotpConfirmed,
     TotpEnrolment,
 )
-from control_plane.services import mfa
+from control_plane.services import mfa, sessions
 from control_plane.services.audit import Actor
 from control_plane.services.principal import Principal
 
@@ -154,9 +154,15 @@ async def get_mfa_policy(tenant: ReadPolicy) -> MfaPolicyOut:
 
 
 @router.put("/organization/mfa", responses=ERRORS)
-async def put_mfa_policy(body: MfaPolicyUpdate, tenant: UpdatePolicy) -> MfaPolicyOut:
-    """Roles that must have MFA; their members cannot use the API until they enrol."""
+async def put_mfa_policy(
+    body: MfaPolicyUpdate, request: Request, tenant: UpdatePolicy, auth: AuthenticatorDep
+) -> MfaPolicyOut:
+    """Roles that must have MFA. Their members without it are logged out here now, and
+    their next login yields only an enrolment token until they have enrolled."""
     async with tenant.session() as session:
-        return await mfa.set_policy(
+        policy = await mfa.set_policy(
             session, tenant.actor, tenant.organization_id, list(body.required_roles)
         )
+        missing = await mfa.members_without_mfa(session, policy.required_roles)
+        await sessions.revoke_members(session, request.app.state.kv, auth, missing)
+    return policy

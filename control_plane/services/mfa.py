@@ -308,6 +308,17 @@ async def _required_for(session: AsyncSession, user_id: uuid.UUID) -> bool:
 # -- the organisation's rule --------------------------------------------------------------
 
 
+async def members_without_mfa(session: AsyncSession, roles: list[str]) -> list[uuid.UUID]:
+    """Members of the session's organisation in `roles` who have no active TOTP."""
+    enrolled = select(TotpCredential.user_id).where(TotpCredential.confirmed_at.is_not(None))
+    rows = await session.scalars(
+        select(Membership.user_id).where(
+            Membership.role.in_(roles), Membership.user_id.not_in(enrolled)
+        )
+    )
+    return list(rows)
+
+
 async def get_policy(session: AsyncSession) -> MfaPolicyOut:
     policy = await session.scalar(select(MfaPolicy))
     if policy is None:

@@ -245,6 +245,21 @@ async def revoke_others(
     return len(rows)
 
 
+async def revoke_members(
+    session: AsyncSession, kv: KeyValueStore, auth: Authenticator, user_ids: list[uuid.UUID]
+) -> int:
+    """End the sessions these members have in the session's organisation."""
+    if not user_ids:
+        return 0
+    rows = (
+        await session.scalars(select(UserSession).where(UserSession.user_id.in_(user_ids)))
+    ).all()
+    for row in rows:
+        await _end(kv, auth, row)
+        await session.delete(row)
+    return len(rows)
+
+
 async def revoke_everywhere(
     db: Database, kv: KeyValueStore, auth: Authenticator, user_id: uuid.UUID
 ) -> int:

@@ -211,14 +211,30 @@ async def test_roles_that_require_mfa_get_only_enrolment_until_enrolled(
     assert readable.json()["required_roles"] == ["admin", "security_admin"]
 
     # Roles outside the rule are unaffected.
-    assert (await login(client, developer.email)).status_code == 200
+    developer_login = await login(client, developer.email)
+    assert developer_login.status_code == 200
+    developer.refresh_token = developer_login.json()["refresh_token"]
 
-    # The admin's earlier session cannot be refreshed into new tokens.
+    # The admin's session ended with the rule; the developer's did not.
+    assert (await client.get("/api/v1/me", headers=admin.headers)).status_code == 401
     refreshed = await client.post(
         "/api/v1/auth/refresh", json={"refresh_token": admin.refresh_token}
     )
+    assert refreshed.status_code == 401
+    assert (await client.get("/api/v1/me", headers=developer.headers)).status_code == 200
+    # Promoted into a role that needs MFA: the session cannot be refreshed into new tokens.
+    promoted = await client.patch(
+        f"/api/v1/users/{developer.user_id}",
+        json={"role": "security_admin"},
+        headers=owner.headers,
+    )
+    assert promoted.status_code == 200, promoted.text
+    refreshed = await client.post(
+        "/api/v1/auth/refresh", json={"refresh_token": developer.refresh_token}
+    )
     assert refreshed.status_code == 403
     assert refreshed.json()["error"]["code"] == "mfa_enrolment_required"
+    assert (await login(client, developer.email)).status_code == 403
 
     refused = await login(client, admin.email)
     assert refused.status_code == 403
