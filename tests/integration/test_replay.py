@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import pytest
 
 from control_plane.db.models import ReplayJob
 from control_plane.services import replay
@@ -247,6 +248,36 @@ async def test_window_limit_examples_and_one_policy(
     assert missing.status_code == 404
     unauthenticated = await client.post("/api/v1/policies/replay", json=WINDOW)
     assert unauthenticated.status_code == 401
+
+
+async def test_batches_cover_the_window_once_even_across_equal_times(
+    client: httpx.AsyncClient, owner: Account, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    credential = await _seed(client, owner)
+    # Two more decisions at the very time of b1: keyset pages must neither skip nor repeat.
+    same_time = [
+        _decision(f"t{i}", ALICE, "agent:support-bot", "allow", "2026-11-26T10:00:04Z")
+        for i in (1, 2)
+    ]
+    ingested = await client.post(
+        "/api/v1/decisions/ingest", json={"decisions": same_time}, headers=_bearer(credential)
+    )
+    assert ingested.json()["accepted"] == 2
+    monkeypatch.setattr(replay, "BATCH", 2)
+    done = await _replayed(client, owner)
+    assert done["processed"] == 9
+    assert done["result"]["counts"] == {
+        "allow->allow": 5,
+        "allow->deny": 2,
+        "allow->require_approval": 1,
+        "deny->allow": 1,
+    }
+    # The 5 most recent: p1, c1, b2, then two of the three at 10:00:04.
+    newest = await _replayed(client, owner, limit=5)
+    assert newest["processed"] == 5
+    assert sum(newest["result"]["counts"].values()) == 5
+    assert newest["result"]["counts"]["allow->require_approval"] == 1
+    assert newest["result"]["counts"]["deny->allow"] == 1
 
 
 async def test_interrupted_jobs_end_failed_not_running(
