@@ -580,13 +580,18 @@ class VaultSecretStore:
     ) -> list[SecretInfo]:
         root = f"{self._prefix}/{organization_id}/"
         names: list[str] = []
-        folders = [""]
+        # Start at the deepest folder the prefix names: `providers/x/api_key` lists one folder.
+        folders = [prefix.rpartition("/")[0] + "/" if "/" in prefix else ""]
         while folders:
             folder = folders.pop()
             for key in await self._keys(root + folder):
-                (folders if key.endswith("/") else names).append(folder + key)
+                path = folder + key
+                if path.startswith(prefix):
+                    (folders if key.endswith("/") else names).append(path)
+                elif key.endswith("/") and prefix.startswith(path):
+                    folders.append(path)  # the prefix goes on inside this folder
         found = []
-        for name in sorted(n for n in names if n.startswith(prefix)):
+        for name in sorted(names):
             metadata = await self._metadata(root + name)
             if metadata is not None:  # else deleted between the listing and now
                 created, updated = metadata.get("created_time"), metadata.get("updated_time")
@@ -659,7 +664,7 @@ async def put_provider_key(
     new. The audit event names the provider, never the key."""
     name = provider_secret_name(provider)
     existed = any(i.name == name for i in await store.list(organization_id, name, session=session))
-    await store.put(organization_id, name, api_key, session=session)
+    # Audit first: should the store refuse (Vault down), the event rolls back with it.
     await audit.record(
         session,
         organization_id,
@@ -669,6 +674,7 @@ async def put_provider_key(
         name,
         provider=provider,
     )
+    await store.put(organization_id, name, api_key, session=session)
     (info,) = [
         i for i in await store.list(organization_id, name, session=session) if i.name == name
     ]
@@ -681,7 +687,7 @@ async def delete_provider_key(
     name = provider_secret_name(provider)
     if not any(i.name == name for i in await store.list(organization_id, name, session=session)):
         raise NotFound(f"no API key stored for provider {provider!r}")
-    await store.delete(organization_id, name, session=session)
     await audit.record(
         session, organization_id, actor, "secret.delete", "secret", name, provider=provider
     )
+    await store.delete(organization_id, name, session=session)

@@ -397,6 +397,8 @@ async def test_unreachable_vault_is_a_503(
             assert response.status_code == 503, response.text
             assert response.json()["error"]["code"] == "unavailable"
             assert "unreachable" in response.json()["error"]["message"]
+        audit = await client.get("/api/v1/audit-events", headers=owner.headers)
+        assert not [e for e in audit.json()["items"] if e["action"].startswith("secret.")]
     finally:
         await stack.app.state.secrets.close()
         stack.app.state.secrets = original
