@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import httpx
+import pytest
 
-from tests.conftest import PASSWORD, Account, signup
+from tests.conftest import PASSWORD, Account, Stack, signup
 
 NEW_PASSWORD = "a different, longer passphrase 42"
 
@@ -207,3 +208,20 @@ async def test_api_keys_have_no_sessions(client: httpx.AsyncClient, owner: Accou
     key = await client.post("/api/v1/api-keys", json={"name": "ci"}, headers=owner.headers)
     headers = {"Authorization": f"Bearer {key.json()['key']}"}
     assert (await client.get("/api/v1/me/sessions", headers=headers)).status_code == 403
+
+
+async def test_secure_flag_can_be_turned_off_for_plain_http_development(
+    client: httpx.AsyncClient, stack: Stack, owner: Account, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(stack.settings, "session_cookie_secure", False)
+    response = await client.post(
+        "/api/v1/auth/session", json={"email": owner.email, "password": PASSWORD}
+    )
+    assert response.status_code == 200
+    for header in _set_cookies(response).values():
+        assert "secure" not in header.lower()
+        assert "samesite=strict" in header.lower()
+    # Over plain http the client's own cookie jar now carries the session, as a browser would.
+    me = await client.get("/api/v1/me")
+    assert me.status_code == 200
+    client.cookies.clear()
