@@ -242,27 +242,42 @@ async def export_csv(open_session: SessionFactory, query: DecisionQuery) -> Asyn
 # --- aggregates -----------------------------------------------------------------------
 
 
-class time_bucket(FunctionElement[str]):
-    """The UTC hour or day of a timestamp as `YYYY-MM-DDTHH:00:00`, on either backend."""
+class _Bucket(FunctionElement[str]):
+    """The UTC hour or day of a timestamp as `YYYY-MM-DDTHH:00:00`, on either backend.
+
+    The unit is the class, not a bound value, so it is part of SQLAlchemy's statement
+    cache key (a bound value is not, and would reuse an hour query's SQL for a day)."""
 
     type = String()
-    name = "time_bucket"
     inherit_cache = True
+    unit = ""
 
 
-@compiles(time_bucket, "postgresql")
-def _bucket_postgresql(element: time_bucket, compiler: SQLCompiler, **kw: Any) -> str:
-    interval, column = list(element.clauses)
-    unit = compiler.process(interval, literal_binds=True, **kw)
-    form = '\'YYYY-MM-DD"T"HH24":00:00"\'' if unit == "'hour'" else "'YYYY-MM-DD\"T00:00:00\"'"
+class _HourBucket(_Bucket):
+    name, unit, inherit_cache = "hour_bucket", "hour", True
+
+
+class _DayBucket(_Bucket):
+    name, unit, inherit_cache = "day_bucket", "day", True
+
+
+def time_bucket(interval: str, column: Any) -> _Bucket:
+    return _HourBucket(column) if interval == "hour" else _DayBucket(column)
+
+
+@compiles(_Bucket, "postgresql")
+def _bucket_postgresql(element: _Bucket, compiler: SQLCompiler, **kw: Any) -> str:
+    (column,) = list(element.clauses)
+    form = (
+        '\'YYYY-MM-DD"T"HH24":00:00"\'' if element.unit == "hour" else "'YYYY-MM-DD\"T00:00:00\"'"
+    )
     return f"to_char({compiler.process(column, **kw)} AT TIME ZONE 'UTC', {form})"
 
 
-@compiles(time_bucket, "sqlite")
-def _bucket_sqlite(element: time_bucket, compiler: SQLCompiler, **kw: Any) -> str:
-    interval, column = list(element.clauses)
-    unit = compiler.process(interval, literal_binds=True, **kw)
-    form = "'%Y-%m-%dT%H:00:00'" if unit == "'hour'" else "'%Y-%m-%dT00:00:00'"
+@compiles(_Bucket, "sqlite")
+def _bucket_sqlite(element: _Bucket, compiler: SQLCompiler, **kw: Any) -> str:
+    (column,) = list(element.clauses)
+    form = "'%Y-%m-%dT%H:00:00'" if element.unit == "hour" else "'%Y-%m-%dT00:00:00'"
     return f"strftime({form}, {compiler.process(column, **kw)})"
 
 

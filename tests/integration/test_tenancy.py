@@ -96,6 +96,21 @@ async def _objects_of(client: httpx.AsyncClient, owner: Account) -> dict[str, st
         headers={"Authorization": f"Bearer {gateway.json()['credential']}"},
     )
     assert held.status_code == 200, held.text
+    # A stock OPA agent reporting through the OPA decision-log upload format.
+    opa_decision_id = f"o-{owner.organization_id}"
+    opa = await client.post(
+        "/api/v1/decisions/opa",
+        json=[
+            {
+                "decision_id": opa_decision_id,
+                "timestamp": "2026-11-26T10:00:02Z",
+                "input": {"action": "invoke"},
+                "result": True,
+            }
+        ],
+        headers={"Authorization": f"Bearer {gateway.json()['credential']}"},
+    )
+    assert opa.json() == {"accepted": 1, "duplicates": 0}, opa.text
     webhook = await client.post(
         "/api/v1/webhooks",
         json={"url": "https://hooks.example.com/in", "events": ["approval.requested"]},
@@ -138,6 +153,7 @@ async def _objects_of(client: httpx.AsyncClient, owner: Account) -> dict[str, st
         "deployment_id": deployment.json()["id"],
         "scope": owner.organization_id,
         "decision_id": decision_id,
+        "opa_decision_id": opa_decision_id,
         "replay_id": replay.json()["id"],
         "approval_id": approval_id,
         "webhook_id": webhook.json()["id"],
