@@ -142,7 +142,7 @@ async def discover(
     provider = await sso.discover(db, email)
     return schemas.Discovery(
         provider_id=provider.id,
-        type=provider.type,  # type: ignore[arg-type]
+        type=provider.type,
         name=provider.name,
         login_url=str(sso.urls(_base_url(request), provider)["login_url"]),
     )

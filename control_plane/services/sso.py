@@ -119,9 +119,9 @@ async def _domains(session: AsyncSession, provider_id: uuid.UUID) -> list[str]:
 async def out(session: AsyncSession, provider: SsoProvider, base_url: str) -> schemas.Provider:
     return schemas.Provider(
         id=provider.id,
-        type=provider.type,  # type: ignore[arg-type]
+        type=provider.type,
         name=provider.name,
-        preset=provider.preset,  # type: ignore[arg-type]
+        preset=provider.preset,
         enabled=provider.enabled,
         email_domains=await _domains(session, provider.id),
         issuer=provider.issuer,
@@ -135,7 +135,7 @@ async def out(session: AsyncSession, provider: SsoProvider, base_url: str) -> sc
         default_role=provider.default_role,
         created_at=provider.created_at,
         updated_at=provider.updated_at,
-        **urls(base_url, provider),  # type: ignore[arg-type]
+        **urls(base_url, provider),
     )
 
 

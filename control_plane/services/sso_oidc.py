@@ -169,11 +169,13 @@ async def validate_id_token(
         raise Unauthenticated("the identity provider signs ID tokens with no algorithm we accept")
     registry = JWSRegistry(algorithms=algorithms, strict_check_header=False)
     try:
-        keys = KeySet.import_key_set(await _fetch_json(meta["jwks_uri"]))
+        jwks: Any = await _fetch_json(meta["jwks_uri"])
+        keys = KeySet.import_key_set(jwks)
         try:
             decoded = jwt.decode(token["id_token"], keys, registry=registry)
         except InvalidKeyIdError:  # the IdP may have rotated its keys since we cached them
-            keys = KeySet.import_key_set(await _fetch_json(meta["jwks_uri"], force=True))
+            jwks = await _fetch_json(meta["jwks_uri"], force=True)
+            keys = KeySet.import_key_set(jwks)
             decoded = jwt.decode(token["id_token"], keys, registry=registry)
         claims = CodeIDToken(
             decoded.claims,
