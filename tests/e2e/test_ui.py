@@ -410,3 +410,42 @@ def test_gateway_fleet_and_decision_explorer(control_plane: str, page: Page) -> 
     expect(page.get_by_role("row", name=re.compile("user:bob@example.com"))).to_contain_text(
         "change ticket 42"
     )
+
+
+def test_design_an_agent_and_a_pipeline_on_its_canvas(control_plane: str, page: Page) -> None:
+    sign_up(page, control_plane, "Hooli")
+    nav(page, "Agents")
+    expect(page.get_by_text("No agents yet.")).to_be_visible()
+    page.get_by_role("button", name="New agent").click()
+    page.get_by_label("Agent name").fill("researcher")
+    page.get_by_label("System prompt").fill("You research.")
+    # The YAML view shows what the form wrote.
+    page.get_by_role("tab", name="YAML").click()
+    source = page.get_by_role("textbox", name="Agent source (YAML)")
+    expect(source).to_contain_text("name: researcher")
+    page.get_by_role("tab", name="Form").click()
+    page.get_by_role("button", name="Save agent").click()
+    expect(page.get_by_text("Saved researcher v1")).to_be_visible()
+    expect(page.get_by_role("button", name=re.compile("^researcher v1"))).to_be_visible()
+    shot(page, "agent-designer")
+
+    nav(page, "Pipelines")
+    page.get_by_role("button", name="New pipeline").click()
+    page.get_by_label("Pipeline name").fill("triage")
+    page.get_by_label("Agents, in order").fill("researcher, nobody")
+    canvas = page.get_by_test_id("pipeline-canvas")
+    expect(canvas).to_contain_text("researcher")
+    expect(canvas).to_contain_text("nobody")
+    page.get_by_role("button", name="Save pipeline").click()
+    # The server's problem is shown next to the field it names.
+    expect(page.get_by_role("list", name="Problems")).to_contain_text("spec.agents")
+    agents_field = page.locator(".field", has=page.get_by_label("Agents, in order"))
+    expect(agents_field.locator(".field-error")).to_contain_text("nobody")
+
+    page.get_by_label("Pattern").select_option("supervisor_worker")
+    page.get_by_label("Supervisor").fill("researcher")
+    page.get_by_label("Workers").fill("researcher")
+    expect(canvas).to_contain_text("supervisor")
+    page.get_by_role("button", name="Save pipeline").click()
+    expect(page.get_by_text("Saved triage v1")).to_be_visible()
+    shot(page, "pipeline-canvas")

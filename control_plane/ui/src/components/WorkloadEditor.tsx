@@ -67,9 +67,9 @@ export function WorkloadEditor({
       setBusy(false);
     }
   };
-  // A problem at the path or below it (spec.routes.billing shows at spec.routes).
+  // A problem at the path or below it (spec.routes.billing and spec.agents[1] show at their field).
   const fieldError = (path: string) =>
-    problems.find((p) => p.field === path || p.field?.startsWith(`${path}.`))?.message;
+    problems.find((p) => p.field === path || p.field?.startsWith(`${path}.`) || p.field?.startsWith(`${path}[`))?.message;
   const tabs: ["form" | "yaml", string][] = [["form", "Form"], ["yaml", "YAML"]];
 
   return (
