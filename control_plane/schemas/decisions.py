@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -19,6 +19,8 @@ from pydantic import (
 from control_plane.schemas.base import Output, QueryText
 from control_plane.schemas.fleet import Identifier
 
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(9998, 12, 31, tzinfo=UTC)
 Outcome = Literal["allow", "deny", "require_approval", "unknown"]
 Channel = Literal["api", "cli", "mcp"]
 
@@ -40,6 +42,19 @@ class DecisionQuery(BaseModel):
     workspace: QueryText | None = None
     bundle_revision: Annotated[str, StringConstraints(pattern=r"^\d{1,18}$")] | None = None
     decision_id: Identifier | None = None
+
+    @field_validator("since", "until")
+    @classmethod
+    def _in_range(cls, moment: datetime | None) -> datetime | None:
+        if moment is None:
+            return None
+        try:
+            moment = moment.astimezone(UTC)
+        except OverflowError:
+            raise ValueError("out of range") from None
+        if not EARLIEST <= moment <= LATEST:
+            raise ValueError("must be between 1970 and 9998")
+        return moment
 
     @field_validator("until")
     @classmethod

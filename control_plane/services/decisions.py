@@ -84,8 +84,8 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         moment = datetime.fromisoformat(time)
         if moment.tzinfo is None or not isinstance(decision_id, str):
             raise ValueError(cursor)
-        return moment, decision_id
-    except (ValueError, TypeError, UnicodeDecodeError):
+        return moment.astimezone(UTC), decision_id
+    except (ValueError, TypeError, OverflowError):
         raise Invalid(
             "cursor: malformed", details=[{"field": "cursor", "message": "malformed"}]
         ) from None

@@ -24,14 +24,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from control_plane.db.base import Base, utcnow
 from control_plane.db.models import DecisionLog, Execution
 from control_plane.errors import Invalid, PayloadTooLarge
-from control_plane.schemas.decisions import OpaEvent
+from control_plane.schemas.decisions import EARLIEST, LATEST, OpaEvent
 from control_plane.schemas.fleet import DecisionRecord, ExecutionRecord
 from control_plane.services import ingest_hooks
 from control_plane.services.decision_chain import append, lock_chain
 from control_plane.services.gateways import GatewayIdentity
-
-EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
-LATEST = datetime(9998, 12, 31, tzinfo=UTC)
 
 
 def _text(value: Any, limit: int) -> str | None:
@@ -94,7 +91,11 @@ def decision_row(
 def check_times(times: Sequence[datetime], field: str) -> None:
     """Partitions are monthly from 1970 to 9998; anything outside is no decision time."""
     for index, moment in enumerate(times):
-        if not EARLIEST <= _aware(moment) <= LATEST:
+        try:
+            in_range = EARLIEST <= _aware(moment) <= LATEST
+        except OverflowError:
+            in_range = False
+        if not in_range:
             raise Invalid(
                 f"{field}.{index}: decision time out of range",
                 details=[{"field": f"{field}.{index}", "message": "between 1970 and 9998"}],

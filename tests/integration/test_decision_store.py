@@ -655,6 +655,8 @@ async def test_bad_filters_are_422_naming_the_field(
         ("/api/v1/decisions", {"colour": "red"}, "colour"),
         ("/api/v1/decisions", {"since": "yesterday"}, "since"),
         ("/api/v1/decisions", {"since": "2026-11-26T10:00:00"}, "since"),  # no zone
+        ("/api/v1/decisions", {"since": "0001-01-01T00:00:00+14:00"}, "since"),
+        ("/api/v1/decisions/aggregates", {"until": "9999-12-31T23:00:00Z"}, "until"),
         ("/api/v1/decisions", {"since": T0.isoformat(), "until": "2026-01-01T00:00:00Z"}, "until"),
         ("/api/v1/decisions", {"outcome": "maybe"}, "outcome"),
         ("/api/v1/decisions", {"channel": "smtp"}, "channel"),
