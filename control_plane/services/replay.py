@@ -98,23 +98,28 @@ class Tally:
         }
 
 
-def _summary(decision_input: Mapping[str, Any]) -> dict[str, Any]:
+def _summary(decision_input: Any) -> dict[str, Any]:
+    logged = decision_input if isinstance(decision_input, Mapping) else {}
+
     def part(name: str) -> Mapping[str, Any]:
-        value = decision_input.get(name)
+        value = logged.get(name)
         return value if isinstance(value, Mapping) else {}
 
     return {
         "principal": part("principal").get("id"),
-        "action": decision_input.get("action"),
+        "action": logged.get("action"),
         "resource": part("resource").get("id"),
         "workspace": part("resource").get("workspace"),
-        "channel": decision_input.get("channel"),
+        "channel": logged.get("channel"),
         "tool": part("tool").get("name"),
     }
 
 
-def _as_logged(decision_input: Mapping[str, Any], organization_id: str) -> dict[str, Any]:
-    """The logged input, its principal defaulting to this organisation (as simulate does)."""
+def _as_logged(decision_input: Any, organization_id: str) -> Any:
+    """The logged input, its principal defaulting to this organisation (as simulate does).
+    Anything that is no mapping goes to the engine as it is, which denies it as invalid."""
+    if not isinstance(decision_input, Mapping):
+        return decision_input
     prepared = dict(decision_input)
     principal = prepared.get("principal")
     if isinstance(principal, Mapping):
