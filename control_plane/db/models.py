@@ -232,11 +232,6 @@ class DecisionLog(TenantScoped, Base):
         {"postgresql_partition_by": "RANGE (time)"},
     )
 
-    # Overrides the mixin's column only to drop its single-column index (the ones above
-    # all lead with it); every index costs ingest throughput.
-    organization_id: Mapped[uuid.UUID] = mapped_column(
-        Uuid, ForeignKey("organizations.id", ondelete="CASCADE"), nullable=False
-    )
     decision_id: Mapped[str] = mapped_column(String(64))
     time: Mapped[datetime] = mapped_column(UTCDateTime(), primary_key=True)
     sequence: Mapped[int] = mapped_column(BigInteger)

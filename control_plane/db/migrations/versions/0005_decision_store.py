@@ -34,6 +34,7 @@ _OLD_COLUMNS = (
     "bundle_revision, duration_us, input, result, organization_id, id, created_at"
 )
 _INDEXES = {
+    "ix_decision_logs_organization_id": ["organization_id"],
     "ix_decision_logs_recent": ["organization_id", "time", "decision_id"],
     "ix_decision_logs_sequence": ["organization_id", "sequence"],
     "ix_decision_logs_principal": ["organization_id", "principal", "time"],
