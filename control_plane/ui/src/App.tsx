@@ -3,7 +3,8 @@ import { useAuth } from "./auth/AuthContext";
 import { Shell } from "./components/Shell";
 import { Loading } from "./components/ui";
 import { homePath } from "./lib/nav";
-import { LoginPage, SignupPage } from "./pages/Auth";
+import { LoginPage, SignupPage, SsoCallbackPage } from "./pages/Auth";
+import { ssoCodeFromHash } from "./lib/login";
 import { AccountPage } from "./pages/Account";
 import { PoliciesPage } from "./pages/Policies";
 import { BundlesPage } from "./pages/Bundles";
@@ -12,6 +13,9 @@ import { TeamsPage } from "./pages/admin/Teams";
 import { ApiKeysPage } from "./pages/admin/ApiKeys";
 import { WorkspacesPage } from "./pages/admin/Workspaces";
 import { AuditPage } from "./pages/admin/Audit";
+import { SsoPage } from "./pages/admin/Sso";
+import { WebhooksPage } from "./pages/admin/Webhooks";
+import { SecretsPage } from "./pages/admin/Secrets";
 import { DecisionsPage } from "./pages/Decisions";
 import { GatewaysPage } from "./pages/Gateways";
 import { ExecutionsPage } from "./pages/Executions";
@@ -42,6 +46,9 @@ export function App() {
   const { me, checking } = useAuth();
   const location = useLocation();
   if (checking) return <Loading what="Checking your session" />;
+  // The SSO login flows end on `/#/sso?code=…` (a fragment never reaches a server log).
+  const ssoCode = ssoCodeFromHash(location.hash);
+  if (ssoCode) return <SsoCallbackPage code={ssoCode} />;
   if (!me) {
     return (
       <Routes>
@@ -76,6 +83,9 @@ export function App() {
         <Route path="/admin/api-keys" element={g("api_keys:read", <ApiKeysPage />)} />
         <Route path="/admin/workspaces" element={g("workspaces:read", <WorkspacesPage />)} />
         <Route path="/admin/audit" element={g("audit_events:read", <AuditPage />)} />
+        <Route path="/admin/sso" element={g("sso:read", <SsoPage />)} />
+        <Route path="/admin/webhooks" element={g("webhooks:read", <WebhooksPage />)} />
+        <Route path="/admin/secrets" element={g("secrets:read", <SecretsPage />)} />
         <Route
           path="*"
           element={

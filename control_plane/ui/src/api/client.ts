@@ -126,9 +126,18 @@ export class ApiClient {
 
   async request<T>(method: string, path: string, body?: unknown, retry = true): Promise<T> {
     if (this.access === null && retry && this.storage.getItem(REFRESH_KEY)) await this.refresh();
+    return this.send<T>(method, path, body, this.access, retry);
+  }
+
+  /** A call carrying another credential than the session's: an MFA enrolment token (`ken_…`). */
+  requestWith<T>(token: string, method: string, path: string, body?: unknown): Promise<T> {
+    return this.send<T>(method, path, body, token, false);
+  }
+
+  private async send<T>(method: string, path: string, body: unknown, token: string | null, retry: boolean): Promise<T> {
     const headers: Record<string, string> = { accept: "application/json" };
     if (body !== undefined) headers["content-type"] = "application/json";
-    if (this.access) headers.authorization = `Bearer ${this.access}`;
+    if (token) headers.authorization = `Bearer ${token}`;
     const response = await this.fetcher(`${this.base}${path}`, {
       method,
       headers,
@@ -158,8 +167,11 @@ export class ApiClient {
   patch<T>(path: string, body: unknown): Promise<T> {
     return this.request<T>("PATCH", path, body);
   }
-  delete(path: string): Promise<void> {
-    return this.request<void>("DELETE", path);
+  put<T>(path: string, body: unknown): Promise<T> {
+    return this.request<T>("PUT", path, body);
+  }
+  delete<T = void>(path: string, body?: unknown): Promise<T> {
+    return this.request<T>("DELETE", path, body);
   }
 
   /** GETs a file with the session's credentials (a plain link would carry none). */
@@ -175,8 +187,15 @@ export class ApiClient {
     return { blob: await response.blob(), filename };
   }
 
-  async login(email: string, password: string): Promise<void> {
-    this.setTokens(await this.request<TokenResponse>("POST", "/api/v1/auth/login", { email, password }, false));
+  /** Password login; `totp` is a code from the authenticator or a recovery code. */
+  async login(email: string, password: string, totp?: string): Promise<void> {
+    const body = totp ? { email, password, totp } : { email, password };
+    this.setTokens(await this.request<TokenResponse>("POST", "/api/v1/auth/login", body, false));
+  }
+
+  /** Trades the single-use code of a finished SSO login for tokens. */
+  async exchangeSsoCode(code: string): Promise<void> {
+    this.setTokens(await this.request<TokenResponse>("POST", "/api/v1/auth/sso/exchange", { code }, false));
   }
 
   async signup(email: string, password: string, organization: string): Promise<void> {

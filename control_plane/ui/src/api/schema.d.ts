@@ -237,7 +237,8 @@ export interface paths {
         get: operations["get_mfa_policy_api_v1_organization_mfa_get"];
         /**
          * Put Mfa Policy
-         * @description Roles that must have MFA; their members cannot use the API until they enrol.
+         * @description Roles that must have MFA. Their members without it are logged out here now, and
+         *     their next login yields only an enrolment token until they have enrolled.
          */
         put: operations["put_mfa_policy_api_v1_organization_mfa_put"];
         post?: never;

@@ -100,3 +100,27 @@ export type Workload = Schemas["Workload"];
 export type WorkloadApplied = Schemas["WorkloadApplied"];
 
 export type Approval = Schemas["Approval"];
+
+export type MfaStatus = Schemas["MfaStatus"];
+export type TotpEnrolment = Schemas["TotpEnrolment"];
+export type TotpConfirmed = Schemas["TotpConfirmed"];
+export type MfaPolicy = Schemas["MfaPolicyOut"];
+export type SessionInfo = Schemas["SessionOut"];
+
+export type SsoProvider = Schemas["Provider"];
+export type SsoProviderCreate = Schemas["ProviderCreate"];
+export type SsoProviderUpdate = Schemas["ProviderUpdate"];
+export type SsoSettings = Schemas["SsoSettingsOut"];
+export type SsoDiscovery = Schemas["Discovery"];
+export type GroupMapping = Schemas["GroupMapping"];
+
+export type Webhook = Schemas["Webhook"];
+export type WebhookCreated = Schemas["WebhookCreated"];
+export type WebhookDelivery = Schemas["Delivery"];
+
+export type SecretInfo = Schemas["SecretInfo"];
+
+export type Replay = Schemas["Replay"];
+export type ReplayResult = Schemas["ReplayResult"];
+export type ReplayTransition = Schemas["Transition"];
+export type PolicySettings = Schemas["PolicySettings"];

@@ -1,12 +1,17 @@
 import { createContext, useCallback, useContext, useEffect, useMemo, useState, type ReactNode } from "react";
 import { api } from "../api/client";
-import type { Me } from "../api/types";
+import type { Me, TokenResponse } from "../api/types";
 
 interface AuthState {
   me: Me | null;
   /** True until the first session check (refresh token in this tab) has finished. */
   checking: boolean;
-  login(email: string, password: string): Promise<void>;
+  login(email: string, password: string, totp?: string): Promise<void>;
+  /** Starts the session a finished step handed over (MFA enrolment at login). */
+  adopt(tokens: TokenResponse): Promise<void>;
+  /** Trades a finished SSO login's single-use code for a session. */
+  exchangeSsoCode(code: string): Promise<void>;
+  reloadMe(): Promise<void>;
   signup(email: string, password: string, organization: string): Promise<void>;
   logout(): Promise<void>;
   can(permission: string): boolean;
@@ -38,10 +43,19 @@ export function AuthProvider({ children }: { children: ReactNode }) {
     () => ({
       me,
       checking,
-      async login(email, password) {
-        await api.login(email, password);
+      async login(email, password, totp) {
+        await api.login(email, password, totp);
         await loadMe();
       },
+      async adopt(tokens) {
+        api.setTokens(tokens);
+        await loadMe();
+      },
+      async exchangeSsoCode(code) {
+        await api.exchangeSsoCode(code);
+        await loadMe();
+      },
+      reloadMe: loadMe,
       async signup(email, password, organization) {
         await api.signup(email, password, organization);
         await loadMe();

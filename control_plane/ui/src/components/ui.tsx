@@ -35,6 +35,7 @@ export function Select({
   options,
   error,
   disabled,
+  labels,
 }: {
   label: string;
   value: string;
@@ -42,6 +43,8 @@ export function Select({
   options: readonly string[];
   error?: string;
   disabled?: boolean;
+  /** Option text where it differs from the value (e.g. "" → "none"). */
+  labels?: Record<string, string>;
 }) {
   const id = useId();
   return (
@@ -50,7 +53,7 @@ export function Select({
       <select id={id} value={value} disabled={disabled} onChange={(e) => onChange(e.target.value)}>
         {options.map((o) => (
           <option key={o} value={o}>
-            {o}
+            {labels?.[o] ?? o}
           </option>
         ))}
       </select>

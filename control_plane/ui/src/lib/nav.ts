@@ -21,6 +21,9 @@ export const NAV: NavItem[] = [
   { to: "/admin/teams", label: "Teams", permission: "teams:read", section: "Admin" },
   { to: "/admin/api-keys", label: "API keys", permission: "api_keys:read", section: "Admin" },
   { to: "/admin/workspaces", label: "Workspaces", permission: "workspaces:read", section: "Admin" },
+  { to: "/admin/sso", label: "Sign-in and SSO", permission: "sso:read", section: "Admin" },
+  { to: "/admin/webhooks", label: "Webhooks", permission: "webhooks:read", section: "Admin" },
+  { to: "/admin/secrets", label: "Provider keys", permission: "secrets:read", section: "Admin" },
   { to: "/admin/audit", label: "Audit events", permission: "audit_events:read", section: "Admin" },
 ];
 

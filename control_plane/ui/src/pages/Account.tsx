@@ -1,8 +1,10 @@
 import { useAuth } from "../auth/AuthContext";
+import { MfaSection, PasswordSection, SessionsSection } from "../components/AccountSecurity";
 
 export function AccountPage() {
   const { me } = useAuth();
   if (!me) return null;
+  const person = me.kind === "user";
   return (
     <section>
       <h1>Your account</h1>
@@ -14,6 +16,15 @@ export function AccountPage() {
         <dt>Role</dt>
         <dd>{me.role}</dd>
       </dl>
+      {person ? (
+        <>
+          <MfaSection account={me.label} />
+          <SessionsSection />
+          <PasswordSection />
+        </>
+      ) : (
+        <p className="hint">This is an API key: it has no second factor, sessions or password.</p>
+      )}
       <h2>What your role allows</h2>
       {me.permissions.length ? (
         <ul className="permission-list">
