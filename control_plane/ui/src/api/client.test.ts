@@ -98,4 +98,44 @@ describe("ApiClient", () => {
     );
     await expect(client.download("/x")).rejects.toMatchObject({ status: 403, message: "needs decisions:export" });
   });
+
+  it("sends the second factor with the login only when given", async () => {
+    const bodies: unknown[] = [];
+    const client = new ApiClient("", memory(), async (_url, init) => {
+      bodies.push(JSON.parse(String(init?.body)));
+      return json(200, tokens(3));
+    });
+    await client.login("a@example.com", "pw");
+    await client.login("a@example.com", "pw", "123456");
+    expect(bodies).toEqual([
+      { email: "a@example.com", password: "pw" },
+      { email: "a@example.com", password: "pw", totp: "123456" },
+    ]);
+  });
+
+  it("calls with an enrolment token without touching the session", async () => {
+    const storage = memory();
+    const seen: (string | null)[] = [];
+    const client = new ApiClient("", storage, async (_url, init) => {
+      seen.push(new Headers(init?.headers).get("authorization"));
+      return json(401, { error: { code: "unauthenticated", message: "enrolment token is invalid or expired" } });
+    });
+    await expect(client.requestWith("ken_1", "POST", "/api/v1/me/mfa/totp", {})).rejects.toMatchObject({
+      status: 401,
+      message: "enrolment token is invalid or expired",
+    });
+    expect(seen).toEqual(["Bearer ken_1"]);
+    expect(storage.map.size).toBe(0);
+  });
+
+  it("trades an SSO code for tokens", async () => {
+    const storage = memory();
+    const client = new ApiClient("", storage, async (url, init) => {
+      expect(String(url)).toBe("/api/v1/auth/sso/exchange");
+      expect(JSON.parse(String(init?.body))).toEqual({ code: "c0de" });
+      return json(200, tokens(5));
+    });
+    await client.exchangeSsoCode("c0de");
+    expect(storage.map.get("kaizen.refresh_token")).toBe("refresh-5");
+  });
 });

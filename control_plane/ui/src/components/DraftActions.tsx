@@ -2,8 +2,9 @@
 import { useState } from "react";
 import { Link } from "react-router";
 import { api, ApiError } from "../api/client";
-import type { Published, TestFailure, TestReport } from "../api/types";
+import type { Published, Replay, TestFailure, TestReport } from "../api/types";
 import { useAuth } from "../auth/AuthContext";
+import { isGateRefusal } from "../lib/replay";
 import { ConfirmDialog, ErrorMessage, formatBytes } from "./ui";
 
 function show(value: unknown): string {
@@ -85,22 +86,28 @@ export function TestsPanel() {
   );
 }
 
-export function PublishPanel({ onPublished }: { onPublished?(result: Published): void }) {
+/** `replay`: the last finished replay of the whole draft set, which a publisher may accept. */
+export function PublishPanel({ onPublished, replay }: { onPublished?(result: Published): void; replay?: Replay | null }) {
   const { can } = useAuth();
   const [open, setOpen] = useState(false);
   const [message, setMessage] = useState("");
+  const [accept, setAccept] = useState(false);
   const [busy, setBusy] = useState(false);
   const [error, setError] = useState<Error | null>(null);
   const [result, setResult] = useState<Published | null>(null);
+  const acceptable = replay && replay.status === "completed" && !replay.policy_id && replay.draft ? replay : null;
   if (!can("policies:publish")) return null;
   const publish = async () => {
     setBusy(true);
     setError(null);
     try {
-      const published = await api.post<Published>("/api/v1/policies/publish", message ? { message } : {});
+      const body: Record<string, unknown> = message ? { message } : {};
+      if (accept && acceptable) body.accept_replay = acceptable.id;
+      const published = await api.post<Published>("/api/v1/policies/publish", body);
       setResult(published);
       setOpen(false);
       setMessage("");
+      setAccept(false);
       onPublished?.(published);
     } catch (e) {
       setError(e as Error);
@@ -109,8 +116,9 @@ export function PublishPanel({ onPublished }: { onPublished?(result: Published):
       setBusy(false);
     }
   };
+  const gate = isGateRefusal(error);
   const failing =
-    error instanceof ApiError && error.status === 409 && Array.isArray(error.details)
+    !gate && error instanceof ApiError && error.status === 409 && Array.isArray(error.details)
       ? (error.details as TestFailure[])
       : [];
   return (
@@ -121,6 +129,12 @@ export function PublishPanel({ onPublished }: { onPublished?(result: Published):
         Publish drafts…
       </button>
       <ErrorMessage error={error} />
+      {gate && (
+        <p className="hint" role="note">
+          The publish gate wants a replay of exactly these drafts{acceptable ? "" : ": run an impact replay of the drafts above"}
+          {acceptable ? "; you may accept the replay's changes when you publish" : ""}.
+        </p>
+      )}
       <Failures failures={failing} />
       {result && (
         <div className="alert alert-ok" role="status">
@@ -141,6 +155,15 @@ export function PublishPanel({ onPublished }: { onPublished?(result: Published):
           <label htmlFor="publish-message">Message (optional)</label>
           <input id="publish-message" value={message} onChange={(e) => setMessage(e.target.value)} maxLength={1000} />
         </div>
+        {acceptable?.result && acceptable.result.risky > 0 && (
+          <div className="field checkbox">
+            <input id="accept-replay" type="checkbox" checked={accept} onChange={(e) => setAccept(e.target.checked)} />
+            <label htmlFor="accept-replay">
+              Accept the {acceptable.result.risky} risky change{acceptable.result.risky === 1 ? "" : "s"} shown by replay{" "}
+              {acceptable.id.slice(0, 8)} (recorded in the audit trail)
+            </label>
+          </div>
+        )}
       </ConfirmDialog>
     </section>
   );

@@ -13,6 +13,13 @@ describe("navigation by permission", () => {
     expect(homePath(["decisions:read", "audit_events:read"])).toBe("/decisions");
     expect(homePath(["organization:read", "policies:read"])).toBe("/dashboard");
   });
+  it("shows identity and admin pages only to roles that may read them", () => {
+    const admin = visibleNav(["users:read", "sso:read", "webhooks:read", "secrets:read", "audit_events:read"]).map((i) => i.label);
+    expect(admin).toEqual(["Members", "Sign-in and SSO", "Webhooks", "Provider keys", "Audit events"]);
+    // A viewer's permissions (builtin_roles.yaml) reach none of them.
+    const viewer = ["organization:read", "users:read", "teams:read", "policies:read", "policies:simulate"];
+    expect(visibleNav(viewer).some((i) => ["/admin/sso", "/admin/webhooks", "/admin/secrets"].includes(i.to))).toBe(false);
+  });
   it("groups the runtime and audit pages by role", () => {
     const operator = visibleNav(["gateways:read", "executions:read", "policies:read", "agents:read"]).map((i) => i.label);
     expect(operator).toEqual(["Policies", "Agents", "Gateways", "Executions"]);

@@ -1,13 +1,47 @@
+import { useState } from "react";
 import { Link } from "react-router";
-import type { Policy } from "../api/types";
+import { api } from "../api/client";
+import type { Policy, PolicySettings, Replay } from "../api/types";
 import { useAuth } from "../auth/AuthContext";
 import { PublishPanel, TestsPanel } from "../components/DraftActions";
+import { ReplayPanel } from "../components/ReplayPanel";
 import { Empty, ErrorMessage, Loading, StatusBadge, formatTime } from "../components/ui";
-import { usePaged } from "../lib/useApi";
+import { usePaged, useResource } from "../lib/useApi";
+
+function PublishGate() {
+  const { can } = useAuth();
+  const settings = useResource<PolicySettings>("/api/v1/policies/settings");
+  const [error, setError] = useState<Error | null>(null);
+  const [busy, setBusy] = useState(false);
+  if (!settings.data) return <ErrorMessage error={settings.error} />;
+  return (
+    <div className="field checkbox">
+      <input id="require-replay" type="checkbox" checked={settings.data.require_replay_before_publish}
+        disabled={!can("policies:publish") || busy}
+        onChange={async (e) => {
+          setBusy(true);
+          setError(null);
+          try {
+            await api.patch("/api/v1/policies/settings", { require_replay_before_publish: e.target.checked });
+            settings.reload();
+          } catch (err) {
+            setError(err as Error);
+          } finally {
+            setBusy(false);
+          }
+        }} />
+      <label htmlFor="require-replay">
+        Publish only after a replay of the drafts shows no allow→deny, allow→approval or deny→allow change
+      </label>
+      <ErrorMessage error={error} />
+    </div>
+  );
+}
 
 export function PoliciesPage() {
   const { can } = useAuth();
   const policies = usePaged<Policy>("/api/v1/policies");
+  const [replay, setReplay] = useState<Replay | null>(null);
   return (
     <section>
       <div className="page-header">
@@ -68,8 +102,10 @@ export function PoliciesPage() {
       )}
       <div className="grid-2">
         <TestsPanel />
-        <PublishPanel onPublished={policies.reload} />
+        <PublishPanel onPublished={policies.reload} replay={replay} />
       </div>
+      {can("policies:simulate") && <ReplayPanel onReplay={setReplay} />}
+      <PublishGate />
     </section>
   );
 }

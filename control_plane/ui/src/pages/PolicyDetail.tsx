@@ -4,12 +4,13 @@ import { api } from "../api/client";
 import type { Policy, PolicyDiff, PolicyVersion } from "../api/types";
 import { useAuth } from "../auth/AuthContext";
 import { PolicySourceEditor } from "../components/PolicySourceEditor";
+import { ReplayPanel } from "../components/ReplayPanel";
 import { RoleMatrixView } from "../components/RoleMatrix";
 import { ConfirmDialog, ErrorMessage, Loading, StatusBadge, formatTime } from "../components/ui";
 import { classifyDiff } from "../lib/diff";
 import { useResource } from "../lib/useApi";
 
-type Tab = "source" | "matrix" | "versions";
+type Tab = "source" | "matrix" | "versions" | "impact";
 
 function DiffView({ policyId, versions }: { policyId: string; versions: PolicyVersion[] }) {
   const sorted = [...versions].sort((a, b) => a.version - b.version);
@@ -70,6 +71,7 @@ export function PolicyDetailPage() {
   const p = policy.data;
   const tabs: [Tab, string][] = [["source", "Source"], ["versions", "Versions and diff"]];
   if (p.kind === "RolePolicy") tabs.splice(1, 0, ["matrix", "Role matrix"]);
+  if (can("policies:simulate")) tabs.push(["impact", "Impact replay"]);
 
   const remove = async () => {
     setDeleting(true);
@@ -135,6 +137,7 @@ export function PolicyDetailPage() {
             <p>This policy is deleted; its versions remain below.</p>
           ))}
         {tab === "matrix" && <RoleMatrixView source={p.source ?? ""} />}
+        {tab === "impact" && <ReplayPanel policyId={p.id} />}
         {tab === "versions" && (
           <div>
             <ErrorMessage error={versions.error} />
