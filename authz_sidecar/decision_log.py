@@ -34,8 +34,8 @@ from typing import Any
 
 import httpx
 
-from authz_sidecar.bundles import write_atomically
-from authz_sidecar.sync import Backoff, credential_refused_message
+from policy.bundle_store import write_atomically
+from policy.bundle_sync import Backoff, credential_refused_message
 
 __all__ = ["MASK", "DecisionLog", "DecisionLogBusy"]
 

@@ -41,7 +41,6 @@ from authz_sidecar.budgets import (
     RedisReservationBook,
     ReservationBook,
 )
-from authz_sidecar.bundles import BundleStore
 from authz_sidecar.decision_log import DecisionLog
 from authz_sidecar.engine_holder import EngineHolder, Snapshot
 from authz_sidecar.grants import InMemoryReplayGuard, RedisReplayGuard, ReplayGuard
@@ -49,9 +48,10 @@ from authz_sidecar.grpc_server import start_grpc_server
 from authz_sidecar.http_server import SidecarHttp, start_http_server
 from authz_sidecar.settings import SidecarSettings
 from authz_sidecar.status_report import StatusReporter, status_body
-from authz_sidecar.sync import Backoff, BundleSync, Reconnect
 from policy.budgets import BudgetLedger
 from policy.bundle import MANIFEST, load_bundle
+from policy.bundle_store import BundleStore
+from policy.bundle_sync import Backoff, BundleSync, Reconnect
 from policy.errors import BundleVerificationError
 
 log = logging.getLogger(__name__)

@@ -16,9 +16,9 @@ from typing import Any
 
 import httpx
 
-from authz_sidecar.bundles import BundleStore
 from authz_sidecar.decision_log import DecisionLog
-from authz_sidecar.sync import BundleSync, Reconnect, credential_refused_message
+from policy.bundle_store import BundleStore
+from policy.bundle_sync import BundleSync, Reconnect, credential_refused_message
 
 __all__ = ["StatusReporter", "status_body"]
 

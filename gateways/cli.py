@@ -42,7 +42,7 @@ def cmd_gateway(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from gateways.app import create_app
-    from gateways.deployments import DeploymentError, static_source
+    from gateways.deployments import DeploymentError, deployment_source
     from gateways.settings import GatewaySettings
 
     try:
@@ -50,11 +50,14 @@ def cmd_gateway(args: argparse.Namespace) -> int:
             k: v for k, v in (("gateway_host", args.host), ("gateway_port", args.port)) if v
         }
         settings = GatewaySettings(**overrides)
-        source = static_source(
-            settings.gateway_bundle,
-            settings.gateway_jwks,
-            settings.gateway_bundle_scope,
-            settings.gateway_id,
+        source = deployment_source(
+            bundle=settings.gateway_bundle,
+            jwks=settings.gateway_jwks,
+            scope=settings.gateway_bundle_scope,
+            gateway_id=settings.gateway_id,
+            state_dir=settings.state_dir,
+            control_plane_url=settings.control_plane_url,
+            token=settings.gateway_token.get_secret_value(),
         )
     except ValidationError as exc:
         missing = ", ".join("KAIZEN_" + str(e["loc"][0]).upper() for e in exc.errors())

@@ -1,24 +1,34 @@
 """What this gateway serves: the agents and pipelines a verified bundle deploys to it.
 
-`DeploymentSource` is the seam: the static source below reads one bundle file and its JWKS
-(`KAIZEN_GATEWAY_BUNDLE`, `KAIZEN_GATEWAY_JWKS`); the control-plane bundle sync plugs in
-behind the same interface and calls `deployments_from_bundle` on each new verified bundle.
+`DeploymentSource` is the seam. `SyncedDeploymentSource` follows the control plane: the
+same long-poll, verification and last-known-good store a sidecar uses (policy.bundle_sync,
+policy.bundle_store), so a deploy reaches the gateway as fast as a policy change reaches
+its sidecar, and a restart serves from disk while the control plane is away.
+`StaticDeploymentSource` reads one bundle file and its JWKS (`KAIZEN_GATEWAY_BUNDLE`,
+`KAIZEN_GATEWAY_JWKS`), for air-gapped or test setups.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import io
 import json
+import logging
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from policy.bundle import MAX_BUNDLE_BYTES, VerifiedBundle, load_bundle
+from policy.bundle_store import BundleStore, write_atomically
+from policy.bundle_sync import BundleSync
 from policy.errors import PolicyError, PolicyValidationError
 from policy.workloads import AgentConfig, PipelineConfig, check_references, deployed_to
 
 from gateways.errors import NotFound
+
+logger = logging.getLogger(__name__)
 
 
 class DeploymentError(Exception):
@@ -148,6 +158,90 @@ class StaticDeploymentSource:
         return self._current
 
 
+class SyncedDeploymentSource:
+    """Deployments from the control plane's signed bundle for this gateway's credential.
+
+    The gateway's id (which deployments it serves) comes from settings, or from
+    `GET /api/v1/gateways/self`, and is kept beside the bundle so a restart without the
+    control plane serves exactly what it served before. A bundle whose deployments cannot
+    be served is logged and the previous deployments stay.
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        control_plane_url: str,
+        token: str,
+        *,
+        gateway_id: str | None = None,
+        scope: str | None = None,
+    ) -> None:
+        self.directory = directory
+        self.store = BundleStore(directory, scope=scope)
+        self.sync = BundleSync(self.store, control_plane_url, token)
+        self.gateway_id = gateway_id or self._remembered_id()
+        self.last_error: str | None = None
+        self._current: Deployments | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.store.subscribe(self._on_bundle)
+
+    async def start(self) -> None:
+        self.store.load_last_known_good()
+        self._task = asyncio.create_task(self.sync.run(), name="gateway-bundle-sync")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def current(self) -> Deployments:
+        if self._current is None:
+            reason = self.last_error or self.sync.last_error or "waiting for the control plane"
+            raise DeploymentError(f"no verified bundle with deployments yet ({reason})")
+        return self._current
+
+    def _on_bundle(self, verified: VerifiedBundle) -> None:
+        discovered = (self.sync.gateway or {}).get("id")
+        if isinstance(discovered, str) and discovered != self.gateway_id:
+            self.gateway_id = discovered
+            try:
+                self.directory.mkdir(parents=True, exist_ok=True)
+                body = json.dumps({"id": discovered}).encode()
+                write_atomically(self.directory / GATEWAY_FILE, body)
+            except OSError as exc:  # serving goes on; only a restart without the CP suffers
+                logger.error("cannot remember this gateway's id in %s: %s", self.directory, exc)
+        if self.gateway_id is None:
+            self.last_error = "this gateway's id is not known yet"
+            return
+        try:
+            self._current = deployments_from_bundle(verified, self.gateway_id)
+        except DeploymentError as exc:
+            self.last_error = str(exc)
+            logger.error("%s; keeping bundle %s", exc, self._revision())
+            return
+        self.last_error = None
+        logger.info(
+            "serving bundle %s: %d agent(s), %d pipeline(s)",
+            verified.revision,
+            len(self._current.agents),
+            len(self._current.pipelines),
+        )
+
+    def _remembered_id(self) -> str | None:
+        try:
+            value = json.loads((self.directory / GATEWAY_FILE).read_bytes()).get("id")
+        except (OSError, ValueError, AttributeError):
+            return None
+        return value if isinstance(value, str) else None
+
+    def _revision(self) -> str:
+        return self._current.bundle_revision if self._current is not None else "none"
+
+
+GATEWAY_FILE = "gateway.json"
+
+
 def _claimed_scope(data: bytes) -> str:
     """The manifest's `metadata.scope`, read before verification only to choose the scope."""
     import gzip
@@ -170,13 +264,24 @@ def _claimed_scope(data: bytes) -> str:
     raise DeploymentError("bundle manifest names no scope; set KAIZEN_GATEWAY_BUNDLE_SCOPE")
 
 
-def static_source(
-    bundle: Path | None, jwks: Path | None, scope: str | None, gateway_id: str | None
-) -> StaticDeploymentSource:
-    """The static source from settings; both paths are required (DeploymentError otherwise)."""
+def deployment_source(
+    *,
+    bundle: Path | None,
+    jwks: Path | None,
+    scope: str | None,
+    gateway_id: str | None,
+    state_dir: Path,
+    control_plane_url: str,
+    token: str,
+) -> DeploymentSource:
+    """Static when a bundle file is configured (with its JWKS), else the control plane's."""
+    if bundle is None and jwks is None:
+        return SyncedDeploymentSource(
+            state_dir / "bundles", control_plane_url, token, gateway_id=gateway_id, scope=scope
+        )
     if bundle is None or jwks is None:
         raise DeploymentError(
-            "no deployment source: set KAIZEN_GATEWAY_BUNDLE and KAIZEN_GATEWAY_JWKS "
-            "(control-plane sync is wired by the runtime)"
+            "static deployments need both KAIZEN_GATEWAY_BUNDLE and KAIZEN_GATEWAY_JWKS "
+            "(unset both to follow the control plane)"
         )
     return StaticDeploymentSource(bundle, jwks, scope=scope, gateway_id=gateway_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
@@ -13,6 +14,10 @@ def _vault(field: str) -> AliasChoices:
     return AliasChoices(field, f"KAIZEN_{field.upper()}", field.upper())
 
 
+def _default_home() -> Path:
+    return Path(os.environ.get("KAIZEN_HOME") or Path.home() / ".kaizen-studio")
+
+
 class GatewaySettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="KAIZEN_", extra="ignore")
 
@@ -21,10 +26,12 @@ class GatewaySettings(BaseSettings):
     # The gateway's credential: signs nothing here, but keys the decision header (HS256)
     # and authenticates executions ingest. Required.
     gateway_token: SecretStr
-    gateway_id: str | None = None  # serve deployments naming this id; all when unknown
+    gateway_id: str | None = None  # serve deployments naming this id (else: asked of the CP)
+    home: Path = Field(default_factory=_default_home)  # last-known-good bundle: home/gateway
     control_plane_url: str = "http://127.0.0.1:8000"
     sidecar_url: str = "http://127.0.0.1:9192"
-    # Static deployments: a signed bundle file and the JWKS that verifies it.
+    # Static deployments (instead of following the control plane): a signed bundle file
+    # and the JWKS that verifies it.
     gateway_bundle: Path | None = None
     gateway_jwks: Path | None = None
     gateway_bundle_scope: str | None = None
@@ -56,3 +63,7 @@ class GatewaySettings(BaseSettings):
         if len(value.get_secret_value()) < 16:
             raise ValueError("KAIZEN_GATEWAY_TOKEN must be the gateway's credential (kgw_…)")
         return value
+
+    @property
+    def state_dir(self) -> Path:
+        return self.home / "gateway"

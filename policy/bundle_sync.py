@@ -21,8 +21,8 @@ from urllib.parse import quote
 
 import httpx
 
-from authz_sidecar.bundles import BundleStore
 from policy.bundle import MAX_BUNDLE_BYTES
+from policy.bundle_store import BundleStore
 from policy.errors import BundleVerificationError
 
 __all__ = ["Backoff", "BundleSync", "CredentialRefused", "Reconnect"]
@@ -168,7 +168,7 @@ class BundleSync:
 
     async def sync_once(self, client: httpx.AsyncClient) -> float:
         """One round: discover, fetch keys, one long-poll. Returns how long to pause next."""
-        if self.store.scope is None:
+        if self.store.scope is None or self.gateway is None:
             await self._discover(client)
         if self.store.jwks is None:
             await self.fetch_jwks(client)

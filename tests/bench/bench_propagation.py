@@ -34,10 +34,10 @@ from typing import Any
 import asyncpg
 import httpx
 
-from authz_sidecar.bundles import BundleStore  # noqa: TID251
 from authz_sidecar.engine_holder import EngineHolder  # noqa: TID251
-from authz_sidecar.sync import BundleSync  # noqa: TID251
 from policy.budgets import InMemoryBudgetLedger
+from policy.bundle_store import BundleStore
+from policy.bundle_sync import BundleSync
 from tests.e2e import sidecar_procs as procs
 
 POSTGRES_URL = os.environ.get(

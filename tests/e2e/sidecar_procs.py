@@ -99,18 +99,22 @@ def running(process: subprocess.Popen[bytes]) -> Iterator[subprocess.Popen[bytes
         stop(process)
 
 
+def clean_env(**env: str) -> dict[str, str]:
+    """This environment without any `KAIZEN_*` setting, quiet logs, then `env`."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("KAIZEN_")}
+    environ["KAIZEN_LOG_LEVEL"] = "WARNING"
+    environ.update(env)
+    return environ
+
+
 def start_sidecar(
     home: Path, grpc_port: int, http_port: int, *, wait: bool = True, **env: str
 ) -> subprocess.Popen[bytes]:
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("KAIZEN_")}
-    environ.update(
-        {
-            "KAIZEN_HOME": str(home),
-            "KAIZEN_SIDECAR_GRPC_PORT": str(grpc_port),
-            "KAIZEN_SIDECAR_HTTP_PORT": str(http_port),
-            "KAIZEN_LOG_LEVEL": "WARNING",
-            **env,
-        }
+    environ = clean_env(
+        KAIZEN_HOME=str(home),
+        KAIZEN_SIDECAR_GRPC_PORT=str(grpc_port),
+        KAIZEN_SIDECAR_HTTP_PORT=str(http_port),
+        **env,
     )
     process = spawn([str(BIN / "kaizen-studio"), "sidecar"], env=environ)
     if wait:
@@ -131,8 +135,7 @@ class ControlPlane:
     def configured(cls, home: Path, **settings: str) -> ControlPlane:
         """On a free port, with `KAIZEN_HOME=home` and `KAIZEN_<NAME>` for each setting."""
         port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("KAIZEN_")}
-        env.update({"KAIZEN_HOME": str(home), "KAIZEN_LOG_LEVEL": "WARNING"})
+        env = clean_env(KAIZEN_HOME=str(home))
         env.update({f"KAIZEN_{name.upper()}": value for name, value in settings.items()})
         return cls(f"http://127.0.0.1:{port}", port, env)
 

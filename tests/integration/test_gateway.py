@@ -34,7 +34,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from gateways.app import create_app  # noqa: TID251  (the gateway under test)
-from gateways.deployments import static_source  # noqa: TID251
+from gateways.deployments import StaticDeploymentSource  # noqa: TID251
 from gateways.settings import GatewaySettings  # noqa: TID251
 from policy.bundle import build_bundle
 from policy.compiler import CompileContext, compile_policy
@@ -219,7 +219,11 @@ def gateway(
         gateway_jwks=home / "jwks.json",
         gateway_prices='{"m-support": [1000, 2000]}',
     )
-    source = static_source(settings.gateway_bundle, settings.gateway_jwks, None, GATEWAY_ID)
+    assert settings.gateway_bundle is not None
+    assert settings.gateway_jwks is not None
+    source = StaticDeploymentSource(
+        settings.gateway_bundle, settings.gateway_jwks, gateway_id=GATEWAY_ID
+    )
     served = ServedApp(create_app(settings, source))
     yield served.url
     served.stop()

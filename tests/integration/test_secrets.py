@@ -50,7 +50,7 @@ from control_plane.services.secrets import (
 )
 from control_plane.settings import Settings
 from gateways.app import create_app as create_gateway  # noqa: TID251  (the gateway under test)
-from gateways.deployments import static_source  # noqa: TID251
+from gateways.deployments import StaticDeploymentSource  # noqa: TID251
 from gateways.errors import ProviderError  # noqa: TID251
 from gateways.providers.secrets import VaultSecretResolver  # noqa: TID251
 from gateways.settings import GatewaySettings  # noqa: TID251
@@ -564,7 +564,9 @@ async def test_gateway_reads_the_provider_key_from_openbao_never_from_the_api(
     }
     _write_bundle(tmp_path, owner.organization_id, model)
     gateway_settings = _gateway_settings(tmp_path, owner.organization_id, standins, openbao, prefix)
-    source = static_source(tmp_path / "bundle.tar.gz", tmp_path / "jwks.json", None, "gw-1")
+    source = StaticDeploymentSource(
+        tmp_path / "bundle.tar.gz", tmp_path / "jwks.json", gateway_id="gw-1"
+    )
     gateway = create_gateway(gateway_settings, source)  # no resolver given: from its settings
     fake.reset(lambda m, msgs: Reply("answered with the vault key"))
     async with gateway.router.lifespan_context(gateway):

@@ -33,11 +33,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from authz_sidecar.bundles import BundleStore  # noqa: TID251
 from authz_sidecar.decision_log import DecisionLog  # noqa: TID251
 from authz_sidecar.status_report import StatusReporter  # noqa: TID251
-from authz_sidecar.sync import Backoff, BundleSync  # noqa: TID251
 from policy.bundle import build_bundle
+from policy.bundle_store import BundleStore
+from policy.bundle_sync import Backoff, BundleSync
 from policy.compiler import CompileContext, CompiledPolicy, compile_policy
 from policy.keys import generate_ed25519, load_private_key
 from policy.policy_set import PolicySet
@@ -431,7 +431,7 @@ WRITER = textwrap.dedent(
     """
     import json, sys
     from pathlib import Path
-    from authz_sidecar.bundles import BundleStore
+    from policy.bundle_store import BundleStore
     from policy.bundle import build_bundle
     from policy.compiler import CompileContext, compile_policy
     from policy.keys import load_private_key

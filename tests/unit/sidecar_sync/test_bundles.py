@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from authz_sidecar.bundles import LAST_KNOWN_GOOD, BundleStore  # noqa: TID251
 from policy.bundle import VerifiedBundle
+from policy.bundle_store import LAST_KNOWN_GOOD, BundleStore
 from policy.errors import BundleVerificationError
 from policy.keys import generate_ed25519, load_private_key
 

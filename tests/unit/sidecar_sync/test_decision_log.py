@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from authz_sidecar.decision_log import ACK, MASK, DecisionLog, DecisionLogBusy  # noqa: TID251
-from authz_sidecar.sync import Backoff  # noqa: TID251
+from policy.bundle_sync import Backoff
 
 CP = "http://cp.test"
 

@@ -6,10 +6,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from authz_sidecar.bundles import BundleStore  # noqa: TID251
 from authz_sidecar.decision_log import DecisionLog  # noqa: TID251
 from authz_sidecar.status_report import status_body  # noqa: TID251
-from authz_sidecar.sync import BundleSync  # noqa: TID251
+from policy.bundle_store import BundleStore
+from policy.bundle_sync import BundleSync
 
 from .conftest import ORG, BundleFactory
 
