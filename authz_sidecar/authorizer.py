@@ -15,7 +15,7 @@ import math
 import os
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -28,8 +28,9 @@ from authz_sidecar.budgets import ReservationBook
 from authz_sidecar.engine_holder import EngineHolder, Snapshot
 from authz_sidecar.grants import GrantError, ReplayGuard
 from authz_sidecar.mapping import HttpFacts, MappedRequest, MappingError, map_request
+from policy.budgets import BudgetKey
 from policy.decision_input import Outcome
-from policy.engine import Decision, new_decision_id
+from policy.engine import Decision, DecisionEngine, new_decision_id
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,14 @@ DECISION_HEADER_TTL = 30
 def decision_header_key(gateway_token: str) -> bytes:
     """The HS256 key of `x-kaizen-decision` (proto/README.md), shared with the gateway."""
     return hmac.new(gateway_token.encode(), b"kaizen-decision-v1", hashlib.sha256).digest()
+
+
+class BudgetReserver(Protocol):
+    """Non-blocking budget reservations (authz_sidecar.budgets.RedisBudgetBatch)."""
+
+    async def reserve_many(self, items: Sequence[tuple[BudgetKey, float]]) -> list[float]: ...
+
+    async def release(self, key: BudgetKey, amount: float) -> None: ...
 
 
 class DecisionSink(Protocol):
@@ -104,8 +113,11 @@ class Authorizer:
         trust_workspace_header: bool = False,
         decision_key: bytes | None = None,
         sink: DecisionSink | None = None,
+        budgets: BudgetReserver | None = None,
     ) -> None:
         self.holder = holder
+        # Without it the engine reserves through holder.ledger itself (in process, tests).
+        self.budgets = budgets
         self.replay_guard = replay_guard
         self.reservations = reservations
         self.workspace = workspace
@@ -153,16 +165,14 @@ class Authorizer:
         except MappingError as exc:
             verdict = _deny(new_decision_id(), (str(exc),), revision, principal, snapshot)
             return verdict, None, None
-        decision = snapshot.engine.decide(input)
+        decision = await self._decide(snapshot.engine, input)
         outcome: Outcome = decision.outcome
         reasons: tuple[str, ...] = decision.reasons
         if outcome == "require_approval" and (grant := facts.headers.get("x-kaizen-approval")):
             outcome, reasons = await self._apply_grant(snapshot, grant, input, decision)
         if outcome == "allow" and decision.reservations:
             # Off the response path: the gateway settles only after the call it forwards.
-            task = asyncio.create_task(self._remember(decision))
-            self._pending.add(task)
-            task.add_done_callback(self._pending.discard)
+            self._background(self._remember(decision))
         result = decision.to_dict()
         result["outcome"], result["reasons"] = outcome, list(reasons)
         approval = decision.decision_id if outcome == "require_approval" else None
@@ -181,6 +191,34 @@ class Authorizer:
             tuple(h for h in facts.headers if h.startswith("x-kaizen-")),
         )
         return verdict, input, result
+
+    async def _decide(self, engine: DecisionEngine, input: Mapping[str, Any]) -> Decision:
+        if self.budgets is None:
+            return engine.decide(input)
+        step = engine.begin(input)
+        if isinstance(step, Decision):
+            return step
+        try:
+            totals = await self.budgets.reserve_many(step.needs)
+        except Exception as exc:  # fail closed: the budget could not be checked
+            return engine.fail_budgets(step, exc)
+        return engine.finish(step, totals, release=self._release)
+
+    def _release(self, key: BudgetKey, amount: float) -> None:
+        assert self.budgets is not None
+        self._background(self._give_back(key, amount))
+
+    async def _give_back(self, key: BudgetKey, amount: float) -> None:
+        assert self.budgets is not None
+        try:
+            await self.budgets.release(key, amount)
+        except Exception as exc:  # the counter stays high until its window ends: conservative
+            log.warning("cannot release %g of budget %s: %s", amount, key.redis_key, exc)
+
+    def _background(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coroutine)
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
 
     async def _remember(self, decision: Decision) -> None:
         try:

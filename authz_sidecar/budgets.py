@@ -7,10 +7,14 @@ over), so concurrent callers can never push usage past a hard limit. Reservation
 kept by decision id so `POST /settle` works on any worker. Without Redis the counters
 live in the process and the sidecar runs one worker.
 
-The engine calls the ledger synchronously on the decision path, so the Redis client is
-the blocking one with short timeouts, and a breaker stops retrying an unreachable Redis
-for a second at a time: callers under a budget are denied (the engine turns a ledger
-error into a deny naming the failure) instead of each waiting for a timeout.
+On the decision path the sidecar does not block on Redis: the engine says what to
+reserve (`DecisionEngine.begin`), `RedisBudgetBatch` adds the reservations of every
+check waiting at that moment in one script call (one round trip for many requests), and
+the engine finishes the decisions with the totals. `RedisBudgetLedger` is the blocking
+client the engine itself calls (held calls, settle, release). Both use short timeouts and
+a breaker that stops retrying an unreachable Redis for a second at a time: callers under
+a budget are denied (a ledger error becomes a deny naming the failure) instead of each
+waiting for a timeout.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from typing import Any, Protocol
 import redis
 import redis.asyncio as aioredis
 
+from authz_sidecar.redis_batch import BatchUnavailableError, ScriptBatch
 from policy.budgets import BudgetKey, InMemoryBudgetLedger, Reservation
 
 # INCRBYFLOAT and the expiry in one step; the expiry outlives the key's period window.
@@ -32,9 +37,25 @@ local total = redis.call('INCRBYFLOAT', KEYS[1], ARGV[1])
 if redis.call('TTL', KEYS[1]) < 0 then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
 return total
 """
+# Many reservations in one step: KEYS[i] += ARGV[2i-1], expiry ARGV[2i]; the totals, in order.
+_RESERVE_MANY = """
+local totals = {}
+for i, key in ipairs(KEYS) do
+  totals[i] = redis.call('INCRBYFLOAT', key, ARGV[2 * i - 1])
+  if redis.call('TTL', key) < 0 then redis.call('EXPIRE', key, ARGV[2 * i]) end
+end
+return totals
+"""
 _PERIOD_SECONDS = {"hour": 3600, "day": 86_400, "week": 7 * 86_400, "month": 31 * 86_400}
 _GRACE_SECONDS = 86_400
 _BREAKER_SECONDS = 1.0
+# Reservation records for /settle, many in one step: SET KEYS[i] ARGV[2i-1] EX ARGV[2i].
+_REMEMBER_MANY = """
+for i, key in ipairs(KEYS) do
+  redis.call('SET', key, ARGV[2 * i - 1], 'EX', ARGV[2 * i])
+end
+return KEYS
+"""
 
 
 class LedgerUnavailableError(Exception):
@@ -93,6 +114,34 @@ class RedisBudgetLedger:
             raise LedgerUnavailableError(f"Redis budget store is unreachable: {exc}") from None
 
 
+class RedisBudgetBatch:
+    """Non-blocking budget reservations for the decision path, batched (redis_batch):
+    the checks waiting while one script call is in flight share the next one.
+
+    Each reservation is the same atomic INCRBYFLOAT (+ EXPIRE) as `RedisBudgetLedger`'s,
+    in the order the checks asked, so totals and limits behave exactly as one at a time.
+    """
+
+    def __init__(self, client: aioredis.Redis, prefix: str = "", timeout: float = 0.25) -> None:
+        self._prefix = prefix
+        self._batch = ScriptBatch(client, _RESERVE_MANY, args_per_key=2, timeout=timeout)
+
+    async def reserve_many(self, items: Sequence[tuple[BudgetKey, float]]) -> list[float]:
+        """Add each amount to its key; the totals including them, in order."""
+        keys = [self._prefix + key.redis_key for key, _ in items]
+        args: list[str | int | float] = []
+        for key, amount in items:
+            args += [repr(amount), window_ttl(key.window)]
+        try:
+            totals = await self._batch.call(keys, args)
+        except BatchUnavailableError as exc:
+            raise LedgerUnavailableError(f"Redis budget store is unreachable: {exc}") from None
+        return [float(total) for total in totals]
+
+    async def release(self, key: BudgetKey, amount: float) -> None:
+        await self.reserve_many([(key, -amount)])
+
+
 class ReservationBook(Protocol):
     async def remember(self, decision_id: str, reservations: Sequence[Reservation]) -> None: ...
 
@@ -127,17 +176,19 @@ class RedisReservationBook:
     """Reservations by decision id in Redis, so any worker can settle them.
 
     Async (unlike the ledger): storing one waits on Redis without holding up the other
-    requests this worker is serving.
+    requests this worker is serving, and the records of concurrent requests are written
+    in one script call (redis_batch).
     """
 
     def __init__(self, client: aioredis.Redis, prefix: str, ttl_seconds: int = 3600) -> None:
         self._client = client
         self._prefix = prefix
         self._ttl = ttl_seconds
+        self._batch = ScriptBatch(client, _REMEMBER_MANY, args_per_key=2, timeout=0.5)
 
     async def remember(self, decision_id: str, reservations: Sequence[Reservation]) -> None:
         value = json.dumps([_encode(r) for r in reservations])
-        await self._client.set(self._name(decision_id), value, ex=self._ttl)
+        await self._batch.call([self._name(decision_id)], [value, self._ttl])
 
     async def take(self, decision_id: str) -> list[Reservation] | None:
         raw = await self._client.getdel(self._name(decision_id))
@@ -169,6 +220,7 @@ __all__ = [
     "InMemoryBudgetLedger",
     "InMemoryReservationBook",
     "LedgerUnavailableError",
+    "RedisBudgetBatch",
     "RedisBudgetLedger",
     "RedisReservationBook",
     "ReservationBook",

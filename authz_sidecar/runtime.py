@@ -37,6 +37,7 @@ from authz_sidecar.authorizer import Authorizer, decision_header_key
 from authz_sidecar.budgets import (
     InMemoryBudgetLedger,
     InMemoryReservationBook,
+    RedisBudgetBatch,
     RedisBudgetLedger,
     RedisReservationBook,
     ReservationBook,
@@ -153,6 +154,7 @@ class Worker:
             trust_workspace_header=settings.sidecar_trust_workspace_header,
             decision_key=decision_header_key(token) if token else None,
             sink=self.decision_log,
+            budgets=RedisBudgetBatch(self._redis, settings.redis_prefix) if self._redis else None,
         )
         self.http = SidecarHttp(
             self.authorizer, max_body=settings.sidecar_max_body_bytes, backlog=self._backlog

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +19,7 @@ from policy.budgets import (
     NO_BUDGETS,
     BudgetCheck,
     BudgetIndex,
+    BudgetKey,
     BudgetLedger,
     InMemoryBudgetLedger,
     Reservation,
@@ -75,6 +76,61 @@ class _Stage:
     outcome: Outcome
     reasons: tuple[str, ...]
     rules: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PendingBudgets:
+    """A decision that waits only for its budget reservations: `begin` → reserve → `finish`.
+
+    `needs` is what to add to the ledger, in order; the caller reserves them (e.g. in one
+    Redis round trip with other requests') and passes the totals to `finish`.
+    """
+
+    stages: tuple[_Stage, ...]
+    budgets: tuple[Mapping[str, Any], ...]
+    context: Mapping[str, Any]
+    now: datetime
+    needs: tuple[tuple[BudgetKey, float], ...]
+
+
+class _Planner:
+    """A ledger that only records what a budget check would reserve."""
+
+    def __init__(self) -> None:
+        self.needs: list[tuple[BudgetKey, float]] = []
+
+    def usage(self, key: BudgetKey) -> float:
+        return 0.0
+
+    def reserve(self, key: BudgetKey, amount: float) -> float:
+        self.needs.append((key, amount))
+        return 0.0
+
+    def release(self, key: BudgetKey, amount: float) -> None:
+        pass  # nothing was reserved
+
+    def settle(self, key: BudgetKey, reserved: float, actual: float) -> None:
+        raise NotImplementedError("a plan settles nothing")
+
+
+class _Reserved:
+    """A ledger answering `reserve` with totals the caller already reserved, in order."""
+
+    def __init__(self, totals: Sequence[float], release: Callable[[BudgetKey, float], None]):
+        self._totals = iter(totals)
+        self._release = release
+
+    def usage(self, key: BudgetKey) -> float:
+        raise NotImplementedError("a reserved check only reserves")
+
+    def reserve(self, key: BudgetKey, amount: float) -> float:
+        return next(self._totals)
+
+    def release(self, key: BudgetKey, amount: float) -> None:
+        self._release(key, amount)
+
+    def settle(self, key: BudgetKey, reserved: float, actual: float) -> None:
+        raise NotImplementedError("settle after the call, on the real ledger")
 
 
 def _utc_now() -> datetime:
@@ -145,6 +201,76 @@ class DecisionEngine:
             budget = self._budget_check(input, reserve=so_far == "allow" and not dry_run)
             stages.append(_Stage(budget.outcome, budget.reasons, budget.matched_rules))
         return self._decision(_combine(stages, explain), budget.reservations, budget.status)
+
+    def begin(self, input: Mapping[str, Any]) -> Decision | PendingBudgets:
+        """`decide(input)` up to the budget reservations, which it leaves to the caller.
+
+        A Decision when nothing is to be reserved (a deny, a held call, no budget applies);
+        otherwise the reservations to make, then `finish` (or `fail_budgets`). The caller
+        can so reserve without blocking, and batch many decisions' reservations.
+        """
+        problems = input_problems(input)
+        if problems:
+            return self.decide(input)
+        principal = input["principal"]
+        organization = principal.get("organization")
+        if organization is not None and organization != self.organization_id:
+            return self.decide(input)
+        stages = [self._rbac_stage(input)]
+        if stages[-1].outcome != "deny":
+            stages.append(self._abac_stage(input))
+        so_far = max((s.outcome for s in stages), key=_RANK.__getitem__)
+        if so_far != "allow" or not self._budgets:
+            return self._without_reservations(stages, input)
+        subjects = principal_subjects(
+            principal["id"], principal.get("type"), principal.get("teams") or ()
+        )
+        applicable = self._budgets.applicable(subjects, input["resource"]["id"], input["action"])
+        if not applicable:
+            return self._decision(_combine(stages, False), ())
+        context, now, planner = input.get("context") or {}, self._clock(), _Planner()
+        pending = PendingBudgets(tuple(stages), tuple(applicable), context, now, ())
+        try:
+            self._budgets.check(planner, applicable, context, now, reserve=True)
+        except Exception as exc:  # as in decide(): a budget that cannot be checked denies
+            return self.fail_budgets(pending, exc)
+        return replace(pending, needs=tuple(planner.needs))
+
+    def finish(
+        self,
+        pending: PendingBudgets,
+        totals: Sequence[float],
+        *,
+        release: Callable[[BudgetKey, float], None],
+    ) -> Decision:
+        """The decision once `pending.needs` are reserved; `totals[i]` is the ledger's total
+        after adding `needs[i]`. Reservations of a call that is not allowed go to `release`.
+        """
+        if len(totals) != len(pending.needs):
+            raise ValueError(f"{len(pending.needs)} reservations need as many totals")
+        ledger = _Reserved(totals, release)
+        try:
+            budget = self._budgets.check(
+                ledger, pending.budgets, pending.context, pending.now, reserve=True
+            )
+        except Exception as exc:
+            return self.fail_budgets(pending, exc)
+        stages = [*pending.stages, _Stage(budget.outcome, budget.reasons, budget.matched_rules)]
+        return self._decision(_combine(stages, False), budget.reservations, budget.status)
+
+    def fail_budgets(self, pending: PendingBudgets, exc: BaseException) -> Decision:
+        """The deny of a decision whose reservations could not be made (fail closed)."""
+        reason = f"budgets could not be checked: {type(exc).__name__}: {exc}"
+        stages = [*pending.stages, _Stage("deny", (reason,), ("budget:error",))]
+        return self._decision(_combine(stages, False))
+
+    def _without_reservations(self, stages: list[_Stage], input: Mapping[str, Any]) -> Decision:
+        # As decide(): a held call only looks at its budgets (reserves nothing).
+        budget = NO_BUDGETS
+        if stages[-1].outcome != "deny":
+            budget = self._budget_check(input, reserve=False)
+            stages.append(_Stage(budget.outcome, budget.reasons, budget.matched_rules))
+        return self._decision(_combine(stages, False), budget.reservations, budget.status)
 
     def check_rbac(self, input: Mapping[str, Any]) -> RbacResult:
         principal, resource = input["principal"], input["resource"]
@@ -247,7 +373,7 @@ class DecisionEngine:
     def _decision(
         self,
         stage: _Stage,
-        reservations: tuple[Reservation, ...],
+        reservations: tuple[Reservation, ...] = (),
         budget: Mapping[str, Any] | None = None,
     ) -> Decision:
         return Decision(
