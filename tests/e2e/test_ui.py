@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
+import pyotp
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
@@ -449,3 +450,209 @@ def test_design_an_agent_and_a_pipeline_on_its_canvas(control_plane: str, page: 
     page.get_by_role("button", name="Save pipeline").click()
     expect(page.get_by_text("Saved triage v1")).to_be_visible()
     shot(page, "pipeline-canvas")
+
+
+# -- identity and admin (M6 item 7, M7 item 7) ----------------------------------------------
+
+
+def log_out(page: Page) -> None:
+    page.get_by_role("banner").get_by_role("button", name="Log out").click()
+    expect(page.get_by_role("heading", name="Log in to Kaizen Studio")).to_be_visible()
+
+
+def log_in(page: Page, email: str, password: str = PASSWORD) -> None:
+    page.get_by_label("Email").fill(email)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Log in").click()
+
+
+def next_code(secret: str) -> str:
+    """A code the server has not accepted yet: codes are single-use per 30-second step and
+    the next step is within the accepted drift."""
+    return pyotp.TOTP(secret).at(time.time() + 30)
+
+
+def wrong_code(secret: str) -> str:
+    valid = {pyotp.TOTP(secret).at(time.time() + drift) for drift in (-30, 0, 30, 60)}
+    return next(c for c in ("000000", "111111", "222222", "333333", "444444") if c not in valid)
+
+
+def enrol_totp(page: Page) -> str:
+    """Scan-free enrolment: the setup key, a computed code, the recovery codes once."""
+    secret_field = page.get_by_test_id("totp-secret")
+    expect(secret_field).to_have_value(re.compile(r"^[A-Z2-7]{16,}$"))
+    expect(page.get_by_role("img", name=re.compile("QR code"))).to_be_visible()
+    secret = secret_field.input_value()
+    page.get_by_label("Code from the app").fill(wrong_code(secret))
+    page.get_by_role("button", name="Verify and turn on").click()
+    expect(page.locator(".field-error")).to_be_visible()  # a wrong code is refused at the field
+    page.get_by_label("Code from the app").fill(pyotp.TOTP(secret).now())
+    page.get_by_role("button", name="Verify and turn on").click()
+    codes = page.get_by_role("list", name="Recovery codes").get_by_role("listitem")
+    expect(codes).to_have_count(10)
+    expect(page.get_by_role("button", name="Download codes")).to_be_visible()
+    return secret
+
+
+def test_mfa_enrolment_login_with_a_code_and_required_for_a_role(
+    control_plane: str, page: Page
+) -> None:
+    email = sign_up(page, control_plane, "Umbrella")
+    page.get_by_role("link", name=re.compile(re.escape(email))).click()
+    expect(page.get_by_role("heading", name="Two-factor authentication")).to_be_visible()
+    page.get_by_role("button", name="Set up an authenticator app").click()
+    secret = enrol_totp(page)
+    shot(page, "mfa-recovery-codes")
+    recovery = page.get_by_role("list", name="Recovery codes").get_by_role("listitem").first
+    recovery_code = recovery.inner_text().strip()
+    page.get_by_role("button", name="I have saved these codes").click()
+    expect(page.get_by_text("Two-factor authentication is on.")).to_be_visible()
+    expect(page.get_by_text("10 recovery codes left")).to_be_visible()
+    assert recovery_code not in page.content(), "recovery codes are shown once"
+
+    # Log out; the password alone is no longer enough: the page asks for a code.
+    log_out(page)
+    log_in(page, email)
+    expect(page.get_by_label("Authentication code")).to_be_visible()
+    page.get_by_label("Authentication code").fill(wrong_code(secret))
+    page.get_by_role("button", name="Verify").click()
+    expect(page.get_by_role("alert")).to_be_visible()
+    page.get_by_label("Authentication code").fill(next_code(secret))
+    page.get_by_role("button", name="Verify").click()
+    expect(page.get_by_role("heading", name="Dashboard", exact=True, level=1)).to_be_visible()
+
+    # The owner adds an admin and requires MFA for admins.
+    nav(page, "Members")
+    admin = f"admin-{time.monotonic_ns()}@example.com"
+    page.get_by_label("Email").fill(admin)
+    page.get_by_label("Initial password").fill(PASSWORD)
+    page.get_by_label("Role").select_option("admin")
+    page.get_by_role("button", name="Add member").click()
+    expect(page.get_by_role("cell", name=admin, exact=True)).to_be_visible()
+    nav(page, "Sign-in and SSO")
+    page.get_by_label("admin", exact=True).check()
+    page.get_by_role("button", name="Save MFA rule…").click()
+    page.get_by_role("dialog").get_by_role("button", name="Save").click()
+    expect(page.get_by_text("MFA rule saved.")).to_be_visible()
+    shot(page, "sso-and-mfa-settings")
+
+    # The admin's first login walks them through enrolment, then lets them in.
+    log_out(page)
+    log_in(page, admin)
+    expect(page.get_by_role("heading", name="Set up two-factor authentication")).to_be_visible()
+    enrol_totp(page)
+    page.get_by_role("button", name="I have saved these codes").click()
+    expect(page.get_by_role("heading", name="Dashboard", exact=True, level=1)).to_be_visible()
+    expect(page.get_by_role("banner")).to_contain_text(admin)
+
+
+def test_revoke_another_session(control_plane: str, page: Page) -> None:
+    email = sign_up(page, control_plane, "Hooli")
+    other = httpx.post(
+        f"{control_plane}/api/v1/auth/login", json={"email": email, "password": PASSWORD}
+    ).json()
+    page.get_by_role("link", name=re.compile(re.escape(email))).click()
+    rows = page.get_by_test_id("session-row")
+    expect(rows).to_have_count(2)
+    expect(rows.first).to_contain_text("this session")
+    shot(page, "sessions")
+    page.get_by_role("button", name=re.compile("^Revoke session of a Python client")).click()
+    page.get_by_role("dialog").get_by_role("button", name="Revoke").click()
+    expect(page.get_by_text("Ended the session of a Python client.")).to_be_visible()
+    expect(rows).to_have_count(1)
+    # The revoked session's tokens stop working; this one keeps going.
+    refreshed = httpx.post(
+        f"{control_plane}/api/v1/auth/refresh", json={"refresh_token": other["refresh_token"]}
+    )
+    assert refreshed.status_code == 401
+    assert (
+        httpx.get(
+            f"{control_plane}/api/v1/me",
+            headers={"Authorization": f"Bearer {other['access_token']}"},
+        ).status_code
+        == 401
+    )
+    page.reload()
+    expect(page.get_by_test_id("session-row")).to_have_count(1)
+
+
+def test_webhook_secret_once_provider_key_write_only_and_sso_routing(
+    control_plane: str, page: Page, browser: Browser
+) -> None:
+    sign_up(page, control_plane, "Vandelay")
+
+    # A webhook: its signing secret is shown once.
+    nav(page, "Webhooks")
+    expect(page.get_by_text("No webhooks yet.")).to_be_visible()
+    page.get_by_label("URL").fill("not a url")
+    page.get_by_role("button", name="Add webhook").click()
+    url_field = page.locator(".field", has=page.get_by_label("URL"))
+    expect(url_field.locator(".field-error")).to_be_visible()
+    page.get_by_label("URL").fill("https://hooks.example.com/kaizen")
+    page.get_by_label(re.compile("^budget.hard_limit")).check()
+    page.get_by_role("button", name="Add webhook").click()
+    secret_field = page.get_by_test_id("webhook-secret")
+    expect(secret_field).to_have_value(re.compile(r"\S{16,}"))
+    secret = secret_field.input_value()
+    shot(page, "webhook-created")
+    page.get_by_role("button", name="I have stored it").click()
+    expect(
+        page.get_by_role("cell", name="https://hooks.example.com/kaizen", exact=True)
+    ).to_be_visible()
+    assert secret not in page.content()
+    page.get_by_role("button", name="Deliveries").click()
+    expect(page.get_by_text("No deliveries yet.")).to_be_visible()
+    page.get_by_role("dialog").get_by_role("button", name="Close").click()
+    page.reload()
+    expect(
+        page.get_by_role("cell", name="https://hooks.example.com/kaizen", exact=True)
+    ).to_be_visible()
+    assert secret not in page.content(), "the signing secret is shown once, never again"
+
+    # A provider key: stored, listed by name, never shown.
+    nav(page, "Provider keys")
+    # The webhook's signing secret is in the store too, by name only.
+    expect(page.get_by_role("cell", name=re.compile(r"^webhooks\S+secret$"))).to_be_visible()
+    provider_key = f"sk-test-{time.monotonic_ns()}"
+    page.get_by_label("Provider").fill("openai")
+    page.get_by_label("API key").fill(provider_key)
+    page.get_by_role("button", name="Store key").click()
+    expect(page.get_by_text("Key for openai stored.")).to_be_visible()
+    expect(page.get_by_role("cell", name="providers/openai/api_key")).to_be_visible()
+    expect(page.get_by_label("API key")).to_have_value("")
+    assert provider_key not in page.content()
+    page.reload()
+    expect(page.get_by_role("cell", name="providers/openai/api_key")).to_be_visible()
+    assert provider_key not in page.content(), "a provider key is never shown again"
+    shot(page, "provider-keys")
+
+    # An OIDC provider with a group mapping; its email domain routes the login page to it.
+    domain = f"vandelay-{time.monotonic_ns()}.example.com"
+    nav(page, "Sign-in and SSO")
+    expect(page.get_by_text("No identity providers yet.")).to_be_visible()
+    page.get_by_role("button", name="Add identity provider").click()
+    page.get_by_label("Name", exact=True).fill("vandelay-okta")
+    page.get_by_label("Preset").select_option("okta")
+    page.get_by_label("Email domains").fill(domain)
+    page.get_by_label("Issuer").fill("https://vandelay.okta.example.com")
+    page.get_by_label("Client ID").fill("kaizen-studio")
+    page.get_by_label("Client secret").fill("client-secret-value")
+    page.get_by_role("button", name="Add a group").click()
+    page.get_by_label("Group 1", exact=True).fill("security")
+    page.get_by_label("Role for group 1").select_option("security_admin")
+    page.get_by_label("Teams for group 1").fill("secops")
+    page.get_by_role("button", name="Add provider").click()
+    card = page.get_by_role("article").filter(has_text="vandelay-okta")
+    expect(card).to_contain_text("secret stored")
+    expect(card).to_contain_text("1 mapped")
+    expect(card).to_contain_text("/callback")
+    assert "client-secret-value" not in page.content()
+    shot(page, "sso-provider")
+
+    login_page = browser.new_context().new_page()
+    login_page.goto(control_plane)
+    login_page.get_by_label("Email").fill(f"kramer@{domain}")
+    continue_link = login_page.get_by_role("link", name="Continue with vandelay-okta")
+    expect(continue_link).to_be_visible()
+    assert "/api/v1/auth/oidc/" in (continue_link.get_attribute("href") or "")
+    login_page.context.close()

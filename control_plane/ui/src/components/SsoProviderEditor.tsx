@@ -120,7 +120,7 @@ export function SsoProviderEditor({
         <Select label="Protocol" value={form.type} options={PROVIDER_TYPES} error={fields.type} disabled={editing}
           onChange={(v) => set({ type: v as ProviderType })} />
         <Field label="Name" value={form.name} error={fields.name} onChange={(e) => set({ name: e.target.value })} required
-          hint="Shown on the login page" />
+          hint="Letters, digits, . _ - (e.g. okta); shown on the login page" />
         {form.type === "oidc" && (
           <Select label="Preset" value={form.preset} options={PRESETS} error={fields.preset} disabled={editing}
             onChange={(v) => set({ preset: v as Preset })} />
