@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import uuid
 from collections.abc import Sequence
@@ -17,47 +18,34 @@ def _settings(args: argparse.Namespace) -> Settings:
     return Settings(**overrides)
 
 
-def _serve(settings: Settings, banner: bool) -> int:
+def _serve(settings: Settings) -> int:
     import uvicorn
 
     from control_plane.app import create_app
     from control_plane.observability import configure_logging
 
-    configure_logging(settings.log_level, json_format=settings.log_json and not banner)
-    url = f"http://{settings.cp_host}:{settings.cp_port}"
-    app = create_app(
-        settings, on_ready=(lambda: print(_banner(url, settings), flush=True)) if banner else None
+    configure_logging(settings.log_level, json_format=settings.log_json)
+    app = create_app(settings)
+    # Long-polls and streams are cut after 5 s on shutdown: sidecars and gateways reconnect.
+    uvicorn.run(
+        app,
+        host=settings.cp_host,
+        port=settings.cp_port,
+        log_config=None,
+        timeout_graceful_shutdown=5,
     )
-    uvicorn.run(app, host=settings.cp_host, port=settings.cp_port, log_config=None)
     return 0
 
 
-def _banner(url: str, settings: Settings) -> str:
-    where = settings.resolved_database_url.split("///")[-1] if settings.is_sqlite else "PostgreSQL"
-    return f"""
-Kaizen Studio is up.
-
-  control plane   {url}
-  API docs        {url}/docs
-  JWKS            {url}/.well-known/jwks.json
-  data            {where}
-
-Create your organisation (you become its owner):
-
-  curl -s -X POST {url}/api/v1/auth/signup -H 'content-type: application/json' \\
-    -d '{{"email": "you@example.com", "password": "choose-a-long-one", "organization": "Acme"}}'
-
-then log in with POST {url}/api/v1/auth/login and send the access_token as
-`Authorization: Bearer <token>`. Ctrl-C stops everything.
-"""
-
-
 def cmd_up(args: argparse.Namespace) -> int:
-    return _serve(_settings(args), banner=True)
+    from kaizen_studio.up import run
+
+    envoy_port = args.envoy_port or int(os.environ.get("KAIZEN_ENVOY_PORT", "10000"))
+    return run(_settings(args), envoy_port=envoy_port)
 
 
 def cmd_control_plane(args: argparse.Namespace) -> int:
-    return _serve(_settings(args), banner=False)
+    return _serve(_settings(args))
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
@@ -192,12 +180,25 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     for name, func, help_text in (
-        ("up", cmd_up, "run everything on this machine with embedded defaults"),
+        (
+            "up",
+            cmd_up,
+            "run everything on this machine with embedded defaults: control plane, sidecar, "
+            "gateway and Envoy, with a demo organisation on first run",
+        ),
         ("control-plane", cmd_control_plane, "run the control plane alone"),
     ):
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.add_argument("--host", help="bind address (default: KAIZEN_CP_HOST or 127.0.0.1)")
         p.add_argument("--port", type=int, help="port (default: KAIZEN_CP_PORT or 8000)")
+        if name == "up":
+            p.add_argument(
+                "--envoy-port",
+                type=int,
+                help="where Envoy listens for gateway calls (default: KAIZEN_ENVOY_PORT or "
+                "10000); the sidecar and gateway take KAIZEN_SIDECAR_GRPC_PORT/"
+                "KAIZEN_SIDECAR_HTTP_PORT (9191/9192) and KAIZEN_GATEWAY_PORT (8080)",
+            )
         p.set_defaults(func=func)
 
     db = sub.add_parser("db", help="database maintenance").add_subparsers(

