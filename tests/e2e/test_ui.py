@@ -656,3 +656,60 @@ def test_webhook_secret_once_provider_key_write_only_and_sso_routing(
     expect(continue_link).to_be_visible()
     assert "/api/v1/auth/oidc/" in (continue_link.get_attribute("href") or "")
     login_page.context.close()
+
+
+def test_impact_replay_and_the_publish_gate(control_plane: str, page: Page) -> None:
+    email = sign_up(page, control_plane, "Soylent")
+    token = httpx.post(
+        f"{control_plane}/api/v1/auth/login", json={"email": email, "password": PASSWORD}
+    ).json()["access_token"]
+    owner = {"Authorization": f"Bearer {token}"}
+    gateway = httpx.post(
+        f"{control_plane}/api/v1/gateways",
+        headers=owner,
+        json={"name": "edge", "environment": "prod", "url": "https://edge.example.com"},
+    )
+    assert gateway.status_code == 201, gateway.text
+    bearer = {"Authorization": f"Bearer {gateway.json()['credential']}"}
+    ingest = httpx.post(
+        f"{control_plane}/api/v1/decisions/ingest",
+        headers=bearer,
+        json={
+            "decisions": [
+                _decision("r-allow-1", "user:alice@example.com", "allow", "rbac:agent-user"),
+                _decision("r-deny-1", "user:mallory@example.com", "deny", "rbac: no role"),
+            ]
+        },
+    )
+    assert ingest.json() == {"accepted": 2, "duplicates": 0}, ingest.text
+    drafts = httpx.post(
+        f"{control_plane}/api/v1/policies",
+        headers=owner,
+        json={"source": ROLE_POLICY + "---\n" + FIXED_REGO},
+    )
+    assert drafts.status_code == 201, drafts.text
+
+    nav(page, "Policies")
+    gate = page.get_by_label(re.compile("^Publish only after a replay"))
+    gate.click()  # saved at once; checked once the server has it
+    expect(gate).to_be_checked()
+    page.get_by_role("button", name="Publish drafts…").click()
+    page.get_by_role("dialog").get_by_role("button", name="Publish").click()
+    expect(page.get_by_role("alert")).to_contain_text("publishing requires a completed replay")
+
+    # Replay the drafts over the last week: alice's allowed shell call would now be denied.
+    page.get_by_role("button", name="Replay decisions").click()
+    expect(page.get_by_text("1 outcome would change, 1 of them risky.")).to_be_visible()
+    transition = page.get_by_test_id("replay-transition")
+    expect(transition).to_have_count(1)
+    expect(transition).to_contain_text("allow → deny: 1 decision")
+    expect(transition).to_contain_text("user:alice@example.com invoke agent:support-bot")
+    expect(transition).to_contain_text("mcp tool shell is forbidden")
+    expect(transition).to_contain_text("guardrails")
+    shot(page, "impact-replay")
+
+    # The gate still refuses until the publisher accepts the replay's risky change.
+    page.get_by_role("button", name="Publish drafts…").click()
+    page.get_by_label(re.compile("^Accept the 1 risky change")).check()
+    page.get_by_role("dialog").get_by_role("button", name="Publish").click()
+    expect(page.get_by_text(re.compile(r"Published bundle revision \d+"))).to_be_visible()

@@ -3,20 +3,13 @@
 import { useEffect, useState, type FormEvent } from "react";
 import { api, ApiError } from "../api/client";
 import type { Replay, ReplayTransition } from "../api/types";
-import { ACTIVE, localInput, orderTransitions, outcomeLabel, progressPercent, replayWindow, responsibleRules } from "../lib/replay";
+import { ACTIVE, describeRequest, localInput, orderTransitions, outcomeLabel, progressPercent, replayWindow, responsibleRules } from "../lib/replay";
 import { ErrorMessage, Field, StatusBadge, formatTime } from "./ui";
 
 const POLL_MS = 1000;
 
 function Outcome({ value }: { value: string }) {
   return <span className={`outcome outcome-${value}`}>{outcomeLabel(value)}</span>;
-}
-
-function describe(input: Record<string, unknown>): string {
-  const principal = (input.principal as { id?: string } | undefined)?.id ?? "?";
-  const resource = (input.resource as { id?: string } | undefined)?.id ?? "?";
-  const tool = (input.tool as { name?: string } | undefined)?.name;
-  return `${principal} ${String(input.action ?? "?")} ${resource}${tool ? ` (tool ${tool})` : ""}`;
 }
 
 function TransitionView({ transition }: { transition: ReplayTransition }) {
@@ -50,7 +43,7 @@ function TransitionView({ transition }: { transition: ReplayTransition }) {
                     <code>{e.decision_id.slice(0, 12)}</code>
                     <div className="hint">{formatTime(e.time)}</div>
                   </td>
-                  <td>{describe(e.input)}</td>
+                  <td>{describeRequest(e.input)}</td>
                   <td>{e.old.reasons.join("; ") || "—"}</td>
                   <td>{e.new.reasons.join("; ") || "—"}</td>
                 </tr>

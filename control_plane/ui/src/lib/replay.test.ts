@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { ApiError } from "../api/client";
 import type { ReplayTransition } from "../api/types";
-import { isGateRefusal, localInput, orderTransitions, progressPercent, replayWindow, responsibleRules } from "./replay";
+import { describeRequest, isGateRefusal, localInput, orderTransitions, progressPercent, replayWindow, responsibleRules } from "./replay";
 
 const side = (outcome: string, rules: string[] = []) => ({ outcome, reasons: [], rules });
 const transition = (from: string, to: string, count: number, risky: boolean, rules: string[] = []): ReplayTransition => ({
@@ -44,5 +44,12 @@ describe("impact replay", () => {
     expect(isGateRefusal(noneYet)).toBe(true);
     expect(isGateRefusal(tests)).toBe(false);
     expect(isGateRefusal(new Error("x"))).toBe(false);
+  });
+  it("describes an example's request, flat or nested", () => {
+    const flat = { principal: "user:a@x.com", action: "invoke", resource: "agent:bot", workspace: "prod", channel: "mcp", tool: "shell" };
+    expect(describeRequest(flat)).toBe("user:a@x.com invoke agent:bot in prod via mcp (tool shell)");
+    const nested = { principal: { id: "user:a@x.com" }, action: "invoke", resource: { id: "agent:bot" }, tool: { name: "search" } };
+    expect(describeRequest(nested)).toBe("user:a@x.com invoke agent:bot (tool search)");
+    expect(describeRequest({})).toBe("? ? ?");
   });
 });

@@ -57,3 +57,18 @@ export function isGateRefusal(error: unknown): boolean {
   if (error.details.length === 0) return /replay/i.test(error.message);
   return error.details.some((d) => d && typeof d === "object" && (d as { field?: unknown }).field === "accept_replay");
 }
+
+/** An example's request in words. The report summarises inputs flat (`principal: "user:…"`);
+ * a full decision input (`principal: {id}`) reads the same. */
+export function describeRequest(input: Record<string, unknown>): string {
+  const name = (value: unknown): string | null => {
+    if (typeof value === "string") return value;
+    if (value && typeof value === "object" && typeof (value as { id?: unknown; name?: unknown }).id === "string") return (value as { id: string }).id;
+    if (value && typeof value === "object" && typeof (value as { name?: unknown }).name === "string") return (value as { name: string }).name;
+    return null;
+  };
+  const tool = name(input.tool);
+  const workspace = typeof input.workspace === "string" ? ` in ${input.workspace}` : "";
+  const channel = typeof input.channel === "string" ? ` via ${input.channel}` : "";
+  return `${name(input.principal) ?? "?"} ${name(input.action) ?? "?"} ${name(input.resource) ?? "?"}${workspace}${channel}${tool ? ` (tool ${tool})` : ""}`;
+}
