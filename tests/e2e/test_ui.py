@@ -650,7 +650,11 @@ def test_webhook_secret_once_provider_key_write_only_and_sso_routing(
     shot(page, "sso-provider")
 
     login_page = browser.new_context().new_page()
-    login_page.goto(control_plane)
+    # Where an IdP login lands: a spent or forged code is refused with the API's message.
+    login_page.goto(f"{control_plane}/#/sso?code=forged-code-0123456789")
+    expect(login_page.get_by_role("heading", name="Single sign-on")).to_be_visible()
+    expect(login_page.get_by_role("alert")).to_be_visible()
+    login_page.get_by_role("link", name="Back to log in").click()
     login_page.get_by_label("Email").fill(f"kramer@{domain}")
     continue_link = login_page.get_by_role("link", name="Continue with vandelay-okta")
     expect(continue_link).to_be_visible()
