@@ -17,6 +17,7 @@ from control_plane.api.deps import (
     Cursor,
     DatabaseDep,
     Limit,
+    SecondFactorDep,
     Tenant,
     client_ip,
     client_of,
@@ -31,6 +32,7 @@ from control_plane.schemas.base import Page
 from control_plane.schemas.identity import TokenResponse
 from control_plane.services import sso, sso_oidc, sso_saml
 from control_plane.services.kv import KeyValueStore
+from control_plane.services.mfa import MfaInvalid, MfaRequired
 from control_plane.services.secrets import SecretStore
 
 router = APIRouter()
@@ -148,12 +150,25 @@ async def discover(
     )
 
 
-@router.post("/api/v1/auth/sso/exchange", tags=["auth"], responses={401: {}, 422: {}})
+@router.post("/api/v1/auth/sso/exchange", tags=["auth"], responses={401: {}, 403: {}, 422: {}})
 async def exchange(
-    body: schemas.ExchangeRequest, request: Request, auth: AuthenticatorDep
+    body: schemas.ExchangeRequest,
+    request: Request,
+    auth: AuthenticatorDep,
+    mfa: SecondFactorDep,
 ) -> TokenResponse:
-    """Trade the single-use code of a finished SSO login for the usual token pair."""
-    user_id, org_id = await sso.redeem_code(_kv(request), body.code)
+    """Trade the single-use code of a finished SSO login for the usual token pair.
+
+    The organisation's second-factor rules apply as they do to password logins: a member
+    with TOTP (or whose role requires it) must send `totp`; the 401 that asks for it
+    carries a fresh single-use `retry_code`, so the IdP round trip is not repeated.
+    """
+    user_id, org_id, provider_id = await sso.redeem_code(_kv(request), body.code)
+    try:
+        await mfa.check_login(user_id, org_id, body.totp)
+    except (MfaRequired, MfaInvalid) as exc:
+        retry = await sso.issue_code(_kv(request), user_id, org_id, provider_id)
+        raise type(exc)(exc.message, details=[{"field": "totp", "retry_code": retry}]) from None
     pair = await auth.issue(user_id, org_id, client=client_of(request))
     return TokenResponse(
         access_token=pair.access_token,

@@ -126,3 +126,9 @@ class Discovery(Output):
 
 class ExchangeRequest(Input):
     code: Annotated[str, StringConstraints(min_length=16, max_length=128)]
+    totp: Annotated[str, StringConstraints(max_length=32)] | None = Field(
+        default=None,
+        description="A TOTP or recovery code, when the member has MFA or their role requires "
+        "it; a 401 `mfa_required`/`mfa_invalid` answer carries a fresh `retry_code` to send "
+        "with it (the first code is single-use).",
+    )

@@ -660,11 +660,12 @@ async def issue_code(
     return code
 
 
-async def redeem_code(kv: KeyValueStore, code: str) -> tuple[uuid.UUID, uuid.UUID]:
+async def redeem_code(kv: KeyValueStore, code: str) -> tuple[uuid.UUID, uuid.UUID, uuid.UUID]:
+    """(user, organisation, provider) of a single-use code; the code is gone afterwards."""
     record = await take(kv, "code", code)
     if record is None:
         raise Unauthenticated("the SSO code is invalid, expired or already used")
-    return uuid.UUID(record["user"]), uuid.UUID(record["org"])
+    return uuid.UUID(record["user"]), uuid.UUID(record["org"]), uuid.UUID(record["provider"])
 
 
 def login_actor(provider: SsoProvider, source_ip: str | None, request_id: str | None) -> Actor:

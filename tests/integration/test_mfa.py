@@ -2,54 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import httpx
 import pyotp
-import pytest
 from sqlalchemy import select
 
 from control_plane.db.models import TotpCredential
 from control_plane.db.session import SYSTEM
-from control_plane.services import mfa
 from tests.conftest import PASSWORD, Account, Stack, member
-
-
-class Clock:
-    """The time the control plane's TOTP check sees, so steps are the test's to choose."""
-
-    def __init__(self) -> None:
-        # Five seconds into a 30-second step: no step boundary is crossed by accident.
-        self.now = datetime(2026, 11, 26, 12, 0, 5, tzinfo=UTC)
-
-    def advance(self, seconds: int = 30) -> None:
-        self.now += timedelta(seconds=seconds)
-
-
-@pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
-    clock = Clock()
-    monkeypatch.setattr(mfa, "utcnow", lambda: clock.now)
-    return clock
-
-
-def code(secret: str, clock: Clock) -> str:
-    return pyotp.TOTP(secret).at(clock.now)
-
-
-async def enrol(
-    client: httpx.AsyncClient, headers: dict[str, str], clock: Clock
-) -> tuple[str, list[str], dict[str, Any]]:
-    started = await client.post("/api/v1/me/mfa/totp", headers=headers)
-    assert started.status_code == 201, started.text
-    secret = started.json()["secret"]
-    confirmed = await client.post(
-        "/api/v1/me/mfa/totp/confirm", json={"code": code(secret, clock)}, headers=headers
-    )
-    assert confirmed.status_code == 200, confirmed.text
-    clock.advance()  # the confirming code's step is spent
-    return secret, confirmed.json()["recovery_codes"], confirmed.json()
+from tests.integration.mfa_support import Clock, code, enrol
 
 
 async def login(client: httpx.AsyncClient, email: str, totp: str | None = None) -> httpx.Response:

@@ -14,6 +14,7 @@ import pytest
 
 from tests.conftest import PASSWORD, Account, member, signup
 from tests.idp.oidc_provider import IdpUser, OidcProvider
+from tests.integration.mfa_support import Clock, enrol
 
 DOMAIN = "acme.example.com"
 MAPPING = [
@@ -363,3 +364,33 @@ async def test_enforced_sso_blocks_passwords_except_the_break_glass_owner(
         "/api/v1/auth/login", json={"email": developer.email, "password": PASSWORD}
     )
     assert back.status_code == 200
+
+
+async def test_a_member_with_totp_is_asked_for_it_after_the_idp(
+    client: httpx.AsyncClient,
+    owner: Account,
+    idp: OidcProvider,
+    browser: httpx.AsyncClient,
+    clock: Clock,
+) -> None:
+    provider = await _provider(client, owner, idp)
+    first = await _login(client, browser, provider)
+    _secret, recovery, _ = await enrol(client, _auth(first), clock)
+
+    back = await client.get(await _to_callback(client, browser, provider))
+    code = parse_qs(urlsplit(back.headers["location"].removeprefix("/#")).query)["code"][0]
+    asked = await client.post("/api/v1/auth/sso/exchange", json={"code": code})
+    assert asked.status_code == 401, asked.text
+    assert asked.json()["error"]["code"] == "mfa_required"
+    retry = asked.json()["error"]["details"][0]["retry_code"]
+    assert retry != code
+
+    wrong = await client.post("/api/v1/auth/sso/exchange", json={"code": retry, "totp": "000000"})
+    assert wrong.json()["error"]["code"] == "mfa_invalid"
+    retry = wrong.json()["error"]["details"][0]["retry_code"]
+    tokens = await client.post(
+        "/api/v1/auth/sso/exchange", json={"code": retry, "totp": recovery[0]}
+    )
+    assert tokens.status_code == 200, tokens.text
+    me = await client.get("/api/v1/me", headers=_auth(tokens.json()))
+    assert me.json()["label"] == f"dev@{DOMAIN}"

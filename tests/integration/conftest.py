@@ -1,0 +1,16 @@
+"""Fixtures shared by the integration tests (the stacks are in tests/conftest.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from control_plane.services import mfa
+from tests.integration.mfa_support import Clock
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    """The time the control plane's TOTP check sees, moved only by the test."""
+    clock = Clock()
+    monkeypatch.setattr(mfa, "utcnow", lambda: clock.now)
+    return clock
