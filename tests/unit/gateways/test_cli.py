@@ -96,6 +96,7 @@ def test_gateway_refuses_to_start_without_its_settings(
     assert main(["gateway"]) == 2
     assert "KAIZEN_GATEWAY_TOKEN" in capsys.readouterr().err
     monkeypatch.setenv("KAIZEN_GATEWAY_TOKEN", "kgw_" + "x" * 30)
-    monkeypatch.delenv("KAIZEN_GATEWAY_BUNDLE", raising=False)
-    assert main(["gateway"]) == 2
-    assert "KAIZEN_GATEWAY_BUNDLE" in capsys.readouterr().err
+    monkeypatch.setenv("KAIZEN_GATEWAY_BUNDLE", "/nowhere/bundle.tar.gz")
+    monkeypatch.delenv("KAIZEN_GATEWAY_JWKS", raising=False)
+    assert main(["gateway"]) == 2  # static deployments need the bundle and its JWKS
+    assert "KAIZEN_GATEWAY_JWKS" in capsys.readouterr().err
