@@ -11,10 +11,11 @@ On the decision path the sidecar does not block on Redis: the engine says what t
 reserve (`DecisionEngine.begin`), `RedisBudgetBatch` adds the reservations of every
 check waiting at that moment in one script call (one round trip for many requests), and
 the engine finishes the decisions with the totals. `RedisBudgetLedger` is the blocking
-client the engine itself calls (held calls, settle, release). Both use short timeouts and
-a breaker that stops retrying an unreachable Redis for a second at a time: callers under
-a budget are denied (a ledger error becomes a deny naming the failure) instead of each
-waiting for a timeout.
+client the engine itself calls (held calls, settle, release). Redis refusing connections
+opens a breaker for a second: callers under a budget are denied at once (a ledger error
+becomes a deny naming the failure) instead of each waiting for a timeout. A batch with
+no answer within 0.5 s is denied the same way, without the breaker (a busy machine is
+slow, not down).
 """
 
 from __future__ import annotations
@@ -122,7 +123,7 @@ class RedisBudgetBatch:
     in the order the checks asked, so totals and limits behave exactly as one at a time.
     """
 
-    def __init__(self, client: aioredis.Redis, prefix: str = "", timeout: float = 0.25) -> None:
+    def __init__(self, client: aioredis.Redis, prefix: str = "", timeout: float = 0.5) -> None:
         self._prefix = prefix
         self._batch = ScriptBatch(client, _RESERVE_MANY, args_per_key=2, timeout=timeout)
 

@@ -19,8 +19,14 @@ from typing import Any
 
 import redis
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
-__all__ = ["BatchUnavailableError", "ScriptBatch"]
+__all__ = ["NO_RETRY", "BatchUnavailableError", "ScriptBatch"]
+
+# For the client a batch uses: a retried reservation could be counted twice, and redis-py's
+# default retries (with back-off) would keep a batch waiting on a Redis that refuses.
+NO_RETRY = Retry(NoBackoff(), 0)
 
 _MAX_ITEMS = 256  # requests per script call: Redis runs a script without interleaving
 _BREAKER_SECONDS = 1.0
@@ -47,7 +53,7 @@ class ScriptBatch:
         script: str,
         *,
         args_per_key: int,
-        timeout: float = 0.25,
+        timeout: float = 0.5,
     ) -> None:
         self._script = client.register_script(script)
         self._args_per_key = args_per_key
@@ -55,6 +61,8 @@ class ScriptBatch:
         self._queue: list[_Item] = []
         self._flushing: asyncio.Task[None] | None = None
         self._down_until = 0.0
+        self.items = 0  # calls queued
+        self.calls = 0  # script calls sent for them
 
     async def call(self, keys: Sequence[str], args: Sequence[str | int | float]) -> list[Any]:
         """The script's values for `keys` (in order) once the batch holding them has run."""
@@ -66,6 +74,7 @@ class ScriptBatch:
             raise BatchUnavailableError("it failed within the last second; retrying shortly")
         future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
         self._queue.append(_Item(keys, args, future))
+        self.items += 1
         if self._flushing is None:
             self._flushing = asyncio.create_task(self._flush())
         return await future
@@ -84,12 +93,18 @@ class ScriptBatch:
         for item in batch:
             keys += item.keys
             args += item.args
+        self.calls += 1
         try:
             async with asyncio.timeout(self._timeout):
                 values = await self._script(keys=keys, args=args)
             if not isinstance(values, list) or len(values) != len(keys):
                 raise redis.ResponseError(f"script answered {values!r:.64} for {len(keys)} keys")
-        except (redis.ConnectionError, redis.TimeoutError, TimeoutError, OSError) as exc:
+        except (redis.TimeoutError, TimeoutError):
+            # Slow, not gone (a busy machine delays the event loop too): this batch fails
+            # closed, the next one tries again.
+            _fail(batch, BatchUnavailableError(f"no answer within {self._timeout:g} s"))
+            return
+        except (redis.ConnectionError, OSError) as exc:
             self._down_until = time.monotonic() + _BREAKER_SECONDS
             _fail(batch, BatchUnavailableError(str(exc) or type(exc).__name__))
             return

@@ -47,6 +47,7 @@ from authz_sidecar.engine_holder import EngineHolder, Snapshot
 from authz_sidecar.grants import InMemoryReplayGuard, RedisReplayGuard, ReplayGuard
 from authz_sidecar.grpc_server import start_grpc_server
 from authz_sidecar.http_server import SidecarHttp, start_http_server
+from authz_sidecar.redis_batch import NO_RETRY
 from authz_sidecar.settings import SidecarSettings
 from authz_sidecar.status_report import StatusReporter, status_body
 from policy.budgets import BudgetLedger
@@ -102,13 +103,15 @@ def _budget_backends(
     if not settings.redis_url:
         return InMemoryBudgetLedger(), InMemoryReservationBook(ttl), InMemoryReplayGuard(), None
     ledger = RedisBudgetLedger.from_url(settings.redis_url, settings.redis_prefix)
-    # Blocking pool: a burst waits for a free connection instead of failing.
+    # Blocking pool: a burst waits for a free connection instead of failing. No retries:
+    # a resent reservation, grant use or settle could count twice (redis_batch.NO_RETRY).
     pool = aioredis.BlockingConnectionPool.from_url(
         settings.redis_url,
         max_connections=64,
         timeout=1.0,
         socket_timeout=0.5,
         socket_connect_timeout=0.5,
+        retry=NO_RETRY,
     )
     client = aioredis.Redis(connection_pool=pool)
     book = RedisReservationBook(client, settings.redis_prefix, ttl)
