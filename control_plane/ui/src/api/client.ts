@@ -193,9 +193,11 @@ export class ApiClient {
     this.setTokens(await this.request<TokenResponse>("POST", "/api/v1/auth/login", body, false));
   }
 
-  /** Trades the single-use code of a finished SSO login for tokens. */
-  async exchangeSsoCode(code: string): Promise<void> {
-    this.setTokens(await this.request<TokenResponse>("POST", "/api/v1/auth/sso/exchange", { code }, false));
+  /** Trades the single-use code of a finished SSO login for tokens; `totp` when MFA applies
+   * (a 401 `mfa_required`/`mfa_invalid` carries a fresh `retry_code` in its details). */
+  async exchangeSsoCode(code: string, totp?: string): Promise<void> {
+    const body = totp ? { code, totp } : { code };
+    this.setTokens(await this.request<TokenResponse>("POST", "/api/v1/auth/sso/exchange", body, false));
   }
 
   async signup(email: string, password: string, organization: string): Promise<void> {

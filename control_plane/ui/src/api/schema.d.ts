@@ -766,6 +766,10 @@ export interface paths {
         /**
          * Exchange
          * @description Trade the single-use code of a finished SSO login for the usual token pair.
+         *
+         *     The organisation's second-factor rules apply as they do to password logins: a member
+         *     with TOTP (or whose role requires it) must send `totp`; the 401 that asks for it
+         *     carries a fresh single-use `retry_code`, so the IdP round trip is not repeated.
          */
         post: operations["exchange_api_v1_auth_sso_exchange_post"];
         delete?: never;
@@ -2574,6 +2578,11 @@ export interface components {
         ExchangeRequest: {
             /** Code */
             code: string;
+            /**
+             * Totp
+             * @description A TOTP or recovery code, when the member has MFA or their role requires it; a 401 `mfa_required`/`mfa_invalid` answer carries a fresh `retry_code` to send with it (the first code is single-use).
+             */
+            totp?: string | null;
         };
         /** Execution */
         Execution: {
@@ -7193,6 +7202,13 @@ export interface operations {
             };
             /** @description Unauthorized */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Forbidden */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -10,7 +10,7 @@ interface AuthState {
   /** Starts the session a finished step handed over (MFA enrolment at login). */
   adopt(tokens: TokenResponse): Promise<void>;
   /** Trades a finished SSO login's single-use code for a session. */
-  exchangeSsoCode(code: string): Promise<void>;
+  exchangeSsoCode(code: string, totp?: string): Promise<void>;
   reloadMe(): Promise<void>;
   signup(email: string, password: string, organization: string): Promise<void>;
   logout(): Promise<void>;
@@ -51,8 +51,8 @@ export function AuthProvider({ children }: { children: ReactNode }) {
         api.setTokens(tokens);
         await loadMe();
       },
-      async exchangeSsoCode(code) {
-        await api.exchangeSsoCode(code);
+      async exchangeSsoCode(code, totp) {
+        await api.exchangeSsoCode(code, totp);
         await loadMe();
       },
       reloadMe: loadMe,

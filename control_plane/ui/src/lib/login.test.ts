@@ -1,6 +1,13 @@
 import { describe, expect, it } from "vitest";
 import { ApiError } from "../api/client";
-import { emailDomain, nextLoginStep, normalizeCode, recoveryCodesFile, ssoCodeFromHash } from "./login";
+import {
+  emailDomain,
+  nextLoginStep,
+  normalizeCode,
+  recoveryCodesFile,
+  ssoCodeFromHash,
+  ssoRetryCode,
+} from "./login";
 
 describe("the login's next step", () => {
   it("asks for a code when the account has MFA", () => {
@@ -43,5 +50,20 @@ describe("codes and addresses", () => {
     expect(text).toContain("a@example.com");
     expect(text).toContain("2026-01-02T03:04:05.000Z");
     expect(text.split("\n")).toEqual(expect.arrayContaining(["aaaaa-bbbbb", "ccccc-ddddd"]));
+  });
+});
+
+describe("an SSO exchange that asks for the second factor", () => {
+  it("hands back the fresh code to retry with", () => {
+    const asked = new ApiError(401, "mfa_required", "send totp", [{ field: "totp", retry_code: "r-1" }]);
+    expect(ssoRetryCode(asked)).toBe("r-1");
+    const wrong = new ApiError(401, "mfa_invalid", "wrong code", [{ field: "totp", retry_code: "r-2" }]);
+    expect(ssoRetryCode(wrong)).toBe("r-2");
+  });
+
+  it("is null for other failures", () => {
+    expect(ssoRetryCode(new ApiError(401, "unauthenticated", "code used"))).toBeNull();
+    expect(ssoRetryCode(new ApiError(401, "mfa_required", "no retry", []))).toBeNull();
+    expect(ssoRetryCode(new Error("network"))).toBeNull();
   });
 });

@@ -52,3 +52,12 @@ export function recoveryCodesFile(codes: readonly string[], account: string, iss
     "",
   ].join("\n");
 }
+
+/** The fresh single-use code a 401 asking for the second factor carries, if it is one. */
+export function ssoRetryCode(error: unknown): string | null {
+  if (!(error instanceof ApiError) || !["mfa_required", "mfa_invalid"].includes(error.code)) {
+    return null;
+  }
+  const first = Array.isArray(error.details) ? (error.details[0] as { retry_code?: unknown }) : null;
+  return typeof first?.retry_code === "string" ? first.retry_code : null;
+}

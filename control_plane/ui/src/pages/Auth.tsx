@@ -5,7 +5,7 @@ import type { SsoDiscovery } from "../api/types";
 import { useAuth } from "../auth/AuthContext";
 import { TotpEnrolmentFlow } from "../components/TotpEnrolment";
 import { Field, Loading } from "../components/ui";
-import { emailDomain, nextLoginStep, normalizeCode, type LoginStep } from "../lib/login";
+import { emailDomain, nextLoginStep, normalizeCode, ssoRetryCode, type LoginStep } from "../lib/login";
 
 function useSubmit(action: () => Promise<void>) {
   const [error, setError] = useState<Error | null>(null);
@@ -185,11 +185,19 @@ export function LoginPage() {
 // A single-use code can be traded once: StrictMode's second effect run must not spend it again.
 const exchanges = new Map<string, Promise<void>>();
 
-/** Where an SSO login lands (`/#/sso?code=…`): trade the code for a session. */
+/** Where an SSO login lands (`/#/sso?code=…`): trade the code for a session, asking for the
+ * authenticator code when the member has MFA. */
 export function SsoCallbackPage({ code }: { code: string }) {
   const { exchangeSsoCode } = useAuth();
   const navigate = useNavigate();
   const [error, setError] = useState<Error | null>(null);
+  const [retry, setRetry] = useState<string | null>(null);
+  const [totp, setTotp] = useState("");
+  const [busy, setBusy] = useState(false);
+  const failed = (e: Error) => {
+    setRetry(ssoRetryCode(e));
+    setError(e);
+  };
   useEffect(() => {
     let exchange = exchanges.get(code);
     if (!exchange) {
@@ -199,16 +207,37 @@ export function SsoCallbackPage({ code }: { code: string }) {
     let live = true;
     exchange
       .then(() => live && navigate("/", { replace: true }))
-      .catch((e: Error) => live && setError(e));
+      .catch((e: Error) => live && failed(e));
     return () => {
       live = false;
     };
   }, [code, exchangeSsoCode, navigate]);
+  const submit = async (event: FormEvent) => {
+    event.preventDefault();
+    if (!retry) return;
+    setBusy(true);
+    try {
+      await exchangeSsoCode(retry, normalizeCode(totp));
+      navigate("/", { replace: true });
+    } catch (e) {
+      failed(e as Error);
+    } finally {
+      setBusy(false);
+    }
+  };
   return (
     <div className="auth-page">
       <div className="card auth-card">
         <h1>Single sign-on</h1>
-        {error ? (
+        {retry ? (
+          <form onSubmit={submit} noValidate>
+            {error instanceof ApiError && error.code === "mfa_invalid" ? <FormError error={error} /> : null}
+            <p className="hint">Your identity provider signed you in. This account also has MFA.</p>
+            <Field label="Authenticator or recovery code" value={totp} autoComplete="one-time-code"
+              inputMode="text" onChange={(e) => setTotp(e.target.value)} required autoFocus />
+            <button type="submit" disabled={busy || !totp.trim()}>{busy ? "Checking…" : "Continue"}</button>
+          </form>
+        ) : error ? (
           <>
             <FormError error={error} />
             <p>
