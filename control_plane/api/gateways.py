@@ -3,7 +3,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Request, Response
 
 from control_plane.api.deployments import deployment_out
 from control_plane.api.deps import Cursor, DatabaseDep, GatewayDep, Limit, Tenant, requires
@@ -125,7 +125,25 @@ async def rotate_credential(gateway_id: uuid.UUID, tenant: Update) -> schemas.Ga
 
 
 @router.delete("/{gateway_id}", status_code=204, responses=ERRORS)
-async def delete_gateway(gateway_id: uuid.UUID, tenant: Delete) -> Response:
+async def delete_gateway(gateway_id: uuid.UUID, tenant: Delete, request: Request) -> Response:
+    """Delete a gateway, its credential and its deployments; when it had any, the bundle is
+    re-signed without them."""
     async with tenant.session() as session:
-        await gateways.delete(session, tenant.organization_id, tenant.actor, gateway_id)
+        removed = await gateways.delete(session, tenant.organization_id, tenant.actor, gateway_id)
+        resigned = (
+            await policies.refresh(
+                session,
+                tenant.organization_id,
+                tenant.actor,
+                request.app.state.keys,
+                why=f"gateway {gateway_id} deleted",
+                issuer=request.app.state.settings.issuer,
+            )
+            if removed
+            else None
+        )
+    if resigned is not None:
+        await request.app.state.bundle_events.notify(
+            str(resigned.organization_id), resigned.revision
+        )
     return Response(status_code=204)

@@ -9,11 +9,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete as sa_delete
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from control_plane.db.base import utcnow
-from control_plane.db.models import Gateway, GatewayInstance
+from control_plane.db.models import Deployment, Gateway, GatewayInstance
 from control_plane.db.session import SYSTEM, Database
 from control_plane.errors import Conflict, NotFound, Unauthenticated
 from control_plane.services import audit, notifications
@@ -147,12 +148,26 @@ async def rotate_credential(
 
 async def delete(
     session: AsyncSession, organization_id: uuid.UUID, actor: Actor, gateway_id: uuid.UUID
-) -> None:
+) -> int:
+    """Delete the gateway and its deployments; how many deployments went with it (the
+    caller re-signs the bundle when any did, so no entry names a gateway that is gone)."""
     gateway = await _gateway(session, gateway_id)
+    deployed = await session.scalar(
+        select(func.count()).select_from(Deployment).where(Deployment.gateway_id == gateway_id)
+    )
+    await session.execute(sa_delete(Deployment).where(Deployment.gateway_id == gateway_id))
     await session.delete(gateway)
     await audit.record(
-        session, organization_id, actor, "gateway.delete", "gateway", gateway_id, name=gateway.name
+        session,
+        organization_id,
+        actor,
+        "gateway.delete",
+        "gateway",
+        gateway_id,
+        name=gateway.name,
+        deployments=int(deployed or 0),
     )
+    return int(deployed or 0)
 
 
 async def instances(session: AsyncSession, gateway_id: uuid.UUID) -> list[GatewayInstance]:

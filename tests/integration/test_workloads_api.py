@@ -428,3 +428,29 @@ async def test_another_tenants_workloads_and_gateways_are_404(
     assert (await _deploy(client, other, theirs["id"], "agent", "researcher")).status_code == 201
     ours = (await client.get("/api/v1/deployments", headers=owner.headers)).json()["items"]
     assert [d["gateway_id"] for d in ours] == [gateway["id"]]
+
+
+async def test_deleting_a_gateway_resigns_the_bundle_without_its_deployments(
+    client: httpx.AsyncClient, owner: Account
+) -> None:
+    await _publish(client, owner)
+    gateway = await _gateway(client, owner)
+    await _created(client, owner, "agents", RESEARCHER + "---\n" + SUPPORT_BOT)
+    deployed = await _deploy(client, owner, gateway["id"], "agent", "support-bot")
+    assert deployed.status_code == 201, deployed.text
+    assert "support-bot" in (await _bundle(client, owner)).compiled.kaizen["agents"]
+
+    gone = await client.delete(f"/api/v1/gateways/{gateway['id']}", headers=owner.headers)
+    assert gone.status_code == 204
+    after = await _bundle(client, owner)
+    assert after.revision_number == deployed.json()["bundle_revision"] + 1
+    assert after.compiled.kaizen["agents"] == {}
+    listed = await client.get("/api/v1/deployments", headers=owner.headers)
+    assert listed.json()["items"] == []
+
+    empty = await _gateway(client, owner, "empty")
+    before = (await _bundle(client, owner)).revision_number
+    assert (
+        await client.delete(f"/api/v1/gateways/{empty['id']}", headers=owner.headers)
+    ).status_code == 204
+    assert (await _bundle(client, owner)).revision_number == before  # nothing to re-sign
