@@ -355,7 +355,8 @@ def running_fake_llm() -> Iterator[FakeLLM]:
 
 def _standalone(port: int) -> None:
     """`python -m tests.fake_llm PORT`: the fake LLM answering a fixed reply, plus a bare
-    executions-ingest and sidecar-settle stand-in, for benchmarks in a separate process."""
+    executions-ingest, decisions-ingest and sidecar-settle stand-in, for benchmarks in a
+    separate process."""
     fake = FakeLLM()
     fake.reset(lambda m, msgs: Reply("The answer is 42.", input_tokens=50, output_tokens=8))
 
@@ -366,8 +367,13 @@ def _standalone(port: int) -> None:
     async def settle(request: Request) -> Response:
         return Response(status_code=204)
 
+    async def decisions(request: Request) -> Response:
+        lines = (await request.body()).count(b"\n") + 1
+        return JSONResponse({"accepted": lines, "duplicates": 0})
+
     app = fake.app()
     app.router.routes.append(Route("/api/v1/executions/ingest", ingest, methods=["POST"]))
+    app.router.routes.append(Route("/api/v1/decisions/ingest", decisions, methods=["POST"]))
     app.router.routes.append(Route("/settle", settle, methods=["POST"]))
     fake.requests = _Discard()  # a benchmark must not grow memory per request
     fake.headers = _Discard()
