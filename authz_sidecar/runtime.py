@@ -49,7 +49,7 @@ from authz_sidecar.grpc_server import start_grpc_server
 from authz_sidecar.http_server import SidecarHttp, start_http_server
 from authz_sidecar.redis_batch import NO_RETRY
 from authz_sidecar.settings import SidecarSettings
-from authz_sidecar.status_report import StatusReporter, status_body
+from authz_sidecar.status_report import StatusReporter, budget_usage, status_body
 from policy.budgets import BudgetLedger
 from policy.bundle import MANIFEST, load_bundle
 from policy.bundle_store import BundleStore
@@ -203,6 +203,8 @@ class Worker:
 
     def _status(self) -> dict[str, Any]:
         assert self.store is not None
+        snapshot = self.holder.current
+        budgets = snapshot.bundle.compiled.kaizen.get("budgets", []) if snapshot else []
         return status_body(
             instance=self.authorizer.instance,
             started_at=self.started_at,
@@ -210,6 +212,7 @@ class Worker:
             sync=self.sync,
             logs=[self.decision_log] if self.decision_log is not None else [],
             decisions=dict(self.authorizer.counts),
+            budgets=budget_usage(budgets, self.holder.ledger, datetime.now(UTC)),
         )
 
     async def _observe(self) -> None:

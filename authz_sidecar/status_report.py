@@ -1,7 +1,9 @@
 """Status heartbeat: `POST /api/v1/gateways/self/status` every `interval` seconds.
 
 Body (proto/README.md): `{instance, bundle_revision, key_id, last_sync, decisions:
-{outcome: count}, log_backlog, started_at}`; `status_body` builds it from the bundle
+{outcome: count}, log_backlog, started_at, bundle_verification_failures,
+last_verification_error, budgets: [{name, scope, metric, period, window, used, limit,
+soft_limit}]}`; `status_body` builds it from the bundle
 store, the sync and the decision logs. Failures are logged (once per outage at warning
 level) and never raised: a sidecar keeps deciding while the control plane is away.
 """
@@ -17,6 +19,7 @@ from typing import Any
 import httpx
 
 from authz_sidecar.decision_log import DecisionLog
+from policy.budgets import BudgetKey, BudgetLedger, period_window
 from policy.bundle_store import BundleStore
 from policy.bundle_sync import BundleSync, Reconnect, credential_refused_message
 
@@ -29,6 +32,34 @@ def _rfc3339(moment: datetime | None) -> str | None:
     return None if moment is None else moment.isoformat().replace("+00:00", "Z")
 
 
+def budget_usage(
+    budgets: Sequence[Mapping[str, Any]], ledger: BudgetLedger, now: datetime
+) -> list[dict[str, Any]]:
+    """Each budget's counter in its current period window; empty while the ledger (Redis)
+    is unreachable — the next report catches up."""
+    out = []
+    try:
+        for budget in budgets:
+            window = period_window(str(budget["period"]), now)
+            used = ledger.usage(BudgetKey(str(budget["scope"]), str(budget["metric"]), window))
+            out.append(
+                {
+                    "name": budget["name"],
+                    "scope": budget["scope"],
+                    "metric": budget["metric"],
+                    "period": budget["period"],
+                    "window": window,
+                    "used": used,
+                    "limit": budget["limit"],
+                    "soft_limit": budget.get("soft_limit"),
+                }
+            )
+    except Exception as exc:  # a report without usage beats no report
+        logger.warning("budget usage left out of the status report: %s", exc)
+        return []
+    return out
+
+
 def status_body(
     *,
     instance: str,
@@ -37,6 +68,7 @@ def status_body(
     sync: BundleSync | None,
     logs: Sequence[DecisionLog] = (),
     decisions: Mapping[str, int] | None = None,
+    budgets: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
     """The status document for this sidecar instance."""
     current = store.current
@@ -52,6 +84,7 @@ def status_body(
         # revision): the control plane raises a security event when this grows.
         "bundle_verification_failures": sync.refused if sync is not None else 0,
         "last_verification_error": sync.last_refusal if sync is not None else None,
+        "budgets": list(budgets),
     }
 
 

@@ -31,6 +31,7 @@ from control_plane.api import (
     sso,
     system,
     teams,
+    usage,
     users,
     webhooks,
     workloads,
@@ -173,7 +174,7 @@ def create_app(
     )
     install_error_handlers(app)
     routers = (system, auth, me, mfa, sessions, users, teams, workspaces, api_keys, audit)
-    features = (gateways, sso, approvals, webhooks)
+    features = (gateways, sso, approvals, webhooks, usage)
     # replays before policies: its /api/v1/policies/settings must win over /{policy_id}
     for module in (*routers, *features, replays, policies, bundles, decisions, secrets):
         app.include_router(module.router)

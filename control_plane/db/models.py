@@ -596,3 +596,27 @@ class DecisionChain(TenantScoped, Base):
     retention_days: Mapped[int] = mapped_column(Integer, default=365)
     expired: Mapped[list[list[Any]]] = mapped_column(JSON, default=list)
     expired_before: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+# --- M3 budget usage, as the sidecars' counters report it ------------------------------------
+
+
+class BudgetUsage(TenantScoped, Base):
+    """One budget's counter in one period window, as last reported by a sidecar.
+
+    Sidecars share the counters (Redis), so every report of the same window carries the
+    same running total; the newest report wins."""
+
+    __tablename__ = "budget_usage"
+    __table_args__ = (UniqueConstraint("organization_id", "budget", "window"),)
+
+    budget: Mapped[str] = mapped_column(String(128))
+    scope: Mapped[str] = mapped_column(String(320))
+    metric: Mapped[str] = mapped_column(String(32))
+    period: Mapped[str] = mapped_column(String(16))
+    window: Mapped[str] = mapped_column(String(32), index=True)
+    used: Mapped[float] = mapped_column(default=0.0)
+    limit: Mapped[float] = mapped_column(default=0.0)
+    soft_limit: Mapped[float | None] = mapped_column()
+    reported_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    gateway_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)

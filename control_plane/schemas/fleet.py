@@ -62,6 +62,35 @@ class GatewaySelf(Output):
     bundle_scope: str
 
 
+class BudgetReport(Input):
+    """One budget's counter in its current period window (proto/README.md)."""
+
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
+
+    name: ShortText = Field(min_length=1)
+    scope: ShortText = Field(min_length=1)
+    metric: ShortText = Field(min_length=1)
+    period: ShortText = Field(min_length=1)
+    window: ShortText = Field(min_length=1)
+    used: float = Field(allow_inf_nan=False, ge=-1e15, le=1e15)
+    limit: float = Field(allow_inf_nan=False, ge=0, le=1e15)
+    soft_limit: float | None = Field(default=None, allow_inf_nan=False, ge=0, le=1e15)
+
+
+class BudgetUsageOut(Output):
+    id: uuid.UUID
+    budget: str
+    scope: str
+    metric: str
+    period: str
+    window: str
+    used: float
+    limit: float
+    soft_limit: float | None
+    reported_at: datetime
+    gateway_id: uuid.UUID | None
+
+
 class StatusReport(Input):
     model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
 
@@ -76,6 +105,8 @@ class StatusReport(Input):
     # scope, older revision); a growing count raises security.bundle_verification_failed.
     bundle_verification_failures: int = Field(default=0, ge=0, le=BIG)
     last_verification_error: str | None = Field(default=None, max_length=4000)
+    # The counters of the served bundle's budgets (current windows): the organisation's usage.
+    budgets: list[BudgetReport] = Field(default_factory=list, max_length=1000)
 
 
 class DecisionRecord(Input):

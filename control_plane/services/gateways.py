@@ -17,7 +17,7 @@ from control_plane.db.base import utcnow
 from control_plane.db.models import Deployment, Gateway, GatewayInstance
 from control_plane.db.session import SYSTEM, Database
 from control_plane.errors import Conflict, NotFound, Unauthenticated
-from control_plane.services import audit, notifications
+from control_plane.services import audit, notifications, usage
 from control_plane.services.audit import Actor
 from control_plane.services.auth import sha256_hex
 from control_plane.services.pagination import paginate
@@ -216,4 +216,7 @@ async def report_status(
     row.decisions = dict(report.get("decisions") or {})
     row.log_backlog = int(report.get("log_backlog") or 0)
     row.reported_at = utcnow()
+    await usage.record(
+        session, identity.organization_id, identity.gateway_id, report.get("budgets") or []
+    )
     await notifications.bundle_verification_report(session, identity, report)

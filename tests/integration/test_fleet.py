@@ -162,6 +162,60 @@ async def test_status_reports_show_instances_and_staleness(
     assert by_name["sidecar-b"]["stale"] is True  # serves an older revision
 
 
+def _budget(window: str, used: float) -> dict[str, object]:
+    return {
+        "name": "org-daily",
+        "scope": "org",
+        "metric": "executions",
+        "period": "day",
+        "window": window,
+        "used": used,
+        "limit": 100,
+        "soft_limit": 80,
+    }
+
+
+async def test_status_reports_carry_budget_usage_per_window(
+    client: httpx.AsyncClient, owner: Account
+) -> None:
+    credential = (await _gateway(client, owner))["credential"]
+
+    async def report(*budgets: dict[str, object]) -> None:
+        response = await client.post(
+            "/api/v1/gateways/self/status",
+            json={"instance": "sidecar-a", "budgets": list(budgets)},
+            headers=_bearer(credential),
+        )
+        assert response.status_code == 204, response.text
+
+    await report(_budget("day:2026-11-25", 97), _budget("day:2026-11-26", 4))
+    await report(_budget("day:2026-11-26", 9))  # the same window again: the newest wins
+    listed = await client.get("/api/v1/usage", headers=owner.headers)
+    assert listed.status_code == 200, listed.text
+    by_window = {u["window"]: u for u in listed.json()["items"]}
+    assert {w: u["used"] for w, u in by_window.items()} == {
+        "day:2026-11-25": 97,
+        "day:2026-11-26": 9,
+    }
+    assert (by_window["day:2026-11-26"]["limit"], by_window["day:2026-11-26"]["soft_limit"]) == (
+        100,
+        80,
+    )
+    today = await client.get(
+        "/api/v1/usage", params={"window": "day:2026-11-26"}, headers=owner.headers
+    )
+    assert [u["used"] for u in today.json()["items"]] == [9]
+
+    bad = await client.post(
+        "/api/v1/gateways/self/status",
+        json={"instance": "sidecar-a", "budgets": [{**_budget("day:2026-11-26", 1), "limit": -1}]},
+        headers=_bearer(credential),
+    )
+    assert bad.status_code == 422
+    viewer = await member(client, owner, "viewer")
+    assert (await client.get("/api/v1/usage", headers=viewer.headers)).status_code == 403
+
+
 async def test_decision_ingest_is_idempotent_and_tenant_bound(
     client: httpx.AsyncClient, owner: Account
 ) -> None:

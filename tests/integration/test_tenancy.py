@@ -138,6 +138,26 @@ async def _objects_of(client: httpx.AsyncClient, owner: Account) -> dict[str, st
         headers=h,
     )
     assert sso_provider.status_code == 201, sso_provider.text
+    budget_name = f"b-{owner.organization_id[:8]}"
+    reported = await client.post(
+        "/api/v1/gateways/self/status",
+        json={
+            "instance": "sidecar-1",
+            "budgets": [
+                {
+                    "name": budget_name,
+                    "scope": "org",
+                    "metric": "executions",
+                    "period": "day",
+                    "window": "day:2026-11-26",
+                    "used": 3,
+                    "limit": 10,
+                }
+            ],
+        },
+        headers={"Authorization": f"Bearer {gateway.json()['credential']}"},
+    )
+    assert reported.status_code == 204, reported.text
     own_sessions = await client.get("/api/v1/me/sessions", headers=h)
     assert own_sessions.status_code == 200, own_sessions.text
     return {
@@ -159,6 +179,7 @@ async def _objects_of(client: httpx.AsyncClient, owner: Account) -> dict[str, st
         "webhook_id": webhook.json()["id"],
         "provider_id": sso_provider.json()["id"],
         "session_id": own_sessions.json()[0]["id"],
+        "budget_name": budget_name,
         "version": "1",
     }
 

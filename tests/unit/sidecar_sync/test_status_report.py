@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from authz_sidecar.decision_log import DecisionLog  # noqa: TID251
-from authz_sidecar.status_report import status_body  # noqa: TID251
+from authz_sidecar.status_report import budget_usage, status_body  # noqa: TID251
+from policy.budgets import BudgetKey, InMemoryBudgetLedger
 from policy.bundle_store import BundleStore
 from policy.bundle_sync import BundleSync
 
@@ -45,6 +46,7 @@ async def test_status_body_has_the_protocol_shape(
         "started_at": "2026-11-26T11:00:00Z",
         "bundle_verification_failures": 2,
         "last_verification_error": "bundle signature does not verify",
+        "budgets": [],
     }
 
 
@@ -56,3 +58,36 @@ def test_status_body_before_any_bundle(tmp_path: Path) -> None:
         sync=None,
     )
     assert (body["bundle_revision"], body["key_id"], body["last_sync"]) == (None, None, None)
+
+
+def test_budget_usage_reads_each_budgets_current_window() -> None:
+    ledger = InMemoryBudgetLedger()
+    now = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+    daily = {
+        "name": "org-daily",
+        "scope": "org",
+        "metric": "executions",
+        "period": "day",
+        "limit": 100,
+        "soft_limit": 80,
+    }
+    monthly = {**daily, "name": "bot-monthly", "scope": "agent:bot", "period": "month"}
+    ledger.reserve(BudgetKey("org", "executions", "day:2026-11-26"), 7)
+    ledger.reserve(BudgetKey("org", "executions", "day:2026-11-25"), 50)  # yesterday's
+    usage = budget_usage([daily, monthly], ledger, now)
+    assert [(u["name"], u["window"], u["used"]) for u in usage] == [
+        ("org-daily", "day:2026-11-26", 7.0),
+        ("bot-monthly", "month:2026-11", 0.0),
+    ]
+    assert usage[0]["limit"] == 100
+    assert usage[0]["soft_limit"] == 80
+
+
+def test_budget_usage_is_left_out_while_the_ledger_is_down() -> None:
+    class Down(InMemoryBudgetLedger):
+        def usage(self, key: BudgetKey) -> float:
+            raise ConnectionError("redis is down")
+
+    now = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+    budget = {"name": "b", "scope": "org", "metric": "executions", "period": "day", "limit": 1}
+    assert budget_usage([budget], Down(), now) == []
