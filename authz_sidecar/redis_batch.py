@@ -12,6 +12,7 @@ the order they were queued, inside one atomic script.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from typing import Any
 
 import redis
 import redis.asyncio as aioredis
+from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
@@ -55,7 +57,12 @@ class ScriptBatch:
         args_per_key: int,
         timeout: float = 0.5,
     ) -> None:
-        self._script = client.register_script(script)
+        self._pool = client.connection_pool
+        self._body = script
+        self._sha = hashlib.sha1(script.encode(), usedforsecurity=False).hexdigest()  # its id
+        # One call in flight at a time, so one connection of its own, held: no pool
+        # round trip per call (redis-py's client layer costs more than the call).
+        self._connection: AbstractConnection | None = None
         self._args_per_key = args_per_key
         self._timeout = timeout
         self._queue: list[_Item] = []
@@ -96,7 +103,7 @@ class ScriptBatch:
         self.calls += 1
         try:
             async with asyncio.timeout(self._timeout):
-                values = await self._script(keys=keys, args=args)
+                values = await self._execute(keys, args)
             if not isinstance(values, list) or len(values) != len(keys):
                 raise redis.ResponseError(f"script answered {values!r:.64} for {len(keys)} keys")
         except (redis.TimeoutError, TimeoutError):
@@ -116,6 +123,23 @@ class ScriptBatch:
             if not item.future.done():  # a cancelled request: its write stands
                 item.future.set_result(values[start : start + len(item.keys)])
             start += len(item.keys)
+
+    async def _execute(self, keys: list[str], args: list[str | int | float]) -> Any:
+        if self._connection is None:
+            self._connection = await self._pool.get_connection()  # type: ignore[no-untyped-call]
+        connection = self._connection
+        try:
+            await connection.send_command("EVALSHA", self._sha, len(keys), *keys, *args)
+            try:
+                return await connection.read_response()
+            except redis.exceptions.NoScriptError:  # a new or flushed server: send the body
+                await connection.send_command("EVAL", self._body, len(keys), *keys, *args)
+                return await connection.read_response()
+        except redis.ResponseError:
+            raise  # an answer: the connection is in step
+        except BaseException:  # mid-call (a timeout too): its state is unknown, so reconnect
+            await connection.disconnect(nowait=True)
+            raise
 
 
 def _fail(batch: list[_Item], error: Exception) -> None:

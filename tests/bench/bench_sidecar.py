@@ -23,6 +23,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+import redis
 import yaml
 
 from tests.e2e import sidecar_procs as procs
@@ -132,6 +133,8 @@ def main() -> None:
     with contextlib.ExitStack() as stack:
         stack.enter_context(procs.running(procs.start_helper("upstream", upstream)))
         stack.enter_context(procs.running(procs.start_helper("noop", noop, str(WORKERS))))
+        prefix = f"kaizen-bench-{secrets.token_hex(4)}:"
+        stack.callback(_forget, prefix)
         sidecar = procs.start_sidecar(
             tmp / "home",
             ours,
@@ -139,7 +142,7 @@ def main() -> None:
             KAIZEN_SIDECAR_BUNDLE=str(tmp / "bundle.tar.gz"),
             KAIZEN_SIDECAR_JWKS=str(tmp / "jwks.json"),
             KAIZEN_REDIS_URL=REDIS_URL,
-            KAIZEN_REDIS_PREFIX=f"kaizen-bench-{secrets.token_hex(4)}:",
+            KAIZEN_REDIS_PREFIX=prefix,
             KAIZEN_SIDECAR_WORKERS=str(WORKERS),
         )
         stack.enter_context(procs.running(sidecar))
@@ -160,6 +163,21 @@ def main() -> None:
                     rounds.setdefault((name, load), []).append(row)
     shutil.rmtree(tmp, ignore_errors=True)
     _print(rounds)
+
+
+def _forget(prefix: str) -> None:
+    """Delete the run's counters and reservation records (one per allowed call, 1 h TTL):
+    a shared Redis full of them slows every test that scans it."""
+    client = redis.Redis.from_url(REDIS_URL)
+    batch = []
+    for key in client.scan_iter(f"{prefix}*", count=1000):
+        batch.append(key)
+        if len(batch) >= 1000:
+            client.unlink(*batch)
+            batch = []
+    if batch:
+        client.unlink(*batch)
+    client.close()
 
 
 def _median(rows: list[dict[str, float]], field: str) -> float:
