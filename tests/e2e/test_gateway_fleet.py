@@ -6,8 +6,9 @@ An agent and a pipeline are designed and deployed through the control-plane API;
 deployment reaches the gateway in the signed bundle. They are called over the HTTP API,
 the `kaizen-studio call` CLI and an MCP client from the official SDK, all through Envoy:
 an allowed principal succeeds, another is denied (403), an unauthenticated call gets 401,
-and a call straight to the gateway that bypasses Envoy is refused. The executions and the
-decisions then appear in the control plane. Undeploying removes the agent from the gateway.
+and a call straight to the gateway that bypasses Envoy is refused. The executions, the
+decisions and the budget usage then appear in the control plane. Undeploying removes the
+agent from the gateway.
 """
 
 from __future__ import annotations
@@ -48,6 +49,12 @@ spec:
   bindings:
     - {subject: "user:%(email)s", role: agent-user}
     - {subject: "apikey:cli", role: agent-user}
+---
+kind: BudgetPolicy
+metadata: {name: spend}
+spec:
+  budgets:
+    - {name: org-daily, scope: org, metric: executions, limit: 1000, period: day}
 """
 AGENTS = """\
 kind: Agent
@@ -276,6 +283,13 @@ def test_deploy_and_call_over_api_cli_and_mcp_through_envoy(
             30,
             "the denied call's decision",
         )
+
+        # The sidecar's budget counters reach the control plane with its heartbeat.
+        def usage() -> float:
+            items = cp.get("/api/v1/usage", params={"budget": "org-daily"}, headers=admin)
+            return sum(u["used"] for u in items.json()["items"])
+
+        _eventually(lambda: usage() >= 4, 30, "the budget usage report")
 
         # Undeploying reaches the gateway in the next revision (the pipeline too: it
         # would otherwise keep its agents served).
