@@ -1,4 +1,5 @@
-"""`kaizen-studio gateway` (run the gateway) and `kaizen-studio call AGENT --input TEXT`."""
+"""`kaizen-studio gateway` (run the gateway) and `kaizen-studio call NAME [--pipeline] --input
+TEXT`."""
 
 from __future__ import annotations
 
@@ -20,9 +21,12 @@ def register(sub: Any) -> None:
     gateway.add_argument("--port", type=int, help="port (default: KAIZEN_GATEWAY_PORT or 8080)")
     gateway.set_defaults(func=cmd_gateway)
 
-    call_help = "call a deployed agent through the gateway and print its output"
+    call_help = "call a deployed agent (or run a pipeline) through the gateway; print its output"
     call = sub.add_parser("call", help=call_help, description=call_help)
-    call.add_argument("agent", help="the agent's name")
+    call.add_argument(
+        "agent", metavar="NAME", help="the agent's (or, with --pipeline, pipeline's) name"
+    )
+    call.add_argument("--pipeline", action="store_true", help="NAME is a pipeline: run it")
     call.add_argument("--input", required=True, help="the input (text, or JSON with --json)")
     call.add_argument("--json", action="store_true", help="parse --input as JSON")
     call.add_argument(
@@ -85,7 +89,11 @@ def cmd_call(args: argparse.Namespace) -> int:
     headers = {"x-kaizen-channel": "cli", "accept": "application/json"}
     if api_key:
         headers["authorization"] = f"Bearer {api_key}"
-    url = f"{gateway}/v1/agents/{args.agent}/invoke"
+    url = (
+        f"{gateway}/v1/pipelines/{args.agent}/run"
+        if args.pipeline
+        else f"{gateway}/v1/agents/{args.agent}/invoke"
+    )
     try:
         response = httpx.post(url, json={"input": value}, headers=headers, timeout=args.timeout)
     except httpx.HTTPError as exc:

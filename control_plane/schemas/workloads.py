@@ -62,7 +62,9 @@ class DeploymentCreate(Input):
 
 class Endpoints(Output):
     api: str = Field(description="HTTP API: POST here with {input}.")
-    cli: str | None = Field(description="The `kaizen-studio call` command line (agents only).")
+    cli: str | None = Field(
+        description="The `kaizen-studio call` command line (`--pipeline` for a pipeline)."
+    )
     mcp: str = Field(description="MCP Streamable HTTP endpoint; the workload is a tool there.")
 
 

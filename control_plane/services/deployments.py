@@ -32,14 +32,13 @@ Key = tuple[str, str]  # (kind, name)
 def endpoints(gateway_url: str, kind: str, name: str) -> dict[str, str | None]:
     """Where callers reach the deployment: HTTP API, the CLI command line, MCP."""
     base = gateway_url.rstrip("/")
+    command = ["kaizen-studio", "call", name, "--gateway", base, "--input", "<input>"]
     if kind == "agent":
         api = f"{base}/v1/agents/{name}/invoke"
-        cli: str | None = shlex.join(
-            ["kaizen-studio", "call", name, "--gateway", base, "--input", "<input>"]
-        )
     else:
-        api, cli = f"{base}/v1/pipelines/{name}/run", None  # the CLI calls agents only
-    return {"api": api, "cli": cli, "mcp": f"{base}/mcp"}
+        api = f"{base}/v1/pipelines/{name}/run"
+        command.insert(3, "--pipeline")
+    return {"api": api, "cli": shlex.join(command), "mcp": f"{base}/mcp"}
 
 
 @dataclass(frozen=True)

@@ -243,6 +243,17 @@ def test_deploy_and_call_over_api_cli_and_mcp_through_envoy(
         )
         assert cli.returncode == 0, cli.stderr
         assert "demo provider" in cli.stdout
+        ran = subprocess.run(
+            [
+                *(str(procs.BIN / "kaizen-studio"), "call", "answer-and-summarise"),
+                *("--pipeline", "--input", "from the CLI"),
+            ],
+            env=procs.clean_env(KAIZEN_GATEWAY_URL=envoy, KAIZEN_API_KEY=cli_key),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert ran.returncode == 0, ran.stderr
 
         # MCP with the official SDK: the caller sees and calls the agents it may invoke.
         tools, text = asyncio.run(_mcp(envoy, f"Bearer {owner['access_token']}"))
@@ -255,7 +266,7 @@ def test_deploy_and_call_over_api_cli_and_mcp_through_envoy(
             return list(page["items"])
 
         records = _eventually(
-            lambda: (found := executions()) and len(found) >= 4 and found, 30, "executions"
+            lambda: (found := executions()) and len(found) >= 5 and found, 30, "executions"
         )
         assert {(r["channel"], r["status"]) for r in records} >= {
             ("api", "succeeded"),

@@ -272,7 +272,9 @@ async def test_deploy_signs_the_agent_into_the_bundle_and_undeploy_removes_it(
     run = await _deploy(client, owner, other_gateway["id"], "pipeline", "triage")
     assert run.status_code == 201, run.text
     assert run.json()["endpoints"]["api"] == "http://other.test:8080/v1/pipelines/triage/run"
-    assert run.json()["endpoints"]["cli"] is None
+    assert run.json()["endpoints"]["cli"] == (
+        "kaizen-studio call triage --pipeline --gateway http://other.test:8080 --input '<input>'"
+    )
     on_other = deployments_from_bundle(await _bundle(client, owner), other_gateway["id"])
     assert list(on_other.pipelines) == ["triage"]
     assert sorted(on_other.agents) == ["researcher", "support-bot"]

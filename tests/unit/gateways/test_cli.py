@@ -20,7 +20,7 @@ SEEN: list[dict[str, Any]] = []
 
 async def invoke(request: Request) -> JSONResponse:
     body = await request.json()
-    SEEN.append({"headers": dict(request.headers), "body": body})
+    SEEN.append({"headers": dict(request.headers), "body": body, "path": request.url.path})
     key = request.headers.get("authorization", "")
     if not key:
         return JSONResponse({"outcome": "deny", "reasons": ["no credential"]}, 401)
@@ -35,7 +35,12 @@ async def invoke(request: Request) -> JSONResponse:
 @pytest.fixture(scope="module")
 def proxy() -> Iterator[str]:
     served = ServedApp(
-        Starlette(routes=[Route("/v1/agents/{name}/invoke", invoke, methods=["POST"])]),
+        Starlette(
+            routes=[
+                Route("/v1/agents/{name}/invoke", invoke, methods=["POST"]),
+                Route("/v1/pipelines/{name}/run", invoke, methods=["POST"]),
+            ]
+        ),
         lifespan="off",
     )
     yield served.url
@@ -50,6 +55,16 @@ def test_call_prints_the_output_and_sends_the_cli_channel(
     assert capsys.readouterr().out == "echo hi there\n"
     assert SEEN[-1]["headers"]["x-kaizen-channel"] == "cli"
     assert SEEN[-1]["headers"]["authorization"] == "Bearer ks_ok"
+
+
+def test_call_runs_a_pipeline_with_the_pipeline_flag(
+    proxy: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["call", "flow", "--pipeline", "--input", "go", "--gateway", proxy, "--api-key", "ks"]
+    assert main(argv) == 0
+    assert SEEN[-1]["path"] == "/v1/pipelines/flow/run"
+    assert SEEN[-1]["headers"]["x-kaizen-channel"] == "cli"
+    assert capsys.readouterr().out == "echo go\n"
 
 
 def test_call_takes_json_input_and_the_key_from_the_environment(
