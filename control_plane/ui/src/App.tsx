@@ -21,6 +21,7 @@ import { GatewaysPage } from "./pages/Gateways";
 import { ExecutionsPage } from "./pages/Executions";
 import { ApprovalsPage } from "./pages/Approvals";
 import { DashboardPage } from "./pages/Dashboard";
+import { UsagePage } from "./pages/Usage";
 import { lazy, Suspense, type ReactNode } from "react";
 
 // The editor pages carry CodeMirror; load them only when opened.
@@ -72,6 +73,7 @@ export function App() {
         <Route path="/simulate" element={g("policies:simulate", <SimulatePage />)} />
         <Route path="/bundles" element={g("bundles:read", <BundlesPage />)} />
         <Route path="/dashboard" element={g("organization:read", <DashboardPage />)} />
+        <Route path="/usage" element={g("budgets:read", <UsagePage />)} />
         <Route path="/approvals" element={g("approvals:read", <ApprovalsPage />)} />
         <Route path="/decisions" element={g("decisions:read", <DecisionsPage />)} />
         <Route path="/agents" element={g("agents:read", <AgentsPage />)} />

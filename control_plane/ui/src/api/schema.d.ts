@@ -646,7 +646,11 @@ export interface paths {
         get: operations["get_gateway_api_v1_gateways__gateway_id__get"];
         put?: never;
         post?: never;
-        /** Delete Gateway */
+        /**
+         * Delete Gateway
+         * @description Delete a gateway, its credential and its deployments; when it had any, the bundle is
+         *     re-signed without them.
+         */
         delete: operations["delete_gateway_api_v1_gateways__gateway_id__delete"];
         options?: never;
         head?: never;
@@ -1031,6 +1035,29 @@ export interface paths {
          * @description The delivery log: each event sent to this webhook, its attempts and last response.
          */
         get: operations["list_deliveries_api_v1_webhooks__webhook_id__deliveries_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/usage": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List Usage
+         * @description Counters by budget and period window (e.g. `day:2026-11-26`), newest report first.
+         *
+         *     Sidecars report the current window of every budget in the bundle they serve with each
+         *     status heartbeat (every 10 s), so a window's `used` lags its counter by at most that.
+         */
+        get: operations["list_usage_api_v1_usage_get"];
         put?: never;
         post?: never;
         delete?: never;
@@ -2190,6 +2217,59 @@ export interface components {
             /** Total */
             total: number;
         };
+        /**
+         * BudgetReport
+         * @description One budget's counter in its current period window (proto/README.md).
+         */
+        BudgetReport: {
+            /** Name */
+            name: string;
+            /** Scope */
+            scope: string;
+            /** Metric */
+            metric: string;
+            /** Period */
+            period: string;
+            /** Window */
+            window: string;
+            /** Used */
+            used: number;
+            /** Limit */
+            limit: number;
+            /** Soft Limit */
+            soft_limit?: number | null;
+        };
+        /** BudgetUsageOut */
+        BudgetUsageOut: {
+            /**
+             * Id
+             * Format: uuid
+             */
+            id: string;
+            /** Budget */
+            budget: string;
+            /** Scope */
+            scope: string;
+            /** Metric */
+            metric: string;
+            /** Period */
+            period: string;
+            /** Window */
+            window: string;
+            /** Used */
+            used: number;
+            /** Limit */
+            limit: number;
+            /** Soft Limit */
+            soft_limit: number | null;
+            /**
+             * Reported At
+             * Format: date-time
+             */
+            reported_at: string;
+            /** Gateway Id */
+            gateway_id: string | null;
+        };
         /** BundleRevision */
         BundleRevision: {
             /** Revision */
@@ -3000,6 +3080,13 @@ export interface components {
             /** Next Cursor */
             next_cursor?: string | null;
         };
+        /** Page[BudgetUsageOut] */
+        Page_BudgetUsageOut_: {
+            /** Items */
+            items: components["schemas"]["BudgetUsageOut"][];
+            /** Next Cursor */
+            next_cursor?: string | null;
+        };
         /** Page[BundleRevision] */
         Page_BundleRevision_: {
             /** Items */
@@ -3630,6 +3717,8 @@ export interface components {
             bundle_verification_failures: number;
             /** Last Verification Error */
             last_verification_error?: string | null;
+            /** Budgets */
+            budgets?: components["schemas"]["BudgetReport"][];
         };
         /** Team */
         Team: {
@@ -8122,6 +8211,53 @@ export interface operations {
             };
             /** @description Conflict */
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Unprocessable Entity */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    list_usage_api_v1_usage_get: {
+        parameters: {
+            query?: {
+                /** @description From the previous page. */
+                cursor?: string | null;
+                limit?: number;
+                budget?: string | null;
+                window?: string | null;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Page_BudgetUsageOut_"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Forbidden */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -91,6 +91,8 @@ export type DecisionLog = Schemas["Decision"];
 export type DecisionDetail = Schemas["DecisionDetail"];
 export type Aggregates = Schemas["Aggregates"];
 export type Execution = Schemas["Execution"];
+/** One budget's counter in one period window (GET /api/v1/usage). */
+export type BudgetUsageRow = Schemas["BudgetUsageOut"];
 
 export type Deployment = Schemas["Deployment"];
 export type DeploymentCreated = Schemas["DeploymentCreated"];

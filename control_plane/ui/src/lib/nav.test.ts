@@ -27,6 +27,14 @@ describe("navigation by permission", () => {
   });
 });
 
+describe("usage navigation", () => {
+  it("offers usage and budgets only to roles that may read budgets", () => {
+    // owner, admin and security_admin hold budgets:read (builtin_roles.yaml); a viewer does not.
+    expect(visibleNav(["organization:read", "budgets:read"]).map((i) => i.to)).toEqual(["/dashboard", "/usage"]);
+    expect(visibleNav(["organization:read", "policies:read"]).some((i) => i.to === "/usage")).toBe(false);
+  });
+});
+
 describe("classifyDiff", () => {
   it("classes unified diff lines", () => {
     const kinds = classifyDiff("--- a\n+++ b\n@@ -1 +1 @@\n-old\n+new\n same\n").map((l) => l.kind);

@@ -8,6 +8,7 @@ export interface NavItem {
 
 export const NAV: NavItem[] = [
   { to: "/dashboard", label: "Dashboard", permission: "organization:read", section: "Overview" },
+  { to: "/usage", label: "Usage and budgets", permission: "budgets:read", section: "Overview" },
   { to: "/policies", label: "Policies", permission: "policies:read", section: "Policies" },
   { to: "/simulate", label: "Simulate", permission: "policies:simulate", section: "Policies" },
   { to: "/bundles", label: "Bundle revisions", permission: "bundles:read", section: "Policies" },

@@ -104,3 +104,56 @@ export function useAction<A extends unknown[], R>(action: (...args: A) => Promis
   );
   return { run, busy, error, setError };
 }
+
+export interface AllPages<T> extends Resource<T[]> {
+  /** More pages remained after `maxPages`: the list is incomplete. */
+  truncated: boolean;
+}
+
+/**
+ * Every page of a cursor-paginated collection (at most `maxPages`), reloaded on demand;
+ * a reload keeps showing the last complete list until the new one has arrived.
+ */
+export function useAllPages<T>(path: string | null, maxPages = 20): AllPages<T> {
+  // Kept with the path it answers, so a new filter never shows the previous one's rows.
+  const [result, setResult] = useState<{ path: string; items: T[]; truncated: boolean }>();
+  const [error, setError] = useState<Error | null>(null);
+  const [loading, setLoading] = useState(path !== null);
+  const [tick, setTick] = useState(0);
+  useEffect(() => {
+    if (path === null) return;
+    let live = true;
+    setLoading(true);
+    const sep = path.includes("?") ? "&" : "?";
+    (async () => {
+      const items: T[] = [];
+      let cursor: string | null = null;
+      let pages = 0;
+      do {
+        const page: Page<T> = await api.get<Page<T>>(cursor ? `${path}${sep}cursor=${encodeURIComponent(cursor)}` : path);
+        items.push(...page.items);
+        cursor = page.next_cursor ?? null;
+        pages += 1;
+      } while (cursor !== null && pages < maxPages && live);
+      return { path, items, truncated: cursor !== null };
+    })()
+      .then((loaded) => {
+        if (!live) return;
+        setResult(loaded);
+        setError(null);
+      })
+      .catch((e: Error) => live && setError(e))
+      .finally(() => live && setLoading(false));
+    return () => {
+      live = false;
+    };
+  }, [path, maxPages, tick]);
+  const current = result && result.path === path ? result : undefined;
+  return {
+    data: current?.items,
+    truncated: current?.truncated ?? false,
+    error,
+    loading,
+    reload: useCallback(() => setTick((t) => t + 1), []),
+  };
+}

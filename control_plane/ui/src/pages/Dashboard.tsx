@@ -7,6 +7,9 @@ import { Empty, ErrorMessage, Loading, formatTime } from "../components/ui";
 import { OUTCOME_ORDER, WINDOWS, stackedBars, sumCounts, totalsByKey, windowParams, type WindowKey } from "../lib/dashboard";
 import { HEALTH_TEXT, gatewayHealth } from "../lib/fleet";
 import { useResource } from "../lib/useApi";
+import { topConsumers, windowLabel } from "../lib/usage";
+import { UsageBar } from "../components/UsageBar";
+import { useUsage } from "./Usage";
 
 const SWATCH: Record<string, string> = { allow: "#4caf6a", deny: "#d9534f", require_approval: "#e0a526", other: "#9aa4af" };
 
@@ -140,6 +143,30 @@ function PendingApprovals() {
   );
 }
 
+function BudgetConsumption() {
+  const usage = useUsage(null);
+  const top = usage.data ? topConsumers(usage.data, 5) : [];
+  return (
+    <section className="card" aria-labelledby="budgets-heading">
+      <h2 id="budgets-heading">Budget consumption</h2>
+      <ErrorMessage error={usage.error} />
+      {usage.loading && !usage.data && <Loading />}
+      {usage.data && top.length === 0 && <p className="hint">No budget usage reported yet.</p>}
+      {top.length > 0 && (
+        <ul className="usage-list" data-testid="budget-consumption">
+          {top.map((b) => (
+            <li key={b.budget}>
+              <strong>{b.budget}</strong> <span className="hint">{windowLabel(b.current.window)}</span>
+              <UsageBar row={b.current} compact />
+            </li>
+          ))}
+        </ul>
+      )}
+      <Link to="/usage">{top.length > 0 ? "See usage of every budget" : "Open usage and budgets"}</Link>
+    </section>
+  );
+}
+
 export function DashboardPage() {
   const { can, me } = useAuth();
   const [window, setWindow] = useState<WindowKey>("24h");
@@ -179,8 +206,9 @@ export function DashboardPage() {
         {canDecisions && <TopDenied by="resource" since={params.since} />}
         {can("gateways:read") && <FleetHealth />}
         {can("approvals:read") && <PendingApprovals />}
+        {can("budgets:read") && <BudgetConsumption />}
       </div>
-      {!canDecisions && !can("gateways:read") && !can("approvals:read") && (
+      {!canDecisions && !can("gateways:read") && !can("approvals:read") && !can("budgets:read") && (
         <Empty>Your role has no figures here; use the navigation.</Empty>
       )}
     </section>

@@ -99,19 +99,36 @@ export function WorkloadsPage({ kind }: { kind: Kind }) {
   const [search, setSearch] = useSearchParams();
   const selectedId = search.get("id");
   const creating = search.get("new") !== null;
-  const selected = list.data?.find((w) => w.id === selectedId) ?? null;
+  // What a save answered, until the reloaded list has it: the card stays on screen meanwhile.
+  const [lastSaved, setLastSaved] = useState<Workload[]>([]);
+  const selected = list.data?.find((w) => w.id === selectedId) ?? lastSaved.find((w) => w.id === selectedId) ?? null;
+  // The editor that saved a new workload keeps its state (and its "Saved … v1" confirmation)
+  // when the page switches to that workload; anything else the user opens gets a fresh one.
+  const [savedFrom, setSavedFrom] = useState<{ id: string; key: string } | null>(null);
+  const [blankForms, setBlankForms] = useState(0);
+  const editorKey =
+    selected && savedFrom?.id === selected.id ? savedFrom.key : (selected?.id ?? `new-${blankForms}`);
   const [deleting, setDeleting] = useState(false);
   const [deleteError, setDeleteError] = useState<Error | null>(null);
-  const pick = (id: string | null, isNew = false) => {
+  const select = (id: string | null, isNew: boolean, replace: boolean) => {
     const next = new URLSearchParams();
     if (id) next.set("id", id);
     if (isNew) next.set("new", "");
-    setSearch(next);
+    setSearch(next, { replace });
+  };
+  const pick = (id: string | null, isNew = false) => {
+    setSavedFrom(null);
+    setBlankForms((n) => n + 1);
+    select(id, isNew, false);
   };
   const saved = (applied: WorkloadApplied) => {
     list.reload();
     const first = applied.items.find((w) => w.kind === kind);
-    if (first) pick(first.id);
+    if (!first) return;
+    setLastSaved(applied.items);
+    setSavedFrom({ id: first.id, key: editorKey });
+    // Replaces the "new" entry: going back does not reopen a blank form for what was saved.
+    select(first.id, false, true);
   };
 
   return (
@@ -153,7 +170,7 @@ export function WorkloadsPage({ kind }: { kind: Kind }) {
           {(selected || creating) && (
             <div className="card">
               <h2>{selected ? `${selected.name} v${selected.latest_version}` : `New ${kind}`}</h2>
-              <WorkloadEditor key={selected?.id ?? "new"} collection={collection}
+              <WorkloadEditor key={editorKey} collection={collection}
                 initial={selected ? selected.config : blank(kind)} canSave={can(`${collection}:create`)} onSaved={saved}
                 renderForm={(doc, change, fieldError) =>
                   kind === "agent"
