@@ -426,8 +426,13 @@ def test_design_an_agent_and_a_pipeline_on_its_canvas(control_plane: str, page: 
     expect(source).to_contain_text("name: researcher")
     page.get_by_role("tab", name="Form").click()
     page.get_by_role("button", name="Save agent").click()
-    expect(page.get_by_text("Saved researcher v1")).to_be_visible()
+    # Wait on the durable result: the list, reloaded from the server, has the saved version
+    # and the page now shows it. Its confirmation must survive that switch (it once vanished
+    # with the "new agent" editor, so a busy machine could miss it).
     expect(page.get_by_role("button", name=re.compile("^researcher v1"))).to_be_visible()
+    expect(page.get_by_role("heading", name="researcher v1")).to_be_visible()
+    expect(page.get_by_role("status").filter(has_text="Saved researcher v1")).to_be_visible()
+    expect(page).to_have_url(re.compile(r"[?&]id=[^&]+$"))
     shot(page, "agent-designer")
 
     nav(page, "Pipelines")
@@ -448,7 +453,11 @@ def test_design_an_agent_and_a_pipeline_on_its_canvas(control_plane: str, page: 
     page.get_by_label("Workers").fill("researcher")
     expect(canvas).to_contain_text("supervisor")
     page.get_by_role("button", name="Save pipeline").click()
-    expect(page.get_by_text("Saved triage v1")).to_be_visible()
+    expect(page.get_by_role("button", name=re.compile("^triage v1"))).to_be_visible()
+    expect(page.get_by_role("heading", name="triage v1")).to_be_visible()
+    expect(page.get_by_role("status").filter(has_text="Saved triage v1")).to_be_visible()
+    expect(page.get_by_role("list", name="Problems")).to_have_count(0)
+    expect(canvas).to_contain_text("supervisor")
     shot(page, "pipeline-canvas")
 
 
@@ -717,3 +726,121 @@ def test_impact_replay_and_the_publish_gate(control_plane: str, page: Page) -> N
     page.get_by_label(re.compile("^Accept the 1 risky change")).check()
     page.get_by_role("dialog").get_by_role("button", name="Publish").click()
     expect(page.get_by_text(re.compile(r"Published bundle revision \d+"))).to_be_visible()
+
+
+# -- usage and budgets (M6 item 7) -------------------------------------------------------------
+
+
+def _budget(
+    name: str,
+    metric: str,
+    window: str,
+    used: float,
+    limit: float,
+    soft_limit: float | None = None,
+) -> dict[str, object]:
+    return {
+        "name": name,
+        "scope": "team:research",
+        "metric": metric,
+        "period": window.split(":")[0],
+        "window": window,
+        "used": used,
+        "limit": limit,
+        "soft_limit": soft_limit,
+    }
+
+
+def test_usage_page_and_budget_consumption_on_the_dashboard(control_plane: str, page: Page) -> None:
+    email = sign_up(page, control_plane, "Cyberdyne")
+    expect(page.get_by_role("region", name="Budget consumption")).to_contain_text(
+        "No budget usage reported yet."
+    )
+    nav(page, "Usage and budgets")
+    empty = page.get_by_text("No budget usage has been reported yet.")
+    expect(empty).to_be_visible()
+    expect(page.get_by_role("link", name="Policies page")).to_be_visible()
+
+    token = httpx.post(
+        f"{control_plane}/api/v1/auth/login", json={"email": email, "password": PASSWORD}
+    ).json()["access_token"]
+    gateway = httpx.post(
+        f"{control_plane}/api/v1/gateways",
+        headers={"Authorization": f"Bearer {token}"},
+        json={"name": "edge", "environment": "prod", "url": "https://edge.example.com"},
+    )
+    assert gateway.status_code == 201, gateway.text
+    bearer = {"Authorization": f"Bearer {gateway.json()['credential']}"}
+    now = datetime.now(UTC)
+    month, last_month = f"month:{now:%Y-%m}", f"month:{now - timedelta(days=31):%Y-%m}"
+    day = f"day:{now:%Y-%m-%d}"
+
+    def report(budgets: list[dict[str, object]]) -> None:
+        status = httpx.post(
+            f"{control_plane}/api/v1/gateways/self/status",
+            headers=bearer,
+            json={"instance": "sidecar-1", "budgets": budgets},
+        )
+        assert status.status_code == 204, status.text
+
+    # Last month's window, then the current ones, as the sidecar reports them.
+    report([_budget("spend", "cost_usd", last_month, 480, 500, 400)])
+    report(
+        [
+            _budget("spend", "cost_usd", month, 450, 500, 400),
+            _budget("ci-runs", "executions", day, 1000, 1000),
+            _budget("research-tokens", "tokens", day, 12_000, 100_000, 80_000),
+        ]
+    )
+
+    page.get_by_role("button", name="Refresh").click()
+    spend = page.get_by_role("article", name="spend")
+    expect(spend).to_contain_text("$450.00 of $500.00 (90%)")
+    expect(spend.get_by_test_id("usage-state")).to_have_text("over the soft limit")
+    expect(spend).to_contain_text("soft limit $400.00")
+    expect(spend).to_contain_text(f"Current window: {month.replace(':', ' ')}")
+    expect(spend).to_contain_text(re.compile(r"reported \d+ s ago"))
+    meter = spend.get_by_role("meter")
+    expect(meter).to_have_attribute("aria-valuetext", re.compile("over the soft limit"))
+    ci_runs = page.get_by_role("article", name="ci-runs")
+    expect(ci_runs).to_contain_text("1,000 executions of 1,000 executions (100%)")
+    expect(ci_runs.get_by_test_id("usage-state")).to_have_text("at or over the limit")
+    tokens = page.get_by_role("article", name="research-tokens")
+    expect(tokens.get_by_test_id("usage-state")).to_have_text("within budget")
+    expect(tokens).to_contain_text("12,000 tokens of 100,000 tokens (12%)")
+    # Most consumed first.
+    expect(page.get_by_role("article")).to_have_count(3)
+    expect(page.get_by_role("article").first).to_have_accessible_name("ci-runs")
+
+    # The history of a budget: last month's window, kept after the period rolled over.
+    spend.get_by_text("Earlier windows (1)").click()
+    history = spend.get_by_role("row", name=re.compile(re.escape(last_month.replace(":", " "))))
+    expect(history).to_contain_text("$480.00")
+    expect(history).to_contain_text("over the soft limit")
+    shot(page, "usage")
+
+    # The filter keeps only one budget, in the URL.
+    page.get_by_label("Budget", exact=True).select_option("spend")
+    expect(page.get_by_role("article")).to_have_count(1)
+    expect(page.get_by_role("article", name="spend")).to_be_visible()
+    assert "budget=spend" in page.url
+    page.reload()
+    expect(page.get_by_label("Budget", exact=True)).to_have_value("spend")
+    expect(page.get_by_role("article")).to_have_count(1)
+
+    # Tablet width: the bars fit and the page still reads.
+    page.set_viewport_size({"width": 820, "height": 1180})
+    expect(page.get_by_role("article", name="spend").get_by_role("meter")).to_be_visible()
+    page.set_viewport_size({"width": 1366, "height": 900})
+
+    # The dashboard's card: the current windows, most consumed first, linking to the page.
+    nav(page, "Dashboard")
+    card = page.get_by_role("region", name="Budget consumption")
+    items = card.get_by_test_id("budget-consumption").get_by_role("listitem")
+    expect(items).to_have_count(3)
+    expect(items.first).to_contain_text("ci-runs")
+    expect(items.first.get_by_test_id("usage-state")).to_have_text("at or over the limit")
+    expect(card).to_contain_text("$450.00 of $500.00")
+    shot(page, "dashboard-budgets")
+    card.get_by_role("link", name="See usage of every budget").click()
+    expect(page.get_by_role("heading", name="Usage and budgets", level=1)).to_be_visible()
