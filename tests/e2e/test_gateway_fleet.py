@@ -14,12 +14,11 @@ agent from the gateway.
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import secrets
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,7 @@ import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
-from tests.conftest import PASSWORD, REDIS_PREFIX, REDIS_URL, PostgresDatabases
+from tests.conftest import PASSWORD
 from tests.e2e import sidecar_procs as procs
 
 pytestmark = pytest.mark.skipif(
@@ -77,27 +76,6 @@ spec:
   pattern: sequential
   agents: [support-bot, summariser]
 """
-
-
-@pytest.fixture
-async def database(postgres_databases: PostgresDatabases) -> str:
-    return await postgres_databases.create(f"gwfleet_{secrets.token_hex(3)}")
-
-
-@pytest.fixture
-def control_plane(database: str, tmp_path: Path) -> Iterator[procs.ControlPlane]:
-    cp = procs.ControlPlane.configured(
-        tmp_path / "cp",
-        database_url=database,
-        redis_url=REDIS_URL,
-        redis_prefix=f"{REDIS_PREFIX}gwfleet:",
-        master_key=base64.b64encode(secrets.token_bytes(32)).decode(),
-    )
-    cp.start()
-    try:
-        yield cp
-    finally:
-        cp.stop()
 
 
 def _eventually_or_none(check: Callable[[], Any], timeout: float) -> Any:

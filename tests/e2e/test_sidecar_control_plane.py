@@ -10,17 +10,15 @@ start the control plane again → the decision logs buffered meanwhile arrive, n
 
 from __future__ import annotations
 
-import base64
-import secrets
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.conftest import PASSWORD, REDIS_PREFIX, REDIS_URL, PostgresDatabases
+from tests.conftest import PASSWORD
 from tests.e2e import sidecar_procs as procs
 
 pytestmark = pytest.mark.skipif(
@@ -45,27 +43,6 @@ spec:
     import rego.v1
     deny contains "agent %(paused)s is paused" if input.resource.id == "agent:%(paused)s"
 """
-
-
-@pytest.fixture
-async def database(postgres_databases: PostgresDatabases) -> str:
-    return await postgres_databases.create(f"fleet_{secrets.token_hex(3)}")
-
-
-@pytest.fixture
-def control_plane(database: str, tmp_path: Path) -> Iterator[procs.ControlPlane]:
-    cp = procs.ControlPlane.configured(
-        tmp_path / "cp",
-        database_url=database,
-        redis_url=REDIS_URL,
-        redis_prefix=f"{REDIS_PREFIX}fleet:",
-        master_key=base64.b64encode(secrets.token_bytes(32)).decode(),
-    )
-    cp.start()
-    try:
-        yield cp
-    finally:
-        cp.stop()
 
 
 def _eventually(check: Callable[[], bool], timeout: float, what: str) -> float:
