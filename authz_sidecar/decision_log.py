@@ -3,9 +3,11 @@
 `append` writes the record's line with one `os.write` before it returns, so a killed
 process loses nothing it appended (the page cache survives the process); a background
 task fsyncs every `fsync_interval` for power loss. `ship_forever` posts batches to
-`/api/v1/decisions/ingest` in order and moves a persisted acknowledged position
-(`ack.json`, replaced atomically) only after a 200; fully acknowledged segments are
-deleted. Ingest is idempotent by `decision_id`, so a resend after a crash is harmless.
+`/api/v1/decisions/ingest` one at a time, in order, and moves a persisted acknowledged
+position (`ack.json`, replaced atomically) only after a 200; fully acknowledged segments are
+deleted. While a batch is in flight the shipper reads the next one and persists the previous
+acknowledgement, so neither disk nor fsync waits sit between two requests. Ingest is
+idempotent by `decision_id`, so a resend after a crash is harmless.
 
 One directory per worker process (`…/decision-log/worker-N`): an exclusive lock on it
 refuses a second writer. When the unacknowledged backlog reaches `max_backlog_bytes`,
@@ -152,13 +154,16 @@ class DecisionLog:
         self.directory.mkdir(parents=True, exist_ok=True)
         self._lock_fd = self._take_lock()
         try:
-            self._ack = self._recover()
+            self._ack = self._recover()  # persisted: where a restart resumes
             self._segment = self._next_index()
             self._fd = self._open_segment(self._segment)
         except BaseException:
             os.close(self._lock_fd)
             raise
         self._segment_size = 0
+        self._sent = self._ack  # acknowledged by the control plane, maybe not yet persisted
+        self._prefetch: asyncio.Future[_Batch | None] | None = None
+        self._persisting: asyncio.Future[None] | None = None
 
     # -- appending ---------------------------------------------------------------------------
 
@@ -381,16 +386,26 @@ class DecisionLog:
                 else:
                     retry.reset()
         finally:
+            self._drop_prefetch()
+            if self._persisting is not None:  # let an acknowledgement being written land
+                with contextlib.suppress(OSError):
+                    await self._settle()
             if client is None:
                 await http.aclose()
 
     async def _ship_one(
         self, http: httpx.AsyncClient, url: str, headers: dict[str, str]
     ) -> _Outcome:
-        pending = await asyncio.to_thread(self._read_batch, self._batch_size)
+        pending = await self._next_batch()
         if pending is None:
+            await self._settle()
             return _Outcome.IDLE
         if pending.lines:
+            # While this batch is in flight: read the next one and (in `_settle`'s task)
+            # persist the previous acknowledgement. Batches still go one at a time, in order.
+            self._prefetch = asyncio.ensure_future(
+                asyncio.to_thread(self._read_batch, pending.end, self._batch_size)
+            )
             try:
                 response = await http.post(url, content=_body(pending.lines), headers=headers)
             except httpx.HTTPError as exc:
@@ -398,19 +413,51 @@ class DecisionLog:
                 return _Outcome.FAILED
             if response.status_code == 413 and self._batch_size > 1:
                 self._batch_size = max(1, self._batch_size // 2)
+                self._drop_prefetch()
                 logger.warning("decision ingest: batch too large; now %d records", self._batch_size)
                 return _Outcome.SHIPPED
             if response.status_code != 200:
                 self._ship_failed(_describe(response))
                 return _Outcome.FAILED
             self._count_acknowledged(response, len(pending.lines))
-        await asyncio.to_thread(self._acknowledge, pending)
-        await self._release_space(pending)
+        await self._settle()  # acknowledgements are persisted in order, one at a time
+        self._sent = pending.end
+        self._persisting = asyncio.ensure_future(self._persist(pending))
         return _Outcome.SHIPPED
 
-    def _read_batch(self, limit: int) -> _Batch | None:
-        """The next run of complete lines after the acknowledged position (in a thread)."""
-        start = self._ack
+    async def _next_batch(self) -> _Batch | None:
+        """The batch after the last acknowledged one: prefetched if that read still fits."""
+        prefetch, self._prefetch = self._prefetch, None
+        if prefetch is not None:
+            batch = await prefetch
+            if batch is not None and batch.start == self._sent:
+                return batch
+        return await asyncio.to_thread(self._read_batch, self._sent, self._batch_size)
+
+    def _drop_prefetch(self) -> None:
+        if self._prefetch is not None:
+            self._prefetch.cancel()  # the thread finishes its read; the result is unused
+            self._prefetch = None
+
+    async def _persist(self, batch: _Batch) -> None:
+        await asyncio.to_thread(self._acknowledge, batch)
+        await self._release_space(batch)
+
+    async def _settle(self) -> None:
+        """Wait for the acknowledgement being persisted; if that failed, resend from the
+        last persisted position (the control plane drops what it already holds)."""
+        persisting, self._persisting = self._persisting, None
+        if persisting is None:
+            return
+        try:
+            await persisting
+        except OSError:
+            self._sent = self._ack
+            self._drop_prefetch()
+            raise
+
+    def _read_batch(self, start: _Position, limit: int) -> _Batch | None:
+        """The next run of complete lines from `start` (in a thread)."""
         sealed = start.segment < self._segment  # read before the file: a sealed one is final
         path = self.directory / _segment_name(start.segment)
         lines: list[bytes] = []

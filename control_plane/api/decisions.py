@@ -3,16 +3,29 @@ chain verification for auditors; retention for owners."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Annotated
 
+import pydantic_core
 from fastapi import APIRouter, Depends, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
+from pydantic import ValidationError
 from sqlalchemy import select
 
 from control_plane.api.deps import Cursor, DatabaseDep, GatewayDep, Limit, Tenant, requires
 from control_plane.db.models import Execution
-from control_plane.db.partitions import ensure_partitions
-from control_plane.errors import NotFound
+from control_plane.db.partitions import (
+    ensure_partitions,
+    forget_partitions,
+    missing_partition,
+    months_needed,
+    partition_name,
+)
+from control_plane.db.session import Database
+from control_plane.errors import Invalid, NotFound
 from control_plane.schemas import decisions as schemas
 from control_plane.schemas import fleet
 from control_plane.schemas.base import Page, QueryText
@@ -30,6 +43,27 @@ VerifyChain = Annotated[Tenant, Depends(requires("audit_events", "verify"))]
 SetRetention = Annotated[Tenant, Depends(requires("organization", "update"))]
 ReadExecutions = Annotated[Tenant, Depends(requires("executions", "read"))]
 ERRORS: dict[int | str, dict[str, object]] = {401: {}, 403: {}, 404: {}, 413: {}, 422: {}}
+INGEST_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["decisions"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "decisions": {
+                            "type": "array",
+                            "maxItems": 1000,
+                            "items": schemas.IngestRecord.model_json_schema(),
+                        }
+                    },
+                }
+            }
+        },
+    }
+}
 OPA_BODY = {
     "requestBody": {
         "required": True,
@@ -46,17 +80,54 @@ OPA_BODY = {
 }
 
 
-@router.post("/api/v1/decisions/ingest", responses=ERRORS)
+@router.post("/api/v1/decisions/ingest", responses=ERRORS, openapi_extra=INGEST_BODY)
 async def ingest_decisions(
-    body: fleet.DecisionBatch, identity: GatewayDep, db: DatabaseDep
+    request: Request, identity: GatewayDep, db: DatabaseDep
 ) -> fleet.IngestResult:
     """Store a sidecar's batch of decisions; idempotent by `decision_id`."""
+    body = _ingest_batch(await request.body())
     times = [record.time for record in body.decisions]
     ingest.check_times(times, "decisions")
-    await ensure_partitions(db.engine, times)
-    async with db.session(identity.organization_id) as session:
-        accepted, duplicates = await ingest.decisions(session, identity, body.decisions)
+
+    async def store() -> tuple[int, int]:
+        async with db.session(identity.organization_id) as session:
+            return await ingest.decisions(session, identity, body.decisions)
+
+    accepted, duplicates = await _into_partitions(db, times, store)
     return fleet.IngestResult(accepted=accepted, duplicates=duplicates)
+
+
+def _ingest_batch(raw: bytes) -> schemas.IngestBatch:
+    try:
+        document = pydantic_core.from_json(raw)  # the fastest parser at hand, to Python
+    except ValueError:
+        try:  # the standard parser also takes lone surrogates, which ingest then names
+            document = json.loads(raw)
+        except ValueError:
+            raise Invalid(
+                "body: not JSON", details=[{"field": "body", "message": "not JSON"}]
+            ) from None
+    try:
+        return schemas.IngestBatch.model_validate(document)
+    except ValidationError as error:
+        errors = error.errors(include_url=False, include_input=False)
+        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in errors]) from None
+
+
+async def _into_partitions(
+    db: Database, times: list[datetime], store: Callable[[], Awaitable[tuple[int, int]]]
+) -> tuple[int, int]:
+    """Run `store` once the partitions of `times` exist; again if one was dropped meanwhile
+    by another process (this one remembers which partitions it saw for a minute)."""
+    await ensure_partitions(db.engine, times)
+    try:
+        return await store()
+    except Exception as error:
+        if not missing_partition(error):
+            raise
+    forget_partitions(partition_name(month) for month in months_needed(times))
+    await ensure_partitions(db.engine, times)
+    return await store()
 
 
 @router.post("/api/v1/decisions/opa", responses=ERRORS, openapi_extra=OPA_BODY)
@@ -72,14 +143,18 @@ async def ingest_opa_decisions(
     events = ingest.opa_events(raw)
     ingest.check_times([e.timestamp for e in events], "body")
     rows = ingest.opa_rows(identity, events)
-    await ensure_partitions(db.engine, [row["time"] for row in rows])
-    accepted = duplicates = 0
-    async with db.session(identity.organization_id) as session:
-        for start in range(0, len(rows), 1000):
-            new, again = await ingest.store_decisions(
-                session, identity.organization_id, rows[start : start + 1000], "body"
-            )
-            accepted, duplicates = accepted + new, duplicates + again
+
+    async def store() -> tuple[int, int]:
+        accepted = duplicates = 0
+        async with db.session(identity.organization_id) as session:
+            for start in range(0, len(rows), 1000):
+                new, again = await ingest.store_decisions(
+                    session, identity.organization_id, rows[start : start + 1000], "body"
+                )
+                accepted, duplicates = accepted + new, duplicates + again
+        return accepted, duplicates
+
+    accepted, duplicates = await _into_partitions(db, [row["time"] for row in rows], store)
     return fleet.IngestResult(accepted=accepted, duplicates=duplicates)
 
 

@@ -10,8 +10,11 @@ lock so concurrent creators do not race; expiry drops whole partitions
 from __future__ import annotations
 
 import re
+import time
+import weakref
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from math import inf
 from typing import Any
 
 from sqlalchemy import Connection, text
@@ -47,7 +50,7 @@ def partition_month(name: str) -> datetime | None:
 def months_needed(times: Iterable[datetime]) -> list[datetime]:
     """The months of `times`, each with the month after it (created ahead)."""
     months: set[datetime] = set()
-    for moment in times:
+    for moment in set(times):  # a batch's times are often few distinct ones
         month = month_of(moment)
         months.update((month, next_month(month)))
     return sorted(months)
@@ -83,17 +86,43 @@ def _missing(connection: Connection, names: list[str]) -> list[str]:
     return sorted(row[0] for row in rows)
 
 
+# Partitions this process saw exist, by engine, with when it checked: an ingest of the same
+# months skips the catalogue round trip. Expiry here forgets what it drops; one dropped by
+# another process is noticed within `_RECHECK_SECONDS` (until then its inserts fail and are
+# retried by the sender).
+_RECHECK_SECONDS = 60.0
+_seen: weakref.WeakKeyDictionary[AsyncEngine, dict[str, float]] = weakref.WeakKeyDictionary()
+
+
 async def ensure_partitions(engine: AsyncEngine, times: Iterable[datetime]) -> list[str]:
     """Make sure the partitions for `times` exist, in a short transaction of their own.
 
-    One cheap catalogue query when they already do; returns the partitions it created."""
+    Nothing when this process checked them in the last minute; one cheap catalogue query
+    when they already exist; returns the partitions it created."""
     if engine.dialect.name != "postgresql":
         return []
-    months = months_needed(times)
-    if not months:
+    names = {partition_name(m): m for m in months_needed(times)}
+    seen = _seen.setdefault(engine, {})
+    now = time.monotonic()
+    if all(now - seen.get(name, -inf) < _RECHECK_SECONDS for name in names):
         return []
     async with engine.begin() as connection:
-        return await connection.run_sync(create_partitions, months)
+        created = await connection.run_sync(create_partitions, list(names.values()))
+    seen.update(dict.fromkeys(names, now))
+    return created
+
+
+def missing_partition(error: BaseException) -> bool:
+    """Whether `error` is PostgreSQL finding no partition for a row (one dropped meanwhile)."""
+    return getattr(error, "sqlstate", None) == "23514" and "no partition" in str(error)
+
+
+def forget_partitions(names: Iterable[str]) -> None:
+    """Partitions just dropped: the next ingest into their months checks the catalogue."""
+    dropped = set(names)
+    for seen in list(_seen.values()):
+        for name in dropped:
+            seen.pop(name, None)
 
 
 def list_partitions(connection: Connection) -> list[tuple[str, datetime]]:

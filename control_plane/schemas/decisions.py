@@ -17,7 +17,7 @@ from pydantic import (
 )
 
 from control_plane.schemas.base import Output, QueryText
-from control_plane.schemas.fleet import Identifier
+from control_plane.schemas.fleet import BIG, Identifier
 
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 LATEST = datetime(9998, 12, 31, tzinfo=UTC)
@@ -158,6 +158,29 @@ class RetentionUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     retention_days: int = Field(ge=1, le=36500)
+
+
+class IngestRecord(BaseModel):
+    """One decision as a sidecar logged it. Only the envelope is typed: `input` and
+    `result` are kept as sent (masked at source) and the search columns taken from them."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    decision_id: Identifier
+    time: datetime
+    input: dict[str, Any]
+    result: dict[str, Any]
+    duration_us: int | None = Field(default=None, ge=0, le=BIG)
+    # PostgreSQL text cannot hold NUL.
+    instance: Annotated[str, StringConstraints(max_length=200, pattern=r"^[^\x00]*$")] | None = None
+
+
+class IngestBatch(BaseModel):
+    """`POST /api/v1/decisions/ingest`: up to 1,000 decisions, stored in this order."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    decisions: list[IngestRecord] = Field(max_length=1000)
 
 
 class OpaEvent(BaseModel):

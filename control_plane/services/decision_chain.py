@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from control_plane.db.base import utcnow
 from control_plane.db.models import DecisionChain, DecisionLog
-from control_plane.db.partitions import list_partitions, month_of, next_month
+from control_plane.db.partitions import forget_partitions, list_partitions, month_of, next_month
 from control_plane.db.session import SYSTEM, Database
 from control_plane.services import audit
 from control_plane.services.audit import Actor
@@ -63,6 +63,31 @@ CHAINED = (
 SessionFactory = Callable[[], AbstractAsyncContextManager[AsyncSession]]
 
 
+_ENCODER = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+)
+_JSON_COLUMNS = ("input", "result")
+
+
+def _layout(names: Sequence[str]) -> list[str | tuple[str, ...]]:
+    """`names` with each run of scalar columns grouped (encoded as one object) and the
+    JSON columns alone (their text may come encoded already)."""
+    layout: list[str | tuple[str, ...]] = []
+    for name in names:
+        if name in _JSON_COLUMNS:
+            layout.append(name)
+        elif layout and isinstance(layout[-1], tuple):
+            layout[-1] = (*layout[-1], name)
+        else:
+            layout.append((name,))
+    return layout
+
+
+_SORTED = sorted(CHAINED)
+_HEAD = _layout(_SORTED[: _SORTED.index("sequence")])
+_TAIL = _layout(_SORTED[_SORTED.index("sequence") + 1 :])
+
+
 def _plain(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.astimezone(UTC).isoformat()
@@ -71,12 +96,52 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def encode(value: Any) -> str:
+    """Canonical JSON text of one value: sorted keys, no whitespace, not ASCII-escaped;
+    raises ValueError on NaN or infinity."""
+    return _ENCODER.encode(_plain(value))
+
+
+@dataclass(frozen=True)
+class Canonical:
+    """A record's canonical JSON around its `sequence`, which is known only under the chain
+    lock: everything else is encoded before the lock is taken."""
+
+    head: bytes
+    tail: bytes
+
+    def with_sequence(self, sequence: int) -> bytes:
+        return b'%s,"sequence":%d,%s' % (self.head, sequence, self.tail)
+
+
+def _members(
+    record: Mapping[str, Any], layout: list[str | tuple[str, ...]], encoded: Mapping[str, str]
+) -> str:
+    parts = []
+    for item in layout:
+        if isinstance(item, tuple):  # `{…}` of the run, braces dropped: its members in order
+            parts.append(_ENCODER.encode({name: _plain(record[name]) for name in item})[1:-1])
+        else:
+            text = encoded[item] if item in encoded else encode(record[item])
+            parts.append(f'"{item}":{text}')
+    return ",".join(parts)
+
+
+def prepare(record: Mapping[str, Any], encoded: Mapping[str, str] | None = None) -> Canonical:
+    """`record` (all but its sequence) canonically encoded; `encoded` holds the `encode`d
+    text of JSON columns already encoded (ingest stores that same text).
+
+    Raises ValueError on NaN or infinity and UnicodeEncodeError on a lone surrogate."""
+    done = encoded or {}
+    return Canonical(
+        ("{" + _members(record, _HEAD, done)).encode(),
+        (_members(record, _TAIL, done) + "}").encode(),
+    )
+
+
 def canonical(record: Mapping[str, Any]) -> bytes:
-    """Sorted keys, no whitespace, UTF-8; raises ValueError on NaN or infinity."""
-    document = {name: _plain(record[name]) for name in CHAINED}
-    return json.dumps(
-        document, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    ).encode()
+    """Every chained column as one JSON object: sorted keys, no whitespace, UTF-8."""
+    return prepare(record).with_sequence(record["sequence"])
 
 
 def link(prev_hash: str, record: Mapping[str, Any]) -> str:
@@ -113,13 +178,18 @@ async def lock_chain(session: AsyncSession, organization_id: uuid.UUID) -> Decis
     return chain
 
 
-def append(chain: DecisionChain, rows: Sequence[dict[str, Any]]) -> None:
-    """Give `rows` (new records, in ingest order) their sequence and chain hash."""
+def append(
+    chain: DecisionChain, rows: Sequence[dict[str, Any]], prepared: Sequence[Canonical]
+) -> None:
+    """Give `rows` (new records in ingest order, each with its `prepare`d form) their
+    sequence and chain hash."""
     sequence, prev = chain.head_sequence, chain.head_hash
-    for row in rows:
+    for row, form in zip(rows, prepared, strict=True):
         sequence += 1
         row["sequence"] = sequence
-        row["chain_hash"] = prev = link(prev, row)
+        row["chain_hash"] = prev = hashlib.sha256(
+            prev.encode() + form.with_sequence(sequence)
+        ).hexdigest()
     chain.head_sequence, chain.head_hash = sequence, prev
 
 
@@ -370,6 +440,7 @@ async def expire(db: Database, *, now: datetime | None = None) -> ExpiryReport:
     if whole is not None:
         async with db.engine.begin() as connection:
             report.dropped_partitions = await connection.run_sync(_drop_partitions, whole)
+        forget_partitions(report.dropped_partitions)
     return report
 
 
