@@ -231,15 +231,15 @@ class BundleSync:
     async def _not_found(self, client: httpx.AsyncClient, scope: str) -> float:
         self._contact()
         if self.gateway is None:
-            # A configured scope that is not this gateway's also answers 404: say so once.
             await self._discover(client)
-            if self.gateway is not None and self.gateway.get("bundle_scope") != scope:
-                self._failed(
-                    f"configured bundle scope {scope!r} is not this gateway's "
-                    f"({self.gateway.get('bundle_scope')!r}); fix the sidecar's scope setting",
-                    logging.ERROR,
-                )
-                return self.backoff.maximum
+        # A configured scope that is not this gateway's also answers 404: say so.
+        if self.gateway is not None and self.gateway.get("bundle_scope") != scope:
+            self._failed(
+                f"configured bundle scope {scope!r} is not this gateway's "
+                f"({self.gateway.get('bundle_scope')!r}); fix the sidecar's scope setting",
+                logging.ERROR,
+            )
+            return self.backoff.maximum
         logger.info(
             "no bundle published yet for scope %s; asking again in %.0f s",
             scope,

@@ -50,10 +50,10 @@ def _verify(bundle: Path, url: str, scope: str) -> subprocess.CompletedProcess[s
 
 
 def test_author_simulate_publish_and_verify_the_bundle(
-    running_up: tuple[str, subprocess.Popen[str]],  # noqa: F811
+    running_up: tuple[str, subprocess.Popen[str], str],  # noqa: F811
     tmp_path: Path,
 ) -> None:
-    url, _process = running_up
+    url, _process, _gateway = running_up
     with httpx.Client(base_url=url, timeout=30) as http:
         signup = http.post(
             "/api/v1/auth/signup",

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from gateways.deployments import DeploymentError, SyncedDeploymentSource  # noqa: TID251
+from policy.bundle_store import BundleStore
 from policy.compiler import CompileContext, compile_policy
 from policy.policy_set import PolicySet
 from policy.workloads import parse_workload_source
@@ -44,6 +45,11 @@ def _deploy(running: Running, revision: int, **agents: dict[str, Any]) -> None:
     standin.publish(revision)
 
 
+def _persisted_revision(directory: Path) -> int | None:
+    stored = BundleStore(directory, scope=ORG).load_last_known_good()
+    return stored.revision_number if stored is not None else None
+
+
 def _served(source: SyncedDeploymentSource) -> set[str] | None:
     try:
         return set(source.current().agents)
@@ -70,7 +76,7 @@ async def test_serves_its_own_deployments_and_restarts_without_the_control_plane
 
         _deploy(control_plane, 2, mine=_entry("mine", ["gw-1"]), more=_entry("more", ["gw-1"]))
         await until(lambda: _served(source) == {"mine", "more"})
-        await until(lambda: (tmp_path / "last-known-good.json").exists())
+        await until(lambda: _persisted_revision(tmp_path) == 2)  # written after enforcing
     finally:
         await source.stop()
 

@@ -317,7 +317,7 @@ async def test_a_configured_scope_that_is_not_this_gateways_is_named(
     control_plane.standin.publish(1)
     store = BundleStore(tmp_path, scope="org-someone-else")
     sync = fast_sync(store, control_plane.url)
-    with caplog.at_level(logging.ERROR, logger="authz_sidecar.sync"):
+    with caplog.at_level(logging.ERROR, logger="policy.bundle_sync"):
         async with background(sync.run()):
             await until(lambda: sync.failures >= 1)
     assert store.current is None
@@ -358,7 +358,7 @@ async def test_tampered_bundle_is_refused_while_the_old_one_keeps_serving(
             kid=standin.kid,
             scope=ORG,
         )
-        with caplog.at_level(logging.ERROR, logger="authz_sidecar.sync"):
+        with caplog.at_level(logging.ERROR, logger="policy.bundle_sync"):
             standin.publish(2, tampered)
             await until(lambda: sync.refused == 1)
             await asyncio.sleep(0.5)
@@ -398,7 +398,7 @@ async def test_refused_credential_backs_off_with_an_actionable_error(
     control_plane.standin.publish(1)
     store = BundleStore(tmp_path)
     sync = fast_sync(store, control_plane.url, token="kgw_revoked-secret")
-    with caplog.at_level(logging.ERROR, logger="authz_sidecar.sync"):
+    with caplog.at_level(logging.ERROR, logger="policy.bundle_sync"):
         async with background(sync.run()):
             await until(lambda: sync.failures >= 3)
     assert store.current is None
