@@ -150,6 +150,15 @@ def link(prev_hash: str, record: Mapping[str, Any]) -> str:
 
 async def lock_chain(session: AsyncSession, organization_id: uuid.UUID) -> DecisionChain:
     """The organisation's chain row, created on first use, locked until the transaction ends."""
+    locked = (
+        select(DecisionChain)
+        .where(DecisionChain.organization_id == organization_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    chain = await session.scalar(locked)
+    if chain is not None:
+        return chain
     values = {
         "id": uuid.uuid4(),
         "organization_id": organization_id,
@@ -165,16 +174,12 @@ async def lock_chain(session: AsyncSession, organization_id: uuid.UUID) -> Decis
         if session.get_bind().dialect.name == "postgresql"
         else sqlite.insert(table)
     )
+    # A concurrent first ingest may have made it meanwhile: then this waits for its lock.
     await session.execute(
         insert.values(**values).on_conflict_do_nothing(index_elements=["organization_id"])
     )
-    chain = await session.scalar(
-        select(DecisionChain)
-        .where(DecisionChain.organization_id == organization_id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    )
-    assert chain is not None  # inserted above or already there
+    chain = await session.scalar(locked)
+    assert chain is not None  # inserted above or by a concurrent first ingest
     return chain
 
 

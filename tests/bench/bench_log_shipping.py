@@ -158,12 +158,14 @@ class Rig:
     def sidecar(self, home: Path) -> Any:
         return procs.start_sidecar(home, procs.free_port(), procs.free_port(), **self.env)
 
-    def run(self, name: str, first: int, faults: bool) -> tuple[float, int, int]:
+    def run(self, name: str, first: int, faults: bool) -> tuple[float, float, int, int]:
+        """(records/s from the sidecar's launch, records/s once it was up, stored, rows)."""
         home = self.home / name
         ids = asyncio.run(_fill(home / "sidecar" / "decision-log" / "worker-0", first, RECORDS))
         before = self.database.count()
         started = time.perf_counter()
         sidecar = self.sidecar(home)
+        up, stored_when_up = time.perf_counter(), self.database.count() - before
         try:
             if faults:
 
@@ -178,11 +180,12 @@ class Rig:
                 time.sleep(1.0)  # the sidecar keeps deciding and buffering meanwhile
                 self.cp.start()
             _until(lambda: self.database.count() - before >= RECORDS, 600, "every record")
-            elapsed = time.perf_counter() - started
+            finished = time.perf_counter()
         finally:
             procs.stop(sidecar)
         stored, rows = self.database.stored(ids)
-        return RECORDS / elapsed, stored, rows
+        shipping = (RECORDS - stored_when_up) / (finished - up)
+        return RECORDS / (finished - started), shipping, stored, rows
 
     def close(self) -> None:
         self.cp.stop()
@@ -196,18 +199,26 @@ def main() -> None:
             rig = Rig(Path(tmp), database)
             try:
                 print(f"{RECORDS:,} decisions per run; sidecar → control plane → PostgreSQL")
-                print(f"{'run':<8} {'records/s':>11} {'stored':>8} {'rows':>8}  lost  dup")
+                print(
+                    f"{'run':<8} {'records/s':>11} {'once up':>9} {'stored':>8} {'rows':>8}"
+                    "  lost  dup"
+                )
                 rates = {}
                 for index, (name, faults) in enumerate((("clean", False), ("faults", True))):
-                    rate, stored, rows = rig.run(name, index * RECORDS, faults)
+                    rate, shipping, stored, rows = rig.run(name, index * RECORDS, faults)
                     rates[name] = rate
                     print(
-                        f"{name:<8} {rate:>11,.0f} {stored:>8,} {rows:>8,}  "
+                        f"{name:<8} {rate:>11,.0f} {shipping:>9,.0f} {stored:>8,} {rows:>8,}  "
                         f"{RECORDS - stored:>4} {rows - stored:>4}"
                     )
                 print(
                     f"faults ÷ clean: {rates['faults'] / rates['clean']:.2f} "
                     "(the faults run includes a sidecar restart and a control-plane restart)"
+                )
+                print(
+                    "records/s counts from the sidecar's launch; 'once up' from when it answered "
+                    "/healthz (its start-up, ~1 s here, left out; in the faults run the restarts "
+                    "stay in)"
                 )
                 print("goal: ≥ 10,000 decisions/s with zero lost and zero duplicated")
             finally:
