@@ -15,6 +15,7 @@ import pytest
 
 from authz_sidecar import decision_log as module  # noqa: TID251
 from authz_sidecar.decision_log import ACK, DecisionLog  # noqa: TID251
+from policy.bundle_store import write_atomically
 from policy.bundle_sync import Backoff
 from tests.unit.sidecar_sync.test_decision_log import CP, record, until
 
@@ -111,7 +112,7 @@ async def test_cancelled_mid_stream_a_new_instance_resends_at_most_one_batch(
 async def test_a_failed_acknowledgement_write_resends_rather_than_skips(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = module.write_atomically
+    real = write_atomically
     failures = iter([False, True, False])
 
     def flaky(target: Path, body: bytes) -> None:
