@@ -7,6 +7,7 @@ KAIZEN_TEST_REDIS_URL). Never skipped: if they are down, the tests fail and say 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
 import secrets
@@ -22,6 +23,7 @@ import pytest
 import redis.asyncio as aioredis
 from fastapi import FastAPI
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 
 from control_plane.app import create_app
 from control_plane.db.base import Base
@@ -137,12 +139,22 @@ async def production_stack(
 async def _reset(stack: Stack) -> None:
     """Empty every table but the key ring, and the key-value store."""
     tables = [t.name for t in reversed(Base.metadata.sorted_tables) if t.name != "signing_keys"]
-    async with stack.db.session(SYSTEM) as session:
-        if stack.db.is_sqlite:
-            for table in tables:
-                await session.execute(text(f"DELETE FROM {table}"))  # noqa: S608  (our table names)
-        else:
-            await session.execute(text(f"TRUNCATE {', '.join(tables)} CASCADE"))
+    # The app's background workers (webhook outbox, approval expiry, replay runner) may hold
+    # a row lock when TRUNCATE asks for its table lock; PostgreSQL then picks one side of
+    # the deadlock to fail. The reset is the side to retry.
+    for attempt in range(5):
+        try:
+            async with stack.db.session(SYSTEM) as session:
+                if stack.db.is_sqlite:
+                    for table in tables:
+                        await session.execute(text(f"DELETE FROM {table}"))  # noqa: S608
+                else:
+                    await session.execute(text(f"TRUNCATE {', '.join(tables)} CASCADE"))
+            break
+        except DBAPIError as error:
+            if attempt == 4 or "deadlock" not in str(error):
+                raise
+            await asyncio.sleep(0.1 * (attempt + 1))
     if stack.settings.redis_url:
         client = aioredis.Redis.from_url(stack.settings.redis_url)
         keys = [k async for k in client.scan_iter(f"{REDIS_PREFIX}*")]
