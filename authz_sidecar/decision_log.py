@@ -46,6 +46,8 @@ logger = logging.getLogger(__name__)
 MASK = "***"
 MiB = 1024 * 1024
 ACK = "ack.json"
+# Records the control plane refused as invalid (422), one by one: kept here, never dropped.
+REJECTED = "rejected.ndjson"
 _LOCK = ".lock"
 _SEGMENT = re.compile(r"^(\d{20})\.ndjson$")
 _MAX_BATCH_BYTES = 8 * MiB  # one ingest request stays well under any sane body limit
@@ -139,12 +141,15 @@ class DecisionLog:
         self.failures = 0
         self.backpressure = 0  # appends that had to wait for the shipper
         self.skipped = 0  # unreadable lines (torn or corrupt) left out of shipping
+        self.rejected = 0  # records the control plane refused as invalid, kept in REJECTED
         self.last_error: str | None = None
         self.last_shipped: datetime | None = None
         self._closed = False
         self._episode = False
         self._waiting = 0
         self._batch_size = 1000
+        self._isolating = 0  # records still to send one by one after a refused batch
+        self._full_batch = 1000
         self._space = asyncio.Condition()
         self._new_data = asyncio.Event()
         self._dirty = asyncio.Event()
@@ -416,14 +421,52 @@ class DecisionLog:
                 self._drop_prefetch()
                 logger.warning("decision ingest: batch too large; now %d records", self._batch_size)
                 return _Outcome.SHIPPED
-            if response.status_code != 200:
+            if response.status_code == 422:
+                if len(pending.lines) > 1:
+                    self._isolate(len(pending.lines), _describe(response))
+                    return _Outcome.SHIPPED
+                await asyncio.to_thread(self._reject, pending.lines[0], _describe(response))
+            elif response.status_code != 200:
                 self._ship_failed(_describe(response))
                 return _Outcome.FAILED
-            self._count_acknowledged(response, len(pending.lines))
+            else:
+                self._count_acknowledged(response, len(pending.lines))
+            self._isolated(len(pending.lines))
         await self._settle()  # acknowledgements are persisted in order, one at a time
         self._sent = pending.end
         self._persisting = asyncio.ensure_future(self._persist(pending))
         return _Outcome.SHIPPED
+
+    def _isolate(self, count: int, why: str) -> None:
+        """A refused batch: send its records one by one to find the ones refused."""
+        logger.warning(
+            "decision ingest refused a batch of %d (%s); sending them one by one", count, why
+        )
+        self._drop_prefetch()
+        if not self._isolating:
+            self._full_batch = self._batch_size
+        self._isolating, self._batch_size = count, 1
+
+    def _isolated(self, count: int) -> None:
+        if self._isolating:
+            self._isolating = max(0, self._isolating - count)
+            if not self._isolating:
+                self._batch_size = self._full_batch
+
+    def _reject(self, line: bytes, why: str) -> None:
+        """Keep a record the control plane refuses as invalid beside the log and move on:
+        one bad record must not stop every later decision from shipping (in a thread)."""
+        path = self.directory / REJECTED
+        with path.open("ab") as handle:
+            handle.write(line + b"\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        self.rejected += 1
+        logger.error(
+            "decision ingest refused a record as invalid (%s); kept in %s, shipping goes on",
+            why,
+            path,
+        )
 
     async def _next_batch(self) -> _Batch | None:
         """The batch after the last acknowledged one: prefetched if that read still fits."""

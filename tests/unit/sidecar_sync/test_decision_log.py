@@ -13,7 +13,13 @@ from typing import Any
 import httpx
 import pytest
 
-from authz_sidecar.decision_log import ACK, MASK, DecisionLog, DecisionLogBusy  # noqa: TID251
+from authz_sidecar.decision_log import (  # noqa: TID251
+    ACK,
+    MASK,
+    REJECTED,
+    DecisionLog,
+    DecisionLogBusy,
+)
 from policy.bundle_sync import Backoff
 
 CP = "http://cp.test"
@@ -272,3 +278,42 @@ async def test_flush_makes_appends_durable_and_close_rejects_more(tmp_path: Path
     await log.close()
     with pytest.raises(RuntimeError, match="closed"):
         await log.append(record(1))
+
+
+class Picky(Ingest):
+    """Refuses, as the control plane does, a batch holding a record it cannot store (422)."""
+
+    def handler(self, request: httpx.Request) -> httpx.Response:
+        decisions = json.loads(request.content)["decisions"]
+        for index, decision in enumerate(decisions):
+            if decision["input"].get("poison"):
+                return httpx.Response(
+                    422,
+                    json={
+                        "error": {
+                            "code": "invalid",
+                            "message": "invalid decision batch",
+                            "details": [{"field": f"decisions.{index}.input"}],
+                        }
+                    },
+                )
+        return super().handler(request)
+
+
+async def test_a_record_the_control_plane_refuses_is_kept_aside_and_shipping_goes_on(
+    tmp_path: Path,
+) -> None:
+    log = DecisionLog(tmp_path)
+    for n in range(30):
+        await log.append(record(n, poison=n == 7))
+    ingest = Picky()
+    async with shipping(log, ingest, batch=10):
+        await until(lambda: log.backlog == 0)
+        for n in range(30, 35):  # back to whole batches afterwards
+            await log.append(record(n))
+        await until(lambda: log.backlog == 0)
+    await log.close()
+    assert ingest.ids == [f"d-{n:06d}" for n in range(35) if n != 7]  # in order, none lost
+    assert log.rejected == 1
+    kept = (tmp_path / REJECTED).read_bytes().splitlines()
+    assert [json.loads(line)["decision_id"] for line in kept] == ["d-000007"]
