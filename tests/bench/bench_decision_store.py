@@ -300,10 +300,12 @@ def generation_rate() -> float:
 class Accounts:
     def __init__(self, url: str) -> None:
         self.http = httpx.Client(base_url=url, timeout=120)
-        owner = self._signup("Bench")
+        self.owner_email = f"owner-{secrets.token_hex(3)}@example.com"
+        owner = self._signup("Bench", self.owner_email)
         self.organization = uuid.UUID(owner["organization_id"])
         self.owner = {"Authorization": f"Bearer {owner['access_token']}"}
-        self.other = uuid.UUID(self._signup("Other")["organization_id"])
+        other = self._signup("Other", f"owner-{secrets.token_hex(3)}@example.com")
+        self.other = uuid.UUID(other["organization_id"])
         gateway = self.http.post(
             "/api/v1/gateways",
             json={"name": "edge", "environment": "prod", "url": "http://127.0.0.1:1"},
@@ -311,24 +313,28 @@ class Accounts:
         )
         gateway.raise_for_status()
         self.gateway = uuid.UUID(gateway.json()["id"])
-        email = f"auditor-{secrets.token_hex(3)}@example.com"
+        self.auditor_email = f"auditor-{secrets.token_hex(3)}@example.com"
         self.http.post(
             "/api/v1/users",
-            json={"email": email, "password": PASSWORD, "role": "auditor"},
+            json={"email": self.auditor_email, "password": PASSWORD, "role": "auditor"},
             headers=self.owner,
         ).raise_for_status()
+        self.auditor: dict[str, str] = {}
+
+    def login(self) -> None:
+        """Fresh access tokens (a large load outlasts the first ones)."""
+        self.owner = self._login(self.owner_email)
+        self.auditor = self._login(self.auditor_email)
+
+    def _login(self, email: str) -> dict[str, str]:
         login = self.http.post("/api/v1/auth/login", json={"email": email, "password": PASSWORD})
         login.raise_for_status()
-        self.auditor = {"Authorization": f"Bearer {login.json()['access_token']}"}
+        return {"Authorization": f"Bearer {login.json()['access_token']}"}
 
-    def _signup(self, organization: str) -> dict[str, Any]:
+    def _signup(self, organization: str, email: str) -> dict[str, Any]:
         response = self.http.post(
             "/api/v1/auth/signup",
-            json={
-                "email": f"owner-{secrets.token_hex(3)}@example.com",
-                "password": PASSWORD,
-                "organization": organization,
-            },
+            json={"email": email, "password": PASSWORD, "organization": organization},
         )
         response.raise_for_status()
         body: dict[str, Any] = response.json()
@@ -605,6 +611,7 @@ def main() -> None:
             made = generation_rate()
             print(f"loading {plan.total:,} rows ...", flush=True)
             load_rate, analyze_s = asyncio.run(load(url, plan))
+            accounts.login()
             asyncio.run(_measure(url, accounts, plan, load_rate, analyze_s, made, end))
     finally:
         if replica is not None and replica.process is not None:
