@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -119,7 +119,6 @@ def create_app(
     settings: Settings | None = None,
     *,
     migrate: bool = True,
-    on_ready: Callable[[], None] | None = None,
 ) -> FastAPI:
     settings = settings or Settings()
 
@@ -146,8 +145,6 @@ def create_app(
         configure_notifications(db, settings)
         app.state.notifier = Notifier(db, settings, lambda: app.state.secrets)
         await app.state.notifier.start()
-        if on_ready:
-            on_ready()
         try:
             yield
         finally:
