@@ -198,6 +198,16 @@ def _save_demo(path: Path, demo: Demo) -> None:
         json.dump(demo.__dict__, handle, indent=2)
 
 
+def _still_valid(control_plane: str, demo: Demo) -> bool:
+    """Whether the saved demo's gateway credential is still this control plane's."""
+    answer = httpx.get(
+        f"{control_plane}/api/v1/gateways/self",
+        headers={"Authorization": f"Bearer {demo.gateway_credential}"},
+        timeout=10,
+    )
+    return answer.status_code == 200
+
+
 def create_demo(control_plane: str, gateway_url: str) -> Demo:
     """The demo organisation, made through the public API as any client would."""
     with httpx.Client(base_url=control_plane, timeout=60) as http:
@@ -340,6 +350,15 @@ def run(settings: Settings, *, envoy_port: int = 10000) -> int:
         envoy = _envoy_config(home, ports)
         front = f"http://127.0.0.1:{ports.envoy if envoy else ports.gateway}"
         demo = _load_demo(home / DEMO_FILE)
+        if demo is not None and not _still_valid(cp, demo):
+            stale = home / f"{DEMO_FILE}.stale"
+            (home / DEMO_FILE).replace(stale)
+            # The old gateway's bundles and unshipped decisions belong to an organisation
+            # this database no longer has: the new gateway must not serve or ship them.
+            for runtime in ("sidecar", "gateway"):
+                shutil.rmtree(home / runtime, ignore_errors=True)
+            print(f"the saved demo no longer matches this database; moved it to {stale}")
+            demo = None
         new = demo is None
         if demo is None:
             demo = create_demo(cp, front)
