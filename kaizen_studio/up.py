@@ -355,8 +355,8 @@ def run(settings: Settings, *, envoy_port: int = 10000) -> int:
             (home / DEMO_FILE).replace(stale)
             # The old gateway's bundles and unshipped decisions belong to an organisation
             # this database no longer has: the new gateway must not serve or ship them.
-            for runtime in ("sidecar", "gateway"):
-                shutil.rmtree(home / runtime, ignore_errors=True)
+            for state in ("sidecar", "gateway"):
+                shutil.rmtree(home / state, ignore_errors=True)
             print(f"the saved demo no longer matches this database; moved it to {stale}")
             demo = None
         new = demo is None
