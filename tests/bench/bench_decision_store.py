@@ -56,11 +56,9 @@ from control_plane.services.replay import _as_logged
 from policy.compiler import CompileContext, compile_policy
 from policy.engine import DecisionEngine
 from policy.policy_set import PolicySet
+from tests.bench.postgres import throwaway_database
 from tests.e2e import sidecar_procs as procs
 
-POSTGRES_URL = os.environ.get(
-    "KAIZEN_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
-)
 REDIS_URL = os.environ.get("KAIZEN_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 DECISIONS = int(os.environ.get("KAIZEN_BENCH_DECISIONS", "1000000"))
 OTHER_SHARE = 10  # the second organisation stores N / 10
@@ -531,19 +529,6 @@ def _shapes(plan: Load, day0: datetime, search: Search) -> dict[str, Callable[[i
     }
 
 
-async def _database(name: str | None = None, drop: bool = False) -> str:
-    admin = await asyncpg.connect(POSTGRES_URL.replace("postgresql+asyncpg", "postgresql"))
-    try:
-        if drop:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            return ""
-        name = f"kaizen_bench_{secrets.token_hex(4)}"
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        return name
-    finally:
-        await admin.close()
-
-
 def _report(
     load_rate: float,
     analyze_s: float,
@@ -587,11 +572,10 @@ def _report(
 
 
 def main() -> None:
-    database = asyncio.run(_database())
-    url = POSTGRES_URL.rsplit("/", 1)[0] + "/" + database
     replica = None
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
+    with throwaway_database() as database, tempfile.TemporaryDirectory() as tmp:
+        url = database.url
+        try:
             replica = procs.ControlPlane.configured(
                 Path(tmp) / "cp",
                 database_url=url,
@@ -613,10 +597,9 @@ def main() -> None:
             load_rate, analyze_s = asyncio.run(load(url, plan))
             accounts.login()
             asyncio.run(_measure(url, accounts, plan, load_rate, analyze_s, made, end))
-    finally:
-        if replica is not None and replica.process is not None:
-            replica.stop()
-        asyncio.run(_database(database, drop=True))
+        finally:
+            if replica is not None and replica.process is not None:
+                replica.stop()
 
 
 async def _measure(

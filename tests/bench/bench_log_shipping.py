@@ -35,11 +35,9 @@ import httpx
 
 from authz_sidecar.decision_log import DecisionLog  # noqa: TID251
 from tests.bench.bench_decision_log import MASK, decision
+from tests.bench.postgres import ThrowawayDatabase, throwaway_database
 from tests.e2e import sidecar_procs as procs
 
-POSTGRES_URL = os.environ.get(
-    "KAIZEN_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
-)
 REDIS_URL = os.environ.get("KAIZEN_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 RECORDS = int(os.environ.get("KAIZEN_BENCH_RECORDS", "60000"))
 POLICY = """\
@@ -50,7 +48,6 @@ spec:
     - name: agent-user
       permissions: [{resource: "agent:*", actions: [invoke]}]
 """
-ADMIN_DSN = POSTGRES_URL.replace("postgresql+asyncpg", "postgresql")
 
 
 async def _fill(directory: Path, first: int, count: int) -> set[str]:
@@ -65,31 +62,18 @@ async def _fill(directory: Path, first: int, count: int) -> set[str]:
 
 
 class Database:
-    def __init__(self) -> None:
-        self.name = f"kaizen_bench_{secrets.token_hex(4)}"
-        self.url = POSTGRES_URL.rsplit("/", 1)[0] + "/" + self.name
+    """What the bench reads back from the throw-away database the control plane writes."""
+
+    def __init__(self, database: ThrowawayDatabase) -> None:
+        self.url, self._dsn = database.url, database.dsn
         self._loop = asyncio.new_event_loop()
         self._poller: asyncpg.Connection | None = None
-
-    def create(self) -> None:
-        asyncio.run(self._admin(f'CREATE DATABASE "{self.name}"'))
-
-    def drop(self) -> None:
-        self.close()
-        asyncio.run(self._admin(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)'))
-
-    async def _admin(self, statement: str) -> None:
-        admin = await asyncpg.connect(ADMIN_DSN)
-        try:
-            await admin.execute(statement)
-        finally:
-            await admin.close()
 
     def stored(self, ids: set[str]) -> tuple[int, int]:
         """(how many of `ids` are stored, how many rows hold them — more means duplicates)."""
 
         async def query() -> tuple[int, int]:
-            connection = await asyncpg.connect(ADMIN_DSN.rsplit("/", 1)[0] + "/" + self.name)
+            connection = await asyncpg.connect(self._dsn)
             try:
                 rows = await connection.fetch(
                     "SELECT decision_id FROM decision_logs WHERE decision_id = ANY($1::text[])",
@@ -109,7 +93,7 @@ class Database:
 
         async def query() -> int:
             if self._poller is None:
-                self._poller = await asyncpg.connect(ADMIN_DSN.rsplit("/", 1)[0] + "/" + self.name)
+                self._poller = await asyncpg.connect(self._dsn)
             return int(
                 await self._poller.fetchval(
                     "SELECT coalesce(sum(head_sequence), 0) FROM decision_chains"
@@ -206,10 +190,9 @@ class Rig:
 
 
 def main() -> None:
-    database = Database()
-    database.create()
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
+    with throwaway_database() as throwaway, tempfile.TemporaryDirectory() as tmp:
+        database = Database(throwaway)
+        try:
             rig = Rig(Path(tmp), database)
             try:
                 print(f"{RECORDS:,} decisions per run; sidecar → control plane → PostgreSQL")
@@ -237,8 +220,8 @@ def main() -> None:
                 print("goal: ≥ 10,000 decisions/s with zero lost and zero duplicated")
             finally:
                 rig.close()
-    finally:
-        database.drop()
+        finally:
+            database.close()
 
 
 if __name__ == "__main__":

@@ -31,18 +31,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
 
 from authz_sidecar.engine_holder import EngineHolder  # noqa: TID251
 from policy.budgets import InMemoryBudgetLedger
 from policy.bundle_store import BundleStore
 from policy.bundle_sync import BundleSync
+from tests.bench.postgres import throwaway_database
 from tests.e2e import sidecar_procs as procs
 
-POSTGRES_URL = os.environ.get(
-    "KAIZEN_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
-)
 REDIS_URL = os.environ.get("KAIZEN_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 WATCHERS = 100
 PROCESSES = 4
@@ -175,26 +172,11 @@ def _round(tenant: Tenant, fleet: Fleet) -> tuple[float, list[float]]:
     return took, [at - sent for at in fleet.wait_for(tenant.revision)]
 
 
-async def _database(name: str | None = None, drop: bool = False) -> str:
-    admin = await asyncpg.connect(POSTGRES_URL.replace("postgresql+asyncpg", "postgresql"))
-    try:
-        if drop:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            return ""
-        name = f"kaizen_bench_{secrets.token_hex(4)}"
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        return name
-    finally:
-        await admin.close()
-
-
 def main() -> None:
-    database = asyncio.run(_database())
-    url = POSTGRES_URL.rsplit("/", 1)[0] + "/" + database
-    with tempfile.TemporaryDirectory() as tmp:
+    with throwaway_database() as database, tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp)
         shared = {
-            "database_url": url,
+            "database_url": database.url,
             "redis_url": REDIS_URL,
             "redis_prefix": f"kaizen-bench-{secrets.token_hex(3)}:",
             "master_key": base64.b64encode(secrets.token_bytes(32)).decode(),
@@ -226,7 +208,6 @@ def main() -> None:
             for replica in replicas:
                 if replica.process is not None:
                     replica.stop()
-            asyncio.run(_database(database, drop=True))
 
 
 if __name__ == "__main__":
