@@ -1,17 +1,21 @@
 # The two set-up commands of the README: `make up` runs the product, `make test` the tests.
+# Both work on a fresh machine of our kind: the first run installs what is missing and
+# says so (the venv, the web studio's npm packages; for `make test` also the apt packages
+# and services of scripts/test-deps.sh).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: up test lint bench ui ui-test
+.PHONY: up test test-deps lint bench ui ui-test wheel
 
 # The web studio (control_plane/ui): built into control_plane/ui/dist, served at `/`.
 UI := control_plane/ui
 
 $(BIN)/kaizen-studio: pyproject.toml
+	@echo "make: installing Kaizen Studio and its dependencies into $(VENV) (first run: a few minutes)"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --progress-bar off -e '.[dev]'
 	touch $@
 
 up: $(BIN)/kaizen-studio ui
@@ -19,7 +23,8 @@ up: $(BIN)/kaizen-studio ui
 
 ui:
 	@if command -v npm >/dev/null 2>&1; then \
-	  cd $(UI) && { [ node_modules/.package-lock.json -nt package-lock.json ] || npm ci --no-audit --no-fund; } && npm run build; \
+	  cd $(UI) && { [ node_modules/.package-lock.json -nt package-lock.json ] || { echo "make: installing the web studio's npm packages (first run)"; npm ci --no-audit --no-fund; }; } \
+	  && echo "make: building the web studio" && npm run build; \
 	else \
 	  echo "Node.js/npm not found: the API runs, but the web studio at / is not built."; \
 	  echo "Install Node.js 20 and npm, then run 'make ui'."; \
@@ -29,11 +34,21 @@ ui-test:
 	@command -v npm >/dev/null 2>&1 || { echo "make test needs Node.js 20 and npm for the web studio ($(UI))"; exit 1; }
 	cd $(UI) && npm ci --no-audit --no-fund && npm test && npm run build
 
-test: $(BIN)/kaizen-studio ui-test
+# apt packages (nginx, xmlsec1, chromium) and PostgreSQL/Redis, installed or started when missing.
+test-deps:
+	@scripts/test-deps.sh
+
+# Order matters (no -j): the machine first, then the venv, then the studio the tests serve.
+test: test-deps $(BIN)/kaizen-studio ui-test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/pytest
+
+# A wheel with the built web studio and the Envoy template inside (see tests/e2e/test_wheel.py).
+wheel: $(BIN)/kaizen-studio ui
+	@test -f $(UI)/dist/index.html || { echo "make wheel needs the built web studio: install Node.js 20 + npm"; exit 1; }
+	$(BIN)/python -m pip wheel --no-deps --wheel-dir dist .
 
 bench: $(BIN)/kaizen-studio
 	$(BIN)/python -m tests.bench

