@@ -13,6 +13,7 @@ The demo's owner password, API key and gateway credential are written once to
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import secrets
@@ -21,6 +22,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -104,19 +106,34 @@ class Demo:
 
 
 class Supervisor:
-    """Child processes started in order and stopped in reverse."""
+    """Child processes started in order and stopped in reverse.
+
+    Each child leads its own process group (so a terminal's Ctrl-C reaches only `up`, which
+    stops the children in order, and so a child's own children can be swept with it) and
+    gets SIGTERM from the kernel if `up` dies without stopping it (`PR_SET_PDEATHSIG`):
+    even a SIGKILLed `up` leaves nothing running.
+    """
 
     def __init__(self, home: Path) -> None:
         self.logs = home / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
         self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
+        self._forced = False
 
     def start(self, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
         log = (self.logs / f"{name}.log").open("ab")
-        process = subprocess.Popen(  # noqa: S603  (our own executables)
-            args, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        log.close()
+        try:
+            process = subprocess.Popen(  # noqa: S603  (our own executables)
+                args,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                process_group=0,
+                # `up` is single-threaded, where a preexec_fn is safe.
+                preexec_fn=_die_with_parent(os.getpid()),
+            )
+        finally:
+            log.close()
         self.children.append((name, process))
         return process
 
@@ -143,17 +160,61 @@ class Supervisor:
             time.sleep(0.2)
 
     def stop(self) -> None:
+        """Stop every child, last started first; a repeated signal hurries, never abandons.
+
+        While stopping, SIGINT/SIGTERM no longer interrupt this method (an interrupted
+        shutdown is what left children running); they SIGKILL whatever is still running,
+        and this method still waits for every child before returning.
+        """
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, self._force)
         for _name, process in reversed(self.children):
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+            if process.poll() is None and not self._forced:
+                with contextlib.suppress(ProcessLookupError):
+                    process.send_signal(signal.SIGTERM)
+                deadline = time.monotonic() + 10
+                while process.poll() is None and not self._forced:
+                    if time.monotonic() > deadline:
+                        _kill_group(process)
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        process.wait(timeout=0.1)
+            if self._forced:
+                _kill_group(process)
+            process.wait()
+            # What the child started and left behind (the sidecar's workers share its group).
+            _kill_group(process)
+
+    def _force(self, _signum: int, _frame: Any) -> None:
+        self._forced = True
+        for _name, process in self.children:
+            _kill_group(process)
 
     def _log(self, name: str) -> Path:
         return self.logs / f"{name}.log"
+
+
+def _die_with_parent(parent: int) -> Callable[[], None]:
+    """A `preexec_fn`: the child gets SIGTERM when `parent` dies (Linux; elsewhere a no-op)."""
+
+    def arrange() -> None:
+        if not sys.platform.startswith("linux"):
+            return
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return arrange
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _kill_group(process: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the child's process group (the child leads it: its pid is the group id)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
 
 
 def _command(*args: str) -> list[str]:
@@ -334,9 +395,13 @@ def run(settings: Settings, *, envoy_port: int = 10000) -> int:
 
     def on_signal(_signum: int, _frame: Any) -> None:
         nonlocal stopping
+        if stopping:  # already on the way to `finally`; raising again would skip the stop
+            return
         stopping = True
         raise KeyboardInterrupt
 
+    # SIGINT too: the first Ctrl-C or SIGTERM starts the shutdown in `finally`.
+    signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     try:
         supervisor.start(

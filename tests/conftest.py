@@ -3,16 +3,23 @@
 `embedded`: SQLite file + in-process store (what `kaizen-studio up` runs).
 `production`: the real PostgreSQL + the real Redis (KAIZEN_TEST_POSTGRES_URL /
 KAIZEN_TEST_REDIS_URL). Never skipped: if they are down, the tests fail and say why.
+
+The suite also fails if any process it started is still running at its end (see
+`no_process_outlives_the_suite`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import ctypes
 import os
 import secrets
+import signal
+import sys
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +45,56 @@ REDIS_URL = os.environ.get("KAIZEN_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 RUN_ID = secrets.token_hex(4)
 REDIS_PREFIX = f"kaizen-test-{RUN_ID}:"
 PASSWORD = "correct horse battery staple"
+
+
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+def running_descendants(root: int) -> dict[int, str]:
+    """Every live (non-zombie) process below `root`, by pid, with its command line (/proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue  # gone meanwhile
+        # The command name sits in parentheses and may hold spaces: split after the last ")".
+        state, parent = stat[stat.rindex(")") + 2 :].split()[:2]
+        if state not in ("Z", "X"):
+            children.setdefault(int(parent), []).append(int(entry.name))
+    found: dict[int, str] = {}
+    pending = list(children.get(root, []))
+    while pending:
+        pid = pending.pop()
+        try:
+            command = (Path("/proc") / str(pid) / "cmdline").read_bytes()
+        except OSError:
+            continue
+        found[pid] = command.replace(b"\0", b" ").decode(errors="replace").strip()
+        pending.extend(children.get(pid, []))
+    return found
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_process_outlives_the_suite() -> Iterator[None]:
+    """Fail the run, naming them, if processes the tests started are still running at its end.
+
+    pytest becomes a child subreaper, so a process orphaned by its parent (a killed
+    `kaizen-studio up` whose control plane lives on) is re-parented here and still counted.
+    The survivors are killed after being named, so a failed run leaves nothing behind either.
+    """
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    yield
+    survivors = running_descendants(os.getpid())
+    for pid in survivors:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    if survivors:
+        listed = "\n".join(f"  {pid}: {command}" for pid, command in sorted(survivors.items()))
+        pytest.fail(f"processes started by the tests were still running at the end:\n{listed}")
 
 
 class PostgresDatabases:

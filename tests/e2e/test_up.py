@@ -16,6 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.conftest import running_descendants
+
 PASSWORD = "correct horse battery staple"
 
 
@@ -58,9 +60,15 @@ def running_up(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[str], str
         process.kill()
         pytest.fail("kaizen-studio up did not become healthy in 30 s")
     yield url, process, f"http://127.0.0.1:{envoy}"
+    # Stop it as a user would (Ctrl-C), so `up` stops its children; a SIGKILL here is what
+    # used to leave a control plane, a sidecar and a gateway running after the suite.
     if process.poll() is None:
-        process.kill()
-        process.wait()
+        process.send_signal(signal.SIGINT)
+        try:
+            process.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.communicate()
     if process.stdout:
         process.stdout.close()
 
@@ -174,3 +182,72 @@ def test_db_upgrade_creates_the_schema(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "kaizen.db").exists()
+
+
+def _demo_answers(home: Path, gateway: str) -> None:
+    """Wait until `up` has made its demo and the demo agent answers through Envoy."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            demo = json.loads((home / "demo.json").read_text())
+            answer = httpx.post(
+                f"{gateway}/v1/agents/demo-bot/invoke",
+                json={"input": "hello"},
+                headers={"Authorization": f"Bearer {demo['api_key']}"},
+                timeout=10,
+            )
+            if answer.status_code == 200:
+                return
+        except (OSError, ValueError, httpx.TransportError):
+            pass  # not written yet, or not listening yet
+        time.sleep(0.2)
+    pytest.fail("the demo agent never answered through Envoy")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] not in "ZX"
+
+
+def _wait_gone(pids: dict[int, str], timeout: float = 30) -> dict[int, str]:
+    """The processes of `pids` still alive after waiting up to `timeout` for them to end."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(_alive(pid) for pid in pids):
+        time.sleep(0.1)
+    return {pid: command for pid, command in pids.items() if _alive(pid)}
+
+
+def test_a_second_sigterm_to_up_still_stops_every_child(
+    running_up: tuple[str, subprocess.Popen[str], str], tmp_path: Path
+) -> None:
+    _url, process, gateway = running_up
+    _demo_answers(tmp_path / "home", gateway)
+    children = running_descendants(process.pid)
+    names = " ".join(children.values())
+    for role in ("control-plane", "sidecar", "gateway", "envoy"):
+        assert role in names, children
+    envoy = next(pid for pid, command in children.items() if "envoy" in command.split()[0])
+
+    process.send_signal(signal.SIGTERM)
+    # The second SIGTERM lands while `up` is stopping the others (Envoy, stopped first, is
+    # gone): it used to abandon the shutdown there and leave the rest running.
+    assert not _wait_gone({envoy: children[envoy]})
+    process.send_signal(signal.SIGTERM)
+    process.communicate(timeout=30)
+    assert _wait_gone(children) == {}, "children of up outlived it"
+
+
+def test_a_killed_up_takes_its_children_with_it(
+    running_up: tuple[str, subprocess.Popen[str], str], tmp_path: Path
+) -> None:
+    _url, process, gateway = running_up
+    _demo_answers(tmp_path / "home", gateway)
+    children = running_descendants(process.pid)
+    assert len(children) >= 4, children
+
+    process.kill()  # no chance to stop anything: the kernel must (PR_SET_PDEATHSIG)
+    process.communicate(timeout=30)
+    assert _wait_gone(children) == {}, "children of a killed up kept running"
