@@ -24,6 +24,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,8 @@ from control_plane.settings import Settings
 
 DEMO_FILE = "demo.json"
 DEMO_EMAIL = "owner@demo.example.com"
-ENVOY_TEMPLATE = Path(__file__).resolve().parents[1] / "deploy" / "envoy" / "envoy.yaml"
+# Package data (deploy/envoy/envoy.yaml, linked into the package), so an installed wheel has it.
+ENVOY_TEMPLATE = resources.files("kaizen_studio") / "data" / "envoy.yaml"
 DEMO_POLICY = """\
 kind: RolePolicy
 metadata: {name: agent-access}
@@ -316,8 +318,10 @@ def _envoy_config(home: Path, ports: Ports) -> Path | None:
         if Path(sys.executable).with_name("envoy").exists()
         else None
     )
-    if binary is None or not ENVOY_TEMPLATE.exists():
+    if binary is None:
         return None
+    if not ENVOY_TEMPLATE.is_file():
+        raise UpError(f"the Envoy template {ENVOY_TEMPLATE} is missing: reinstall kaizen-studio")
     text = ENVOY_TEMPLATE.read_text()
     for name, value in (
         ("LISTEN_PORT", ports.envoy),
