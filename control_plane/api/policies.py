@@ -149,7 +149,7 @@ async def run_tests(
 
 @router.post("/publish", status_code=201, responses=ERRORS)
 async def publish(
-    body: schemas.PublishRequest, tenant: Publish, request: Request
+    tenant: Publish, request: Request, body: schemas.PublishRequest | None = None
 ) -> schemas.BundleRevision:
     """Validate the drafts, run their tests, compile and sign a new bundle revision.
 
@@ -157,6 +157,7 @@ async def publish(
     `require_replay_before_publish` on, so is a draft set without a clean replay, unless
     `accept_replay` names a completed replay of it (an audited acknowledgement).
     """
+    body = body or schemas.PublishRequest()  # the contract needs no body: all fields default
     async with tenant.session() as session:
         versions = await replay.publish_gate(
             session, tenant.organization_id, tenant.actor, accept_replay=body.accept_replay

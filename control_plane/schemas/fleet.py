@@ -77,6 +77,19 @@ class BudgetReport(Input):
     soft_limit: float | None = Field(default=None, allow_inf_nan=False, ge=0, le=1e15)
 
 
+class BudgetOut(Output):
+    """A budget in force: from a BudgetPolicy of the current bundle revision."""
+
+    name: str
+    scope: str
+    metric: str
+    period: str
+    limit: float
+    soft_limit: float | None
+    actions: list[str]
+    bundle_revision: int
+
+
 class BudgetUsageOut(Output):
     id: uuid.UUID
     budget: str

@@ -33,6 +33,7 @@ from policy.compiler import CompileContext, CompiledPolicy, CompileError, compil
 from policy.documents import parse_policy_source
 from policy.engine import DecisionEngine
 from policy.errors import BundleError, PolicyValidationError
+from policy.models import Budget
 from policy.policy_set import PolicySet
 from policy.rego_compile import RegoCompileError
 from policy.testrunner import PolicyTestReport, run_policy_tests
@@ -164,6 +165,15 @@ async def current_revision(session: AsyncSession) -> BundleRevision | None:
         select(BundleRevision).order_by(BundleRevision.revision.desc()).limit(1)
     )
     return row
+
+
+async def published_budgets(session: AsyncSession) -> tuple[int | None, list[Budget]]:
+    """The budgets of the current bundle revision (what sidecars enforce), by name."""
+    revision = await current_revision(session)
+    if revision is None:
+        return None, []
+    budgets = _policy_set(await _sources(session, revision.policies)).budgets
+    return revision.revision, sorted(budgets, key=lambda budget: budget.name)
 
 
 # -- validating and writing ----------------------------------------------------------------
