@@ -38,6 +38,9 @@ ui-test:
 test-deps:
 	@scripts/test-deps.sh
 
+# The suite's PostgreSQL and Redis (also what test_ui.py runs its control plane on).
+test: export KAIZEN_TEST_POSTGRES_URL ?= postgresql+asyncpg://postgres@127.0.0.1:5432/postgres
+test: export KAIZEN_TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
 # Order matters (no -j): the machine first, then the venv, then the studio the tests serve.
 test: test-deps $(BIN)/kaizen-studio ui-test
 	$(BIN)/ruff check .

@@ -47,27 +47,34 @@ command -v npm >/dev/null 2>&1 \
   || fail "npm is missing: install Node.js 20+ with npm 11 (the web studio's build needs it)"
 
 # -- PostgreSQL and Redis on 127.0.0.1, started when stopped ---------------------------------
-if [ -n "${KAIZEN_TEST_POSTGRES_URL:-}" ] || [ -n "${KAIZEN_TEST_REDIS_URL:-}" ]; then
-  say "using KAIZEN_TEST_POSTGRES_URL / KAIZEN_TEST_REDIS_URL as given; not starting services"
-  exit 0
-fi
+# Only the local ones: a URL pointing elsewhere is the caller's service to run.
+postgres_url="${KAIZEN_TEST_POSTGRES_URL:-postgresql+asyncpg://postgres@127.0.0.1:5432/postgres}"
+redis_url="${KAIZEN_TEST_REDIS_URL:-redis://127.0.0.1:6379/0}"
 
-if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
-  command -v pg_ctlcluster >/dev/null 2>&1 && [ -d /etc/postgresql ] \
-    || fail "PostgreSQL is not running on 127.0.0.1:5432 and not installed (apt-get install -y postgresql; trust auth for 127.0.0.1)"
-  say "starting PostgreSQL"
-  as_root pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | sort -V | tail -1)" main start
-  for _ in $(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done
-  pg_isready -q -h 127.0.0.1 -p 5432 || fail "PostgreSQL did not come up on 127.0.0.1:5432"
-fi
+case "$postgres_url" in
+  *@127.0.0.1:5432/* | *@localhost:5432/*)
+    if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
+      command -v pg_ctlcluster >/dev/null 2>&1 && [ -d /etc/postgresql ] \
+        || fail "PostgreSQL is not running on 127.0.0.1:5432 and not installed (apt-get install -y postgresql; trust auth for 127.0.0.1)"
+      say "starting PostgreSQL"
+      as_root pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | sort -V | tail -1)" main start
+      for _ in $(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done
+      pg_isready -q -h 127.0.0.1 -p 5432 || fail "PostgreSQL did not come up on 127.0.0.1:5432"
+    fi ;;
+  *) say "PostgreSQL: using $postgres_url as given" ;;
+esac
 
-if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
-  command -v redis-server >/dev/null 2>&1 \
-    || fail "Redis is not running on 127.0.0.1:6379 and not installed (apt-get install -y redis-server)"
-  say "starting Redis"
-  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no >/dev/null
-  for _ in $(seq 1 30); do redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && break; sleep 1; done
-  redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 || fail "Redis did not come up on 127.0.0.1:6379"
-fi
+case "$redis_url" in
+  redis://127.0.0.1:6379* | redis://localhost:6379*)
+    if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
+      command -v redis-server >/dev/null 2>&1 \
+        || fail "Redis is not running on 127.0.0.1:6379 and not installed (apt-get install -y redis-server)"
+      say "starting Redis"
+      redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no >/dev/null
+      for _ in $(seq 1 30); do redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && break; sleep 1; done
+      redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 || fail "Redis did not come up on 127.0.0.1:6379"
+    fi ;;
+  *) say "Redis: using $redis_url as given" ;;
+esac
 
 say "nginx, xmlsec1, chromium, npm, PostgreSQL and Redis are ready"
