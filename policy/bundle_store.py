@@ -7,6 +7,12 @@ its scope live together in one file, replaced by an atomic rename, so worker pro
 sharing the directory never read a half-written or mismatched pair; a restart verifies
 that file again before serving it. Without a pinned JWKS the trust in that file is the
 trust of the directory: pin the JWKS (`pinned_jwks`) where the disk is not trusted.
+
+The scope is configuration, or — when none is configured — pinned at first contact and
+kept in the last-known-good file: once a store has a scope it never takes another
+(`pin_scope` refuses). `min_revision` / `not_before` (Unix seconds) are a floor every
+bundle must clear, the last-known-good file included, so a fresh runtime with nothing on
+disk cannot be rolled back to an old, validly signed bundle.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from typing import Any
 from policy.bundle import VerifiedBundle, load_bundle
 from policy.errors import BundleVerificationError
 
-__all__ = ["LAST_KNOWN_GOOD", "BundleStore", "BundleVerificationError"]
+__all__ = ["LAST_KNOWN_GOOD", "BundleStore", "BundleVerificationError", "ScopeMismatch"]
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +42,10 @@ _FORMAT = 1
 Subscriber = Callable[[VerifiedBundle], None]
 
 
+class ScopeMismatch(BundleVerificationError):
+    """Something names a scope other than the one this store is configured for or pinned to."""
+
+
 class BundleStore:
     """The verified bundle in use, its last-known-good copy on disk, and who to tell."""
 
@@ -44,10 +54,15 @@ class BundleStore:
         directory: Path,
         scope: str | None = None,
         pinned_jwks: Mapping[str, Any] | None = None,
+        *,
+        min_revision: int | None = None,
+        not_before: int | None = None,
     ) -> None:
         self.directory = Path(directory)
         self.scope = scope
         self.pinned_jwks = pinned_jwks
+        self.min_revision = min_revision
+        self.not_before = not_before
         self._fetched_jwks: Mapping[str, Any] | None = None
         self._current: VerifiedBundle | None = None
         self._subscribers: list[Subscriber] = []
@@ -78,6 +93,16 @@ class BundleStore:
             raise BundleVerificationError("the JWKS has no 'keys' list")
         self._fetched_jwks = jwks
 
+    def pin_scope(self, scope: str, source: str) -> None:
+        """Adopt `scope` if none is set yet; refuse (ScopeMismatch) one that differs."""
+        if self.scope is None:
+            self.scope = scope
+        elif scope != self.scope:
+            raise ScopeMismatch(
+                f"{source} names bundle scope {scope!r}, but this runtime is bound to scope "
+                f"{self.scope!r} (configured, or pinned at first contact): refused"
+            )
+
     def subscribe(self, callback: Subscriber) -> None:
         self._subscribers.append(callback)
 
@@ -90,7 +115,14 @@ class BundleStore:
             )
         if self.scope is None:
             raise BundleVerificationError("no bundle scope: configure one or discover it first")
-        return load_bundle(data, trust, scope=self.scope, current_revision=self.revision)
+        return load_bundle(
+            data,
+            trust,
+            scope=self.scope,
+            current_revision=self.revision,
+            min_revision=self.min_revision,
+            not_before=self.not_before,
+        )
 
     def install(self, data: bytes, jwks: Mapping[str, Any] | None = None) -> VerifiedBundle:
         """Verify, persist as last-known-good, make current and notify subscribers.
@@ -145,7 +177,9 @@ class BundleStore:
             return None
         trust = self.pinned_jwks if self.pinned_jwks is not None else jwks
         try:
-            verified = load_bundle(data, trust, scope=scope)
+            verified = load_bundle(
+                data, trust, scope=scope, min_revision=self.min_revision, not_before=self.not_before
+            )
         except BundleVerificationError as exc:
             logger.error(
                 "last-known-good bundle %s failed verification, not serving it: %s", path, exc

@@ -39,11 +39,16 @@ class User(Base):
 
 
 class SigningKey(Base):
-    """The control plane's asymmetric keys for access tokens and bundle signatures."""
+    """The control plane's asymmetric keys: the platform's (access tokens, approval grants;
+    `organization_id` NULL) and each organisation's own bundle-signing keys."""
 
     __tablename__ = "signing_keys"
 
     kid: Mapped[str] = mapped_column(String(64), unique=True)
+    # Set: this organisation's bundle key (a sidecar of that scope trusts only these).
+    organization_id: Mapped[uuid.UUID | None] = mapped_column(
+        Uuid, ForeignKey("organizations.id", ondelete="CASCADE"), index=True
+    )
     algorithm: Mapped[str] = mapped_column(String(16))
     public_jwk: Mapped[dict[str, Any]] = mapped_column(JSON)
     # AES-GCM ciphertext of the PKCS#8 private key under the master key.
@@ -277,7 +282,8 @@ class Execution(TenantScoped, Base):
 GLOBAL_MODELS: dict[type[Base], str] = {
     Organization: "the tenant itself; reached only by the id in the caller's credential",
     User: "a person may belong to several organisations; reached through Membership",
-    SigningKey: "platform key material shared by every tenant; public halves are published",
+    SigningKey: "key material read by the key ring for every tenant (platform keys, and each "
+    "organisation's bundle keys by organization_id); public halves are published",
 }
 
 

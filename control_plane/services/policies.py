@@ -429,7 +429,8 @@ async def _release(
     revision = (last or 0) + 1
     sources = await _sources(session, versions)
     context = await compile_context(session, organization_id, keys)
-    kid, signing_key = keys.signer()
+    # The organisation's own key: a sidecar of this scope trusts no other organisation's.
+    kid, signing_key = await keys.bundle_signer(session, organization_id)
     built = await asyncio.to_thread(
         _build,
         sources,
@@ -568,8 +569,9 @@ async def list_revisions(
 async def refresh_everywhere(
     db: Database, keys: KeyRing, *, why: str, issuer: str
 ) -> list[tuple[uuid.UUID, int]]:
-    """Re-sign every organisation's published bundle (after the key ring changed, so the
-    JWKS inside each bundle holds the key new access tokens are signed with)."""
+    """Re-sign every organisation's published bundle (after the key ring changed, so each
+    bundle is signed by its organisation's current key and the JWKS inside it holds the key
+    new access tokens are signed with)."""
     async with db.session(SYSTEM) as session:
         organizations = list(
             await session.scalars(select(BundleRevision.organization_id).distinct())
