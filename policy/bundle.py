@@ -180,6 +180,18 @@ def load_bundle(
     )
 
 
+def claimed_scope(data: bytes, max_bytes: int = MAX_BUNDLE_BYTES) -> str | None:
+    """The scope a bundle's manifest names, read (with the same safe reader) only to choose
+    the scope to verify against; `load_bundle` then makes the signature confirm it."""
+    try:
+        manifest = _json_file(_read_tar(_gunzip(data, max_bytes), max_bytes), MANIFEST)
+    except BundleVerificationError:
+        return None
+    metadata = manifest.get("metadata")
+    scope = metadata.get("scope") if isinstance(metadata, Mapping) else None
+    return scope if isinstance(scope, str) and scope else None
+
+
 def _gunzip(data: bytes, max_bytes: int) -> bytes:
     try:
         with gzip.GzipFile(fileobj=io.BytesIO(data)) as gz:
