@@ -142,20 +142,18 @@ async def download(
     )
 
 
-@router.get("/{scope}/jwks.json", responses=ERRORS)
-async def scope_jwks(
-    scope: str,
-    request: Request,
-    organization_id: Annotated[uuid.UUID, Depends(_reader_organization)],
-) -> dict[str, Any]:
-    """The public keys that sign `scope`'s bundles (your own organisation's) and no others.
+@router.get("/{scope}/jwks.json", responses={404: {}})
+async def scope_jwks(scope: str, request: Request) -> dict[str, Any]:
+    """The public keys that sign `scope`'s bundles, and no other organisation's.
 
-    A sidecar or gateway of this scope pins these (`KAIZEN_SIDECAR_JWKS`,
-    `KAIZEN_GATEWAY_JWKS`) or fetches them with its credential at first contact; a key of
-    another organisation never appears here. Access-token keys are at
-    `/.well-known/jwks.json`.
+    Public, like `/.well-known/jwks.json` (they are public keys; `kaizen-studio bundle
+    verify --jwks URL` in a customer's CI reads them without a credential). A sidecar or
+    gateway of this scope pins them (`KAIZEN_SIDECAR_JWKS`, `KAIZEN_GATEWAY_JWKS`) or
+    fetches them at first contact. Access-token keys are at `/.well-known/jwks.json`.
     """
-    if scope != str(organization_id):
-        raise NotFound("no such bundle scope")
+    try:
+        organization_id = uuid.UUID(scope)
+    except ValueError:
+        raise NotFound("no such bundle scope") from None
     keys: KeyRing = request.app.state.keys
     return await keys.organization_jwks(organization_id)

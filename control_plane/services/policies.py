@@ -584,3 +584,34 @@ async def refresh_everywhere(
         if row is not None:
             refreshed.append((organization_id, row.revision))
     return refreshed
+
+
+async def resign_with_organization_keys(
+    db: Database, keys: KeyRing, *, issuer: str
+) -> list[tuple[uuid.UUID, int]]:
+    """Re-sign each organisation whose current bundle is not signed by one of its own keys
+    (bundles published before per-organisation keys): a sidecar of that scope trusts only
+    the organisation's keys, so without this a fresh one could not load the bundle."""
+    async with db.session(SYSTEM) as session:
+        organizations = list(
+            await session.scalars(select(BundleRevision.organization_id).distinct())
+        )
+    actor = Actor("system", None, "kaizen-studio", None, None)
+    resigned = []
+    for organization_id in organizations:
+        own = {jwk["kid"] for jwk in (await keys.organization_jwks(organization_id))["keys"]}
+        async with db.session(organization_id) as session:
+            current = await current_revision(session)
+            if current is None or current.key_id in own:
+                continue
+            row = await refresh(
+                session,
+                organization_id,
+                actor,
+                keys,
+                why="signed with the organisation's own bundle key",
+                issuer=issuer,
+            )
+        if row is not None:
+            resigned.append((organization_id, row.revision))
+    return resigned
