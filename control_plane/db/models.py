@@ -46,9 +46,9 @@ class SigningKey(Base):
 
     kid: Mapped[str] = mapped_column(String(64), unique=True)
     # Set: this organisation's bundle key (a sidecar of that scope trusts only these).
-    organization_id: Mapped[uuid.UUID | None] = mapped_column(
-        Uuid, ForeignKey("organizations.id", ondelete="CASCADE"), index=True
-    )
+    # No foreign key on purpose: the key ring is global key material, and a cascade from
+    # `organizations` (e.g. TRUNCATE … CASCADE) must never take the platform keys with it.
+    organization_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, index=True)
     algorithm: Mapped[str] = mapped_column(String(16))
     public_jwk: Mapped[dict[str, Any]] = mapped_column(JSON)
     # AES-GCM ciphertext of the PKCS#8 private key under the master key.

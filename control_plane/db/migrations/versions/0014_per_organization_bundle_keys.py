@@ -6,7 +6,8 @@ Create Date: 2026-12-03 08:00:00.000000
 
 A signing key with `organization_id` set signs only that organisation's bundles; the
 platform keys (NULL) keep signing access tokens and approval grants. Existing deployments
-get each organisation's key on its next publish (the key ring creates it).
+get each organisation's key on its next publish (the key ring creates it). No foreign key
+to `organizations`: the key ring is global key material that no cascade may touch.
 """
 
 from collections.abc import Sequence
@@ -26,13 +27,6 @@ def upgrade() -> None:
         batch_op.create_index(
             batch_op.f("ix_signing_keys_organization_id"), ["organization_id"], unique=False
         )
-        batch_op.create_foreign_key(
-            batch_op.f("fk_signing_keys_organization_id_organizations"),
-            "organizations",
-            ["organization_id"],
-            ["id"],
-            ondelete="CASCADE",
-        )
 
 
 def downgrade() -> None:
@@ -40,8 +34,5 @@ def downgrade() -> None:
     # drop those keys with the column (the next publish signs with the platform key again).
     op.execute("DELETE FROM signing_keys WHERE organization_id IS NOT NULL")
     with op.batch_alter_table("signing_keys", schema=None) as batch_op:
-        batch_op.drop_constraint(
-            batch_op.f("fk_signing_keys_organization_id_organizations"), type_="foreignkey"
-        )
         batch_op.drop_index(batch_op.f("ix_signing_keys_organization_id"))
         batch_op.drop_column("organization_id")
