@@ -172,8 +172,21 @@ class Worker:
             budgets=RedisBudgetBatch(self._redis, settings.redis_prefix) if self._redis else None,
         )
         self.http = SidecarHttp(
-            self.authorizer, max_body=settings.sidecar_max_body_bytes, backlog=self._backlog
+            self.authorizer,
+            max_body=settings.sidecar_max_body_bytes,
+            backlog=self._backlog,
+            sync_status=self._sync_status,
         )
+
+    def _sync_status(self) -> dict[str, Any]:
+        """What the bundle sync refused (a foreign scope or key, a replayed old revision)."""
+        sync, store = self.sync, self.store
+        return {
+            "bound_scope": store.scope if store is not None else self.settings.sidecar_scope,
+            "bundle_verification_failures": sync.refused if sync is not None else 0,
+            "last_verification_error": sync.last_refusal if sync is not None else None,
+            "sync_error": sync.last_error if sync is not None else None,
+        }
 
     def _backlog(self) -> int | None:
         return self.decision_log.backlog if self.decision_log is not None else None

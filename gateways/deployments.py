@@ -225,7 +225,13 @@ class SyncedDeploymentSource:
 
     def current(self) -> Deployments:
         if self._current is None:
-            reason = self.last_error or self.sync.last_error or "waiting for the control plane"
+            refused = self.sync.last_refusal
+            reason = (
+                self.last_error
+                or self.sync.last_error
+                or (f"last bundle refused: {refused}" if refused else None)
+                or "waiting for the control plane"
+            )
             raise DeploymentError(f"no verified bundle with deployments yet ({reason})")
         return self._current
 
