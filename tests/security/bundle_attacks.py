@@ -11,8 +11,11 @@ credential. Everything it does not replace is the control plane's own answer.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import gzip
+import io
+import json
 import resource
 import tarfile
 import threading
@@ -23,12 +26,21 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import jwt
 import uvicorn
+from cryptography.hazmat.primitives import serialization
+from sqlalchemy import select
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from control_plane.db.models import SigningKey
+from control_plane.db.session import SYSTEM, Database
+from control_plane.services.crypto import unseal
+from policy.bundle import build_bundle
+from policy.compiler import CompileContext, compile_policy
+from policy.policy_set import PolicySet
 from tests.conftest import PASSWORD
 from tests.e2e import sidecar_procs as procs
 
@@ -105,6 +117,7 @@ class Interceptor:
     bundle: bytes | None = None  # served for every bundle download instead of the real one
     bundle_etag: str = '"999"'
     claim_scope: str | None = None  # rewrites bundle_scope in GET /api/v1/gateways/self
+    jwks: dict[str, Any] | None = None  # served for every JWKS request instead of the real one
     credential: str | None = None  # presented upstream instead of the caller's
     served: int = 0  # replaced bundles handed out
     first_served: int | None = None  # index in `requests` of the first replaced answer
@@ -120,6 +133,10 @@ class Interceptor:
         self.requests.append(f"{request.method} {path}")
         if self.bundle is not None and path.endswith("/bundle.tar.gz"):
             return await self._replaced_bundle(request)
+        if self.jwks is not None and path.endswith("jwks.json"):
+            return Response(
+                httpx.Response(200, json=self.jwks).content, 200, media_type="application/json"
+            )
         headers = {k: v for k, v in request.headers.items() if k.lower() not in {"host", *_HOP}}
         if self.credential is not None:
             headers["authorization"] = f"Bearer {self.credential}"
@@ -186,6 +203,49 @@ def wait_for(check: Callable[[], Any], what: str, timeout: float = 60.0) -> None
             return
         time.sleep(0.05)
     raise AssertionError(f"waited {timeout} s for {what}")
+
+
+# -- a stolen key and what it signs ----------------------------------------------------------
+
+
+def signing_key_of(control_plane: procs.ControlPlane, bundle: bytes) -> tuple[str, Any]:
+    """The private key that signed `bundle`, unsealed from the control plane's database with
+    its master key: what an attacker who compromised that key holds."""
+    files = _bundle_files(bundle)
+    token = json.loads(files[".signatures.json"])["signatures"][0]
+    kid = jwt.get_unverified_header(token)["kid"]
+
+    async def read() -> bytes:
+        db = Database(control_plane.env["KAIZEN_DATABASE_URL"])
+        try:
+            async with db.session(SYSTEM) as session:
+                row = await session.scalar(select(SigningKey).where(SigningKey.kid == kid))
+                assert row is not None, kid
+                return bytes(row.private_key_encrypted)
+        finally:
+            await db.dispose()
+
+    master = base64.b64decode(control_plane.env["KAIZEN_MASTER_KEY"])
+    der = unseal(master, asyncio.run(read()), kid.encode())
+    return kid, serialization.load_der_private_key(der, password=None)
+
+
+def forged_bundle(
+    *, scope: str, kid: str, key: Any, revision: int, grant_to: str, token_jwks: dict[str, Any]
+) -> bytes:
+    """A bundle for `scope` that lets `grant_to` invoke every agent, signed with `key`."""
+    policy = PolicySet.from_sources([("forged.yaml", ROLES % {"email": grant_to})])
+    compiled = compile_policy(policy, CompileContext(organization_id=scope, jwks=token_jwks))
+    return build_bundle(compiled, revision=revision, signing_key=key, kid=kid, scope=scope)
+
+
+def _bundle_files(bundle: bytes) -> dict[str, bytes]:
+    with tarfile.open(fileobj=io.BytesIO(bundle), mode="r:gz") as tar:
+        return {
+            m.name.lstrip("/"): tar.extractfile(m).read()  # type: ignore[union-attr]
+            for m in tar.getmembers()
+            if m.isreg()
+        }
 
 
 # -- the runtimes under attack ---------------------------------------------------------------
