@@ -182,7 +182,13 @@ class Interceptor:
             routes=[Route("/{path:path}", self._forward, methods=["GET", "POST", "PUT"])]
         )
         config = uvicorn.Config(
-            app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off", ws="none"
+            app,
+            host="127.0.0.1",
+            port=self.port,
+            log_level="warning",
+            lifespan="off",
+            ws="none",
+            timeout_graceful_shutdown=1,  # forwarded long-polls are cut, not waited for
         )
         server = uvicorn.Server(config)
         thread = threading.Thread(target=server.run, daemon=True)
@@ -192,7 +198,7 @@ class Interceptor:
             yield self
         finally:
             server.should_exit = True
-            thread.join(10)
+            thread.join(30)
 
 
 def wait_for(check: Callable[[], Any], what: str, timeout: float = 60.0) -> None:
