@@ -19,6 +19,7 @@ Acme's own bundle, so the refusal is the protection at work, not a broken path.
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import httpx
@@ -173,3 +174,48 @@ def test_gateway_with_a_pinned_jwks_refuses_keys_swapped_in_transit(
         attack.wait_for(lambda: gateway.get("/healthz").status_code == 200, "Acme's bundle")
         assert gateway.get("/healthz").json()["bundle_revision"] == "1"
     cp.close()
+
+
+def test_rotating_one_organisations_key_leaves_the_others_and_its_sidecar_follows(
+    control_plane: procs.ControlPlane, tmp_path: Path
+) -> None:
+    """`keys rotate --organization`: a compromised organisation key is replaced without
+    touching any other organisation, and that organisation's sidecar (trusting only its
+    scope's keys) follows the re-signed bundle on its own."""
+    cp, acme, mallory = _tenants(control_plane)
+
+    def jwks(tenant: attack.Tenant) -> set[str]:
+        keys = cp.get(f"/api/v1/bundles/{tenant.organization_id}/jwks.json").json()["keys"]
+        return {key["kid"] for key in keys}
+
+    acme_before, mallory_before = jwks(acme), jwks(mallory)
+    assert len(acme_before) == 1
+    assert acme_before.isdisjoint(mallory_before)
+
+    def rotate(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(procs.BIN / "kaizen-studio"), "keys", "rotate", *args],
+            env=control_plane.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    with attack.sidecar(
+        tmp_path / "sidecar",
+        control_plane.url,
+        acme.credential,
+        KAIZEN_SCOPE=acme.organization_id,
+    ) as sidecar:
+        attack.wait_for(lambda: sidecar.status()["bundle_revision"] == "1", "revision 1")
+        rotated = rotate("--organization", acme.organization_id)
+        assert rotated.returncode == 0, rotated.stderr
+        [new_kid] = jwks(acme) - acme_before
+        assert jwks(mallory) == mallory_before
+        attack.wait_for(lambda: sidecar.status()["key_id"] == new_kid, "the re-signed bundle")
+        assert sidecar.status()["bundle_revision"] == "2"
+
+    refused = rotate("--organization", "not-an-organisation")
+    assert refused.returncode == 2
+    assert "--organization 'not-an-organisation' is not an organisation id" in refused.stderr
