@@ -30,6 +30,7 @@ from typing import Any
 
 from policy.bundle import VerifiedBundle, load_bundle
 from policy.errors import BundleVerificationError
+from policy.keys import endorsed_jwks
 
 __all__ = ["LAST_KNOWN_GOOD", "BundleStore", "BundleVerificationError", "ScopeMismatch"]
 
@@ -68,6 +69,7 @@ class BundleStore:
         self._subscribers: list[Subscriber] = []
         self._swap = threading.Lock()
         self.subscriber_errors = 0
+        self.unendorsed: list[str] = []  # kids of the last JWKS answer not trusted
 
     @property
     def current(self) -> VerifiedBundle | None:
@@ -87,11 +89,37 @@ class BundleStore:
     def pinned(self) -> bool:
         return self.pinned_jwks is not None
 
-    def trust(self, jwks: Mapping[str, Any]) -> None:
-        """Use `jwks` (fetched from the control plane) unless a JWKS is pinned."""
+    def trust(self, jwks: Mapping[str, Any]) -> Mapping[str, Any]:
+        """Take the keys of `jwks` (fetched from the control plane) that this store may trust
+        and return the trust anchors now in force (the pinned JWKS, if one is pinned).
+
+        On first contact (nothing trusted yet, nothing on disk) every key is taken: trust on
+        first use. After that a key is taken only if it is one already trusted or endorsed
+        by one (`policy.keys.endorsed_jwks`): a rotation by the control plane is followed,
+        a key slipped in by anyone answering in its name is not (`unendorsed` names it).
+        An answer with no acceptable key at all leaves the trust as it was.
+        """
         if not isinstance(jwks.get("keys"), list):
             raise BundleVerificationError("the JWKS has no 'keys' list")
-        self._fetched_jwks = jwks
+        if self.pinned_jwks is not None:
+            return self.pinned_jwks
+        if self._fetched_jwks is None:
+            self._fetched_jwks = {"keys": list(jwks["keys"])}
+            self.unendorsed = []
+            return self._fetched_jwks
+        if self.scope is None:
+            raise BundleVerificationError("no bundle scope to check key endorsements against")
+        accepted, self.unendorsed = endorsed_jwks(self._fetched_jwks, jwks, scope=self.scope)
+        if self.unendorsed:
+            logger.error(
+                "the control plane offered bundle key(s) %s for scope %s that no trusted key "
+                "endorses; not trusting them",
+                ", ".join(self.unendorsed),
+                self.scope,
+            )
+        if accepted["keys"]:
+            self._fetched_jwks = accepted
+        return self._fetched_jwks
 
     def pin_scope(self, scope: str, source: str) -> None:
         """Adopt `scope` if none is set yet; refuse (ScopeMismatch) one that differs."""

@@ -3,8 +3,9 @@
 `GET /api/v1/gateways/self` names the bundle scope when none is configured (then it is
 pinned: a later answer naming another scope is refused, as is one contradicting the
 configured scope); `GET /api/v1/bundles/{scope}/jwks.json` — that organisation's bundle
-keys and no one else's — gives the trust anchors when none are pinned (fetched again,
-once, when a bundle does not verify, in case the signing key was rotated); then
+keys and no one else's — gives the trust anchors when none are pinned (trusted on first
+contact; fetched again, once, when a bundle does not verify, in case the signing key was
+rotated, and then a new key is taken only if a trusted key endorses it); then
 `GET /api/v1/bundles/{scope}/bundle.tar.gz` with `If-None-Match` and `Prefer: wait=N`
 returns the next revision as soon as it is published. A refused bundle is logged and the
 store keeps serving the bundle it has.
@@ -258,10 +259,9 @@ class BundleSync:
         if not isinstance(jwks, dict):
             raise ValueError(f"{path} is not a JSON object")
         try:
-            self.store.trust(jwks)
+            return self.store.trust(jwks)
         except BundleVerificationError as exc:
             raise ValueError(f"{path}: {exc}") from None
-        return jwks
 
     async def _poll(self, client: httpx.AsyncClient) -> float:
         scope = self.store.scope
@@ -315,11 +315,11 @@ class BundleSync:
             # A key rotation shows up as an unknown kid: refresh the keys once, then decide.
             jwks = await self.fetch_jwks(client)
             if jwks == before:
-                return self._refuse(first, etag)
+                return self._refuse(self._unendorsed(first), etag)
             try:
                 verified = await asyncio.to_thread(self.store.verify, data, jwks)
             except BundleVerificationError as second:
-                return self._refuse(second, etag)
+                return self._refuse(self._unendorsed(second), etag)
         trusted = self.store.jwks
         # Enforce first, then make it last-known-good: the fsync is off the critical path,
         # and a crash between the two only means a restart serves the previous revision.
@@ -340,6 +340,14 @@ class BundleSync:
             verified.key_id,
         )
         return 0.0
+
+    def _unendorsed(self, error: BundleVerificationError) -> BundleVerificationError:
+        if not self.store.unendorsed:
+            return error
+        return BundleVerificationError(
+            f"{error}; the control plane offered key(s) {', '.join(self.store.unendorsed)} "
+            "that no key this runtime trusts endorses"
+        )
 
     def _refuse(self, error: BundleVerificationError, etag: str | None) -> float:
         self.refused += 1

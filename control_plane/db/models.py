@@ -49,6 +49,10 @@ class SigningKey(Base):
     # No foreign key on purpose: the key ring is global key material, and a cascade from
     # `organizations` (e.g. TRUNCATE … CASCADE) must never take the platform keys with it.
     organization_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, index=True)
+    # Organisation keys: a JWS by the key this one replaced (or, for the organisation's
+    # first key, by the platform key that signed its bundles before), binding the new
+    # public key to the scope, so a runtime that trusts the old key can trust the new one.
+    endorsement: Mapped[str | None] = mapped_column(Text)
     algorithm: Mapped[str] = mapped_column(String(16))
     public_jwk: Mapped[dict[str, Any]] = mapped_column(JSON)
     # AES-GCM ciphertext of the PKCS#8 private key under the master key.

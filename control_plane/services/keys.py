@@ -36,6 +36,7 @@ from control_plane.db.models import Organization, SigningKey
 from control_plane.db.session import SYSTEM, Database
 from control_plane.errors import NotFound, Unavailable
 from control_plane.services.crypto import seal, unseal
+from policy.keys import endorse
 
 ALGORITHM = "EdDSA"
 
@@ -106,19 +107,43 @@ class KeyRing:
 
     async def _rotate(self, session: AsyncSession, organization_id: uuid.UUID | None) -> str:
         now = utcnow()
-        current = await session.scalars(
-            select(SigningKey)
-            .where(SigningKey.retired_at.is_(None))
-            .where(_owned_by(organization_id))
-            .with_for_update()
+        current = list(
+            await session.scalars(
+                select(SigningKey)
+                .where(SigningKey.retired_at.is_(None))
+                .where(_owned_by(organization_id))
+                .order_by(SigningKey.created_at, SigningKey.kid)
+                .with_for_update()
+            )
         )
+        row = self._new_key(organization_id)
+        if organization_id is not None:
+            # The outgoing key vouches for its successor: runtimes that trust it follow.
+            endorser = self._load(current[-1]) if current else None
+            row.endorsement = self._endorsement(row, organization_id, endorser)
         for old in current:
             old.retired_at = now
             old.expires_at = now + self._max_token_ttl
-        row = self._new_key(organization_id)
         session.add(row)
         await session.flush()
         return row.kid
+
+    def _endorsement(
+        self, row: SigningKey, organization_id: uuid.UUID, endorser: LoadedKey | None
+    ) -> str | None:
+        """`row`'s key endorsed by `endorser`, else (an organisation's first key) by the
+        platform key that signed the organisation's bundles before it had keys of its own."""
+        if endorser is None or endorser.private_key is None:
+            endorser = self._signing_key()
+        if endorser is None or endorser.private_key is None:
+            return None
+        return endorse(
+            endorser.private_key,
+            endorser.kid,
+            row.public_jwk,
+            scope=str(organization_id),
+            iat=int(utcnow().timestamp()),
+        )
 
     def _new_key(self, organization_id: uuid.UUID | None) -> SigningKey:
         private = Ed25519PrivateKey.generate()
@@ -152,6 +177,7 @@ class KeyRing:
         )
         if row is None:
             row = self._new_key(organization_id)
+            row.endorsement = self._endorsement(row, organization_id, None)
             session.add(row)
             await session.flush()
         loaded = self._load(row)
@@ -159,14 +185,23 @@ class KeyRing:
         return loaded.kid, loaded.private_key
 
     async def organization_jwks(self, organization_id: uuid.UUID) -> dict[str, Any]:
-        """The public keys that may sign `organization_id`'s bundles, and only those."""
+        """The public keys that may sign `organization_id`'s bundles, and only those, plus
+        every endorsement ever made for them (expired links included: a runtime that was
+        away for several rotations walks the whole chain from the key it trusts)."""
         now = utcnow()
         async with self._db.session(SYSTEM) as session:
-            rows = await session.scalars(
-                select(SigningKey).where(SigningKey.organization_id == organization_id)
+            rows = list(
+                await session.scalars(
+                    select(SigningKey)
+                    .where(SigningKey.organization_id == organization_id)
+                    .order_by(SigningKey.created_at, SigningKey.kid)
+                )
             )
-            keys = [r.public_jwk for r in rows if r.expires_at is None or r.expires_at > now]
-        return {"keys": sorted(keys, key=lambda jwk: str(jwk["kid"]))}
+        keys = [r.public_jwk for r in rows if r.expires_at is None or r.expires_at > now]
+        return {
+            "keys": sorted(keys, key=lambda jwk: str(jwk["kid"])),
+            "endorsements": [r.endorsement for r in rows if r.endorsement],
+        }
 
     def _load(self, row: SigningKey) -> LoadedKey:
         private = None

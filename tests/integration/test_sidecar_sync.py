@@ -39,7 +39,7 @@ from policy.bundle import build_bundle
 from policy.bundle_store import BundleStore
 from policy.bundle_sync import Backoff, BundleSync
 from policy.compiler import CompileContext, CompiledPolicy, compile_policy
-from policy.keys import generate_ed25519, load_private_key
+from policy.keys import endorse, generate_ed25519, load_private_key
 from policy.policy_set import PolicySet
 
 ORG = "org-5e1d"
@@ -101,9 +101,11 @@ class ControlPlaneStandIn:
         self._published = asyncio.Event()
 
     def rotate_key(self) -> None:
+        """As the control plane rotates an organisation's key: the old key endorses the new."""
         pem, new = generate_ed25519("cp-2")
+        endorsement = endorse(self.key, self.kid, new["keys"][0], scope=self.scope, iat=0)
         self.key, self.kid = load_private_key(pem), "cp-2"
-        self.jwks = {"keys": [*self.jwks["keys"], *new["keys"]]}
+        self.jwks = {"keys": [*self.jwks["keys"], *new["keys"]], "endorsements": [endorsement]}
 
     # -- endpoints ------------------------------------------------------------------------------
 

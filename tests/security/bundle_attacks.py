@@ -140,6 +140,9 @@ class Interceptor:
         headers = {k: v for k, v in request.headers.items() if k.lower() not in {"host", *_HOP}}
         if self.credential is not None:
             headers["authorization"] = f"Bearer {self.credential}"
+        if "prefer" in headers:
+            # Short long-polls: nothing is in flight for long when the interceptor stops.
+            headers["prefer"] = "wait=1"
         async with httpx.AsyncClient(timeout=httpx.Timeout(10.0, read=90.0)) as client:
             answer = await client.request(
                 request.method,
@@ -159,7 +162,7 @@ class Interceptor:
     async def _replaced_bundle(self, request: Request) -> Response:
         if request.headers.get("if-none-match") == self.bundle_etag:
             # The runtime refused it and asks for something newer: hold it like a long-poll.
-            await asyncio.sleep(2)
+            await asyncio.sleep(1)
             return Response(status_code=304, headers={"ETag": self.bundle_etag})
         self.served += 1
         if self.first_served is None:
@@ -188,7 +191,7 @@ class Interceptor:
             log_level="warning",
             lifespan="off",
             ws="none",
-            timeout_graceful_shutdown=1,  # forwarded long-polls are cut, not waited for
+            timeout_graceful_shutdown=5,  # outlasts the 1 s polls it holds or forwards
         )
         server = uvicorn.Server(config)
         thread = threading.Thread(target=server.run, daemon=True)

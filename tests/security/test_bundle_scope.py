@@ -10,7 +10,9 @@ enforce a policy of Mallory's choosing:
 - by answering `GET /api/v1/gateways/self` with Mallory's scope and presenting Mallory's
   own gateway credential upstream, so the control plane hands out Mallory's genuine bundle
   and keys — refused: the runtime is bound to the scope it was configured with;
-- against a gateway that pinned Acme's JWKS, with Mallory's keys in place of Acme's.
+- against a gateway that pinned Acme's JWKS, with Mallory's keys in place of Acme's;
+- against a sidecar that took Acme's keys on first contact, by adding a key of its own to
+  the JWKS answer later (only keys endorsed by a trusted key are ever added).
 
 Each test ends by taking the man in the middle away and watching the same runtime load
 Acme's own bundle, so the refusal is the protection at work, not a broken path.
@@ -24,6 +26,7 @@ from pathlib import Path
 
 import httpx
 
+from policy.keys import generate_ed25519, load_private_key
 from tests.e2e import sidecar_procs as procs
 from tests.security import bundle_attacks as attack
 
@@ -219,3 +222,45 @@ def test_rotating_one_organisations_key_leaves_the_others_and_its_sidecar_follow
     refused = rotate("--organization", "not-an-organisation")
     assert refused.returncode == 2
     assert "--organization 'not-an-organisation' is not an organisation id" in refused.stderr
+
+
+def test_key_slipped_into_the_jwks_after_first_contact_is_refused(
+    control_plane: procs.ControlPlane, tmp_path: Path
+) -> None:
+    """A sidecar that took its scope's keys on first contact (nothing pinned by
+    configuration) keeps them: later, a man in the middle adds a key of its own to the JWKS
+    answer and signs a bundle with it. A rotation is only followed when a trusted key
+    endorses the new one, so this key is refused."""
+    cp = httpx.Client(base_url=control_plane.url, timeout=30)
+    acme = attack.tenant(cp, "Acme")
+    acme.publish(cp, "acme policy")
+    pem, mallory_jwks = generate_ed25519("mallory-1")
+    genuine = cp.get(f"/api/v1/bundles/{acme.organization_id}/jwks.json").json()
+    mitm = attack.Interceptor(control_plane.url)
+    with (
+        mitm.running(),
+        attack.sidecar(tmp_path / "sidecar", mitm.url, acme.credential) as sidecar,
+    ):
+        attack.wait_for(lambda: sidecar.status()["bundle_revision"] == "1", "revision 1")
+        mitm.jwks = {**genuine, "keys": [*genuine["keys"], *mallory_jwks["keys"]]}
+        mitm.bundle = attack.forged_bundle(
+            scope=acme.organization_id,
+            kid="mallory-1",
+            key=load_private_key(pem),
+            revision=99,
+            grant_to="mallory@mallory.example.com",
+            token_jwks=cp.get("/.well-known/jwks.json").json(),
+        )
+        acme.publish(cp, "wakes the long-poll")
+        attack.wait_for(mitm.polled_after_serving, "the sidecar to finish with the forgery")
+        status = sidecar.status()
+        assert status["bundle_revision"] in ("1", "2"), status  # never 99
+        error = str(status["last_verification_error"])
+        assert "signing key 'mallory-1' is unknown" in error
+        assert "offered key(s) mallory-1 that no key this runtime trusts endorses" in error
+
+        # The genuine control plane again: the sidecar follows Acme's own next revision.
+        mitm.bundle = mitm.jwks = None
+        acme.publish(cp, "after the attack")
+        attack.wait_for(lambda: sidecar.status()["bundle_revision"] == "3", "revision 3")
+    cp.close()

@@ -6,7 +6,8 @@ Create Date: 2026-12-03 08:00:00.000000
 
 A signing key with `organization_id` set signs only that organisation's bundles; the
 platform keys (NULL) keep signing access tokens and approval grants. Existing deployments
-get each organisation's key on its next publish (the key ring creates it). No foreign key
+get each organisation's key on its next publish (the key ring creates it). `endorsement`
+is the previous key's signature over a new organisation key (see services/keys.py). No foreign key
 to `organizations`: the key ring is global key material that no cascade may touch.
 """
 
@@ -24,6 +25,7 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     with op.batch_alter_table("signing_keys", schema=None) as batch_op:
         batch_op.add_column(sa.Column("organization_id", sa.Uuid(), nullable=True))
+        batch_op.add_column(sa.Column("endorsement", sa.Text(), nullable=True))
         batch_op.create_index(
             batch_op.f("ix_signing_keys_organization_id"), ["organization_id"], unique=False
         )
@@ -35,4 +37,5 @@ def downgrade() -> None:
     op.execute("DELETE FROM signing_keys WHERE organization_id IS NOT NULL")
     with op.batch_alter_table("signing_keys", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_signing_keys_organization_id"))
+        batch_op.drop_column("endorsement")
         batch_op.drop_column("organization_id")
