@@ -79,10 +79,12 @@ class SidecarHttp:
         *,
         max_body: int,
         backlog: Callable[[], int | None] | None = None,
+        sync_status: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         self._authorizer = authorizer
         self._max_body = max_body
         self._backlog = backlog or (lambda: None)
+        self._sync_status = sync_status or dict
         self._started = time.time()
         self._connections: set[asyncio.StreamWriter] = set()
 
@@ -188,6 +190,7 @@ class SidecarHttp:
             "log_backlog": self._backlog(),
             "started_at": _rfc3339(self._started),
             "instance": self._authorizer.instance,
+            **self._sync_status(),
         }
 
     async def _settle(self, body: bytes) -> Response:

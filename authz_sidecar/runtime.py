@@ -16,14 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import json
 import logging
 import multiprocessing
 import os
 import shutil
 import signal
-import tarfile
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -51,9 +49,15 @@ from authz_sidecar.redis_batch import NO_RETRY
 from authz_sidecar.settings import SidecarSettings
 from authz_sidecar.status_report import StatusReporter, budget_usage, status_body
 from policy.budgets import BudgetLedger
-from policy.bundle import MANIFEST, load_bundle
+from policy.bundle import claimed_scope, load_bundle
 from policy.bundle_store import BundleStore
-from policy.bundle_sync import Backoff, BundleSync, Reconnect
+from policy.bundle_sync import (
+    Backoff,
+    BundleSync,
+    InsecureControlPlane,
+    Reconnect,
+    check_control_plane_url,
+)
 from policy.errors import BundleVerificationError
 
 log = logging.getLogger(__name__)
@@ -65,7 +69,14 @@ class ConfigurationError(Exception):
     """The sidecar cannot start as configured; the message says what to set."""
 
 
-def load_static_bundle(bundle_path: Path, jwks_path: Path, scope: str | None) -> Any:
+def load_static_bundle(
+    bundle_path: Path,
+    jwks_path: Path,
+    scope: str | None,
+    *,
+    min_revision: int | None = None,
+    not_before: int | None = None,
+) -> Any:
     """Verify a bundle file with a JWKS file (static mode)."""
     try:
         data = bundle_path.read_bytes()
@@ -74,26 +85,26 @@ def load_static_bundle(bundle_path: Path, jwks_path: Path, scope: str | None) ->
         raise ConfigurationError(f"cannot read static bundle or JWKS: {exc}") from None
     except ValueError as exc:
         raise ConfigurationError(f"KAIZEN_SIDECAR_JWKS {jwks_path} is not JSON: {exc}") from None
+    scope = scope or claimed_scope(data)
+    if scope is None:
+        raise ConfigurationError("cannot tell the bundle's scope: set KAIZEN_SCOPE")
     try:
-        return load_bundle(data, jwks, scope=scope or _manifest_scope(data))
+        return load_bundle(
+            data, jwks, scope=scope, min_revision=min_revision, not_before=not_before
+        )
     except BundleVerificationError as exc:
         raise ConfigurationError(f"static bundle {bundle_path} refused: {exc}") from None
 
 
-def _manifest_scope(data: bytes) -> str:
-    """The scope a bundle names for itself; load_bundle then checks the signature agrees."""
-    try:
-        with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
-            for member in tar:
-                if member.name.lstrip("/") == MANIFEST and member.isfile():
-                    extracted = tar.extractfile(member)
-                    if extracted is not None and member.size < 1024 * 1024:
-                        scope = json.loads(extracted.read())["metadata"]["scope"]
-                        if isinstance(scope, str):
-                            return scope
-    except (OSError, tarfile.TarError, ValueError, KeyError, TypeError):
-        pass
-    raise ConfigurationError("cannot tell the bundle's scope: set KAIZEN_SIDECAR_SCOPE")
+def check_settings(settings: SidecarSettings) -> None:
+    """Refusals that must stop the start, with the setting to change."""
+    if settings.gateway_token:
+        try:
+            check_control_plane_url(
+                settings.control_plane_url, allow_insecure=settings.allow_insecure_control_plane
+            )
+        except InsecureControlPlane as exc:
+            raise ConfigurationError(str(exc)) from None
 
 
 def _budget_backends(
@@ -135,6 +146,7 @@ class Worker:
         self._tasks: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()
         token = settings.gateway_token
+        check_settings(settings)
         if settings.sidecar_bundle is None and not token:
             raise ConfigurationError(
                 "no policy source: set KAIZEN_GATEWAY_TOKEN (sync from the control plane) "
@@ -160,8 +172,21 @@ class Worker:
             budgets=RedisBudgetBatch(self._redis, settings.redis_prefix) if self._redis else None,
         )
         self.http = SidecarHttp(
-            self.authorizer, max_body=settings.sidecar_max_body_bytes, backlog=self._backlog
+            self.authorizer,
+            max_body=settings.sidecar_max_body_bytes,
+            backlog=self._backlog,
+            sync_status=self._sync_status,
         )
+
+    def _sync_status(self) -> dict[str, Any]:
+        """What the bundle sync refused (a foreign scope or key, a replayed old revision)."""
+        sync, store = self.sync, self.store
+        return {
+            "bound_scope": store.scope if store is not None else self.settings.sidecar_scope,
+            "bundle_verification_failures": sync.refused if sync is not None else 0,
+            "last_verification_error": sync.last_refusal if sync is not None else None,
+            "sync_error": sync.last_error if sync is not None else None,
+        }
 
     def _backlog(self) -> int | None:
         return self.decision_log.backlog if self.decision_log is not None else None
@@ -170,15 +195,28 @@ class Worker:
         settings = self.settings
         if settings.sidecar_bundle is not None and settings.sidecar_jwks is not None:
             verified = load_static_bundle(
-                settings.sidecar_bundle, settings.sidecar_jwks, settings.sidecar_scope
+                settings.sidecar_bundle,
+                settings.sidecar_jwks,
+                settings.sidecar_scope,
+                min_revision=settings.bundle_min_revision,
+                not_before=settings.not_before_seconds,
             )
             self.holder.on_bundle(verified)
             return
         pinned = None
         if settings.sidecar_jwks is not None:
-            pinned = json.loads(settings.sidecar_jwks.read_text(encoding="utf-8"))
+            try:
+                pinned = json.loads(settings.sidecar_jwks.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                raise ConfigurationError(
+                    f"KAIZEN_SIDECAR_JWKS {settings.sidecar_jwks} is not a readable JWKS: {exc}"
+                ) from None
         self.store = BundleStore(
-            settings.state_dir / "bundles", scope=settings.sidecar_scope, pinned_jwks=pinned
+            settings.state_dir / "bundles",
+            scope=settings.sidecar_scope,
+            pinned_jwks=pinned,
+            min_revision=settings.bundle_min_revision,
+            not_before=settings.not_before_seconds,
         )
         self.store.subscribe(self.holder.on_bundle)
         self.store.load_last_known_good()
@@ -310,6 +348,11 @@ def _worker_main(settings_data: dict[str, Any], index: int) -> None:
 def serve(settings: SidecarSettings) -> int:
     """Run the sidecar until SIGINT/SIGTERM; the exit code."""
     _configure_logging(settings.log_level, 0)
+    try:
+        check_settings(settings)
+    except ConfigurationError as exc:
+        log.error("%s", exc)
+        return 2
     workers = settings.workers
     if workers > 1 and not settings.redis_url:
         log.error(
@@ -377,4 +420,4 @@ def _supervise(settings: SidecarSettings, workers: int) -> int:
     return exit_code
 
 
-__all__ = ["ConfigurationError", "Worker", "load_static_bundle", "serve"]
+__all__ = ["ConfigurationError", "Worker", "check_settings", "load_static_bundle", "serve"]

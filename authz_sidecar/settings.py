@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import AliasChoices, AwareDatetime, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -32,8 +33,19 @@ class SidecarSettings(BaseSettings):
     # Static mode: a bundle file and the JWKS that verifies it; no control plane needed.
     sidecar_bundle: Path | None = None
     sidecar_jwks: Path | None = None
-    # The bundle scope (the organisation id); static mode reads it from the bundle if unset.
-    sidecar_scope: str | None = None
+    # Bundle trust. The scope (the organisation id) this sidecar is bound to: KAIZEN_SCOPE
+    # (or KAIZEN_SIDECAR_SCOPE); unset, sync mode pins the scope of its first contact (kept
+    # with the last-known-good bundle) and static mode takes the one the signed manifest
+    # names. The floor every bundle must clear, also on a fresh sidecar with an empty disk:
+    # KAIZEN_BUNDLE_MIN_REVISION, KAIZEN_BUNDLE_NOT_BEFORE (RFC 3339 or Unix seconds, `iat`).
+    # A plain-http control plane off this host needs KAIZEN_ALLOW_INSECURE_CONTROL_PLANE=true.
+    sidecar_scope: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("KAIZEN_SCOPE", "KAIZEN_SIDECAR_SCOPE", "sidecar_scope"),
+    )
+    bundle_min_revision: int | None = Field(default=None, ge=0)
+    bundle_not_before: AwareDatetime | None = None
+    allow_insecure_control_plane: bool = False
     # What the gateway beside this sidecar serves; goes into resource.workspace and context.
     sidecar_workspace: str | None = None
     sidecar_environment: str | None = None
@@ -52,6 +64,11 @@ class SidecarSettings(BaseSettings):
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @property
+    def not_before_seconds(self) -> int | None:
+        value: datetime | None = self.bundle_not_before
+        return int(value.timestamp()) if value is not None else None
 
     @property
     def state_dir(self) -> Path:

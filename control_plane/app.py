@@ -41,6 +41,7 @@ from control_plane.db.migrate import upgrade
 from control_plane.db.session import Database
 from control_plane.errors import Conflict, KaizenError
 from control_plane.observability import Metrics, RequestMiddleware
+from control_plane.services import policies as policy_service
 from control_plane.services.auth import Authenticator
 from control_plane.services.bundle_events import BundleEvents
 from control_plane.services.crypto import load_master_key
@@ -133,6 +134,8 @@ def create_app(
             db, load_master_key(settings), max_token_ttl=settings.access_token_ttl_seconds
         )
         await keys.start()
+        # Bundles from before per-organisation keys: sign them with the organisation's key.
+        await policy_service.resign_with_organization_keys(db, keys, issuer=settings.issuer)
         kv = open_store(settings.redis_url, prefix=settings.redis_prefix)
         app.state.db, app.state.keys, app.state.kv = db, keys, kv
         app.state.auth = Authenticator(settings, db, keys, kv)

@@ -46,7 +46,7 @@ def cmd_gateway(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from gateways.app import create_app
-    from gateways.deployments import DeploymentError, deployment_source
+    from gateways.deployments import BundleFloor, DeploymentError, deployment_source
     from gateways.settings import GatewaySettings
 
     try:
@@ -62,6 +62,8 @@ def cmd_gateway(args: argparse.Namespace) -> int:
             state_dir=settings.state_dir,
             control_plane_url=settings.control_plane_url,
             token=settings.gateway_token.get_secret_value(),
+            floor=BundleFloor(settings.bundle_min_revision, settings.not_before_seconds),
+            allow_insecure=settings.allow_insecure_control_plane,
         )
     except ValidationError as exc:
         missing = ", ".join("KAIZEN_" + str(e["loc"][0]).upper() for e in exc.errors())

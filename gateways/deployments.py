@@ -6,23 +6,25 @@ policy.bundle_store), so a deploy reaches the gateway as fast as a policy change
 its sidecar, and a restart serves from disk while the control plane is away.
 `StaticDeploymentSource` reads one bundle file and its JWKS (`KAIZEN_GATEWAY_BUNDLE`,
 `KAIZEN_GATEWAY_JWKS`), for air-gapped or test setups.
+
+Both apply the bundle floor (`BundleFloor`: minimum revision, not-before) to every bundle,
+so a fresh gateway cannot be rolled back to an old, validly signed one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import json
 import logging
-import tarfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from policy.bundle import MAX_BUNDLE_BYTES, VerifiedBundle, load_bundle
+from policy.bundle import VerifiedBundle, claimed_scope, load_bundle
 from policy.bundle_store import BundleStore, write_atomically
-from policy.bundle_sync import BundleSync
+from policy.bundle_sync import BundleSync, InsecureControlPlane, check_control_plane_url
 from policy.errors import PolicyError, PolicyValidationError
 from policy.workloads import AgentConfig, PipelineConfig, check_references, deployed_to
 
@@ -103,6 +105,14 @@ def deployments_from_bundle(bundle: VerifiedBundle, gateway_id: str | None) -> D
     )
 
 
+@dataclass(frozen=True)
+class BundleFloor:
+    """The oldest bundle this gateway accepts: revision and signing time (Unix seconds)."""
+
+    min_revision: int | None = None
+    not_before: int | None = None
+
+
 class DeploymentSource(Protocol):
     """Where deployments come from. `current()` raises DeploymentError before the first."""
 
@@ -129,11 +139,13 @@ class StaticDeploymentSource:
         *,
         scope: str | None = None,
         gateway_id: str | None = None,
+        floor: BundleFloor = BundleFloor(),
     ) -> None:
         self.bundle_path = bundle_path
         self.jwks_path = jwks_path
         self.scope = scope
         self.gateway_id = gateway_id
+        self.floor = floor
         self._current: Deployments | None = None
 
     async def start(self) -> None:
@@ -142,9 +154,17 @@ class StaticDeploymentSource:
             jwks = json.loads(self.jwks_path.read_text())
         except (OSError, ValueError) as exc:
             raise DeploymentError(f"cannot read bundle or JWKS: {exc}") from None
-        scope = self.scope or _claimed_scope(data)
+        scope = self.scope or claimed_scope(data)
+        if scope is None:
+            raise DeploymentError("bundle manifest names no scope; set KAIZEN_SCOPE")
         try:
-            bundle = load_bundle(data, jwks, scope=scope)
+            bundle = load_bundle(
+                data,
+                jwks,
+                scope=scope,
+                min_revision=self.floor.min_revision,
+                not_before=self.floor.not_before,
+            )
         except PolicyError as exc:
             raise DeploymentError(f"bundle {self.bundle_path} rejected: {exc}") from None
         self._current = deployments_from_bundle(bundle, self.gateway_id)
@@ -175,9 +195,17 @@ class SyncedDeploymentSource:
         *,
         gateway_id: str | None = None,
         scope: str | None = None,
+        pinned_jwks: Mapping[str, Any] | None = None,
+        floor: BundleFloor = BundleFloor(),
     ) -> None:
         self.directory = directory
-        self.store = BundleStore(directory, scope=scope)
+        self.store = BundleStore(
+            directory,
+            scope=scope,
+            pinned_jwks=pinned_jwks,
+            min_revision=floor.min_revision,
+            not_before=floor.not_before,
+        )
         self.sync = BundleSync(self.store, control_plane_url, token)
         self.gateway_id = gateway_id or self._remembered_id()
         self.last_error: str | None = None
@@ -197,7 +225,13 @@ class SyncedDeploymentSource:
 
     def current(self) -> Deployments:
         if self._current is None:
-            reason = self.last_error or self.sync.last_error or "waiting for the control plane"
+            refused = self.sync.last_refusal
+            reason = (
+                self.last_error
+                or self.sync.last_error
+                or (f"last bundle refused: {refused}" if refused else None)
+                or "waiting for the control plane"
+            )
             raise DeploymentError(f"no verified bundle with deployments yet ({reason})")
         return self._current
 
@@ -242,28 +276,6 @@ class SyncedDeploymentSource:
 GATEWAY_FILE = "gateway.json"
 
 
-def _claimed_scope(data: bytes) -> str:
-    """The manifest's `metadata.scope`, read before verification only to choose the scope."""
-    import gzip
-
-    try:
-        with gzip.GzipFile(fileobj=io.BytesIO(data)) as gz:
-            raw = gz.read(MAX_BUNDLE_BYTES + 1)
-        if len(raw) > MAX_BUNDLE_BYTES:
-            raise DeploymentError("bundle larger than allowed")
-        with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
-            for member in tar.getmembers():
-                if member.name.lstrip("/") == ".manifest" and member.isfile():
-                    handle = tar.extractfile(member)
-                    manifest: Any = json.loads(handle.read() if handle else b"{}")
-                    scope = manifest.get("metadata", {}).get("scope")
-                    if isinstance(scope, str) and scope:
-                        return scope
-    except (OSError, EOFError, tarfile.TarError, ValueError, AttributeError):
-        pass
-    raise DeploymentError("bundle manifest names no scope; set KAIZEN_GATEWAY_BUNDLE_SCOPE")
-
-
 def deployment_source(
     *,
     bundle: Path | None,
@@ -273,15 +285,40 @@ def deployment_source(
     state_dir: Path,
     control_plane_url: str,
     token: str,
+    floor: BundleFloor = BundleFloor(),
+    allow_insecure: bool = False,
 ) -> DeploymentSource:
-    """Static when a bundle file is configured (with its JWKS), else the control plane's."""
-    if bundle is None and jwks is None:
+    """Static when a bundle file is configured (with its JWKS), else the control plane's
+    (with the JWKS pinned when one is configured)."""
+    try:
+        # Checked in both modes: executions go to the control plane with the credential.
+        check_control_plane_url(control_plane_url, allow_insecure=allow_insecure)
+    except InsecureControlPlane as exc:
+        raise DeploymentError(str(exc)) from None
+    if bundle is None:
+        pinned = _read_jwks(jwks) if jwks is not None else None
         return SyncedDeploymentSource(
-            state_dir / "bundles", control_plane_url, token, gateway_id=gateway_id, scope=scope
+            state_dir / "bundles",
+            control_plane_url,
+            token,
+            gateway_id=gateway_id,
+            scope=scope,
+            pinned_jwks=pinned,
+            floor=floor,
         )
-    if bundle is None or jwks is None:
+    if jwks is None:
         raise DeploymentError(
-            "static deployments need both KAIZEN_GATEWAY_BUNDLE and KAIZEN_GATEWAY_JWKS "
-            "(unset both to follow the control plane)"
+            "static deployments need KAIZEN_GATEWAY_JWKS beside KAIZEN_GATEWAY_BUNDLE "
+            "(unset the bundle to follow the control plane)"
         )
-    return StaticDeploymentSource(bundle, jwks, scope=scope, gateway_id=gateway_id)
+    return StaticDeploymentSource(bundle, jwks, scope=scope, gateway_id=gateway_id, floor=floor)
+
+
+def _read_jwks(path: Path) -> Mapping[str, Any]:
+    try:
+        jwks = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise DeploymentError(f"KAIZEN_GATEWAY_JWKS {path} is not a readable JWKS: {exc}") from None
+    if not isinstance(jwks, dict) or not isinstance(jwks.get("keys"), list):
+        raise DeploymentError(f"KAIZEN_GATEWAY_JWKS {path} has no 'keys' list")
+    return jwks

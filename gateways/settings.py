@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
+from datetime import datetime
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, AwareDatetime, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -31,10 +32,23 @@ class GatewaySettings(BaseSettings):
     control_plane_url: str = "http://127.0.0.1:8000"
     sidecar_url: str = "http://127.0.0.1:9192"
     # Static deployments (instead of following the control plane): a signed bundle file
-    # and the JWKS that verifies it.
+    # and the JWKS that verifies it. KAIZEN_GATEWAY_JWKS alone pins the keys the
+    # control plane's bundles must be signed with (like KAIZEN_SIDECAR_JWKS).
     gateway_bundle: Path | None = None
     gateway_jwks: Path | None = None
-    gateway_bundle_scope: str | None = None
+    # Bundle trust, as the sidecar's: the scope this gateway is bound to (KAIZEN_SCOPE or
+    # KAIZEN_GATEWAY_BUNDLE_SCOPE; unset: pinned at first contact), the floor every bundle
+    # must clear even on a fresh gateway (KAIZEN_BUNDLE_MIN_REVISION, KAIZEN_BUNDLE_NOT_BEFORE),
+    # and KAIZEN_ALLOW_INSECURE_CONTROL_PLANE for a plain-http control plane off this host.
+    gateway_bundle_scope: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "KAIZEN_SCOPE", "KAIZEN_GATEWAY_BUNDLE_SCOPE", "gateway_bundle_scope"
+        ),
+    )
+    bundle_min_revision: int | None = Field(default=None, ge=0)
+    bundle_not_before: AwareDatetime | None = None
+    allow_insecure_control_plane: bool = False
     # Public URL of this gateway (as callers reach it, through Envoy) for RFC 9728 metadata.
     gateway_public_url: str | None = None
     gateway_prices: str | None = None  # JSON {model: [usd per 1M input, per 1M output]}
@@ -63,6 +77,11 @@ class GatewaySettings(BaseSettings):
         if len(value.get_secret_value()) < 16:
             raise ValueError("KAIZEN_GATEWAY_TOKEN must be the gateway's credential (kgw_…)")
         return value
+
+    @property
+    def not_before_seconds(self) -> int | None:
+        value: datetime | None = self.bundle_not_before
+        return int(value.timestamp()) if value is not None else None
 
     @property
     def state_dir(self) -> Path:

@@ -91,17 +91,28 @@ def cmd_db_expire_decisions(_args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_keys_rotate(_args: argparse.Namespace) -> int:
+def cmd_keys_rotate(args: argparse.Namespace) -> int:
     from control_plane.db.migrate import upgrade
     from control_plane.db.session import Database
+    from control_plane.errors import NotFound
     from control_plane.services import policies
+    from control_plane.services.audit import Actor
     from control_plane.services.bundle_events import BundleEvents
     from control_plane.services.crypto import load_master_key
     from control_plane.services.keys import KeyRing
 
     settings = Settings()
+    only: uuid.UUID | None = None
+    if args.organization is not None:
+        try:
+            only = uuid.UUID(args.organization)
+        except ValueError:
+            print(
+                f"--organization {args.organization!r} is not an organisation id", file=sys.stderr
+            )
+            return 2
 
-    async def run() -> tuple[str, list[tuple[uuid.UUID, int]]]:
+    async def run() -> tuple[str | None, int, list[tuple[uuid.UUID, int]]]:
         db = Database(settings.resolved_database_url)
         events = BundleEvents(settings.redis_url, prefix=settings.redis_prefix)
         try:
@@ -110,20 +121,42 @@ def cmd_keys_rotate(_args: argparse.Namespace) -> int:
                 db, load_master_key(settings), max_token_ttl=settings.access_token_ttl_seconds
             )
             await ring.reload()
-            kid = await ring.rotate()
-            refreshed = await policies.refresh_everywhere(
-                db, ring, why=f"signing key {kid}", issuer=settings.issuer
-            )
+            why = "bundle signing key rotated"
+            if only is not None:
+                await ring.rotate_organization(only)
+                async with db.session(only) as session:
+                    actor = Actor("system", None, "kaizen-studio", None, None)
+                    row = await policies.refresh(
+                        session, only, actor, ring, why=why, issuer=settings.issuer
+                    )
+                refreshed = [(only, row.revision)] if row is not None else []
+                kid, count = None, 1
+            else:
+                kid = await ring.rotate()
+                count = len(await ring.rotate_every_organization())
+                refreshed = await policies.refresh_everywhere(
+                    db,
+                    ring,
+                    why=f"signing keys rotated (platform key {kid})",
+                    issuer=settings.issuer,
+                )
             for organization_id, revision in refreshed:
                 await events.notify(str(organization_id), revision)
-            return kid, refreshed
+            return kid, count, refreshed
         finally:
             await events.close()
             await db.dispose()
 
-    kid, refreshed = asyncio.run(run())
-    print(f"new signing key {kid}; previous keys stay published until their tokens expire")
-    print(f"re-signed the published bundle of {len(refreshed)} organisation(s) with it")
+    try:
+        kid, count, refreshed = asyncio.run(run())
+    except NotFound as exc:
+        print(f"keys rotate: {exc}", file=sys.stderr)
+        return 2
+    if kid is not None:
+        print(f"new platform signing key {kid} (access tokens, approval grants)")
+    print(f"new bundle signing key for {count} organisation(s); previous keys stay published")
+    print("until their tokens expire")
+    print(f"re-signed the published bundle of {len(refreshed)} organisation(s)")
     return 0
 
 
@@ -215,9 +248,15 @@ def build_parser() -> argparse.ArgumentParser:
     keys = sub.add_parser("keys", help="signing keys").add_subparsers(
         dest="keys_command", required=True, metavar="ACTION"
     )
-    keys.add_parser(
-        "rotate", help="start signing with a new key; old ones verify until they expire"
-    ).set_defaults(func=cmd_keys_rotate)
+    rotate = keys.add_parser(
+        "rotate",
+        help="start signing with new keys (the platform's and every organisation's bundle key, "
+        "or one organisation's); old ones verify until they expire",
+    )
+    rotate.add_argument(
+        "--organization", metavar="ID", help="rotate only this organisation's bundle key"
+    )
+    rotate.set_defaults(func=cmd_keys_rotate)
 
     secrets_cli = sub.add_parser("secrets", help="the secrets store").add_subparsers(
         dest="secrets_command", required=True, metavar="ACTION"

@@ -243,7 +243,34 @@ _RUNTIME_VARIABLES = {
     "KAIZEN_GATEWAY_JWKS",
     "KAIZEN_SIDECAR_BUNDLE",
     "KAIZEN_SIDECAR_JWKS",
+    "KAIZEN_SCOPE",
+    "KAIZEN_SIDECAR_SCOPE",
+    "KAIZEN_GATEWAY_BUNDLE_SCOPE",
+    "KAIZEN_ALLOW_INSECURE_CONTROL_PLANE",
 }
+
+
+def _bundle_trust(control_plane: str, home: Path, demo: Demo) -> dict[str, str]:
+    """The runtimes' scope, and the demo organisation's bundle keys pinned from the control
+    plane `up` itself started (none pinned before its first key exists)."""
+    trust = {
+        "KAIZEN_SCOPE": demo.organization_id,
+        # Every process of `up` runs on this machine, whatever host the control plane binds.
+        "KAIZEN_ALLOW_INSECURE_CONTROL_PLANE": "true",
+    }
+    answer = httpx.get(
+        f"{control_plane}/api/v1/bundles/{demo.organization_id}/jwks.json",
+        headers={"Authorization": f"Bearer {demo.gateway_credential}"},
+        timeout=10,
+    )
+    if answer.status_code != 200:
+        raise UpError(f"reading the demo organisation's bundle keys: {answer.text[:300]}")
+    jwks = answer.json()
+    if jwks.get("keys"):
+        path = home / "bundle-jwks.json"
+        path.write_text(json.dumps(jwks, indent=2))
+        trust["KAIZEN_SIDECAR_JWKS"] = trust["KAIZEN_GATEWAY_JWKS"] = str(path)
+    return trust
 
 
 def _load_demo(path: Path) -> Demo | None:
@@ -432,7 +459,11 @@ def run(settings: Settings, *, envoy_port: int = 10000) -> int:
         if demo is None:
             demo = create_demo(cp, front)
             _save_demo(home / DEMO_FILE, demo)
-        runtime = {"KAIZEN_GATEWAY_TOKEN": demo.gateway_credential, "KAIZEN_CONTROL_PLANE_URL": cp}
+        runtime = {
+            "KAIZEN_GATEWAY_TOKEN": demo.gateway_credential,
+            "KAIZEN_CONTROL_PLANE_URL": cp,
+            **_bundle_trust(cp, home, demo),
+        }
         supervisor.start(
             "sidecar",
             _command("sidecar"),

@@ -33,6 +33,18 @@ ROOT = "kaizen"
 MAX_BUNDLE_BYTES = 64 * 1024 * 1024  # decompressed: a gzip bomb stops here
 MAX_FILES = 10_000
 CLOCK_SKEW_SECONDS = 300
+# Only these member types are read; everything else (links, devices, fifos, contiguous
+# files, GNU/PAX sparse files) is refused before any member is read.
+_REGULAR = (tarfile.REGTYPE, tarfile.AREGTYPE)
+_KINDS = {
+    tarfile.SYMTYPE: "symbolic link",
+    tarfile.LNKTYPE: "hard link",
+    tarfile.CHRTYPE: "character device",
+    tarfile.BLKTYPE: "block device",
+    tarfile.FIFOTYPE: "fifo",
+    tarfile.CONTTYPE: "contiguous file",
+    tarfile.GNUTYPE_SPARSE: "sparse file",
+}
 
 
 @dataclass(frozen=True)
@@ -124,15 +136,19 @@ def load_bundle(
     *,
     scope: str,
     current_revision: int | None = None,
+    min_revision: int | None = None,
+    not_before: int | None = None,
     max_bytes: int = MAX_BUNDLE_BYTES,
 ) -> VerifiedBundle:
     """Verify a bundle completely before anything in it is used.
 
     Raises BundleVerificationError for anything short of: one signature by a known key
     with the algorithm its type demands, the expected scope, exactly the signed files with
-    matching digests, safe file names, a revision newer than `current_revision`.
+    matching digests, safe file names, a revision newer than `current_revision` and at
+    least `min_revision`, signed (`iat`) at or after `not_before` (Unix seconds). The last
+    two are the floor a fresh sidecar with nothing on disk applies to a replayed old bundle.
     """
-    files = _read_tar(_gunzip(data, max_bytes))
+    files = _read_tar(_gunzip(data, max_bytes), max_bytes)
     token = _single_signature(files.pop(SIGNATURES, None))
     header, payload = _verify_token(token, jwks)
     if payload.get("scope") != scope:
@@ -144,6 +160,7 @@ def load_bundle(
     revision = _check_manifest(manifest, scope, current_revision)
     if not isinstance(payload.get("iat"), int):
         raise BundleVerificationError("signature has no integer iat")
+    _check_floor(int(revision), payload["iat"], min_revision, not_before)
     modules = {
         name: _utf8(name, content) for name, content in files.items() if name.endswith(".rego")
     }
@@ -163,6 +180,18 @@ def load_bundle(
     )
 
 
+def claimed_scope(data: bytes, max_bytes: int = MAX_BUNDLE_BYTES) -> str | None:
+    """The scope a bundle's manifest names, read (with the same safe reader) only to choose
+    the scope to verify against; `load_bundle` then makes the signature confirm it."""
+    try:
+        manifest = _json_file(_read_tar(_gunzip(data, max_bytes), max_bytes), MANIFEST)
+    except BundleVerificationError:
+        return None
+    metadata = manifest.get("metadata")
+    scope = metadata.get("scope") if isinstance(metadata, Mapping) else None
+    return scope if isinstance(scope, str) and scope else None
+
+
 def _gunzip(data: bytes, max_bytes: int) -> bytes:
     try:
         with gzip.GzipFile(fileobj=io.BytesIO(data)) as gz:
@@ -174,25 +203,57 @@ def _gunzip(data: bytes, max_bytes: int) -> bytes:
     return raw
 
 
-def _read_tar(raw: bytes) -> dict[str, bytes]:
-    files: dict[str, bytes] = {}
+def _read_tar(raw: bytes, max_bytes: int = MAX_BUNDLE_BYTES) -> dict[str, bytes]:
+    """The bundle's files. Every header is checked (type, name, count, running total of
+    declared sizes) before any member is read, and each read is bounded by its size, so a
+    small archive declaring huge or sparse members is refused without allocating for them."""
     try:
         with tarfile.open(fileobj=io.BytesIO(raw), mode="r:") as tar:
-            for member in tar:
-                if member.isdir():
-                    continue
-                name = _safe_name(member.name)
-                if not member.isreg():
-                    raise BundleVerificationError(f"{name}: only regular files are allowed")
-                if name in files:
-                    raise BundleVerificationError(f"{name}: appears twice")
-                if len(files) >= MAX_FILES:
-                    raise BundleVerificationError(f"more than {MAX_FILES} files")
+            members = _checked_members(tar, max_bytes)
+            files: dict[str, bytes] = {}
+            for name, member in members:
                 extracted = tar.extractfile(member)
-                files[name] = extracted.read() if extracted else b""
-    except tarfile.TarError as exc:
-        raise BundleVerificationError(f"bundle is not a tar archive: {exc}") from None
+                content = extracted.read(member.size) if extracted is not None else b""
+                if len(content) != member.size:
+                    raise BundleVerificationError(f"{name}: truncated member")
+                files[name] = content
+    except BundleVerificationError:
+        raise
+    # tarfile reports malformed pax/GNU headers as ValueError, OverflowError, … not TarError.
+    except (tarfile.TarError, ValueError, OverflowError, EOFError, OSError) as exc:
+        raise BundleVerificationError(f"bundle is not a valid tar archive: {exc}") from None
     return files
+
+
+def _checked_members(tar: tarfile.TarFile, max_bytes: int) -> list[tuple[str, tarfile.TarInfo]]:
+    members: list[tuple[str, tarfile.TarInfo]] = []
+    seen: set[str] = set()
+    count = total = 0
+    # next() only parses headers: on a seekable archive it skips member data by seeking.
+    while (member := tar.next()) is not None:
+        count += 1
+        if count > MAX_FILES:
+            raise BundleVerificationError(f"more than {MAX_FILES} members")
+        if member.type == tarfile.DIRTYPE:
+            continue
+        name = _safe_name(member.name)
+        if member.issparse() or member.type not in _REGULAR:
+            kind = "sparse file" if member.issparse() else _KINDS.get(member.type, "special")
+            raise BundleVerificationError(
+                f"{name}: {kind} members are refused; only regular files are allowed"
+            )
+        if member.size < 0:
+            raise BundleVerificationError(f"{name}: negative size")
+        total += member.size
+        if total > max_bytes:
+            raise BundleVerificationError(
+                f"{name}: members declare more than {max_bytes} bytes in total"
+            )
+        if name in seen:
+            raise BundleVerificationError(f"{name}: appears twice")
+        seen.add(name)
+        members.append((name, member))
+    return members
 
 
 def _safe_name(name: str) -> str:
@@ -306,6 +367,21 @@ def _check_manifest(manifest: Mapping[str, Any], scope: str, current_revision: i
             f"revision {revision} is not newer than the current revision {current_revision}"
         )
     return revision
+
+
+def _check_floor(
+    revision: int, issued_at: int, min_revision: int | None, not_before: int | None
+) -> None:
+    if min_revision is not None and revision < min_revision:
+        raise BundleVerificationError(
+            f"revision {revision} is older than the minimum revision {min_revision} this "
+            "runtime accepts (KAIZEN_BUNDLE_MIN_REVISION): a replayed old bundle"
+        )
+    if not_before is not None and issued_at < not_before:
+        raise BundleVerificationError(
+            f"bundle signed at {issued_at} (iat) is older than the earliest time this runtime "
+            f"accepts, {not_before} (KAIZEN_BUNDLE_NOT_BEFORE): a replayed old bundle"
+        )
 
 
 def _json_file(files: Mapping[str, bytes], name: str) -> dict[str, Any]:

@@ -7,6 +7,12 @@ its scope live together in one file, replaced by an atomic rename, so worker pro
 sharing the directory never read a half-written or mismatched pair; a restart verifies
 that file again before serving it. Without a pinned JWKS the trust in that file is the
 trust of the directory: pin the JWKS (`pinned_jwks`) where the disk is not trusted.
+
+The scope is configuration, or — when none is configured — pinned at first contact and
+kept in the last-known-good file: once a store has a scope it never takes another
+(`pin_scope` refuses). `min_revision` / `not_before` (Unix seconds) are a floor every
+bundle must clear, the last-known-good file included, so a fresh runtime with nothing on
+disk cannot be rolled back to an old, validly signed bundle.
 """
 
 from __future__ import annotations
@@ -24,8 +30,9 @@ from typing import Any
 
 from policy.bundle import VerifiedBundle, load_bundle
 from policy.errors import BundleVerificationError
+from policy.keys import endorsed_jwks
 
-__all__ = ["LAST_KNOWN_GOOD", "BundleStore", "BundleVerificationError"]
+__all__ = ["LAST_KNOWN_GOOD", "BundleStore", "BundleVerificationError", "ScopeMismatch"]
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +43,10 @@ _FORMAT = 1
 Subscriber = Callable[[VerifiedBundle], None]
 
 
+class ScopeMismatch(BundleVerificationError):
+    """Something names a scope other than the one this store is configured for or pinned to."""
+
+
 class BundleStore:
     """The verified bundle in use, its last-known-good copy on disk, and who to tell."""
 
@@ -44,15 +55,21 @@ class BundleStore:
         directory: Path,
         scope: str | None = None,
         pinned_jwks: Mapping[str, Any] | None = None,
+        *,
+        min_revision: int | None = None,
+        not_before: int | None = None,
     ) -> None:
         self.directory = Path(directory)
         self.scope = scope
         self.pinned_jwks = pinned_jwks
+        self.min_revision = min_revision
+        self.not_before = not_before
         self._fetched_jwks: Mapping[str, Any] | None = None
         self._current: VerifiedBundle | None = None
         self._subscribers: list[Subscriber] = []
         self._swap = threading.Lock()
         self.subscriber_errors = 0
+        self.unendorsed: list[str] = []  # kids of the last JWKS answer not trusted
 
     @property
     def current(self) -> VerifiedBundle | None:
@@ -72,11 +89,47 @@ class BundleStore:
     def pinned(self) -> bool:
         return self.pinned_jwks is not None
 
-    def trust(self, jwks: Mapping[str, Any]) -> None:
-        """Use `jwks` (fetched from the control plane) unless a JWKS is pinned."""
+    def trust(self, jwks: Mapping[str, Any]) -> Mapping[str, Any]:
+        """Take the keys of `jwks` (fetched from the control plane) that this store may trust
+        and return the trust anchors now in force (the pinned JWKS, if one is pinned).
+
+        On first contact (nothing trusted yet, nothing on disk) every key is taken: trust on
+        first use. After that a key is taken only if it is one already trusted or endorsed
+        by one (`policy.keys.endorsed_jwks`): a rotation by the control plane is followed,
+        a key slipped in by anyone answering in its name is not (`unendorsed` names it).
+        An answer with no acceptable key at all leaves the trust as it was.
+        """
         if not isinstance(jwks.get("keys"), list):
             raise BundleVerificationError("the JWKS has no 'keys' list")
-        self._fetched_jwks = jwks
+        if self.pinned_jwks is not None:
+            return self.pinned_jwks
+        if self._fetched_jwks is None:
+            self._fetched_jwks = {"keys": list(jwks["keys"])}
+            self.unendorsed = []
+            return self._fetched_jwks
+        if self.scope is None:
+            raise BundleVerificationError("no bundle scope to check key endorsements against")
+        accepted, self.unendorsed = endorsed_jwks(self._fetched_jwks, jwks, scope=self.scope)
+        if self.unendorsed:
+            logger.error(
+                "the control plane offered bundle key(s) %s for scope %s that no trusted key "
+                "endorses; not trusting them",
+                ", ".join(self.unendorsed),
+                self.scope,
+            )
+        if accepted["keys"]:
+            self._fetched_jwks = accepted
+        return self._fetched_jwks
+
+    def pin_scope(self, scope: str, source: str) -> None:
+        """Adopt `scope` if none is set yet; refuse (ScopeMismatch) one that differs."""
+        if self.scope is None:
+            self.scope = scope
+        elif scope != self.scope:
+            raise ScopeMismatch(
+                f"{source} names bundle scope {scope!r}, but this runtime is bound to scope "
+                f"{self.scope!r} (configured, or pinned at first contact): refused"
+            )
 
     def subscribe(self, callback: Subscriber) -> None:
         self._subscribers.append(callback)
@@ -90,7 +143,14 @@ class BundleStore:
             )
         if self.scope is None:
             raise BundleVerificationError("no bundle scope: configure one or discover it first")
-        return load_bundle(data, trust, scope=self.scope, current_revision=self.revision)
+        return load_bundle(
+            data,
+            trust,
+            scope=self.scope,
+            current_revision=self.revision,
+            min_revision=self.min_revision,
+            not_before=self.not_before,
+        )
 
     def install(self, data: bytes, jwks: Mapping[str, Any] | None = None) -> VerifiedBundle:
         """Verify, persist as last-known-good, make current and notify subscribers.
@@ -145,7 +205,9 @@ class BundleStore:
             return None
         trust = self.pinned_jwks if self.pinned_jwks is not None else jwks
         try:
-            verified = load_bundle(data, trust, scope=scope)
+            verified = load_bundle(
+                data, trust, scope=scope, min_revision=self.min_revision, not_before=self.not_before
+            )
         except BundleVerificationError as exc:
             logger.error(
                 "last-known-good bundle %s failed verification, not serving it: %s", path, exc

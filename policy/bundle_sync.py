@@ -1,8 +1,11 @@
 """Bundle sync: long-poll the control plane for new bundle revisions (proto/README.md).
 
-`GET /api/v1/gateways/self` names the bundle scope when none is configured;
-`GET /.well-known/jwks.json` gives the trust anchors when none are pinned (fetched again,
-once, when a bundle does not verify, in case the signing key was rotated); then
+`GET /api/v1/gateways/self` names the bundle scope when none is configured (then it is
+pinned: a later answer naming another scope is refused, as is one contradicting the
+configured scope); `GET /api/v1/bundles/{scope}/jwks.json` — that organisation's bundle
+keys and no one else's — gives the trust anchors when none are pinned (trusted on first
+contact; fetched again, once, when a bundle does not verify, in case the signing key was
+rotated, and then a new key is taken only if a trusted key endorses it); then
 `GET /api/v1/bundles/{scope}/bundle.tar.gz` with `If-None-Match` and `Prefer: wait=N`
 returns the next revision as soon as it is published. A refused bundle is logged and the
 store keeps serving the bundle it has.
@@ -12,20 +15,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import random
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import httpx
 
 from policy.bundle import MAX_BUNDLE_BYTES
-from policy.bundle_store import BundleStore
-from policy.errors import BundleVerificationError
+from policy.bundle_store import BundleStore, ScopeMismatch
+from policy.errors import BundleVerificationError, PolicyError
 
-__all__ = ["Backoff", "BundleSync", "CredentialRefused", "Reconnect"]
+__all__ = [
+    "Backoff",
+    "BundleSync",
+    "CredentialRefused",
+    "InsecureControlPlane",
+    "Reconnect",
+    "check_control_plane_url",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +45,40 @@ MAX_WAIT_SECONDS = 60  # the control plane holds a long-poll at most this long
 
 class CredentialRefused(Exception):
     """The control plane answered 401/403 to the gateway credential."""
+
+
+class InsecureControlPlane(PolicyError):
+    """A control-plane URL the runtime must not send its credential to or trust bundles from."""
+
+
+def check_control_plane_url(url: str, *, allow_insecure: bool = False) -> None:
+    """Refuse a plain-`http://` control plane unless it is on this host (loopback) or
+    `allow_insecure` (KAIZEN_ALLOW_INSECURE_CONTROL_PLANE=true) says so: over plain HTTP
+    anyone on the path reads the gateway credential and answers in the control plane's name.
+    """
+    parts = urlsplit(url)
+    if parts.scheme == "https" and parts.hostname:
+        return
+    if parts.scheme != "http" or not parts.hostname:
+        raise InsecureControlPlane(
+            f"KAIZEN_CONTROL_PLANE_URL {url!r} is not an http(s) URL with a host"
+        )
+    if _loopback(parts.hostname) or allow_insecure:
+        return
+    raise InsecureControlPlane(
+        f"KAIZEN_CONTROL_PLANE_URL {url!r} is plain http to another host: the gateway "
+        "credential and the bundles would cross the network unprotected. Use https://, or set "
+        "KAIZEN_ALLOW_INSECURE_CONTROL_PLANE=true for a network you trust (tests, dev)"
+    )
+
+
+def _loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class Reconnect:
@@ -145,6 +190,13 @@ class BundleSync:
                 except CredentialRefused as exc:
                     self._failed(str(exc), logging.ERROR)
                     delay = None
+                except ScopeMismatch as exc:
+                    self.refused += 1
+                    self.last_refusal = str(exc)[:1000]
+                    self._failed(
+                        f"{exc}; still serving revision {self.store.revision}", logging.ERROR
+                    )
+                    delay = None
                 except httpx.HTTPStatusError as exc:
                     self._failed(
                         f"control plane answered HTTP {exc.response.status_code} "
@@ -185,25 +237,31 @@ class BundleSync:
         scope = gateway.get("bundle_scope") if isinstance(gateway, dict) else None
         if not isinstance(scope, str) or not scope:
             raise ValueError("GET /api/v1/gateways/self did not name a bundle_scope")
-        self.gateway = gateway
-        if self.store.scope is None:
-            self.store.scope = scope
         self._contact()
+        # The answer may name the scope only the first time (then it is pinned); any later
+        # answer, or one contradicting configuration, naming another scope is refused.
+        self.store.pin_scope(scope, "the control plane's GET /api/v1/gateways/self")
+        self.gateway = gateway
         logger.info(
             "gateway %s (%s): bundle scope %s", gateway.get("name"), gateway.get("id"), scope
         )
 
     async def fetch_jwks(self, client: httpx.AsyncClient) -> Mapping[str, Any]:
-        response = await client.get(f"{self.control_plane_url}/.well-known/jwks.json")
+        """This scope's bundle keys only: another organisation's key never verifies here."""
+        scope = self.store.scope
+        if scope is None:
+            raise ValueError("cannot fetch bundle keys before the bundle scope is known")
+        path = f"/api/v1/bundles/{quote(scope, safe='')}/jwks.json"
+        response = await client.get(f"{self.control_plane_url}{path}", headers=self._auth())
+        self._raise_for_credential(response, "fetching its organisation's bundle keys")
         response.raise_for_status()
         jwks = response.json()
         if not isinstance(jwks, dict):
-            raise ValueError("/.well-known/jwks.json is not a JSON object")
+            raise ValueError(f"{path} is not a JSON object")
         try:
-            self.store.trust(jwks)
+            return self.store.trust(jwks)
         except BundleVerificationError as exc:
-            raise ValueError(f"/.well-known/jwks.json: {exc}") from None
-        return jwks
+            raise ValueError(f"{path}: {exc}") from None
 
     async def _poll(self, client: httpx.AsyncClient) -> float:
         scope = self.store.scope
@@ -257,11 +315,11 @@ class BundleSync:
             # A key rotation shows up as an unknown kid: refresh the keys once, then decide.
             jwks = await self.fetch_jwks(client)
             if jwks == before:
-                return self._refuse(first, etag)
+                return self._refuse(self._unendorsed(first), etag)
             try:
                 verified = await asyncio.to_thread(self.store.verify, data, jwks)
             except BundleVerificationError as second:
-                return self._refuse(second, etag)
+                return self._refuse(self._unendorsed(second), etag)
         trusted = self.store.jwks
         # Enforce first, then make it last-known-good: the fsync is off the critical path,
         # and a crash between the two only means a restart serves the previous revision.
@@ -282,6 +340,14 @@ class BundleSync:
             verified.key_id,
         )
         return 0.0
+
+    def _unendorsed(self, error: BundleVerificationError) -> BundleVerificationError:
+        if not self.store.unendorsed:
+            return error
+        return BundleVerificationError(
+            f"{error}; the control plane offered key(s) {', '.join(self.store.unendorsed)} "
+            "that no key this runtime trusts endorses"
+        )
 
     def _refuse(self, error: BundleVerificationError, etag: str | None) -> float:
         self.refused += 1

@@ -10,6 +10,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
@@ -96,3 +97,93 @@ def generate_ed25519(kid: str) -> tuple[bytes, dict[str, Any]]:
 
 def jwks_json(jwks: Mapping[str, Any]) -> str:
     return json.dumps(jwks, indent=2, sort_keys=True) + "\n"
+
+
+# -- key endorsements: how a runtime that trusts a scope's old key comes to trust its new one
+
+ENDORSEMENT_TYP = "kaizen-key-endorsement"
+MAX_ENDORSEMENTS = 1000
+_PUBLIC_MEMBERS = ("kty", "crv", "x", "y", "n", "e")
+
+
+def endorse(
+    signer: PrivateKey, signer_kid: str, jwk: Mapping[str, Any], *, scope: str, iat: int
+) -> str:
+    """A JWS by `signer` saying: `jwk` is a bundle key of `scope`."""
+    payload = {"scope": scope, "kid": jwk["kid"], "jwk": dict(jwk), "iat": iat}
+    return jwt.encode(
+        payload,
+        signer,
+        algorithm=signing_algorithm(signer),
+        headers={"kid": signer_kid, "typ": ENDORSEMENT_TYP},
+    )
+
+
+def endorsed_jwks(
+    trusted: Mapping[str, Any], offered: Mapping[str, Any], *, scope: str
+) -> tuple[dict[str, Any], list[str]]:
+    """The keys of `offered` this runtime may trust, and the kids it may not.
+
+    A key is trusted if `trusted` holds the same key (same kid and public material), or a
+    chain of `offered["endorsements"]` leads to it from a trusted key, each link a JWS by
+    the previous key binding the next one to `scope`. So after the first contact nobody
+    who can answer in the control plane's name can add a key of their own.
+    """
+    known: dict[str, Mapping[str, Any]] = {
+        str(jwk["kid"]): jwk for jwk in _keys(trusted) if isinstance(jwk.get("kid"), str)
+    }
+    endorsements = offered.get("endorsements") or []
+    tokens = [t for t in endorsements if isinstance(t, str)][:MAX_ENDORSEMENTS]
+    grew = True
+    while grew:  # at most len(tokens) rounds: each round adds a key or stops
+        grew = False
+        for token in tokens:
+            endorsed = _endorsed_key(token, known, scope)
+            if endorsed is not None and str(endorsed["kid"]) not in known:
+                known[str(endorsed["kid"])] = endorsed
+                grew = True
+    accepted, refused = [], []
+    for jwk in _keys(offered):
+        kid = jwk.get("kid")
+        match = known.get(kid) if isinstance(kid, str) else None
+        if match is not None and _public(match) == _public(jwk):
+            accepted.append(dict(jwk))
+        else:
+            refused.append(str(kid))
+    return {"keys": accepted}, refused
+
+
+def _endorsed_key(
+    token: str, known: Mapping[str, Mapping[str, Any]], scope: str
+) -> Mapping[str, Any] | None:
+    try:
+        header = jwt.get_unverified_header(token)
+        signer = known.get(str(header.get("kid")))
+        if signer is None or header.get("typ") != ENDORSEMENT_TYP:
+            return None
+        algorithm = jwk_algorithm(signer)
+        if header.get("alg") != algorithm:
+            return None
+        key = jwt.PyJWK(dict(signer), algorithm=algorithm).key
+        payload = jwt.decode(token, key, algorithms=[algorithm], options={"verify_aud": False})
+        endorsed = payload.get("jwk")
+        if (
+            payload.get("scope") != scope
+            or not isinstance(endorsed, dict)
+            or endorsed.get("kid") != payload.get("kid")
+            or not isinstance(endorsed.get("kid"), str)
+        ):
+            return None
+        jwk_algorithm(endorsed)  # a key that could not verify bundles is no use
+    except (jwt.PyJWTError, SigningKeyError, ValueError, TypeError, AttributeError):
+        return None
+    return endorsed
+
+
+def _keys(jwks: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    keys = jwks.get("keys") if isinstance(jwks, Mapping) else None
+    return [k for k in keys if isinstance(k, Mapping)] if isinstance(keys, list) else []
+
+
+def _public(jwk: Mapping[str, Any]) -> dict[str, Any]:
+    return {name: jwk.get(name) for name in _PUBLIC_MEMBERS}

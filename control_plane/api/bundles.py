@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import re
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Request, Response
 from sqlalchemy import select
@@ -28,6 +28,7 @@ from control_plane.schemas.base import Page
 from control_plane.schemas.policies import BundleRevision as RevisionOut
 from control_plane.services import gateways, policies
 from control_plane.services.bundle_events import BundleEvents
+from control_plane.services.keys import KeyRing
 
 router = APIRouter(prefix="/api/v1/bundles", tags=["bundles"])
 
@@ -139,3 +140,20 @@ async def download(
         media_type="application/gzip",
         headers=headers,
     )
+
+
+@router.get("/{scope}/jwks.json", responses={404: {}})
+async def scope_jwks(scope: str, request: Request) -> dict[str, Any]:
+    """The public keys that sign `scope`'s bundles, and no other organisation's.
+
+    Public, like `/.well-known/jwks.json` (they are public keys; `kaizen-studio bundle
+    verify --jwks URL` in a customer's CI reads them without a credential). A sidecar or
+    gateway of this scope pins them (`KAIZEN_SIDECAR_JWKS`, `KAIZEN_GATEWAY_JWKS`) or
+    fetches them at first contact. Access-token keys are at `/.well-known/jwks.json`.
+    """
+    try:
+        organization_id = uuid.UUID(scope)
+    except ValueError:
+        raise NotFound("no such bundle scope") from None
+    keys: KeyRing = request.app.state.keys
+    return await keys.organization_jwks(organization_id)

@@ -52,6 +52,9 @@ async def metrics(request: Request) -> Response:
 
 @router.get("/.well-known/jwks.json")
 async def jwks(request: Request) -> dict[str, Any]:
-    """Public keys for every access token and bundle signature the control plane issues."""
+    """Public keys of the access tokens and approval grants the control plane issues.
+
+    Bundle signatures use each organisation's own keys: `/api/v1/bundles/{scope}/jwks.json`.
+    """
     keys: dict[str, Any] = request.app.state.keys.jwks()
     return keys

@@ -39,11 +39,20 @@ class User(Base):
 
 
 class SigningKey(Base):
-    """The control plane's asymmetric keys for access tokens and bundle signatures."""
+    """The control plane's asymmetric keys: the platform's (access tokens, approval grants;
+    `organization_id` NULL) and each organisation's own bundle-signing keys."""
 
     __tablename__ = "signing_keys"
 
     kid: Mapped[str] = mapped_column(String(64), unique=True)
+    # Set: this organisation's bundle key (a sidecar of that scope trusts only these).
+    # No foreign key on purpose: the key ring is global key material, and a cascade from
+    # `organizations` (e.g. TRUNCATE … CASCADE) must never take the platform keys with it.
+    organization_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, index=True)
+    # Organisation keys: a JWS by the key this one replaced (or, for the organisation's
+    # first key, by the platform key that signed its bundles before), binding the new
+    # public key to the scope, so a runtime that trusts the old key can trust the new one.
+    endorsement: Mapped[str | None] = mapped_column(Text)
     algorithm: Mapped[str] = mapped_column(String(16))
     public_jwk: Mapped[dict[str, Any]] = mapped_column(JSON)
     # AES-GCM ciphertext of the PKCS#8 private key under the master key.
@@ -277,7 +286,8 @@ class Execution(TenantScoped, Base):
 GLOBAL_MODELS: dict[type[Base], str] = {
     Organization: "the tenant itself; reached only by the id in the caller's credential",
     User: "a person may belong to several organisations; reached through Membership",
-    SigningKey: "platform key material shared by every tenant; public halves are published",
+    SigningKey: "key material read by the key ring for every tenant (platform keys, and each "
+    "organisation's bundle keys by organization_id); public halves are published",
 }
 
 

@@ -439,7 +439,8 @@ async def _release(
     revision = (last or 0) + 1
     sources = await _sources(session, versions)
     context = await compile_context(session, organization_id, keys)
-    kid, signing_key = keys.signer()
+    # The organisation's own key: a sidecar of this scope trusts no other organisation's.
+    kid, signing_key = await keys.bundle_signer(session, organization_id)
     built = await asyncio.to_thread(
         _build,
         sources,
@@ -578,8 +579,9 @@ async def list_revisions(
 async def refresh_everywhere(
     db: Database, keys: KeyRing, *, why: str, issuer: str
 ) -> list[tuple[uuid.UUID, int]]:
-    """Re-sign every organisation's published bundle (after the key ring changed, so the
-    JWKS inside each bundle holds the key new access tokens are signed with)."""
+    """Re-sign every organisation's published bundle (after the key ring changed, so each
+    bundle is signed by its organisation's current key and the JWKS inside it holds the key
+    new access tokens are signed with)."""
     async with db.session(SYSTEM) as session:
         organizations = list(
             await session.scalars(select(BundleRevision.organization_id).distinct())
@@ -592,3 +594,34 @@ async def refresh_everywhere(
         if row is not None:
             refreshed.append((organization_id, row.revision))
     return refreshed
+
+
+async def resign_with_organization_keys(
+    db: Database, keys: KeyRing, *, issuer: str
+) -> list[tuple[uuid.UUID, int]]:
+    """Re-sign each organisation whose current bundle is not signed by one of its own keys
+    (bundles published before per-organisation keys): a sidecar of that scope trusts only
+    the organisation's keys, so without this a fresh one could not load the bundle."""
+    async with db.session(SYSTEM) as session:
+        organizations = list(
+            await session.scalars(select(BundleRevision.organization_id).distinct())
+        )
+    actor = Actor("system", None, "kaizen-studio", None, None)
+    resigned = []
+    for organization_id in organizations:
+        own = {jwk["kid"] for jwk in (await keys.organization_jwks(organization_id))["keys"]}
+        async with db.session(organization_id) as session:
+            current = await current_revision(session)
+            if current is None or current.key_id in own:
+                continue
+            row = await refresh(
+                session,
+                organization_id,
+                actor,
+                keys,
+                why="signed with the organisation's own bundle key",
+                issuer=issuer,
+            )
+        if row is not None:
+            resigned.append((organization_id, row.revision))
+    return resigned

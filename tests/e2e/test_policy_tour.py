@@ -39,7 +39,7 @@ def _verify(bundle: Path, url: str, scope: str) -> subprocess.CompletedProcess[s
             "verify",
             str(bundle),
             "--jwks",
-            f"{url}/.well-known/jwks.json",
+            f"{url}/api/v1/bundles/{scope}/jwks.json",
             "--scope",
             scope,
         ],

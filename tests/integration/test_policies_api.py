@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from typing import Any
 
 import httpx
@@ -84,8 +85,11 @@ async def _publish(client: httpx.AsyncClient, who: Account) -> httpx.Response:
     return await client.post("/api/v1/policies/publish", json={}, headers=who.headers)
 
 
-async def _jwks(client: httpx.AsyncClient) -> dict[str, Any]:
-    body: dict[str, Any] = (await client.get("/.well-known/jwks.json")).json()
+async def _jwks(client: httpx.AsyncClient, who: Account) -> dict[str, Any]:
+    """The organisation's bundle keys: the only keys its sidecars trust."""
+    body: dict[str, Any] = (
+        await client.get(f"/api/v1/bundles/{who.organization_id}/jwks.json")
+    ).json()
     return body
 
 
@@ -135,14 +139,16 @@ async def test_author_simulate_publish_download_verify(
     download = await client.get(_bundle_url(owner), headers=owner.headers)
     assert download.status_code == 200
     assert download.headers["etag"] == '"1"'
-    verified = load_bundle(download.content, await _jwks(client), scope=owner.organization_id)
+    verified = load_bundle(
+        download.content, await _jwks(client, owner), scope=owner.organization_id
+    )
     assert verified.revision == "1"
     assert verified.key_id == revision["key_id"]
 
     tampered = bytearray(download.content)
     tampered[len(tampered) // 2] ^= 0x01
     with pytest.raises(BundleVerificationError):
-        load_bundle(bytes(tampered), await _jwks(client), scope=owner.organization_id)
+        load_bundle(bytes(tampered), await _jwks(client, owner), scope=owner.organization_id)
 
     not_modified = await client.get(
         _bundle_url(owner), headers={**owner.headers, "If-None-Match": '"1"'}
@@ -336,29 +342,30 @@ async def test_api_key_changes_re_sign_the_bundle(
     bundles = (await client.get("/api/v1/bundles", headers=owner.headers)).json()["items"]
     assert [(b["revision"], b["reason"]) for b in bundles] == [(1, "publish"), (2, "refresh")]
     data = await client.get(_bundle_url(owner), headers=owner.headers)
-    verified = load_bundle(data.content, await _jwks(client), scope=owner.organization_id)
+    verified = load_bundle(data.content, await _jwks(client, owner), scope=owner.organization_id)
     names = {k["name"] for k in verified.compiled.kaizen["api_keys"].values()}
     assert names == {"ci-bot"}
 
     await client.delete(f"/api/v1/api-keys/{created.json()['id']}", headers=owner.headers)
     data = await client.get(_bundle_url(owner), headers=owner.headers)
     assert data.headers["etag"] == '"3"'
-    verified = load_bundle(data.content, await _jwks(client), scope=owner.organization_id)
+    verified = load_bundle(data.content, await _jwks(client, owner), scope=owner.organization_id)
     assert verified.compiled.kaizen["api_keys"] == {}
 
 
 async def test_key_rotation_re_signs_every_published_bundle(
     client: httpx.AsyncClient, stack: Stack, owner: Account
 ) -> None:
-    """After `keys rotate`, each bundle carries (and is signed by) the new key, so sidecars
-    accept access tokens signed with it."""
+    """After `keys rotate`, each bundle is signed by its organisation's new bundle key and
+    carries the new platform key, so sidecars accept access tokens signed with it."""
     await _apply(client, owner, POLICIES)
     await _publish(client, owner)
     keys = stack.app.state.keys
     new_kid = await keys.rotate()
+    rotated = dict(await keys.rotate_every_organization())
     refreshed = await policies.refresh_everywhere(stack.db, keys, why="test", issuer="kaizen")
     assert [(str(org), revision) for org, revision in refreshed] == [(owner.organization_id, 2)]
     data = await client.get(_bundle_url(owner), headers=owner.headers)
-    verified = load_bundle(data.content, await _jwks(client), scope=owner.organization_id)
-    assert verified.key_id == new_kid
+    verified = load_bundle(data.content, await _jwks(client, owner), scope=owner.organization_id)
+    assert verified.key_id == rotated[uuid.UUID(owner.organization_id)]
     assert new_kid in {k["kid"] for k in verified.compiled.kaizen["jwks"]["keys"]}

@@ -2,7 +2,7 @@
 
 The server here is a STAND-IN for our control plane's endpoints while those land: a small
 Starlette app, run by uvicorn on a free port, implementing exactly the protocol of
-proto/README.md (`/api/v1/gateways/self`, `/.well-known/jwks.json`, the bundle with ETag,
+proto/README.md (`/api/v1/gateways/self`, `/api/v1/bundles/{scope}/jwks.json`, the bundle with ETag,
 long-poll, 304 and 404, idempotent decision ingest, status). Bundles are built and signed
 with `policy.bundle.build_bundle`. The real control plane is exercised in the end-to-end
 tests; this module checks the sidecar side of the protocol, including a control plane that
@@ -39,7 +39,7 @@ from policy.bundle import build_bundle
 from policy.bundle_store import BundleStore
 from policy.bundle_sync import Backoff, BundleSync
 from policy.compiler import CompileContext, CompiledPolicy, compile_policy
-from policy.keys import generate_ed25519, load_private_key
+from policy.keys import endorse, generate_ed25519, load_private_key
 from policy.policy_set import PolicySet
 
 ORG = "org-5e1d"
@@ -76,6 +76,7 @@ class ControlPlaneStandIn:
             routes=[
                 Route("/api/v1/gateways/self", self.gateway_self),
                 Route("/.well-known/jwks.json", self.well_known_jwks),
+                Route("/api/v1/bundles/{scope}/jwks.json", self.scope_jwks),
                 Route("/api/v1/bundles/{scope}/bundle.tar.gz", self.get_bundle),
                 Route("/api/v1/decisions/ingest", self.ingest, methods=["POST"]),
                 Route("/api/v1/gateways/self/status", self.status, methods=["POST"]),
@@ -100,9 +101,11 @@ class ControlPlaneStandIn:
         self._published = asyncio.Event()
 
     def rotate_key(self) -> None:
+        """As the control plane rotates an organisation's key: the old key endorses the new."""
         pem, new = generate_ed25519("cp-2")
+        endorsement = endorse(self.key, self.kid, new["keys"][0], scope=self.scope, iat=0)
         self.key, self.kid = load_private_key(pem), "cp-2"
-        self.jwks = {"keys": [*self.jwks["keys"], *new["keys"]]}
+        self.jwks = {"keys": [*self.jwks["keys"], *new["keys"]], "endorsements": [endorsement]}
 
     # -- endpoints ------------------------------------------------------------------------------
 
@@ -129,6 +132,13 @@ class ControlPlaneStandIn:
 
     async def well_known_jwks(self, request: Request) -> Response:
         self._count("jwks")
+        return JSONResponse(self.jwks)
+
+    async def scope_jwks(self, request: Request) -> Response:
+        """The organisation's bundle keys: what a sidecar of this scope fetches."""
+        self._count("jwks")
+        if request.path_params["scope"] != self.scope:
+            return error(404, "not_found", "no such bundle scope")
         return JSONResponse(self.jwks)
 
     async def get_bundle(self, request: Request) -> Response:
@@ -321,7 +331,9 @@ async def test_a_configured_scope_that_is_not_this_gateways_is_named(
         async with background(sync.run()):
             await until(lambda: sync.failures >= 1)
     assert store.current is None
-    assert "is not this gateway's ('org-5e1d')" in caplog.text
+    # Refused at discovery: the control plane's answer contradicts the configured scope.
+    assert "names bundle scope 'org-5e1d', but this runtime is bound to scope" in caplog.text
+    assert "'org-someone-else'" in caplog.text
 
 
 async def test_long_poll_wakes_on_a_new_revision(control_plane: Running, tmp_path: Path) -> None:

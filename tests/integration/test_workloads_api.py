@@ -92,7 +92,7 @@ async def _bundle(client: httpx.AsyncClient, who: Account) -> VerifiedBundle:
         f"/api/v1/bundles/{who.organization_id}/bundle.tar.gz", headers=who.headers
     )
     assert response.status_code == 200, response.text
-    jwks = (await client.get("/.well-known/jwks.json")).json()
+    jwks = (await client.get(f"/api/v1/bundles/{who.organization_id}/jwks.json")).json()
     bundle = load_bundle(response.content, jwks, scope=who.organization_id)
     assert bundle.revision == response.headers["x-kaizen-bundle-revision"]
     return bundle
