@@ -16,13 +16,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from control_plane.db.base import utcnow
 from control_plane.db.models import (
     Membership,
+    OrganizationDomain,
     SsoDomain,
+    SsoLink,
     SsoProvider,
     SsoSettings,
     Team,
@@ -32,7 +34,8 @@ from control_plane.db.models import (
 from control_plane.db.session import SYSTEM, Database
 from control_plane.errors import Conflict, Forbidden, Invalid, NotFound, Unauthenticated
 from control_plane.schemas import sso as schemas
-from control_plane.services import audit, roles, sso_saml
+from control_plane.services import audit, passwords, roles, sso_saml
+from control_plane.services import domains as org_domains
 from control_plane.services.audit import Actor
 from control_plane.services.identity import normalize_email
 from control_plane.services.kv import KeyValueStore
@@ -139,31 +142,17 @@ async def out(session: AsyncSession, provider: SsoProvider, base_url: str) -> sc
     )
 
 
-async def ensure_domains_free(
-    db: Database, organization_id: uuid.UUID, domains: Sequence[str]
-) -> None:
-    """An email domain routes to one organisation only (a SYSTEM read across tenants)."""
-    if not domains:
-        return
-    async with db.session(SYSTEM) as session:
-        taken = await session.scalars(
-            select(SsoDomain.domain).where(
-                SsoDomain.domain.in_(list(domains)),
-                SsoDomain.organization_id != organization_id,
-            )
-        )
-        claimed = sorted(taken)
-    if claimed:
-        raise Conflict(
-            f"email_domains: {', '.join(claimed)} already routes to another organisation",
-            details=[{"field": "email_domains", "message": "already claimed", "values": claimed}],
-        )
-
-
 async def _set_domains(
     session: AsyncSession, provider: SsoProvider, domains: Sequence[str]
 ) -> None:
     wanted = sorted(set(domains))
+    # A provider routes only domains its organisation proved by DNS: no first-come claims.
+    if unproven := sorted(set(wanted) - await org_domains.verified(session)):
+        raise _invalid(
+            "email_domains",
+            f"not verified by this organisation: {', '.join(unproven)} "
+            "(claim and verify them first: POST /api/v1/domains)",
+        )
     clash = await session.scalar(
         select(SsoDomain.domain).where(
             SsoDomain.domain.in_(wanted), SsoDomain.provider_id != provider.id
@@ -205,6 +194,14 @@ def _apply_saml_metadata(provider: SsoProvider, metadata_xml: str) -> None:
     provider.saml_idp_certificate = idp.certificate
 
 
+def _no_default_role(value: str | None) -> None:
+    if value is not None:
+        raise _invalid(
+            "default_role",
+            "there is no default role: map IdP groups to roles (group_mapping) to provision",
+        )
+
+
 def _summary(provider: SsoProvider, domains: Sequence[str]) -> dict[str, Any]:
     return {
         "name": provider.name,
@@ -236,9 +233,10 @@ async def create_provider(
         enabled=body.enabled,
         groups_claim=body.groups_claim,
         group_mapping=[m.model_dump() for m in body.group_mapping],
-        default_role=body.default_role,
+        default_role=None,
         updated_at=utcnow(),
     )
+    _no_default_role(body.default_role)
     if body.type == "oidc":
         if body.saml_idp_metadata is not None:
             raise _invalid("saml_idp_metadata", "only for SAML providers")
@@ -330,10 +328,8 @@ async def update_provider(
         provider.groups_claim = body.groups_claim
     if body.group_mapping is not None:
         provider.group_mapping = [m.model_dump() for m in body.group_mapping]
-    if body.default_role is not None:
-        provider.default_role = body.default_role
-    elif body.clear_default_role:
-        provider.default_role = None
+    _no_default_role(body.default_role)
+    provider.default_role = None
     if body.enabled is not None:
         provider.enabled = body.enabled
     if body.email_domains is not None:
@@ -396,6 +392,26 @@ async def provider_for_login(db: Database, provider_id: uuid.UUID, kind: str) ->
     return provider
 
 
+async def provider_by_id(db: Database, provider_id: uuid.UUID) -> SsoProvider:
+    async with db.session(SYSTEM) as session:
+        provider = await session.get(SsoProvider, provider_id)
+    if provider is None or not provider.enabled:
+        raise NotFound("no such SSO provider")
+    return provider
+
+
+async def check_account_password(db: Database, user_id: uuid.UUID, password: str) -> None:
+    """The proof the link flow asks for: the account's own password."""
+    async with db.session(SYSTEM) as session:
+        user = await session.get(User, user_id)
+    valid = passwords.verify_password(user.password_hash if user else None, password)
+    if user is None or not valid or not user.is_active:
+        raise Unauthenticated(
+            "wrong password for the account being linked",
+            details=[{"field": "password", "message": "wrong password"}],
+        )
+
+
 async def discover(db: Database, email: str) -> SsoProvider:
     """Email-domain routing: the enabled provider of the organisation that owns the domain."""
     domain = normalize_email(email).rpartition("@")[2]
@@ -403,7 +419,16 @@ async def discover(db: Database, email: str) -> SsoProvider:
         provider = await session.scalar(
             select(SsoProvider)
             .join(SsoDomain, SsoDomain.provider_id == SsoProvider.id)
-            .where(SsoDomain.domain == domain, SsoProvider.enabled.is_(True))
+            .join(
+                OrganizationDomain,
+                (OrganizationDomain.domain == SsoDomain.domain)
+                & (OrganizationDomain.organization_id == SsoProvider.organization_id),
+            )
+            .where(
+                SsoDomain.domain == domain,
+                SsoProvider.enabled.is_(True),
+                OrganizationDomain.verified_at.is_not(None),
+            )
         )
     if provider is None:
         raise NotFound("no single sign-on is configured for this email domain")
@@ -494,47 +519,192 @@ async def check_password_login(
 _PRIVILEGE = {role: rank for rank, role in enumerate(reversed(roles.ROLES))}
 
 
+class SsoLinkRequired(Forbidden):
+    """The address has a Kaizen account this provider has no proven link to."""
+
+    code = "sso_link_required"
+
+    def __init__(self, message: str, *, user_id: uuid.UUID, can_link: bool):
+        super().__init__(message)
+        self.user_id = user_id
+        self.can_link = can_link
+
+
+def maps_roles(provider: SsoProvider) -> bool:
+    """Whether the provider's configuration names any role (JIT provisioning is on)."""
+    return any(m.get("role") for m in provider.group_mapping)
+
+
 def mapped_access(
     provider: SsoProvider, groups: Sequence[str]
 ) -> tuple[str | None, set[str], set[str]]:
-    """(role, teams to be in, teams the mapping manages) for these IdP groups."""
+    """(role, teams to be in, teams the mapping manages) for these IdP groups; no default."""
     have = set(groups)
     matched = [m for m in provider.group_mapping if m["group"] in have]
     granted = [m["role"] for m in matched if m.get("role")]
-    role = max(granted, key=_PRIVILEGE.__getitem__) if granted else provider.default_role
+    role = max(granted, key=_PRIVILEGE.__getitem__) if granted else None
     wanted = {t for m in matched for t in m.get("teams", [])}
     managed = {t for m in provider.group_mapping for t in m.get("teams", [])}
     return role, wanted, managed
 
 
-def check_email_domain(provider: SsoProvider, domains: Sequence[str], email: str) -> None:
+async def check_email_domain(session: AsyncSession, provider: SsoProvider, email: str) -> None:
+    """Only addresses of domains this organisation verified by DNS (none ⇒ nobody)."""
     domain = email.rpartition("@")[2]
-    if domains and domain not in domains:
-        raise Forbidden(f"{provider.name} may not sign in addresses of {domain}")
+    allowed = await org_domains.verified(session)
+    routed = await _domains(session, provider.id)
+    if domain not in allowed or (routed and domain not in routed):
+        raise Forbidden(
+            f"{provider.name} may not sign in addresses of {domain}: the domain is not "
+            "verified by this organisation (POST /api/v1/domains)"
+            if domain not in allowed
+            else f"{provider.name} may not sign in addresses of {domain}",
+            details=[{"field": "email", "message": f"{domain} is not this provider's"}],
+        )
+
+
+async def memberships_elsewhere(db: Database, user_id: uuid.UUID, org_id: uuid.UUID) -> int:
+    """How many other organisations the user belongs to (a SYSTEM read across tenants)."""
+    async with db.session(SYSTEM) as session:
+        count = await session.scalar(
+            select(func.count(Membership.id)).where(
+                Membership.user_id == user_id, Membership.organization_id != org_id
+            )
+        )
+    return int(count or 0)
+
+
+def _without_proof(provider: SsoProvider, user: User, elsewhere: int) -> SsoLinkRequired:
+    can_link = user.password_hash is not None
+    how = (
+        "; to link it, prove it is yours: POST /api/v1/auth/sso/link with the link_code "
+        "and the account's password"
+        if can_link
+        else ""
+    )
+    if elsewhere:
+        reason = "is a member of another organisation"
+        verb = "may not sign it in, link it or change it"
+    else:
+        reason = "is not linked to this provider"
+        verb = "may not attach it without proof"
+    return SsoLinkRequired(
+        f"{user.email} already has a Kaizen account that {reason}; {provider.name} {verb}{how}",
+        user_id=user.id,
+        can_link=can_link,
+    )
+
+
+async def _account_for_link(
+    session: AsyncSession, db: Database, provider: SsoProvider, link: SsoLink, proven: bool
+) -> User | None:
+    """The linked account. A link made without the account's password holds only while the
+    account belongs to no other organisation."""
+    user = await session.get(User, link.user_id)
+    if user is None or link.proof == "password" or proven:
+        return user
+    if elsewhere := await memberships_elsewhere(db, user.id, provider.organization_id):
+        raise _without_proof(provider, user, elsewhere)
+    return user
+
+
+async def _check_existing_account(
+    session: AsyncSession,
+    db: Database,
+    provider: SsoProvider,
+    user: User,
+    subject: str,
+    proven: bool,
+) -> None:
+    """Refuse to attach an account this provider has no proof for — proof is the account's
+    password (`proven`) or this being the account's own organisation's IdP."""
+    other_subject = await session.scalar(
+        select(SsoLink.subject).where(
+            SsoLink.provider_id == provider.id, SsoLink.user_id == user.id
+        )
+    )
+    if other_subject is not None and other_subject != subject:
+        raise Forbidden(
+            f"{user.email} is linked to another identity at {provider.name}; refused",
+            details=[{"field": "sub", "message": "a different subject is linked"}],
+        )
+    if proven:
+        return
+    mine = await session.scalar(select(Membership.id).where(Membership.user_id == user.id))
+    elsewhere = await memberships_elsewhere(db, user.id, provider.organization_id)
+    if mine is None or elsewhere:
+        raise _without_proof(provider, user, elsewhere)
+    # A member of this organisation alone: its IdP is the account's own.
 
 
 async def provision(
     session: AsyncSession,
+    db: Database,
     provider: SsoProvider,
     identity: ExternalIdentity,
     actor: Actor,
+    *,
+    proven_user: uuid.UUID | None = None,
 ) -> uuid.UUID:
-    """Create or update the member the IdP vouched for; returns the user id. Audited."""
+    """Sign in (and create or update) the member the IdP vouched for; returns the user id.
+
+    Every refusal is raised before the first write. `proven_user` is an account whose
+    password the caller has just checked (the link flow). Audited."""
     org_id = provider.organization_id
     email = normalize_email(identity.email)
-    check_email_domain(provider, await _domains(session, provider.id), email)
-    role, wanted_teams, managed_teams = mapped_access(provider, identity.groups)
-    if role is None:
-        raise Forbidden("none of your identity provider groups grants a role in this organisation")
-    user = await session.scalar(select(User).where(User.email == email))
+    await check_email_domain(session, provider, email)
+    link = await session.scalar(
+        select(SsoLink).where(
+            SsoLink.provider_id == provider.id, SsoLink.subject == identity.subject
+        )
+    )
+    if link is not None:
+        user = await _account_for_link(session, db, provider, link, link.user_id == proven_user)
+    else:
+        user = await session.scalar(select(User).where(User.email == email))
+        if user is not None:
+            await _check_existing_account(
+                session, db, provider, user, identity.subject, user.id == proven_user
+            )
     if user is not None and not user.is_active:
         raise Unauthenticated("this account is disabled")
+    role, wanted_teams, managed_teams = mapped_access(provider, identity.groups)
+    membership = None
+    if user is not None:
+        membership = await session.scalar(select(Membership).where(Membership.user_id == user.id))
+    if role is None and (membership is None or maps_roles(provider)):
+        if not maps_roles(provider):
+            raise Forbidden(
+                f"just-in-time provisioning is off for {provider.name}: its group mapping "
+                "names no role, so it signs in existing members only"
+            )
+        raise Forbidden("none of your identity provider groups grants a role in this organisation")
     if user is None:
         user = User(id=uuid.uuid4(), email=email, display_name=identity.display_name)
         session.add(user)
         await session.flush()
-    membership = await session.scalar(select(Membership).where(Membership.user_id == user.id))
+    proof = "password" if user.id == proven_user else "organisation"
+    if link is not None and proof == "password" and link.proof != "password":
+        link.proof = proof
+    if link is None:
+        link = SsoLink(
+            provider_id=provider.id, subject=identity.subject, user_id=user.id, proof=proof
+        )
+        session.add(link)
+        await session.flush()
+        await audit.record(
+            session,
+            org_id,
+            actor,
+            "sso.link",
+            "user",
+            user.id,
+            provider=provider.name,
+            subject=identity.subject[:200],
+            proof=proof,
+        )
     if membership is None:
+        assert role is not None  # refused above otherwise
         membership = Membership(user_id=user.id, role=role)
         session.add(membership)
         await session.flush()
@@ -552,7 +722,7 @@ async def provision(
                 "groups": list(identity.groups)[:50],
             },
         )
-    elif membership.role != role and membership.role != "owner":
+    elif role is not None and membership.role != role and membership.role != "owner":
         # Owners are made and unmade in Kaizen only; every other role follows the IdP.
         before = membership.role
         membership.role = role
@@ -638,6 +808,12 @@ async def remember(
     kv: KeyValueStore, kind: str, key: str, record: dict[str, Any], ttl: int
 ) -> None:
     await kv.set(f"sso:{kind}:{_digest(key)}", json.dumps(record), ttl=ttl)
+
+
+async def peek(kv: KeyValueStore, kind: str, key: str) -> dict[str, Any] | None:
+    """The record stored under `key`, left in place."""
+    raw = await kv.get(f"sso:{kind}:{_digest(key)}")
+    return json.loads(raw) if raw else None
 
 
 async def take(kv: KeyValueStore, kind: str, key: str) -> dict[str, Any] | None:
