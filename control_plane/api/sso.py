@@ -187,9 +187,10 @@ async def _complete(
     request: Request, db: DatabaseDep, provider: SsoProvider, identity: sso.ExternalIdentity
 ) -> RedirectResponse:
     actor = sso.login_actor(provider, client_ip(request), request_id_var.get())
+    elsewhere = await sso.memberships_elsewhere(db, provider, identity)
     try:
         async with db.session(provider.organization_id) as session:
-            user_id = await sso.provision(session, db, provider, identity, actor)
+            user_id = await sso.provision(session, provider, identity, actor, elsewhere)
     except sso.SsoLinkRequired as refused:
         if refused.can_link:
             link_code = secrets.token_urlsafe(32)
@@ -253,8 +254,9 @@ async def link(
         groups=tuple(record["groups"]),
     )
     actor = sso.login_actor(provider, client_ip(request), request_id_var.get())
+    elsewhere = await sso.memberships_elsewhere(db, provider, external)
     async with db.session(org_id) as session:
-        await sso.provision(session, db, provider, external, actor, proven_user=user_id)
+        await sso.provision(session, provider, external, actor, elsewhere, proven_user=user_id)
     if await mfa.enrolment_missing(user_id, org_id):
         await mfa.check_login(user_id, org_id, None)  # raises with an enrolment token
     return _tokens(await auth.issue(user_id, org_id, client=client_of(request)))

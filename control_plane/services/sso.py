@@ -12,7 +12,7 @@ import hashlib
 import json
 import secrets
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -563,15 +563,27 @@ async def check_email_domain(session: AsyncSession, provider: SsoProvider, email
         )
 
 
-async def memberships_elsewhere(db: Database, user_id: uuid.UUID, org_id: uuid.UUID) -> int:
-    """How many other organisations the user belongs to (a SYSTEM read across tenants)."""
+async def memberships_elsewhere(
+    db: Database, provider: SsoProvider, identity: ExternalIdentity
+) -> dict[uuid.UUID, int]:
+    """For the accounts this login could resolve to (linked subject, same email): how many
+    other organisations each belongs to. A SYSTEM read across tenants, made before the
+    provisioning transaction opens (SQLite has one writer)."""
+    email = normalize_email(identity.email)
     async with db.session(SYSTEM) as session:
-        count = await session.scalar(
-            select(func.count(Membership.id)).where(
-                Membership.user_id == user_id, Membership.organization_id != org_id
-            )
+        linked = select(SsoLink.user_id).where(
+            SsoLink.provider_id == provider.id, SsoLink.subject == identity.subject
         )
-    return int(count or 0)
+        by_email = select(User.id).where(User.email == email)
+        rows = await session.execute(
+            select(Membership.user_id, func.count(Membership.id))
+            .where(
+                Membership.user_id.in_(linked.union(by_email).scalar_subquery()),
+                Membership.organization_id != provider.organization_id,
+            )
+            .group_by(Membership.user_id)
+        )
+        return {user_id: int(count) for user_id, count in rows}
 
 
 def _without_proof(provider: SsoProvider, user: User, elsewhere: int) -> SsoLinkRequired:
@@ -596,21 +608,25 @@ def _without_proof(provider: SsoProvider, user: User, elsewhere: int) -> SsoLink
 
 
 async def _account_for_link(
-    session: AsyncSession, db: Database, provider: SsoProvider, link: SsoLink, proven: bool
+    session: AsyncSession,
+    provider: SsoProvider,
+    link: SsoLink,
+    elsewhere: Mapping[uuid.UUID, int],
+    proven: bool,
 ) -> User | None:
     """The linked account. A link made without the account's password holds only while the
     account belongs to no other organisation."""
     user = await session.get(User, link.user_id)
     if user is None or link.proof == "password" or proven:
         return user
-    if elsewhere := await memberships_elsewhere(db, user.id, provider.organization_id):
-        raise _without_proof(provider, user, elsewhere)
+    if count := elsewhere.get(user.id, 0):
+        raise _without_proof(provider, user, count)
     return user
 
 
 async def _check_existing_account(
     session: AsyncSession,
-    db: Database,
+    elsewhere: Mapping[uuid.UUID, int],
     provider: SsoProvider,
     user: User,
     subject: str,
@@ -631,25 +647,26 @@ async def _check_existing_account(
     if proven:
         return
     mine = await session.scalar(select(Membership.id).where(Membership.user_id == user.id))
-    elsewhere = await memberships_elsewhere(db, user.id, provider.organization_id)
-    if mine is None or elsewhere:
-        raise _without_proof(provider, user, elsewhere)
+    count = elsewhere.get(user.id, 0)
+    if mine is None or count:
+        raise _without_proof(provider, user, count)
     # A member of this organisation alone: its IdP is the account's own.
 
 
 async def provision(
     session: AsyncSession,
-    db: Database,
     provider: SsoProvider,
     identity: ExternalIdentity,
     actor: Actor,
+    elsewhere: Mapping[uuid.UUID, int],
     *,
     proven_user: uuid.UUID | None = None,
 ) -> uuid.UUID:
     """Sign in (and create or update) the member the IdP vouched for; returns the user id.
 
-    Every refusal is raised before the first write. `proven_user` is an account whose
-    password the caller has just checked (the link flow). Audited."""
+    `elsewhere` is `memberships_elsewhere` for this login. Every refusal is raised before
+    the first write. `proven_user` is an account whose password the caller has just checked
+    (the link flow). Audited."""
     org_id = provider.organization_id
     email = normalize_email(identity.email)
     await check_email_domain(session, provider, email)
@@ -659,12 +676,14 @@ async def provision(
         )
     )
     if link is not None:
-        user = await _account_for_link(session, db, provider, link, link.user_id == proven_user)
+        user = await _account_for_link(
+            session, provider, link, elsewhere, link.user_id == proven_user
+        )
     else:
         user = await session.scalar(select(User).where(User.email == email))
         if user is not None:
             await _check_existing_account(
-                session, db, provider, user, identity.subject, user.id == proven_user
+                session, elsewhere, provider, user, identity.subject, user.id == proven_user
             )
     if user is not None and not user.is_active:
         raise Unauthenticated("this account is disabled")
