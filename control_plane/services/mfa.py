@@ -65,6 +65,12 @@ class MfaEnrolmentRequired(Forbidden):
     code = "mfa_enrolment_required"
 
 
+class CurrentFactorRequired(Forbidden):
+    """Step-up for a logged-in user (a 403, so no client mistakes it for a lost session)."""
+
+    code = "current_factor_required"
+
+
 @dataclass(frozen=True)
 class Enrolment:
     """Who an enrolment token was issued to."""
@@ -195,7 +201,7 @@ class SecondFactor:
         sealed = seal(self._master_key, secret.encode(), _associated(user_id))
         if credential is not None and credential.confirmed_at is not None:
             if not current:
-                raise MfaRequired(
+                raise CurrentFactorRequired(
                     "TOTP is already active: to replace it, send `code` with a current code "
                     "from your authenticator or a recovery code",
                     details=[{"field": "code"}],
