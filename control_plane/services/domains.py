@@ -19,7 +19,6 @@ import dns.asyncresolver
 import dns.exception
 import dns.resolver
 from sqlalchemy import delete, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from control_plane.db.base import utcnow
@@ -168,10 +167,9 @@ async def mark_verified(
     if row.verified_at is not None:
         return row
     row.verified_at = utcnow()
-    try:
-        await session.flush()
-    except IntegrityError:  # the transaction is rolled back on the way out
-        raise taken(row.domain) from None
+    # A race with another organisation ends here in IntegrityError (the partial unique
+    # index); the caller turns it into `taken` once the transaction is rolled back.
+    await session.flush()
     await audit.record(
         session, organization_id, actor, "domain.verify", "domain", row.id, domain=row.domain
     )
