@@ -6,6 +6,7 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response
+from sqlalchemy.exc import IntegrityError
 
 from control_plane.api.deps import Cursor, Limit, Tenant, requires
 from control_plane.db.models import OrganizationDomain
@@ -74,9 +75,14 @@ async def verify_domain(domain_id: uuid.UUID, request: Request, tenant: Update) 
             raise domains.taken(domain)
         # The DNS round trip happens outside any transaction.
         await domains.prove(_nameserver(request), domain, token)
-    async with tenant.session() as session:
-        row = await domains.mark_verified(session, tenant.organization_id, tenant.actor, domain_id)
-        out = _out(row)
+    try:
+        async with tenant.session() as session:
+            row = await domains.mark_verified(
+                session, tenant.organization_id, tenant.actor, domain_id
+            )
+            out = _out(row)
+    except IntegrityError:  # lost a race to another organisation; rolled back, nothing kept
+        raise domains.taken(domain) from None
     await domains.drop_stale_routes(tenant.db, tenant.organization_id, domain)
     return out
 
