@@ -31,7 +31,7 @@ from control_plane.observability import request_id_var
 from control_plane.schemas import sso as schemas
 from control_plane.schemas.base import Page
 from control_plane.schemas.identity import TokenResponse
-from control_plane.services import ratelimit, sso, sso_oidc, sso_saml
+from control_plane.services import ratelimit, sso, sso_oidc, sso_provision, sso_saml
 from control_plane.services.auth import TokenPair
 from control_plane.services.kv import KeyValueStore
 from control_plane.services.mfa import MfaInvalid, MfaRequired
@@ -187,11 +187,11 @@ async def _complete(
     request: Request, db: DatabaseDep, provider: SsoProvider, identity: sso.ExternalIdentity
 ) -> RedirectResponse:
     actor = sso.login_actor(provider, client_ip(request), request_id_var.get())
-    elsewhere = await sso.memberships_elsewhere(db, provider, identity)
+    elsewhere = await sso_provision.memberships_elsewhere(db, provider, identity)
     try:
         async with db.session(provider.organization_id) as session:
-            user_id = await sso.provision(session, provider, identity, actor, elsewhere)
-    except sso.SsoLinkRequired as refused:
+            user_id = await sso_provision.provision(session, provider, identity, actor, elsewhere)
+    except sso_provision.SsoLinkRequired as refused:
         if refused.can_link:
             link_code = secrets.token_urlsafe(32)
             record = {
@@ -241,7 +241,7 @@ async def link(
         what="link attempts for this account",
     )
     provider = await sso.provider_by_id(db, uuid.UUID(record["provider"]))
-    await sso.check_account_password(db, user_id, body.password)
+    await sso_provision.check_account_password(db, user_id, body.password)
     org_id = provider.organization_id
     await mfa.check_login(user_id, org_id, body.totp)
     if await sso.take(kv, "link", body.link_code) is None:
@@ -254,9 +254,11 @@ async def link(
         groups=tuple(record["groups"]),
     )
     actor = sso.login_actor(provider, client_ip(request), request_id_var.get())
-    elsewhere = await sso.memberships_elsewhere(db, provider, external)
+    elsewhere = await sso_provision.memberships_elsewhere(db, provider, external)
     async with db.session(org_id) as session:
-        await sso.provision(session, provider, external, actor, elsewhere, proven_user=user_id)
+        await sso_provision.provision(
+            session, provider, external, actor, elsewhere, proven_user=user_id
+        )
     if await mfa.enrolment_missing(user_id, org_id):
         await mfa.check_login(user_id, org_id, None)  # raises with an enrolment token
     return _tokens(await auth.issue(user_id, org_id, client=client_of(request)))
