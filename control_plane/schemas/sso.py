@@ -77,9 +77,6 @@ class ProviderUpdate(Input):
     default_role: MappedRole | None = Field(
         default=None, description="Always null: there is no default role (non-null is refused)."
     )
-    clear_default_role: bool = Field(
-        default=False, description="Accepted for compatibility; there is no default role."
-    )
     enabled: bool | None = None
 
 
