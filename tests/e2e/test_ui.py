@@ -598,7 +598,7 @@ def test_revoke_another_session(control_plane: str, page: Page) -> None:
 def test_webhook_secret_once_provider_key_write_only_and_sso_routing(
     control_plane: str, page: Page, browser: Browser, ui_dns: LocalDns
 ) -> None:
-    email = sign_up(page, control_plane, "Vandelay")
+    sign_up(page, control_plane, "Vandelay")
 
     # A webhook: its signing secret is shown once.
     nav(page, "Webhooks")
@@ -646,20 +646,23 @@ def test_webhook_secret_once_provider_key_write_only_and_sso_routing(
     shot(page, "provider-keys")
 
     # An OIDC provider with a group mapping; its email domain routes the login page to it.
-    # A provider routes only domains its organisation proved by DNS (through the API here).
+    # A provider routes only domains its organisation proved by DNS: claim, publish, verify.
     domain = f"vandelay-{time.monotonic_ns()}.example.com"
-    token = httpx.post(
-        f"{control_plane}/api/v1/auth/login", json={"email": email, "password": PASSWORD}
-    ).json()["access_token"]
-    owner = {"Authorization": f"Bearer {token}"}
-    claimed = httpx.post(f"{control_plane}/api/v1/domains", json={"domain": domain}, headers=owner)
-    assert claimed.status_code == 201, claimed.text
-    ui_dns.set_txt(domain, claimed.json()["txt_value"])
-    verified = httpx.post(
-        f"{control_plane}/api/v1/domains/{claimed.json()['id']}/verify", headers=owner
-    )
-    assert verified.status_code == 200, verified.text
     nav(page, "Sign-in and SSO")
+    expect(page.get_by_text("No email domains yet.")).to_be_visible()
+    page.get_by_label("Domain", exact=True).fill(domain)
+    page.get_by_role("button", name="Claim domain").click()
+    row = page.get_by_role("row").filter(has_text=domain)
+    expect(row).to_contain_text("unverified")
+    txt = row.locator("code").inner_text()
+    assert txt.startswith("kaizen-studio-verification=")
+    row.get_by_role("button", name=f"Verify {domain}").click()
+    expect(page.get_by_role("alert")).to_contain_text("no TXT record")
+    ui_dns.set_txt(domain, txt)
+    row.get_by_role("button", name=f"Verify {domain}").click()
+    expect(row.get_by_role("button", name=f"Verify {domain}")).to_have_count(0)
+    expect(row).not_to_contain_text("unverified")
+    shot(page, "sso-domain-verified")
     expect(page.get_by_text("No identity providers yet.")).to_be_visible()
     page.get_by_role("button", name="Add identity provider").click()
     page.get_by_label("Name", exact=True).fill("vandelay-okta")

@@ -48,11 +48,22 @@ class LocalDns:
         self.port = 0
 
     def start(self) -> LocalDns:
-        udp = DNSServer(self._resolver, address="127.0.0.1", port=0, logger=_QuietLogger())
-        self.port = udp.server.server_address[1]
-        tcp = DNSServer(
-            self._resolver, address="127.0.0.1", port=self.port, tcp=True, logger=_QuietLogger()
-        )
+        # One port for both transports: the kernel picks a free UDP port, whose TCP twin
+        # may be taken by someone else; then try another.
+        for _ in range(50):
+            udp = DNSServer(self._resolver, address="127.0.0.1", port=0, logger=_QuietLogger())
+            port = udp.server.server_address[1]
+            try:
+                tcp = DNSServer(
+                    self._resolver, address="127.0.0.1", port=port, tcp=True, logger=_QuietLogger()
+                )
+            except OSError:
+                udp.server.server_close()
+                continue
+            break
+        else:
+            raise RuntimeError("no port free for both UDP and TCP on 127.0.0.1")
+        self.port = port
         self._servers = [udp, tcp]
         for server in self._servers:
             server.start_thread()
