@@ -55,10 +55,18 @@ class Nameserver:
 
     @classmethod
     def parse(cls, value: str | None, timeout: float) -> Nameserver:
+        """`ip`, `ip:port`, `[ipv6]:port` or a bare IPv6 address; None: the system's."""
         if not value:
             return cls(None, 53, timeout)
-        host, _, port = value.rpartition(":") if value.count(":") == 1 else (value, "", "53")
-        return cls(host or value, int(port or 53), timeout)
+        host, port = value, "53"
+        if value.startswith("["):
+            host, _, rest = value[1:].partition("]")
+            port = rest.removeprefix(":") or "53"
+        elif value.count(":") == 1:
+            host, _, port = value.partition(":")
+        if not port.isdigit() or not 0 < int(port) < 65536:
+            raise Unavailable(f"KAIZEN_DNS_NAMESERVER: {value!r} is not ip[:port]")
+        return cls(host, int(port), timeout)
 
 
 def txt_value(token: str) -> str:
@@ -134,16 +142,21 @@ def taken(domain: str) -> Conflict:
 
 async def lookup_txt(nameserver: Nameserver, domain: str) -> list[str]:
     """The TXT strings at `domain` (each record's strings joined, RFC 7208 §3.3)."""
-    resolver = dns.asyncresolver.Resolver(configure=nameserver.address is None)
-    if nameserver.address is not None:
-        resolver.nameservers = [nameserver.address]
-        resolver.port = nameserver.port
+    try:
+        resolver = dns.asyncresolver.Resolver(configure=nameserver.address is None)
+        if nameserver.address is not None:
+            resolver.nameservers = [nameserver.address]
+            resolver.port = nameserver.port
+    except (ValueError, dns.exception.DNSException) as error:
+        raise Unavailable(
+            f"DNS is misconfigured (KAIZEN_DNS_NAMESERVER, /etc/resolv.conf): {error}"
+        ) from None
     resolver.lifetime = nameserver.timeout
     try:
         answer = await resolver.resolve(domain, "TXT", search=False)
     except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
         return []
-    except (dns.exception.Timeout, dns.resolver.NoNameservers) as error:
+    except dns.exception.DNSException as error:
         raise Unavailable(f"DNS did not answer for {domain}: {type(error).__name__}") from None
     return [b"".join(record.strings).decode("utf-8", "replace") for record in answer]
 
