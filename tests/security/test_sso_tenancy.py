@@ -231,3 +231,31 @@ async def test_jit_provisioning_without_a_role_mapping_is_refused(
     assert refused.status_code == 403, refused.text
     assert "just-in-time provisioning is off" in refused.json()["error"]["message"]
     assert await emails(client, owner) == [owner.email]
+
+
+async def test_provider_signing_in_its_user_after_they_joined_another_organisation_is_refused(
+    client: httpx.AsyncClient,
+    owner: Account,
+    idp: OidcProvider,
+    dns: LocalDns,
+    browser: httpx.AsyncClient,
+) -> None:
+    created = await org_with_idp(client, owner, idp, dns)
+    first = await sso_tokens(client, browser, created)  # JIT: linked without a password
+    other = await signup(client, "Other")
+    joined = await client.post(
+        "/api/v1/users", json={"email": idp.user.email, "role": "viewer"}, headers=other.headers
+    )
+    assert joined.status_code == 201, joined.text
+    idp.user.groups = ["admins"]  # what the IdP would now change
+
+    refused = await callback(client, browser, created)
+
+    assert refused.status_code == 403, refused.text
+    error = refused.json()["error"]
+    assert error["code"] == "sso_link_required"
+    assert "member of another organisation" in error["message"]
+    assert "details" not in error  # no password to prove the account with: no link code
+    me = await client.get("/api/v1/users", headers=owner.headers)
+    roles = {u["id"]: u["role"] for u in me.json()["items"]}
+    assert roles[first["user_id"]] == "developer"  # not changed
