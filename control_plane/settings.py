@@ -84,6 +84,12 @@ class Settings(BaseSettings):
     session_cookie_secure: bool = True
     browser_session_ttl_seconds: int = Field(default=12 * 3600, ge=60)
 
+    # -- verified email domains (M8): see control_plane/services/domains.py -----------------
+    # The DNS server that answers TXT verification lookups, `host` or `host:port`; unset:
+    # the system resolver (/etc/resolv.conf).
+    dns_nameserver: str | None = None
+    dns_timeout_seconds: float = Field(default=5.0, gt=0)
+
     @cached_property
     def resolved_database_url(self) -> str:
         if self.database_url:

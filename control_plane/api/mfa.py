@@ -33,6 +33,7 @@ from control_plane.schemas.mfa import (
     TotpConfirm,
     TotpConfirmed,
     TotpEnrolment,
+    TotpStart,
 )
 from control_plane.services import mfa, sessions
 from control_plane.services.audit import Actor
@@ -51,6 +52,7 @@ class Enroller:
     email: str
     actor: Actor
     enrolment_token: str | None
+    via_sso: bool
 
 
 def _user(principal: Principal) -> Principal:
@@ -66,7 +68,10 @@ async def get_enroller(
     if not credential.startswith(mfa.ENROLMENT_PREFIX):
         principal = _user(await get_principal(request, auth))
         actor = Actor.of(principal, client_ip(request), request_id_var.get())
-        return Enroller(principal.id, principal.organization_id, principal.label, actor, None)
+        via_sso = await second_factor.is_sso_session(principal.session_id)
+        return Enroller(
+            principal.id, principal.organization_id, principal.label, actor, None, via_sso
+        )
     enrolment = await second_factor.resolve_enrolment_token(credential)
     organization_id_var.set(str(enrolment.organization_id))
     async with db.session(enrolment.organization_id) as session:
@@ -74,7 +79,9 @@ async def get_enroller(
     if email is None:
         raise Unauthenticated("this account no longer exists")
     actor = Actor("user", str(enrolment.user_id), email, client_ip(request), request_id_var.get())
-    return Enroller(enrolment.user_id, enrolment.organization_id, email, actor, credential)
+    return Enroller(
+        enrolment.user_id, enrolment.organization_id, email, actor, credential, enrolment.via_sso
+    )
 
 
 EnrollerDep = Annotated[Enroller, Depends(get_enroller)]
@@ -93,11 +100,19 @@ async def mfa_status(
 
 @router.post("/me/mfa/totp", status_code=201, responses=ERRORS)
 async def start_totp(
-    enroller: EnrollerDep, db: DatabaseDep, second_factor: SecondFactorDep
+    enroller: EnrollerDep,
+    db: DatabaseDep,
+    second_factor: SecondFactorDep,
+    body: TotpStart | None = None,
 ) -> TotpEnrolment:
-    """Start TOTP enrolment: scan `qr_svg` (or type `secret`), then confirm with a code."""
+    """Start TOTP enrolment: scan `qr_svg` (or type `secret`), then confirm with a code.
+    To replace an active TOTP, send `code`: a current code or a recovery code."""
+    await second_factor.check_enroller(enroller.user_id, enroller.organization_id, enroller.via_sso)
+    current = body.code if body is not None else None
     async with db.session(enroller.organization_id) as session:
-        return await second_factor.start_enrolment(session, enroller.user_id, enroller.email)
+        return await second_factor.start_enrolment(
+            session, enroller.user_id, enroller.email, current
+        )
 
 
 @router.post("/me/mfa/totp/confirm", responses=ERRORS)
@@ -110,6 +125,7 @@ async def confirm_totp(
     second_factor: SecondFactorDep,
 ) -> TotpConfirmed:
     """Activate TOTP with its first code; returns ten single-use recovery codes, once."""
+    await second_factor.check_enroller(enroller.user_id, enroller.organization_id, enroller.via_sso)
     async with db.session(enroller.organization_id) as session:
         codes = await second_factor.confirm_enrolment(
             session, enroller.actor, enroller.organization_id, enroller.user_id, body.code

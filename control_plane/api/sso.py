@@ -3,6 +3,7 @@ and the single-use code the UI trades for tokens (tokens never travel in a URL).
 
 from __future__ import annotations
 
+import secrets
 import uuid
 from datetime import timedelta
 from typing import Annotated
@@ -30,7 +31,8 @@ from control_plane.observability import request_id_var
 from control_plane.schemas import sso as schemas
 from control_plane.schemas.base import Page
 from control_plane.schemas.identity import TokenResponse
-from control_plane.services import sso, sso_oidc, sso_saml
+from control_plane.services import ratelimit, sso, sso_oidc, sso_provision, sso_saml
+from control_plane.services.auth import TokenPair
 from control_plane.services.kv import KeyValueStore
 from control_plane.services.mfa import MfaInvalid, MfaRequired
 from control_plane.services.secrets import SecretStore
@@ -78,8 +80,8 @@ async def list_providers(
 async def create_provider(
     body: schemas.ProviderCreate, request: Request, tenant: Create
 ) -> schemas.Provider:
-    """Add an OIDC or SAML identity provider; `client_secret` is write-only."""
-    await sso.ensure_domains_free(tenant.db, tenant.organization_id, body.email_domains)
+    """Add an OIDC or SAML identity provider; `client_secret` is write-only. Its
+    `email_domains` must be domains this organisation verified (POST /api/v1/domains)."""
     async with tenant.session() as session:
         provider = await sso.create_provider(
             session, _secrets(request), tenant.organization_id, tenant.actor, body
@@ -98,10 +100,6 @@ async def get_provider(provider_id: uuid.UUID, request: Request, tenant: Read) -
 async def update_provider(
     provider_id: uuid.UUID, body: schemas.ProviderUpdate, request: Request, tenant: Update
 ) -> schemas.Provider:
-    if body.email_domains:
-        async with tenant.session() as session:
-            await sso.get_provider(session, provider_id)  # another tenant's: 404 first
-        await sso.ensure_domains_free(tenant.db, tenant.organization_id, body.email_domains)
     async with tenant.session() as session:
         provider = await sso.update_provider(
             session, _secrets(request), tenant.organization_id, tenant.actor, provider_id, body
@@ -165,11 +163,17 @@ async def exchange(
     """
     user_id, org_id, provider_id = await sso.redeem_code(_kv(request), body.code)
     try:
-        await mfa.check_login(user_id, org_id, body.totp)
+        await mfa.check_login(user_id, org_id, body.totp, via_sso=True)
     except (MfaRequired, MfaInvalid) as exc:
         retry = await sso.issue_code(_kv(request), user_id, org_id, provider_id)
         raise type(exc)(exc.message, details=[{"field": "totp", "retry_code": retry}]) from None
     pair = await auth.issue(user_id, org_id, client=client_of(request))
+    # Remembered for the session's life: an SSO session may not enrol a shared account's TOTP.
+    await mfa.mark_sso_session(pair.session_id)
+    return _tokens(pair)
+
+
+def _tokens(pair: TokenPair) -> TokenResponse:
     return TokenResponse(
         access_token=pair.access_token,
         refresh_token=pair.refresh_token,
@@ -183,13 +187,81 @@ async def _complete(
     request: Request, db: DatabaseDep, provider: SsoProvider, identity: sso.ExternalIdentity
 ) -> RedirectResponse:
     actor = sso.login_actor(provider, client_ip(request), request_id_var.get())
-    async with db.session(provider.organization_id) as session:
-        user_id = await sso.provision(session, provider, identity, actor)
+    elsewhere = await sso_provision.memberships_elsewhere(db, provider, identity)
+    try:
+        async with db.session(provider.organization_id) as session:
+            user_id = await sso_provision.provision(session, provider, identity, actor, elsewhere)
+    except sso_provision.SsoLinkRequired as refused:
+        if refused.can_link:
+            link_code = secrets.token_urlsafe(32)
+            record = {
+                "provider": str(provider.id),
+                "user": str(refused.user_id),
+                "subject": identity.subject,
+                "email": identity.email,
+                "display_name": identity.display_name,
+                "groups": list(identity.groups),
+            }
+            await sso.remember(_kv(request), "link", link_code, record, sso.STATE_TTL)
+            refused.details = [
+                {"field": "email", "link_code": link_code, "link_url": "/api/v1/auth/sso/link"}
+            ]
+        raise
     code = await sso.issue_code(_kv(request), user_id, provider.organization_id, provider.id)
     response = RedirectResponse(f"/#/sso?code={quote(code)}", status_code=302)
     response.headers["Cache-Control"] = "no-store"
     response.headers["Referrer-Policy"] = "no-referrer"
     return response
+
+
+@router.post(
+    "/api/v1/auth/sso/link", tags=["auth"], responses={401: {}, 403: {}, 404: {}, 422: {}, 429: {}}
+)
+async def link(
+    body: schemas.LinkRequest,
+    request: Request,
+    db: DatabaseDep,
+    auth: AuthenticatorDep,
+    mfa: SecondFactorDep,
+) -> TokenResponse:
+    """Link an existing account to the identity provider that just refused to attach it,
+    proven with the account's password (and its second factor, when it has one)."""
+    kv = _kv(request)
+    record = await sso.peek(kv, "link", body.link_code)
+    if record is None:
+        raise Unauthenticated("the link code is invalid, expired or already used")
+    user_id = uuid.UUID(record["user"])
+    settings = request.app.state.settings
+    limit_key = f"sso-link:{user_id}"
+    await ratelimit.hit(
+        kv,
+        limit_key,
+        limit=settings.login_attempts_per_window,
+        window=settings.login_window_seconds,
+        what="link attempts for this account",
+    )
+    provider = await sso.provider_by_id(db, uuid.UUID(record["provider"]))
+    await sso_provision.check_account_password(db, user_id, body.password)
+    org_id = provider.organization_id
+    await mfa.check_login(user_id, org_id, body.totp)
+    if await sso.take(kv, "link", body.link_code) is None:
+        raise Unauthenticated("the link code is invalid, expired or already used")
+    await ratelimit.reset(kv, limit_key)
+    external = sso.ExternalIdentity(
+        subject=record["subject"],
+        email=record["email"],
+        display_name=record["display_name"],
+        groups=tuple(record["groups"]),
+    )
+    actor = sso.login_actor(provider, client_ip(request), request_id_var.get())
+    elsewhere = await sso_provision.memberships_elsewhere(db, provider, external)
+    async with db.session(org_id) as session:
+        await sso_provision.provision(
+            session, provider, external, actor, elsewhere, proven_user=user_id
+        )
+    if await mfa.enrolment_missing(user_id, org_id):
+        await mfa.check_login(user_id, org_id, None)  # raises with an enrolment token
+    return _tokens(await auth.issue(user_id, org_id, client=client_of(request)))
 
 
 # -- OIDC ----------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     Uuid,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -630,3 +631,50 @@ class BudgetUsage(TenantScoped, Base):
     soft_limit: Mapped[float | None] = mapped_column()
     reported_at: Mapped[datetime] = mapped_column(UTCDateTime())
     gateway_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+
+
+# --- M8 identity across tenants: verified email domains, SSO account links ---------------------
+
+
+class OrganizationDomain(TenantScoped, Base):
+    """An email domain an organisation claims. A claim grants nothing until the DNS TXT
+    record `kaizen-studio-verification=<token>` proves control of the domain; a domain is
+    verified by one organisation at most (the partial unique index), never first-come."""
+
+    __tablename__ = "organization_domains"
+    __table_args__ = (
+        UniqueConstraint("organization_id", "domain"),
+        Index(
+            "uq_organization_domains_verified_domain",
+            "domain",
+            unique=True,
+            postgresql_where=text("verified_at IS NOT NULL"),
+            sqlite_where=text("verified_at IS NOT NULL"),
+        ),
+    )
+
+    domain: Mapped[str] = mapped_column(String(253))
+    token: Mapped[str] = mapped_column(String(64))
+    verified_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class SsoLink(TenantScoped, Base):
+    """Which user an IdP subject signs in. Made only with proof: JIT creation, the account
+    being a member of this provider's organisation alone, or the account's own password."""
+
+    __tablename__ = "sso_links"
+    __table_args__ = (
+        UniqueConstraint("provider_id", "subject"),
+        UniqueConstraint("provider_id", "user_id"),
+    )
+
+    provider_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("sso_providers.id", ondelete="CASCADE")
+    )
+    subject: Mapped[str] = mapped_column(String(512))
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    # "password": the account's owner proved it; "organisation": made for a member of this
+    # organisation alone (or created by JIT), void once the account joins another one.
+    proof: Mapped[str] = mapped_column(String(16))

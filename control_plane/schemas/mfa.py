@@ -22,6 +22,13 @@ class TotpEnrolment(Output):
     qr_svg: str = Field(description="The otpauth URI as a QR code, an SVG data URI.")
 
 
+class TotpStart(Input):
+    code: SecondFactorCode | None = Field(
+        default=None,
+        description="Required to replace an active TOTP: a current code or a recovery code.",
+    )
+
+
 class TotpConfirm(Input):
     code: TotpCode
 

@@ -57,7 +57,9 @@ class ProviderCreate(Input):
     )
     group_mapping: list[GroupMapping] = Field(default_factory=list, max_length=200)
     default_role: MappedRole | None = Field(
-        default="viewer", description="Role when no group maps to one; null refuses such users."
+        default=None,
+        description="Always null: there is no default role. Users are provisioned only with a "
+        "role their IdP groups map to; a non-null value is refused.",
     )
     enabled: bool = True
 
@@ -72,9 +74,8 @@ class ProviderUpdate(Input):
     saml_idp_metadata: Metadata | None = None
     groups_claim: ClaimName | None = None
     group_mapping: list[GroupMapping] | None = Field(default=None, max_length=200)
-    default_role: MappedRole | None = None
-    clear_default_role: bool = Field(
-        default=False, description="Refuse users whose groups map to no role."
+    default_role: MappedRole | None = Field(
+        default=None, description="Always null: there is no default role (non-null is refused)."
     )
     enabled: bool | None = None
 
@@ -131,4 +132,14 @@ class ExchangeRequest(Input):
         description="A TOTP or recovery code, when the member has MFA or their role requires "
         "it; a 401 `mfa_required`/`mfa_invalid` answer carries a fresh `retry_code` to send "
         "with it (the first code is single-use).",
+    )
+
+
+class LinkRequest(Input):
+    link_code: Annotated[str, StringConstraints(min_length=16, max_length=128)] = Field(
+        description="From the 403 `sso_link_required` answer of the SSO login."
+    )
+    password: Annotated[str, StringConstraints(min_length=1, max_length=1024)]
+    totp: Annotated[str, StringConstraints(max_length=32)] | None = Field(
+        default=None, description="A TOTP or recovery code, when the account has MFA."
     )

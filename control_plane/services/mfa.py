@@ -9,10 +9,17 @@ a per-user rate limit whatever the client's address.
 A member whose role the organisation requires MFA for, and who has none, gets no API
 token at login: the login answers 403 `mfa_enrolment_required` with a short-lived
 enrolment token (`ken_…`) that the enrolment endpoints accept and nothing else does.
+
+Replacing an active TOTP needs its current code (or a recovery code): the new secret waits
+in the key-value store until its first code confirms it, and the old one works until then.
+A TOTP is the person's, not one organisation's: a session that came from an SSO login (or
+its enrolment token) may not enrol one for an account that is also a member of another
+organisation — that organisation's IdP would otherwise choose the factor guarding the rest.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
@@ -28,7 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from control_plane.db.base import utcnow
 from control_plane.db.models import Membership, MfaPolicy, RecoveryCode, TotpCredential
-from control_plane.db.session import Database
+from control_plane.db.session import SYSTEM, Database
 from control_plane.errors import Conflict, Forbidden, Unauthenticated
 from control_plane.schemas.mfa import MfaPolicyOut, MfaStatus, TotpEnrolment
 from control_plane.services import audit, ratelimit
@@ -58,12 +65,19 @@ class MfaEnrolmentRequired(Forbidden):
     code = "mfa_enrolment_required"
 
 
+class CurrentFactorRequired(Forbidden):
+    """Step-up for a logged-in user (a 403, so no client mistakes it for a lost session)."""
+
+    code = "current_factor_required"
+
+
 @dataclass(frozen=True)
 class Enrolment:
     """Who an enrolment token was issued to."""
 
     user_id: uuid.UUID
     organization_id: uuid.UUID
+    via_sso: bool = False
 
 
 def _sha256(value: str) -> str:
@@ -94,14 +108,19 @@ class SecondFactor:
     # -- login -----------------------------------------------------------------------------
 
     async def check_login(
-        self, user_id: uuid.UUID, organization_id: uuid.UUID, code: str | None
+        self,
+        user_id: uuid.UUID,
+        organization_id: uuid.UUID,
+        code: str | None,
+        *,
+        via_sso: bool = False,
     ) -> None:
         """Pass when the second factor is satisfied; raise what the client must do next."""
         async with self._db.session(organization_id) as session:
             credential = await _confirmed(session, user_id)
             if credential is None:
                 if await _required_for(session, user_id):
-                    token, ttl = await self._enrolment_token(user_id, organization_id)
+                    token, ttl = await self._enrolment_token(user_id, organization_id, via_sso)
                     raise MfaEnrolmentRequired(
                         "your role requires MFA in this organisation: enrol TOTP with the "
                         "enrolment token (POST /api/v1/me/mfa/totp), then log in with a code",
@@ -124,11 +143,11 @@ class SecondFactor:
             return await _required_for(session, user_id)
 
     async def _enrolment_token(
-        self, user_id: uuid.UUID, organization_id: uuid.UUID
+        self, user_id: uuid.UUID, organization_id: uuid.UUID, via_sso: bool
     ) -> tuple[str, int]:
         token = ENROLMENT_PREFIX + secrets.token_urlsafe(32)
         ttl = self._settings.mfa_enrolment_ttl_seconds
-        record = json.dumps({"user": str(user_id), "org": str(organization_id)})
+        record = json.dumps({"user": str(user_id), "org": str(organization_id), "sso": via_sso})
         await self._kv.set(f"mfa-enrol:{_sha256(token)}", record, ttl=ttl)
         return token, ttl
 
@@ -137,26 +156,63 @@ class SecondFactor:
         if record is None:
             raise Unauthenticated("enrolment token is invalid or expired; log in again")
         data = json.loads(record)
-        return Enrolment(uuid.UUID(data["user"]), uuid.UUID(data["org"]))
+        return Enrolment(uuid.UUID(data["user"]), uuid.UUID(data["org"]), bool(data.get("sso")))
 
     async def forget_enrolment_token(self, token: str) -> None:
         await self._kv.delete(f"mfa-enrol:{_sha256(token)}")
 
     # -- enrolment ---------------------------------------------------------------------------
 
+    async def mark_sso_session(self, session_id: str) -> None:
+        """Remember that a session began with an SSO login (for its refresh tokens' life)."""
+        ttl = self._settings.refresh_token_ttl_seconds
+        await self._kv.set(f"mfa-sso-session:{session_id}", "1", ttl=ttl)
+
+    async def is_sso_session(self, session_id: str | None) -> bool:
+        return bool(session_id) and await self._kv.get(f"mfa-sso-session:{session_id}") is not None
+
+    async def check_enroller(
+        self, user_id: uuid.UUID, organization_id: uuid.UUID, via_sso: bool
+    ) -> None:
+        """An SSO login never sets the factor of an account another organisation shares."""
+        if not via_sso:
+            return
+        async with self._db.session(SYSTEM) as session:
+            elsewhere = await session.scalar(
+                select(func.count(Membership.id)).where(
+                    Membership.user_id == user_id, Membership.organization_id != organization_id
+                )
+            )
+        if elsewhere:
+            raise Forbidden(
+                "this account is also a member of another organisation: a session from single "
+                "sign-on may not enrol or replace its TOTP; log in with your password to do so"
+            )
+
     async def start_enrolment(
-        self, session: AsyncSession, user_id: uuid.UUID, email: str
+        self, session: AsyncSession, user_id: uuid.UUID, email: str, current: str | None = None
     ) -> TotpEnrolment:
+        """A new secret to confirm. With TOTP active, only against a current code (or a
+        recovery code), and the active one stays until the new one is confirmed."""
         credential = await session.scalar(
             select(TotpCredential).where(TotpCredential.user_id == user_id)
         )
-        if credential is not None and credential.confirmed_at is not None:
-            raise Conflict(
-                "TOTP is already active; disable it (DELETE /api/v1/me/mfa/totp) to replace it"
-            )
         secret = pyotp.random_base32()
         sealed = seal(self._master_key, secret.encode(), _associated(user_id))
-        if credential is None:
+        if credential is not None and credential.confirmed_at is not None:
+            if not current:
+                raise CurrentFactorRequired(
+                    "TOTP is already active: to replace it, send `code` with a current code "
+                    "from your authenticator or a recovery code",
+                    details=[{"field": "code"}],
+                )
+            await self._verify(session, credential, current, allow_recovery=True)
+            await self._kv.set(
+                _replacement_key(user_id),
+                base64.b64encode(sealed).decode(),
+                ttl=self._settings.mfa_enrolment_ttl_seconds,
+            )
+        elif credential is None:
             session.add(TotpCredential(user_id=user_id, secret_sealed=sealed))
         else:
             credential.secret_sealed, credential.last_step = sealed, None
@@ -172,20 +228,38 @@ class SecondFactor:
         user_id: uuid.UUID,
         code: str,
     ) -> list[str]:
-        """Activate TOTP with its first code; returns fresh recovery codes (shown once)."""
+        """Activate TOTP (or its replacement) with its first code; returns fresh recovery
+        codes (shown once)."""
         credential = await session.scalar(
             select(TotpCredential).where(TotpCredential.user_id == user_id)
         )
-        if credential is None or credential.confirmed_at is not None:
-            raise Conflict("no TOTP enrolment in progress; start one (POST /api/v1/me/mfa/totp)")
-        await self._verify(session, credential, code, allow_recovery=False)
-        credential.confirmed_at = utcnow()
+        action = "mfa.totp.enable"
+        if credential is not None and credential.confirmed_at is not None:
+            pending = await self._kv.get(_replacement_key(user_id))
+            if pending is None:
+                raise Conflict(
+                    "no TOTP replacement in progress; start one (POST /api/v1/me/mfa/totp "
+                    "with a current code)"
+                )
+            sealed = base64.b64decode(pending)
+            step = await self._check_totp(user_id, sealed, code)
+            await self._kv.delete(_replacement_key(user_id))
+            credential.secret_sealed, credential.last_step = sealed, step
+            credential.confirmed_at = utcnow()
+            action = "mfa.totp.replace"
+        else:
+            if credential is None:
+                raise Conflict(
+                    "no TOTP enrolment in progress; start one (POST /api/v1/me/mfa/totp)"
+                )
+            await self._verify(session, credential, code, allow_recovery=False)
+            credential.confirmed_at = utcnow()
         codes = [new_recovery_code() for _ in range(RECOVERY_CODE_COUNT)]
         await session.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user_id))
         session.add_all(
             RecoveryCode(user_id=user_id, code_hash=_sha256(_normalize_recovery(c))) for c in codes
         )
-        await audit.record(session, organization_id, actor, "mfa.totp.enable", "user", user_id)
+        await audit.record(session, organization_id, actor, action, "user", user_id)
         return codes
 
     async def disable(
@@ -242,15 +316,27 @@ class SecondFactor:
             )
         await ratelimit.reset(self._kv, limit_key)
 
-    async def _accept_totp(
-        self, session: AsyncSession, credential: TotpCredential, code: str
-    ) -> None:
-        secret = unseal(
-            self._master_key, credential.secret_sealed, _associated(credential.user_id)
-        ).decode()
+    async def _check_totp(self, user_id: uuid.UUID, sealed: bytes, code: str) -> int:
+        """The step of a right code for a secret not yet stored (a replacement)."""
+        limit_key = f"mfa:{user_id}"
+        await ratelimit.hit(
+            self._kv,
+            limit_key,
+            limit=self._settings.mfa_attempts_per_window,
+            window=self._settings.mfa_window_seconds,
+            what="wrong authentication codes",
+        )
+        step = self._matching_step(user_id, sealed, code.strip())
+        if step is None:
+            raise MfaInvalid("wrong authentication code")
+        await ratelimit.reset(self._kv, limit_key)
+        return step
+
+    def _matching_step(self, user_id: uuid.UUID, sealed: bytes, code: str) -> int | None:
+        secret = unseal(self._master_key, sealed, _associated(user_id)).decode()
         totp = pyotp.TOTP(secret)
         current = totp.timecode(utcnow())
-        step = next(
+        return next(
             (
                 s
                 for s in range(current - _DRIFT_STEPS, current + _DRIFT_STEPS + 1)
@@ -258,6 +344,11 @@ class SecondFactor:
             ),
             None,
         )
+
+    async def _accept_totp(
+        self, session: AsyncSession, credential: TotpCredential, code: str
+    ) -> None:
+        step = self._matching_step(credential.user_id, credential.secret_sealed, code)
         if step is None:
             raise MfaInvalid("wrong authentication code")
         # Compare-and-set: of two requests racing with one code, exactly one wins.
@@ -273,6 +364,10 @@ class SecondFactor:
         if result.rowcount != 1:  # type: ignore[attr-defined]
             raise MfaInvalid("this code was already used; wait for the next one")
         credential.last_step = step
+
+
+def _replacement_key(user_id: uuid.UUID) -> str:
+    return f"mfa-replace:{user_id}"
 
 
 async def _use_recovery_code(session: AsyncSession, user_id: uuid.UUID, code: str) -> None:

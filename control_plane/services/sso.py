@@ -22,17 +22,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from control_plane.db.base import utcnow
 from control_plane.db.models import (
     Membership,
+    OrganizationDomain,
     SsoDomain,
     SsoProvider,
     SsoSettings,
-    Team,
-    TeamMember,
-    User,
 )
 from control_plane.db.session import SYSTEM, Database
 from control_plane.errors import Conflict, Forbidden, Invalid, NotFound, Unauthenticated
 from control_plane.schemas import sso as schemas
-from control_plane.services import audit, roles, sso_saml
+from control_plane.services import audit, sso_saml
+from control_plane.services import domains as org_domains
 from control_plane.services.audit import Actor
 from control_plane.services.identity import normalize_email
 from control_plane.services.kv import KeyValueStore
@@ -107,7 +106,7 @@ def _invalid(field_name: str, message: str) -> Invalid:
 # -- provider store ------------------------------------------------------------------------
 
 
-async def _domains(session: AsyncSession, provider_id: uuid.UUID) -> list[str]:
+async def provider_domains(session: AsyncSession, provider_id: uuid.UUID) -> list[str]:
     rows = await session.scalars(
         select(SsoDomain.domain)
         .where(SsoDomain.provider_id == provider_id)
@@ -123,7 +122,7 @@ async def out(session: AsyncSession, provider: SsoProvider, base_url: str) -> sc
         name=provider.name,
         preset=provider.preset,
         enabled=provider.enabled,
-        email_domains=await _domains(session, provider.id),
+        email_domains=await provider_domains(session, provider.id),
         issuer=provider.issuer,
         discovery_url=provider.discovery_url,
         client_id=provider.client_id,
@@ -139,31 +138,17 @@ async def out(session: AsyncSession, provider: SsoProvider, base_url: str) -> sc
     )
 
 
-async def ensure_domains_free(
-    db: Database, organization_id: uuid.UUID, domains: Sequence[str]
-) -> None:
-    """An email domain routes to one organisation only (a SYSTEM read across tenants)."""
-    if not domains:
-        return
-    async with db.session(SYSTEM) as session:
-        taken = await session.scalars(
-            select(SsoDomain.domain).where(
-                SsoDomain.domain.in_(list(domains)),
-                SsoDomain.organization_id != organization_id,
-            )
-        )
-        claimed = sorted(taken)
-    if claimed:
-        raise Conflict(
-            f"email_domains: {', '.join(claimed)} already routes to another organisation",
-            details=[{"field": "email_domains", "message": "already claimed", "values": claimed}],
-        )
-
-
 async def _set_domains(
     session: AsyncSession, provider: SsoProvider, domains: Sequence[str]
 ) -> None:
     wanted = sorted(set(domains))
+    # A provider routes only domains its organisation proved by DNS: no first-come claims.
+    if unproven := sorted(set(wanted) - await org_domains.verified(session)):
+        raise _invalid(
+            "email_domains",
+            f"not verified by this organisation: {', '.join(unproven)} "
+            "(claim and verify them first: POST /api/v1/domains)",
+        )
     clash = await session.scalar(
         select(SsoDomain.domain).where(
             SsoDomain.domain.in_(wanted), SsoDomain.provider_id != provider.id
@@ -205,6 +190,14 @@ def _apply_saml_metadata(provider: SsoProvider, metadata_xml: str) -> None:
     provider.saml_idp_certificate = idp.certificate
 
 
+def _no_default_role(value: str | None) -> None:
+    if value is not None:
+        raise _invalid(
+            "default_role",
+            "there is no default role: map IdP groups to roles (group_mapping) to provision",
+        )
+
+
 def _summary(provider: SsoProvider, domains: Sequence[str]) -> dict[str, Any]:
     return {
         "name": provider.name,
@@ -236,9 +229,10 @@ async def create_provider(
         enabled=body.enabled,
         groups_claim=body.groups_claim,
         group_mapping=[m.model_dump() for m in body.group_mapping],
-        default_role=body.default_role,
+        default_role=None,
         updated_at=utcnow(),
     )
+    _no_default_role(body.default_role)
     if body.type == "oidc":
         if body.saml_idp_metadata is not None:
             raise _invalid("saml_idp_metadata", "only for SAML providers")
@@ -300,7 +294,7 @@ async def update_provider(
     body: schemas.ProviderUpdate,
 ) -> SsoProvider:
     provider = await get_provider(session, provider_id)
-    domains_before = await _domains(session, provider.id)
+    domains_before = await provider_domains(session, provider.id)
     before = _summary(provider, domains_before)
     fields = body.model_fields_set
     oidc_only = ("issuer", "discovery_url", "client_id", "client_secret")
@@ -330,10 +324,8 @@ async def update_provider(
         provider.groups_claim = body.groups_claim
     if body.group_mapping is not None:
         provider.group_mapping = [m.model_dump() for m in body.group_mapping]
-    if body.default_role is not None:
-        provider.default_role = body.default_role
-    elif body.clear_default_role:
-        provider.default_role = None
+    _no_default_role(body.default_role)
+    provider.default_role = None
     if body.enabled is not None:
         provider.enabled = body.enabled
     if body.email_domains is not None:
@@ -365,7 +357,7 @@ async def delete_provider(
     provider_id: uuid.UUID,
 ) -> None:
     provider = await get_provider(session, provider_id)
-    before = _summary(provider, await _domains(session, provider.id))
+    before = _summary(provider, await provider_domains(session, provider.id))
     await session.execute(delete(SsoDomain).where(SsoDomain.provider_id == provider.id))
     await session.delete(provider)
     await session.flush()
@@ -396,6 +388,14 @@ async def provider_for_login(db: Database, provider_id: uuid.UUID, kind: str) ->
     return provider
 
 
+async def provider_by_id(db: Database, provider_id: uuid.UUID) -> SsoProvider:
+    async with db.session(SYSTEM) as session:
+        provider = await session.get(SsoProvider, provider_id)
+    if provider is None or not provider.enabled:
+        raise NotFound("no such SSO provider")
+    return provider
+
+
 async def discover(db: Database, email: str) -> SsoProvider:
     """Email-domain routing: the enabled provider of the organisation that owns the domain."""
     domain = normalize_email(email).rpartition("@")[2]
@@ -403,7 +403,16 @@ async def discover(db: Database, email: str) -> SsoProvider:
         provider = await session.scalar(
             select(SsoProvider)
             .join(SsoDomain, SsoDomain.provider_id == SsoProvider.id)
-            .where(SsoDomain.domain == domain, SsoProvider.enabled.is_(True))
+            .join(
+                OrganizationDomain,
+                (OrganizationDomain.domain == SsoDomain.domain)
+                & (OrganizationDomain.organization_id == SsoProvider.organization_id),
+            )
+            .where(
+                SsoDomain.domain == domain,
+                SsoProvider.enabled.is_(True),
+                OrganizationDomain.verified_at.is_not(None),
+            )
         )
     if provider is None:
         raise NotFound("no single sign-on is configured for this email domain")
@@ -489,144 +498,6 @@ async def check_password_login(
     )
 
 
-# -- just-in-time provisioning -------------------------------------------------------------
-
-_PRIVILEGE = {role: rank for rank, role in enumerate(reversed(roles.ROLES))}
-
-
-def mapped_access(
-    provider: SsoProvider, groups: Sequence[str]
-) -> tuple[str | None, set[str], set[str]]:
-    """(role, teams to be in, teams the mapping manages) for these IdP groups."""
-    have = set(groups)
-    matched = [m for m in provider.group_mapping if m["group"] in have]
-    granted = [m["role"] for m in matched if m.get("role")]
-    role = max(granted, key=_PRIVILEGE.__getitem__) if granted else provider.default_role
-    wanted = {t for m in matched for t in m.get("teams", [])}
-    managed = {t for m in provider.group_mapping for t in m.get("teams", [])}
-    return role, wanted, managed
-
-
-def check_email_domain(provider: SsoProvider, domains: Sequence[str], email: str) -> None:
-    domain = email.rpartition("@")[2]
-    if domains and domain not in domains:
-        raise Forbidden(f"{provider.name} may not sign in addresses of {domain}")
-
-
-async def provision(
-    session: AsyncSession,
-    provider: SsoProvider,
-    identity: ExternalIdentity,
-    actor: Actor,
-) -> uuid.UUID:
-    """Create or update the member the IdP vouched for; returns the user id. Audited."""
-    org_id = provider.organization_id
-    email = normalize_email(identity.email)
-    check_email_domain(provider, await _domains(session, provider.id), email)
-    role, wanted_teams, managed_teams = mapped_access(provider, identity.groups)
-    if role is None:
-        raise Forbidden("none of your identity provider groups grants a role in this organisation")
-    user = await session.scalar(select(User).where(User.email == email))
-    if user is not None and not user.is_active:
-        raise Unauthenticated("this account is disabled")
-    if user is None:
-        user = User(id=uuid.uuid4(), email=email, display_name=identity.display_name)
-        session.add(user)
-        await session.flush()
-    membership = await session.scalar(select(Membership).where(Membership.user_id == user.id))
-    if membership is None:
-        membership = Membership(user_id=user.id, role=role)
-        session.add(membership)
-        await session.flush()
-        await audit.record(
-            session,
-            org_id,
-            actor,
-            "sso.user.create",
-            "user",
-            user.id,
-            after={
-                "email": email,
-                "role": role,
-                "provider": provider.name,
-                "groups": list(identity.groups)[:50],
-            },
-        )
-    elif membership.role != role and membership.role != "owner":
-        # Owners are made and unmade in Kaizen only; every other role follows the IdP.
-        before = membership.role
-        membership.role = role
-        await audit.record(
-            session,
-            org_id,
-            actor,
-            "sso.role.change",
-            "user",
-            user.id,
-            before={"role": before},
-            after={"role": role},
-            provider=provider.name,
-        )
-    await _sync_teams(session, org_id, actor, user.id, wanted_teams, managed_teams)
-    await audit.record(
-        session,
-        org_id,
-        actor,
-        "sso.login",
-        "user",
-        user.id,
-        email=email,
-        provider=provider.name,
-        protocol=provider.type,
-        groups=list(identity.groups)[:50],
-    )
-    return user.id
-
-
-async def _sync_teams(
-    session: AsyncSession,
-    org_id: uuid.UUID,
-    actor: Actor,
-    user_id: uuid.UUID,
-    wanted: set[str],
-    managed: set[str],
-) -> None:
-    """Teams named by the mapping follow the IdP groups; other teams are left alone."""
-    if not managed:
-        return
-    teams = {t.name: t for t in await session.scalars(select(Team).where(Team.name.in_(managed)))}
-    for name in sorted(wanted - teams.keys()):
-        team = Team(id=uuid.uuid4(), name=name, description="created by SSO group mapping")
-        session.add(team)
-        await session.flush()
-        teams[name] = team
-        await audit.record(session, org_id, actor, "team.create", "team", team.id, name=name)
-    current = set(
-        await session.scalars(
-            select(TeamMember.team_id).where(
-                TeamMember.user_id == user_id,
-                TeamMember.team_id.in_([t.id for t in teams.values()]),
-            )
-        )
-    )
-    for name, team in sorted(teams.items()):
-        if name in wanted and team.id not in current:
-            session.add(TeamMember(team_id=team.id, user_id=user_id))
-            await audit.record(
-                session, org_id, actor, "sso.team.add", "team", team.id, user_id=str(user_id)
-            )
-        elif name not in wanted and team.id in current:
-            await session.execute(
-                delete(TeamMember).where(
-                    TeamMember.team_id == team.id, TeamMember.user_id == user_id
-                )
-            )
-            await audit.record(
-                session, org_id, actor, "sso.team.remove", "team", team.id, user_id=str(user_id)
-            )
-    await session.flush()
-
-
 # -- single-use values in the key-value store ----------------------------------------------
 
 
@@ -638,6 +509,12 @@ async def remember(
     kv: KeyValueStore, kind: str, key: str, record: dict[str, Any], ttl: int
 ) -> None:
     await kv.set(f"sso:{kind}:{_digest(key)}", json.dumps(record), ttl=ttl)
+
+
+async def peek(kv: KeyValueStore, kind: str, key: str) -> dict[str, Any] | None:
+    """The record stored under `key`, left in place."""
+    raw = await kv.get(f"sso:{kind}:{_digest(key)}")
+    return json.loads(raw) if raw else None
 
 
 async def take(kv: KeyValueStore, kind: str, key: str) -> dict[str, Any] | None:

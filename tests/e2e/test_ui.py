@@ -24,6 +24,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from tests.conftest import PASSWORD, PostgresDatabases
 from tests.e2e.test_up import _kaizen_studio, free_port
+from tests.idp.dns_server import LocalDns
 
 ROOT = Path(__file__).resolve().parents[2]
 DIST = ROOT / "control_plane" / "ui" / "dist"
@@ -63,8 +64,16 @@ async def ui_postgres_database(postgres_databases: PostgresDatabases) -> str:
 
 
 @pytest.fixture(scope="module")
+def ui_dns() -> Iterator[LocalDns]:
+    """The DNS server the control plane verifies organisation email domains against."""
+    server = LocalDns().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
 def control_plane(
-    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest, ui_dns: LocalDns
 ) -> Iterator[str]:
     if not (DIST / "index.html").is_file():
         pytest.fail(
@@ -74,6 +83,7 @@ def control_plane(
     home = tmp_path_factory.mktemp("ui")
     env = {k: v for k, v in os.environ.items() if not k.startswith("KAIZEN_")}
     env.update(KAIZEN_HOME=str(home), KAIZEN_LOGIN_ATTEMPTS_PER_WINDOW="1000")
+    env["KAIZEN_DNS_NAMESERVER"] = ui_dns.nameserver
     if os.environ.get("KAIZEN_TEST_POSTGRES_URL"):
         env["KAIZEN_DATABASE_URL"] = request.getfixturevalue("ui_postgres_database")
     port = free_port()
@@ -584,7 +594,7 @@ def test_revoke_another_session(control_plane: str, page: Page) -> None:
 
 
 def test_webhook_secret_once_provider_key_write_only_and_sso_routing(
-    control_plane: str, page: Page, browser: Browser
+    control_plane: str, page: Page, browser: Browser, ui_dns: LocalDns
 ) -> None:
     sign_up(page, control_plane, "Vandelay")
 
@@ -634,8 +644,23 @@ def test_webhook_secret_once_provider_key_write_only_and_sso_routing(
     shot(page, "provider-keys")
 
     # An OIDC provider with a group mapping; its email domain routes the login page to it.
+    # A provider routes only domains its organisation proved by DNS: claim, publish, verify.
     domain = f"vandelay-{time.monotonic_ns()}.example.com"
     nav(page, "Sign-in and SSO")
+    expect(page.get_by_text("No email domains yet.")).to_be_visible()
+    page.get_by_label("Domain", exact=True).fill(domain)
+    page.get_by_role("button", name="Claim domain").click()
+    row = page.get_by_role("row").filter(has_text=domain)
+    expect(row).to_contain_text("unverified")
+    txt = row.locator("code").inner_text()
+    assert txt.startswith("kaizen-studio-verification=")
+    row.get_by_role("button", name=f"Verify {domain}").click()
+    expect(page.get_by_role("alert")).to_contain_text("no TXT record")
+    ui_dns.set_txt(domain, txt)
+    row.get_by_role("button", name=f"Verify {domain}").click()
+    expect(row.get_by_role("button", name=f"Verify {domain}")).to_have_count(0)
+    expect(row).not_to_contain_text("unverified")
+    shot(page, "sso-domain-verified")
     expect(page.get_by_text("No identity providers yet.")).to_be_visible()
     page.get_by_role("button", name="Add identity provider").click()
     page.get_by_label("Name", exact=True).fill("vandelay-okta")

@@ -127,7 +127,8 @@ async def test_disabling_needs_a_valid_code(
 ) -> None:
     secret, _, _ = await enrol(client, owner.headers, clock)
     again = await client.post("/api/v1/me/mfa/totp", headers=owner.headers)
-    assert again.status_code == 409
+    assert again.status_code == 403  # replacing an active TOTP needs its current code
+    assert again.json()["error"]["code"] == "current_factor_required"
     refused = await client.request(
         "DELETE", "/api/v1/me/mfa/totp", json={"code": "123456"}, headers=owner.headers
     )

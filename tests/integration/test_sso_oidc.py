@@ -13,8 +13,12 @@ import httpx
 import pytest
 
 from tests.conftest import PASSWORD, Account, member, signup
+from tests.idp.dns_server import LocalDns
 from tests.idp.oidc_provider import IdpUser, OidcProvider
 from tests.integration.mfa_support import Clock, enrol
+from tests.integration.sso_support import dns, dns_server, verify_domain
+
+__all__ = ["dns", "dns_server"]  # fixtures
 
 DOMAIN = "acme.example.com"
 MAPPING = [
@@ -47,8 +51,12 @@ async def browser() -> AsyncIterator[httpx.AsyncClient]:
 
 
 async def _provider(
-    client: httpx.AsyncClient, owner: Account, idp: OidcProvider, **overrides: Any
+    client: httpx.AsyncClient, owner: Account, idp: OidcProvider, dns: LocalDns, **overrides: Any
 ) -> dict[str, Any]:
+    """An OIDC provider of `owner`'s organisation, for DOMAIN (verified first, once)."""
+    listed = (await client.get("/api/v1/domains", headers=owner.headers)).json()["items"]
+    if DOMAIN not in [d["domain"] for d in listed if d["verified"]]:
+        await verify_domain(client, owner, dns, DOMAIN)
     registration = idp.register("pending")
     body = {
         "type": "oidc",
@@ -58,7 +66,6 @@ async def _provider(
         "client_id": registration.client_id,
         "client_secret": registration.client_secret,
         "group_mapping": MAPPING,
-        "default_role": "viewer",
         **overrides,
     }
     response = await client.post("/api/v1/sso/providers", json=body, headers=owner.headers)
@@ -119,9 +126,13 @@ async def _actions(client: httpx.AsyncClient, owner: Account) -> list[str]:
 
 
 async def test_first_login_creates_the_member_with_the_mapped_role_and_teams(
-    client: httpx.AsyncClient, owner: Account, idp: OidcProvider, browser: httpx.AsyncClient
+    client: httpx.AsyncClient,
+    owner: Account,
+    idp: OidcProvider,
+    dns: LocalDns,
+    browser: httpx.AsyncClient,
 ) -> None:
-    provider = await _provider(client, owner, idp)
+    provider = await _provider(client, owner, idp, dns)
     idp.user.groups = ["kaizen-devs", "everyone", "unmapped"]
 
     found = await client.get("/api/v1/auth/sso/discover", params={"email": f"Bob@{DOMAIN}"})
@@ -154,9 +165,13 @@ async def test_first_login_creates_the_member_with_the_mapped_role_and_teams(
 
 
 async def test_later_logins_follow_the_idp_groups(
-    client: httpx.AsyncClient, owner: Account, idp: OidcProvider, browser: httpx.AsyncClient
+    client: httpx.AsyncClient,
+    owner: Account,
+    idp: OidcProvider,
+    dns: LocalDns,
+    browser: httpx.AsyncClient,
 ) -> None:
-    provider = await _provider(client, owner, idp)
+    provider = await _provider(client, owner, idp, dns)
     first = await _login(client, browser, provider)
     assert (await client.get("/api/v1/me", headers=_auth(first))).json()["role"] == "developer"
 
@@ -173,15 +188,20 @@ async def test_later_logins_follow_the_idp_groups(
     assert "sso.role.change" in actions
     assert "sso.team.remove" in actions
 
-    idp.user.groups = ["unmapped"]
-    third = await _login(client, browser, provider)  # default_role applies
-    assert (await client.get("/api/v1/me", headers=_auth(third))).json()["role"] == "viewer"
+    idp.user.groups = ["unmapped"]  # no default role: groups granting none are refused
+    third = await client.get(await _to_callback(client, browser, provider))
+    assert third.status_code == 403, third.text
+    assert "grants a role" in third.json()["error"]["message"]
 
 
-async def test_no_role_for_the_groups_and_no_default_refuses(
-    client: httpx.AsyncClient, owner: Account, idp: OidcProvider, browser: httpx.AsyncClient
+async def test_no_role_for_the_groups_refuses(
+    client: httpx.AsyncClient,
+    owner: Account,
+    idp: OidcProvider,
+    dns: LocalDns,
+    browser: httpx.AsyncClient,
 ) -> None:
-    provider = await _provider(client, owner, idp, default_role=None)
+    provider = await _provider(client, owner, idp, dns)
     idp.user.groups = ["unmapped"]
     back = await client.get(await _to_callback(client, browser, provider))
     assert back.status_code == 403, back.text
@@ -201,11 +221,12 @@ async def test_forged_or_misdirected_id_tokens_are_refused(
     client: httpx.AsyncClient,
     owner: Account,
     idp: OidcProvider,
+    dns: LocalDns,
     browser: httpx.AsyncClient,
     mode: str,
     message: str,
 ) -> None:
-    provider = await _provider(client, owner, idp)
+    provider = await _provider(client, owner, idp, dns)
     idp.mode = mode
     back = await client.get(await _to_callback(client, browser, provider))
     assert back.status_code == 401, back.text
@@ -215,16 +236,20 @@ async def test_forged_or_misdirected_id_tokens_are_refused(
 
 
 async def test_state_is_single_use_and_bound_to_its_provider(
-    client: httpx.AsyncClient, owner: Account, idp: OidcProvider, browser: httpx.AsyncClient
+    client: httpx.AsyncClient,
+    owner: Account,
+    idp: OidcProvider,
+    dns: LocalDns,
+    browser: httpx.AsyncClient,
 ) -> None:
-    provider = await _provider(client, owner, idp)
+    provider = await _provider(client, owner, idp, dns)
     callback = await _to_callback(client, browser, provider)
     assert (await client.get(callback)).status_code == 302
     replayed = await client.get(callback)
     assert replayed.status_code == 401
     assert "already used" in replayed.json()["error"]["message"]
 
-    other = await _provider(client, owner, idp, name="second-idp", email_domains=[])
+    other = await _provider(client, owner, idp, dns, name="second-idp", email_domains=[])
     fresh = await _to_callback(client, browser, provider)
     crossed = await client.get(fresh.replace(provider["id"], other["id"]))
     assert crossed.status_code == 401
@@ -233,18 +258,22 @@ async def test_state_is_single_use_and_bound_to_its_provider(
 
 
 async def test_an_address_outside_the_providers_domains_is_refused(
-    client: httpx.AsyncClient, owner: Account, idp: OidcProvider, browser: httpx.AsyncClient
+    client: httpx.AsyncClient,
+    owner: Account,
+    idp: OidcProvider,
+    dns: LocalDns,
+    browser: httpx.AsyncClient,
 ) -> None:
-    provider = await _provider(client, owner, idp)
+    provider = await _provider(client, owner, idp, dns)
     idp.user.email = "mallory@elsewhere.example.org"
     back = await client.get(await _to_callback(client, browser, provider))
     assert back.status_code == 403, back.text
 
 
 async def test_provider_admin_api(
-    client: httpx.AsyncClient, owner: Account, idp: OidcProvider
+    client: httpx.AsyncClient, owner: Account, idp: OidcProvider, dns: LocalDns
 ) -> None:
-    provider = await _provider(client, owner, idp)
+    provider = await _provider(client, owner, idp, dns)
     secret = idp.clients[provider["client_id"]].client_secret
     fetched = await client.get(f"/api/v1/sso/providers/{provider['id']}", headers=owner.headers)
     assert fetched.status_code == 200
@@ -285,6 +314,20 @@ async def test_provider_admin_api(
     )
     assert owner_role.status_code == 422
 
+    defaulted = await client.post(
+        "/api/v1/sso/providers",
+        json={
+            "type": "oidc",
+            "name": "x",
+            "issuer": idp.issuer,
+            "client_id": "c",
+            "default_role": "viewer",
+        },
+        headers=owner.headers,
+    )
+    assert defaulted.status_code == 422  # there is no default role
+    assert defaulted.json()["error"]["details"][0]["field"] == "default_role"
+
     rival = await signup(client, "Rival")
     claimed = await client.post(
         "/api/v1/sso/providers",
@@ -297,8 +340,9 @@ async def test_provider_admin_api(
         },
         headers=rival.headers,
     )
-    assert claimed.status_code == 409
+    assert claimed.status_code == 422  # routes only domains its organisation verified
     assert claimed.json()["error"]["details"][0]["field"] == "email_domains"
+    assert DOMAIN in claimed.json()["error"]["message"]
 
     renamed = await client.patch(
         f"/api/v1/sso/providers/{provider['id']}",
@@ -316,7 +360,11 @@ async def test_provider_admin_api(
 
 
 async def test_enforced_sso_blocks_passwords_except_the_break_glass_owner(
-    client: httpx.AsyncClient, owner: Account, idp: OidcProvider, browser: httpx.AsyncClient
+    client: httpx.AsyncClient,
+    owner: Account,
+    idp: OidcProvider,
+    dns: LocalDns,
+    browser: httpx.AsyncClient,
 ) -> None:
     developer = await member(client, owner, "developer")
     second_owner = await member(client, owner, "owner")
@@ -325,7 +373,7 @@ async def test_enforced_sso_blocks_passwords_except_the_break_glass_owner(
     )
     assert early.status_code == 422  # no provider yet
     assert early.json()["error"]["details"][0]["field"] == "sso_required"
-    provider = await _provider(client, owner, idp)
+    provider = await _provider(client, owner, idp, dns)
     not_owner = await client.put(
         "/api/v1/sso/settings",
         json={"sso_required": True, "break_glass_user_ids": [developer.user_id]},
@@ -370,10 +418,11 @@ async def test_a_member_with_totp_is_asked_for_it_after_the_idp(
     client: httpx.AsyncClient,
     owner: Account,
     idp: OidcProvider,
+    dns: LocalDns,
     browser: httpx.AsyncClient,
     clock: Clock,
 ) -> None:
-    provider = await _provider(client, owner, idp)
+    provider = await _provider(client, owner, idp, dns)
     first = await _login(client, browser, provider)
     _secret, recovery, _ = await enrol(client, _auth(first), clock)
 

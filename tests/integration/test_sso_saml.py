@@ -15,7 +15,11 @@ from lxml import etree
 
 from control_plane.services import sso
 from tests.conftest import Account, Stack
+from tests.idp.dns_server import LocalDns
 from tests.idp.saml_idp import SamlIdp
+from tests.integration.sso_support import dns, dns_server, verify_domain
+
+__all__ = ["dns", "dns_server"]  # fixtures
 
 DOMAIN = "corp.example.com"
 NS = {
@@ -39,7 +43,10 @@ def idp(running_idp: SamlIdp) -> SamlIdp:
     return running_idp
 
 
-async def _provider(client: httpx.AsyncClient, owner: Account, idp: SamlIdp) -> dict[str, Any]:
+async def _provider(
+    client: httpx.AsyncClient, owner: Account, idp: SamlIdp, dns: LocalDns
+) -> dict[str, Any]:
+    await verify_domain(client, owner, dns, DOMAIN)
     response = await client.post(
         "/api/v1/sso/providers",
         json={
@@ -97,9 +104,9 @@ async def _users(client: httpx.AsyncClient, owner: Account) -> list[str]:
 
 
 async def test_login_provisions_the_member_with_the_mapped_role(
-    client: httpx.AsyncClient, owner: Account, idp: SamlIdp
+    client: httpx.AsyncClient, owner: Account, idp: SamlIdp, dns: LocalDns
 ) -> None:
-    provider = await _provider(client, owner, idp)
+    provider = await _provider(client, owner, idp, dns)
     found = await client.get("/api/v1/auth/sso/discover", params={"email": f"x@{DOMAIN}"})
     assert found.json()["login_url"] == provider["login_url"]
 
@@ -130,9 +137,14 @@ async def test_login_provisions_the_member_with_the_mapped_role(
     ],
 )
 async def test_forged_or_stale_assertions_are_refused(
-    client: httpx.AsyncClient, owner: Account, idp: SamlIdp, forgery: str, reason: str
+    client: httpx.AsyncClient,
+    owner: Account,
+    idp: SamlIdp,
+    dns: LocalDns,
+    forgery: str,
+    reason: str,
 ) -> None:
-    provider = await _provider(client, owner, idp)
+    provider = await _provider(client, owner, idp, dns)
     if forgery == "unsigned":
         idp.sign = False
     elif forgery == "foreign_key":
@@ -170,9 +182,9 @@ async def test_forged_or_stale_assertions_are_refused(
 
 
 async def test_a_replayed_response_is_refused(
-    client: httpx.AsyncClient, stack: Stack, owner: Account, idp: SamlIdp
+    client: httpx.AsyncClient, stack: Stack, owner: Account, idp: SamlIdp, dns: LocalDns
 ) -> None:
-    provider = await _provider(client, owner, idp)
+    provider = await _provider(client, owner, idp, dns)
     saml_response = await _saml_response(client, idp, provider)
     assert (await _post(client, provider, saml_response)).status_code == 302
     replayed = await _post(client, provider, saml_response)
@@ -192,7 +204,7 @@ async def test_a_replayed_response_is_refused(
 
 
 async def test_bad_metadata_and_bad_posts_are_4xx(
-    client: httpx.AsyncClient, owner: Account, idp: SamlIdp
+    client: httpx.AsyncClient, owner: Account, idp: SamlIdp, dns: LocalDns
 ) -> None:
     broken = await client.post(
         "/api/v1/sso/providers",
@@ -213,7 +225,7 @@ async def test_bad_metadata_and_bad_posts_are_4xx(
     )
     assert with_secret.status_code == 422
     assert with_secret.json()["error"]["details"][0]["field"] == "client_secret"
-    provider = await _provider(client, owner, idp)
+    provider = await _provider(client, owner, idp, dns)
     for data in ({}, {"SAMLResponse": "%%%not base64"}, {"SAMLResponse": "PGZvbz48L2Zvbz4="}):
         response = await client.post(f"/api/v1/auth/saml/{provider['id']}/acs", data=data)
         assert response.status_code in (401, 422), response.text

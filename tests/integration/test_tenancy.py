@@ -138,6 +138,8 @@ async def _objects_of(client: httpx.AsyncClient, owner: Account) -> dict[str, st
         headers=h,
     )
     assert sso_provider.status_code == 201, sso_provider.text
+    domain = await client.post("/api/v1/domains", json={"domain": "corp.example.com"}, headers=h)
+    assert domain.status_code == 201, domain.text
     budget_name = f"b-{owner.organization_id[:8]}"
     reported = await client.post(
         "/api/v1/gateways/self/status",
@@ -178,6 +180,7 @@ async def _objects_of(client: httpx.AsyncClient, owner: Account) -> dict[str, st
         "approval_id": approval_id,
         "webhook_id": webhook.json()["id"],
         "provider_id": sso_provider.json()["id"],
+        "domain_id": domain.json()["id"],
         "session_id": own_sessions.json()[0]["id"],
         "budget_name": budget_name,
         "version": "1",
@@ -259,6 +262,7 @@ def _urls(ids: dict[str, str]) -> dict[str, str]:
         "key": f"/api/v1/api-keys/{ids['key_id']}",
         "secrets": "/api/v1/secrets",
         "sso_provider": f"/api/v1/sso/providers/{ids['provider_id']}",
+        "domain": f"/api/v1/domains/{ids['domain_id']}",
     }
 
 

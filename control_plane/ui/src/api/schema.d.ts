@@ -194,6 +194,7 @@ export interface paths {
         /**
          * Start Totp
          * @description Start TOTP enrolment: scan `qr_svg` (or type `secret`), then confirm with a code.
+         *     To replace an active TOTP, send `code`: a current code or a recovery code.
          */
         post: operations["start_totp_api_v1_me_mfa_totp_post"];
         /**
@@ -689,7 +690,8 @@ export interface paths {
         put?: never;
         /**
          * Create Provider
-         * @description Add an OIDC or SAML identity provider; `client_secret` is write-only.
+         * @description Add an OIDC or SAML identity provider; `client_secret` is write-only. Its
+         *     `email_domains` must be domains this organisation verified (POST /api/v1/domains).
          */
         post: operations["create_provider_api_v1_sso_providers_post"];
         delete?: never;
@@ -776,6 +778,27 @@ export interface paths {
          *     carries a fresh single-use `retry_code`, so the IdP round trip is not repeated.
          */
         post: operations["exchange_api_v1_auth_sso_exchange_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/auth/sso/link": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Link
+         * @description Link an existing account to the identity provider that just refused to attach it,
+         *     proven with the account's password (and its second factor, when it has one).
+         */
+        post: operations["link_api_v1_auth_sso_link_post"];
         delete?: never;
         options?: never;
         head?: never;
@@ -876,6 +899,69 @@ export interface paths {
          * @description Assertion consumer (HTTP-POST binding): validate, provision (JIT), hand over a code.
          */
         post: operations["saml_acs_api_v1_auth_saml__provider_id__acs_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/domains": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** List Domains */
+        get: operations["list_domains_api_v1_domains_get"];
+        put?: never;
+        /**
+         * Claim Domain
+         * @description Claim a domain: publish `txt_value` as a TXT record at it, then verify. A claim
+         *     alone grants nothing.
+         */
+        post: operations["claim_domain_api_v1_domains_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/domains/{domain_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Get Domain */
+        get: operations["get_domain_api_v1_domains__domain_id__get"];
+        put?: never;
+        post?: never;
+        /**
+         * Delete Domain
+         * @description Forget the domain; this organisation's SSO stops routing and signing it in.
+         */
+        delete: operations["delete_domain_api_v1_domains__domain_id__delete"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/domains/{domain_id}/verify": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Verify Domain
+         * @description Look the TXT record up in DNS; 409 when another organisation verified the domain.
+         */
+        post: operations["verify_domain_api_v1_domains__domain_id__verify_post"];
         delete?: never;
         options?: never;
         head?: never;
@@ -2368,11 +2454,6 @@ export interface components {
                 [key: string]: unknown;
             };
         };
-        /** DecisionBatch */
-        DecisionBatch: {
-            /** Decisions */
-            decisions: components["schemas"]["DecisionRecord"][];
-        };
         /** DecisionDetail */
         DecisionDetail: {
             /** Decision Id */
@@ -2423,28 +2504,6 @@ export interface components {
             ingested_at: string;
             /** @description The bundle revision that decided, when it was published here. */
             bundle: components["schemas"]["DecidingBundle"] | null;
-        };
-        /** DecisionRecord */
-        DecisionRecord: {
-            /** Decision Id */
-            decision_id: string;
-            /**
-             * Time
-             * Format: date-time
-             */
-            time: string;
-            /** Input */
-            input: {
-                [key: string]: unknown;
-            };
-            /** Result */
-            result: {
-                [key: string]: unknown;
-            };
-            /** Duration Us */
-            duration_us?: number | null;
-            /** Instance */
-            instance?: string | null;
         };
         /** Delivery */
         Delivery: {
@@ -2617,6 +2676,40 @@ export interface components {
             /** Login Url */
             login_url: string;
         };
+        /** DomainCreate */
+        DomainCreate: {
+            /** Domain */
+            domain: string;
+        };
+        /** DomainOut */
+        DomainOut: {
+            /**
+             * Id
+             * Format: uuid
+             */
+            id: string;
+            /** Domain */
+            domain: string;
+            /** Verified */
+            verified: boolean;
+            /** Verified At */
+            verified_at: string | null;
+            /**
+             * Txt Name
+             * @description Where to publish the TXT record (the domain itself).
+             */
+            txt_name: string;
+            /**
+             * Txt Value
+             * @description The TXT record's value: kaizen-studio-verification=…
+             */
+            txt_value: string;
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+        };
         /** Endpoints */
         Endpoints: {
             /**
@@ -2626,7 +2719,7 @@ export interface components {
             api: string;
             /**
              * Cli
-             * @description The `kaizen-studio call` command line (agents only).
+             * @description The `kaizen-studio call` command line (`--pipeline` for a pipeline).
              */
             cli: string | null;
             /**
@@ -2937,6 +3030,21 @@ export interface components {
             /** Stale */
             stale: boolean;
         };
+        /** LinkRequest */
+        LinkRequest: {
+            /**
+             * Link Code
+             * @description From the 403 `sso_link_required` answer of the SSO login.
+             */
+            link_code: string;
+            /** Password */
+            password: string;
+            /**
+             * Totp
+             * @description A TOTP or recovery code, when the account has MFA.
+             */
+            totp?: string | null;
+        };
         /** LoginRequest */
         LoginRequest: {
             /**
@@ -3112,6 +3220,13 @@ export interface components {
         Page_Deployment_: {
             /** Items */
             items: components["schemas"]["Deployment"][];
+            /** Next Cursor */
+            next_cursor?: string | null;
+        };
+        /** Page[DomainOut] */
+        Page_DomainOut_: {
+            /** Items */
+            items: components["schemas"]["DomainOut"][];
             /** Next Cursor */
             next_cursor?: string | null;
         };
@@ -3399,10 +3514,9 @@ export interface components {
             group_mapping?: components["schemas"]["GroupMapping"][];
             /**
              * Default Role
-             * @description Role when no group maps to one; null refuses such users.
-             * @default viewer
+             * @description Always null: there is no default role. Users are provisioned only with a role their IdP groups map to; a non-null value is refused.
              */
-            default_role: ("admin" | "security_admin" | "developer" | "operator" | "auditor" | "viewer") | null;
+            default_role?: ("admin" | "security_admin" | "developer" | "operator" | "auditor" | "viewer") | null;
             /**
              * Enabled
              * @default true
@@ -3438,14 +3552,11 @@ export interface components {
             groups_claim?: string | null;
             /** Group Mapping */
             group_mapping?: components["schemas"]["GroupMapping"][] | null;
-            /** Default Role */
-            default_role?: ("admin" | "security_admin" | "developer" | "operator" | "auditor" | "viewer") | null;
             /**
-             * Clear Default Role
-             * @description Refuse users whose groups map to no role.
-             * @default false
+             * Default Role
+             * @description Always null: there is no default role (non-null is refused).
              */
-            clear_default_role: boolean;
+            default_role?: ("admin" | "security_admin" | "developer" | "operator" | "auditor" | "viewer") | null;
             /** Enabled */
             enabled?: boolean | null;
         };
@@ -3842,6 +3953,14 @@ export interface components {
              * @description The otpauth URI as a QR code, an SVG data URI.
              */
             qr_svg: string;
+        };
+        /** TotpStart */
+        TotpStart: {
+            /**
+             * Code
+             * @description Required to replace an active TOTP: a current code or a recovery code.
+             */
+            code?: string | null;
         };
         /** Transition */
         Transition: {
@@ -4504,7 +4623,11 @@ export interface operations {
             path?: never;
             cookie?: never;
         };
-        requestBody?: never;
+        requestBody?: {
+            content: {
+                "application/json": components["schemas"]["TotpStart"] | null;
+            };
+        };
         responses: {
             /** @description Successful Response */
             201: {
@@ -7312,6 +7435,65 @@ export interface operations {
             };
         };
     };
+    link_api_v1_auth_sso_link_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["LinkRequest"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TokenResponse"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Unprocessable Entity */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Too Many Requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
     oidc_login_api_v1_auth_oidc__provider_id__login_get: {
         parameters: {
             query?: never;
@@ -7551,6 +7733,300 @@ export interface operations {
             };
             /** @description Not Found */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Unprocessable Entity */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Service Unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    list_domains_api_v1_domains_get: {
+        parameters: {
+            query?: {
+                /** @description From the previous page. */
+                cursor?: string | null;
+                limit?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Page_DomainOut_"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Unprocessable Entity */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    claim_domain_api_v1_domains_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["DomainCreate"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DomainOut"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Unprocessable Entity */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    get_domain_api_v1_domains__domain_id__get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                domain_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DomainOut"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Unprocessable Entity */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    delete_domain_api_v1_domains__domain_id__delete: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                domain_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Unprocessable Entity */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    verify_domain_api_v1_domains__domain_id__verify_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                domain_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DomainOut"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Conflict */
+            409: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -9453,7 +9929,29 @@ export interface operations {
         };
         requestBody: {
             content: {
-                "application/json": components["schemas"]["DecisionBatch"];
+                "application/json": {
+                    decisions: {
+                        /** Decision Id */
+                        decision_id: string;
+                        /**
+                         * Time
+                         * Format: date-time
+                         */
+                        time: string;
+                        /** Input */
+                        input: {
+                            [key: string]: unknown;
+                        };
+                        /** Result */
+                        result: {
+                            [key: string]: unknown;
+                        };
+                        /** Duration Us */
+                        duration_us?: number | null;
+                        /** Instance */
+                        instance?: string | null;
+                    }[];
+                };
             };
         };
         responses: {

@@ -113,6 +113,7 @@ export type SsoProvider = Schemas["Provider"];
 export type SsoProviderCreate = Schemas["ProviderCreate"];
 export type SsoProviderUpdate = Schemas["ProviderUpdate"];
 export type SsoSettings = Schemas["SsoSettingsOut"];
+export type OrgDomain = Schemas["DomainOut"];
 export type SsoDiscovery = Schemas["Discovery"];
 export type GroupMapping = Schemas["GroupMapping"];
 

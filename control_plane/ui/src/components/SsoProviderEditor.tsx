@@ -161,11 +161,11 @@ export function SsoProviderEditor({
       <div className="form-row">
         <Field label="Groups claim" value={form.groupsClaim} error={fields.groups_claim}
           onChange={(e) => set({ groupsClaim: e.target.value })} hint="ID-token claim or SAML attribute holding groups" />
-        <Select label="Default role" value={form.defaultRole} error={fields.default_role}
-          options={["", ...MAPPED_ROLES]} labels={{ "": "none — refuse unmapped users" }}
-          onChange={(v) => set({ defaultRole: v as MappedRole | "" })} />
       </div>
-      {!form.defaultRole && <p className="hint">No default role: users whose groups map to no role are refused.</p>}
+      <p className="hint">
+        No default role: a new user is provisioned only with a role one of their groups maps to,
+        and only for email domains this organisation has verified.
+      </p>
       <MappingEditor rows={form.mapping} onChange={(mapping) => set({ mapping })} fields={fields} />
       <div className="field checkbox">
         <input id={`${metadataId}-enabled`} type="checkbox" checked={form.enabled} onChange={(e) => set({ enabled: e.target.checked })} />

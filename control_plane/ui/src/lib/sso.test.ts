@@ -53,19 +53,16 @@ describe("SSO provider form", () => {
     ]);
     const body = updateBody(form);
     expect(body).not.toHaveProperty("client_secret");
-    expect(body.clear_default_role).toBe(true);
+    expect(body).not.toHaveProperty("default_role");
     expect(body.email_domains).toEqual(["acme.com", "acme.io"]);
     expect(body.group_mapping).toEqual(provider.group_mapping);
-    expect(updateBody({ ...form, clientSecret: "s3cret", defaultRole: "viewer" })).toMatchObject({
-      client_secret: "s3cret",
-      default_role: "viewer",
-      clear_default_role: false,
-    });
+    expect(updateBody({ ...form, clientSecret: "s3cret" })).toMatchObject({ client_secret: "s3cret" });
   });
 
   it("sends OIDC fields for OIDC and the metadata for SAML", () => {
     const oidc = createBody({ ...emptyForm("oidc"), name: "G", preset: "google", clientId: "id", clientSecret: "x" });
-    expect(oidc).toMatchObject({ type: "oidc", preset: "google", client_id: "id", client_secret: "x", default_role: "viewer" });
+    expect(oidc).toMatchObject({ type: "oidc", preset: "google", client_id: "id", client_secret: "x" });
+    expect(oidc).not.toHaveProperty("default_role");
     const saml = createBody({ ...emptyForm("saml"), name: "S", clientId: "ignored", samlMetadata: "<EntityDescriptor/>" });
     expect(saml).toMatchObject({ type: "saml", preset: "generic", saml_idp_metadata: "<EntityDescriptor/>" });
     expect(saml).not.toHaveProperty("client_id");

@@ -34,7 +34,6 @@ export interface ProviderForm {
   clientSecret: string;
   samlMetadata: string;
   groupsClaim: string;
-  defaultRole: MappedRole | "";
   mapping: MappingRow[];
 }
 
@@ -51,7 +50,6 @@ export function emptyForm(type: ProviderType = "oidc"): ProviderForm {
     clientSecret: "",
     samlMetadata: "",
     groupsClaim: "groups",
-    defaultRole: "viewer",
     mapping: [],
   };
 }
@@ -69,7 +67,6 @@ export function formOf(provider: SsoProvider): ProviderForm {
     clientSecret: "",
     samlMetadata: "",
     groupsClaim: provider.groups_claim,
-    defaultRole: (provider.default_role ?? "") as MappedRole | "",
     mapping: mappingRows(provider.group_mapping),
   };
 }
@@ -114,7 +111,6 @@ export function createBody(form: ProviderForm): SsoProviderCreate {
     email_domains: parseDomains(form.domains),
     groups_claim: form.groupsClaim.trim() || "groups",
     group_mapping: mappingBody(form.mapping),
-    default_role: form.defaultRole || null,
   };
   if (form.type === "oidc") {
     body.issuer = orNull(form.issuer);
@@ -135,9 +131,7 @@ export function updateBody(form: ProviderForm): SsoProviderUpdate {
     email_domains: parseDomains(form.domains),
     groups_claim: form.groupsClaim.trim() || "groups",
     group_mapping: mappingBody(form.mapping),
-    clear_default_role: !form.defaultRole,
   };
-  if (form.defaultRole) body.default_role = form.defaultRole;
   if (form.type === "oidc") {
     if (form.issuer.trim()) body.issuer = form.issuer.trim();
     if (form.discoveryUrl.trim()) body.discovery_url = form.discoveryUrl.trim();

@@ -3,6 +3,7 @@ import { useNavigate } from "react-router";
 import { api } from "../../api/client";
 import { ROLES, type Member, type MfaPolicy, type MfaStatus, type SsoProvider, type SsoSettings } from "../../api/types";
 import { useAuth } from "../../auth/AuthContext";
+import { DomainsPanel } from "../../components/DomainsPanel";
 import { SsoProviderEditor } from "../../components/SsoProviderEditor";
 import { ConfirmDialog, CopyButton, Empty, ErrorMessage, Loading, formatTime } from "../../components/ui";
 import { spMetadataUrl } from "../../lib/sso";
@@ -60,8 +61,8 @@ function ProviderCard({ provider, onEdit, onDelete }: { provider: SsoProvider; o
         <CopyLine label="Login URL" value={provider.login_url} />
         <dt>Groups</dt>
         <dd>
-          claim <code>{provider.groups_claim}</code>; {provider.group_mapping.length} mapped; default role{" "}
-          {provider.default_role ?? "none (unmapped users are refused)"}
+          claim <code>{provider.groups_claim}</code>; {provider.group_mapping.length} mapped; no default role
+          (unmapped users are refused)
         </dd>
         <dt>Updated</dt>
         <dd>{formatTime(provider.updated_at)}</dd>
@@ -224,6 +225,7 @@ export function SsoPage() {
     <section>
       <h1>Sign-in and SSO</h1>
       <p className="hint">Identity providers (OpenID Connect or SAML 2.0), who must use them, and who must use MFA.</p>
+      <DomainsPanel />
       <div className="page-header">
         <h2>Identity providers</h2>
         {can("sso:create") && editing === null && (
