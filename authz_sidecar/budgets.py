@@ -205,6 +205,7 @@ def _encode(reservation: Reservation) -> dict[str, Any]:
     key = reservation.key
     return {
         "budget": reservation.budget,
+        "organization": key.organization,
         "scope": key.scope,
         "metric": key.metric,
         "window": key.window,
@@ -213,7 +214,7 @@ def _encode(reservation: Reservation) -> dict[str, Any]:
 
 
 def _decode(item: Mapping[str, Any]) -> Reservation:
-    key = BudgetKey(item["scope"], item["metric"], item["window"])
+    key = BudgetKey(item["organization"], item["scope"], item["metric"], item["window"])
     return Reservation(item["budget"], key, float(item["amount"]))
 
 

@@ -23,6 +23,7 @@ from policy.budgets import (
     BudgetLedger,
     InMemoryBudgetLedger,
     Reservation,
+    call_ceilings,
 )
 from policy.compiler import CompiledPolicy
 from policy.decision_cache import InputProjection, LruCache, full_input_key
@@ -91,6 +92,8 @@ class PendingBudgets:
     context: Mapping[str, Any]
     now: datetime
     needs: tuple[tuple[BudgetKey, float], ...]
+    resource: str = ""
+    action: str = ""
 
 
 class _Planner:
@@ -157,7 +160,10 @@ class DecisionEngine:
         self.ledger: BudgetLedger = ledger if ledger is not None else InMemoryBudgetLedger()
         self._clock = clock
         self._rbac = RbacIndex(kaizen.get("roles", {}), kaizen.get("bindings", []))
-        self._budgets = BudgetIndex(kaizen.get("budgets", []))
+        # Reservation amounts come from the deployed configs in this (signed) policy.
+        self._budgets = BudgetIndex(
+            kaizen.get("budgets", []), self.organization_id, call_ceilings(kaizen)
+        )
         if evaluator is None and compiled.rego_modules:
             evaluator = EmbeddedRegoEvaluator(compiled.rego_modules, compiled.data)
         self._evaluator = evaluator
@@ -225,13 +231,18 @@ class DecisionEngine:
         subjects = principal_subjects(
             principal["id"], principal.get("type"), principal.get("teams") or ()
         )
-        applicable = self._budgets.applicable(subjects, input["resource"]["id"], input["action"])
+        resource, action = input["resource"]["id"], input["action"]
+        applicable = self._budgets.applicable(subjects, resource, action)
         if not applicable:
             return self._decision(_combine(stages, False), ())
         context, now, planner = input.get("context") or {}, self._clock(), _Planner()
-        pending = PendingBudgets(tuple(stages), tuple(applicable), context, now, ())
+        pending = PendingBudgets(
+            tuple(stages), tuple(applicable), context, now, (), resource, action
+        )
         try:
-            self._budgets.check(planner, applicable, context, now, reserve=True)
+            self._budgets.check(
+                planner, applicable, context, now, reserve=True, resource=resource, action=action
+            )
         except Exception as exc:  # as in decide(): a budget that cannot be checked denies
             return self.fail_budgets(pending, exc)
         return replace(pending, needs=tuple(planner.needs))
@@ -251,7 +262,13 @@ class DecisionEngine:
         ledger = _Reserved(totals, release)
         try:
             budget = self._budgets.check(
-                ledger, pending.budgets, pending.context, pending.now, reserve=True
+                ledger,
+                pending.budgets,
+                pending.context,
+                pending.now,
+                reserve=True,
+                resource=pending.resource,
+                action=pending.action,
             )
         except Exception as exc:
             return self.fail_budgets(pending, exc)
@@ -364,7 +381,13 @@ class DecisionEngine:
         context = input.get("context") or {}
         try:
             return self._budgets.check(
-                self.ledger, applicable, context, self._clock(), reserve=reserve
+                self.ledger,
+                applicable,
+                context,
+                self._clock(),
+                reserve=reserve,
+                resource=resource["id"],
+                action=input["action"],
             )
         except Exception as exc:  # e.g. the sidecar's Redis ledger is unreachable: fail closed
             reason = f"budgets could not be checked: {type(exc).__name__}: {exc}"
