@@ -170,6 +170,10 @@ class Authorizer:
         reasons: tuple[str, ...] = decision.reasons
         if outcome == "require_approval" and (grant := facts.headers.get("x-kaizen-approval")):
             outcome, reasons = await self._apply_grant(snapshot, grant, input, decision)
+            if outcome == "allow":  # charged like any allowed call: reserved here, settled later
+                decision = await self._decide(snapshot.engine, input, approved=True)
+                if decision.outcome != "allow":  # a hard limit reached meanwhile
+                    outcome, reasons = decision.outcome, decision.reasons
         if outcome == "allow" and decision.reservations:
             # Off the response path: the gateway settles only after the call it forwards.
             self._background(self._remember(decision))
@@ -192,10 +196,12 @@ class Authorizer:
         )
         return verdict, input, result
 
-    async def _decide(self, engine: DecisionEngine, input: Mapping[str, Any]) -> Decision:
+    async def _decide(
+        self, engine: DecisionEngine, input: Mapping[str, Any], *, approved: bool = False
+    ) -> Decision:
         if self.budgets is None:
-            return engine.decide(input)
-        step = engine.begin(input)
+            return engine.decide(input, approved=approved)
+        step = engine.begin(input, approved=approved)
         if isinstance(step, Decision):
             return step
         try:

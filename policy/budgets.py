@@ -191,12 +191,14 @@ class BudgetIndex:
         reserve: bool,
         resource: str,
         action: str,
+        approved: bool = False,
     ) -> BudgetCheck:
         """Reserve (or, with reserve=False, only look) and compare with the limits.
 
         Reservations are released again unless the outcome is allow: a denied or
-        held call must not consume budget. Raises UnknownCeilingError (before reserving
-        anything) when reserving needs a ceiling the bundle lacks.
+        held call must not consume budget. `approved` (a granted retry) lifts soft limits,
+        not hard ones. Raises UnknownCeilingError (before reserving anything) when
+        reserving needs a ceiling the bundle lacks.
         """
         if not budgets:
             return NO_BUDGETS
@@ -222,7 +224,7 @@ class BudgetIndex:
                 severity = 2
                 exceeded.append(f"{_label(budget)} exceeded: {used:g} of limit {limit:g}")
                 rules.append(f"budget:{budget['name']}:limit")
-            elif soft_limit is not None and used > float(soft_limit):
+            elif soft_limit is not None and used > float(soft_limit) and not approved:
                 severity = 1
                 soft.append(f"{_label(budget)} over soft limit: {used:g} of {float(soft_limit):g}")
                 rules.append(f"budget:{budget['name']}:soft_limit")

@@ -39,6 +39,7 @@ from tests.unit.sidecar.factory import (
     ORG,
     Keys,
     access_token,
+    approval_grant,
     make_bundle,
     make_keys,
 )
@@ -57,21 +58,34 @@ spec:
     - {subject: "user:alice@example.com", role: caller}
     - {subject: "apikey:ci-bot", role: caller}
 ---
+kind: RegoPolicy
+metadata: {name: guardrails}
+spec:
+  rego: |
+    package kaizen.abac.guardrails
+    import rego.v1
+    require_approval contains "the deployer agent needs approval" if {
+      input.resource.id == "agent:deployer"
+    }
+---
 kind: BudgetPolicy
 metadata: {name: spend}
 spec:
   budgets:
     - {name: bot-spend, scope: "agent:support-bot", metric: cost_usd, limit: 0.05, period: day}
+    - {name: deployer-spend, scope: "agent:deployer", metric: cost_usd, limit: 0.015,
+       soft_limit: 0.001, period: day}
     - {name: bot-tokens, scope: "agent:support-bot", metric: tokens, limit: 100000, period: day}
     - {name: ci-daily, scope: "apikey:ci-bot", metric: executions, limit: 3, period: day}
     - {name: org-spend, scope: org, metric: cost_usd, limit: 100, period: day}
 """
 AGENTS = {
-    "support-bot": AgentConfig(
-        "support-bot",
+    name: AgentConfig(
+        name,
         ModelConfig("demo", "demo"),
         budget=CallBudget(max_cost_usd_per_call=CEILING_USD, max_tokens=CEILING_TOKENS),
     ).to_dict()
+    for name in ("support-bot", "deployer")
 }
 
 
@@ -225,6 +239,37 @@ async def test_leaving_a_reservation_unsettled_to_free_it_is_refused(
     assert counter(sync_redis, prefix, "org", "cost_usd") == pytest.approx(0.002)
     assert counter(sync_redis, prefix, "agent:support-bot", "cost_usd") == pytest.approx(0.002)
     assert counter(sync_redis, prefix, "agent:support-bot", "tokens") == 40
+
+
+async def test_an_approved_call_escaping_its_budget_charge_is_refused(
+    keys: Keys, prefix: str, sync_redis: redis.Redis
+) -> None:
+    async with sidecar_worker(bundle(keys), prefix) as worker:
+        held = await checked(worker, invoke(alice(keys), "deployer"))
+        assert (held.status, held.outcome) == (403, "require_approval")
+        assert counter(sync_redis, prefix, "agent:deployer", "cost_usd") == 0  # held: looked
+        grant = approval_grant(keys, approval_request_id="apr-7")
+        approved = await checked(
+            worker, invoke(alice(keys), "deployer", **{"x-kaizen-approval": grant})
+        )
+        assert (approved.status, approved.reasons) == (200, ("approved by approval request apr-7",))
+        # The approval lifts the soft limit it was asked for, not the charge: the call
+        # reserved its ceiling, and the gateway's settle finds it under the decision id.
+        assert counter(sync_redis, prefix, "agent:deployer", "cost_usd") == CEILING_USD
+        assert await worker.settle(approved.decision_id, {"cost_usd": 0.004}) == 2
+        assert counter(sync_redis, prefix, "agent:deployer", "cost_usd") == pytest.approx(0.004)
+        # Nor does an approval lift the hard limit: 0.004 + 0.01 fits 0.015, then no more.
+        again = approval_grant(keys, approval_request_id="apr-8")
+        second = await checked(
+            worker, invoke(alice(keys), "deployer", **{"x-kaizen-approval": again})
+        )
+        assert second.status == 200
+        third = approval_grant(keys, approval_request_id="apr-9")
+        over = await checked(
+            worker, invoke(alice(keys), "deployer", **{"x-kaizen-approval": third})
+        )
+    assert over.status == 403
+    assert "budget deployer-spend (agent:deployer cost_usd per day) exceeded" in over.reasons[0]
 
 
 async def test_sharing_a_budget_counter_with_another_organisation_on_one_redis_is_refused(
