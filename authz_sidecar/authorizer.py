@@ -228,7 +228,10 @@ class Authorizer:
 
     async def _remember(self, decision: Decision) -> None:
         try:
-            await self.reservations.remember(decision.decision_id, decision.reservations)
+            organization = decision.reservations[0].key.organization
+            await self.reservations.remember(
+                organization, decision.decision_id, decision.reservations
+            )
         except Exception as exc:  # the reservation stands as estimated; only settle is lost
             log.warning("cannot store reservations of %s: %s", decision.decision_id, exc)
 
@@ -316,7 +319,11 @@ class Authorizer:
     async def settle(self, decision_id: str, actual: Mapping[str, float]) -> int:
         """Replace a decision's reservations by real use; the number settled (0: unknown)."""
         await self.drain()
-        reservations = await self.reservations.take(decision_id)
+        snapshot = self.holder.current
+        if snapshot is None:
+            return 0
+        # Only this sidecar's organisation's reservations (tenants may share one Redis).
+        reservations = await self.reservations.take(snapshot.organization, decision_id)
         if not reservations:
             return 0
         ledger = self.holder.ledger

@@ -44,8 +44,15 @@ class BudgetKey:
     def redis_key(self) -> str:
         # The organisation as a Redis Cluster hash tag: tenants on one Redis never share a
         # counter, and one tenant's counters share a slot, so one script may add to them all.
-        org = self.organization.replace("%", "%25").replace("{", "%7B").replace("}", "%7D")
-        return f"kaizen:budget:{{{org}}}:{self.scope}:{self.metric}:{self.window}"
+        return (
+            f"kaizen:budget:{org_tag(self.organization)}:{self.scope}:{self.metric}:{self.window}"
+        )
+
+
+def org_tag(organization: str) -> str:
+    """`{organization}` for Redis keys, escaped so that no two organisations' tags meet."""
+    escaped = organization.replace("%", "%25").replace("{", "%7B").replace("}", "%7D")
+    return "{" + escaped + "}"
 
 
 @dataclass(frozen=True, slots=True)

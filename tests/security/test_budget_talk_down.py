@@ -232,7 +232,7 @@ async def test_leaving_a_reservation_unsettled_to_free_it_is_refused(
         # reservation stays charged for its counter's window, and its record waits for
         # a settle until it expires.
         assert counter(sync_redis, prefix, "agent:support-bot", "cost_usd") == CEILING_USD
-        assert sync_redis.ttl(f"{prefix}reservation:{verdict.decision_id}") > 0
+        assert sync_redis.ttl(f"{prefix}reservation:{{{ORG}}}:{verdict.decision_id}") > 0
         # Settling with the real (lower) use afterwards is what brings it down.
         settled = await worker.settle(verdict.decision_id, {"cost_usd": 0.002, "tokens": 40})
     assert settled == 3  # bot-spend, bot-tokens, org-spend
@@ -283,6 +283,14 @@ async def test_sharing_a_budget_counter_with_another_organisation_on_one_redis_i
     ):
         ours = [(await checked(acme, invoke(f"Bearer {API_KEY}"))).status for _ in range(4)]
         theirs = [(await checked(globex, invoke(f"Bearer {API_KEY}"))).status for _ in range(4)]
+        # Nor can one tenant's sidecar settle (talk down) the other's reservations.
+        mine = await checked(acme, invoke(alice(keys)))
+        charged = counter(sync_redis, prefix, "agent:support-bot", "cost_usd")
+        assert await globex.settle(mine.decision_id, {"cost_usd": 0, "tokens": 0}) == 0
+        assert counter(sync_redis, prefix, "agent:support-bot", "cost_usd") == charged
+        assert await acme.settle(mine.decision_id, {"cost_usd": 0, "tokens": 0}) == 3
+        after = counter(sync_redis, prefix, "agent:support-bot", "cost_usd")
+        assert after == pytest.approx(charged - CEILING_USD)
     assert ours == [200, 200, 200, 403]
     assert theirs == [200, 200, 200, 403]  # not refused by the other tenant's usage
     assert counter(sync_redis, prefix, "apikey:ci-bot", "executions") == 3
