@@ -251,6 +251,23 @@ class BudgetIndex:
             _status(*status) if status else None,
         )
 
+    def raised_estimates(self, input: Mapping[str, Any]) -> Mapping[str, Any]:
+        """`input` with `context.estimated_*` at least the call's ceiling, so a Rego rule on
+        the estimate sees the server's figure too (a caller cannot lower it by omission)."""
+        resource, action = input["resource"]["id"], input["action"]
+        ceiling = self.ceilings.get(resource)
+        if ceiling is None or _SPENDING_ACTIONS.get(resource.split(":", 1)[0]) != action:
+            return input
+        context = dict(input.get("context") or {})
+        for field, server in (
+            ("estimated_cost_usd", ceiling.cost_usd),
+            ("estimated_tokens", ceiling.tokens),
+        ):
+            given = context.get(field)
+            if not isinstance(given, int | float) or isinstance(given, bool) or given < server:
+                context[field] = server
+        return {**input, "context": context}
+
     def _amount(
         self,
         budget: Mapping[str, Any],

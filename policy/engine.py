@@ -207,6 +207,7 @@ class DecisionEngine:
                 "deny", ("principal belongs to another organization",), ("organization",)
             )
             return self._decision(stage, ())
+        input = self._budgets.raised_estimates(input)
         stages = [self._rbac_stage(input)]
         if explain or stages[-1].outcome != "deny":
             stages.append(self._abac_stage(input))
@@ -236,6 +237,7 @@ class DecisionEngine:
         organization = principal.get("organization")
         if organization is not None and organization != self.organization_id:
             return self.decide(input)
+        input = self._budgets.raised_estimates(input)
         stages = [self._rbac_stage(input)]
         if stages[-1].outcome != "deny":
             stages.append(self._abac_stage(input))

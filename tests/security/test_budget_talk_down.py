@@ -67,6 +67,9 @@ spec:
     require_approval contains "the deployer agent needs approval" if {
       input.resource.id == "agent:deployer"
     }
+    deny contains "calls estimated over 0.5 USD are not allowed" if {
+      input.context.estimated_cost_usd > 0.5
+    }
 ---
 kind: BudgetPolicy
 metadata: {name: spend}
@@ -87,6 +90,8 @@ AGENTS = {
     ).to_dict()
     for name in ("support-bot", "deployer")
 }
+# No spec.budget: its ceiling is limits.max_cost_usd (1 USD by default).
+AGENTS["pricey-bot"] = AgentConfig("pricey-bot", ModelConfig("demo", "demo")).to_dict()
 
 
 @pytest.fixture(scope="module")
@@ -197,6 +202,22 @@ async def test_a_raised_estimate_is_reserved_in_full(
     assert over.status == 403  # 0.03 + 0.06 is over 0.05
     assert counter(sync_redis, prefix, "agent:support-bot", "cost_usd") == pytest.approx(0.03)
     assert counter(sync_redis, prefix, "agent:support-bot", "tokens") == 2000
+
+
+async def test_omitting_the_estimate_to_pass_a_cost_rule_is_refused(
+    keys: Keys, prefix: str, sync_redis: redis.Redis
+) -> None:
+    async with sidecar_worker(bundle(keys), prefix) as worker:
+        silent = await checked(worker, invoke(alice(keys), "pricey-bot"))
+        lowered = await checked(
+            worker, invoke(alice(keys), "pricey-bot", **{"x-kaizen-estimated-cost": "0.01"})
+        )
+        cheap = await checked(worker, invoke(alice(keys), "support-bot"))
+    # Rego sees the server's figure (the agent's 1 USD ceiling), not the caller's silence.
+    for verdict in (silent, lowered):
+        assert verdict.status == 403
+        assert verdict.reasons == ("calls estimated over 0.5 USD are not allowed",)
+    assert cheap.status == 200
 
 
 async def test_talking_executions_down_with_estimate_headers_is_refused(
