@@ -55,12 +55,15 @@ spec:
     - {{name: token-cap, scope: "agent:token-bot", metric: tokens, limit: {TOKEN_LIMIT},
        period: day}}
     - {{name: stream-spend, scope: "agent:stream-bot", metric: cost_usd, limit: 1, period: day}}
+    - {{name: fail-tokens, scope: "agent:fail-bot", metric: tokens, limit: 10000, period: day}}
 """
 
 
 def _agent(name: str, url: str, budget: CallBudget) -> dict[str, Any]:
     model = ModelConfig("vllm", f"m-{name}", base_url=url)
-    return AgentConfig(name, model, budget=budget).to_dict()
+    # fail-bot wants JSON out, so a plain-text answer fails the run after the model call.
+    schema = {"type": "object"} if name == "fail-bot" else None
+    return AgentConfig(name, model, output_schema=schema, budget=budget).to_dict()
 
 
 @dataclass
@@ -105,6 +108,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         agents = {
             "capped-bot": _agent("capped-bot", fake.openai_url, capped),
             "token-bot": _agent("token-bot", fake.openai_url, CallBudget(max_tokens=TOKEN_CEILING)),
+            "fail-bot": _agent("fail-bot", fake.openai_url, CallBudget(max_tokens=TOKEN_CEILING)),
             "stream-bot": _agent(
                 "stream-bot",
                 fake.openai_url,
@@ -245,3 +249,15 @@ def test_cutting_a_stream_to_settle_it_as_free_is_refused(stack: Stack) -> None:
     _eventually(lambda: not stack.open_reservations("agent:stream-bot"), "the cut call settled")
     # Its usage is unknown, so it counts what was reserved for it, not zero.
     assert stack.counter("agent:stream-bot", "cost_usd") == pytest.approx(STREAM_CEILING_USD)
+
+
+def test_a_failing_run_settling_less_than_it_used_is_refused(stack: Stack) -> None:
+    stack.fake.reset(lambda m, msgs: Reply("not JSON", input_tokens=30, output_tokens=12))
+    response = stack.invoke("fail-bot")
+    assert response.status_code == 502, response.text  # the answer is not its output_schema
+    # The failed run is settled with the tokens the model really used, not left at 0 or at
+    # the reservation.
+    _eventually(
+        lambda: stack.counter("agent:fail-bot", "tokens") == TOKENS_PER_CALL,
+        "the tokens counter at the failed run's real usage",
+    )
