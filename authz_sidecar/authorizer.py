@@ -170,6 +170,10 @@ class Authorizer:
         reasons: tuple[str, ...] = decision.reasons
         if outcome == "require_approval" and (grant := facts.headers.get("x-kaizen-approval")):
             outcome, reasons = await self._apply_grant(snapshot, grant, input, decision)
+            if outcome == "allow":  # charged like any allowed call: reserved here, settled later
+                decision = await self._decide(snapshot.engine, input, approved=True)
+                if decision.outcome != "allow":  # a hard limit reached meanwhile
+                    outcome, reasons = decision.outcome, decision.reasons
         if outcome == "allow" and decision.reservations:
             # Off the response path: the gateway settles only after the call it forwards.
             self._background(self._remember(decision))
@@ -192,10 +196,12 @@ class Authorizer:
         )
         return verdict, input, result
 
-    async def _decide(self, engine: DecisionEngine, input: Mapping[str, Any]) -> Decision:
+    async def _decide(
+        self, engine: DecisionEngine, input: Mapping[str, Any], *, approved: bool = False
+    ) -> Decision:
         if self.budgets is None:
-            return engine.decide(input)
-        step = engine.begin(input)
+            return engine.decide(input, approved=approved)
+        step = engine.begin(input, approved=approved)
         if isinstance(step, Decision):
             return step
         try:
@@ -222,7 +228,10 @@ class Authorizer:
 
     async def _remember(self, decision: Decision) -> None:
         try:
-            await self.reservations.remember(decision.decision_id, decision.reservations)
+            organization = decision.reservations[0].key.organization
+            await self.reservations.remember(
+                organization, decision.decision_id, decision.reservations
+            )
         except Exception as exc:  # the reservation stands as estimated; only settle is lost
             log.warning("cannot store reservations of %s: %s", decision.decision_id, exc)
 
@@ -310,7 +319,11 @@ class Authorizer:
     async def settle(self, decision_id: str, actual: Mapping[str, float]) -> int:
         """Replace a decision's reservations by real use; the number settled (0: unknown)."""
         await self.drain()
-        reservations = await self.reservations.take(decision_id)
+        snapshot = self.holder.current
+        if snapshot is None:
+            return 0
+        # Only this sidecar's organisation's reservations (tenants may share one Redis).
+        reservations = await self.reservations.take(snapshot.organization, decision_id)
         if not reservations:
             return 0
         ledger = self.holder.ledger

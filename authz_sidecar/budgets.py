@@ -30,7 +30,7 @@ import redis
 import redis.asyncio as aioredis
 
 from authz_sidecar.redis_batch import BatchUnavailableError, ScriptBatch
-from policy.budgets import BudgetKey, InMemoryBudgetLedger, Reservation
+from policy.budgets import BudgetKey, InMemoryBudgetLedger, Reservation, org_tag
 
 # INCRBYFLOAT and the expiry in one step; the expiry outlives the key's period window.
 _RESERVE = """
@@ -144,9 +144,14 @@ class RedisBudgetBatch:
 
 
 class ReservationBook(Protocol):
-    async def remember(self, decision_id: str, reservations: Sequence[Reservation]) -> None: ...
+    """Reservations by organisation and decision id: a sidecar settles only its own
+    organisation's decisions, even when tenants share one Redis."""
 
-    async def take(self, decision_id: str) -> list[Reservation] | None:
+    async def remember(
+        self, organization: str, decision_id: str, reservations: Sequence[Reservation]
+    ) -> None: ...
+
+    async def take(self, organization: str, decision_id: str) -> list[Reservation] | None:
         """The reservations of a decision, forgetting them (settle happens once)."""
         ...
 
@@ -156,18 +161,20 @@ class InMemoryReservationBook:
         self._lock = threading.Lock()
         self._ttl = ttl_seconds
         self._max = max_entries
-        self._entries: dict[str, tuple[float, list[Reservation]]] = {}
+        self._entries: dict[tuple[str, str], tuple[float, list[Reservation]]] = {}
 
-    async def remember(self, decision_id: str, reservations: Sequence[Reservation]) -> None:
+    async def remember(
+        self, organization: str, decision_id: str, reservations: Sequence[Reservation]
+    ) -> None:
         now = time.monotonic()
         with self._lock:
             if len(self._entries) >= self._max:
                 self._entries = {k: v for k, v in self._entries.items() if v[0] > now}
-            self._entries[decision_id] = (now + self._ttl, list(reservations))
+            self._entries[(organization, decision_id)] = (now + self._ttl, list(reservations))
 
-    async def take(self, decision_id: str) -> list[Reservation] | None:
+    async def take(self, organization: str, decision_id: str) -> list[Reservation] | None:
         with self._lock:
-            entry = self._entries.pop(decision_id, None)
+            entry = self._entries.pop((organization, decision_id), None)
         if entry is None or entry[0] < time.monotonic():
             return None
         return entry[1]
@@ -187,24 +194,27 @@ class RedisReservationBook:
         self._ttl = ttl_seconds
         self._batch = ScriptBatch(client, _REMEMBER_MANY, args_per_key=2, timeout=0.5)
 
-    async def remember(self, decision_id: str, reservations: Sequence[Reservation]) -> None:
+    async def remember(
+        self, organization: str, decision_id: str, reservations: Sequence[Reservation]
+    ) -> None:
         value = json.dumps([_encode(r) for r in reservations])
-        await self._batch.call([self._name(decision_id)], [value, self._ttl])
+        await self._batch.call([self._name(organization, decision_id)], [value, self._ttl])
 
-    async def take(self, decision_id: str) -> list[Reservation] | None:
-        raw = await self._client.getdel(self._name(decision_id))
+    async def take(self, organization: str, decision_id: str) -> list[Reservation] | None:
+        raw = await self._client.getdel(self._name(organization, decision_id))
         if raw is None:
             return None
         return [_decode(item) for item in json.loads(raw)]
 
-    def _name(self, decision_id: str) -> str:
-        return f"{self._prefix}reservation:{decision_id}"
+    def _name(self, organization: str, decision_id: str) -> str:
+        return f"{self._prefix}reservation:{org_tag(organization)}:{decision_id}"
 
 
 def _encode(reservation: Reservation) -> dict[str, Any]:
     key = reservation.key
     return {
         "budget": reservation.budget,
+        "organization": key.organization,
         "scope": key.scope,
         "metric": key.metric,
         "window": key.window,
@@ -213,7 +223,7 @@ def _encode(reservation: Reservation) -> dict[str, Any]:
 
 
 def _decode(item: Mapping[str, Any]) -> Reservation:
-    key = BudgetKey(item["scope"], item["metric"], item["window"])
+    key = BudgetKey(item["organization"], item["scope"], item["metric"], item["window"])
     return Reservation(item["budget"], key, float(item["amount"]))
 
 

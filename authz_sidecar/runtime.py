@@ -250,7 +250,12 @@ class Worker:
             sync=self.sync,
             logs=[self.decision_log] if self.decision_log is not None else [],
             decisions=dict(self.authorizer.counts),
-            budgets=budget_usage(budgets, self.holder.ledger, datetime.now(UTC)),
+            budgets=budget_usage(
+                budgets,
+                self.holder.ledger,
+                datetime.now(UTC),
+                snapshot.organization if snapshot else "",
+            ),
         )
 
     async def _observe(self) -> None:

@@ -33,7 +33,7 @@ def _rfc3339(moment: datetime | None) -> str | None:
 
 
 def budget_usage(
-    budgets: Sequence[Mapping[str, Any]], ledger: BudgetLedger, now: datetime
+    budgets: Sequence[Mapping[str, Any]], ledger: BudgetLedger, now: datetime, organization: str
 ) -> list[dict[str, Any]]:
     """Each budget's counter in its current period window; empty while the ledger (Redis)
     is unreachable — the next report catches up."""
@@ -41,7 +41,8 @@ def budget_usage(
     try:
         for budget in budgets:
             window = period_window(str(budget["period"]), now)
-            used = ledger.usage(BudgetKey(str(budget["scope"]), str(budget["metric"]), window))
+            scope, metric = str(budget["scope"]), str(budget["metric"])
+            used = ledger.usage(BudgetKey(organization, scope, metric, window))
             out.append(
                 {
                     "name": budget["name"],

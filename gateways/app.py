@@ -14,7 +14,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -29,7 +29,7 @@ from gateways.auth import HEADER, Decision, DecisionVerifier
 from gateways.deployments import DeploymentError, Deployments, DeploymentSource
 from gateways.errors import GatewayError, InvalidInput
 from gateways.executions import Execution, ExecutionRecorder, Settler
-from gateways.executor import Executor, RunResult
+from gateways.executor import Executor, Run, RunResult
 from gateways.mcp_server import McpEndpoint, ask_sidecar, build_server, session_manager
 from gateways.providers import PriceTable, ProviderRegistry, SecretResolver
 from gateways.providers.http import new_client
@@ -61,21 +61,41 @@ class GatewayState:
 
     async def may_invoke(self, authorization: str | None, agent: str) -> bool:
         decision_id = await ask_sidecar(self.http, self.settings.sidecar_url, authorization, agent)
-        if decision_id:  # the check reserved the estimate; a listing uses nothing
-            self.settler.settle(decision_id, {"cost_usd": 0.0, "executions": 0})
+        if decision_id:  # the check reserved the ceiling; a listing uses nothing
+            self.settler.settle(decision_id, {"cost_usd": 0.0, "tokens": 0.0, "executions": 0})
         return decision_id is not None
 
     async def run_agent(
         self, deployments: Deployments, name: str, value: Any, decision: Decision, channel: str
     ) -> Any:
+        run = self.executor.new_run(deployments.agent(name))
+        work = self.executor.invoke_agent(deployments, name, value, run=run)
+        result, error, _ = await self.execute("agent", name, decision, channel, run, work)
+        if error is not None:
+            raise error
+        assert result is not None
+        return result.output
+
+    async def execute(
+        self,
+        kind: str,
+        name: str,
+        decision: Decision,
+        channel: str,
+        run: Run,
+        work: Awaitable[RunResult],
+    ) -> tuple[RunResult | None, GatewayError | None, Execution]:
+        """Await a run and settle + record it however it ends: a result, a GatewayError
+        (returned), or anything else (a cut stream's cancellation, a bug: re-raised)."""
         started = time.perf_counter()
         try:
-            result = await self.executor.invoke_agent(deployments, name, value)
+            result = await work
         except GatewayError as exc:
-            self.finish("agent", name, decision, channel, started, None, exc)
+            return None, exc, self.finish(kind, name, decision, channel, started, run, exc)
+        except BaseException as exc:
+            self.finish(kind, name, decision, channel, started, run, exc)
             raise
-        self.finish("agent", name, decision, channel, started, result, None)
-        return result.output
+        return result, None, self.finish(kind, name, decision, channel, started, run, None)
 
     def finish(
         self,
@@ -84,32 +104,32 @@ class GatewayState:
         decision: Decision,
         channel: str,
         started: float,
-        result: RunResult | None,
+        run: Run,
         error: BaseException | None,
     ) -> Execution:
-        """Settle with the sidecar and record the execution; returns the record."""
-        # a failed run still used what it used before failing (the executor attaches it)
-        run = result.run if result is not None else getattr(error, "run", None)
-        usage = run.usage if run is not None else None
-        cost = run.cost_usd if run is not None else 0.0
+        """Settle what the run used with the sidecar and record the execution."""
         message = None
-        if error is not None:
-            message = error.message if isinstance(error, GatewayError) else type(error).__name__
+        if isinstance(error, GatewayError):
+            message = error.message
+        elif isinstance(error, asyncio.CancelledError):
+            message = "cancelled: the caller went away before the run ended"
+        elif error is not None:
+            message = type(error).__name__
         execution = Execution.new(
             principal=decision.principal,
             kind=kind,
             name=name,
             channel=channel,
             status="failed" if error is not None else "succeeded",
-            tokens_in=usage.input_tokens if usage else 0,
-            tokens_out=usage.output_tokens if usage else 0,
-            cost_usd=round(cost, 8),
+            tokens_in=run.usage.input_tokens,
+            tokens_out=run.usage.output_tokens,
+            cost_usd=round(run.cost_usd, 8),
             latency_ms=round((time.perf_counter() - started) * 1000, 3),
             error=message,
             decision_id=decision.decision_id,
         )
         self.recorder.record(execution)
-        self.settler.settle(decision.decision_id, {"cost_usd": cost, "executions": 1})
+        self.settler.settle(decision.decision_id, run.settlement())
         return execution
 
 
@@ -228,13 +248,14 @@ def create_app(
         )
         if wants_stream:
             return _stream(state, deployments, name, body["input"], decision)
-        started = time.perf_counter()
-        try:
-            result = await state.executor.invoke_agent(deployments, name, body["input"])
-        except GatewayError as exc:
-            execution = state.finish("agent", name, decision, decision.channel, started, None, exc)
-            return _error(exc, execution.id)
-        execution = state.finish("agent", name, decision, decision.channel, started, result, None)
+        run = state.executor.new_run(deployments.agent(name))
+        work = state.executor.invoke_agent(deployments, name, body["input"], run=run)
+        result, error, execution = await state.execute(
+            "agent", name, decision, decision.channel, run, work
+        )
+        if error is not None:
+            return _error(error, execution.id)
+        assert result is not None
         return JSONResponse(_success(result, execution))
 
     @app.post("/v1/pipelines/{name}/run")
@@ -244,18 +265,14 @@ def create_app(
         )
         body = await _json_body(request)
         deployments = state.deployments()
-        deployments.pipeline(name)
-        started = time.perf_counter()
-        try:
-            result = await state.executor.run_pipeline(deployments, name, body["input"])
-        except GatewayError as exc:
-            execution = state.finish(
-                "pipeline", name, decision, decision.channel, started, None, exc
-            )
-            return _error(exc, execution.id)
-        execution = state.finish(
-            "pipeline", name, decision, decision.channel, started, result, None
+        run = state.executor.new_run(deployments.pipeline(name))
+        work = state.executor.run_pipeline(deployments, name, body["input"], run=run)
+        result, error, execution = await state.execute(
+            "pipeline", name, decision, decision.channel, run, work
         )
+        if error is not None:
+            return _error(error, execution.id)
+        assert result is not None
         return JSONResponse(_success(result, execution))
 
     return app
@@ -316,29 +333,19 @@ def _stream(
         await queue.put(_sse("delta", {"text": text}))
 
     async def work() -> None:
-        started = time.perf_counter()
+        run = state.executor.new_run(deployments.agent(name))
+        job = state.executor.invoke_agent(deployments, name, value, on_delta, run=run)
         try:
-            result = await state.executor.invoke_agent(deployments, name, value, on_delta)
-        except GatewayError as exc:
-            execution = state.finish("agent", name, decision, decision.channel, started, None, exc)
-            error = {"code": exc.code, "message": exc.message, "details": exc.details}
-            await queue.put(_sse("error", {"error": error, "execution_id": execution.id}))
-        except asyncio.CancelledError:
-            state.finish(
-                "agent",
-                name,
-                decision,
-                decision.channel,
-                started,
-                None,
-                GatewayError("client disconnected"),
+            # A cut stream cancels this task: execute() still settles what the run used.
+            result, exc, execution = await state.execute(
+                "agent", name, decision, decision.channel, run, job
             )
-            raise
-        else:
-            execution = state.finish(
-                "agent", name, decision, decision.channel, started, result, None
-            )
-            await queue.put(_sse("done", _success(result, execution)))
+            if exc is not None:
+                error = {"code": exc.code, "message": exc.message, "details": exc.details}
+                await queue.put(_sse("error", {"error": error, "execution_id": execution.id}))
+            else:
+                assert result is not None
+                await queue.put(_sse("done", _success(result, execution)))
         finally:
             queue.put_nowait(None)
 

@@ -1,10 +1,13 @@
 """Runs agents (a model plus its tools, in a loop) and pipelines (one of the nine patterns).
 
 Every run has a `Run` that enforces its limits: each model call is a step (`max_steps`),
-every call's token usage is priced and summed (`max_cost_usd`), and the whole run is cut
-at `timeout_seconds`. Passing a limit raises `LimitExceeded` / `RunTimeout` with a message
-that names the limit; the caller records a failed execution. Agents called as tools run
-inside the caller's `Run`, so a loop of agents calling each other ends at `max_steps`.
+every call's token usage is priced and summed (`max_cost_usd`, and the workload's
+`spec.budget` ceilings `max_cost_usd_per_call` / `max_tokens`, which the sidecar reserved
+before the call), and the whole run is cut at `timeout_seconds`. Passing a limit raises
+`LimitExceeded` / `RunTimeout` with a message that names the limit; the caller records a
+failed execution. Agents called as tools run inside the caller's `Run`, so a loop of
+agents calling each other ends at `max_steps`. `Run.settlement()` is what the call really
+used, for the sidecar's `/settle`, whether it succeeded, failed or was cut.
 """
 
 from __future__ import annotations
@@ -19,7 +22,15 @@ from typing import Any
 import httpx
 import jsonschema
 from mcp import Client as McpClient
-from policy.workloads import AgentConfig, AgentTool, HttpTool, Limits, McpTool, PipelineConfig
+from policy.workloads import (
+    AgentConfig,
+    AgentTool,
+    CallBudget,
+    HttpTool,
+    Limits,
+    McpTool,
+    PipelineConfig,
+)
 
 from gateways.deployments import Deployments
 from gateways.errors import (
@@ -40,14 +51,30 @@ Delta = Callable[[str], Awaitable[None]]
 
 @dataclass
 class Run:
-    """The budget of one execution: steps, cost and wall time, shared by everything in it."""
+    """The budget of one execution: steps, cost, tokens and wall time, shared by all in it."""
 
     limits: Limits
     prices: PriceTable
+    budget: CallBudget = field(default_factory=CallBudget)
     started: float = field(default_factory=time.monotonic)
     steps: int = 0
     usage: Usage = field(default_factory=Usage)
     cost_usd: float = 0.0
+    # A model call ended without reporting its usage after it may have generated (a cut or
+    # timed-out call, a stream broken mid-way): what it used is unknown.
+    unmetered: bool = False
+
+    @property
+    def max_cost_usd(self) -> float:
+        return self.budget.cost_ceiling(self.limits)
+
+    @property
+    def max_tokens(self) -> int:
+        return self.budget.token_ceiling()
+
+    @property
+    def tokens(self) -> int:
+        return self.usage.input_tokens + self.usage.output_tokens
 
     def step(self, what: str) -> None:
         self.steps += 1
@@ -57,15 +84,35 @@ class Run:
                 {"limit": "max_steps", "value": self.limits.max_steps},
             )
 
-    def charge(self, model: str, usage: Usage) -> None:
+    def charge(self, model: str, usage: Usage, price: tuple[float, float] | None = None) -> None:
         self.usage = self.usage + usage
-        self.cost_usd += self.prices.cost(model, usage)
-        if self.cost_usd > self.limits.max_cost_usd:
-            raise LimitExceeded(
-                f"stopped at max_cost_usd={self.limits.max_cost_usd:g} "
-                f"(spent {self.cost_usd:.6f} USD)",
-                {"limit": "max_cost_usd", "value": self.limits.max_cost_usd},
+        self.cost_usd += self.prices.cost(model, usage, price)
+        if self.cost_usd > self.max_cost_usd:
+            name = (
+                "max_cost_usd"
+                if self.max_cost_usd == self.limits.max_cost_usd
+                else "budget.max_cost_usd_per_call"
             )
+            raise LimitExceeded(
+                f"stopped at {name}={self.max_cost_usd:g} (spent {self.cost_usd:.6f} USD)",
+                {"limit": name, "value": self.max_cost_usd},
+            )
+        if self.tokens > self.max_tokens:
+            raise LimitExceeded(
+                f"stopped at budget.max_tokens={self.max_tokens} (used {self.tokens} tokens)",
+                {"limit": "budget.max_tokens", "value": self.max_tokens},
+            )
+
+    def settlement(self) -> dict[str, float]:
+        """`actual` for the sidecar's /settle: what the call used, by budget metric.
+
+        A call whose usage is unknown (`unmetered`) counts at least its ceilings, which is
+        what the sidecar reserved for it: it never settles below what it may have cost.
+        """
+        cost, tokens = self.cost_usd, float(self.tokens)
+        if self.unmetered:
+            cost, tokens = max(cost, self.max_cost_usd), max(tokens, float(self.max_tokens))
+        return {"cost_usd": cost, "tokens": tokens, "executions": 1}
 
     def remaining(self) -> float:
         return max(0.001, self.limits.timeout_seconds - (time.monotonic() - self.started))
@@ -88,23 +135,35 @@ class Executor:
         self.prices = prices
         self.http = http
 
+    def new_run(self, workload: AgentConfig | PipelineConfig) -> Run:
+        """A run with the workload's limits; made by the caller so that what a run used
+        stays known even when the caller's task is cancelled (a cut stream)."""
+        return Run(workload.limits, self.prices, workload.budget)
+
     async def invoke_agent(
-        self, deployments: Deployments, name: str, value: Any, on_delta: Delta | None = None
+        self,
+        deployments: Deployments,
+        name: str,
+        value: Any,
+        on_delta: Delta | None = None,
+        run: Run | None = None,
     ) -> RunResult:
         agent = deployments.agent(name)
+        run = run or self.new_run(agent)
         text = _input_text(agent.input_schema, value, f"agent {name}")
-        run = Run(agent.limits, self.prices)
         output = await self._within(
             run, self.call_agent(deployments, agent, text, run, on_delta), f"agent {name}"
         )
         return RunResult(self._checked(agent.output_schema, output, f"agent {name}", run), run)
 
-    async def run_pipeline(self, deployments: Deployments, name: str, value: Any) -> RunResult:
+    async def run_pipeline(
+        self, deployments: Deployments, name: str, value: Any, run: Run | None = None
+    ) -> RunResult:
         from gateways.patterns import PATTERN_RUNNERS  # patterns import Executor's types
 
         pipeline = deployments.pipeline(name)
+        run = run or self.new_run(pipeline)
         text = _input_text(pipeline.input_schema, value, f"pipeline {name}")
-        run = Run(pipeline.limits, self.prices)
         runner = PATTERN_RUNNERS[pipeline.pattern]
         context = PatternContext(self, deployments, pipeline, run)
         output = await self._within(run, runner(context, text), f"pipeline {name}")
@@ -158,11 +217,8 @@ class Executor:
                 parameters=agent.model.parameters,
                 timeout_seconds=run.remaining(),
             )
-            if on_delta is None:
-                result = await provider.complete(request)
-            else:
-                result = await self._streamed(provider.stream(request), on_delta)
-            run.charge(agent.model.name, result.usage)
+            result = await self._metered(provider, request, run, on_delta)
+            run.charge(agent.model.name, result.usage, agent.budget.price_per_1m_tokens)
             if not result.tool_calls:
                 return result.text
             messages.append(
@@ -178,6 +234,32 @@ class Executor:
                         "content": content[:MAX_TOOL_RESULT_CHARS],
                     }
                 )
+
+    async def _metered(
+        self, provider: Any, request: ChatRequest, run: Run, on_delta: Delta | None
+    ) -> ChatResult:
+        """One model call; marks the run unmetered when it ends without its usage after the
+        provider may have generated (cancelled, timed out, or broken mid-stream)."""
+        streamed = False
+
+        async def delta(text: str) -> None:
+            nonlocal streamed
+            streamed = True
+            assert on_delta is not None
+            await on_delta(text)
+
+        try:
+            if on_delta is None:
+                result: ChatResult = await provider.complete(request)
+                return result
+            return await self._streamed(provider.stream(request), delta)
+        except ProviderError:
+            # An error answer generated nothing; a stream that broke after output did.
+            run.unmetered = run.unmetered or streamed
+            raise
+        except BaseException:
+            run.unmetered = True
+            raise
 
     async def _streamed(self, events: Any, on_delta: Delta) -> ChatResult:
         final: ChatResult | None = None

@@ -2,7 +2,15 @@
 
 The ledger is a protocol so the sidecar can back it with Redis (INCRBYFLOAT on
 `BudgetKey.redis_key`); the in-memory ledger here is the embedded default and what tests
-use. Usage is counted per period window (calendar hour/day/ISO week/month, UTC).
+use. Usage is counted per period window (calendar hour/day/ISO week/month, UTC), per
+organisation: the key names it, so tenants sharing one Redis never share a counter.
+
+What a call reserves comes from the server side, never from the caller alone: an
+`executions` budget reserves 1; `cost_usd` and `tokens` budgets reserve the deployed
+agent's or pipeline's ceiling per call (`spec.budget`, carried in the signed bundle,
+`call_ceilings`). The caller's estimate headers can only raise that amount. A call to an
+agent or pipeline the bundle does not deploy has no ceiling, and a budget that would need
+one is a deny (`UnknownCeilingError`), except in a dry run, which only looks.
 """
 
 from __future__ import annotations
@@ -14,17 +22,71 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from policy.decision_input import Outcome
+from policy.errors import PolicyValidationError
+from policy.workloads import parse_workload
+
+# Actions that run a model behind the gateway; other actions (connect, list) spend nothing.
+_SPENDING_ACTIONS = {"agent": "invoke", "pipeline": "run"}
+
+
+class UnknownCeilingError(Exception):
+    """A cost or tokens budget applies to a call whose ceiling the bundle does not carry."""
 
 
 @dataclass(frozen=True, slots=True)
 class BudgetKey:
+    organization: str
     scope: str
     metric: str
     window: str  # e.g. "month:2026-11", "day:2026-11-26"
 
     @property
     def redis_key(self) -> str:
-        return f"kaizen:budget:{self.scope}:{self.metric}:{self.window}"
+        # The organisation as a Redis Cluster hash tag: tenants on one Redis never share a
+        # counter, and one tenant's counters share a slot, so one script may add to them all.
+        return (
+            f"kaizen:budget:{org_tag(self.organization)}:{self.scope}:{self.metric}:{self.window}"
+        )
+
+
+def org_tag(organization: str) -> str:
+    """`{organization}` for Redis keys, escaped so that no two organisations' tags meet."""
+    escaped = organization.replace("%", "%25").replace("{", "%7B").replace("}", "%7D")
+    return "{" + escaped + "}"
+
+
+@dataclass(frozen=True, slots=True)
+class CallCeiling:
+    """What one call of a deployed agent or pipeline may use, from its signed config."""
+
+    cost_usd: float
+    tokens: float
+
+
+def call_ceilings(kaizen: Mapping[str, Any]) -> dict[str, CallCeiling]:
+    """`{"agent:<name>" | "pipeline:<name>": CallCeiling}` from a bundle's data.json `kaizen`.
+
+    An entry that does not parse as a workload config gets no ceiling, so a budgeted call
+    to it is refused rather than reserved at the caller's word.
+    """
+    out: dict[str, CallCeiling] = {}
+    for kind, collection in (("agent", "agents"), ("pipeline", "pipelines")):
+        entries = kaizen.get(collection)
+        if not isinstance(entries, Mapping):
+            continue
+        for name, entry in entries.items():
+            if not isinstance(entry, Mapping) or entry.get("kind") != kind.capitalize():
+                continue
+            config = {k: v for k, v in entry.items() if k != "gateways"}
+            try:
+                workload = parse_workload(config, f"bundle {collection}.{name}")
+            except (PolicyValidationError, ValueError, TypeError):
+                continue
+            if workload.name == name:
+                budget = workload.budget
+                ceiling = CallCeiling(budget.cost_ceiling(workload.limits), budget.token_ceiling())
+                out[f"{kind}:{name}"] = ceiling
+    return out
 
 
 class BudgetLedger(Protocol):
@@ -100,7 +162,14 @@ NO_BUDGETS = BudgetCheck("allow", (), (), (), None)
 
 
 class BudgetIndex:
-    def __init__(self, budgets: Iterable[Mapping[str, Any]]) -> None:
+    def __init__(
+        self,
+        budgets: Iterable[Mapping[str, Any]],
+        organization: str,
+        ceilings: Mapping[str, CallCeiling] | None = None,
+    ) -> None:
+        self.organization = organization
+        self.ceilings: Mapping[str, CallCeiling] = ceilings or {}
         self._by_scope: dict[str, list[Mapping[str, Any]]] = {}
         for budget in budgets:
             self._by_scope.setdefault(budget["scope"], []).append(budget)
@@ -127,14 +196,20 @@ class BudgetIndex:
         now: datetime,
         *,
         reserve: bool,
+        resource: str,
+        action: str,
+        approved: bool = False,
     ) -> BudgetCheck:
         """Reserve (or, with reserve=False, only look) and compare with the limits.
 
         Reservations are released again unless the outcome is allow: a denied or
-        held call must not consume budget.
+        held call must not consume budget. `approved` (a granted retry) lifts soft limits,
+        not hard ones. Raises UnknownCeilingError (before reserving anything) when
+        reserving needs a ceiling the bundle lacks.
         """
         if not budgets:
             return NO_BUDGETS
+        amounts = [self._amount(b, context, resource, action, reserve) for b in budgets]
         reservations: list[Reservation] = []
         exceeded: list[str] = []
         soft: list[str] = []
@@ -142,9 +217,9 @@ class BudgetIndex:
         # The status reported is the budget that decided, else the one closest to its limit.
         worst: tuple[int, float] = (-1, 0.0)
         status: tuple[Mapping[str, Any], BudgetKey, float] | None = None
-        for budget in budgets:
-            key = BudgetKey(budget["scope"], budget["metric"], period_window(budget["period"], now))
-            amount = _amount(budget["metric"], context)
+        for budget, amount in zip(budgets, amounts, strict=True):
+            window = period_window(budget["period"], now)
+            key = BudgetKey(self.organization, budget["scope"], budget["metric"], window)
             if reserve:
                 used = ledger.reserve(key, amount)
                 reservations.append(Reservation(budget["name"], key, amount))
@@ -156,7 +231,7 @@ class BudgetIndex:
                 severity = 2
                 exceeded.append(f"{_label(budget)} exceeded: {used:g} of limit {limit:g}")
                 rules.append(f"budget:{budget['name']}:limit")
-            elif soft_limit is not None and used > float(soft_limit):
+            elif soft_limit is not None and used > float(soft_limit) and not approved:
                 severity = 1
                 soft.append(f"{_label(budget)} over soft limit: {used:g} of {float(soft_limit):g}")
                 rules.append(f"budget:{budget['name']}:soft_limit")
@@ -176,17 +251,57 @@ class BudgetIndex:
             _status(*status) if status else None,
         )
 
+    def raised_estimates(self, input: Mapping[str, Any]) -> Mapping[str, Any]:
+        """`input` with `context.estimated_*` at least the call's ceiling, so a Rego rule on
+        the estimate sees the server's figure too (a caller cannot lower it by omission)."""
+        resource, action = input["resource"]["id"], input["action"]
+        ceiling = self.ceilings.get(resource)
+        if ceiling is None or _SPENDING_ACTIONS.get(resource.split(":", 1)[0]) != action:
+            return input
+        context = dict(input.get("context") or {})
+        for field, server in (
+            ("estimated_cost_usd", ceiling.cost_usd),
+            ("estimated_tokens", ceiling.tokens),
+        ):
+            given = context.get(field)
+            if not isinstance(given, int | float) or isinstance(given, bool) or given < server:
+                context[field] = server
+        return {**input, "context": context}
+
+    def _amount(
+        self,
+        budget: Mapping[str, Any],
+        context: Mapping[str, Any],
+        resource: str,
+        action: str,
+        reserve: bool,
+    ) -> float:
+        """What the call counts against `budget`: the server's figure, raised by the caller's."""
+        metric = budget["metric"]
+        if metric == "executions":
+            return 1.0  # one call is one execution, whatever the headers say
+        field = "estimated_cost_usd" if metric == "cost_usd" else "estimated_tokens"
+        value = context.get(field, 0)
+        estimate = (
+            float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
+        )
+        kind = resource.split(":", 1)[0]
+        if _SPENDING_ACTIONS.get(kind) != action:
+            return estimate  # connect/list/…: nothing runs a model
+        ceiling = self.ceilings.get(resource)
+        if ceiling is not None:
+            server = ceiling.cost_usd if metric == "cost_usd" else ceiling.tokens
+            return max(server, estimate)  # a caller may raise the estimate, never lower it
+        if reserve:
+            raise UnknownCeilingError(
+                f"{_label(budget)}: {resource} is not deployed in this bundle, so there is no "
+                f"server-side {metric} ceiling to reserve"
+            )
+        return estimate
+
 
 def _label(budget: Mapping[str, Any]) -> str:
     return f"budget {budget['name']} ({budget['scope']} {budget['metric']} per {budget['period']})"
-
-
-def _amount(metric: str, context: Mapping[str, Any]) -> float:
-    if metric == "executions":
-        return 1.0
-    field = "estimated_cost_usd" if metric == "cost_usd" else "estimated_tokens"
-    value = context.get(field, 0)
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
 
 
 def _status(budget: Mapping[str, Any], key: BudgetKey, used: float) -> dict[str, Any]:

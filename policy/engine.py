@@ -23,6 +23,7 @@ from policy.budgets import (
     BudgetLedger,
     InMemoryBudgetLedger,
     Reservation,
+    call_ceilings,
 )
 from policy.compiler import CompiledPolicy
 from policy.decision_cache import InputProjection, LruCache, full_input_key
@@ -91,6 +92,9 @@ class PendingBudgets:
     context: Mapping[str, Any]
     now: datetime
     needs: tuple[tuple[BudgetKey, float], ...]
+    resource: str = ""
+    action: str = ""
+    approved: bool = False
 
 
 class _Planner:
@@ -157,7 +161,10 @@ class DecisionEngine:
         self.ledger: BudgetLedger = ledger if ledger is not None else InMemoryBudgetLedger()
         self._clock = clock
         self._rbac = RbacIndex(kaizen.get("roles", {}), kaizen.get("bindings", []))
-        self._budgets = BudgetIndex(kaizen.get("budgets", []))
+        # Reservation amounts come from the deployed configs in this (signed) policy.
+        self._budgets = BudgetIndex(
+            kaizen.get("budgets", []), self.organization_id, call_ceilings(kaizen)
+        )
         if evaluator is None and compiled.rego_modules:
             evaluator = EmbeddedRegoEvaluator(compiled.rego_modules, compiled.data)
         self._evaluator = evaluator
@@ -172,12 +179,20 @@ class DecisionEngine:
         )
 
     def decide(
-        self, input: Mapping[str, Any], *, dry_run: bool = False, explain: bool = False
+        self,
+        input: Mapping[str, Any],
+        *,
+        dry_run: bool = False,
+        explain: bool = False,
+        approved: bool = False,
     ) -> Decision:
         """Decide one request.
 
         `dry_run` looks at budgets without reserving (simulation, policy tests);
-        `explain` evaluates every stage even after a deny and reports all reasons.
+        `explain` evaluates every stage even after a deny and reports all reasons;
+        `approved` is the retry of a held call with a verified approval grant: what asked
+        for approval (ABAC, soft limits) allows, denies still deny, and the budgets are
+        reserved like any allowed call's, so an approved call is charged and settled too.
         """
         problems = input_problems(input)
         if problems:
@@ -192,17 +207,23 @@ class DecisionEngine:
                 "deny", ("principal belongs to another organization",), ("organization",)
             )
             return self._decision(stage, ())
+        input = self._budgets.raised_estimates(input)
         stages = [self._rbac_stage(input)]
         if explain or stages[-1].outcome != "deny":
             stages.append(self._abac_stage(input))
+        if approved:
+            stages = [_approve(stage) for stage in stages]
         budget = NO_BUDGETS
         if explain or stages[-1].outcome != "deny":
             so_far = max((s.outcome for s in stages), key=_RANK.__getitem__)
-            budget = self._budget_check(input, reserve=so_far == "allow" and not dry_run)
+            reserve = so_far == "allow" and not dry_run
+            budget = self._budget_check(input, reserve=reserve, approved=approved)
             stages.append(_Stage(budget.outcome, budget.reasons, budget.matched_rules))
         return self._decision(_combine(stages, explain), budget.reservations, budget.status)
 
-    def begin(self, input: Mapping[str, Any]) -> Decision | PendingBudgets:
+    def begin(
+        self, input: Mapping[str, Any], *, approved: bool = False
+    ) -> Decision | PendingBudgets:
         """`decide(input)` up to the budget reservations, which it leaves to the caller.
 
         A Decision when nothing is to be reserved (a deny, a held call, no budget applies);
@@ -216,22 +237,37 @@ class DecisionEngine:
         organization = principal.get("organization")
         if organization is not None and organization != self.organization_id:
             return self.decide(input)
+        input = self._budgets.raised_estimates(input)
         stages = [self._rbac_stage(input)]
         if stages[-1].outcome != "deny":
             stages.append(self._abac_stage(input))
+        if approved:
+            stages = [_approve(stage) for stage in stages]
         so_far = max((s.outcome for s in stages), key=_RANK.__getitem__)
         if so_far != "allow" or not self._budgets:
             return self._without_reservations(stages, input)
         subjects = principal_subjects(
             principal["id"], principal.get("type"), principal.get("teams") or ()
         )
-        applicable = self._budgets.applicable(subjects, input["resource"]["id"], input["action"])
+        resource, action = input["resource"]["id"], input["action"]
+        applicable = self._budgets.applicable(subjects, resource, action)
         if not applicable:
             return self._decision(_combine(stages, False), ())
         context, now, planner = input.get("context") or {}, self._clock(), _Planner()
-        pending = PendingBudgets(tuple(stages), tuple(applicable), context, now, ())
+        pending = PendingBudgets(
+            tuple(stages), tuple(applicable), context, now, (), resource, action, approved
+        )
         try:
-            self._budgets.check(planner, applicable, context, now, reserve=True)
+            self._budgets.check(
+                planner,
+                applicable,
+                context,
+                now,
+                reserve=True,
+                resource=resource,
+                action=action,
+                approved=approved,
+            )
         except Exception as exc:  # as in decide(): a budget that cannot be checked denies
             return self.fail_budgets(pending, exc)
         return replace(pending, needs=tuple(planner.needs))
@@ -251,7 +287,14 @@ class DecisionEngine:
         ledger = _Reserved(totals, release)
         try:
             budget = self._budgets.check(
-                ledger, pending.budgets, pending.context, pending.now, reserve=True
+                ledger,
+                pending.budgets,
+                pending.context,
+                pending.now,
+                reserve=True,
+                resource=pending.resource,
+                action=pending.action,
+                approved=pending.approved,
             )
         except Exception as exc:
             return self.fail_budgets(pending, exc)
@@ -353,7 +396,9 @@ class DecisionEngine:
             )
         return _Stage("allow", (), ())
 
-    def _budget_check(self, input: Mapping[str, Any], *, reserve: bool) -> BudgetCheck:
+    def _budget_check(
+        self, input: Mapping[str, Any], *, reserve: bool, approved: bool = False
+    ) -> BudgetCheck:
         if not self._budgets:
             return NO_BUDGETS
         principal, resource = input["principal"], input["resource"]
@@ -364,7 +409,14 @@ class DecisionEngine:
         context = input.get("context") or {}
         try:
             return self._budgets.check(
-                self.ledger, applicable, context, self._clock(), reserve=reserve
+                self.ledger,
+                applicable,
+                context,
+                self._clock(),
+                reserve=reserve,
+                resource=resource["id"],
+                action=input["action"],
+                approved=approved,
             )
         except Exception as exc:  # e.g. the sidecar's Redis ledger is unreachable: fail closed
             reason = f"budgets could not be checked: {type(exc).__name__}: {exc}"
@@ -386,6 +438,13 @@ class DecisionEngine:
             budget=budget,
             reservations=reservations,
         )
+
+
+def _approve(stage: _Stage) -> _Stage:
+    """A stage that asked for approval, once the approval is granted."""
+    if stage.outcome != "require_approval":
+        return stage
+    return _Stage("allow", (), stage.rules)
 
 
 def _combine(stages: list[_Stage], explain: bool) -> _Stage:

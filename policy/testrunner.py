@@ -138,7 +138,8 @@ def _run_case(
             error = f"budget_usage {usage.scope} {usage.metric} matches no budget"
             return CaseResult(document, case.name, case.expect, None, error)
         for budget in matching:
-            key = BudgetKey(usage.scope, usage.metric, period_window(budget["period"], now))
+            window = period_window(budget["period"], now)
+            key = BudgetKey(engine.organization_id, usage.scope, usage.metric, window)
             ledger.set_usage(key, usage.used)
     engine.ledger = ledger
     return CaseResult(document, case.name, case.expect, engine.decide(case.input, dry_run=True))

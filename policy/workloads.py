@@ -20,7 +20,15 @@ spec:
   output_schema: {type: string}
   cost_estimate_usd: 0.002
   limits: {max_steps: 8, timeout_seconds: 60, max_cost_usd: 0.5}
+  budget: {max_cost_usd_per_call: 0.05, max_tokens: 4000}  # what every call reserves
 ```
+
+`spec.budget` (agents and pipelines) is the server-side amount a call reserves against the
+organisation's budgets, carried in the signed bundle: `max_cost_usd_per_call` (default:
+`limits.max_cost_usd`) for `cost_usd` budgets, `max_tokens` (default
+`DEFAULT_MAX_TOKENS_PER_CALL`) for `tokens` budgets. The gateway stops a run past either,
+so they are true ceilings. An agent whose model is not in `policy.prices` declares
+`price_per_1m_tokens: {input, output}`; otherwise it cannot be deployed.
 
 A pipeline names its pattern and the agents each role is played by; see `PATTERNS` and
 gateways/README.md for what each pattern does.
@@ -46,6 +54,7 @@ __all__ = [
     "PROVIDERS",
     "AgentConfig",
     "AgentTool",
+    "CallBudget",
     "HttpTool",
     "Limits",
     "McpTool",
@@ -91,6 +100,8 @@ URL = re.compile(r"https?://[^\s/$.?#][^\s]*")
 URL_HINT = "an absolute http:// or https:// URL"
 MAX_TIMEOUT_SECONDS = 3600
 MAX_STEPS = 1000
+DEFAULT_MAX_TOKENS_PER_CALL = 100_000
+MAX_TOKENS_PER_CALL = 100_000_000
 
 
 @dataclass(frozen=True)
@@ -107,6 +118,41 @@ class Limits:
             "timeout_seconds": self.timeout_seconds,
             "max_cost_usd": self.max_cost_usd,
         }
+
+
+@dataclass(frozen=True)
+class CallBudget:
+    """`spec.budget`: what one call may cost, reserved before it runs (None: the default)."""
+
+    max_cost_usd_per_call: float | None = None
+    max_tokens: int | None = None
+    price_per_1m_tokens: tuple[float, float] | None = None  # agents only: (input, output)
+
+    def __bool__(self) -> bool:
+        return any(
+            v is not None
+            for v in (self.max_cost_usd_per_call, self.max_tokens, self.price_per_1m_tokens)
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.max_cost_usd_per_call is not None:
+            out["max_cost_usd_per_call"] = self.max_cost_usd_per_call
+        if self.max_tokens is not None:
+            out["max_tokens"] = self.max_tokens
+        if self.price_per_1m_tokens is not None:
+            price_in, price_out = self.price_per_1m_tokens
+            out["price_per_1m_tokens"] = {"input": price_in, "output": price_out}
+        return out
+
+    def cost_ceiling(self, limits: Limits) -> float:
+        """USD one call may spend: the run stops past `limits.max_cost_usd` anyway."""
+        if self.max_cost_usd_per_call is None:
+            return limits.max_cost_usd
+        return min(self.max_cost_usd_per_call, limits.max_cost_usd)
+
+    def token_ceiling(self) -> int:
+        return self.max_tokens if self.max_tokens is not None else DEFAULT_MAX_TOKENS_PER_CALL
 
 
 @dataclass(frozen=True)
@@ -191,6 +237,7 @@ class AgentConfig:
     output_schema: Mapping[str, Any] | None = None
     cost_estimate_usd: float = 0.0
     limits: Limits = field(default_factory=Limits)
+    budget: CallBudget = field(default_factory=CallBudget)
     kind: Literal["Agent"] = "Agent"
 
     def to_dict(self) -> dict[str, Any]:
@@ -203,6 +250,8 @@ class AgentConfig:
             spec["output_schema"] = dict(self.output_schema)
         spec["cost_estimate_usd"] = self.cost_estimate_usd
         spec["limits"] = self.limits.to_dict()
+        if self.budget:
+            spec["budget"] = self.budget.to_dict()
         return _document("Agent", self.name, self.description, spec)
 
     def referenced_agents(self) -> tuple[str, ...]:
@@ -220,6 +269,7 @@ class PipelineConfig:
     input_schema: Mapping[str, Any] | None = None
     output_schema: Mapping[str, Any] | None = None
     limits: Limits = field(default_factory=Limits)
+    budget: CallBudget = field(default_factory=CallBudget)
     kind: Literal["Pipeline"] = "Pipeline"
 
     def to_dict(self) -> dict[str, Any]:
@@ -229,6 +279,8 @@ class PipelineConfig:
         if self.output_schema is not None:
             spec["output_schema"] = dict(self.output_schema)
         spec["limits"] = self.limits.to_dict()
+        if self.budget:
+            spec["budget"] = self.budget.to_dict()
         return _document("Pipeline", self.name, self.description, spec)
 
     def agent_names(self) -> tuple[str, ...]:
@@ -366,6 +418,7 @@ _AGENT_FIELDS = (
     "output_schema",
     "cost_estimate_usd",
     "limits",
+    "budget",
 )
 
 
@@ -393,6 +446,7 @@ def _agent(
         output_schema=_schema(reader, spec, ("spec", "output_schema")),
         cost_estimate_usd=cost,
         limits=_limits(reader, spec.get("limits"), ("spec", "limits")),
+        budget=_budget(reader, spec.get("budget"), ("spec", "budget"), priced=True),
     )
     return agent if model is not None and len(reader.details) == before else None
 
@@ -520,7 +574,7 @@ def _pipeline(
             reader.error(("spec",), "missing required field 'pattern'")
         return None
     required, optional = PATTERNS[pattern]
-    common = ("pattern", "description", "input_schema", "output_schema", "limits")
+    common = ("pattern", "description", "input_schema", "output_schema", "limits", "budget")
     spec = reader.mapping(value, ("spec",), required=required, optional=(*optional, *common))
     if spec is None:
         return None
@@ -542,6 +596,7 @@ def _pipeline(
         input_schema=_schema(reader, spec, ("spec", "input_schema")),
         output_schema=_schema(reader, spec, ("spec", "output_schema")),
         limits=_limits(reader, spec.get("limits"), ("spec", "limits")),
+        budget=_budget(reader, spec.get("budget"), ("spec", "budget"), priced=False),
     )
     return pipeline if len(reader.details) == before else None
 
@@ -616,6 +671,34 @@ def _limits(reader: FieldReader, value: object, path: Path) -> Limits:
         number = _number(reader, raw["max_cost_usd"], (*path, "max_cost_usd"))
         cost = default.max_cost_usd if number is None else number
     return Limits(steps, float(timeout), float(cost))
+
+
+def _budget(reader: FieldReader, value: object, path: Path, *, priced: bool) -> CallBudget:
+    if value is None:
+        return CallBudget()
+    fields = ("max_cost_usd_per_call", "max_tokens", *(("price_per_1m_tokens",) if priced else ()))
+    raw = reader.mapping(value, path, optional=fields)
+    if raw is None:
+        return CallBudget()
+    cost = None
+    if "max_cost_usd_per_call" in raw:
+        cost = _number(reader, raw["max_cost_usd_per_call"], (*path, "max_cost_usd_per_call"))
+        if cost is not None and cost <= 0:
+            reader.error((*path, "max_cost_usd_per_call"), "must be greater than 0")
+            cost = None
+    tokens = None
+    if "max_tokens" in raw:
+        tokens = _int(reader, raw["max_tokens"], (*path, "max_tokens"), 1, MAX_TOKENS_PER_CALL)
+    price = None
+    if "price_per_1m_tokens" in raw:
+        ppath = (*path, "price_per_1m_tokens")
+        pair = reader.mapping(raw["price_per_1m_tokens"], ppath, required=("input", "output"))
+        if pair is not None and "input" in pair and "output" in pair:
+            price_in = _number(reader, pair["input"], (*ppath, "input"))
+            price_out = _number(reader, pair["output"], (*ppath, "output"))
+            if price_in is not None and price_out is not None:
+                price = (price_in, price_out)
+    return CallBudget(cost, tokens, price)
 
 
 def _schema(

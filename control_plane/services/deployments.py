@@ -6,6 +6,10 @@ so every deployment of a name, and every deployment needing that agent, must agr
 version. A deployment pins the versions of the agents it references (transitively) when it
 is made: the version already in the bundle if there is one, else the latest. Deploying a
 different version of a name the bundle already holds is a 409 naming who holds it.
+
+Every agent a deployment puts in the bundle (itself or pinned) must have a priced model
+(`policy.prices` or its `spec.budget.price_per_1m_tokens`): budgets count what calls cost,
+and a model nobody priced would count as free. Otherwise the deploy is a 422 on `spec.model`.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from control_plane.errors import Conflict, Invalid, NotFound
 from control_plane.services import audit, workloads
 from control_plane.services.audit import Actor
 from control_plane.services.pagination import paginate
+from policy.prices import model_price
+from policy.workloads import AgentConfig, parse_workload
 
 Key = tuple[str, str]  # (kind, name)
 
@@ -87,6 +93,34 @@ async def _pins(
     return dict(sorted(pins.items()))
 
 
+def _require_price(name: str, config: Mapping[str, Any], needed_by: str | None) -> None:
+    """A 422 on `spec.model` when the agent's calls could not be priced."""
+    agent = parse_workload(config, "stored config")
+    if not isinstance(agent, AgentConfig):
+        return
+    model = agent.model.name
+    if model_price(model, agent.budget.price_per_1m_tokens) is not None:
+        return
+    where = f"agent {name}" + (f" (needed by {needed_by})" if needed_by else "")
+    message = (
+        f"{where}: model {model!r} has no known price, so its calls cannot be counted against "
+        "budgets; use a priced model or declare spec.budget.price_per_1m_tokens {input, output}"
+    )
+    raise Invalid(message, details=[{"field": "spec.model", "agent": name, "message": message}])
+
+
+async def _require_prices(
+    session: AsyncSession, kind: str, name: str, config: Mapping[str, Any], pins: dict[str, int]
+) -> None:
+    if kind == "agent":
+        _require_price(name, config, None)
+    for agent, version in pins.items():
+        workload = await workloads.by_name(session, "agent", agent)
+        if workload is not None:
+            row = await workloads.version_of(session, workload, version)
+            _require_price(agent, row.config, f"{kind} {name}")
+
+
 async def create(
     session: AsyncSession,
     organization_id: uuid.UUID,
@@ -123,6 +157,7 @@ async def create(
     others = [d for d in await session.scalars(select(Deployment)) if d is not existing]
     held = _holders(others, await _gateway_names(session))
     pins = await _pins(session, kind, name, row.config, held)
+    await _require_prices(session, kind, name, row.config, pins)
     holder = held.get((kind, name))
     if holder is not None and holder.version != version:
         raise Conflict(

@@ -1,33 +1,31 @@
 """Token usage → cost in USD, from a price table per model (per 1M input/output tokens).
 
-The defaults are list prices at the time of writing and are only a starting point: a
-tenant overrides them with `KAIZEN_GATEWAY_PRICES` (JSON `{model: [input, output]}`) or
-`PriceTable(overrides)`. Unknown models cost 0 and are reported by `known()`.
+The defaults are `policy.prices.DEFAULT_PRICES` (the table the control plane checks at
+deploy time). An agent's declared `spec.budget.price_per_1m_tokens` comes first, then the
+operator's `KAIZEN_GATEWAY_PRICES` (JSON `{model: [input, output]}`), then the defaults.
+The control plane refuses to deploy an agent priced by none of them; a model that still
+reaches the gateway unpriced (a bundle built by hand) is charged nothing for cost, logged,
+and its tokens still count against `tokens` budgets.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping
+
+from policy.prices import DEFAULT_PRICES
 
 from gateways.providers.base import Usage
 
-# model → (USD per 1M input tokens, USD per 1M output tokens)
-DEFAULT_PRICES: dict[str, tuple[float, float]] = {
-    "gpt-4o": (2.50, 10.00),
-    "gpt-4o-mini": (0.15, 0.60),
-    "gpt-4.1": (2.00, 8.00),
-    "gpt-4.1-mini": (0.40, 1.60),
-    "claude-3-5-haiku-latest": (0.80, 4.00),
-    "claude-sonnet-4-5": (3.00, 15.00),
-    "claude-opus-4-1": (15.00, 75.00),
-    "demo": (0.0, 0.0),
-}
+log = logging.getLogger(__name__)
+Price = tuple[float, float]
 
 
 class PriceTable:
-    def __init__(self, overrides: Mapping[str, tuple[float, float]] | None = None) -> None:
+    def __init__(self, overrides: Mapping[str, Price] | None = None) -> None:
         self._prices = {**DEFAULT_PRICES, **(overrides or {})}
+        self._warned: set[str] = set()
 
     @classmethod
     def from_json(cls, text: str | None) -> PriceTable:
@@ -37,7 +35,7 @@ class PriceTable:
         raw = json.loads(text)
         if not isinstance(raw, dict):
             raise ValueError("prices must be a JSON object {model: [input, output]}")
-        out: dict[str, tuple[float, float]] = {}
+        out: dict[str, Price] = {}
         for model, pair in raw.items():
             if (
                 not isinstance(pair, list)
@@ -48,9 +46,14 @@ class PriceTable:
             out[model] = (float(pair[0]), float(pair[1]))
         return cls(out)
 
-    def known(self, model: str) -> bool:
-        return model in self._prices
+    def known(self, model: str, declared: Price | None = None) -> bool:
+        return declared is not None or model in self._prices
 
-    def cost(self, model: str, usage: Usage) -> float:
-        price_in, price_out = self._prices.get(model, (0.0, 0.0))
-        return (usage.input_tokens * price_in + usage.output_tokens * price_out) / 1_000_000
+    def cost(self, model: str, usage: Usage, declared: Price | None = None) -> float:
+        price = declared if declared is not None else self._prices.get(model)
+        if price is None:
+            if model not in self._warned:
+                self._warned.add(model)
+                log.error("model %r has no price: its calls are not counted in USD", model)
+            return 0.0
+        return (usage.input_tokens * price[0] + usage.output_tokens * price[1]) / 1_000_000

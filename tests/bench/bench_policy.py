@@ -32,6 +32,7 @@ from policy.keys import generate_ed25519, load_private_key
 from policy.policy_set import PolicySet
 from policy.rbac import principal_subjects
 from policy.rego_compile import AGGREGATE_ENTRYPOINT, aggregate_module
+from policy.workloads import AgentConfig, ModelConfig
 
 ROLES, BINDINGS, REGO_MODULES = 50, 10_000, 10  # 2 rules per module: 20 rules
 USERS, TEAMS = 6_000, 100
@@ -172,7 +173,13 @@ def main() -> None:
 
     documents, parse_ms = timed(lambda: parse_policy_source(source, "tenant.yaml"))
     policy_set, set_ms = timed(lambda: PolicySet.from_documents(documents))
-    compiled, compile_ms = timed(lambda: compile_policy(policy_set, CompileContext("org-bench")))
+    # The agents the requests call are deployed: their ceilings are what budgets reserve.
+    agents = {
+        f"bot-{i}": AgentConfig(f"bot-{i}", ModelConfig("demo", "demo")).to_dict()
+        for i in range(30)
+    }
+    context = CompileContext("org-bench", agents=agents)
+    compiled, compile_ms = timed(lambda: compile_policy(policy_set, context))
     pem, jwks = generate_ed25519("bench")
     key = load_private_key(pem)
     bundle, sign_ms = timed(

@@ -259,7 +259,7 @@ async def test_invoke_records_the_execution_and_settles(
     assert (record["kind"], record["name"], record["channel"]) == ("agent", "support-bot", "cli")
     assert (record["status"], record["tokens_in"], record["tokens_out"]) == ("succeeded", 100, 20)
     settled = standins.settlement(decision_id)
-    assert settled["actual"] == {"cost_usd": pytest.approx(0.14), "executions": 1}
+    assert settled["actual"] == {"cost_usd": pytest.approx(0.14), "tokens": 120, "executions": 1}
 
 
 async def test_streaming_with_accept_or_stream_flag(

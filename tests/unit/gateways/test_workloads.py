@@ -143,3 +143,58 @@ def test_deployed_to_filters_by_gateway_and_checks_references() -> None:
     problems = check_references({"support-bot": agent}, [pipeline])
     assert "agent support-bot: tool agent 'researcher' is not deployed" in problems
     assert "pipeline triage: agent 'billing-bot' is not deployed" in problems
+
+
+BUDGETED = """\
+kind: Agent
+metadata: {name: local-bot}
+spec:
+  model: {provider: vllm, name: in-house-llm}
+  limits: {max_cost_usd: 0.5}
+  budget: {max_cost_usd_per_call: 0.05, max_tokens: 4000,
+           price_per_1m_tokens: {input: 0.5, output: 1.5}}
+---
+kind: Pipeline
+metadata: {name: chain}
+spec:
+  pattern: sequential
+  agents: [local-bot]
+  budget: {max_tokens: 9000}
+"""
+
+
+def test_spec_budget_is_the_per_call_ceiling_and_round_trips() -> None:
+    agent, pipeline = parse_workload_source(BUDGETED)
+    assert isinstance(agent, AgentConfig)
+    assert agent.budget.price_per_1m_tokens == (0.5, 1.5)
+    assert (agent.budget.cost_ceiling(agent.limits), agent.budget.token_ceiling()) == (0.05, 4000)
+    # Without max_cost_usd_per_call the run's own cost limit is the ceiling.
+    assert pipeline.budget.cost_ceiling(pipeline.limits) == pipeline.limits.max_cost_usd
+    assert pipeline.budget.token_ceiling() == 9000
+    for workload in (agent, pipeline):
+        assert parse_workload(workload.to_dict()) == workload
+    # Configs without a budget keep their canonical form.
+    plain = parse_workload_source(AGENT)[0].to_dict()
+    assert "budget" not in plain["spec"]
+
+
+@pytest.mark.parametrize(
+    ("budget", "field", "message"),
+    [
+        ("{max_cost_usd_per_call: 0}", "spec.budget.max_cost_usd_per_call", "greater than 0"),
+        ("{max_tokens: 0}", "spec.budget.max_tokens", "must be between 1 and"),
+        ("{max_tokens: 1.5}", "spec.budget.max_tokens", "expected an integer"),
+        (
+            "{price_per_1m_tokens: {input: -1, output: 1}}",
+            "spec.budget.price_per_1m_tokens.input",
+            "at least 0",
+        ),
+        ("{price_per_1m_tokens: {input: 1}}", "spec.budget.price_per_1m_tokens", "output"),
+        ("{cheap: true}", "spec.budget.cheap", "unknown field"),
+    ],
+)
+def test_bad_budgets_are_errors_naming_the_field(budget: str, field: str, message: str) -> None:
+    head = "kind: Agent\nmetadata: {name: a}\nspec:\n  model: {provider: demo, name: demo}\n"
+    text = f"{head}  budget: {budget}\n"
+    found = errors(text)
+    assert any(d["field"] == field and message in str(d["message"]) for d in found), found

@@ -92,9 +92,9 @@ def decision_input(
     return value
 
 
-def engine_for(source: str, **options: Any) -> DecisionEngine:
+def engine_for(source: str, agents: dict[str, Any] | None = None, **options: Any) -> DecisionEngine:
     policy_set = PolicySet.from_sources([("policy.yaml", source)], builtin_roles=False)
-    compiled = compile_policy(policy_set, CompileContext(ORG))
+    compiled = compile_policy(policy_set, CompileContext(ORG, agents=agents or {}))
     return DecisionEngine(compiled, clock=lambda: NOW, **options)
 
 

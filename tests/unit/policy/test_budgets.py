@@ -6,6 +6,7 @@ import pytest
 
 from policy.budgets import BudgetKey, InMemoryBudgetLedger, period_window
 from policy.engine import DecisionEngine
+from policy.workloads import AgentConfig, CallBudget, ModelConfig
 
 from .conftest import decision_input, engine_for
 
@@ -32,7 +33,15 @@ spec:
       period: hour
       actions: ["*"]
 """
-MONTH = BudgetKey("team:research", "cost_usd", "month:2026-11")
+MONTH = BudgetKey("org-1", "team:research", "cost_usd", "month:2026-11")
+# Deployed in the bundle: what a call reserves at least (below every estimate used here).
+AGENTS = {
+    "support-bot": AgentConfig(
+        "support-bot",
+        ModelConfig("demo", "demo"),
+        budget=CallBudget(max_cost_usd_per_call=0.5, max_tokens=50),
+    ).to_dict()
+}
 
 
 def research(cost: float) -> dict[str, object]:
@@ -41,7 +50,7 @@ def research(cost: float) -> dict[str, object]:
 
 @pytest.fixture
 def engine() -> DecisionEngine:
-    return engine_for(POLICY)
+    return engine_for(POLICY, AGENTS)
 
 
 def test_soft_limit_asks_for_approval_naming_the_budget(engine: DecisionEngine) -> None:
@@ -138,7 +147,9 @@ def test_period_windows_are_calendar_utc(period: str, window: str) -> None:
 
 
 def test_redis_key_shape() -> None:
-    assert MONTH.redis_key == "kaizen:budget:team:research:cost_usd:month:2026-11"
+    assert MONTH.redis_key == "kaizen:budget:{org-1}:team:research:cost_usd:month:2026-11"
+    other = BudgetKey("a}:{b", "org", "executions", "day:2026-11-26")
+    assert other.redis_key == "kaizen:budget:{a%7D:%7Bb}:org:executions:day:2026-11-26"
 
 
 class UnreachableLedger(InMemoryBudgetLedger):
@@ -147,7 +158,7 @@ class UnreachableLedger(InMemoryBudgetLedger):
 
 
 def test_a_failing_ledger_is_a_deny_not_a_crash() -> None:
-    engine = engine_for(POLICY, ledger=UnreachableLedger())
+    engine = engine_for(POLICY, AGENTS, ledger=UnreachableLedger())
     decision = engine.decide(research(1))
     assert decision.outcome == "deny"
     assert decision.reasons == ("budgets could not be checked: ConnectionError: redis is down",)

@@ -30,6 +30,7 @@ from authz_sidecar.redis_batch import NO_RETRY, BatchUnavailableError, ScriptBat
 from policy.budgets import BudgetKey, InMemoryBudgetLedger, period_window
 from policy.bundle import VerifiedBundle, load_bundle
 from policy.engine import Decision, DecisionEngine
+from policy.workloads import AgentConfig, CallBudget, ModelConfig
 from tests.unit.sidecar.conftest import REDIS_URL
 from tests.unit.sidecar.factory import (
     ALICE,
@@ -75,6 +76,14 @@ spec:
     - {name: org-runs, scope: org, metric: executions, limit: 1000, period: month}
 """
 
+# Deployed, so a call reserves at least their ceiling (below the estimates used here).
+AGENTS = {
+    name: AgentConfig(
+        name, ModelConfig("demo", "demo"), budget=CallBudget(max_cost_usd_per_call=0.1)
+    ).to_dict()
+    for name in ("support", "deployer")
+}
+
 
 def ci_call() -> HttpFacts:
     return HttpFacts("POST", CI, {"authorization": f"Bearer {API_KEY}"})
@@ -104,7 +113,7 @@ def _summary(decision: Decision) -> tuple[Any, ...]:
 
 
 def test_two_phase_decisions_equal_decide_and_leave_the_same_usage(keys: Keys) -> None:
-    verified = load_bundle(make_bundle(keys, policy=SPEND), keys.jwks, scope=ORG)
+    verified = load_bundle(make_bundle(keys, policy=SPEND, agents=AGENTS), keys.jwks, scope=ORG)
     clock = datetime(2026, 11, 26, 12, tzinfo=UTC)
     one, two = (
         DecisionEngine.from_bundle(verified, ledger=InMemoryBudgetLedger(), clock=lambda: clock)
@@ -126,9 +135,9 @@ def test_two_phase_decisions_equal_decide_and_leave_the_same_usage(keys: Keys) -
         assert _summary(_two_phase(two, input)) == _summary(one.decide(input))
     day, month = period_window("day", clock), period_window("month", clock)
     for key in (
-        BudgetKey("user:alice@example.com", "cost_usd", day),
-        BudgetKey("user:alice@example.com", "executions", day),
-        BudgetKey("org", "executions", month),
+        BudgetKey(ORG, "user:alice@example.com", "cost_usd", day),
+        BudgetKey(ORG, "user:alice@example.com", "executions", day),
+        BudgetKey(ORG, "org", "executions", month),
     ):
         assert two.ledger.usage(key) == pytest.approx(one.ledger.usage(key))
         assert one.ledger.usage(key) > 0
@@ -147,7 +156,7 @@ def test_begin_decides_at_once_when_nothing_is_to_be_reserved(verified: Verified
 
 
 def test_a_failed_reservation_denies_naming_it(keys: Keys) -> None:
-    verified = load_bundle(make_bundle(keys, policy=SPEND), keys.jwks, scope=ORG)
+    verified = load_bundle(make_bundle(keys, policy=SPEND, agents=AGENTS), keys.jwks, scope=ORG)
     engine = DecisionEngine.from_bundle(verified)
     step = engine.begin(_input("user:alice@example.com"))
     assert not isinstance(step, Decision)
@@ -207,7 +216,7 @@ async def test_concurrent_checks_share_round_trips_and_never_pass_the_limit(
     for authorizer in batched:
         await authorizer.drain()  # the denied calls' reservations are given back
     window = period_window("day", datetime.now(UTC))
-    counter = f"{redis_prefix}kaizen:budget:apikey:ci-bot:executions:{window}"
+    counter = f"{redis_prefix}kaizen:budget:{{{ORG}}}:apikey:ci-bot:executions:{window}"
     assert float(sync_redis.get(counter) or 0) == 3.0
     # Each allowed call's reservation record was written in a batch: any worker settles it.
     allowed = [v for v in verdicts if v.status == 200]

@@ -23,9 +23,9 @@ from authz_sidecar.mapping import HttpFacts
 from policy.budgets import BudgetKey, period_window
 from policy.bundle import VerifiedBundle
 from tests.unit.sidecar.conftest import REDIS_URL
-from tests.unit.sidecar.factory import API_KEY, AUDIENCE, ISSUER, Keys, access_token
+from tests.unit.sidecar.factory import API_KEY, AUDIENCE, ISSUER, ORG, Keys, access_token
 
-KEY = BudgetKey("team:research", "cost_usd", "month:2026-11")
+KEY = BudgetKey(ORG, "team:research", "cost_usd", "month:2026-11")
 CI = "/v1/agents/builder/invoke"
 
 
@@ -104,7 +104,9 @@ async def test_budget_limit_is_shared_and_settled_from_another_worker(
         "budget ci-daily (apikey:ci-bot executions per day) exceeded: 4 of limit 3",
     )
     window = period_window("day", datetime.now(UTC))
-    used = sync_redis.get(f"{redis_prefix}kaizen:budget:apikey:ci-bot:executions:{window}")
+    used = sync_redis.get(
+        f"{redis_prefix}kaizen:budget:{{{ORG}}}:apikey:ci-bot:executions:{window}"
+    )
     assert float(used or 0) == 3.0  # denied calls gave their reservation back
 
 
@@ -128,6 +130,6 @@ async def test_unreachable_redis_denies_budgeted_callers_only(
 
 async def test_in_memory_reservation_book_forgets_after_take() -> None:
     book = InMemoryReservationBook(ttl_seconds=60)
-    await book.remember("d1", [])
-    assert await book.take("d1") == []
-    assert await book.take("d1") is None
+    await book.remember("org-1", "d1", [])
+    assert await book.take("org-1", "d1") == []
+    assert await book.take("org-1", "d1") is None

@@ -72,9 +72,9 @@ def test_budget_usage_reads_each_budgets_current_window() -> None:
         "soft_limit": 80,
     }
     monthly = {**daily, "name": "bot-monthly", "scope": "agent:bot", "period": "month"}
-    ledger.reserve(BudgetKey("org", "executions", "day:2026-11-26"), 7)
-    ledger.reserve(BudgetKey("org", "executions", "day:2026-11-25"), 50)  # yesterday's
-    usage = budget_usage([daily, monthly], ledger, now)
+    ledger.reserve(BudgetKey("org-1", "org", "executions", "day:2026-11-26"), 7)
+    ledger.reserve(BudgetKey("org-1", "org", "executions", "day:2026-11-25"), 50)  # yesterday's
+    usage = budget_usage([daily, monthly], ledger, now, "org-1")
     assert [(u["name"], u["window"], u["used"]) for u in usage] == [
         ("org-daily", "day:2026-11-26", 7.0),
         ("bot-monthly", "month:2026-11", 0.0),
@@ -90,4 +90,4 @@ def test_budget_usage_is_left_out_while_the_ledger_is_down() -> None:
 
     now = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
     budget = {"name": "b", "scope": "org", "metric": "executions", "period": "day", "limit": 1}
-    assert budget_usage([budget], Down(), now) == []
+    assert budget_usage([budget], Down(), now, "org-1") == []
