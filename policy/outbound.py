@@ -52,6 +52,10 @@ class OutboundRefused(Exception):
         self.message = message
 
 
+class Unresolvable(OutboundRefused):
+    """The host has no address (now): nothing to connect to, nothing judged yet."""
+
+
 @dataclass(frozen=True)
 class Target:
     """A URL that passed the syntax gate: scheme, ASCII host (IPv6 without brackets), port."""
@@ -220,7 +224,7 @@ class OutboundGuard:
             async with asyncio.timeout(RESOLVE_SECONDS):
                 raw = await self._resolver(host, port)
         except (OSError, TimeoutError) as error:
-            raise OutboundRefused(f"{host} does not resolve ({type(error).__name__})") from None
+            raise Unresolvable(f"{host} does not resolve ({type(error).__name__})") from None
         addresses: list[IPAddress] = []
         for text in raw:
             try:
@@ -230,7 +234,7 @@ class OutboundGuard:
             if address not in addresses:
                 addresses.append(address)
         if not addresses:
-            raise OutboundRefused(f"{host} does not resolve")
+            raise Unresolvable(f"{host} does not resolve")
         return addresses
 
     async def addresses(self, host: str, port: int) -> list[IPAddress]:
@@ -244,9 +248,15 @@ class OutboundGuard:
                 raise OutboundRefused(f"refused to contact {shown}: {reason}")
         return found
 
-    async def check(self, url: object) -> Target:
+    async def check(self, url: object, *, allow_unresolved: bool = False) -> Target:
         """Syntax and every resolved address, e.g. when a tenant saves a URL. The connection
-        is checked again when it is made (resolution may have changed since)."""
+        is checked again when it is made (resolution may have changed since), so a name that
+        does not resolve yet may be accepted here (`allow_unresolved`) without opening a
+        hole: whatever it resolves to later is judged then."""
         target = parse_target(url)
-        await self.addresses(target.host, target.port)
+        try:
+            await self.addresses(target.host, target.port)
+        except Unresolvable:
+            if not allow_unresolved:
+                raise
         return target
