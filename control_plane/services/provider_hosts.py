@@ -47,14 +47,26 @@ def is_admin(principal: Principal) -> bool:
         return False
 
 
-def url_host(url: str, field: str) -> str:
-    """The host of a provider base URL, or a 422 naming `field`."""
+def url_host(url: object, field: str, agent: str | None = None) -> str:
+    """The host of a URL the gateway will fetch, or a 422 naming `field` (and the agent)."""
     try:
         return parse_target(url).host.rstrip(".").lower()
     except OutboundRefused as refused:
-        raise Invalid(
-            f"{field}: {refused.message}", details=[{"field": field, "message": refused.message}]
-        ) from None
+        where = f"agent {agent}: " if agent else ""
+        detail: dict[str, Any] = {"field": field, "message": refused.message}
+        if agent:
+            detail["agent"] = agent
+        raise Invalid(f"{field}: {where}{refused.message}", details=[detail]) from None
+
+
+def _check_tool_urls(agent: str, spec: Mapping[str, Any]) -> None:
+    """URL syntax of what the gateway will fetch (user@host, schemes, numeric IP forms);
+    the addresses are judged by the gateway's guard when it connects."""
+    for index, tool in enumerate(spec.get("tools") or []):
+        if "http" in tool:
+            url_host(tool["http"].get("url"), f"spec.tools[{index}].http.url", agent)
+        elif "mcp" in tool:
+            url_host(tool["mcp"].get("server_url"), f"spec.tools[{index}].mcp.server_url", agent)
 
 
 def _provider_of(name: str) -> str | None:
@@ -125,7 +137,9 @@ async def check_deployment(
     custom base_url without the deployer being an admin."""
     field = "spec.model.base_url"
     for agent, config in await _agent_configs(session, kind, name, version, pins):
-        model = (config.get("spec") or {}).get("model") or {}
+        spec = config.get("spec") or {}
+        _check_tool_urls(agent, spec)
+        model = spec.get("model") or {}
         provider, base_url, secret = (
             model.get("provider"),
             model.get("base_url"),
@@ -139,9 +153,11 @@ async def check_deployment(
                 details=[{"field": field, "agent": agent, "message": "needs the admin role"}],
             )
         target = base_url or DEFAULT_BASE_URLS.get(str(provider))
-        if not secret or target is None:
+        if target is None:
             continue
-        actual = url_host(target, field)
+        actual = url_host(target, field, agent)
+        if not secret:
+            continue
         expected = await bound_host(store, session, principal.organization_id, secret)
         if expected is None:
             expected = url_host(DEFAULT_BASE_URLS.get(str(provider), target), field)

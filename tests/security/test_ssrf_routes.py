@@ -251,6 +251,29 @@ async def test_custom_base_url_by_non_admin_is_refused(
     assert (await client.get("/api/v1/deployments", headers=owner.headers)).json()["items"] == []
 
 
+@pytest.mark.parametrize(
+    ("tool", "field"),
+    [
+        ("{http: {name: t, url: 'http://svc.example@169.254.169.254/'}}", "spec.tools[0].http.url"),
+        ("{http: {name: t, url: 'http://2852039166/latest/'}}", "spec.tools[0].http.url"),
+        ("{mcp: {server_url: 'http://0x7f.1:8080/mcp', tool: t}}", "spec.tools[0].mcp.server_url"),
+    ],
+)
+async def test_tool_url_tricks_are_refused_at_deploy(
+    client: httpx.AsyncClient, owner: Account, tool: str, field: str
+) -> None:
+    source = (
+        "kind: Agent\nmetadata: {name: tooled}\nspec:\n"
+        f"  model: {{provider: demo, name: demo}}\n  tools: [{tool}]\n"
+    )
+    created = await client.post("/api/v1/agents", json={"source": source}, headers=owner.headers)
+    assert created.status_code == 201, created.text
+    refused = await _deploy(client, owner, await _gateway(client, owner), "tooled")
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["error"]["details"][0]["field"] == field
+    assert (await client.get("/api/v1/deployments", headers=owner.headers)).json()["items"] == []
+
+
 # -- the gateway at run time -----------------------------------------------------------------
 
 
