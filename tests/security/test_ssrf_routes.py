@@ -169,6 +169,31 @@ async def test_oidc_discovery_naming_internal_endpoint_refuses_login(
         assert [s.path for s in idp.seen] == ["/.well-known/openid-configuration"]
 
 
+@pytest.mark.parametrize(
+    "issuer", ["https://10.0.0.7", "https://169.254.169.254", "https://[::ffff:192.168.0.1]"]
+)
+async def test_oidc_discovery_url_at_internal_address_refuses_login(
+    client: httpx.AsyncClient, owner: Account, issuer: str
+) -> None:
+    created = await client.post(
+        "/api/v1/sso/providers",
+        json={
+            "type": "oidc",
+            "name": f"inside-{uuid.uuid4().hex[:6]}",
+            "email_domains": [f"{uuid.uuid4().hex[:8]}.example.com"],
+            "issuer": issuer,
+            "client_id": "kaizen",
+            "client_secret": "s" * 32,
+            "default_role": "viewer",
+        },
+        headers=owner.headers,
+    )
+    assert created.status_code == 201, created.text
+    login = await client.get(f"/api/v1/auth/oidc/{created.json()['id']}/login")
+    assert login.status_code == 401, login.text
+    assert "identity provider's discovery_url is refused" in login.json()["error"]["message"]
+
+
 # -- provider keys and base URLs -------------------------------------------------------------------
 
 
