@@ -16,9 +16,9 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
+from control_plane.app import create_app as create_control_plane
 from control_plane.services import webhooks
-from control_plane.services.notifications import Notifier
-from control_plane.settings import Settings
+from control_plane.services.audit import Actor
 from gateways.app import create_app as create_gateway  # noqa: TID251  (the gateway under test)
 from gateways.deployments import StaticDeploymentSource  # noqa: TID251
 from gateways.providers import EnvSecretResolver  # noqa: TID251
@@ -26,8 +26,9 @@ from gateways.settings import GatewaySettings  # noqa: TID251
 from policy.bundle import build_bundle
 from policy.compiler import CompileContext, compile_policy
 from policy.keys import generate_ed25519, load_private_key
+from policy.outbound import OutboundGuard
 from policy.policy_set import PolicySet
-from tests.conftest import Account, Stack, member
+from tests.conftest import Account, make_settings, member, signup
 from tests.fake_llm import FakeLLM, Reply, ServedApp, running_fake_llm
 from tests.integration.test_gateway import Standins, agent_doc, mint
 from tests.security.outbound_support import local_server
@@ -88,34 +89,48 @@ async def test_webhook_moved_to_metadata_address_is_refused(
         assert got.json()["url"] == receiver.url + "/in"
 
 
-async def test_webhook_delivery_to_loopback_is_refused_by_default(
-    stack: Stack, client: httpx.AsyncClient, owner: Account
-) -> None:
-    """Saved while the operator allowed 127.0.0.1; delivered by a control plane with the
-    default (no allowance): the delivery connection itself refuses, nothing is sent."""
-    async with local_server() as receiver:
+async def test_webhook_delivery_to_loopback_is_refused_by_default(tmp_path: Path) -> None:
+    """A control plane with the default settings (no allowance): a webhook to a name that
+    resolves to 127.0.0.1 is refused when saved, and one saved while the operator allowed
+    it (the allowance since withdrawn) is refused by the delivery connection itself."""
+    settings = make_settings(tmp_path, outbound_allow_cidrs="", notification_poll_seconds=3600)
+    assert settings.outbound_guard.allow == ()
+    app = create_control_plane(settings)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://cp.test"
+        ) as client,
+        local_server() as receiver,
+    ):
+        owner = await signup(client)
         url = f"http://localhost:{receiver.port}/in"
-        created = await client.post(
+        refused = await client.post(
             "/api/v1/webhooks",
             json={"url": url, "events": ["budget.hard_limit"]},
             headers=owner.headers,
         )
-        assert created.status_code == 201, created.text
-        hook = created.json()
-        async with stack.db.session(uuid.UUID(owner.organization_id)) as session:
-            await webhooks.emit(session, uuid.UUID(owner.organization_id), "budget.hard_limit", {})
-        default = Settings.model_validate(
-            {**stack.settings.model_dump(), "outbound_allow_cidrs": ""}
-        )
-        assert default.outbound_guard.allow == ()
-        notifier = Notifier(stack.db, default, lambda: stack.app.state.secrets)
-        try:
-            outcome = await notifier.deliver_webhooks()
-        finally:
-            await notifier.stop()
+        assert refused.status_code == 422, refused.text
+        assert "loopback" in refused.json()["error"]["message"]
+
+        organization_id = uuid.UUID(owner.organization_id)
+        async with app.state.db.session(organization_id) as session:
+            hook, _ = await webhooks.create(
+                session,
+                app.state.secrets,
+                organization_id,
+                Actor("user", owner.user_id, owner.email),
+                url=url,
+                events=["budget.hard_limit"],
+                description="saved under an allowance since withdrawn",
+                secret=None,
+                guard=OutboundGuard.from_setting("127.0.0.1/32"),
+            )
+            await webhooks.emit(session, organization_id, "budget.hard_limit", {})
+        outcome = await app.state.notifier.run_once()
         assert outcome["retrying"] + outcome["failed"] == 1
         assert receiver.seen == []
-        log = await client.get(f"/api/v1/webhooks/{hook['id']}/deliveries", headers=owner.headers)
+        log = await client.get(f"/api/v1/webhooks/{hook.id}/deliveries", headers=owner.headers)
         (delivery,) = log.json()["items"]
         assert delivery["last_error"].startswith("refused: ")
         assert "loopback" in delivery["last_error"]
