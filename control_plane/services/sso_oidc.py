@@ -101,7 +101,7 @@ async def metadata(provider: SsoProvider, guard: OutboundGuard) -> dict[str, Any
     # Refuse endpoints we would fetch (internal hosts, user@host, non-http schemes) before
     # the user is sent to the IdP; their addresses are checked again on each connection.
     for endpoint in FETCHED_ENDPOINTS:
-        if endpoint in document:
+        if isinstance(document.get(endpoint), str):  # a null userinfo_endpoint is absent
             try:
                 await guard.check(document[endpoint], allow_unresolved=True)
             except OutboundRefused as refused:
