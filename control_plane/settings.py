@@ -6,8 +6,10 @@ import os
 from functools import cached_property
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from policy.outbound import OutboundGuard, parse_cidrs
 
 
 def default_home() -> Path:
@@ -89,6 +91,21 @@ class Settings(BaseSettings):
     # the system resolver (/etc/resolv.conf).
     dns_nameserver: str | None = None
     dns_timeout_seconds: float = Field(default=5.0, gt=0)
+    # -- outbound requests (M8): see policy/outbound.py ---------------------------------------
+    # CIDRs the platform may reach although they are loopback/private/link-local, e.g. an
+    # in-cluster webhook receiver or IdP ("10.20.0.0/16,127.0.0.1"). Empty: public only.
+    outbound_allow_cidrs: str = ""
+
+    @field_validator("outbound_allow_cidrs")
+    @classmethod
+    def _cidrs(cls, value: str) -> str:
+        parse_cidrs(value)  # a typo fails the start, not the first webhook
+        return value
+
+    @cached_property
+    def outbound_guard(self) -> OutboundGuard:
+        """The guard every fetch of a tenant-supplied URL goes through."""
+        return OutboundGuard.from_setting(self.outbound_allow_cidrs)
 
     @cached_property
     def resolved_database_url(self) -> str:

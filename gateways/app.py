@@ -147,7 +147,7 @@ def create_app(
         settings=settings,
         source=source,
         executor=Executor(
-            ProviderRegistry(secrets or resolver_for(settings), client), prices, client
+            ProviderRegistry(secrets or resolver_for(settings), settings.outbound_guard), prices
         ),
         recorder=ExecutionRecorder(
             settings.control_plane_url,
@@ -173,6 +173,7 @@ def create_app(
             await state.settler.stop()
             await state.recorder.stop()
             await source.stop()
+            await state.executor.providers.aclose()
             if http is None:
                 await client.aclose()
 

@@ -22,6 +22,9 @@ from typing import Any
 import httpx
 import jsonschema
 from mcp import Client as McpClient
+from mcp.client.streamable_http import streamable_http_client
+from policy.outbound import OutboundRefused
+from policy.outbound_http import guarded_httpx2_client
 from policy.workloads import (
     AgentConfig,
     AgentTool,
@@ -125,15 +128,11 @@ class RunResult:
 
 
 class Executor:
-    def __init__(
-        self,
-        providers: ProviderRegistry,
-        prices: PriceTable,
-        http: httpx.AsyncClient,
-    ) -> None:
+    def __init__(self, providers: ProviderRegistry, prices: PriceTable) -> None:
         self.providers = providers
         self.prices = prices
-        self.http = http
+        # Tool URLs are the tenant's word: the providers' guarded client (policy/outbound.py).
+        self.http = providers.http
 
     def new_run(self, workload: AgentConfig | PipelineConfig) -> Run:
         """A run with the workload's limits; made by the caller so that what a run used
@@ -336,6 +335,8 @@ class Executor:
                 response = await self.http.request(
                     tool.method, tool.url, json=dict(arguments), timeout=run.remaining()
                 )
+        except OutboundRefused as refused:
+            raise ToolError(f"HTTP tool {tool.name} refused: {refused.message}") from None
         except httpx.TimeoutException:
             return f"error: {tool.name} did not answer in time"
         except httpx.HTTPError as exc:
@@ -345,8 +346,18 @@ class Executor:
         return response.text
 
     async def _mcp_tool(self, tool: McpTool, arguments: Mapping[str, Any], run: Run) -> str:
+        guard = self.providers.guard
         try:
-            async with asyncio.timeout(run.remaining()), McpClient(tool.server_url) as client:
+            # Checked here for a clear message; the guarded client checks every connection.
+            await guard.check(tool.server_url)
+        except OutboundRefused as refused:
+            raise ToolError(f"MCP tool {tool.tool} refused: {refused.message}") from None
+        try:
+            async with (
+                asyncio.timeout(run.remaining()),
+                guarded_httpx2_client(guard, timeout=run.remaining()) as http,
+                McpClient(streamable_http_client(tool.server_url, http_client=http)) as client,
+            ):
                 result = await client.call_tool(tool.tool, dict(arguments))
         except TimeoutError:
             raise

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 from datetime import datetime
+from functools import cached_property
 from pathlib import Path
 
+from policy.outbound import OutboundGuard, parse_cidrs
 from pydantic import AliasChoices, AwareDatetime, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -70,6 +72,21 @@ class GatewaySettings(BaseSettings):
     vault_path_prefix: str = "kaizen"
     vault_timeout_seconds: float = 5.0
     vault_cache_seconds: float = 60.0
+
+    # Outbound (policy/outbound.py): provider base URLs, HTTP tools and MCP servers come from
+    # tenants' configs; loopback/private/link-local/metadata addresses are refused unless
+    # these CIDRs cover them (e.g. "127.0.0.1" for a vLLM/Ollama on this host).
+    outbound_allow_cidrs: str = ""
+
+    @field_validator("outbound_allow_cidrs")
+    @classmethod
+    def _cidrs(cls, value: str) -> str:
+        parse_cidrs(value)
+        return value
+
+    @cached_property
+    def outbound_guard(self) -> OutboundGuard:
+        return OutboundGuard.from_setting(self.outbound_allow_cidrs)
 
     @field_validator("gateway_token")
     @classmethod

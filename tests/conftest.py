@@ -144,7 +144,14 @@ async def redis_url() -> str:
     return REDIS_URL
 
 
+# The test doubles the platform fetches (webhook receivers, the local IdPs, the fake LLM)
+# listen on 127.0.0.1, which the outbound guard refuses by default: the test stacks use the
+# operator allowance for it (tests/security proves the default refuses it).
+OUTBOUND_ALLOWANCE = "127.0.0.1/32"
+
+
 def make_settings(home: Path, **overrides: Any) -> Settings:
+    overrides.setdefault("outbound_allow_cidrs", OUTBOUND_ALLOWANCE)
     return Settings(
         home=home,
         master_key=base64.b64encode(secrets.token_bytes(32)).decode(),

@@ -12,7 +12,7 @@ from control_plane.api.deps import Cursor, Limit, Tenant, requires
 from control_plane.db.models import BundleRevision, Deployment, Gateway
 from control_plane.schemas import workloads as schemas
 from control_plane.schemas.base import Page
-from control_plane.services import deployments, policies
+from control_plane.services import deployments, policies, provider_hosts
 from control_plane.services.keys import KeyRing
 
 router = APIRouter(prefix="/api/v1/deployments", tags=["deployments"])
@@ -82,6 +82,16 @@ async def deploy(
             kind=body.kind,
             name=body.name,
             version=body.version,
+        )
+        # Provider keys only to their bound hosts; custom base_url only from admins.
+        await provider_hosts.check_deployment(
+            session,
+            request.app.state.secrets,
+            tenant.principal,
+            kind=deployment.kind,
+            name=deployment.name,
+            version=deployment.version,
+            pins=deployment.requires or {},
         )
         out = deployment_out(deployment, gateway)
         row = await _resign(

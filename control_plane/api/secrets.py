@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from control_plane.api.deps import Tenant, requires
 from control_plane.schemas import secrets as schemas
 from control_plane.schemas.base import Page
-from control_plane.services import secrets
+from control_plane.services import provider_hosts, secrets
 from control_plane.services.secrets import SecretStore
 
 router = APIRouter(prefix="/api/v1/secrets", tags=["secrets"])
@@ -46,7 +46,9 @@ async def put_provider_key(
     response: Response,
 ) -> schemas.SecretInfo:
     """Store (201) or replace (200) the API key agents name as `api_key_secret: <provider>`;
-    it is stored as `providers/<provider>/api_key` and never shown again."""
+    it is stored as `providers/<provider>/api_key` and never shown again. The key is bound
+    to one host (`providers/<provider>/host`): the provider's own, or `base_url`'s (admin)."""
+    host = provider_hosts.key_host(tenant.principal, provider, body.provider, body.base_url)
     async with tenant.session() as session:
         info, created = await secrets.put_provider_key(
             store,
@@ -55,6 +57,7 @@ async def put_provider_key(
             tenant.actor,
             provider,
             body.api_key.get_secret_value(),
+            host,
         )
     response.status_code = 201 if created else 200
     return schemas.SecretInfo.model_validate(info)

@@ -287,7 +287,11 @@ async def oidc_login(provider_id: uuid.UUID, request: Request, db: DatabaseDep) 
     provider = await sso.provider_for_login(db, provider_id, "oidc")
     redirect_uri = str(sso.urls(_base_url(request), provider)["redirect_uri"])
     url = await sso_oidc.begin(
-        _kv(request), provider, await _client_secret(request, provider), redirect_uri
+        _kv(request),
+        provider,
+        await _client_secret(request, provider),
+        redirect_uri,
+        request.app.state.settings.outbound_guard,
     )
     return RedirectResponse(url, status_code=302, headers={"Cache-Control": "no-store"})
 
@@ -316,7 +320,12 @@ async def oidc_callback(
         raise Invalid("code: required", details=[{"field": "code", "message": "required"}])
     redirect_uri = str(sso.urls(_base_url(request), provider)["redirect_uri"])
     identity = await sso_oidc.finish(
-        provider, await _client_secret(request, provider), redirect_uri, code, record
+        provider,
+        await _client_secret(request, provider),
+        redirect_uri,
+        code,
+        record,
+        request.app.state.settings.outbound_guard,
     )
     return await _complete(request, db, provider, identity)
 

@@ -49,6 +49,7 @@ async def create_webhook(
             events=body.events,
             description=body.description,
             secret=body.secret,
+            guard=request.app.state.settings.outbound_guard,
         )
         return _created(webhook, secret)
 
@@ -71,7 +72,7 @@ async def get_webhook(webhook_id: uuid.UUID, tenant: Read) -> schemas.Webhook:
 
 @router.patch("/{webhook_id}", responses=ERRORS)
 async def update_webhook(
-    webhook_id: uuid.UUID, body: schemas.WebhookUpdate, tenant: Update
+    webhook_id: uuid.UUID, body: schemas.WebhookUpdate, tenant: Update, request: Request
 ) -> schemas.Webhook:
     async with tenant.session() as session:
         webhook = await webhooks.update(
@@ -80,6 +81,7 @@ async def update_webhook(
             tenant.actor,
             webhook_id,
             body.model_dump(exclude_unset=True),
+            request.app.state.settings.outbound_guard,
         )
         return schemas.Webhook.model_validate(webhook)
 

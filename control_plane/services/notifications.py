@@ -40,6 +40,7 @@ from control_plane.services import approvals, ingest_hooks, webhooks
 from control_plane.services.audit import Actor
 from control_plane.services.secrets import SecretStore
 from control_plane.settings import Settings
+from policy.outbound_http import guarded_client
 
 if TYPE_CHECKING:
     from control_plane.services.gateways import GatewayIdentity
@@ -370,7 +371,9 @@ class Notifier:
         self.timeout = settings.webhook_timeout_seconds
         host = settings.smtp_host
         self.mailer = Mailer(host, settings.smtp_port, settings.smtp_from) if host else None
-        self._http = http or httpx.AsyncClient(follow_redirects=False)
+        # Webhook URLs are the tenant's word: every connection goes through the outbound
+        # guard (no internal addresses, the checked address dialled, no redirects).
+        self._http = http or guarded_client(settings.outbound_guard)
         self._task: asyncio.Task[None] | None = None
         self._last_sweep = datetime.min.replace(tzinfo=UTC)
 

@@ -646,6 +646,7 @@ def open_secret_store(settings: Settings, db: Database) -> SecretStore:
 # -- provider credentials (the API's write-only face) ------------------------------------------
 
 PROVIDER_KEY = "providers/{provider}/api_key"
+PROVIDER_HOST = "providers/{provider}/host"  # the host the key is bound to (not secret)
 
 
 def provider_secret_name(provider: str) -> str:
@@ -659,9 +660,11 @@ async def put_provider_key(
     actor: Actor,
     provider: str,
     api_key: str,
+    host: str,
 ) -> tuple[SecretInfo, bool]:
-    """Create or replace the provider's API key; answers what may be shown and whether it is
-    new. The audit event names the provider, never the key."""
+    """Create or replace the provider's API key, bound to `host` (the only host gateways
+    send it to, services/provider_hosts.py); answers what may be shown and whether it is
+    new. The audit event names the provider and the host, never the key."""
     name = provider_secret_name(provider)
     existed = any(i.name == name for i in await store.list(organization_id, name, session=session))
     # Audit first: should the store refuse (Vault down), the event rolls back with it.
@@ -673,8 +676,10 @@ async def put_provider_key(
         "secret",
         name,
         provider=provider,
+        host=host,
     )
     await store.put(organization_id, name, api_key, session=session)
+    await store.put(organization_id, PROVIDER_HOST.format(provider=provider), host, session=session)
     (info,) = [
         i for i in await store.list(organization_id, name, session=session) if i.name == name
     ]
@@ -691,3 +696,4 @@ async def delete_provider_key(
         session, organization_id, actor, "secret.delete", "secret", name, provider=provider
     )
     await store.delete(organization_id, name, session=session)
+    await store.delete(organization_id, PROVIDER_HOST.format(provider=provider), session=session)

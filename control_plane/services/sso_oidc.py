@@ -22,6 +22,8 @@ from control_plane.db.models import SsoProvider
 from control_plane.errors import Unauthenticated, Unavailable
 from control_plane.services import sso
 from control_plane.services.kv import KeyValueStore
+from policy.outbound import OutboundGuard, OutboundRefused
+from policy.outbound_http import guarded_httpx2_client, guarded_httpx2_transport
 
 log = logging.getLogger(__name__)
 
@@ -52,15 +54,31 @@ _TIMEOUT = 10.0
 _cache: dict[str, tuple[float, dict[str, Any]]] = {}
 
 
-async def _fetch_json(url: str, *, force: bool = False) -> dict[str, Any]:
+# The discovery URL, and every endpoint the discovery document names, are the tenant's (or
+# their IdP's) word: each fetch goes through the outbound guard, redirects re-checked.
+MAX_REDIRECTS = 3
+FETCHED_ENDPOINTS = ("token_endpoint", "jwks_uri", "userinfo_endpoint")
+
+
+def _refused(what: str, refused: OutboundRefused) -> Unauthenticated:
+    return Unauthenticated(f"the identity provider's {what} is refused: {refused.message}")
+
+
+async def _fetch_json(
+    url: str, guard: OutboundGuard, what: str, *, force: bool = False
+) -> dict[str, Any]:
     cached = _cache.get(url)
     if cached and not force and cached[0] > time.monotonic():
         return cached[1]
     try:
-        async with httpx2.AsyncClient(timeout=_TIMEOUT) as client:
+        async with guarded_httpx2_client(
+            guard, max_redirects=MAX_REDIRECTS, timeout=_TIMEOUT
+        ) as client:
             response = await client.get(url, headers={"Accept": "application/json"})
             response.raise_for_status()
             document = response.json()
+    except OutboundRefused as refused:
+        raise _refused(what, refused) from None
     except (httpx2.HTTPError, ValueError) as error:
         log.warning("identity provider document unavailable: %s (%s)", url, type(error).__name__)
         raise Unavailable("the identity provider did not answer; try again") from None
@@ -70,21 +88,33 @@ async def _fetch_json(url: str, *, force: bool = False) -> dict[str, Any]:
     return document
 
 
-async def metadata(provider: SsoProvider) -> dict[str, Any]:
+async def metadata(provider: SsoProvider, guard: OutboundGuard) -> dict[str, Any]:
     assert provider.discovery_url
     assert provider.issuer
-    document = await _fetch_json(provider.discovery_url)
+    document = await _fetch_json(provider.discovery_url, guard, "discovery_url")
     # OIDC Discovery §4.3: the document must name the issuer we were configured with.
     if str(document.get("issuer", "")).rstrip("/") != provider.issuer.rstrip("/"):
         raise Unauthenticated("the identity provider's discovery document names another issuer")
     for endpoint in ("authorization_endpoint", "token_endpoint", "jwks_uri"):
         if not isinstance(document.get(endpoint), str):
             raise Unavailable(f"the identity provider's discovery document lacks {endpoint}")
+    # Refuse endpoints we would fetch (internal hosts, user@host, non-http schemes) before
+    # the user is sent to the IdP; their addresses are checked again on each connection.
+    for endpoint in FETCHED_ENDPOINTS:
+        if isinstance(document.get(endpoint), str):  # a null userinfo_endpoint is absent
+            try:
+                await guard.check(document[endpoint], allow_unresolved=True)
+            except OutboundRefused as refused:
+                raise _refused(endpoint, refused) from None
     return document
 
 
 def _client(
-    provider: SsoProvider, client_secret: str | None, redirect_uri: str, meta: dict[str, Any]
+    provider: SsoProvider,
+    client_secret: str | None,
+    redirect_uri: str,
+    meta: dict[str, Any],
+    guard: OutboundGuard,
 ) -> AsyncOAuth2Client:
     supported = meta.get("token_endpoint_auth_methods_supported") or ["client_secret_basic"]
     if client_secret is None:
@@ -101,16 +131,22 @@ def _client(
         redirect_uri=redirect_uri,
         code_challenge_method="S256",
         timeout=_TIMEOUT,
+        transport=guarded_httpx2_transport(guard),
+        trust_env=False,
     )
 
 
 async def begin(
-    kv: KeyValueStore, provider: SsoProvider, client_secret: str | None, redirect_uri: str
+    kv: KeyValueStore,
+    provider: SsoProvider,
+    client_secret: str | None,
+    redirect_uri: str,
+    guard: OutboundGuard,
 ) -> str:
     """The IdP authorization URL; state, nonce and PKCE verifier stay with us, single-use."""
-    meta = await metadata(provider)
+    meta = await metadata(provider, guard)
     state, nonce, verifier = generate_token(32), generate_token(32), generate_token(64)
-    async with _client(provider, client_secret, redirect_uri, meta) as client:
+    async with _client(provider, client_secret, redirect_uri, meta, guard) as client:
         url, _ = client.create_authorization_url(
             meta["authorization_endpoint"], state=state, nonce=nonce, code_verifier=verifier
         )
@@ -137,14 +173,17 @@ async def finish(
     redirect_uri: str,
     code: str,
     record: dict[str, Any],
+    guard: OutboundGuard,
 ) -> sso.ExternalIdentity:
     """Trade the code (with the PKCE verifier) for tokens and validate the ID token."""
-    meta = await metadata(provider)
-    async with _client(provider, client_secret, redirect_uri, meta) as client:
+    meta = await metadata(provider, guard)
+    async with _client(provider, client_secret, redirect_uri, meta, guard) as client:
         try:
             token = await client.fetch_token(
                 meta["token_endpoint"], code=code, code_verifier=record["verifier"]
             )
+        except OutboundRefused as refused:
+            raise _refused("token_endpoint", refused) from None
         except OAuthError as error:
             raise Unauthenticated(
                 f"the identity provider refused the code: {error.error}"
@@ -153,7 +192,7 @@ async def finish(
             raise Unavailable("the identity provider's token endpoint did not answer") from None
         if not isinstance(token.get("id_token"), str):
             raise Unauthenticated("the identity provider sent no ID token")
-        claims = await validate_id_token(provider, meta, token, record["nonce"])
+        claims = await validate_id_token(provider, meta, token, record["nonce"], guard)
         groups = claims.get(provider.groups_claim)
         if groups is None and isinstance(meta.get("userinfo_endpoint"), str):
             claims = {**await _userinfo(client, meta["userinfo_endpoint"], claims), **claims}
@@ -161,7 +200,11 @@ async def finish(
 
 
 async def validate_id_token(
-    provider: SsoProvider, meta: dict[str, Any], token: dict[str, Any], nonce: str
+    provider: SsoProvider,
+    meta: dict[str, Any],
+    token: dict[str, Any],
+    nonce: str,
+    guard: OutboundGuard,
 ) -> dict[str, Any]:
     offered = meta.get("id_token_signing_alg_values_supported") or ["RS256"]
     algorithms = [a for a in offered if a in SIGNING_ALGORITHMS]
@@ -169,12 +212,12 @@ async def validate_id_token(
         raise Unauthenticated("the identity provider signs ID tokens with no algorithm we accept")
     registry = JWSRegistry(algorithms=algorithms, strict_check_header=False)
     try:
-        jwks: Any = await _fetch_json(meta["jwks_uri"])
+        jwks: Any = await _fetch_json(meta["jwks_uri"], guard, "jwks_uri")
         keys = KeySet.import_key_set(jwks)
         try:
             decoded = jwt.decode(token["id_token"], keys, registry=registry)
         except InvalidKeyIdError:  # the IdP may have rotated its keys since we cached them
-            jwks = await _fetch_json(meta["jwks_uri"], force=True)
+            jwks = await _fetch_json(meta["jwks_uri"], guard, "jwks_uri", force=True)
             keys = KeySet.import_key_set(jwks)
             decoded = jwt.decode(token["id_token"], keys, registry=registry)
         claims = CodeIDToken(
@@ -211,6 +254,8 @@ async def _userinfo(
         response = await client.get(endpoint)
         response.raise_for_status()
         info = response.json()
+    except OutboundRefused as refused:
+        raise _refused("userinfo_endpoint", refused) from None
     except (httpx2.HTTPError, ValueError, OAuthError):
         raise Unavailable("the identity provider's userinfo endpoint did not answer") from None
     # OIDC Core §5.3.2: userinfo about anyone but the ID token's subject is discarded.

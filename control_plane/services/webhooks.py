@@ -32,11 +32,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from control_plane.db.base import utcnow
 from control_plane.db.models import Webhook, WebhookDelivery
 from control_plane.db.session import SYSTEM, Database
-from control_plane.errors import NotFound
+from control_plane.errors import Invalid, NotFound
 from control_plane.services import audit
 from control_plane.services.audit import Actor
 from control_plane.services.pagination import paginate
 from control_plane.services.secrets import SecretStore
+from policy.outbound import OutboundGuard, OutboundRefused
 
 EVENTS = (
     "approval.requested",
@@ -80,6 +81,17 @@ def _jsonable(value: Any) -> Any:
 # -- subscriptions ----------------------------------------------------------------------------
 
 
+async def check_url(guard: OutboundGuard, url: str) -> None:
+    """Refuse a URL the platform would not deliver to (internal addresses, `user@host`,
+    non-http schemes) when it is saved; delivery checks again on every connection."""
+    try:
+        await guard.check(url, allow_unresolved=True)
+    except OutboundRefused as refused:
+        raise Invalid(
+            f"url: {refused.message}", details=[{"field": "url", "message": refused.message}]
+        ) from None
+
+
 async def _webhook(session: AsyncSession, webhook_id: uuid.UUID) -> Webhook:
     webhook = await session.get(Webhook, webhook_id)
     if webhook is None:
@@ -97,7 +109,9 @@ async def create(
     events: Sequence[str],
     description: str,
     secret: str | None,
+    guard: OutboundGuard,
 ) -> tuple[Webhook, str]:
+    await check_url(guard, url)
     secret = secret or new_secret()
     webhook = Webhook(
         url=url,
@@ -139,8 +153,11 @@ async def update(
     actor: Actor,
     webhook_id: uuid.UUID,
     changes: Mapping[str, Any],
+    guard: OutboundGuard,
 ) -> Webhook:
     webhook = await _webhook(session, webhook_id)
+    if "url" in changes:
+        await check_url(guard, changes["url"])
     for field, value in changes.items():
         setattr(webhook, field, sorted(set(value)) if field == "events" else value)
     webhook.updated_at = utcnow()
@@ -279,7 +296,8 @@ async def claim_due(db: Database, now: datetime, limit: int = 50) -> list[Claime
 async def send(
     http: httpx.AsyncClient, claimed: Claimed, secret: str, timeout_seconds: float
 ) -> tuple[int | None, str | None]:
-    """POST one delivery; the response status, or the network error."""
+    """POST one delivery; the response status, or the network error or refusal. `http` is
+    a guarded client (policy.outbound_http): it refuses internal addresses per connection."""
     timestamp = int(time.time())
     headers = {
         "content-type": "application/json",
@@ -292,6 +310,8 @@ async def send(
         response = await http.post(
             claimed.url, content=claimed.body, headers=headers, timeout=timeout_seconds
         )
+    except OutboundRefused as refused:
+        return None, f"refused: {refused.message}"[:500]
     except httpx.HTTPError as exc:
         return None, f"{type(exc).__name__}: {exc}"[:500]
     error = None if response.is_success else f"HTTP {response.status_code}"

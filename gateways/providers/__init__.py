@@ -1,9 +1,16 @@
 """LLM providers: OpenAI-compatible, Anthropic and the offline demo; `ProviderRegistry`
-builds (and reuses) the one a model config names, with credentials from a SecretResolver."""
+builds (and reuses) the one a model config names, with credentials from a SecretResolver.
+
+A provider key goes only to the host it is bound to (`SecretResolver.bound_host`: the host
+recorded when the key was stored, else the provider's own — api.openai.com,
+api.anthropic.com, or the local default of vLLM/Ollama/LM Studio); a model config whose
+`base_url` names another host is refused before any request is built. Every provider
+request goes through the outbound guard (`outbound_client`)."""
 
 from __future__ import annotations
 
 import httpx
+from policy.outbound import OutboundGuard, OutboundRefused, parse_target
 from policy.workloads import ModelConfig
 
 from gateways.errors import ProviderError
@@ -19,7 +26,7 @@ from gateways.providers.base import (
     Usage,
 )
 from gateways.providers.demo import DemoProvider
-from gateways.providers.http import new_client
+from gateways.providers.http import outbound_client
 from gateways.providers.openai import DEFAULT_BASE_URLS, OpenAIProvider
 from gateways.providers.prices import PriceTable
 from gateways.providers.secrets import EnvSecretResolver, SecretResolver
@@ -39,36 +46,61 @@ __all__ = [
 ]
 
 
-class ProviderRegistry:
-    """One provider per (kind, base URL, secret), sharing one HTTP connection pool."""
+def default_base_url(provider: str) -> str:
+    if provider == "anthropic":
+        return ANTHROPIC_URL
+    if provider in DEFAULT_BASE_URLS:
+        return DEFAULT_BASE_URLS[provider]
+    raise ProviderError(f"unknown provider {provider!r}")
 
-    def __init__(self, secrets: SecretResolver, client: httpx.AsyncClient | None = None) -> None:
+
+def _host(url: str) -> str:
+    try:
+        return parse_target(url).host.rstrip(".")
+    except OutboundRefused as refused:
+        raise ProviderError(f"base_url refused: {refused.message}") from None
+
+
+def check_key_binding(model: ModelConfig, base_url: str, bound_host: str | None) -> None:
+    """Refuse to send the key `model.api_key_secret` anywhere but the host it is bound to."""
+    expected = (bound_host or _host(default_base_url(model.provider))).lower().rstrip(".")
+    actual = _host(base_url)
+    if actual != expected:
+        raise ProviderError(
+            f"secret {model.api_key_secret!r} is bound to host {expected}; refusing to send it "
+            f"to {actual} (spec.model.base_url)"
+        )
+
+
+class ProviderRegistry:
+    """One provider per (kind, base URL, secret), sharing one guarded HTTP connection pool
+    (also the one the executor's HTTP tools use)."""
+
+    def __init__(self, secrets: SecretResolver, guard: OutboundGuard | None = None) -> None:
         self._secrets = secrets
-        self._client = client or new_client()
-        self._owns_client = client is None
+        self.guard = guard or OutboundGuard()  # no allowance: public addresses only
+        self.http: httpx.AsyncClient = outbound_client(self.guard)
         self._providers: dict[tuple[str, str, str | None], Provider] = {}
         self._demo = DemoProvider()
 
     def get(self, model: ModelConfig) -> Provider:
         if model.provider == "demo":
             return self._demo
-        if model.provider == "anthropic":
-            base_url = model.base_url or ANTHROPIC_URL
-        elif model.provider in DEFAULT_BASE_URLS:
-            base_url = model.base_url or DEFAULT_BASE_URLS[model.provider]
-        else:
-            raise ProviderError(f"unknown provider {model.provider!r}")
+        base_url = model.base_url or default_base_url(model.provider)
+        if model.api_key_secret:
+            # Defence in depth behind the control plane's deploy-time check: a bundle or a
+            # Vault entry that disagrees still never gets the key sent elsewhere.
+            check_key_binding(model, base_url, self._secrets.bound_host(model.api_key_secret))
         key = (model.provider, base_url, model.api_key_secret)
         provider = self._providers.get(key)
         if provider is None:
             api_key = self._secrets.resolve(model.api_key_secret) if model.api_key_secret else None
             if model.provider == "anthropic":
-                provider = AnthropicProvider(base_url, api_key, self._client)
+                provider = AnthropicProvider(base_url, api_key, self.http)
             else:
-                provider = OpenAIProvider(base_url, api_key, self._client, name=model.provider)
+                provider = OpenAIProvider(base_url, api_key, self.http, name=model.provider)
             self._providers[key] = provider
         return provider
 
     async def aclose(self) -> None:
-        if self._owns_client:
-            await self._client.aclose()
+        await self.http.aclose()

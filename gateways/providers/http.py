@@ -1,4 +1,9 @@
-"""Shared HTTP plumbing for providers: one client, typed errors, an SSE reader."""
+"""Shared HTTP plumbing for providers: one client, typed errors, an SSE reader.
+
+Provider base URLs, HTTP tools and MCP servers are the tenant's word: `outbound_client`
+goes through the outbound guard (policy/outbound.py) — internal addresses refused per
+connection, the checked address dialled. `new_client` is for the operator's own services
+(sidecar, control plane) only."""
 
 from __future__ import annotations
 
@@ -9,6 +14,8 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
+from policy.outbound import OutboundGuard, OutboundRefused
+from policy.outbound_http import guarded_client
 
 from gateways.errors import ProviderError, ProviderTimeout
 
@@ -18,16 +25,22 @@ MAX_ERROR_TEXT = 300
 NODELAY = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
 
 
-def new_client(max_connections: int = 500) -> httpx.AsyncClient:
-    """The HTTP client the gateway uses for providers, tools, the sidecar and ingest."""
-    return httpx.AsyncClient(
-        transport=httpx.AsyncHTTPTransport(
-            limits=httpx.Limits(
-                max_connections=max_connections, max_keepalive_connections=max_connections // 5
-            ),
-            socket_options=NODELAY,
-        )
+def _limits(max_connections: int) -> httpx.Limits:
+    return httpx.Limits(
+        max_connections=max_connections, max_keepalive_connections=max_connections // 5
     )
+
+
+def new_client(max_connections: int = 500) -> httpx.AsyncClient:
+    """The HTTP client for the operator's services: the sidecar and executions ingest."""
+    return httpx.AsyncClient(
+        transport=httpx.AsyncHTTPTransport(limits=_limits(max_connections), socket_options=NODELAY)
+    )
+
+
+def outbound_client(guard: OutboundGuard, max_connections: int = 500) -> httpx.AsyncClient:
+    """The HTTP client for what tenants name: providers and HTTP tools (no redirects)."""
+    return guarded_client(guard, limits=_limits(max_connections), socket_options=NODELAY)
 
 
 MAX_SSE_LINE = 1024 * 1024
@@ -43,7 +56,7 @@ class HttpProvider:
     ):
         self._base_url = base_url.rstrip("/")
         self._headers = dict(headers)
-        self._client = client or new_client(200)
+        self._client = client or outbound_client(OutboundGuard(), 200)
         self._owns_client = client is None
 
     async def aclose(self) -> None:
@@ -62,6 +75,8 @@ class HttpProvider:
             raise ProviderTimeout(f"{self.name} did not answer within {seconds:g} s") from None
         except httpx.HTTPError as exc:
             raise ProviderError(f"{self.name} unreachable: {type(exc).__name__}") from None
+        except OutboundRefused as refused:
+            raise ProviderError(f"{self.name} base_url refused: {refused.message}") from None
         if response.status_code >= 400:
             raise ProviderError(_status_message(self.name, response.status_code, response.text))
         try:
@@ -87,6 +102,8 @@ class HttpProvider:
             raise ProviderTimeout(f"{self.name} did not answer within {seconds:g} s") from None
         except httpx.HTTPError as exc:
             raise ProviderError(f"{self.name} unreachable: {type(exc).__name__}") from None
+        except OutboundRefused as refused:
+            raise ProviderError(f"{self.name} base_url refused: {refused.message}") from None
         try:
             if response.status_code >= 400:
                 text = (await response.aread()).decode(errors="replace")

@@ -10,6 +10,10 @@
   provider keys managed centrally use `vault`.
 
 Values are never logged; errors name the secret, never its value.
+
+`bound_host(name)` is the provider host the key may be sent to (see providers/__init__.py):
+Vault's `providers/<name>/host` (written by the control plane with the key), or
+`KAIZEN_SECRET_<NAME>_HOST`; None means "the provider's own host".
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ from gateways.settings import GatewaySettings
 class SecretResolver(Protocol):
     def resolve(self, name: str) -> str: ...
 
+    def bound_host(self, name: str) -> str | None: ...
+
 
 class EnvSecretResolver:
     """`resolve("openai-key")` reads `KAIZEN_SECRET_OPENAI_KEY` (prefix configurable)."""
@@ -48,6 +54,9 @@ class EnvSecretResolver:
         if not value:
             raise ProviderError(f"secret {name!r} is not configured (set {self.variable(name)})")
         return value
+
+    def bound_host(self, name: str) -> str | None:
+        return self._environ.get(self.variable(name) + "_HOST") or None
 
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -80,11 +89,11 @@ class VaultSecretResolver:
         self._logged_in = self._approle is None
         self._root = f"{prefix.strip('/')}/{organization_id}/providers"
         self._mount, self._ttl = mount, ttl
-        self._cache: dict[str, tuple[float, str]] = {}
+        self._cache: dict[str, tuple[float, str | None]] = {}
         self._lock = threading.Lock()
 
-    def path(self, name: str) -> str:
-        return f"{self._root}/{name}/api_key"
+    def path(self, name: str, field: str = "api_key") -> str:
+        return f"{self._root}/{name}/{field}"
 
     def _login(self) -> None:
         assert self._approle is not None
@@ -92,10 +101,10 @@ class VaultSecretResolver:
         self._client.auth.approle.login(role_id=role_id, secret_id=secret_id, mount_point=mount)
         self._logged_in = True
 
-    def _read(self, name: str) -> dict[str, Any]:
+    def _read(self, name: str, field: str) -> dict[str, Any]:
         def read() -> dict[str, Any]:
             response: dict[str, Any] = self._client.secrets.kv.v2.read_secret_version(
-                path=self.path(name), mount_point=self._mount, raise_on_deleted_version=True
+                path=self.path(name, field), mount_point=self._mount, raise_on_deleted_version=True
             )
             return response
 
@@ -110,19 +119,30 @@ class VaultSecretResolver:
             return read()
 
     def resolve(self, name: str) -> str:
+        value = self._value(name, "api_key")
+        if value is None:
+            raise ProviderError(
+                f"secret {name!r} is not stored in Vault (PUT /api/v1/secrets/providers/{name})"
+            )
+        return value
+
+    def bound_host(self, name: str) -> str | None:
+        return self._value(name, "host")
+
+    def _value(self, name: str, field: str) -> str | None:
         if not _NAME.match(name):
             raise ProviderError(f"secret name {name!r} is not a provider key name")
         now = time.monotonic()
         with self._lock:
-            cached = self._cache.get(name)
+            cached = self._cache.get(f"{name}/{field}")
             if cached and now - cached[0] < self._ttl:
                 return cached[1]
             try:
-                response = self._read(name)
+                response = self._read(name, field)
             except hvac.exceptions.InvalidPath:
-                raise ProviderError(
-                    f"secret {name!r} is not stored in Vault (PUT /api/v1/secrets/providers/{name})"
-                ) from None
+                if field != "api_key":
+                    self._cache[f"{name}/{field}"] = (now, None)
+                return None
             except requests.exceptions.RequestException as error:
                 raise ProviderError(
                     f"Vault at {self.url} is unreachable ({type(error).__name__})"
@@ -133,8 +153,8 @@ class VaultSecretResolver:
                 ) from None
             value = ((response.get("data") or {}).get("data") or {}).get("value")
             if not isinstance(value, str) or not value:
-                raise ProviderError(f"secret {name!r} in Vault has no value")
-            self._cache[name] = (now, value)
+                raise ProviderError(f"secret {name!r} in Vault has no {field} value")
+            self._cache[f"{name}/{field}"] = (now, value)
             return value
 
 

@@ -120,6 +120,7 @@ def main() -> None:
             "KAIZEN_GATEWAY_JWKS": str(home / "jwks.json"),
             "KAIZEN_CONTROL_PLANE_URL": fake_url,
             "KAIZEN_SIDECAR_URL": fake_url,
+            "KAIZEN_OUTBOUND_ALLOW_CIDRS": "127.0.0.1/32",  # the fake LLM listens there
             "KAIZEN_LOG_LEVEL": "WARNING",
         }
         cli = [sys.executable, "-c", "from kaizen_studio.cli import main; main()", "gateway"]

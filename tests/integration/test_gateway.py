@@ -218,6 +218,7 @@ def gateway(
         gateway_bundle=home / "bundle.tar.gz",
         gateway_jwks=home / "jwks.json",
         gateway_prices='{"m-support": [1000, 2000]}',
+        outbound_allow_cidrs="127.0.0.1/32",  # the fake LLM listens there
     )
     assert settings.gateway_bundle is not None
     assert settings.gateway_jwks is not None

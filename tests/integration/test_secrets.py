@@ -418,7 +418,11 @@ async def test_provider_keys_are_write_only_and_audited(
     replaced = await client.put(url, json={"api_key": key + "-2"}, headers=owner.headers)
     assert replaced.status_code == 200
     listed = await client.get("/api/v1/secrets", headers=owner.headers)
-    assert [i["name"] for i in listed.json()["items"]] == ["providers/openai-prod/api_key"]
+    # The key, and the host it is bound to (api.openai.com: the name says openai).
+    assert [i["name"] for i in listed.json()["items"]] == [
+        "providers/openai-prod/api_key",
+        "providers/openai-prod/host",
+    ]
     assert listed.json()["items"][0]["updated_at"] >= listed.json()["items"][0]["created_at"]
     audit = await client.get("/api/v1/audit-events", headers=owner.headers)
     actions = [e["action"] for e in audit.json()["items"]]
@@ -495,6 +499,7 @@ def _gateway_settings(
         vault_token=SecretStr(bao.token),
         vault_path_prefix=prefix,
         gateway_organization_id=organization_id,
+        outbound_allow_cidrs="127.0.0.1/32",  # the fake LLM listens there
     )
 
 
@@ -536,12 +541,18 @@ async def test_gateway_reads_the_provider_key_from_openbao_never_from_the_api(
     )
     try:
         key = "sk-from-openbao-" + uuid.uuid4().hex
+        # Bound to the fake LLM's host (an admin's custom base_url): the gateway sends it there.
         stored = await client.put(
-            "/api/v1/secrets/providers/openai-prod", json={"api_key": key}, headers=owner.headers
+            "/api/v1/secrets/providers/openai-prod",
+            json={"api_key": key, "base_url": fake.openai_url},
+            headers=owner.headers,
         )
         assert stored.status_code == 201, stored.text
         listed = await client.get("/api/v1/secrets", headers=owner.headers)
-        assert [i["name"] for i in listed.json()["items"]] == ["providers/openai-prod/api_key"]
+        assert [i["name"] for i in listed.json()["items"]] == [
+            "providers/openai-prod/api_key",
+            "providers/openai-prod/host",
+        ]
         for response in (stored, listed):
             assert key not in response.text
     finally:

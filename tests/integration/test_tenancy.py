@@ -16,7 +16,10 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("PATCH", "/api/v1/users/{user_id}"): {"role": "developer"},
     ("PATCH", "/api/v1/teams/{team_id}"): {"description": "taken over"},
     ("PATCH", "/api/v1/workspaces/{workspace_id}"): {"description": "taken over"},
-    ("PUT", "/api/v1/secrets/providers/{provider}"): {"api_key": "sk-taken-over"},
+    ("PUT", "/api/v1/secrets/providers/{provider}"): {
+        "api_key": "sk-taken-over",
+        "provider": "openai",
+    },
     ("POST", "/api/v1/policies/{policy_id}/replay"): {"since": "2026-11-26T00:00:00Z"},
     ("PATCH", "/api/v1/webhooks/{webhook_id}"): {"description": "taken over"},
     ("PATCH", "/api/v1/sso/providers/{provider_id}"): {"enabled": False},
@@ -123,7 +126,9 @@ async def _objects_of(client: httpx.AsyncClient, owner: Account) -> dict[str, st
     assert replay.status_code == 202, replay.text
     provider = f"p-{owner.organization_id[:8]}"
     stored = await client.put(
-        f"/api/v1/secrets/providers/{provider}", json={"api_key": "sk-theirs"}, headers=h
+        f"/api/v1/secrets/providers/{provider}",
+        json={"api_key": "sk-theirs", "provider": "openai"},
+        headers=h,
     )
     assert stored.status_code == 201, stored.text
     sso_provider = await client.post(

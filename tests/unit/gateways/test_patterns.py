@@ -9,7 +9,6 @@ import json
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-import httpx
 import mcp.types as types
 import pytest
 from mcp.server.lowlevel import Server
@@ -18,8 +17,12 @@ from gateways.deployments import Deployments  # noqa: TID251  (the gateway under
 from gateways.errors import LimitExceeded, PipelineError, RunTimeout  # noqa: TID251  (the gateway under test)
 from gateways.executor import Executor  # noqa: TID251  (the gateway under test)
 from gateways.providers import EnvSecretResolver, PriceTable, ProviderRegistry  # noqa: TID251  (the gateway under test)
+from policy.outbound import OutboundGuard
 from policy.workloads import AgentConfig, PipelineConfig, parse_workload
 from tests.fake_llm import FakeLLM, Reply, ServedApp, last_user_text
+
+# The fake LLM, the HTTP tools and the MCP server listen on 127.0.0.1: the operator allowance.
+LOCAL = OutboundGuard.from_setting("127.0.0.1/32")
 
 
 def agent(name: str, url: str, provider: str = "openai", **spec: Any) -> AgentConfig:
@@ -49,8 +52,9 @@ def deploy(
 
 @pytest.fixture
 async def executor() -> AsyncIterator[Executor]:
-    async with httpx.AsyncClient() as client:
-        yield Executor(ProviderRegistry(EnvSecretResolver(), client), PriceTable(), client)
+    registry = ProviderRegistry(EnvSecretResolver(), LOCAL)
+    yield Executor(registry, PriceTable())
+    await registry.aclose()
 
 
 def by_agent(**answers: Any) -> Any:
@@ -214,13 +218,14 @@ async def test_handoff_loops_stop_at_max_steps(fake: FakeLLM, executor: Executor
 
 async def test_max_cost_stops_a_run(fake: FakeLLM) -> None:
     fake.reset(lambda m, msgs: Reply("x", input_tokens=1_000_000, output_tokens=0))
-    async with httpx.AsyncClient() as client:
-        prices = PriceTable({"m-a": (2.0, 8.0)})
-        executor = Executor(ProviderRegistry(EnvSecretResolver(), client), prices, client)
-        p = pipeline("s", pattern="sequential", agents=["a", "a2"], limits={"max_cost_usd": 1})
-        a2 = agent("a2", fake.openai_url)
-        with pytest.raises(LimitExceeded, match=r"max_cost_usd=1 \(spent 2\.000000 USD\)"):
-            await executor.run_pipeline(deploy(fake, ["a"], p, a2=a2), "s", "q")
+    registry = ProviderRegistry(EnvSecretResolver(), LOCAL)
+    prices = PriceTable({"m-a": (2.0, 8.0)})
+    executor = Executor(registry, prices)
+    p = pipeline("s", pattern="sequential", agents=["a", "a2"], limits={"max_cost_usd": 1})
+    a2 = agent("a2", fake.openai_url)
+    with pytest.raises(LimitExceeded, match=r"max_cost_usd=1 \(spent 2\.000000 USD\)"):
+        await executor.run_pipeline(deploy(fake, ["a"], p, a2=a2), "s", "q")
+    await registry.aclose()
 
 
 async def test_timeout_stops_a_slow_run(fake: FakeLLM, executor: Executor) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-import httpx
 import pytest
 
 from gateways.errors import ProviderError, ProviderTimeout  # noqa: TID251  (the gateway under test)
@@ -20,17 +19,25 @@ from gateways.providers import (  # noqa: TID251  (the gateway under test)
     Usage,
 )
 from gateways.providers.base import Provider  # noqa: TID251  (the gateway under test)
+from policy.outbound import OutboundGuard
 from policy.workloads import ModelConfig
 from tests.fake_llm import FakeLLM, Reply
 
 SECRET = "sk-test-never-logged-0123456789"
 
 
+# The fake LLM listens on 127.0.0.1: the operator allowance, and the key bound to that host.
+LOCAL = OutboundGuard.from_setting("127.0.0.1/32")
+
+
 @pytest.fixture
 async def registry() -> AsyncIterator[ProviderRegistry]:
-    secrets = EnvSecretResolver(environ={"KAIZEN_SECRET_LLM_KEY": SECRET})
-    async with httpx.AsyncClient() as client:
-        yield ProviderRegistry(secrets, client)
+    secrets = EnvSecretResolver(
+        environ={"KAIZEN_SECRET_LLM_KEY": SECRET, "KAIZEN_SECRET_LLM_KEY_HOST": "127.0.0.1"}
+    )
+    registry = ProviderRegistry(secrets, LOCAL)
+    yield registry
+    await registry.aclose()
 
 
 def provider(registry: ProviderRegistry, fake: FakeLLM, kind: str) -> Provider:
