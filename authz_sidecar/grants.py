@@ -1,8 +1,12 @@
 """Approval grants (proto/README.md): a signed, single-use token bound to one request.
 
 A grant turns a `require_approval` outcome into `allow`, once; it never overrides a deny.
-Its `jti` is remembered until its `exp`: in Redis (`SET NX`, shared by every worker and
-sidecar on that Redis) or in process.
+It is bound to the principal, action, resource, tool arguments, the gateway whose sidecar
+held the call (`gw`, derived from the gateway credential) and, for `/invoke` and `/run`,
+the SHA-256 of the request body (`body`). Its `jti` is remembered until its `exp` in Redis
+(`SET NX`, shared by every worker and sidecar on that Redis). A sidecar without Redis
+refuses every grant (`NoSharedReplayGuard`): memory of one process cannot make a grant
+single use across a fleet or a restart. `InMemoryReplayGuard` is for tests only.
 """
 
 from __future__ import annotations
@@ -21,7 +25,11 @@ from policy.compiler import canonical_json
 
 GRANT_TYP = "kaizen-approval+jwt"
 GRANT_AUDIENCE = "kaizen-sidecar"
-_REQUIRED = ("exp", "iat", "jti", "sub", "action", "resource", "args", "org")
+_REQUIRED = ("exp", "iat", "jti", "sub", "action", "resource", "args", "org", "gw")
+NO_SHARED_STORE = (
+    "approval grants need shared Redis (KAIZEN_REDIS_URL) to be single use across every "
+    "sidecar and restart; this sidecar has none, so it refuses them"
+)
 
 
 class GrantError(Exception):
@@ -33,11 +41,29 @@ def arguments_hash(arguments: Mapping[str, Any] | None) -> str:
     return hashlib.sha256(canonical_json(dict(arguments or {}))).hexdigest()
 
 
+def gateway_binding(gateway_token: str) -> str:
+    """The grant's `gw` claim for the gateway holding `gateway_token`.
+
+    The control plane knows only SHA-256(credential) (its lookup hash); both sides derive
+    this from it, so the grant names the gateway without carrying its lookup hash.
+    """
+    credential_hash = hashlib.sha256(gateway_token.encode()).hexdigest()
+    return hashlib.sha256(f"kaizen-grant-gateway-v1:{credential_hash}".encode()).hexdigest()
+
+
 class GrantVerifier:
-    def __init__(self, keys: Mapping[str, PyJWK], *, issuer: str, organization: str) -> None:
+    def __init__(
+        self,
+        keys: Mapping[str, PyJWK],
+        *,
+        issuer: str,
+        organization: str,
+        gateway: str | None = None,
+    ) -> None:
         self._keys = keys
         self._issuer = issuer
         self._organization = organization
+        self._gateway = gateway  # gateway_binding() of this sidecar's credential
 
     def verify(self, token: str, input: Mapping[str, Any]) -> dict[str, Any]:
         """The grant's claims if it was issued for exactly this decision input."""
@@ -54,6 +80,14 @@ class GrantVerifier:
             raise GrantError(f"approval grant rejected: {exc}") from None
         if claims["org"] != self._organization:
             raise GrantError("approval grant rejected: it is for another organization")
+        if self._gateway is None:
+            raise GrantError(
+                "approval grant rejected: this sidecar has no gateway credential "
+                "(KAIZEN_GATEWAY_TOKEN), so it cannot tell which gateway a grant is for"
+            )
+        if claims["gw"] != self._gateway:
+            raise GrantError("approval grant rejected: it was granted for another gateway")
+        self._check_body(claims.get("body"), input)
         tool = input.get("tool") or {}
         try:
             args = arguments_hash(tool.get("arguments"))
@@ -72,6 +106,23 @@ class GrantVerifier:
             raise GrantError("approval grant rejected: it has no jti")
         return claims
 
+    @staticmethod
+    def _check_body(granted: object, input: Mapping[str, Any]) -> None:
+        # MCP calls are bound by their tool arguments (the JSON-RPC body also carries a
+        # per-message id); every other route by the exact body the approver saw held.
+        if input.get("channel") == "mcp":
+            if granted is not None:
+                raise GrantError("approval grant rejected: it was granted for a non-MCP request")
+            return
+        seen = (input.get("request") or {}).get("body_sha256")
+        if seen is None:
+            raise GrantError(
+                "approval grant rejected: the sidecar did not see this request's body, so it "
+                "cannot check the grant against it (the proxy must send the body)"
+            )
+        if granted != seen:
+            raise GrantError("approval grant rejected: it was granted for a different body")
+
 
 class ReplayGuard(Protocol):
     async def first_use(self, jti: str, expires_at: float) -> bool:
@@ -79,7 +130,16 @@ class ReplayGuard(Protocol):
         ...
 
 
+class NoSharedReplayGuard:
+    """A sidecar without Redis: every grant is refused, saying why (fail closed)."""
+
+    async def first_use(self, jti: str, expires_at: float) -> bool:
+        raise GrantError(f"approval grant refused: {NO_SHARED_STORE}")
+
+
 class InMemoryReplayGuard:
+    """One process's memory: for tests only; the runtime never uses it for grants."""
+
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._seen: dict[str, float] = {}
