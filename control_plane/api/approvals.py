@@ -58,7 +58,7 @@ async def get_approval(
     keys: KeyRing = request.app.state.keys
     async with tenant.session() as session:
         found = await approvals.get(session, approval_id)
-        if not approvals.is_requester(tenant.principal, found):
+        if not await approvals.is_requester(session, tenant.principal, found):
             tenant.principal.require("approvals", "read")
         grant = await approvals.grant_for(
             session, tenant.principal, tenant.actor, found, keys, _settings(request).issuer

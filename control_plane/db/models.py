@@ -420,6 +420,13 @@ class ApprovalRequest(TenantScoped, Base):
     args_hash: Mapped[str] = mapped_column(String(64))
     reasons: Mapped[list[str]] = mapped_column(JSON, default=list)
     approver_roles: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # Attributed by the control plane (services/approval_sources.py), never taken as text:
+    # the requester's user id, the gateway that shipped the held decision, the body hash a
+    # grant binds (`/invoke`, `/run`) and the bundle revision whose approvers apply.
+    requester_user_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    gateway_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    body_hash: Mapped[str | None] = mapped_column(String(64))
+    bundle_revision: Mapped[int | None] = mapped_column(BigInteger)
     decision_time: Mapped[datetime] = mapped_column(UTCDateTime())
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
     decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
