@@ -5,8 +5,10 @@ It is bound to the principal, action, resource, tool arguments, the gateway whos
 held the call (`gw`, derived from the gateway credential) and, for `/invoke` and `/run`,
 the SHA-256 of the request body (`body`). Its `jti` is remembered until its `exp` in Redis
 (`SET NX`, shared by every worker and sidecar on that Redis). A sidecar without Redis
-refuses every grant (`NoSharedReplayGuard`): memory of one process cannot make a grant
-single use across a fleet or a restart. `InMemoryReplayGuard` is for tests only.
+redeems the grant at the control plane instead (`ControlPlaneReplayGuard`, its gateway
+credential; unreachable means refused), and one with neither refuses every grant
+(`NoSharedReplayGuard`): memory of one process cannot make a grant single use across a
+fleet or a restart. `InMemoryReplayGuard` is for tests only.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import time
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+import httpx
 import redis.asyncio as aioredis
 from jwt import PyJWK
 
@@ -27,9 +30,11 @@ GRANT_TYP = "kaizen-approval+jwt"
 GRANT_AUDIENCE = "kaizen-sidecar"
 _REQUIRED = ("exp", "iat", "jti", "sub", "action", "resource", "args", "org", "gw")
 NO_SHARED_STORE = (
-    "approval grants need shared Redis (KAIZEN_REDIS_URL) to be single use across every "
-    "sidecar and restart; this sidecar has none, so it refuses them"
+    "approval grants need shared Redis (KAIZEN_REDIS_URL) or the control plane "
+    "(KAIZEN_GATEWAY_TOKEN) to be single use across every sidecar and restart; this "
+    "sidecar has neither, so it refuses them"
 )
+REDEEM_PATH = "/api/v1/approvals/grants/redeem"
 
 
 class GrantError(Exception):
@@ -135,6 +140,43 @@ class NoSharedReplayGuard:
 
     async def first_use(self, jti: str, expires_at: float) -> bool:
         raise GrantError(f"approval grant refused: {NO_SHARED_STORE}")
+
+
+class ControlPlaneReplayGuard:
+    """No shared Redis: the control plane spends each grant once (row lock), for this
+    gateway only. Any answer but "first use" or "already used" refuses (fail closed)."""
+
+    def __init__(self, control_plane_url: str, gateway_token: str, *, timeout: float = 0.8) -> None:
+        # Under Envoy's 1 s ext_authz timeout: a slow control plane is a refusal, not a 503.
+        self._url = control_plane_url.rstrip("/") + REDEEM_PATH
+        self._headers = {"authorization": f"Bearer {gateway_token}"}
+        self._client = httpx.AsyncClient(timeout=timeout)
+
+    async def first_use(self, jti: str, expires_at: float) -> bool:
+        try:
+            response = await self._client.post(self._url, json={"jti": jti}, headers=self._headers)
+        except httpx.HTTPError as exc:
+            raise GrantError(
+                f"approval grant refused: the control plane cannot be asked whether it was "
+                f"used ({type(exc).__name__})"
+            ) from None
+        if response.status_code == 200:
+            return True
+        message = _error_message(response)
+        if response.status_code == 409 and "already used" in message:
+            return False
+        raise GrantError(f"approval grant refused by the control plane: {message}")
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+def _error_message(response: httpx.Response) -> str:
+    try:
+        message = response.json()["error"]["message"]
+    except (ValueError, KeyError, TypeError):
+        return f"HTTP {response.status_code}"
+    return str(message)[:200]
 
 
 class InMemoryReplayGuard:

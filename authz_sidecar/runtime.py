@@ -45,6 +45,7 @@ from authz_sidecar.budgets import (
 from authz_sidecar.decision_log import DecisionLog
 from authz_sidecar.engine_holder import EngineHolder, Snapshot
 from authz_sidecar.grants import (
+    ControlPlaneReplayGuard,
     NoSharedReplayGuard,
     RedisReplayGuard,
     ReplayGuard,
@@ -106,8 +107,15 @@ def _budget_backends(
 ) -> tuple[BudgetLedger, ReservationBook, ReplayGuard, aioredis.Redis | None]:
     ttl = settings.sidecar_reservation_ttl_seconds
     if not settings.redis_url:
-        # Grants are refused: one process's memory is not single use across a fleet.
-        return InMemoryBudgetLedger(), InMemoryReservationBook(ttl), NoSharedReplayGuard(), None
+        # One process's memory is not single use across a fleet or a restart: grants are
+        # redeemed at the control plane, or refused when there is none to ask.
+        token = settings.gateway_token
+        guard: ReplayGuard = (
+            ControlPlaneReplayGuard(settings.control_plane_url, token)
+            if token
+            else NoSharedReplayGuard()
+        )
+        return InMemoryBudgetLedger(), InMemoryReservationBook(ttl), guard, None
     ledger = RedisBudgetLedger.from_url(settings.redis_url, settings.redis_prefix)
     # Blocking pool: a burst waits for a free connection instead of failing. No retries:
     # a resent reservation, grant use or settle could count twice (redis_batch.NO_RETRY).
@@ -293,6 +301,8 @@ class Worker:
                 await self.decision_log.close()
             if self._redis is not None:
                 await self._redis.aclose()
+            if isinstance(self.replay_guard, ControlPlaneReplayGuard):
+                await self.replay_guard.aclose()
             if isinstance(self.ledger, RedisBudgetLedger):
                 self.ledger.client.close()
 

@@ -436,6 +436,8 @@ class ApprovalRequest(TenantScoped, Base):
     grant_jti: Mapped[str | None] = mapped_column(String(64))
     grant_issued_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     grant_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Set when a sidecar without shared Redis redeems the grant here (single use).
+    grant_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     # Email to approvers is sent from here by the notification worker (an outbox of one).
     email_attempts: Mapped[int] = mapped_column(Integer, default=0)
     email_next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -43,6 +43,9 @@ from control_plane.services.keys import KeyRing
 from control_plane.services.pagination import paginate
 from control_plane.services.principal import Principal
 from policy.compiler import canonical_json
+
+if TYPE_CHECKING:  # gateways → notifications → approvals: a type only, at run time
+    from control_plane.services.gateways import GatewayIdentity
 
 GRANT_TYP = "kaizen-approval+jwt"
 GRANT_AUDIENCE = "kaizen-sidecar"
@@ -345,3 +348,36 @@ async def grant_for(
         grant_jti=request.grant_jti,
     )
     return token
+
+
+async def redeem_grant(
+    session: AsyncSession, identity: GatewayIdentity, jti: str
+) -> ApprovalRequest:
+    """Spend a grant once, for a sidecar of the gateway it was granted at (a sidecar without
+    shared Redis asks here; the row lock makes concurrent redemptions single use)."""
+    request = await session.scalar(
+        select(ApprovalRequest).where(ApprovalRequest.grant_jti == jti).with_for_update()
+    )
+    if request is None or request.status != "approved":
+        raise NotFound("no approval grant with this jti")
+    if request.gateway_id != identity.gateway_id:
+        raise Forbidden("the approval grant was granted for another gateway")
+    now = utcnow()
+    if request.grant_used_at is not None:
+        raise Conflict(
+            "the approval grant was already used",
+            details=[{"used_at": request.grant_used_at.isoformat()}],
+        )
+    if request.grant_expires_at is None or request.grant_expires_at <= now:
+        raise Conflict("the approval grant has expired", details=[{"status": "expired"}])
+    request.grant_used_at = now
+    await audit.record(
+        session,
+        identity.organization_id,
+        identity.actor,
+        "approval.grant_use",
+        "approval",
+        request.request_id,
+        grant_jti=jti,
+    )
+    return request

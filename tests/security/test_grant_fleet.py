@@ -36,7 +36,7 @@ class Sidecars:
     x1: str  # gateway X, Redis
     x2: str  # gateway X, the same Redis: another replica of X
     y: str  # gateway Y, the same Redis
-    x_alone: str  # gateway X without Redis
+    x_alone: str  # gateway X without Redis, its control plane unreachable
 
 
 @pytest.fixture(scope="module")
@@ -85,11 +85,15 @@ def test_grant_replayed_at_a_second_sidecar_is_refused(sidecars: Sidecars) -> No
     _refused(_call(sidecars.x2, sidecars.keys, BODY, grant), "already used")
 
 
-def test_grant_at_a_sidecar_without_shared_redis_is_refused(sidecars: Sidecars) -> None:
-    # Process memory would let every replica (or a restarted one) accept the grant once.
+def test_grant_at_a_sidecar_without_redis_or_control_plane_is_refused(
+    sidecars: Sidecars,
+) -> None:
+    # Process memory would let every replica (or a restarted one) accept the grant once;
+    # without Redis the sidecar must redeem it at the control plane, here unreachable.
     grant = _grant(sidecars.keys)
-    _refused(_call(sidecars.x_alone, sidecars.keys, BODY, grant), "need shared Redis")
-    _refused(_call(sidecars.x_alone, sidecars.keys, BODY, grant), "need shared Redis")
+    why = "control plane cannot be asked whether it was used"
+    _refused(_call(sidecars.x_alone, sidecars.keys, BODY, grant), why)
+    _refused(_call(sidecars.x_alone, sidecars.keys, BODY, grant), why)
     # It was not spent by the refusals: a sidecar with Redis still honours it, once.
     assert _call(sidecars.x1, sidecars.keys, BODY, grant).status_code == 200
 

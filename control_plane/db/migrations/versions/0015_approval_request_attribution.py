@@ -1,4 +1,4 @@
-"""approval requests: attributed requester, gateway, body hash and bundle revision
+"""approval requests: attributed requester, gateway, body hash, bundle revision, grant use
 
 Revision ID: 0015
 Revises: 0011
@@ -23,10 +23,12 @@ def upgrade() -> None:
         batch.add_column(sa.Column("gateway_id", sa.Uuid(), nullable=True))
         batch.add_column(sa.Column("body_hash", sa.String(length=64), nullable=True))
         batch.add_column(sa.Column("bundle_revision", sa.BigInteger(), nullable=True))
+        batch.add_column(sa.Column("grant_used_at", sa.DateTime(timezone=True), nullable=True))
 
 
 def downgrade() -> None:
     with op.batch_alter_table("approval_requests") as batch:
+        batch.drop_column("grant_used_at")
         batch.drop_column("bundle_revision")
         batch.drop_column("body_hash")
         batch.drop_column("gateway_id")
