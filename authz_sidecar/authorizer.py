@@ -191,7 +191,7 @@ class Authorizer:
             principal["id"],
             snapshot.organization,
             approval,
-            self._signed(decision.decision_id, input) if outcome == "allow" else None,
+            self._signed(decision.decision_id, input, facts) if outcome == "allow" else None,
             tuple(h for h in facts.headers if h.startswith("x-kaizen-")),
         )
         return verdict, input, result
@@ -240,13 +240,19 @@ class Authorizer:
         if self._pending:
             await asyncio.gather(*self._pending, return_exceptions=True)
 
-    def _signed(self, decision_id: str, input: Mapping[str, Any]) -> str | None:
+    def _signed(self, decision_id: str, input: Mapping[str, Any], facts: HttpFacts) -> str | None:
         if self.decision_key is None:
             return None
         now = int(time.time())
         principal = input["principal"]
         claims = {
             "decision_id": decision_id,
+            # Single use at the gateway (jti) and bound to the one request it decided: the
+            # gateway recomputes method, path and body hash (None: the proxy hid the body).
+            "jti": decision_id,
+            "method": facts.method.upper(),
+            "path": facts.path.split("?", 1)[0],
+            "bh": facts.body_sha256(),
             "sub": principal["id"],
             "org": principal.get("organization"),
             "roles": principal.get("roles") or [],
@@ -267,6 +273,8 @@ class Authorizer:
             return "require_approval", (*decision.reasons, str(exc))
         try:
             first = await self.replay_guard.first_use(claims["jti"], float(claims["exp"]))
+        except GrantError as exc:  # no shared reuse store: grants are refused, saying why
+            return "require_approval", (*decision.reasons, str(exc))
         except Exception as exc:  # fail closed: an unchecked grant could be replayed
             reason = f"approval grant cannot be checked for reuse: {type(exc).__name__}: {exc}"
             return "require_approval", (*decision.reasons, reason)
@@ -312,6 +320,8 @@ class Authorizer:
             },
             "context": context,
         }
+        if mapped.body_sha256 is not None:  # what an approval grant for this call binds
+            input["request"]["body_sha256"] = mapped.body_sha256
         if mapped.tool is not None:
             input["tool"] = dict(mapped.tool)
         return input

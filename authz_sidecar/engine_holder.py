@@ -43,8 +43,16 @@ class Snapshot:
 
 
 class EngineHolder:
-    def __init__(self, ledger: BudgetLedger, *, issuer: str, audience: str) -> None:
+    def __init__(
+        self,
+        ledger: BudgetLedger,
+        *,
+        issuer: str,
+        audience: str,
+        gateway_binding: str | None = None,
+    ) -> None:
         self.ledger = ledger
+        self._gateway_binding = gateway_binding  # grants.gateway_binding(credential)
         self._issuer = issuer
         self._audience = audience
         self.current: Snapshot | None = None
@@ -68,7 +76,10 @@ class EngineHolder:
             engine=DecisionEngine.from_bundle(verified, ledger=self.ledger),
             authenticator=authenticator,
             grants=GrantVerifier(
-                authenticator.keys, issuer=self._issuer, organization=authenticator.organization
+                authenticator.keys,
+                issuer=self._issuer,
+                organization=authenticator.organization,
+                gateway=self._gateway_binding,
             ),
         )
 

@@ -155,6 +155,8 @@ class SidecarHttp:
                 headers=headers,
                 body=body,
                 source_ip=headers.get("x-real-ip") or peer_ip,
+                # nginx auth_request never sends the body: an empty one is not "seen".
+                body_seen=bool(body),
             )
             return verdict_response(await self._authorizer.check(facts))
         if path == "/healthz":

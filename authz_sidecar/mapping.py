@@ -7,6 +7,7 @@ it is mapped here on purpose.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Mapping
@@ -45,6 +46,15 @@ class HttpFacts:
     body: bytes = b""
     source_ip: str | None = None
     body_truncated: bool = False
+    # False when the proxy cannot show the body (nginx auth_request): an empty `body` then
+    # says nothing about the request's, and nothing may be bound to its hash.
+    body_seen: bool = True
+
+    def body_sha256(self) -> str | None:
+        """SHA-256 hex of the whole original body, or None when the sidecar did not see it."""
+        if not self.body_seen or self.body_truncated:
+            return None
+        return hashlib.sha256(self.body).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +65,7 @@ class MappedRequest:
     channel: str
     tool: Mapping[str, Any] | None = None
     attributes: Mapping[str, Any] = field(default_factory=dict)
+    body_sha256: str | None = None  # `/invoke` and `/run`: what approval grants bind
 
 
 def map_request(facts: HttpFacts, agents: Mapping[str, Any] | None = None) -> MappedRequest:
@@ -64,11 +75,15 @@ def map_request(facts: HttpFacts, agents: Mapping[str, Any] | None = None) -> Ma
     if match := _AGENT_INVOKE.fullmatch(path):
         _require_post(method, path)
         channel = "cli" if facts.headers.get("x-kaizen-channel", "").lower() == "cli" else "api"
-        return MappedRequest("invoke", "agent", f"agent:{match[1]}", channel)
+        return MappedRequest(
+            "invoke", "agent", f"agent:{match[1]}", channel, body_sha256=facts.body_sha256()
+        )
     if match := _PIPELINE_RUN.fullmatch(path):
         _require_post(method, path)
         channel = "cli" if facts.headers.get("x-kaizen-channel", "").lower() == "cli" else "api"
-        return MappedRequest("run", "pipeline", f"pipeline:{match[1]}", channel)
+        return MappedRequest(
+            "run", "pipeline", f"pipeline:{match[1]}", channel, body_sha256=facts.body_sha256()
+        )
     if path == MCP_PATH:
         _require_post(method, path)
         if facts.body_truncated:

@@ -42,7 +42,13 @@ from authz_sidecar.budgets import (
 )
 from authz_sidecar.decision_log import DecisionLog
 from authz_sidecar.engine_holder import EngineHolder, Snapshot
-from authz_sidecar.grants import InMemoryReplayGuard, RedisReplayGuard, ReplayGuard
+from authz_sidecar.grants import (
+    ControlPlaneReplayGuard,
+    NoSharedReplayGuard,
+    RedisReplayGuard,
+    ReplayGuard,
+    gateway_binding,
+)
 from authz_sidecar.grpc_server import start_grpc_server
 from authz_sidecar.http_server import SidecarHttp, start_http_server
 from authz_sidecar.redis_batch import NO_RETRY
@@ -112,7 +118,15 @@ def _budget_backends(
 ) -> tuple[BudgetLedger, ReservationBook, ReplayGuard, aioredis.Redis | None]:
     ttl = settings.sidecar_reservation_ttl_seconds
     if not settings.redis_url:
-        return InMemoryBudgetLedger(), InMemoryReservationBook(ttl), InMemoryReplayGuard(), None
+        # One process's memory is not single use across a fleet or a restart: grants are
+        # redeemed at the control plane, or refused when there is none to ask.
+        token = settings.gateway_token
+        guard: ReplayGuard = (
+            ControlPlaneReplayGuard(settings.control_plane_url, token)
+            if token
+            else NoSharedReplayGuard()
+        )
+        return InMemoryBudgetLedger(), InMemoryReservationBook(ttl), guard, None
     ledger = RedisBudgetLedger.from_url(settings.redis_url, settings.redis_prefix)
     # Blocking pool: a burst waits for a free connection instead of failing. No retries:
     # a resent reservation, grant use or settle could count twice (redis_batch.NO_RETRY).
@@ -138,7 +152,13 @@ class Worker:
         self.started_at = datetime.now(UTC)
         ledger, self.reservations, self.replay_guard, self._redis = _budget_backends(settings)
         self.ledger = ledger
-        self.holder = EngineHolder(ledger, issuer=settings.issuer, audience=settings.audience)
+        token = settings.gateway_token
+        self.holder = EngineHolder(
+            ledger,
+            issuer=settings.issuer,
+            audience=settings.audience,
+            gateway_binding=gateway_binding(token) if token else None,
+        )
         self.holder.subscribe(_on_snapshot)
         self.store: BundleStore | None = None
         self.sync: BundleSync | None = None
@@ -324,6 +344,8 @@ class Worker:
                 await self.decision_log.close()
             if self._redis is not None:
                 await self._redis.aclose()
+            if isinstance(self.replay_guard, ControlPlaneReplayGuard):
+                await self.replay_guard.aclose()
             if isinstance(self.ledger, RedisBudgetLedger):
                 self.ledger.client.close()
 

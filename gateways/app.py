@@ -239,7 +239,13 @@ def create_app(
     @app.post("/v1/agents/{name}/invoke", response_model=None)
     async def invoke(name: str, request: Request) -> JSONResponse | StreamingResponse:
         decision = state.verifier.verify(
-            request.headers.get(HEADER), "invoke", f"agent:{name}", state.organization()
+            request.headers.get(HEADER),
+            "invoke",
+            f"agent:{name}",
+            state.organization(),
+            method=request.method,
+            path=request.url.path,
+            body=await request.body(),
         )
         body = await _json_body(request)
         deployments = state.deployments()
@@ -262,7 +268,13 @@ def create_app(
     @app.post("/v1/pipelines/{name}/run")
     async def run_pipeline(name: str, request: Request) -> JSONResponse:
         decision = state.verifier.verify(
-            request.headers.get(HEADER), "run", f"pipeline:{name}", state.organization()
+            request.headers.get(HEADER),
+            "run",
+            f"pipeline:{name}",
+            state.organization(),
+            method=request.method,
+            path=request.url.path,
+            body=await request.body(),
         )
         body = await _json_body(request)
         deployments = state.deployments()

@@ -171,7 +171,14 @@ class McpEndpoint:
                 )
             return
         try:
-            decision = self._verifier.verify(header, *expected, self._organization())
+            decision = self._verifier.verify(
+                header,
+                *expected,
+                self._organization(),
+                method=scope["method"],
+                path=scope["path"],
+                body=body,
+            )
         except Unauthenticated as exc:
             await _unauthenticated(send, exc.message)
             return

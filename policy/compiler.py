@@ -95,6 +95,13 @@ def compile_policy(policy_set: PolicySet, context: CompileContext) -> CompiledPo
         "agents": _json_copy(context.agents, "agents"),
         "pipelines": _json_copy(context.pipelines, "pipelines"),
     }
+    approvals = {
+        doc.package: list(doc.approvers)
+        for doc in policy_set.rego_policies
+        if doc.approvers and doc.package
+    }
+    if approvals:  # absent otherwise, so bundles without approvers keep their bytes
+        kaizen["approvals"] = dict(sorted(approvals.items()))
     modules = {doc.module_path: doc.rego for doc in policy_set.rego_policies}
     return CompiledPolicy.from_bundle_parts({"kaizen": kaizen}, modules)
 

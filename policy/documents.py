@@ -235,13 +235,16 @@ def _role(reader: FieldReader, value: object, path: Path) -> Role | None:
 
 
 def _rego_policy(reader: FieldReader, value: object, common: dict[str, Any]) -> RegoPolicy | None:
-    spec = reader.mapping(value, ("spec",), required=("rego",))
+    spec = reader.mapping(value, ("spec",), required=("rego",), optional=("approvers",))
     if spec is None:
         return None
     rego = reader.string(spec.get("rego"), ("spec", "rego"))
+    approvers = reader.strings(
+        spec.get("approvers", []), ("spec", "approvers"), pattern=NAME, hint="a role name"
+    )
     if rego is None:
         return None
-    return RegoPolicy(rego=rego, **common)
+    return RegoPolicy(rego=rego, approvers=tuple(sorted(set(approvers))), **common)
 
 
 def _budget_policy(

@@ -175,6 +175,9 @@ class RolePolicy(_Document):
 class RegoPolicy(_Document):
     kind: ClassVar[str] = "RegoPolicy"
     rego: str
+    # Roles that may approve what this package's `require_approval` holds (empty: any role
+    # that may decide approvals). Structured and signed in the bundle, never parsed from text.
+    approvers: tuple[str, ...] = ()
 
     @property
     def package(self) -> str | None:
@@ -185,6 +188,8 @@ class RegoPolicy(_Document):
         return module_path(self.name)
 
     def spec(self) -> dict[str, Any]:
+        if self.approvers:
+            return {"rego": self.rego, "approvers": list(self.approvers)}
         return {"rego": self.rego}
 
 

@@ -105,6 +105,7 @@ def _set_problems(docs: list[Document]) -> list[ErrorDetail]:
     details.extend(_role_problems([d for d in docs if isinstance(d, RolePolicy)]))
     details.extend(_budget_problems([d for d in docs if isinstance(d, BudgetPolicy)]))
     details.extend(_combined_rego_problems([d for d in docs if isinstance(d, RegoPolicy)]))
+    details.extend(_approver_conflicts([d for d in docs if isinstance(d, RegoPolicy)]))
     return details
 
 
@@ -170,6 +171,23 @@ def _budget_problems(policies: list[BudgetPolicy]) -> list[ErrorDetail]:
                 message = f"duplicate budget name {budget.name!r}"
                 details.append(_detail(doc, ("spec", "budgets", i, "name"), message))
             seen.add(budget.name)
+    return details
+
+
+def _approver_conflicts(policies: list[RegoPolicy]) -> list[ErrorDetail]:
+    """A held decision names packages, not documents: one package, one set of approvers."""
+    first: dict[str, RegoPolicy] = {}
+    details: list[ErrorDetail] = []
+    for doc in policies:
+        if doc.package is None:
+            continue
+        other = first.setdefault(doc.package, doc)
+        if other is not doc and other.approvers != doc.approvers:
+            message = (
+                f"package {doc.package} is also in RegoPolicy {other.name} with other "
+                "approvers; documents of one package must name the same approvers"
+            )
+            details.append(_detail(doc, ("spec", "approvers"), message))
     return details
 
 

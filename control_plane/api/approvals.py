@@ -7,7 +7,15 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 
-from control_plane.api.deps import Cursor, DatabaseDep, Limit, PrincipalDep, Tenant, client_ip
+from control_plane.api.deps import (
+    Cursor,
+    DatabaseDep,
+    GatewayDep,
+    Limit,
+    PrincipalDep,
+    Tenant,
+    client_ip,
+)
 from control_plane.observability import request_id_var
 from control_plane.schemas import approvals as schemas
 from control_plane.schemas.base import Page
@@ -58,7 +66,7 @@ async def get_approval(
     keys: KeyRing = request.app.state.keys
     async with tenant.session() as session:
         found = await approvals.get(session, approval_id)
-        if not approvals.is_requester(tenant.principal, found):
+        if not await approvals.is_requester(session, tenant.principal, found):
             tenant.principal.require("approvals", "read")
         grant = await approvals.grant_for(
             session, tenant.principal, tenant.actor, found, keys, _settings(request).issuer
@@ -101,3 +109,17 @@ async def deny(
 ) -> schemas.Approval:
     """Deny (approvers only, never the requester)."""
     return await _decide(approval_id, body or schemas.Decide(), tenant, request, False)
+
+
+@router.post("/grants/redeem", responses=ERRORS)
+async def redeem_grant(
+    body: schemas.GrantRedeem, identity: GatewayDep, db: DatabaseDep
+) -> schemas.GrantRedeemed:
+    """A sidecar without shared Redis spends a grant here (its gateway's credential): 200 the
+    first time, 409 once used or expired, 403 for another gateway's grant, 404 unknown."""
+    async with db.session(identity.organization_id) as session:
+        request = await approvals.redeem_grant(session, identity, body.jti)
+        assert request.grant_used_at is not None
+        return schemas.GrantRedeemed(
+            approval_request_id=request.request_id, used_at=request.grant_used_at
+        )

@@ -431,6 +431,13 @@ class ApprovalRequest(TenantScoped, Base):
     args_hash: Mapped[str] = mapped_column(String(64))
     reasons: Mapped[list[str]] = mapped_column(JSON, default=list)
     approver_roles: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # Attributed by the control plane (services/approval_sources.py), never taken as text:
+    # the requester's user id, the gateway that shipped the held decision, the body hash a
+    # grant binds (`/invoke`, `/run`) and the bundle revision whose approvers apply.
+    requester_user_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    gateway_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    body_hash: Mapped[str | None] = mapped_column(String(64))
+    bundle_revision: Mapped[int | None] = mapped_column(BigInteger)
     decision_time: Mapped[datetime] = mapped_column(UTCDateTime())
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
     decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
@@ -440,6 +447,8 @@ class ApprovalRequest(TenantScoped, Base):
     grant_jti: Mapped[str | None] = mapped_column(String(64))
     grant_issued_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     grant_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Set when a sidecar without shared Redis redeems the grant here (single use).
+    grant_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     # Email to approvers is sent from here by the notification worker (an outbox of one).
     email_attempts: Mapped[int] = mapped_column(Integer, default=0)
     email_next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

@@ -39,3 +39,12 @@ class ApprovalDetail(Approval):
 
 class Decide(Input):
     comment: Comment | None = None
+
+
+class GrantRedeem(Input):
+    jti: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+
+
+class GrantRedeemed(Output):
+    approval_request_id: str
+    used_at: datetime

@@ -1,43 +1,57 @@
 """Approval requests: a held call (`require_approval`) waiting for an approver.
 
-A request is opened for every newly stored `require_approval` decision; its id is the
-decision id, which the sidecar already gave the caller as `approval_request_id`. Who may
-decide is the roles the Rego rule named (a reason such as "… (approvers: security_admin)")
-or, when it named none, anyone whose role may `decide` approvals. The requester never
-decides their own request. Approval mints the single-use grant of proto/README.md; only its
-claims are stored, and it is signed again for the requester each time they fetch it.
-Pending requests past `expires_at` expire lazily when read and in the worker's sweep.
+A request is opened for a newly stored `require_approval` decision that the control plane
+can attribute to a sidecar of one of the organisation's gateways and to a bundle revision
+it published (`approval_sources.py`); its id is the decision id, which the sidecar already
+gave the caller as `approval_request_id`. Who may decide is the roles the signed bundle
+revision names for the packages that held the call (RegoPolicy `spec.approvers`) or, when
+it names none, anyone whose role may `decide` approvals; never anything in the ingested
+text. The requester never decides their own request, whichever credential (their login or
+one of their API keys) they use. Approval mints the single-use grant of proto/README.md,
+bound to the gateway that held the call and, for `/invoke` and `/run`, to the body's hash;
+only its claims are stored, and it is signed again for the requester each time they fetch
+it. Pending requests past `expires_at` expire lazily when read and in the worker's sweep.
 """
 
 from __future__ import annotations
 
 import hashlib
-import re
+import logging
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from control_plane.db.base import utcnow
-from control_plane.db.models import ApprovalRequest
+from control_plane.db.models import ApprovalRequest, Gateway
 from control_plane.errors import Conflict, Forbidden, Invalid, NotFound
 from control_plane.services import audit, roles, webhooks
+from control_plane.services.approval_sources import (
+    NotAttributable,
+    attribute,
+    caller_user_id,
+)
+from control_plane.services.approval_sources import (
+    role_may_decide as role_may_decide,  # notifications pick approvers with it
+)
 from control_plane.services.audit import Actor
 from control_plane.services.keys import KeyRing
 from control_plane.services.pagination import paginate
 from control_plane.services.principal import Principal
 from policy.compiler import canonical_json
 
+if TYPE_CHECKING:  # gateways → notifications → approvals: a type only, at run time
+    from control_plane.services.gateways import GatewayIdentity
+
 GRANT_TYP = "kaizen-approval+jwt"
 GRANT_AUDIENCE = "kaizen-sidecar"
 STATUSES = ("pending", "approved", "denied", "expired")
 SYSTEM_ACTOR = Actor("system", None, "approval expiry")
-# "approvers: security_admin, admin" or "approvers: [security_admin]" inside a reason.
-_APPROVERS = re.compile(r"approvers?\s*[:=]\s*\[?\s*([A-Za-z0-9_.\-]+(?:\s*,\s*[A-Za-z0-9_.\-]+)*)")
+log = logging.getLogger(__name__)
 
 
 def arguments_hash(tool: object) -> str:
@@ -46,38 +60,25 @@ def arguments_hash(tool: object) -> str:
     return hashlib.sha256(canonical_json(dict(arguments or {}))).hexdigest()
 
 
-def approver_roles(result: Mapping[str, Any]) -> list[str]:
-    """Roles the policy named as approvers: an `approvers` list in the output, or reasons."""
-    named: list[str] = []
-    explicit = result.get("approvers")
-    if isinstance(explicit, list):
-        named += [r for r in explicit if isinstance(r, str)]
-    for reason in result.get("reasons") or ():
-        if isinstance(reason, str):
-            for match in _APPROVERS.finditer(reason):
-                named += [r.strip() for r in match.group(1).split(",")]
-    return sorted({r for r in named if r})[:20]
-
-
-def role_may_decide(role: str, named: Sequence[str]) -> bool:
-    """A named role, or one that includes it; with none named, a role that may `decide`."""
-    if not named:
-        return roles.role_allows(role, "approvals", "decide")
-    return any(
-        role == approver
-        or (approver in roles.ROLES and role in roles.ROLES and roles.role_within(approver, role))
-        for approver in named
-    )
-
-
 def may_decide(caller: Principal, request: ApprovalRequest) -> bool:
     if caller.scopes and not roles.scope_allows(caller.scopes, "approvals", "decide"):
         return False
     return role_may_decide(caller.role, request.approver_roles)
 
 
-def is_requester(caller: Principal, request: ApprovalRequest) -> bool:
-    return caller.subject == request.principal
+async def is_requester(session: AsyncSession, caller: Principal, request: ApprovalRequest) -> bool:
+    """The caller is the requester: the same user (any of their credentials) or subject."""
+    if caller.subject == request.principal:
+        return True
+    if request.requester_user_id is None:
+        return False
+    return await caller_user_id(session, caller) == request.requester_user_id
+
+
+def gateway_binding(credential_hash: str) -> str:
+    """The grant's `gw` claim, as a sidecar derives it from its own gateway credential
+    (authz_sidecar.grants.gateway_binding); the lookup hash itself is never in a grant."""
+    return hashlib.sha256(f"kaizen-grant-gateway-v1:{credential_hash}".encode()).hexdigest()
 
 
 # -- opening requests (from ingest) -----------------------------------------------------------
@@ -126,6 +127,11 @@ async def open_requests(
             args_hash = arguments_hash(decision_input.get("tool"))
         except (TypeError, ValueError):
             continue
+        try:
+            source = await attribute(session, organization_id, row)
+        except NotAttributable as refused:
+            log.warning("decision %s opens no approval request: %s", request_id, refused)
+            continue
         request = ApprovalRequest(
             organization_id=organization_id,
             request_id=request_id,
@@ -135,7 +141,11 @@ async def open_requests(
             resource=resource_id,
             args_hash=args_hash,
             reasons=[r[:1000] for r in result.get("reasons") or () if isinstance(r, str)][:20],
-            approver_roles=approver_roles(result),
+            approver_roles=source.approver_roles,
+            requester_user_id=source.requester_user_id,
+            gateway_id=source.gateway_id,
+            body_hash=source.body_hash,
+            bundle_revision=source.bundle_revision,
             decision_time=row.get("time") or now,
             expires_at=now + ttl,
             email_next_attempt_at=now,
@@ -153,6 +163,7 @@ async def open_requests(
             requested_action=action,
             resource=resource_id,
             approver_roles=request.approver_roles,
+            bundle_revision=source.bundle_revision,
         )
         await webhooks.emit(session, organization_id, "approval.requested", view(request))
         opened.append(request)
@@ -251,7 +262,7 @@ async def decide(
 ) -> ApprovalRequest:
     request = await _request(session, request_id, lock=True)
     verb = "approve" if approve else "deny"
-    if is_requester(caller, request):
+    if await is_requester(session, caller, request):
         raise Forbidden(f"the requester cannot {verb} their own request")
     if not may_decide(caller, request):
         named = ", ".join(request.approver_roles) or "a role that may decide approvals"
@@ -285,7 +296,8 @@ async def decide(
     return request
 
 
-def grant_claims(request: ApprovalRequest, issuer: str) -> dict[str, Any]:
+def grant_claims(request: ApprovalRequest, issuer: str, gateway: str) -> dict[str, Any]:
+    """`gateway`: gateway_binding() of the credential of the gateway that held the call."""
     assert request.grant_jti is not None
     assert request.grant_issued_at is not None
     assert request.grant_expires_at is not None
@@ -297,6 +309,8 @@ def grant_claims(request: ApprovalRequest, issuer: str) -> dict[str, Any]:
         "action": request.action,
         "resource": request.resource,
         "args": request.args_hash,
+        "gw": gateway,
+        "body": request.body_hash,
         "approval_request_id": request.request_id,
         "jti": request.grant_jti,
         "iat": int(request.grant_issued_at.timestamp()),
@@ -313,11 +327,17 @@ async def grant_for(
     issuer: str,
 ) -> str | None:
     """The signed grant, for the requester of an approved request only (audited)."""
-    if not is_requester(caller, request) or request.status != "approved":
+    if request.status != "approved" or not await is_requester(session, caller, request):
         return None
     if request.grant_expires_at is None or request.grant_expires_at <= utcnow():
         return None
-    token = keys.sign(grant_claims(request, issuer), headers={"typ": GRANT_TYP})
+    # A grant names the gateway that held the call; without it (requests opened before
+    # grants were bound, or a deleted gateway) no grant is issued.
+    gateway = await session.get(Gateway, request.gateway_id) if request.gateway_id else None
+    if gateway is None:
+        return None
+    claims = grant_claims(request, issuer, gateway_binding(gateway.credential_hash))
+    token = keys.sign(claims, headers={"typ": GRANT_TYP})
     await audit.record(
         session,
         caller.organization_id,
@@ -328,3 +348,36 @@ async def grant_for(
         grant_jti=request.grant_jti,
     )
     return token
+
+
+async def redeem_grant(
+    session: AsyncSession, identity: GatewayIdentity, jti: str
+) -> ApprovalRequest:
+    """Spend a grant once, for a sidecar of the gateway it was granted at (a sidecar without
+    shared Redis asks here; the row lock makes concurrent redemptions single use)."""
+    request = await session.scalar(
+        select(ApprovalRequest).where(ApprovalRequest.grant_jti == jti).with_for_update()
+    )
+    if request is None or request.status != "approved":
+        raise NotFound("no approval grant with this jti")
+    if request.gateway_id != identity.gateway_id:
+        raise Forbidden("the approval grant was granted for another gateway")
+    now = utcnow()
+    if request.grant_used_at is not None:
+        raise Conflict(
+            "the approval grant was already used",
+            details=[{"used_at": request.grant_used_at.isoformat()}],
+        )
+    if request.grant_expires_at is None or request.grant_expires_at <= now:
+        raise Conflict("the approval grant has expired", details=[{"status": "expired"}])
+    request.grant_used_at = now
+    await audit.record(
+        session,
+        identity.organization_id,
+        identity.actor,
+        "approval.grant_use",
+        "approval",
+        request.request_id,
+        grant_jti=jti,
+    )
+    return request

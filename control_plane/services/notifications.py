@@ -318,15 +318,16 @@ class Mailer:
 async def approver_emails(session: AsyncSession, request: ApprovalRequest) -> list[str]:
     """Active members who may decide `request`, its requester excepted."""
     rows = await session.execute(
-        select(User.email, Membership.role)
+        select(User.id, User.email, Membership.role)
         .join(Membership, Membership.user_id == User.id)
         .where(Membership.organization_id == request.organization_id, User.is_active.is_(True))
     )
     return sorted(
         email
-        for email, role in rows
+        for user_id, email, role in rows
         if approvals.role_may_decide(role, request.approver_roles)
         and f"user:{email}" != request.principal
+        and user_id != request.requester_user_id  # also when they called by API key
     )
 
 

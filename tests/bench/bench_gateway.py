@@ -168,21 +168,23 @@ def run_all(fake_url: str, gateway_url: str, envoy_url: str | None) -> dict[str,
             assert response.status_code == 200
 
         def invoke() -> None:
-            header = mint("invoke", "agent:bench-bot")[1]
+            body = json.dumps({"input": "What is six times seven?"}).encode()
+            header = mint("invoke", "agent:bench-bot", body=body)[1]
             response = http.post(
                 gateway_url + "/v1/agents/bench-bot/invoke",
-                json={"input": "What is six times seven?"},
-                headers={"x-kaizen-decision": header},
+                content=body,
+                headers={"x-kaizen-decision": header, "content-type": "application/json"},
             )
             assert response.status_code == 200, response.text
 
         def stream() -> None:
-            header = mint("invoke", "agent:bench-bot")[1]
+            body = json.dumps({"input": "What is six times seven?", "stream": True}).encode()
+            header = mint("invoke", "agent:bench-bot", body=body)[1]
             with http.stream(
                 "POST",
                 gateway_url + "/v1/agents/bench-bot/invoke",
-                json={"input": "What is six times seven?", "stream": True},
-                headers={"x-kaizen-decision": header},
+                content=body,
+                headers={"x-kaizen-decision": header, "content-type": "application/json"},
             ) as response:
                 assert response.status_code == 200
                 for _ in response.iter_bytes():

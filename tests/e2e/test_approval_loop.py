@@ -13,6 +13,7 @@ as NDJSON, and verifies the chain.
 from __future__ import annotations
 
 import json
+import secrets
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -22,7 +23,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import PASSWORD
+from tests.conftest import PASSWORD, REDIS_PREFIX, REDIS_URL
 from tests.e2e import sidecar_procs as procs
 
 POLICY = """\
@@ -105,6 +106,9 @@ def test_a_held_call_is_approved_and_its_grant_passes_once(
                 http_port,
                 KAIZEN_GATEWAY_TOKEN=gateway["credential"],
                 KAIZEN_CONTROL_PLANE_URL=control_plane.url,
+                # Grants are single use fleet-wide through shared Redis (refused without it).
+                KAIZEN_REDIS_URL=REDIS_URL,
+                KAIZEN_REDIS_PREFIX=f"{REDIS_PREFIX}loop-{secrets.token_hex(3)}:",
             )
         ),
     ):

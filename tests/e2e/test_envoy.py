@@ -16,6 +16,7 @@ import jwt
 import pytest
 
 from authz_sidecar.authorizer import decision_header_key  # noqa: TID251
+from tests.conftest import REDIS_PREFIX, REDIS_URL
 from tests.e2e import sidecar_procs as procs
 from tests.unit.sidecar.factory import (
     ALICE,
@@ -59,6 +60,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                 KAIZEN_SIDECAR_BUNDLE=str(tmp / "bundle.tar.gz"),
                 KAIZEN_SIDECAR_JWKS=str(tmp / "jwks.json"),
                 KAIZEN_GATEWAY_TOKEN=GATEWAY_TOKEN,
+                # Grants are single use only through shared Redis; without it they are refused.
+                KAIZEN_REDIS_URL=REDIS_URL,
+                KAIZEN_REDIS_PREFIX=f"{REDIS_PREFIX}envoy:",
                 # Nothing listens there: decision logs wait on disk, decisions go on.
                 KAIZEN_CONTROL_PLANE_URL=f"http://127.0.0.1:{procs.free_port()}",
             )
@@ -168,14 +172,16 @@ def test_require_approval_then_a_granted_retry_is_allowed_once(stack: Stack) -> 
     body = held.json()
     assert body["outcome"] == "require_approval"
     assert body["approval_request_id"]
-    grant = approval_grant(stack.keys, approval_request_id=body["approval_request_id"])
+    grant = approval_grant(
+        stack.keys, approval_request_id=body["approval_request_id"], gateway_token=GATEWAY_TOKEN
+    )
     granted = httpx.post(url, headers={**headers, "X-Kaizen-Approval": grant})
     assert granted.status_code == 200, granted.text
     assert "x-kaizen-approval" not in granted.json()["headers"]
     again = httpx.post(url, headers={**headers, "X-Kaizen-Approval": grant})
     assert again.status_code == 403
     assert any("already used" in reason for reason in again.json()["reasons"])
-    other = approval_grant(stack.keys, resource="agent:other")
+    other = approval_grant(stack.keys, resource="agent:other", gateway_token=GATEWAY_TOKEN)
     wrong = httpx.post(url, headers={**headers, "X-Kaizen-Approval": other})
     assert wrong.status_code == 403
     assert any("different resource" in reason for reason in wrong.json()["reasons"])

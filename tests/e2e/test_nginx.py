@@ -14,6 +14,7 @@ from tests.e2e import sidecar_procs as procs
 from tests.unit.sidecar.factory import (
     ALICE,
     BOB,
+    GATEWAY_TOKEN,
     ORG,
     Keys,
     access_token,
@@ -46,6 +47,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                 http_port,
                 KAIZEN_SIDECAR_BUNDLE=str(tmp / "bundle.tar.gz"),
                 KAIZEN_SIDECAR_JWKS=str(tmp / "jwks.json"),
+                KAIZEN_GATEWAY_TOKEN=GATEWAY_TOKEN,  # the gateway grants are bound to
+                # Nothing listens there: decision logs wait on disk, decisions go on.
+                KAIZEN_CONTROL_PLANE_URL=f"http://127.0.0.1:{procs.free_port()}",
             )
         ) as sidecar,
         procs.running(procs.start_nginx(tmp, listen, http_port, upstream)),
@@ -81,18 +85,19 @@ def test_denied_and_unauthenticated(stack: Stack) -> None:
     assert anonymous.headers["x-kaizen-reason"].startswith("authentication failed")
 
 
-def test_require_approval_then_granted_once(stack: Stack) -> None:
+def test_require_approval_is_held_and_a_grant_cannot_be_bound_behind_nginx(stack: Stack) -> None:
+    # nginx auth_request never shows the body, and a grant is bound to the body's hash:
+    # behind nginx a held call stays held (put Envoy in front for approvals).
     url = f"{stack.url}/v1/agents/deployer/invoke"
     headers = _auth(access_token(stack.keys))
-    held = httpx.post(url, headers=headers)
+    held = httpx.post(url, headers=headers, json={"input": "x"})
     assert held.status_code == 403
     assert held.headers["x-kaizen-outcome"] == "require_approval"
     assert held.headers["x-kaizen-approval-request-id"]
-    grant = approval_grant(stack.keys)
-    assert httpx.post(url, headers={**headers, "X-Kaizen-Approval": grant}).status_code == 200
-    again = httpx.post(url, headers={**headers, "X-Kaizen-Approval": grant})
-    assert again.status_code == 403
-    assert "already used" in again.headers["x-kaizen-reason"]
+    grant = approval_grant(stack.keys, body=b'{"input":"x"}')
+    refused = httpx.post(url, headers={**headers, "X-Kaizen-Approval": grant}, json={"input": "x"})
+    assert refused.status_code == 403
+    assert "did not see this request's body" in refused.headers["x-kaizen-reason"]
 
 
 def test_mcp_through_nginx_is_refused_with_a_reason(stack: Stack) -> None:

@@ -300,7 +300,7 @@ def _decision(decision_id: str, principal: str, outcome: str, reason: str) -> di
 
 
 def test_gateway_fleet_and_decision_explorer(control_plane: str, page: Page) -> None:
-    sign_up(page, control_plane, "Initech")
+    email = sign_up(page, control_plane, "Initech")
 
     # Register a gateway in the fleet page: its credential is shown once.
     nav(page, "Gateways")
@@ -396,11 +396,25 @@ def test_gateway_fleet_and_decision_explorer(control_plane: str, page: Page) -> 
     expect(page.get_by_role("region", name="Gateway health")).to_contain_text("healthy")
     shot(page, "dashboard")
 
-    # A held call becomes an approval request; the owner approves it with a comment.
+    # A held call becomes an approval request; the owner approves it with a comment. Only a
+    # held decision naming a revision the organisation published opens one: publish one.
+    login = httpx.post(
+        f"{control_plane}/api/v1/auth/login", json={"email": email, "password": PASSWORD}
+    )
+    assert login.status_code == 200, login.text
+    owner = {"Authorization": f"Bearer {login.json()['access_token']}"}
+    roles_only = "kind: RolePolicy\nmetadata: {name: extra}\nspec:\n  roles: [{name: reader}]\n"
+    drafted = httpx.post(
+        f"{control_plane}/api/v1/policies", headers=owner, json={"source": roles_only}
+    )
+    assert drafted.status_code == 201, drafted.text
+    published = httpx.post(f"{control_plane}/api/v1/policies/publish", headers=owner, json={})
+    assert published.status_code == 201, published.text
     held = _decision(
         "d-held-1", "user:bob@example.com", "require_approval", "deploys need approval"
     )
     held["input"]["action"] = "deploy"  # type: ignore[index]
+    held["result"]["bundle_revision"] = published.json()["revision"]  # type: ignore[index]
     ingest = httpx.post(
         f"{control_plane}/api/v1/decisions/ingest", headers=bearer, json={"decisions": [held]}
     )

@@ -13,13 +13,28 @@ import httpx
 from sqlalchemy import select, update
 
 from authz_sidecar.authn import signing_keys  # noqa: TID251
-from authz_sidecar.grants import GrantError, GrantVerifier, InMemoryReplayGuard  # noqa: TID251
+from authz_sidecar.grants import (  # noqa: TID251
+    GrantError,
+    GrantVerifier,
+    InMemoryReplayGuard,
+    gateway_binding,
+)
 from control_plane.db.base import utcnow
 from control_plane.db.models import ApprovalRequest
 from control_plane.db.session import SYSTEM
 from tests.conftest import Account, Stack, member, signup
 
 POLICY = "kind: RolePolicy\nmetadata: {name: extra-roles}\nspec:\n  roles: [{name: reader}]\n"
+OPERATOR_POLICY = """\
+kind: RegoPolicy
+metadata: {name: ops}
+spec:
+  approvers: [operator]
+  rego: |
+    package kaizen.abac.ops
+    import rego.v1
+    require_approval contains "prod deploys need an operator" if input.action == "deploy"
+"""
 
 
 def _bearer(token: str) -> dict[str, str]:
@@ -34,6 +49,10 @@ async def gateway_credential(client: httpx.AsyncClient, who: Account) -> str:
     )
     assert created.status_code == 201, created.text
     credential: str = created.json()["credential"]
+    # Held decisions open requests only when they name a revision the organisation published.
+    await client.post("/api/v1/policies", json={"source": POLICY}, headers=who.headers)
+    published = await client.post("/api/v1/policies/publish", json={}, headers=who.headers)
+    assert published.status_code in (201, 409), published.text
     return credential
 
 
@@ -46,6 +65,8 @@ def held_decision(
     outcome: str = "require_approval",
     budget: dict[str, Any] | None = None,
     time: str = "2026-11-26T10:00:00Z",
+    matched_rules: list[str] | None = None,
+    revision: str = "1",
 ) -> dict[str, Any]:
     decision_input: dict[str, Any] = {
         "principal": {"id": principal, "type": "user"},
@@ -59,7 +80,8 @@ def held_decision(
         "decision_id": decision_id,
         "outcome": outcome,
         "reasons": reasons or ["deploys to prod need approval"],
-        "bundle_revision": "1",
+        "bundle_revision": revision,
+        "matched_rules": matched_rules or [],
     }
     if outcome == "require_approval":
         result["approval_request_id"] = decision_id
@@ -152,7 +174,10 @@ async def test_approval_loop_mints_a_grant_the_sidecar_accepts_once(
     assert fetched["grant_expires_at"]
 
     verifier = GrantVerifier(
-        signing_keys(jwks), issuer=stack.settings.issuer, organization=owner.organization_id
+        signing_keys(jwks),
+        issuer=stack.settings.issuer,
+        organization=owner.organization_id,
+        gateway=gateway_binding(credential),
     )
     claims = verifier.verify(grant, held["input"])
     assert claims["approval_request_id"] == "held-1"
@@ -184,12 +209,25 @@ async def test_named_approver_roles_and_deny(client: httpx.AsyncClient, owner: A
     operator = await member(client, owner, "operator")
     security = await member(client, owner, "security_admin")
     credential = await gateway_credential(client, owner)
-    reasons = ["prod deploys need an operator (approvers: operator)"]
+    # The approvers are named in the signed policy (RegoPolicy spec.approvers) ...
+    created = await client.post(
+        "/api/v1/policies", json={"source": OPERATOR_POLICY}, headers=owner.headers
+    )
+    assert created.status_code == 201, created.text
+    published = await client.post("/api/v1/policies/publish", json={}, headers=owner.headers)
+    assert published.status_code == 201, published.text
+    revision = str(published.json()["revision"])
+    # ... and the held decision names the package that held it and that revision.
+    held = {
+        "reasons": ["prod deploys need an operator"],
+        "matched_rules": ["abac:kaizen.abac.ops.require_approval"],
+        "revision": revision,
+    }
     await ingest(
         client,
         credential,
-        held_decision("named-1", f"user:{requester.email}", reasons=reasons),
-        held_decision("named-2", f"user:{requester.email}", reasons=reasons),
+        held_decision("named-1", f"user:{requester.email}", **held),
+        held_decision("named-2", f"user:{requester.email}", **held),
     )
     shown = (await client.get("/api/v1/approvals/named-1", headers=owner.headers)).json()
     assert shown["approver_roles"] == ["operator"]

@@ -48,6 +48,16 @@ GATEWAY_ID = "gw-1"
 ALLOWED = {"Bearer alice": {"support-bot", "demo-bot"}, "Bearer bob": {"demo-bot"}}
 
 
+def route_of(action: str, resource: str, channel: str) -> tuple[str, str]:
+    """The method and path the sidecar decided, as the proxy saw them."""
+    name = resource.split(":", 1)[-1]
+    if channel == "mcp" or resource == "mcp:server":
+        return "POST", "/mcp"
+    if action == "run":
+        return "POST", f"/v1/pipelines/{name}/run"
+    return "POST", f"/v1/agents/{name}/invoke"
+
+
 def mint(
     action: str,
     resource: str,
@@ -58,23 +68,47 @@ def mint(
     ttl: int = 30,
     iat: int | None = None,
     token: str = TOKEN,
+    body: bytes = b"",
+    method: str | None = None,
+    path: str | None = None,
+    decision_id: str | None = None,
 ) -> tuple[str, str]:
-    """(decision_id, x-kaizen-decision) as the sidecar signs them on allow."""
+    """(decision_id, x-kaizen-decision) as the sidecar signs them on allow: bound to the
+    route's method and path and to `body`, single use."""
     key = hmac.new(token.encode(), b"kaizen-decision-v1", hashlib.sha256).digest()
     now = int(time.time()) if iat is None else iat
-    decision_id = uuid.uuid4().hex
+    decision_id = decision_id or uuid.uuid4().hex
+    route_method, route_path = route_of(action, resource, channel)
     claims = {
         "decision_id": decision_id,
+        "jti": decision_id,
         "sub": sub,
         "org": org,
         "roles": ["agent-user"],
         "action": action,
         "resource": resource,
         "channel": channel,
+        "method": method or route_method,
+        "path": path or route_path,
+        "bh": hashlib.sha256(body).hexdigest(),
         "iat": now,
         "exp": now + ttl,
     }
     return decision_id, jwt.encode(claims, key, algorithm="HS256")
+
+
+UNSIGNED = "unsigned-for-test:"
+
+
+async def sign_at_send(request: httpx.Request) -> None:
+    """An httpx hook standing in for the sidecar: a header made by `headers()` is signed
+    for the request actually sent (its body), as the sidecar signs what it decided."""
+    value = request.headers.get("x-kaizen-decision", "")
+    if value.startswith(UNSIGNED):
+        spec = json.loads(value[len(UNSIGNED) :])
+        body = request.content
+        token = mint(spec.pop("action"), spec.pop("resource"), body=body, **spec)[1]
+        request.headers["x-kaizen-decision"] = token
 
 
 def agent_doc(name: str, spec: dict[str, Any], gateways: list[str]) -> dict[str, Any]:
@@ -233,13 +267,16 @@ def gateway(
 @pytest.fixture
 async def client(gateway: str, fake: FakeLLM) -> AsyncIterator[httpx.AsyncClient]:
     fake.reset()
-    async with httpx.AsyncClient(base_url=gateway, timeout=10) as http:
+    hooks = {"request": [sign_at_send]}
+    async with httpx.AsyncClient(base_url=gateway, timeout=10, event_hooks=hooks) as http:
         yield http
 
 
 def headers(action: str, resource: str, **kwargs: Any) -> tuple[str, dict[str, str]]:
-    decision_id, token = mint(action, resource, **kwargs)
-    return decision_id, {"x-kaizen-decision": token}
+    """A decision header for the next request of a client with `sign_at_send`."""
+    decision_id = uuid.uuid4().hex
+    spec = {"action": action, "resource": resource, "decision_id": decision_id, **kwargs}
+    return decision_id, {"x-kaizen-decision": UNSIGNED + json.dumps(spec)}
 
 
 async def test_invoke_records_the_execution_and_settles(
@@ -323,12 +360,12 @@ async def test_calls_without_a_valid_decision_header_are_refused(
 
 
 async def test_bad_input_is_a_clean_4xx(client: httpx.AsyncClient) -> None:
-    _, h = headers("invoke", "agent:support-bot")
     for content, field in (
         (b"not json", None),
         (b'{"inpt": 1}', "input"),
         (b'{"input": 5}', "input"),
     ):
+        _, h = headers("invoke", "agent:support-bot")  # a decision admits one request
         response = await client.post("/v1/agents/support-bot/invoke", content=content, headers=h)
         assert response.status_code == 422, response.text
         if field:
@@ -397,7 +434,9 @@ async def mcp_client(gateway: str, bearer: str, sub: str) -> AsyncIterator[Clien
             action, resource = "list", "mcp:server"
         else:
             action, resource = "connect", "mcp:server"
-        request.headers["x-kaizen-decision"] = mint(action, resource, sub=sub, channel="mcp")[1]
+        request.headers["x-kaizen-decision"] = mint(
+            action, resource, sub=sub, channel="mcp", body=request.content
+        )[1]
         request.headers["authorization"] = bearer
 
     async with (

@@ -583,13 +583,18 @@ async def test_gateway_reads_the_provider_key_from_openbao_never_from_the_api(
     async with gateway.router.lifespan_context(gateway):
         transport = httpx.ASGITransport(app=gateway)
         async with httpx.AsyncClient(transport=transport, base_url="http://gw.test") as http:
+            body = b'{"input": "hi"}'
             _, decision = mint(
-                "invoke", "agent:support-bot", org=owner.organization_id, token=GATEWAY_TOKEN
+                "invoke",
+                "agent:support-bot",
+                org=owner.organization_id,
+                token=GATEWAY_TOKEN,
+                body=body,
             )
             response = await http.post(
                 "/v1/agents/support-bot/invoke",
-                json={"input": "hi"},
-                headers={"x-kaizen-decision": decision},
+                content=body,
+                headers={"x-kaizen-decision": decision, "content-type": "application/json"},
             )
     assert response.status_code == 200, response.text
     assert response.json()["output"] == "answered with the vault key"

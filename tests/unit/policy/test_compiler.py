@@ -112,3 +112,24 @@ def test_non_json_context_is_a_compile_error() -> None:
         compile_text(EXAMPLE, CompileContext(ORG, agents={"a": {"x": object()}}))
     with pytest.raises(CompileError, match="organization_id"):
         compile_text(EXAMPLE, CompileContext(""))
+
+
+APPROVED = """\
+kind: RegoPolicy
+metadata: {name: prod}
+spec:
+  approvers: [security_admin, operator, operator]
+  rego: |
+    package kaizen.abac.prod
+    import rego.v1
+    require_approval contains "prod needs approval" if input.action == "deploy"
+"""
+
+
+def test_named_approvers_are_structured_data_of_the_bundle() -> None:
+    compiled = compile_text(APPROVED)
+    assert compiled.kaizen["approvals"] == {"kaizen.abac.prod": ["operator", "security_admin"]}
+    without = compile_text(
+        APPROVED.replace("  approvers: [security_admin, operator, operator]\n", "")
+    )
+    assert "approvals" not in without.kaizen  # bundles without approvers keep their bytes

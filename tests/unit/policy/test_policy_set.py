@@ -104,3 +104,18 @@ def test_lookup_helpers(example_set: PolicySet) -> None:
         "agent-user",
         "agent-admin",
     }
+
+
+def test_one_package_with_two_sets_of_approvers_is_rejected() -> None:
+    def doc(name: str, approvers: str) -> str:
+        return (
+            f"kind: RegoPolicy\nmetadata: {{name: {name}}}\nspec:\n  approvers: [{approvers}]\n"
+            "  rego: |\n    package kaizen.abac.shared\n    import rego.v1\n"
+            f'    require_approval contains "{name}" if input.action == "{name}"\n'
+        )
+
+    found = problems(doc("one", "operator"), doc("two", "viewer"))
+    assert any(
+        field == "spec.approvers" and "must name the same approvers" in message
+        for field, _, message in found
+    ), found

@@ -13,10 +13,18 @@ import redis.asyncio as aioredis
 from authz_sidecar.authorizer import Authorizer
 from authz_sidecar.budgets import InMemoryReservationBook
 from authz_sidecar.engine_holder import EngineHolder
-from authz_sidecar.grants import InMemoryReplayGuard
+from authz_sidecar.grants import InMemoryReplayGuard, gateway_binding
 from policy.budgets import InMemoryBudgetLedger
 from policy.bundle import VerifiedBundle, load_bundle
-from tests.unit.sidecar.factory import AUDIENCE, ISSUER, ORG, Keys, make_bundle, make_keys
+from tests.unit.sidecar.factory import (
+    AUDIENCE,
+    GATEWAY_TOKEN,
+    ISSUER,
+    ORG,
+    Keys,
+    make_bundle,
+    make_keys,
+)
 
 REDIS_URL = os.environ.get("KAIZEN_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -33,7 +41,12 @@ def verified(keys: Keys) -> VerifiedBundle:
 
 @pytest.fixture
 def holder(verified: VerifiedBundle) -> EngineHolder:
-    holder = EngineHolder(InMemoryBudgetLedger(), issuer=ISSUER, audience=AUDIENCE)
+    holder = EngineHolder(
+        InMemoryBudgetLedger(),
+        issuer=ISSUER,
+        audience=AUDIENCE,
+        gateway_binding=gateway_binding(GATEWAY_TOKEN),
+    )
     holder.on_bundle(verified)
     return holder
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import jwt
 
-from authz_sidecar.grants import GRANT_AUDIENCE, GRANT_TYP, arguments_hash
+from authz_sidecar.grants import GRANT_AUDIENCE, GRANT_TYP, arguments_hash, gateway_binding
 from policy.bundle import build_bundle
 from policy.compiler import CompileContext, compile_policy
 from policy.keys import PrivateKey, generate_ed25519, load_private_key
@@ -28,6 +28,8 @@ API_KEY = "ks_test_0123456789abcdef"  # bound to apikey:ci-bot (agent-user, budg
 API_KEY_UNBOUND = "ks_test_fedcba9876543210"  # apikey:lonely, no role
 ALICE = "alice@example.com"  # agent-user
 BOB = "bob@example.com"  # no binding: RBAC denies
+GATEWAY_TOKEN = "kgw_unit_test_credential"  # the sidecar's gateway, which grants bind
+EMPTY_BODY_SHA256 = hashlib.sha256(b"").hexdigest()
 
 POLICY = """\
 kind: RolePolicy
@@ -143,6 +145,8 @@ def approval_grant(
     resource: str = "agent:deployer",
     arguments: dict[str, Any] | None = None,
     typ: str = GRANT_TYP,
+    gateway_token: str = GATEWAY_TOKEN,
+    body: bytes | None = b"",
     **claims: Any,
 ) -> str:
     now = int(time.time())
@@ -154,6 +158,8 @@ def approval_grant(
         "action": action,
         "resource": resource,
         "args": arguments_hash(arguments),
+        "gw": gateway_binding(gateway_token),
+        "body": hashlib.sha256(body).hexdigest() if body is not None else None,
         "approval_request_id": "apr-" + uuid.uuid4().hex[:8],
         "jti": uuid.uuid4().hex,
         "iat": now,

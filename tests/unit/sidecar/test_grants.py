@@ -8,7 +8,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from authz_sidecar.authorizer import Authorizer
-from authz_sidecar.grants import RedisReplayGuard
+from authz_sidecar.grants import NoSharedReplayGuard, RedisReplayGuard
 from authz_sidecar.mapping import HttpFacts
 from tests.unit.sidecar.factory import ALICE, BOB, Keys, access_token, approval_grant, make_keys
 
@@ -46,6 +46,9 @@ async def test_grant_allows_a_held_call_once(authorizer: Authorizer, keys: Keys)
         ({"exp": int(time.time()) - 3600}, "expired"),
         ({"aud": "kaizen-studio-api"}, "audience"),
         ({"typ": "JWT"}, "token type"),
+        ({"gateway_token": "kgw_another_gateway"}, "granted for another gateway"),
+        ({"body": b'{"input":"something else"}'}, "granted for a different body"),
+        ({"body": None}, "granted for a different body"),
     ],
 )
 async def test_grant_for_something_else_is_refused(
@@ -93,3 +96,22 @@ async def test_unreachable_replay_store_keeps_the_call_held(
     await dead.aclose()
     assert verdict.outcome == "require_approval"
     assert any("cannot be checked for reuse" in r for r in verdict.reasons)
+
+
+async def test_grant_is_refused_where_the_sidecar_did_not_see_the_body(
+    authorizer: Authorizer, keys: Keys
+) -> None:
+    facts = request(keys, grant=approval_grant(keys))
+    unseen = HttpFacts(facts.method, facts.path, facts.headers, body_seen=False)
+    verdict = await authorizer.check(unseen)
+    assert verdict.outcome == "require_approval"
+    assert any("did not see this request's body" in r for r in verdict.reasons)
+
+
+async def test_sidecar_without_shared_redis_refuses_grants(
+    authorizer: Authorizer, keys: Keys
+) -> None:
+    authorizer.replay_guard = NoSharedReplayGuard()
+    verdict = await authorizer.check(request(keys, grant=approval_grant(keys)))
+    assert verdict.outcome == "require_approval"
+    assert any("need shared Redis" in r for r in verdict.reasons)
