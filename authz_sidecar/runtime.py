@@ -160,7 +160,11 @@ class Worker:
             budgets=RedisBudgetBatch(self._redis, settings.redis_prefix) if self._redis else None,
         )
         self.http = SidecarHttp(
-            self.authorizer, max_body=settings.sidecar_max_body_bytes, backlog=self._backlog
+            self.authorizer,
+            max_body=settings.sidecar_max_body_bytes,
+            backlog=self._backlog,
+            gateway_token=token,
+            trusted_proxies=settings.sidecar_trusted_proxies,
         )
 
     def _backlog(self) -> int | None:

@@ -34,7 +34,7 @@ from tests.unit.sidecar.factory import (
 @pytest.fixture
 async def http(authorizer: Authorizer) -> AsyncIterator[httpx.AsyncClient]:
     port = free_port()
-    app = SidecarHttp(authorizer, max_body=1 << 20)
+    app = SidecarHttp(authorizer, max_body=1 << 20, gateway_token=GATEWAY_TOKEN)
     server = await start_http_server(app, "127.0.0.1", port)
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
         yield client
@@ -50,6 +50,10 @@ async def stub(authorizer: Authorizer) -> AsyncIterator[external_auth_pb2_grpc.A
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         yield external_auth_pb2_grpc.AuthorizationStub(channel)
     await server.stop(None)
+
+
+GATEWAY_TOKEN = "kgw_unit-test-gateway-credential"
+GATEWAY = {"Authorization": f"Bearer {GATEWAY_TOKEN}"}
 
 
 def original(path: str, token: str | None, method: str = "POST") -> dict[str, str]:
@@ -92,7 +96,7 @@ async def test_http_authz_deny_401_and_require_approval(
 
 async def test_health_status_metrics(http: httpx.AsyncClient, authorizer: Authorizer) -> None:
     assert (await http.get("/healthz")).json() == {"status": "ok", "bundle_revision": "1"}
-    status = (await http.get("/status")).json()
+    status = (await http.get("/status", headers=GATEWAY)).json()
     assert (status["ready"], status["bundle_revision"], status["key_id"]) == (True, "1", "cp-key-1")
     metrics = (await http.get("/metrics")).text
     assert "kaizen_sidecar_decision_seconds_bucket" in metrics
@@ -109,14 +113,18 @@ async def test_settle(http: httpx.AsyncClient) -> None:
     allowed = await http.post("/authz", headers=original("/v1/agents/a/invoke", API_KEY))
     decision_id = allowed.json()["decision_id"]
     settled = await http.post(
-        "/settle", json={"decision_id": decision_id, "actual": {"executions": 1}}
+        "/settle", json={"decision_id": decision_id, "actual": {"executions": 1}}, headers=GATEWAY
     )
     assert settled.status_code == 204
-    again = await http.post("/settle", json={"decision_id": decision_id, "actual": {}})
+    again = await http.post(
+        "/settle", json={"decision_id": decision_id, "actual": {}}, headers=GATEWAY
+    )
     assert again.status_code == 404
-    bad = await http.post("/settle", json={"decision_id": decision_id, "actual": {"x": -1}})
+    bad = await http.post(
+        "/settle", json={"decision_id": decision_id, "actual": {"x": -1}}, headers=GATEWAY
+    )
     assert bad.status_code == 422
-    assert (await http.post("/settle", content=b"{")).status_code == 400
+    assert (await http.post("/settle", content=b"{", headers=GATEWAY)).status_code == 400
 
 
 @pytest.mark.parametrize(
