@@ -31,6 +31,7 @@ from gateways.errors import GatewayError, InvalidInput
 from gateways.executions import Execution, ExecutionRecorder, Settler
 from gateways.executor import Executor, RunResult
 from gateways.mcp_server import McpEndpoint, ask_sidecar, build_server, session_manager
+from gateways.nested import NestedAuthorizer
 from gateways.providers import PriceTable, ProviderRegistry, SecretResolver
 from gateways.providers.http import new_client
 from gateways.providers.secrets import resolver_for
@@ -60,17 +61,43 @@ class GatewayState:
             return None
 
     async def may_invoke(self, authorization: str | None, agent: str) -> bool:
-        decision_id = await ask_sidecar(self.http, self.settings.sidecar_url, authorization, agent)
+        decision_id = await ask_sidecar(
+            self.http,
+            self.settings.sidecar_url,
+            authorization,
+            agent,
+            self.settings.gateway_token.get_secret_value(),
+        )
         if decision_id:  # the check reserved the estimate; a listing uses nothing
             self.settler.settle(decision_id, {"cost_usd": 0.0, "executions": 0})
         return decision_id is not None
 
+    def nested(self, authorization: str | None, decision: Decision) -> NestedAuthorizer:
+        """Nested calls of this request are asked of the sidecar as its caller (nested.py)."""
+        return NestedAuthorizer(
+            self.http,
+            self.settings.sidecar_url,
+            self.settings.gateway_token.get_secret_value(),
+            self.settler,
+            authorization=authorization,
+            principal=decision.principal,
+            channel=decision.channel,
+        )
+
     async def run_agent(
-        self, deployments: Deployments, name: str, value: Any, decision: Decision, channel: str
+        self,
+        deployments: Deployments,
+        name: str,
+        value: Any,
+        decision: Decision,
+        channel: str,
+        authorization: str | None,
     ) -> Any:
         started = time.perf_counter()
         try:
-            result = await self.executor.invoke_agent(deployments, name, value)
+            result = await self.executor.invoke_agent(
+                deployments, name, value, nested=self.nested(authorization, decision)
+            )
         except GatewayError as exc:
             self.finish("agent", name, decision, channel, started, None, exc)
             raise
@@ -136,7 +163,7 @@ def create_app(
             batch=settings.gateway_ingest_batch,
             capacity=settings.gateway_ingest_buffer,
         ),
-        settler=Settler(settings.sidecar_url, client),
+        settler=Settler(settings.sidecar_url, client, token),
         verifier=DecisionVerifier(token),
         http=client,
     )
@@ -226,11 +253,14 @@ def create_app(
         wants_stream = body.get("stream") is True or "text/event-stream" in request.headers.get(
             "accept", ""
         )
+        nested = state.nested(request.headers.get("authorization"), decision)
         if wants_stream:
-            return _stream(state, deployments, name, body["input"], decision)
+            return _stream(state, deployments, name, body["input"], decision, nested)
         started = time.perf_counter()
         try:
-            result = await state.executor.invoke_agent(deployments, name, body["input"])
+            result = await state.executor.invoke_agent(
+                deployments, name, body["input"], nested=nested
+            )
         except GatewayError as exc:
             execution = state.finish("agent", name, decision, decision.channel, started, None, exc)
             return _error(exc, execution.id)
@@ -247,7 +277,12 @@ def create_app(
         deployments.pipeline(name)
         started = time.perf_counter()
         try:
-            result = await state.executor.run_pipeline(deployments, name, body["input"])
+            result = await state.executor.run_pipeline(
+                deployments,
+                name,
+                body["input"],
+                nested=state.nested(request.headers.get("authorization"), decision),
+            )
         except GatewayError as exc:
             execution = state.finish(
                 "pipeline", name, decision, decision.channel, started, None, exc
@@ -307,7 +342,12 @@ def _sse(event: str, data: Any) -> bytes:
 
 
 def _stream(
-    state: GatewayState, deployments: Deployments, name: str, value: Any, decision: Decision
+    state: GatewayState,
+    deployments: Deployments,
+    name: str,
+    value: Any,
+    decision: Decision,
+    nested: NestedAuthorizer,
 ) -> StreamingResponse:
     """`event: delta` {text} … then `event: done` {output, execution_id, …} or `event: error`."""
     queue: asyncio.Queue[bytes | None] = asyncio.Queue()
@@ -318,7 +358,9 @@ def _stream(
     async def work() -> None:
         started = time.perf_counter()
         try:
-            result = await state.executor.invoke_agent(deployments, name, value, on_delta)
+            result = await state.executor.invoke_agent(
+                deployments, name, value, on_delta, nested=nested
+            )
         except GatewayError as exc:
             execution = state.finish("agent", name, decision, decision.channel, started, None, exc)
             error = {"code": exc.code, "message": exc.message, "details": exc.details}

@@ -14,7 +14,7 @@ import json
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 import jsonschema
@@ -48,6 +48,13 @@ class Run:
     steps: int = 0
     usage: Usage = field(default_factory=Usage)
     cost_usd: float = 0.0
+    # Asks the sidecar, as the original caller, before every nested agent call (nested.py).
+    # None only where no sidecar exists (the executor used in-process, in tests).
+    nested: NestedCheck | None = None
+
+    async def authorize(self, caller: str, agent: str) -> None:
+        if self.nested is not None:
+            await self.nested.check(caller, agent)
 
     def step(self, what: str) -> None:
         self.steps += 1
@@ -77,6 +84,10 @@ class RunResult:
     run: Run
 
 
+class NestedCheck(Protocol):
+    async def check(self, caller: str, agent: str) -> None: ...
+
+
 class Executor:
     def __init__(
         self,
@@ -89,22 +100,35 @@ class Executor:
         self.http = http
 
     async def invoke_agent(
-        self, deployments: Deployments, name: str, value: Any, on_delta: Delta | None = None
+        self,
+        deployments: Deployments,
+        name: str,
+        value: Any,
+        on_delta: Delta | None = None,
+        *,
+        nested: NestedCheck | None = None,
     ) -> RunResult:
         agent = deployments.agent(name)
         text = _input_text(agent.input_schema, value, f"agent {name}")
-        run = Run(agent.limits, self.prices)
+        run = Run(agent.limits, self.prices, nested=nested)
         output = await self._within(
             run, self.call_agent(deployments, agent, text, run, on_delta), f"agent {name}"
         )
         return RunResult(self._checked(agent.output_schema, output, f"agent {name}", run), run)
 
-    async def run_pipeline(self, deployments: Deployments, name: str, value: Any) -> RunResult:
+    async def run_pipeline(
+        self,
+        deployments: Deployments,
+        name: str,
+        value: Any,
+        *,
+        nested: NestedCheck | None = None,
+    ) -> RunResult:
         from gateways.patterns import PATTERN_RUNNERS  # patterns import Executor's types
 
         pipeline = deployments.pipeline(name)
         text = _input_text(pipeline.input_schema, value, f"pipeline {name}")
-        run = Run(pipeline.limits, self.prices)
+        run = Run(pipeline.limits, self.prices, nested=nested)
         runner = PATTERN_RUNNERS[pipeline.pattern]
         context = PatternContext(self, deployments, pipeline, run)
         output = await self._within(run, runner(context, text), f"pipeline {name}")
@@ -232,6 +256,7 @@ class Executor:
                 text = _input_text(target.input_schema, value, f"agent {target.name}")
             except InvalidInput as exc:
                 return f"error: {exc.message}"
+            await run.authorize(f"agent {agent.name}", target.name)
             return await self.call_agent(deployments, target, text, run)
         if isinstance(tool, HttpTool):
             return await self._http_tool(tool, call.arguments, run)
@@ -289,7 +314,9 @@ class PatternContext:
     run: Run
 
     async def ask(self, agent_name: str, text: str) -> str:
+        """One step: the original caller must be allowed to invoke the step's agent."""
         agent = self.deployments.agent(agent_name)
+        await self.run.authorize(f"pipeline {self.pipeline.name}", agent_name)
         return await self.executor.call_agent(self.deployments, agent, text, self.run)
 
 
