@@ -63,7 +63,7 @@ spec:
       input.action == "invoke"
     }
 """
-MEMBERS = ("wrap", "pipe", "revoke", "demote")
+MEMBERS = ("wrap", "pipe", "revoke", "demote", "remove")
 AGENTS = """\
 kind: Agent
 metadata: {name: secret-bot, description: Knows what developers may not ask}
@@ -339,3 +339,21 @@ def test_demoted_member_is_refused_at_the_sidecar_within_seconds(fleet: Fleet) -
     viewer = fleet.invoke("open-bot", fleet.login(email)["access_token"])
     assert viewer.status_code == 403, viewer.text
     assert viewer.json()["reasons"] == ["viewers may not invoke agents"]
+
+
+def test_removed_member_is_refused_at_the_sidecar_within_seconds(fleet: Fleet) -> None:
+    user_id, email = fleet.members["remove"]
+    token = fleet.login(email)["access_token"]
+    assert fleet.invoke("open-bot", token).status_code == 200
+
+    removed = fleet.cp.delete(f"/api/v1/users/{user_id}", headers=fleet.admin)
+    assert removed.status_code == 204, removed.text
+    removed_at = time.monotonic()
+
+    refused = _eventually(
+        lambda: (r := fleet.invoke("open-bot", token)).status_code == 401 and r,
+        30,
+        "the removed member's token being refused at the sidecar",
+    )
+    print(f"\nremoved member refused at the sidecar after {time.monotonic() - removed_at:.2f} s")
+    assert "session has been revoked" in refused.json()["reasons"][0]
