@@ -104,9 +104,11 @@ class RevocationPublisher:
                     log.warning("revoked session %s belongs to no known organisation", sid[:12])
                     continue
                 known.append((sid, organization_id))
-            changed = await sessions.record_revoked(session, known, until)
+            await sessions.record_revoked(session, known, until)
         published = []
-        for organization_id in sorted(changed):
+        # Every organisation of the batch, not only those with a new row: a retry after a
+        # failed re-sign finds its rows already recorded and must still push them.
+        for organization_id in sorted({o for _, o in known}):
             async with self._db.session(organization_id) as session:
                 row = await policies.refresh(
                     session,
