@@ -220,3 +220,48 @@ async def test_bundle_swap_is_atomic_and_never_goes_back(keys: Keys) -> None:
         holder, replay_guard=InMemoryReplayGuard(), reservations=InMemoryReservationBook()
     )
     assert authorizer.holder.ready
+
+
+@pytest.mark.parametrize(
+    ("peer", "trusted"),
+    [
+        ("127.0.0.1", True),
+        ("::1", True),
+        ("::ffff:127.0.0.1", True),
+        ("10.0.0.5", False),
+        ("fe80::1%eth0", False),
+        ("not-an-ip", False),
+        (None, False),
+    ],
+)
+def test_only_configured_proxies_may_name_the_original_request(
+    authorizer: Authorizer, peer: str | None, trusted: bool
+) -> None:
+    app = SidecarHttp(authorizer, max_body=1 << 20, gateway_token=GATEWAY_TOKEN)
+    headers = {"x-original-uri": "/v1/agents/a/invoke", "x-real-ip": "203.0.113.7"}
+    facts = app._facts("POST", headers, b"", peer)
+    assert (facts.refusal is None) is trusted
+    assert facts.source_ip == ("203.0.113.7" if trusted else peer)
+    # The gateway credential vouches for any peer (the gateway's nested checks).
+    vouched = app._facts("POST", {**headers, "x-kaizen-gateway-token": GATEWAY_TOKEN}, b"", peer)
+    assert vouched.refusal is None
+    forged = app._facts("POST", {**headers, "x-kaizen-gateway-token": "kgw_guess"}, b"", peer)
+    assert (forged.refusal is None) is trusted
+
+
+async def test_settle_and_status_are_closed_without_a_gateway_token(authorizer: Authorizer) -> None:
+    port = free_port()
+    app = SidecarHttp(authorizer, max_body=1 << 20)
+    server = await start_http_server(app, "127.0.0.1", port)
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            for response in (
+                await client.get("/status", headers=GATEWAY),
+                await client.post("/settle", json={"decision_id": "x"}, headers=GATEWAY),
+            ):
+                assert response.status_code == 401
+                assert "no gateway credential" in response.json()["error"]["message"]
+    finally:
+        server.close()
+        await app.close_connections()
+        await server.wait_closed()
