@@ -89,7 +89,8 @@ class NestedAuthorizer:
             )
         decision_id = response.headers.get("x-kaizen-decision-id")
         if decision_id:
-            self._settler.settle(decision_id, {"cost_usd": 0.0, "executions": 0})
+            # Every metric at zero: one left out would keep its estimate reserved.
+            self._settler.settle(decision_id, {"cost_usd": 0.0, "tokens": 0.0, "executions": 0})
         principal = response.headers.get("x-kaizen-principal")
         if principal != self.principal:  # the credential is not the one the proxy checked
             raise Forbidden(

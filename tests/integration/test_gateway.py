@@ -314,7 +314,11 @@ async def test_pipeline_run(client: httpx.AsyncClient, fake: FakeLLM, standins: 
     assert standins.execution(decision_id)["kind"] == "pipeline"
     # Each step was asked of the sidecar as the caller, and its reservation settled at zero.
     assert standins.nested == [("api", "support-bot"), ("api", "demo-bot")]
-    assert standins.settlement("check-demo-bot")["actual"] == {"cost_usd": 0.0, "executions": 0}
+    assert standins.settlement("check-demo-bot")["actual"] == {
+        "cost_usd": 0.0,
+        "tokens": 0.0,
+        "executions": 0,
+    }
 
 
 async def test_pipeline_step_to_an_agent_the_caller_may_not_invoke_is_refused(
