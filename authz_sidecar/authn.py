@@ -10,6 +10,7 @@ import hashlib
 import time
 from collections import OrderedDict
 from collections.abc import Mapping
+from fnmatch import fnmatchcase
 from typing import Any
 
 import jwt
@@ -109,6 +110,10 @@ class Authenticator:
         self.keys = signing_keys(kaizen.get("jwks"))
         api_keys = kaizen.get("api_keys")
         self._api_keys: Mapping[str, Any] = api_keys if isinstance(api_keys, Mapping) else {}
+        revoked = kaizen.get("revoked_sessions")
+        self._revoked_sessions = frozenset(
+            sid for sid in (revoked if isinstance(revoked, list) else []) if isinstance(sid, str)
+        )
         self._issuer = issuer
         self._audience = audience
         # Verified tokens by value (with their expiry): a signature check once per token.
@@ -148,14 +153,26 @@ class Authenticator:
         entry = self._api_keys.get(hashlib.sha256(credential.encode()).hexdigest())
         if not isinstance(entry, Mapping) or not isinstance(entry.get("name"), str):
             raise AuthenticationError("API key is unknown, revoked or expired")
-        roles = entry.get("roles")
+        # The expiry travels in the bundle: the key stops at its expiry here, with no
+        # re-sign needed (no leeway: the control plane refuses it at the same instant).
+        expires_at = entry.get("expires_at")
+        if expires_at is not None and (
+            not isinstance(expires_at, int | float) or time.time() >= expires_at
+        ):
+            raise AuthenticationError(f"API key {entry['name']} has expired")
+        roles, scopes = entry.get("roles"), entry.get("scopes")
+        attributes: dict[str, Any] = {}
+        if scopes is not None:
+            if not isinstance(scopes, list) or not all(isinstance(x, str) for x in scopes):
+                raise AuthenticationError(f"API key {entry['name']} has unreadable scopes")
+            attributes["scopes"] = list(scopes)
         return {
             "id": f"apikey:{entry['name']}",
             "type": "apikey",
             "organization": self.organization,
             "roles": [r for r in roles if isinstance(r, str)] if isinstance(roles, list) else [],
             "teams": [],
-            "attributes": {},
+            "attributes": attributes,
         }
 
     def _user(self, claims: Mapping[str, Any]) -> dict[str, Any]:
@@ -163,6 +180,11 @@ class Authenticator:
             raise AuthenticationError("token is not an access token")
         if claims.get("org") != self.organization:
             raise AuthenticationError("token belongs to another organization")
+        sid = claims.get("sid")
+        if sid is not None and not isinstance(sid, str):
+            raise AuthenticationError("access token sid claim must be a string")
+        if sid in self._revoked_sessions:
+            raise AuthenticationError("session has been revoked; log in again")
         email, role, teams = claims.get("email"), claims.get("role"), claims.get("teams", [])
         if not isinstance(email, str) or not email:
             raise AuthenticationError("access token has no email claim")
@@ -178,3 +200,30 @@ class Authenticator:
             "teams": list(teams),
             "attributes": {"user_id": str(claims.get("sub"))},
         }
+
+
+# What an API-key scope (`collection:action`, control_plane/services/roles.py) calls each
+# kind of resource the sidecar decides on.
+SCOPE_COLLECTIONS = {"agent": "agents", "pipeline": "pipelines", "mcp": "mcp"}
+
+
+def scope_refusal(principal: Mapping[str, Any], action: str, resource_type: str) -> str | None:
+    """Why an API key's scopes exclude this call, or None (no scopes: the role decides).
+
+    Scopes only narrow a key's role, exactly as on the control plane: `agents:invoke`,
+    `pipelines:run`, `mcp:connect` / `mcp:list`, `*` for either part."""
+    attributes = principal.get("attributes")
+    scopes = attributes.get("scopes") if isinstance(attributes, Mapping) else None
+    if not scopes:
+        return None
+    collection = SCOPE_COLLECTIONS.get(resource_type, resource_type)
+    for scope in scopes:
+        granted_collection, _, granted_action = str(scope).partition(":")
+        if fnmatchcase(collection, granted_collection) and fnmatchcase(
+            action, granted_action or "*"
+        ):
+            return None
+    return (
+        f"API key scopes {sorted(scopes)} do not include {collection}:{action} "
+        f"(the key may not {action} {resource_type} resources)"
+    )

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 import jwt
 
 from authz_sidecar import metrics
-from authz_sidecar.authn import AuthenticationError
+from authz_sidecar.authn import AuthenticationError, scope_refusal
 from authz_sidecar.budgets import ReservationBook
 from authz_sidecar.engine_holder import EngineHolder, Snapshot
 from authz_sidecar.grants import GrantError, ReplayGuard
@@ -165,6 +165,11 @@ class Authorizer:
         except MappingError as exc:
             verdict = _deny(new_decision_id(), (str(exc),), revision, principal, snapshot)
             return verdict, None, None
+        if refusal := scope_refusal(principal, mapped.action, mapped.resource_type):
+            verdict = _deny(new_decision_id(), (refusal,), revision, principal, snapshot)
+            return verdict, input, None
+        if mapped.narrowing:
+            input = _claim_if_route_allows(snapshot.engine, input, mapped)
         decision = await self._decide(snapshot.engine, input)
         outcome: Outcome = decision.outcome
         reasons: tuple[str, ...] = decision.reasons
@@ -381,6 +386,21 @@ def _deny(
         principal["id"] if principal is not None else None,
         snapshot.organization if snapshot is not None else None,
     )
+
+
+def _claim_if_route_allows(
+    engine: DecisionEngine, input: dict[str, Any], mapped: MappedRequest
+) -> dict[str, Any]:
+    """The input with the claimed channel only if the route's own channel is allowed.
+
+    A claimed channel (X-Kaizen-Channel) is the caller's word: policies may allow the CLI
+    less, never more. So the route's channel is asked first (RBAC + ABAC, nothing
+    reserved); unless it allows, the claim is dropped and the route's channel decides.
+    """
+    probe = engine.begin({**input, "channel": mapped.route_channel})
+    if isinstance(probe, Decision) and probe.outcome != "allow":
+        return {**input, "channel": mapped.route_channel}
+    return input
 
 
 def _estimate(header: str, raw: str) -> float:

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
+import ipaddress
 import json
 import logging
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from authz_sidecar import metrics
@@ -22,6 +24,8 @@ from authz_sidecar.mapping import HttpFacts
 
 log = logging.getLogger(__name__)
 
+GATEWAY_CREDENTIAL_HEADER = "x-kaizen-gateway-token"
+DEFAULT_TRUSTED_PROXIES = ("127.0.0.1/32", "::1/128")
 MAX_HEAD = 32 * 1024
 MAX_CONTROL_BODY = 64 * 1024
 _REASONS = {
@@ -38,6 +42,9 @@ _REASONS = {
     431: "Request Header Fields Too Large",
     503: "Service Unavailable",
 }
+
+
+_NO_ORIGINAL_URI = "no X-Original-URI: the proxy must name the request it asks about"
 
 
 class HttpError(Exception):
@@ -80,9 +87,13 @@ class SidecarHttp:
         max_body: int,
         backlog: Callable[[], int | None] | None = None,
         sync_status: Callable[[], dict[str, Any]] | None = None,
+        gateway_token: str | None = None,
+        trusted_proxies: Sequence[str] = DEFAULT_TRUSTED_PROXIES,
     ) -> None:
         self._authorizer = authorizer
         self._max_body = max_body
+        self._gateway_token = gateway_token.encode() if gateway_token else None
+        self._proxies = tuple(ipaddress.ip_network(c, strict=False) for c in trusted_proxies)
         self._backlog = backlog or (lambda: None)
         self._sync_status = sync_status or dict
         self._started = time.time()
@@ -149,16 +160,9 @@ class SidecarHttp:
     ) -> Response:
         if path == "/authz":
             _allow(method, ("GET", "POST"))
-            facts = HttpFacts(
-                method=headers.get("x-original-method", method),
-                path=headers.get("x-original-uri", "/"),
-                headers=headers,
-                body=body,
-                source_ip=headers.get("x-real-ip") or peer_ip,
-                # nginx auth_request never sends the body: an empty one is not "seen".
-                body_seen=bool(body),
+            return verdict_response(
+                await self._authorizer.check(self._facts(method, headers, body, peer_ip))
             )
-            return verdict_response(await self._authorizer.check(facts))
         if path == "/healthz":
             _allow(method, ("GET", "HEAD"))
             snapshot = self._authorizer.holder.current
@@ -171,11 +175,77 @@ class SidecarHttp:
             return 200, [("content-type", content_type)], text
         if path == "/status":
             _allow(method, ("GET",))
+            self._require_gateway(headers.get("authorization"), path)
             return _json(200, self.status())
         if path == "/settle":
             _allow(method, ("POST",))
+            self._require_gateway(headers.get("authorization"), path)
             return await self._settle(body)
         raise HttpError(404, f"no route {path[:100]!r}; try /authz, /healthz, /metrics, /status")
+
+    def _facts(
+        self, method: str, headers: dict[str, str], body: bytes, peer_ip: str | None
+    ) -> HttpFacts:
+        """What the proxy says the original request was, if this peer may say it.
+
+        X-Original-URI, X-Original-Method and X-Real-IP are the proxy's words: from a peer
+        outside KAIZEN_SIDECAR_TRUSTED_PROXIES without the gateway credential they would let
+        a caller pick the route (and so the resource) and the source address it is judged
+        by. Such a request is judged by its peer address and denied for want of a route.
+        """
+        if self._trusted(peer_ip) or self._is_gateway(headers.get(GATEWAY_CREDENTIAL_HEADER)):
+            return HttpFacts(
+                method=headers.get("x-original-method", method),
+                path=headers.get("x-original-uri", ""),
+                headers=headers,
+                body=body,
+                source_ip=headers.get("x-real-ip") or peer_ip,
+                # nginx auth_request never sends the body: an empty one is not "seen".
+                body_seen=bool(body),
+                refusal=None if "x-original-uri" in headers else _NO_ORIGINAL_URI,
+            )
+        return HttpFacts(
+            method=method,
+            path="",
+            headers=headers,
+            body=body,
+            source_ip=peer_ip,
+            body_seen=bool(body),
+            refusal=(
+                f"X-Original-URI is only accepted from a trusted proxy "
+                f"(KAIZEN_SIDECAR_TRUSTED_PROXIES) or with the gateway credential; "
+                f"peer {str(peer_ip)[:64]} is neither"
+            ),
+        )
+
+    def _trusted(self, peer_ip: str | None) -> bool:
+        if peer_ip is None:
+            return False
+        try:
+            address = ipaddress.ip_address(peer_ip.split("%", 1)[0])
+        except ValueError:
+            return False
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        return any(address in network for network in self._proxies)
+
+    def _is_gateway(self, credential: str | None) -> bool:
+        if self._gateway_token is None or not credential:
+            return False
+        return hmac.compare_digest(credential.strip().encode(), self._gateway_token)
+
+    def _require_gateway(self, authorization: str | None, path: str) -> None:
+        """`/settle` moves budget counters and `/status` describes the fleet: the gateway's."""
+        if self._gateway_token is None:
+            raise HttpError(
+                401,
+                f"{path} is closed: this sidecar has no gateway credential (KAIZEN_GATEWAY_TOKEN)",
+            )
+        scheme, _, credential = (authorization or "").strip().partition(" ")
+        if scheme.lower() != "bearer" or not self._is_gateway(credential):
+            raise HttpError(
+                401, f"{path} needs the gateway credential: Authorization: Bearer <token>"
+            )
 
     def status(self) -> dict[str, Any]:
         holder = self._authorizer.holder

@@ -55,6 +55,9 @@ class HttpFacts:
         if not self.body_seen or self.body_truncated:
             return None
         return hashlib.sha256(self.body).hexdigest()
+    # Set when the request may not be authorized at all (an untrusted /authz peer naming
+    # an original request); map_request denies with it.
+    refusal: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,23 +69,54 @@ class MappedRequest:
     tool: Mapping[str, Any] | None = None
     attributes: Mapping[str, Any] = field(default_factory=dict)
     body_sha256: str | None = None  # `/invoke` and `/run`: what approval grants bind
+    # The channel the route itself is (api for /v1/…, mcp for /mcp). `channel` differs only
+    # by a caller's claim, which may narrow what is allowed, never widen it: the authorizer
+    # keeps the claim only when the route's own channel is allowed (channel_of).
+    route_channel: str | None = None
+
+    @property
+    def narrowing(self) -> bool:
+        return self.route_channel is not None and self.route_channel != self.channel
+
+
+# Channels a caller of an /v1/ route may claim in X-Kaizen-Channel (the CLI says cli; the
+# gateway, asking about a nested call of an MCP call, says mcp).
+_CLAIMABLE = frozenset({"cli", "mcp"})
+
+
+def claimed_channel(headers: Mapping[str, str]) -> str:
+    """The channel an /v1/ request claims: `cli`/`mcp` from X-Kaizen-Channel, else `api`.
+
+    A claim is the caller's word, so it is never trusted to widen: see MappedRequest."""
+    claim = headers.get("x-kaizen-channel", "").strip().lower()
+    return claim if claim in _CLAIMABLE else "api"
 
 
 def map_request(facts: HttpFacts, agents: Mapping[str, Any] | None = None) -> MappedRequest:
     """The action, resource, channel and tool of a gateway call; MappingError otherwise."""
+    if facts.refusal is not None:
+        raise MappingError(facts.refusal)
     path = facts.path.split("?", 1)[0]
     method = facts.method.upper()
     if match := _AGENT_INVOKE.fullmatch(path):
         _require_post(method, path)
-        channel = "cli" if facts.headers.get("x-kaizen-channel", "").lower() == "cli" else "api"
         return MappedRequest(
-            "invoke", "agent", f"agent:{match[1]}", channel, body_sha256=facts.body_sha256()
+            "invoke",
+            "agent",
+            f"agent:{match[1]}",
+            claimed_channel(facts.headers),
+            body_sha256=facts.body_sha256(),
+            route_channel="api",
         )
     if match := _PIPELINE_RUN.fullmatch(path):
         _require_post(method, path)
-        channel = "cli" if facts.headers.get("x-kaizen-channel", "").lower() == "cli" else "api"
         return MappedRequest(
-            "run", "pipeline", f"pipeline:{match[1]}", channel, body_sha256=facts.body_sha256()
+            "run",
+            "pipeline",
+            f"pipeline:{match[1]}",
+            claimed_channel(facts.headers),
+            body_sha256=facts.body_sha256(),
+            route_channel="api",
         )
     if path == MCP_PATH:
         _require_post(method, path)

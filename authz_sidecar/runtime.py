@@ -196,6 +196,8 @@ class Worker:
             max_body=settings.sidecar_max_body_bytes,
             backlog=self._backlog,
             sync_status=self._sync_status,
+            gateway_token=token,
+            trusted_proxies=settings.sidecar_trusted_proxies,
         )
 
     def _sync_status(self) -> dict[str, Any]:

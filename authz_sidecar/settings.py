@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from datetime import datetime
 from pathlib import Path
@@ -54,6 +55,12 @@ class SidecarSettings(BaseSettings):
     sidecar_trust_workspace_header: bool = False
     # Dotted decision-input paths replaced by "***" in decision logs (comma-separated).
     sidecar_mask: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Peers whose X-Real-IP / X-Original-URI / X-Original-Method `/authz` believes: the
+    # proxy (nginx) beside the sidecar. Anyone else is judged by its own address and must
+    # carry the gateway credential to name an original request (comma-separated CIDRs).
+    sidecar_trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["127.0.0.1/32", "::1/128"]
+    )
     sidecar_max_body_bytes: int = 1024 * 1024
     sidecar_reservation_ttl_seconds: int = 3600
     log_level: str = "INFO"
@@ -63,6 +70,25 @@ class SidecarSettings(BaseSettings):
     def _split_mask(cls, value: object) -> object:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("sidecar_trusted_proxies", mode="before")
+    @classmethod
+    def _split_proxies(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("sidecar_trusted_proxies")
+    @classmethod
+    def _valid_proxies(cls, value: list[str]) -> list[str]:
+        for cidr in value:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"KAIZEN_SIDECAR_TRUSTED_PROXIES: {cidr!r} is not a CIDR"
+                ) from None
         return value
 
     @property

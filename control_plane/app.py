@@ -51,6 +51,7 @@ from control_plane.services.kv import open_store
 from control_plane.services.mfa import SecondFactor
 from control_plane.services.notifications import Notifier, configure_notifications
 from control_plane.services.replay import ReplayRunner
+from control_plane.services.revocations import RevocationPublisher
 from control_plane.services.secrets import open_secret_store
 from control_plane.settings import Settings
 from control_plane.ui_assets import mount_ui
@@ -144,6 +145,15 @@ def create_app(
         app.state.secrets = open_secret_store(settings, db)
         app.state.bundle_events = BundleEvents(settings.redis_url, prefix=settings.redis_prefix)
         await app.state.bundle_events.start()
+        app.state.revocations = RevocationPublisher(
+            db,
+            keys,
+            issuer=settings.issuer,
+            access_token_ttl=settings.access_token_ttl_seconds,
+            notify=app.state.bundle_events.notify,
+        )
+        app.state.auth.on_revoke = app.state.revocations.note
+        await app.state.revocations.start()
         app.state.replays = ReplayRunner(db)
         await app.state.replays.start()
         configure_notifications(db, settings)
@@ -154,6 +164,7 @@ def create_app(
         finally:
             await app.state.notifier.stop()
             await app.state.replays.close()
+            await app.state.revocations.close()
             await app.state.bundle_events.close()
             await app.state.secrets.close()
             await kv.close()

@@ -31,6 +31,7 @@ from gateways.errors import GatewayError, InvalidInput
 from gateways.executions import Execution, ExecutionRecorder, Settler
 from gateways.executor import Executor, Run, RunResult
 from gateways.mcp_server import McpEndpoint, ask_sidecar, build_server, session_manager
+from gateways.nested import NestedAuthorizer
 from gateways.providers import PriceTable, ProviderRegistry, SecretResolver
 from gateways.providers.http import new_client
 from gateways.providers.secrets import resolver_for
@@ -60,15 +61,40 @@ class GatewayState:
             return None
 
     async def may_invoke(self, authorization: str | None, agent: str) -> bool:
-        decision_id = await ask_sidecar(self.http, self.settings.sidecar_url, authorization, agent)
+        decision_id = await ask_sidecar(
+            self.http,
+            self.settings.sidecar_url,
+            authorization,
+            agent,
+            self.settings.gateway_token.get_secret_value(),
+        )
         if decision_id:  # the check reserved the ceiling; a listing uses nothing
             self.settler.settle(decision_id, {"cost_usd": 0.0, "tokens": 0.0, "executions": 0})
         return decision_id is not None
 
+    def nested(self, authorization: str | None, decision: Decision) -> NestedAuthorizer:
+        """Nested calls of this request are asked of the sidecar as its caller (nested.py)."""
+        return NestedAuthorizer(
+            self.http,
+            self.settings.sidecar_url,
+            self.settings.gateway_token.get_secret_value(),
+            self.settler,
+            authorization=authorization,
+            principal=decision.principal,
+            channel=decision.channel,
+        )
+
     async def run_agent(
-        self, deployments: Deployments, name: str, value: Any, decision: Decision, channel: str
+        self,
+        deployments: Deployments,
+        name: str,
+        value: Any,
+        decision: Decision,
+        channel: str,
+        authorization: str | None,
     ) -> Any:
         run = self.executor.new_run(deployments.agent(name))
+        run.nested = self.nested(authorization, decision)
         work = self.executor.invoke_agent(deployments, name, value, run=run)
         result, error, _ = await self.execute("agent", name, decision, channel, run, work)
         if error is not None:
@@ -156,7 +182,7 @@ def create_app(
             batch=settings.gateway_ingest_batch,
             capacity=settings.gateway_ingest_buffer,
         ),
-        settler=Settler(settings.sidecar_url, client),
+        settler=Settler(settings.sidecar_url, client, token),
         verifier=DecisionVerifier(token),
         http=client,
     )
@@ -253,9 +279,11 @@ def create_app(
         wants_stream = body.get("stream") is True or "text/event-stream" in request.headers.get(
             "accept", ""
         )
+        nested = state.nested(request.headers.get("authorization"), decision)
         if wants_stream:
-            return _stream(state, deployments, name, body["input"], decision)
+            return _stream(state, deployments, name, body["input"], decision, nested)
         run = state.executor.new_run(deployments.agent(name))
+        run.nested = nested
         work = state.executor.invoke_agent(deployments, name, body["input"], run=run)
         result, error, execution = await state.execute(
             "agent", name, decision, decision.channel, run, work
@@ -279,6 +307,7 @@ def create_app(
         body = await _json_body(request)
         deployments = state.deployments()
         run = state.executor.new_run(deployments.pipeline(name))
+        run.nested = state.nested(request.headers.get("authorization"), decision)
         work = state.executor.run_pipeline(deployments, name, body["input"], run=run)
         result, error, execution = await state.execute(
             "pipeline", name, decision, decision.channel, run, work
@@ -337,7 +366,12 @@ def _sse(event: str, data: Any) -> bytes:
 
 
 def _stream(
-    state: GatewayState, deployments: Deployments, name: str, value: Any, decision: Decision
+    state: GatewayState,
+    deployments: Deployments,
+    name: str,
+    value: Any,
+    decision: Decision,
+    nested: NestedAuthorizer,
 ) -> StreamingResponse:
     """`event: delta` {text} … then `event: done` {output, execution_id, …} or `event: error`."""
     queue: asyncio.Queue[bytes | None] = asyncio.Queue()
@@ -347,6 +381,7 @@ def _stream(
 
     async def work() -> None:
         run = state.executor.new_run(deployments.agent(name))
+        run.nested = nested
         job = state.executor.invoke_agent(deployments, name, value, on_delta, run=run)
         try:
             # A cut stream cancels this task: execute() still settles what the run used.

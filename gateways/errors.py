@@ -22,6 +22,12 @@ class Unauthenticated(GatewayError):
     code, status = "unauthenticated", 401
 
 
+class Forbidden(GatewayError):
+    """The sidecar refused a nested call (an agent used as a tool, a pipeline step)."""
+
+    code, status = "forbidden", 403
+
+
 class NotFound(GatewayError):
     code, status = "not_found", 404
 

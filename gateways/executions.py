@@ -142,9 +142,13 @@ class ExecutionRecorder:
 class Settler:
     """Reports the real cost of an allowed call to the sidecar's budget counters."""
 
-    def __init__(self, sidecar_url: str, client: httpx.AsyncClient, attempts: int = 3) -> None:
+    def __init__(
+        self, sidecar_url: str, client: httpx.AsyncClient, token: str, attempts: int = 3
+    ) -> None:
         self._url = sidecar_url.rstrip("/") + "/settle"
         self._client = client
+        # The sidecar's /settle moves budget counters: only the gateway may call it.
+        self._headers = {"authorization": f"Bearer {token}"}
         self._attempts = attempts
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -160,7 +164,10 @@ class Settler:
         for attempt in range(self._attempts):
             try:
                 response = await self._client.post(
-                    self._url, json={"decision_id": decision_id, "actual": actual}, timeout=5.0
+                    self._url,
+                    json={"decision_id": decision_id, "actual": actual},
+                    headers=self._headers,
+                    timeout=5.0,
                 )
             except httpx.HTTPError as exc:
                 log.warning("settle %s: sidecar unreachable (%s)", decision_id, type(exc).__name__)

@@ -17,7 +17,7 @@ import json
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 import jsonschema
@@ -66,6 +66,9 @@ class Run:
     # A model call ended without reporting its usage after it may have generated (a cut or
     # timed-out call, a stream broken mid-way): what it used is unknown.
     unmetered: bool = False
+    # Asks the sidecar, as the original caller, before every nested agent call (nested.py).
+    # None only where no sidecar exists (the executor used in-process, in tests).
+    nested: NestedCheck | None = None
 
     @property
     def max_cost_usd(self) -> float:
@@ -78,6 +81,10 @@ class Run:
     @property
     def tokens(self) -> int:
         return self.usage.input_tokens + self.usage.output_tokens
+
+    async def authorize(self, caller: str, agent: str) -> None:
+        if self.nested is not None:
+            await self.nested.check(caller, agent)
 
     def step(self, what: str) -> None:
         self.steps += 1
@@ -125,6 +132,10 @@ class Run:
 class RunResult:
     output: Any
     run: Run
+
+
+class NestedCheck(Protocol):
+    async def check(self, caller: str, agent: str) -> None: ...
 
 
 class Executor:
@@ -313,6 +324,7 @@ class Executor:
                 text = _input_text(target.input_schema, value, f"agent {target.name}")
             except InvalidInput as exc:
                 return f"error: {exc.message}"
+            await run.authorize(f"agent {agent.name}", target.name)
             return await self.call_agent(deployments, target, text, run)
         if isinstance(tool, HttpTool):
             return await self._http_tool(tool, call.arguments, run)
@@ -382,7 +394,9 @@ class PatternContext:
     run: Run
 
     async def ask(self, agent_name: str, text: str) -> str:
+        """One step: the original caller must be allowed to invoke the step's agent."""
         agent = self.deployments.agent(agent_name)
+        await self.run.authorize(f"pipeline {self.pipeline.name}", agent_name)
         return await self.executor.call_agent(self.deployments, agent, text, self.run)
 
 

@@ -90,7 +90,9 @@ def build_server(state: GatewayState) -> Server[Any]:
             deployments = state.deployments()
             agent = deployments.agent(params.name)
             value = tool_arguments_to_input(agent, params.arguments or {})
-            output = await state.run_agent(deployments, params.name, value, decision, "mcp")
+            output = await state.run_agent(
+                deployments, params.name, value, decision, "mcp", _header(ctx, "authorization")
+            )
         except GatewayError as exc:
             return _error_result(f"{exc.code}: {exc.message}")
         if isinstance(output, str):
@@ -274,7 +276,11 @@ MayInvoke = Callable[[str | None, str], Awaitable[bool]]
 
 
 async def ask_sidecar(
-    client: httpx.AsyncClient, sidecar_url: str, authorization: str | None, agent: str
+    client: httpx.AsyncClient,
+    sidecar_url: str,
+    authorization: str | None,
+    agent: str,
+    gateway_token: str,
 ) -> str | None:
     """The decision id if the sidecar allows this caller a tools/call of `agent`, else None."""
     if not authorization:
@@ -296,6 +302,8 @@ async def ask_sidecar(
                 "x-original-method": "POST",
                 "x-original-uri": "/mcp",
                 "content-type": "application/json",
+                # The sidecar believes X-Original-* only from its proxy or the gateway.
+                "x-kaizen-gateway-token": gateway_token,
             },
             timeout=5.0,
         )

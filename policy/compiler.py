@@ -26,7 +26,10 @@ class CompileError(PolicyError):
 @dataclass(frozen=True)
 class CompileContext:
     organization_id: str
-    api_keys: Sequence[Mapping[str, Any]] = ()  # {name, key_hash (sha256 hex), roles?}
+    # {name, key_hash (sha256 hex), roles?, scopes?, expires_at? (Unix seconds)}
+    api_keys: Sequence[Mapping[str, Any]] = ()
+    # Session ids (`sid` claims) revoked while access tokens of theirs may still be live.
+    revoked_sessions: Sequence[str] = ()
     jwks: Mapping[str, Any] = field(default_factory=lambda: {"keys": []})
     agents: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     pipelines: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
@@ -102,6 +105,8 @@ def compile_policy(policy_set: PolicySet, context: CompileContext) -> CompiledPo
     }
     if approvals:  # absent otherwise, so bundles without approvers keep their bytes
         kaizen["approvals"] = dict(sorted(approvals.items()))
+    if context.revoked_sessions:
+        kaizen["revoked_sessions"] = _revoked_sessions(context.revoked_sessions)
     modules = {doc.module_path: doc.rego for doc in policy_set.rego_policies}
     return CompiledPolicy.from_bundle_parts({"kaizen": kaizen}, modules)
 
@@ -146,8 +151,25 @@ def _api_keys(api_keys: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         if name in names or key_hash in out:
             raise CompileError(f"API key {name}: duplicate name or hash")
         names.add(name)
-        out[key_hash] = {"name": name, "roles": sorted(set(roles))}
+        entry: dict[str, Any] = {"name": name, "roles": sorted(set(roles))}
+        # Scopes and expiry travel with the key, so a sidecar enforces both on its own.
+        scopes, expires_at = key.get("scopes") or [], key.get("expires_at")
+        if not isinstance(scopes, list) or not all(isinstance(s, str) and s for s in scopes):
+            raise CompileError(f"API key {name}: scopes must be a list of strings")
+        if scopes:
+            entry["scopes"] = sorted(set(scopes))
+        if expires_at is not None:
+            if isinstance(expires_at, bool) or not isinstance(expires_at, int) or expires_at <= 0:
+                raise CompileError(f"API key {name}: expires_at must be Unix seconds")
+            entry["expires_at"] = expires_at
+        out[key_hash] = entry
     return dict(sorted(out.items()))
+
+
+def _revoked_sessions(sids: Sequence[str]) -> list[str]:
+    if not all(isinstance(sid, str) and sid for sid in sids):
+        raise CompileError("revoked_sessions must be non-empty session ids")
+    return sorted(set(sids))
 
 
 def _json_copy(value: Mapping[str, Any], what: str) -> Any:

@@ -594,6 +594,19 @@ class UserSession(TenantScoped, Base):
     source_ip: Mapped[str | None] = mapped_column(String(64))
 
 
+class RevokedSession(TenantScoped, Base):
+    """A session ended while access tokens of it may still be live (M8).
+
+    The organisation's bundle carries these sids so sidecars refuse the tokens at once;
+    after `expires_at` every token of the session has expired and the row is dropped."""
+
+    __tablename__ = "revoked_sessions"
+    __table_args__ = (UniqueConstraint("organization_id", "sid"),)
+
+    sid: Mapped[str] = mapped_column(String(64))
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+
 GLOBAL_MODELS[TotpCredential] = "a person's second factor, like their password, is the User's"
 GLOBAL_MODELS[RecoveryCode] = "belongs to the User's second factor, not to one organisation"
 

@@ -13,6 +13,7 @@ import hashlib
 import json
 import secrets
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -58,6 +59,12 @@ class Authenticator:
         self._db = db
         self._keys = keys
         self._kv = kv
+        # Told of every ended session (sid, organisation if known); see revocations.py.
+        self.on_revoke: Callable[[str, uuid.UUID | None], None] | None = None
+
+    @property
+    def access_token_ttl(self) -> int:
+        return self._settings.access_token_ttl_seconds
 
     # -- issuing -------------------------------------------------------------------------
 
@@ -120,12 +127,15 @@ class Authenticator:
         await self._membership_role(user_id, org_id)
         return await self.issue(user_id, org_id, sid)
 
-    async def revoke_session(self, sid: str) -> None:
+    async def revoke_session(self, sid: str, organization_id: uuid.UUID | None = None) -> None:
         current = await self._kv.pop(f"session:{sid}")
         if current:
             await self._kv.delete(f"refresh:{current}")
         # Access tokens of the session die with it, not at their expiry.
         await self._kv.set(f"revoked:{sid}", "1", ttl=self._settings.access_token_ttl_seconds + 60)
+        # ... at the sidecars too: the revocation rides a re-signed bundle (revocations.py).
+        if self.on_revoke is not None:
+            self.on_revoke(sid, organization_id)
 
     # -- verifying -----------------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -10,11 +11,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from control_plane.db.models import Membership, TeamMember, User
 from control_plane.errors import Conflict, Forbidden, Invalid, NotFound
 from control_plane.schemas.identity import Member, UserCreate, UserUpdate
-from control_plane.services import audit, passwords
+from control_plane.services import audit, passwords, roles
 from control_plane.services.audit import Actor
 from control_plane.services.identity import normalize_email
 from control_plane.services.pagination import paginate
 from control_plane.services.principal import Principal
+
+# Ends the given members' sessions in the session's organisation; how many ended
+# (sessions.revoke_members with the key-value store and authenticator bound).
+SessionEnder = Callable[[AsyncSession, list[uuid.UUID]], Awaitable[int]]
 
 
 def _member(membership: Membership, user: User) -> Member:
@@ -111,22 +116,33 @@ async def _owner_count(session: AsyncSession) -> int:
 
 
 async def update_member(
-    session: AsyncSession, principal: Principal, actor: Actor, user_id: uuid.UUID, body: UserUpdate
+    session: AsyncSession,
+    principal: Principal,
+    actor: Actor,
+    user_id: uuid.UUID,
+    body: UserUpdate,
+    *,
+    ended: SessionEnder,
 ) -> Member:
+    """Change a member; a demotion also ends their sessions here (`ended`), because their
+    access tokens carry the old role to the sidecars until they expire."""
     membership, user = await _get(session, user_id)
     before = {"role": membership.role, "display_name": user.display_name}
+    demoted = False
     if body.role is not None and body.role != membership.role:
         _check_grant(principal, body.role)
         if membership.role == "owner":
             _check_grant(principal, "owner")
             if await _owner_count(session) == 1:
                 raise Conflict("an organisation needs at least one owner")
+        demoted = not roles.role_within(membership.role, body.role)
         membership.role = body.role
     if body.display_name is not None:
         if user.id != principal.id:
             raise Forbidden("only the user can change their display name")
         user.display_name = body.display_name
     after = {"role": membership.role, "display_name": user.display_name}
+    sessions_ended = await ended(session, [user.id]) if demoted else 0
     await audit.record(
         session,
         principal.organization_id,
@@ -136,13 +152,21 @@ async def update_member(
         user.id,
         before=before,
         after=after,
+        **({"sessions_ended": sessions_ended} if demoted else {}),
     )
     return _member(membership, user)
 
 
 async def remove_member(
-    session: AsyncSession, principal: Principal, actor: Actor, user_id: uuid.UUID
+    session: AsyncSession,
+    principal: Principal,
+    actor: Actor,
+    user_id: uuid.UUID,
+    *,
+    ended: SessionEnder,
 ) -> None:
+    """Remove a member and end their sessions here (their tokens would otherwise keep
+    working at the sidecars until they expire)."""
     membership, user = await _get(session, user_id)
     if membership.role == "owner":
         _check_grant(principal, "owner")
@@ -150,6 +174,7 @@ async def remove_member(
             raise Conflict("an organisation needs at least one owner")
     await session.delete(membership)
     await session.execute(delete(TeamMember).where(TeamMember.user_id == user.id))
+    await ended(session, [user.id])
     await audit.record(
         session,
         principal.organization_id,

@@ -25,6 +25,7 @@ from control_plane.db.models import ApiKey, BundleRevision, Organization, Policy
 from control_plane.db.session import SYSTEM, Database
 from control_plane.errors import Conflict, Invalid, NotFound
 from control_plane.services import audit, deployments
+from control_plane.services import sessions as user_sessions
 from control_plane.services.audit import Actor
 from control_plane.services.keys import KeyRing
 from control_plane.services.pagination import paginate
@@ -309,11 +310,26 @@ async def compile_context(
     agents, pipelines = await deployments.bundle_entries(session)
     return CompileContext(
         organization_id=str(organization_id),
-        api_keys=[{"name": k.name, "key_hash": k.key_hash, "roles": [k.role]} for k in api_keys],
+        api_keys=[_api_key_entry(k) for k in api_keys],
         jwks=keys.jwks(),
         agents=agents,
         pipelines=pipelines,
+        revoked_sessions=await user_sessions.live_revoked_sids(session, now),
     )
+
+
+def _api_key_entry(key: ApiKey) -> dict[str, Any]:
+    """What a sidecar needs to enforce the key alone: role, scopes, expiry (Unix seconds,
+    rounded down so the sidecar never accepts it later than the control plane does)."""
+    entry: dict[str, Any] = {
+        "name": key.name,
+        "key_hash": key.key_hash,
+        "roles": [key.role],
+        "scopes": list(key.scopes or []),
+    }
+    if key.expires_at is not None:
+        entry["expires_at"] = int(key.expires_at.timestamp())
+    return entry
 
 
 def _compile(policy_set: PolicySet, context: CompileContext) -> CompiledPolicy:

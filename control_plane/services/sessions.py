@@ -24,7 +24,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from control_plane.db.base import utcnow
-from control_plane.db.models import User, UserSession
+from control_plane.db.models import RevokedSession, User, UserSession
 from control_plane.db.session import SYSTEM, Database
 from control_plane.errors import Forbidden, Invalid, NotFound, Unauthenticated
 from control_plane.schemas.mfa import SessionOut
@@ -280,7 +280,7 @@ async def _end(kv: KeyValueStore, auth: Authenticator, row: UserSession) -> None
         digest = await kv.get(f"session:{row.sid}")
         if digest:
             await kv.delete(f"browser:{digest}")
-    await auth.revoke_session(row.sid)
+    await auth.revoke_session(row.sid, row.organization_id)
     await kv.delete(f"seen:{row.sid}")
 
 
@@ -311,3 +311,45 @@ async def change_password(
             session, principal.organization_id, actor, "user.password_change", "user", user.id
         )
     return await revoke_everywhere(db, kv, auth, principal.id)
+
+
+# -- revoked sessions in the bundle -------------------------------------------------------
+
+
+async def live_revoked_sids(session: AsyncSession, now: datetime) -> list[str]:
+    """Sids of this organisation's revoked sessions whose access tokens may still be live."""
+    sids = await session.scalars(
+        select(RevokedSession.sid)
+        .where(RevokedSession.expires_at > now)
+        .order_by(RevokedSession.sid)
+    )
+    return list(sids)
+
+
+async def record_revoked(
+    session: AsyncSession, revoked: list[tuple[str, uuid.UUID]], until: datetime
+) -> set[uuid.UUID]:
+    """Remember revoked (sid, organisation) pairs until `until` (SYSTEM session); forget
+    the ones whose tokens are all dead; the organisations whose list changed."""
+    await session.execute(delete(RevokedSession).where(RevokedSession.expires_at <= utcnow()))
+    changed: set[uuid.UUID] = set()
+    for sid, organization_id in revoked:
+        existing = await session.scalar(
+            select(RevokedSession).where(
+                RevokedSession.sid == sid, RevokedSession.organization_id == organization_id
+            )
+        )
+        if existing is not None:
+            existing.expires_at = max(existing.expires_at, until)
+            continue
+        session.add(RevokedSession(organization_id=organization_id, sid=sid, expires_at=until))
+        changed.add(organization_id)
+    return changed
+
+
+async def organization_of(session: AsyncSession, sid: str) -> uuid.UUID | None:
+    """The organisation of a registered session (SYSTEM session)."""
+    organization_id: uuid.UUID | None = await session.scalar(
+        select(UserSession.organization_id).where(UserSession.sid == sid)
+    )
+    return organization_id

@@ -200,7 +200,7 @@ def test_budget_limit_denies_and_names_the_budget(stack: Stack) -> None:
 def test_sidecar_serves_health_status_and_metrics(stack: Stack) -> None:
     base = f"http://127.0.0.1:{stack.http_port}"
     assert httpx.get(f"{base}/healthz").json()["bundle_revision"] == "1"
-    status = httpx.get(f"{base}/status").json()
+    status = httpx.get(f"{base}/status", headers=_auth(GATEWAY_TOKEN)).json()
     assert (status["bundle_revision"], status["key_id"]) == ("1", stack.keys.kid)
     assert status["log_backlog"] is not None
     metrics = httpx.get(f"{base}/metrics").text

@@ -119,7 +119,10 @@ def test_publish_enforce_survive_an_outage_and_ship_the_logs(
             assert invoke("support-bot", during_outage=True) == 403
             procs.stop(sidecar)
             sidecar = procs.start_sidecar(home, grpc_port, http_port, **sidecar_env)
-            status = httpx.get(f"http://127.0.0.1:{http_port}/status").json()
+            status = httpx.get(
+                f"http://127.0.0.1:{http_port}/status",
+                headers={"Authorization": f"Bearer {gateway['credential']}"},
+            ).json()
             assert str(status.get("bundle_revision")) == "2", status
             assert invoke("support-bot", during_outage=True) == 403
             assert invoke("legacy-bot", during_outage=True) == 200

@@ -13,6 +13,7 @@ from tests.e2e import sidecar_procs as procs
 from tests.unit.sidecar.factory import access_token, make_bundle, make_keys
 
 REDIS_URL = os.environ.get("KAIZEN_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+GATEWAY_TOKEN = "kgw_sidecar_process_credential"
 
 
 def test_workers_share_the_ports_and_stop_cleanly(tmp_path: Path) -> None:
@@ -29,12 +30,19 @@ def test_workers_share_the_ports_and_stop_cleanly(tmp_path: Path) -> None:
         KAIZEN_REDIS_URL=REDIS_URL,
         KAIZEN_REDIS_PREFIX=f"kaizen-test-{secrets.token_hex(4)}:",
         KAIZEN_SIDECAR_WORKERS="2",
+        # /status is the gateway's: it needs the gateway credential (nothing listens at the
+        # control-plane URL; decision logs wait on disk).
+        KAIZEN_GATEWAY_TOKEN=GATEWAY_TOKEN,
+        KAIZEN_CONTROL_PLANE_URL=f"http://127.0.0.1:{procs.free_port()}",
     )
     with procs.running(sidecar):
         url = f"http://127.0.0.1:{http_port}"
         instances = set()
         for _ in range(60):  # a new connection each time: the kernel picks a worker
-            instances.add(httpx.get(f"{url}/status").json()["instance"])
+            status = httpx.get(
+                f"{url}/status", headers={"Authorization": f"Bearer {GATEWAY_TOKEN}"}
+            )
+            instances.add(status.json()["instance"])
             if len(instances) == 2:
                 break
         assert len(instances) == 2

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -46,6 +47,7 @@ TOKEN = "kgw_" + "t" * 40
 ORG = "org-acme"
 GATEWAY_ID = "gw-1"
 ALLOWED = {"Bearer alice": {"support-bot", "demo-bot"}, "Bearer bob": {"demo-bot"}}
+PRINCIPALS = {"Bearer alice": "user:alice@example.com", "Bearer bob": "user:bob@example.com"}
 
 
 def route_of(action: str, resource: str, channel: str) -> tuple[str, str]:
@@ -127,6 +129,7 @@ class Standins:
     def __init__(self) -> None:
         self.executions: dict[str, dict[str, Any]] = {}
         self.settled: list[dict[str, Any]] = []
+        self.nested: list[tuple[str, str]] = []  # (channel, agent) of nested checks
         self.fail_ingest = 0
         self.ingest_calls = 0
 
@@ -147,15 +150,31 @@ class Standins:
         )
 
     async def authz(self, request: Request) -> Response:
-        body = json.loads(await request.body())
-        tool = body["params"]["name"]
-        assert request.headers["x-original-uri"] == "/mcp"
-        allowed = ALLOWED.get(request.headers.get("authorization", ""), set())
-        if tool not in allowed:
-            return JSONResponse({"outcome": "deny"}, 403)
-        return JSONResponse({"outcome": "allow"}, headers={"x-kaizen-decision-id": "list-" + tool})
+        # The gateway names the original request only with its credential (the sidecar
+        # believes X-Original-* from its proxy or the gateway, nobody else).
+        assert request.headers["x-kaizen-gateway-token"] == TOKEN
+        uri = request.headers["x-original-uri"]
+        if uri == "/mcp":  # tools/list: may the caller call this tool?
+            tool = json.loads(await request.body())["params"]["name"]
+        else:  # a nested call: an agent's agent tool or a pipeline step
+            match = re.fullmatch(r"/v1/agents/([^/]+)/invoke", uri)
+            assert match is not None, uri
+            tool = match[1]
+            self.nested.append((request.headers["x-kaizen-channel"], tool))
+        authorization = request.headers.get("authorization", "")
+        if tool not in ALLOWED.get(authorization, set()):
+            return JSONResponse({"outcome": "deny", "reasons": [f"no permission for {tool}"]}, 403)
+        return JSONResponse(
+            {"outcome": "allow"},
+            headers={
+                "x-kaizen-decision-id": "check-" + tool,
+                "x-kaizen-principal": PRINCIPALS[authorization],
+            },
+        )
 
     async def settle(self, request: Request) -> Response:
+        if request.headers.get("authorization") != f"Bearer {TOKEN}":
+            return JSONResponse({"error": {"code": "unauthenticated"}}, 401)
         self.settled.append(await request.json())
         return Response(status_code=204)
 
@@ -324,11 +343,36 @@ async def test_streaming_with_accept_or_stream_flag(
 async def test_pipeline_run(client: httpx.AsyncClient, fake: FakeLLM, standins: Standins) -> None:
     fake.reset(lambda m, msgs: Reply("draft answer"))
     decision_id, h = headers("run", "pipeline:chain")
+    h["authorization"] = "Bearer alice"
+    standins.nested.clear()
     response = await client.post("/v1/pipelines/chain/run", json={"input": "question"}, headers=h)
     assert response.status_code == 200, response.text
     assert response.json()["output"].endswith("You said: draft answer")
     assert response.json()["steps"] == 2
     assert standins.execution(decision_id)["kind"] == "pipeline"
+    # Each step was asked of the sidecar as the caller, and its reservation settled at zero.
+    assert standins.nested == [("api", "support-bot"), ("api", "demo-bot")]
+    assert standins.settlement("check-demo-bot")["actual"] == {
+        "cost_usd": 0.0,
+        "tokens": 0.0,
+        "executions": 0,
+    }
+
+
+async def test_pipeline_step_to_an_agent_the_caller_may_not_invoke_is_refused(
+    client: httpx.AsyncClient, fake: FakeLLM, standins: Standins
+) -> None:
+    fake.reset(lambda m, msgs: Reply("draft answer"))
+    decision_id, h = headers("run", "pipeline:chain", sub="user:bob@example.com")
+    h["authorization"] = "Bearer bob"  # bob may invoke demo-bot, not support-bot
+    response = await client.post("/v1/pipelines/chain/run", json={"input": "question"}, headers=h)
+    assert response.status_code == 403, response.text
+    error = response.json()["error"]
+    assert error["code"] == "forbidden"
+    assert "pipeline chain calls agent support-bot" in error["message"]
+    assert "no permission for support-bot" in error["message"]
+    assert fake.requests == []  # refused before any model call
+    assert standins.execution(decision_id)["status"] == "failed"
 
 
 @pytest.mark.parametrize(

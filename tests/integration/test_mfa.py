@@ -187,9 +187,11 @@ async def test_roles_that_require_mfa_get_only_enrolment_until_enrolled(
     assert refreshed.status_code == 401
     assert (await client.get("/api/v1/me", headers=developer.headers)).status_code == 200
     # Promoted into a role that needs MFA: the session cannot be refreshed into new tokens.
+    # (admin holds all of developer's permissions: a promotion. A move that drops any, like
+    # developer → security_admin, is a demotion and ends the sessions outright: members.py.)
     promoted = await client.patch(
         f"/api/v1/users/{developer.user_id}",
-        json={"role": "security_admin"},
+        json={"role": "admin"},
         headers=owner.headers,
     )
     assert promoted.status_code == 200, promoted.text

@@ -266,9 +266,11 @@ class Runtime:
 
     process: Any
     url: str
+    credential: str | None = None  # /status of a sidecar needs the gateway credential
 
     def get(self, path: str) -> httpx.Response:
-        return httpx.get(f"{self.url}{path}", timeout=5)
+        headers = {"authorization": f"Bearer {self.credential}"} if self.credential else {}
+        return httpx.get(f"{self.url}{path}", headers=headers, timeout=5)
 
     def answers(self) -> bool:
         if self.process.poll() is not None:
@@ -296,7 +298,7 @@ def sidecar(home: Path, control_plane: str, credential: str, **env: str) -> Iter
         KAIZEN_CONTROL_PLANE_URL=control_plane,
         **env,
     )
-    runtime = Runtime(process, f"http://127.0.0.1:{http_port}")
+    runtime = Runtime(process, f"http://127.0.0.1:{http_port}", credential)
     try:
         wait_for(runtime.answers, "the sidecar to listen")
         yield runtime

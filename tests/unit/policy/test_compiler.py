@@ -100,11 +100,32 @@ def test_compiled_policy_rebuilds_from_bundle_parts() -> None:
         ([{"key_hash": "a" * 64}], "without a name"),
         ([{"name": "a", "key_hash": "a" * 64}, {"name": "a", "key_hash": "b" * 64}], "duplicate"),
         ([{"name": "a", "key_hash": "a" * 64, "roles": "admin"}], "list of strings"),
+        ([{"name": "a", "key_hash": "a" * 64, "scopes": "agents:*"}], "scopes must be a list"),
+        ([{"name": "a", "key_hash": "a" * 64, "expires_at": "soon"}], "Unix seconds"),
     ],
 )
 def test_bad_api_keys_are_compile_errors(api_keys: list[dict[str, object]], message: str) -> None:
     with pytest.raises(CompileError, match=message):
         compile_text(EXAMPLE, CompileContext(ORG, api_keys=api_keys))
+
+
+def test_key_scopes_expiry_and_revoked_sessions_travel_in_the_bundle() -> None:
+    context = CompileContext(
+        ORG,
+        api_keys=[
+            {"name": "ci", "key_hash": "a" * 64, "scopes": ["b:x", "a:y"], "expires_at": 1800000000}
+        ],
+        revoked_sessions=["s2", "s1", "s2"],
+    )
+    kaizen = compile_text(EXAMPLE, context).kaizen
+    assert kaizen["api_keys"]["a" * 64] == {
+        "name": "ci",
+        "roles": [],
+        "scopes": ["a:y", "b:x"],
+        "expires_at": 1800000000,
+    }
+    assert kaizen["revoked_sessions"] == ["s1", "s2"]
+    assert "revoked_sessions" not in compile_text(EXAMPLE, CompileContext(ORG)).kaizen
 
 
 def test_non_json_context_is_a_compile_error() -> None:

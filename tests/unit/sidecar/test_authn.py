@@ -9,7 +9,7 @@ import time
 import jwt
 import pytest
 
-from authz_sidecar.authn import AuthenticationError, Authenticator
+from authz_sidecar.authn import AuthenticationError, Authenticator, scope_refusal
 from policy.bundle import VerifiedBundle
 from tests.unit.sidecar.factory import (
     ALICE,
@@ -20,6 +20,7 @@ from tests.unit.sidecar.factory import (
     Keys,
     access_token,
     make_keys,
+    sha256,
 )
 
 
@@ -108,3 +109,67 @@ def test_tampered_payload_is_refused(authn: Authenticator, keys: Keys) -> None:
                    "iat": int(time.time()), "exp": int(time.time()) + 60})  # fmt: skip
     with pytest.raises(AuthenticationError, match="signature"):
         authn.authenticate(f"Bearer {head}.{forged}.{signature}")
+
+
+def _kaizen_with(keys: Keys, **extra: object) -> dict[str, object]:
+    return {"organization": ORG, "jwks": keys.jwks, **extra}
+
+
+def test_api_key_expiry_and_scopes_come_from_the_bundle(keys: Keys) -> None:
+    digest = sha256(API_KEY)
+    now = time.time()
+    live = Authenticator(
+        _kaizen_with(
+            keys,
+            api_keys={
+                digest: {
+                    "name": "ci",
+                    "roles": [],
+                    "scopes": ["agents:invoke"],
+                    "expires_at": now + 60,
+                }
+            },
+        ),
+        issuer=ISSUER,
+        audience=AUDIENCE,
+    )
+    principal = live.authenticate(f"Bearer {API_KEY}")
+    assert principal["attributes"] == {"scopes": ["agents:invoke"]}
+    assert scope_refusal(principal, "invoke", "agent") is None
+    refusal = scope_refusal(principal, "run", "pipeline")
+    assert refusal is not None
+    assert "do not include pipelines:run" in refusal
+    expired = Authenticator(
+        _kaizen_with(keys, api_keys={digest: {"name": "ci", "roles": [], "expires_at": now - 1}}),
+        issuer=ISSUER,
+        audience=AUDIENCE,
+    )
+    with pytest.raises(AuthenticationError, match="API key ci has expired"):
+        expired.authenticate(f"Bearer {API_KEY}")
+
+
+@pytest.mark.parametrize(
+    ("scopes", "action", "resource_type", "allowed"),
+    [
+        ([], "invoke", "agent", True),
+        (["*:*"], "run", "pipeline", True),
+        (["agents:*"], "invoke", "agent", True),
+        (["agents:read"], "invoke", "agent", False),
+        (["mcp:connect"], "list", "mcp", False),
+        (["mcp:*", "agents:invoke"], "list", "mcp", True),
+    ],
+)
+def test_scope_semantics_match_the_control_plane(
+    scopes: list[str], action: str, resource_type: str, allowed: bool
+) -> None:
+    principal = {"attributes": {"scopes": scopes}}
+    assert (scope_refusal(principal, action, resource_type) is None) is allowed
+
+
+def test_token_of_a_revoked_session_is_refused(keys: Keys) -> None:
+    authn = Authenticator(
+        _kaizen_with(keys, revoked_sessions=["sid-gone"]), issuer=ISSUER, audience=AUDIENCE
+    )
+    assert authn.authenticate(f"Bearer {access_token(keys, sid='sid-live')}")["id"]
+    with pytest.raises(AuthenticationError, match="session has been revoked"):
+        authn.authenticate(f"Bearer {access_token(keys, sid='sid-gone')}")

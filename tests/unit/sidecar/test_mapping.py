@@ -146,3 +146,19 @@ async def test_fuzzed_requests_are_decided_never_crash(
     assert verdict.status in (200, 403)
     assert verdict.reasons or verdict.status == 200
     assert verdict.reasons != ("internal error in the authz sidecar",)
+
+
+@pytest.mark.parametrize(
+    ("claim", "channel"), [("cli", "cli"), ("MCP", "mcp"), ("api", "api"), ("admin", "api")]
+)
+def test_a_claimed_channel_is_kept_beside_the_route_channel(claim: str, channel: str) -> None:
+    facts = HttpFacts("POST", "/v1/agents/a/invoke", {"x-kaizen-channel": claim})
+    mapped = map_request(facts)
+    assert (mapped.channel, mapped.route_channel) == (channel, "api")
+    assert mapped.narrowing is (channel != "api")
+
+
+def test_a_refused_request_is_denied_with_its_reason() -> None:
+    facts = HttpFacts("POST", "", {}, refusal="not from the proxy")
+    with pytest.raises(MappingError, match="not from the proxy"):
+        map_request(facts)

@@ -34,7 +34,7 @@ from tests.unit.sidecar.factory import (
 @pytest.fixture
 async def http(authorizer: Authorizer) -> AsyncIterator[httpx.AsyncClient]:
     port = free_port()
-    app = SidecarHttp(authorizer, max_body=1 << 20)
+    app = SidecarHttp(authorizer, max_body=1 << 20, gateway_token=GATEWAY_TOKEN)
     server = await start_http_server(app, "127.0.0.1", port)
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
         yield client
@@ -50,6 +50,10 @@ async def stub(authorizer: Authorizer) -> AsyncIterator[external_auth_pb2_grpc.A
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         yield external_auth_pb2_grpc.AuthorizationStub(channel)
     await server.stop(None)
+
+
+GATEWAY_TOKEN = "kgw_unit-test-gateway-credential"
+GATEWAY = {"Authorization": f"Bearer {GATEWAY_TOKEN}"}
 
 
 def original(path: str, token: str | None, method: str = "POST") -> dict[str, str]:
@@ -92,7 +96,7 @@ async def test_http_authz_deny_401_and_require_approval(
 
 async def test_health_status_metrics(http: httpx.AsyncClient, authorizer: Authorizer) -> None:
     assert (await http.get("/healthz")).json() == {"status": "ok", "bundle_revision": "1"}
-    status = (await http.get("/status")).json()
+    status = (await http.get("/status", headers=GATEWAY)).json()
     assert (status["ready"], status["bundle_revision"], status["key_id"]) == (True, "1", "cp-key-1")
     metrics = (await http.get("/metrics")).text
     assert "kaizen_sidecar_decision_seconds_bucket" in metrics
@@ -109,14 +113,18 @@ async def test_settle(http: httpx.AsyncClient) -> None:
     allowed = await http.post("/authz", headers=original("/v1/agents/a/invoke", API_KEY))
     decision_id = allowed.json()["decision_id"]
     settled = await http.post(
-        "/settle", json={"decision_id": decision_id, "actual": {"executions": 1}}
+        "/settle", json={"decision_id": decision_id, "actual": {"executions": 1}}, headers=GATEWAY
     )
     assert settled.status_code == 204
-    again = await http.post("/settle", json={"decision_id": decision_id, "actual": {}})
+    again = await http.post(
+        "/settle", json={"decision_id": decision_id, "actual": {}}, headers=GATEWAY
+    )
     assert again.status_code == 404
-    bad = await http.post("/settle", json={"decision_id": decision_id, "actual": {"x": -1}})
+    bad = await http.post(
+        "/settle", json={"decision_id": decision_id, "actual": {"x": -1}}, headers=GATEWAY
+    )
     assert bad.status_code == 422
-    assert (await http.post("/settle", content=b"{")).status_code == 400
+    assert (await http.post("/settle", content=b"{", headers=GATEWAY)).status_code == 400
 
 
 @pytest.mark.parametrize(
@@ -212,3 +220,48 @@ async def test_bundle_swap_is_atomic_and_never_goes_back(keys: Keys) -> None:
         holder, replay_guard=InMemoryReplayGuard(), reservations=InMemoryReservationBook()
     )
     assert authorizer.holder.ready
+
+
+@pytest.mark.parametrize(
+    ("peer", "trusted"),
+    [
+        ("127.0.0.1", True),
+        ("::1", True),
+        ("::ffff:127.0.0.1", True),
+        ("10.0.0.5", False),
+        ("fe80::1%eth0", False),
+        ("not-an-ip", False),
+        (None, False),
+    ],
+)
+def test_only_configured_proxies_may_name_the_original_request(
+    authorizer: Authorizer, peer: str | None, trusted: bool
+) -> None:
+    app = SidecarHttp(authorizer, max_body=1 << 20, gateway_token=GATEWAY_TOKEN)
+    headers = {"x-original-uri": "/v1/agents/a/invoke", "x-real-ip": "203.0.113.7"}
+    facts = app._facts("POST", headers, b"", peer)
+    assert (facts.refusal is None) is trusted
+    assert facts.source_ip == ("203.0.113.7" if trusted else peer)
+    # The gateway credential vouches for any peer (the gateway's nested checks).
+    vouched = app._facts("POST", {**headers, "x-kaizen-gateway-token": GATEWAY_TOKEN}, b"", peer)
+    assert vouched.refusal is None
+    forged = app._facts("POST", {**headers, "x-kaizen-gateway-token": "kgw_guess"}, b"", peer)
+    assert (forged.refusal is None) is trusted
+
+
+async def test_settle_and_status_are_closed_without_a_gateway_token(authorizer: Authorizer) -> None:
+    port = free_port()
+    app = SidecarHttp(authorizer, max_body=1 << 20)
+    server = await start_http_server(app, "127.0.0.1", port)
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            for response in (
+                await client.get("/status", headers=GATEWAY),
+                await client.post("/settle", json={"decision_id": "x"}, headers=GATEWAY),
+            ):
+                assert response.status_code == 401
+                assert "no gateway credential" in response.json()["error"]["message"]
+    finally:
+        server.close()
+        await app.close_connections()
+        await server.wait_closed()

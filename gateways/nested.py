@@ -1,0 +1,110 @@
+"""Nested calls are authorized by the sidecar on behalf of the original caller.
+
+The proxy's sidecar decided the outer call only (`invoke agent:A`, `run pipeline:P`). An
+agent that calls agent B as a tool, and every step of a pipeline, reaches B inside the
+gateway, where no proxy looks. So before each such call the gateway asks its sidecar's
+`POST /authz` exactly as the proxy would for `POST /v1/agents/B/invoke`, with the caller's
+own `Authorization`, the outer call's channel as `X-Kaizen-Channel` (a claim the sidecar
+only lets narrow) and the gateway credential (`X-Kaizen-Gateway-Token`: the sidecar then
+believes the X-Original-* headers from this peer). Anything but an allow for the same
+principal refuses the nested call, and with it the outer call (403 `forbidden`, naming the
+agent and the sidecar's reasons). A developer denied B therefore cannot reach B by
+wrapping it in an agent or a pipeline they may call.
+
+An allowed check may reserve B's estimated cost; the outer call settles the whole run's
+real cost, so the nested reservation is settled at zero at once (no double counting).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import httpx
+
+from gateways.errors import Forbidden
+
+GATEWAY_CREDENTIAL_HEADER = "x-kaizen-gateway-token"
+CHECK_TIMEOUT_SECONDS = 5.0
+
+
+class Settles(Protocol):
+    def settle(self, decision_id: str, actual: dict[str, float]) -> None: ...
+
+
+class NestedAuthorizer:
+    """One outer call's caller, asking the sidecar before each nested agent call."""
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        sidecar_url: str,
+        gateway_token: str,
+        settler: Settles,
+        *,
+        authorization: str | None,
+        principal: str,
+        channel: str,
+    ) -> None:
+        self._http = http
+        self._url = sidecar_url.rstrip("/") + "/authz"
+        self._gateway_token = gateway_token
+        self._settler = settler
+        self._authorization = authorization
+        self.principal = principal
+        self._channel = channel
+        # Within one run the answer for the same agent does not change: ask once.
+        self._allowed: set[str] = set()
+
+    async def check(self, caller: str, agent: str) -> None:
+        """Return if the original principal may invoke `agent`; Forbidden otherwise."""
+        if agent in self._allowed:
+            return
+        if not self._authorization:
+            raise Forbidden(
+                f"{caller} calls agent {agent}, but the request carried no credential to "
+                f"authorize that call with"
+            )
+        try:
+            response = await self._http.post(
+                self._url,
+                headers={
+                    "authorization": self._authorization,
+                    "x-original-method": "POST",
+                    "x-original-uri": f"/v1/agents/{agent}/invoke",
+                    "x-kaizen-channel": self._channel,
+                    GATEWAY_CREDENTIAL_HEADER: self._gateway_token,
+                },
+                timeout=CHECK_TIMEOUT_SECONDS,
+            )
+        except httpx.HTTPError as exc:  # fail closed: an unchecked nested call is refused
+            raise Forbidden(
+                f"{caller} calls agent {agent}: the sidecar could not be asked "
+                f"({type(exc).__name__}), so the call is refused"
+            ) from None
+        if response.status_code != 200:
+            raise Forbidden(
+                f"{caller} calls agent {agent}: the sidecar denied invoke agent:{agent} "
+                f"for {self.principal}: {_reasons(response)}",
+                {"agent": agent, "decision_id": response.headers.get("x-kaizen-decision-id")},
+            )
+        decision_id = response.headers.get("x-kaizen-decision-id")
+        if decision_id:
+            # Every metric at zero: one left out would keep its estimate reserved.
+            self._settler.settle(decision_id, {"cost_usd": 0.0, "tokens": 0.0, "executions": 0})
+        principal = response.headers.get("x-kaizen-principal")
+        if principal != self.principal:  # the credential is not the one the proxy checked
+            raise Forbidden(
+                f"{caller} calls agent {agent}: the sidecar allowed {principal!r}, "
+                f"not the caller {self.principal}"
+            )
+        self._allowed.add(agent)
+
+
+def _reasons(response: httpx.Response) -> str:
+    try:
+        reasons = response.json().get("reasons")
+    except ValueError:
+        reasons = None
+    if isinstance(reasons, list) and reasons:
+        return "; ".join(str(r) for r in reasons)[:1000]
+    return response.headers.get("x-kaizen-reason") or f"HTTP {response.status_code}"
