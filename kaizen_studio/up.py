@@ -198,10 +198,11 @@ class Supervisor:
 def _die_with_parent(parent: int) -> Callable[[], None]:
     """A `preexec_fn`: the child gets SIGTERM when `parent` dies (Linux; elsewhere a no-op)."""
 
+    if not sys.platform.startswith("linux"):
+        return lambda: None
+    libc = ctypes.CDLL(None, use_errno=True)  # looked up before the fork, not in the child
+
     def arrange() -> None:
-        if not sys.platform.startswith("linux"):
-            return
-        libc = ctypes.CDLL(None, use_errno=True)
         if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
             raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
         if os.getppid() != parent:  # the parent died before prctl took effect
