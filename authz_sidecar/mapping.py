@@ -55,6 +55,7 @@ class HttpFacts:
         if not self.body_seen or self.body_truncated:
             return None
         return hashlib.sha256(self.body).hexdigest()
+
     # Set when the request may not be authorized at all (an untrusted /authz peer naming
     # an original request); map_request denies with it.
     refusal: str | None = None
