@@ -22,11 +22,15 @@ from typing import Any
 import httpx
 import pytest
 import redis
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
 from policy.budgets import BudgetKey, period_window
 from policy.workloads import AgentConfig, CallBudget, ModelConfig
 from tests.e2e import sidecar_procs as procs
-from tests.fake_llm import FakeLLM, Reply, running_fake_llm
+from tests.fake_llm import FakeLLM, Reply, ServedApp, running_fake_llm
 from tests.unit.sidecar.factory import ALICE, ORG, Keys, access_token, make_bundle, make_keys
 
 GATEWAY_TOKEN = "kgw_budget_e2e_credential"
@@ -119,36 +123,40 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         (tmp / "jwks.json").write_text(json.dumps(keys.jwks))
         gateway, grpc_port, http_port = procs.free_port(), procs.free_port(), procs.free_port()
         listen, admin = procs.free_port(), procs.free_port()
-        nowhere = f"http://127.0.0.1:{procs.free_port()}"  # no control plane: records wait
+        control_plane = ServedApp(_control_plane_standin(), lifespan="off")
+        # Started together, then awaited: the machine is shared, start-up is the slow part.
         with (
             procs.running(
                 procs.start_sidecar(
                     tmp / "sidecar",
                     grpc_port,
                     http_port,
+                    wait=False,
                     KAIZEN_SIDECAR_BUNDLE=str(tmp / "bundle.tar.gz"),
                     KAIZEN_SIDECAR_JWKS=str(tmp / "jwks.json"),
                     KAIZEN_GATEWAY_TOKEN=GATEWAY_TOKEN,
                     KAIZEN_REDIS_URL=REDIS_URL,
                     KAIZEN_REDIS_PREFIX=prefix,
-                    KAIZEN_CONTROL_PLANE_URL=nowhere,
+                    KAIZEN_CONTROL_PLANE_URL=control_plane.url,
                 )
-            ),
+            ) as sidecar,
             procs.running(
-                _start_gateway(
+                _spawn_gateway(
                     tmp,
                     gateway,
                     KAIZEN_GATEWAY_BUNDLE=str(tmp / "bundle.tar.gz"),
                     KAIZEN_GATEWAY_JWKS=str(tmp / "jwks.json"),
                     KAIZEN_GATEWAY_TOKEN=GATEWAY_TOKEN,
                     KAIZEN_SIDECAR_URL=f"http://127.0.0.1:{http_port}",
-                    KAIZEN_CONTROL_PLANE_URL=nowhere,
+                    KAIZEN_CONTROL_PLANE_URL=control_plane.url,
                 )
-            ),
+            ) as gateway_process,
             procs.running(
-                procs.start_envoy(procs.envoy_config(listen, admin, grpc_port, gateway), tmp, admin)
+                procs.start_envoy(_envoy_config(listen, admin, grpc_port, gateway), tmp, admin)
             ),
         ):
+            procs._wait(f"http://127.0.0.1:{http_port}/healthz", sidecar, "sidecar")
+            procs._wait(f"http://127.0.0.1:{gateway}/healthz", gateway_process, "gateway")
             try:
                 yield Stack(f"http://127.0.0.1:{listen}", keys, fake, client, prefix)
             finally:
@@ -156,15 +164,42 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                 if stale:
                     client.delete(*stale)
                 client.close()
+                control_plane.stop()
 
 
-def _start_gateway(tmp: Path, port: int, **env: str) -> subprocess.Popen[bytes]:
+def _envoy_config(listen: int, admin: int, sidecar: int, upstream: int) -> str:
+    """deploy/envoy/envoy.yaml, with a longer ext_authz timeout: 50 checks at once on a
+    shared 2-core machine must not all fail closed (503) before the budget is reached."""
+    config = procs.envoy_config(listen, admin, sidecar, upstream)
+    assert "timeout: 1s" in config
+    return config.replace("timeout: 1s", "timeout: 5s", 1)
+
+
+def _spawn_gateway(tmp: Path, port: int, **env: str) -> subprocess.Popen[bytes]:
     environ = procs.clean_env(
         KAIZEN_HOME=str(tmp / "gateway"), KAIZEN_GATEWAY_PORT=str(port), **env
     )
-    process = procs.spawn([str(procs.BIN / "kaizen-studio"), "gateway"], env=environ)
-    procs._wait(f"http://127.0.0.1:{port}/healthz", process, "gateway")
-    return process
+    return procs.spawn([str(procs.BIN / "kaizen-studio"), "gateway"], env=environ)
+
+
+def _control_plane_standin() -> Starlette:
+    """Acknowledges executions and decision logs (the control plane is not under test), so
+    the gateway and sidecar stop at once instead of draining for their grace period."""
+
+    async def executions(request: Request) -> Response:
+        body = await request.json()
+        return JSONResponse({"accepted": len(body["executions"]), "duplicates": 0})
+
+    async def decisions(request: Request) -> Response:
+        lines = (await request.body()).count(b"\n") + 1
+        return JSONResponse({"accepted": lines, "duplicates": 0})
+
+    return Starlette(
+        routes=[
+            Route("/api/v1/executions/ingest", executions, methods=["POST"]),
+            Route("/api/v1/decisions/ingest", decisions, methods=["POST"]),
+        ]
+    )
 
 
 def _eventually(check: Callable[[], bool], what: str, attempts: int = 200) -> None:
