@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 
 import pytest
@@ -162,3 +163,14 @@ def test_a_refused_request_is_denied_with_its_reason() -> None:
     facts = HttpFacts("POST", "", {}, refusal="not from the proxy")
     with pytest.raises(MappingError, match="not from the proxy"):
         map_request(facts)
+
+
+def test_invoke_and_run_carry_the_body_hash_only_when_the_body_was_seen() -> None:
+    body = b'{"input": "hi"}'
+    expected = hashlib.sha256(body).hexdigest()
+    for path in ("/v1/agents/a/invoke", "/v1/pipelines/p/run"):
+        assert map_request(facts("POST", path, body)).body_sha256 == expected
+        unseen = HttpFacts("POST", path, {}, b"", body_seen=False)
+        assert map_request(unseen).body_sha256 is None
+        truncated = HttpFacts("POST", path, {}, body[:4], body_truncated=True)
+        assert map_request(truncated).body_sha256 is None
