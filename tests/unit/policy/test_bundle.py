@@ -320,7 +320,8 @@ def test_files_outside_the_layout_and_links_are_rejected(
 
     assert (
         rejected(write_files(read_files(built), add_link), jwks)
-        == "kaizen/abac/link.rego: symbolic link members are refused; only regular files are allowed"
+        == "kaizen/abac/link.rego: symbolic link members are refused; "
+        "only regular files are allowed"
     )
 
 
