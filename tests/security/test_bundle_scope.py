@@ -222,6 +222,7 @@ def test_rotating_one_organisations_key_leaves_the_others_and_its_sidecar_follow
     refused = rotate("--organization", "not-an-organisation")
     assert refused.returncode == 2
     assert "--organization 'not-an-organisation' is not an organisation id" in refused.stderr
+    cp.close()
 
 
 def test_key_slipped_into_the_jwks_after_first_contact_is_refused(
