@@ -149,6 +149,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                     KAIZEN_GATEWAY_TOKEN=GATEWAY_TOKEN,
                     KAIZEN_SIDECAR_URL=f"http://127.0.0.1:{http_port}",
                     KAIZEN_CONTROL_PLANE_URL=control_plane.url,
+                    # the local fake LLM listens on loopback, which the outbound guard
+                    # refuses unless the operator allows it
+                    KAIZEN_OUTBOUND_ALLOW_CIDRS="127.0.0.1/32",
                 )
             ) as gateway_process,
             procs.running(
