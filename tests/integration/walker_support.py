@@ -16,6 +16,7 @@ from fastapi.openapi.utils import _get_api_route_for_openapi
 from sqlalchemy import Table, select
 
 from control_plane.api.deps import get_gateway, get_principal
+from control_plane.api.mfa import get_enroller
 from control_plane.db.base import Base
 from control_plane.db.session import SYSTEM
 from tests.conftest import PASSWORD, Account, Stack
@@ -82,7 +83,7 @@ def operations(app: FastAPI) -> list[Operation]:
                 auth = PERMISSION
             elif get_gateway in calls:
                 auth = GATEWAY
-            elif get_principal in calls:
+            elif get_principal in calls or get_enroller in calls:
                 auth = MEMBER
             else:
                 auth = PUBLIC
