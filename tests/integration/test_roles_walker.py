@@ -1,5 +1,5 @@
-"""The role walker: every operation of /openapi.json × each of the seven roles (a signed-in
-member and an API key of that role) × no credential × expired and revoked credentials × a
+"""The role walker: every operation of /openapi.json x each of the seven roles (a signed-in
+member and an API key of that role) x no credential x expired and revoked credentials x a
 gateway credential. The answer expected is derived, never tabled: the permission each
 route declares (`requires(collection, action)`, read from the app) against the grant of
 the roles data (`services/builtin_roles.yaml`). A route that declares no permission must be
@@ -160,7 +160,9 @@ class Credentials:
         self.bad["revoked access token"] = revoked_jwt
         revoked_key = await self.fresh_key("owner")
         listed = await self.client.get("/api/v1/api-keys", headers=self.owner.headers)
-        key_id = next(k["id"] for k in listed.json()["items"] if revoked_key.startswith(k["prefix"]))
+        key_id = next(
+            k["id"] for k in listed.json()["items"] if revoked_key.startswith(k["prefix"])
+        )
         gone = await self.client.delete(f"/api/v1/api-keys/{key_id}", headers=self.owner.headers)
         assert gone.status_code == 204, gone.text
         self.bad["revoked API key"] = revoked_key
@@ -228,9 +230,7 @@ async def test_every_operation_answers_each_role_as_the_roles_data_says(
     await creds.make()
     ops = sorted(operations(stack.app), key=lambda o: (o.method, o.path) in SPENDS_CALLER)
     wrong: list[str] = []
-    undeclared = [
-        str(op) for op in ops if op.auth != PERMISSION and _expected_auth(op) != op.auth
-    ]
+    undeclared = [str(op) for op in ops if op.auth != PERMISSION and _expected_auth(op) != op.auth]
     assert not undeclared, "routes without a declared permission:\n" + "\n".join(undeclared)
     calls = 0
 
@@ -275,15 +275,19 @@ async def test_every_operation_answers_each_role_as_the_roles_data_says(
                     allowed = False  # a gateway route takes no user credential
                 answered = await call(op, _bearer(token))
                 problem = _check(op, f"{role} {kind}", answered, allowed)
-                if problem is None and not allowed and op.auth == PERMISSION:
-                    # The refusal is the role table's, and says so.
-                    if answered.status_code != 403 or "may not" not in answered.text:
-                        problem = f"{op} as {role} {kind}: {answered.text[:200]}"
+                # A refusal is the role table's, and says so.
+                if (
+                    problem is None
+                    and not allowed
+                    and op.auth == PERMISSION
+                    and (answered.status_code != 403 or "may not" not in answered.text)
+                ):
+                    problem = f"{op} as {role} {kind}: {answered.text[:200]}"
                 wrong += [problem] if problem else []
 
     kinds = 2 * len(ROLES) + 1 + len(creds.bad) + 1
     print(
-        f"role walker: {len(ops)} operations × {len(ROLES)} roles × (member, API key)"
+        f"role walker: {len(ops)} operations x {len(ROLES)} roles x (member, API key)"
         f" + no credential + {len(creds.bad)} expired/revoked + gateway"
         f" = {kinds} credential kinds, {calls} calls"
     )

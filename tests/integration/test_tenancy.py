@@ -17,11 +17,11 @@ from control_plane.db.models import ApprovalRequest
 from control_plane.db.session import SYSTEM
 from tests.conftest import PASSWORD, Account, Stack, signup
 from tests.integration.walker_support import (
-    GATEWAY,
-    PUBLIC,
     AGENT,
+    GATEWAY,
     PIPELINE,
     POLICY,
+    PUBLIC,
     Operation,
     body_schema,
     changed_tables,
@@ -57,7 +57,11 @@ BODIES: dict[tuple[str, str], Any] = {
     },
     # Operations that reference nothing of another tenant's: a valid-looking body each, so
     # the walk reaches the handler (it must still leave the other tenant untouched).
-    ("POST", "/api/v1/auth/signup"): {"email": "new@example.com", "password": PASSWORD, "organization": "New"},
+    ("POST", "/api/v1/auth/signup"): {
+        "email": "new@example.com",
+        "password": PASSWORD,
+        "organization": "New",
+    },
     ("POST", "/api/v1/auth/refresh"): {"refresh_token": "krt_not-a-token"},
     ("POST", "/api/v1/me/mfa/totp/confirm"): {"code": "000000"},
     ("DELETE", "/api/v1/me/mfa/totp"): {"code": "000000"},
@@ -203,7 +207,9 @@ class Walk:
         self.op, self.mine, self.theirs = op, mine, theirs
         key = (op.method, op.path)
         aliases = ALIASES.get(key, {})
-        self.path = re.sub(r"\{(\w+)\}", lambda m: "{" + aliases.get(m.group(1), m.group(1)) + "}", op.path)
+        self.path = re.sub(
+            r"\{(\w+)\}", lambda m: "{" + aliases.get(m.group(1), m.group(1)) + "}", op.path
+        )
         self.query = QUERIES.get(key, {})
         self.body = BODIES.get(key)
         schema = body_schema(stack.app, op)

@@ -344,7 +344,9 @@ async def make_objects(client: httpx.AsyncClient, owner: Account) -> dict[str, A
     )
     assert reported.status_code == 204, reported.text
     # A second session of the owner: the walk may end it without ending the one it uses.
-    login = await client.post("/api/v1/auth/login", json={"email": owner.email, "password": PASSWORD})
+    login = await client.post(
+        "/api/v1/auth/login", json={"email": owner.email, "password": PASSWORD}
+    )
     assert login.status_code == 200, login.text
     sessions = (await client.get("/api/v1/me/sessions", headers=h)).json()
     own_sid = _session_of(owner.access_token)
