@@ -8,12 +8,17 @@ public, self-service or gateway-only by a reason written below, or the walker fa
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import jwt
+from sqlalchemy import update
 
+from control_plane.db.models import ApiKey
+from control_plane.db.session import SYSTEM
 from control_plane.services import roles
+from control_plane.services.auth import sha256_hex
 from control_plane.services.roles import ROLES
 from tests.conftest import PASSWORD, Account, Stack, signup
 from tests.integration.walker_support import (
@@ -166,6 +171,15 @@ class Credentials:
         gone = await self.client.delete(f"/api/v1/api-keys/{key_id}", headers=self.owner.headers)
         assert gone.status_code == 204, gone.text
         self.bad["revoked API key"] = revoked_key
+        expired_key = await self.fresh_key("owner")
+        # The API refuses an expiry in the past: age the key's row instead, as time would.
+        async with self.stack.db.session(SYSTEM) as session:
+            await session.execute(
+                update(ApiKey)
+                .where(ApiKey.key_hash == sha256_hex(expired_key))
+                .values(expires_at=datetime.now(UTC) - timedelta(minutes=1))
+            )
+        self.bad["expired API key"] = expired_key
 
     async def fresh_jwt(self, role: str) -> str:
         """A new session of the role's member, as a login would open it."""
