@@ -16,6 +16,7 @@ from sqlalchemy import select
 from control_plane.db.models import ApprovalRequest
 from control_plane.db.session import SYSTEM
 from tests.conftest import PASSWORD, Account, Stack, signup
+from tests.integration.mfa_support import Clock
 from tests.integration.walker_support import (
     AGENT,
     GATEWAY,
@@ -263,8 +264,10 @@ async def _grant_jti(stack: Stack, organization_id: str, request_id: str) -> str
     return str(jti)
 
 
-async def _setup(client: httpx.AsyncClient, stack: Stack, who: Account) -> dict[str, Any]:
-    ids = await make_objects(client, who)
+async def _setup(
+    client: httpx.AsyncClient, stack: Stack, who: Account, clock: Clock
+) -> dict[str, Any]:
+    ids = await make_objects(client, who, clock)
     ids["grant_jti"] = await _grant_jti(stack, who.organization_id, ids["granted_id"])
     ids["owner_email"] = who.email
     ids["owner_id"] = who.user_id
@@ -273,11 +276,11 @@ async def _setup(client: httpx.AsyncClient, stack: Stack, who: Account) -> dict[
 
 
 async def test_every_operation_hides_other_tenants_objects(
-    client: httpx.AsyncClient, stack: Stack
+    client: httpx.AsyncClient, stack: Stack, clock: Clock
 ) -> None:
     alice, bob = await signup(client, "Alice Corp"), await signup(client, "Bob Corp")
-    theirs = await _setup(client, stack, alice)
-    mine = await _setup(client, stack, bob)  # Bob has same-named objects of his own
+    theirs = await _setup(client, stack, alice, clock)
+    mine = await _setup(client, stack, bob, clock)  # Bob has same-named objects of his own
     baseline = await snapshot(stack, alice.organization_id)
     headers = {
         "member": bob.headers,
@@ -341,7 +344,12 @@ async def test_every_operation_hides_other_tenants_objects(
         _assert_no_leak(op, answered, theirs)
         cross += 1
 
-    print(f"tenancy walker: {len(ops)} operations: {cross} with ids, {lists} lists, {other} other")
+    filled = [name for name, rows in baseline.items() if rows]
+    print(
+        f"tenancy walker: {len(ops)} operations: {cross} with ids, {lists} lists, {other} other;"
+        f" snapshot of {len(baseline)} tables ({len(filled)} with the victim's rows,"
+        f" {sum(map(len, baseline.values()))} rows)"
+    )
     assert cross + lists + other == len(ops)
     assert not changed_tables(baseline, await snapshot(stack, alice.organization_id))
 

@@ -20,6 +20,7 @@ from control_plane.api.mfa import get_enroller
 from control_plane.db.base import Base
 from control_plane.db.session import SYSTEM
 from tests.conftest import PASSWORD, Account, Stack
+from tests.integration.mfa_support import Clock, enrol
 from tests.integration.test_approvals import held_decision
 
 # How an operation authenticates, read from its dependencies.
@@ -180,7 +181,7 @@ async def _created(response: httpx.Response, *expected: int) -> Any:
     return response.json()
 
 
-async def make_objects(client: httpx.AsyncClient, owner: Account) -> dict[str, Any]:
+async def make_objects(client: httpx.AsyncClient, owner: Account, clock: Clock) -> dict[str, Any]:
     """One of every object kind in `owner`'s organisation; returns their ids by name."""
     h = owner.headers
     tag = owner.organization_id[:8]
@@ -199,6 +200,12 @@ async def make_objects(client: httpx.AsyncClient, owner: Account) -> dict[str, A
             headers=h,
         )
     )
+    # The member's second factor (TOTP and recovery codes), enrolled by the member.
+    signed_in = await client.post(
+        "/api/v1/auth/login", json={"email": member_email, "password": PASSWORD}
+    )
+    assert signed_in.status_code == 200, signed_in.text
+    await enrol(client, _bearer(signed_in.json()["access_token"]), clock)
     team = await _created(await client.post("/api/v1/teams", json={"name": "sre"}, headers=h))
     await _created(
         await client.post(
@@ -343,7 +350,40 @@ async def make_objects(client: httpx.AsyncClient, owner: Account) -> dict[str, A
         headers=gw,
     )
     assert reported.status_code == 204, reported.text
-    # A second session of the owner: the walk may end it without ending the one it uses.
+    execution_id = f"e-{tag}"
+    executions = await client.post(
+        "/api/v1/executions/ingest",
+        json={
+            "executions": [
+                {
+                    "id": execution_id,
+                    "time": "2026-11-26T10:00:03Z",
+                    "kind": "agent",
+                    "name": "bot",
+                    "status": "succeeded",
+                    "decision_id": decision_id,
+                }
+            ]
+        },
+        headers=gw,
+    )
+    assert executions.status_code == 200, executions.text
+    # The organisation-wide settings, so their rows exist to be watched.
+    for method, url, body in (
+        ("PUT", "/api/v1/organization/mfa", {"required_roles": []}),
+        ("PATCH", "/api/v1/policies/settings", {"require_replay_before_publish": False}),
+        ("PUT", "/api/v1/sso/settings", {"sso_required": False}),
+    ):
+        answered = await client.request(method, url, json=body, headers=h)
+        assert answered.status_code == 200, f"{method} {url}: {answered.text}"
+    # An ended session (a revocation row), then a live second one the walk may end
+    # without ending the session it calls with.
+    ended = await client.post(
+        "/api/v1/auth/login", json={"email": owner.email, "password": PASSWORD}
+    )
+    assert ended.status_code == 200, ended.text
+    out = await client.post("/api/v1/auth/logout", headers=_bearer(ended.json()["access_token"]))
+    assert out.status_code in (200, 204), out.text
     login = await client.post(
         "/api/v1/auth/login", json={"email": owner.email, "password": PASSWORD}
     )
@@ -366,6 +406,7 @@ async def make_objects(client: httpx.AsyncClient, owner: Account) -> dict[str, A
         "deployment_id": deployment["id"],
         "scope": owner.organization_id,
         "decision_id": decision_id,
+        "execution_id": execution_id,
         "opa_decision_id": opa_decision_id,
         "approval_id": approval_id,
         "granted_id": granted_id,
