@@ -96,6 +96,17 @@ SPENDS_CALLER = {
     ("DELETE", "/api/v1/auth/session"),
     ("DELETE", "/api/v1/me/sessions"),
 }
+# A route's permission must fit its method, so a write cannot hide behind a reading
+# permission: a GET declares a reading action; a write declares a writing one, except these
+# dry runs (they evaluate drafts and store nothing but a replay's own report).
+READING = {"read", "verify", "export", "simulate"}
+DRY_RUNS = {
+    ("POST", "/api/v1/policies/validate"),
+    ("POST", "/api/v1/policies/simulate"),
+    ("POST", "/api/v1/policies/test"),
+    ("POST", "/api/v1/policies/replay"),
+    ("POST", "/api/v1/policies/{policy_id}/replay"),
+}
 # Query parameters an operation cannot be called without.
 QUERIES: dict[tuple[str, str], dict[str, str]] = {
     ("GET", "/api/v1/policies/{policy_id}/diff"): {"from": "1", "to": "1"},
@@ -246,6 +257,14 @@ async def test_every_operation_answers_each_role_as_the_roles_data_says(
     wrong: list[str] = []
     undeclared = [str(op) for op in ops if op.auth != PERMISSION and _expected_auth(op) != op.auth]
     assert not undeclared, "routes without a declared permission:\n" + "\n".join(undeclared)
+    misfits = [
+        f"{op} declares {op.permission}"
+        for op in ops
+        if op.permission
+        and (op.method == "GET") != (op.permission[1] in READING)
+        and (op.method, op.path) not in DRY_RUNS
+    ]
+    assert not misfits, "permissions that do not fit the method:\n" + "\n".join(misfits)
     calls = 0
 
     async def call(op: Operation, headers: dict[str, str]) -> httpx.Response:
