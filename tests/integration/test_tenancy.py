@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 from typing import Any
 
 import httpx
@@ -251,8 +252,6 @@ def _assert_no_leak(op: Operation, answered: httpx.Response, theirs: dict[str, A
 
 
 async def _grant_jti(stack: Stack, organization_id: str, request_id: str) -> str:
-    import uuid
-
     async with stack.db.session(SYSTEM) as session:
         jti = await session.scalar(
             select(ApprovalRequest.grant_jti).where(

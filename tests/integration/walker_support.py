@@ -3,7 +3,9 @@ a snapshot of everything one organisation owns, and a full set of objects to wal
 
 from __future__ import annotations
 
+import base64
 import inspect
+import json
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -422,9 +424,6 @@ async def make_objects(client: httpx.AsyncClient, owner: Account, clock: Clock) 
 
 
 def _session_of(access_token: str) -> str:
-    import base64
-    import json
-
     payload = access_token.split(".")[1]
     claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
     return str(claims["sid"])
