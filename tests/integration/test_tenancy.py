@@ -156,6 +156,19 @@ OWN_BY_NAME = {("PUT", "/api/v1/secrets/providers/{provider}")}
 PUBLIC_REACH = re.compile(
     r"^/api/v1/(auth/(oidc|saml)/\{provider_id\}/|auth/sso/discover$|bundles/\{scope\}/jwks\.json$)"
 )
+# GETs without a path id that answer settings or a summary rather than objects, so there
+# are no ids of the caller's to show (every other list must show some: its positive control).
+SUMMARIES = {
+    "/api/v1/me/mfa",
+    "/api/v1/organization/mfa",
+    "/api/v1/audit-events/verify",
+    "/api/v1/sso/settings",
+    "/api/v1/budgets",
+    "/api/v1/policies/settings",
+    "/api/v1/decisions/aggregates",
+    "/api/v1/decisions/verify",
+    "/api/v1/decisions/retention",
+}
 # The order DELETEs run in (their positive controls spend the caller's objects).
 DELETE_ORDER = [
     "/api/v1/teams/{team_id}/members/{user_id}",
@@ -245,6 +258,13 @@ class Walk:
         return _fill(self.path, ids), _fill(self.query, ids), _fill(self.body, ids)
 
 
+def _shows_any(answered: httpx.Response, ids: dict[str, Any]) -> bool:
+    return any(
+        name not in NOT_IDS and isinstance(value, str) and value in answered.text
+        for name, value in ids.items()
+    )
+
+
 def _assert_no_leak(op: Operation, answered: httpx.Response, theirs: dict[str, Any]) -> None:
     for name, value in theirs.items():
         if name not in NOT_IDS and isinstance(value, str):
@@ -303,6 +323,9 @@ async def test_every_operation_hides_other_tenants_objects(
                 listed = await client.get(path, params=query, headers=sent)
                 assert listed.status_code == 200, f"{op} ({swapped}): {listed.text}"
                 _assert_no_leak(op, listed, theirs)
+                # The list's positive control: it does show the caller's own objects.
+                if swapped is None and op.path not in SUMMARIES:
+                    assert _shows_any(listed, mine), f"{op} shows none of the caller's objects"
             lists += 1
             continue
         if op.auth == PUBLIC and PUBLIC_REACH.match(op.path):
