@@ -15,6 +15,7 @@ from control_plane.api.deps import (
     PrincipalDep,
     Tenant,
     client_ip,
+    requires,
 )
 from control_plane.observability import request_id_var
 from control_plane.schemas import approvals as schemas
@@ -35,6 +36,7 @@ async def member(request: Request, principal: PrincipalDep, db: DatabaseDep) -> 
 
 
 Member = Annotated[Tenant, Depends(member)]
+ReadApprovals = Annotated[Tenant, Depends(requires("approvals", "read"))]
 
 
 def _settings(request: Request) -> Settings:
@@ -44,13 +46,12 @@ def _settings(request: Request) -> Settings:
 
 @router.get("", responses=ERRORS)
 async def list_approvals(
-    tenant: Member,
+    tenant: ReadApprovals,
     status: Annotated[Literal["pending", "approved", "denied", "expired"] | None, Query()] = None,
     cursor: Cursor = None,
     limit: Limit = 100,
 ) -> Page[schemas.Approval]:
     """Approval requests, oldest first (needs `approvals:read`)."""
-    tenant.principal.require("approvals", "read")
     async with tenant.session() as session:
         rows, next_cursor = await approvals.list_requests(session, status, cursor, limit)
         items = [schemas.Approval(**approvals.view(r)) for r in rows]
