@@ -4,7 +4,8 @@ A policy is one document (RolePolicy, RegoPolicy, BudgetPolicy, PolicyTest) name
 `metadata.name`. Writing a source creates or updates drafts; publishing validates the whole
 draft set, runs its PolicyTests, compiles and signs a bundle revision, and only then marks
 the versions published. Anything that fails leaves the published set and bundle untouched.
-Compiling and evaluating are CPU work, so they run in a worker thread.
+Parsing, compiling and evaluating a tenant's Rego run in the Rego sandbox's worker processes
+(rego_sandbox.py), under its time and memory limits; only signing stays here.
 """
 
 from __future__ import annotations
@@ -24,34 +25,20 @@ from control_plane.db.base import utcnow
 from control_plane.db.models import ApiKey, BundleRevision, Organization, Policy, PolicyVersion
 from control_plane.db.session import SYSTEM, Database
 from control_plane.errors import Conflict, Invalid, NotFound
-from control_plane.services import audit, deployments
+from control_plane.services import audit, deployments, rego_tasks
 from control_plane.services.audit import Actor
 from control_plane.services.keys import KeyRing
 from control_plane.services.pagination import paginate
+from control_plane.services.rego_sandbox import RegoSandbox
+from control_plane.services.rego_tasks import compile_and_test
 from policy.bundle import build_bundle
-from policy.compiler import CompileContext, CompiledPolicy, CompileError, compile_policy
-from policy.documents import parse_policy_source
-from policy.engine import DecisionEngine
-from policy.errors import BundleError, PolicyValidationError
-from policy.policy_set import PolicySet
-from policy.rego_compile import RegoCompileError
-from policy.testrunner import PolicyTestReport, run_policy_tests
-
-SOURCE_FILE = "source"
+from policy.compiler import CompileContext, CompiledPolicy
+from policy.errors import BundleError
+from policy.testrunner import PolicyTestReport
 
 
 def _sha256(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
-
-
-def _invalid(exc: PolicyValidationError, message: str = "the policy is invalid") -> Invalid:
-    details = [dict(d) for d in exc.details]
-    first = details[0] if details else {}
-    where = ", ".join(
-        f"{k} {first[k]}" for k in ("document", "line", "column") if first.get(k) is not None
-    )
-    summary = f"{message}: {first.get('message', '')}" + (f" ({where})" if where else "")
-    return Invalid(summary, details=details)
 
 
 def status(policy: Policy) -> str:
@@ -169,27 +156,19 @@ async def current_revision(session: AsyncSession) -> BundleRevision | None:
 # -- validating and writing ----------------------------------------------------------------
 
 
-def _parse(source: str) -> list[Any]:
-    try:
-        return parse_policy_source(source, SOURCE_FILE)
-    except PolicyValidationError as exc:
-        raise _invalid(exc) from None
+def _described(action: str, names: list[str]) -> str:
+    """How a refusal names what was being evaluated: the action and the policies."""
+    return f"{action} policies {', '.join(names)}" if names else f"{action} the policy set"
 
 
-def _policy_set(sources: list[tuple[str, str]]) -> PolicySet:
-    try:
-        return PolicySet.from_sources(sources)
-    except PolicyValidationError as exc:
-        raise _invalid(exc, "the policy set is invalid") from None
-
-
-def validate(source: str) -> list[dict[str, Any]]:
+async def validate(
+    sandbox: RegoSandbox, organization_id: uuid.UUID, source: str
+) -> list[dict[str, Any]]:
     """Every problem in `source` on its own, as 422 details would list them."""
-    try:
-        parse_policy_source(source, SOURCE_FILE)
-    except PolicyValidationError as exc:
-        return [dict(d) for d in exc.details]
-    return []
+    details: list[dict[str, Any]] = await sandbox.run(
+        str(organization_id), "validating the source", rego_tasks.validate, source
+    )
+    return details
 
 
 @dataclass(frozen=True)
@@ -201,10 +180,15 @@ class Applied:
 
 
 async def apply(
-    session: AsyncSession, organization_id: uuid.UUID, actor: Actor, source: str
+    session: AsyncSession,
+    organization_id: uuid.UUID,
+    actor: Actor,
+    sandbox: RegoSandbox,
+    source: str,
 ) -> Applied:
     """Create or update drafts from every document in `source`, all or nothing."""
-    documents = await asyncio.to_thread(_parse, source)
+    org = str(organization_id)
+    documents = await sandbox.run(org, "parsing the source", rego_tasks.parse, source)
     if not documents:
         raise Invalid("the source holds no policy document", details=[{"field": "source"}])
     existing = {p.name: p for p in await session.scalars(select(Policy))}
@@ -222,7 +206,9 @@ async def apply(
             )
     # The drafts must still form a valid set with these documents in place.
     merged = {**drafts, **{name: text for name, (_kind, text) in incoming.items()}}
-    await asyncio.to_thread(_policy_set, sorted(merged.items()))
+    await sandbox.run(
+        org, _described("checking", sorted(merged)), rego_tasks.check_set, sorted(merged.items())
+    )
 
     now = utcnow()
     result = Applied([], [], [], [])
@@ -268,7 +254,11 @@ async def apply(
 
 
 async def delete(
-    session: AsyncSession, organization_id: uuid.UUID, actor: Actor, policy_id: uuid.UUID
+    session: AsyncSession,
+    organization_id: uuid.UUID,
+    actor: Actor,
+    sandbox: RegoSandbox,
+    policy_id: uuid.UUID,
 ) -> None:
     """Remove the policy from the drafts; the next publish leaves it out of the bundle."""
     policy = await _policy(session, policy_id)
@@ -276,7 +266,12 @@ async def delete(
         raise NotFound("no such policy")
     remaining = await draft_versions(session)
     remaining.pop(policy.name, None)
-    await asyncio.to_thread(_policy_set, await _sources(session, remaining))
+    await sandbox.run(
+        str(organization_id),
+        _described("checking", sorted(remaining)),
+        rego_tasks.check_set,
+        await _sources(session, remaining),
+    )
     policy.deleted_at = policy.updated_at = utcnow()
     await audit.record(
         session, organization_id, actor, "policy.delete", "policy", policy.id, name=policy.name
@@ -306,13 +301,6 @@ async def compile_context(
     )
 
 
-def _compile(policy_set: PolicySet, context: CompileContext) -> CompiledPolicy:
-    try:
-        return compile_policy(policy_set, context)
-    except (CompileError, RegoCompileError) as exc:
-        raise Invalid(f"the policy set does not compile: {exc}") from None
-
-
 async def _selected(session: AsyncSession, draft: bool) -> dict[str, int]:
     if draft:
         return await draft_versions(session)
@@ -322,20 +310,11 @@ async def _selected(session: AsyncSession, draft: bool) -> dict[str, int]:
     return dict(current.policies)
 
 
-def _simulate(
-    sources: list[tuple[str, str]], context: CompileContext, decision_input: dict[str, Any]
-) -> dict[str, Any]:
-    engine = DecisionEngine(_compile(_policy_set(sources), context), cache_size=0)
-    try:
-        return engine.decide(decision_input, dry_run=True, explain=True).to_dict()
-    finally:
-        engine.close()
-
-
 async def simulate(
     session: AsyncSession,
     organization_id: uuid.UUID,
     keys: KeyRing,
+    sandbox: RegoSandbox,
     decision_input: dict[str, Any],
     *,
     draft: bool,
@@ -346,12 +325,11 @@ async def simulate(
     principal = decision_input.get("principal")
     if isinstance(principal, dict):
         principal.setdefault("organization", str(organization_id))
-    return await asyncio.to_thread(_simulate, sources, context, decision_input)
-
-
-def _run_tests(sources: list[tuple[str, str]], context: CompileContext) -> PolicyTestReport:
-    policy_set = _policy_set(sources)
-    return run_policy_tests(policy_set, _compile(policy_set, context))
+    what = _described("simulating", [name for name, _ in sources])
+    decision: dict[str, Any] = await sandbox.run(
+        str(organization_id), what, rego_tasks.simulate, sources, context, decision_input
+    )
+    return decision
 
 
 def report_dict(report: PolicyTestReport) -> dict[str, Any]:
@@ -364,11 +342,20 @@ def report_dict(report: PolicyTestReport) -> dict[str, Any]:
 
 
 async def test(
-    session: AsyncSession, organization_id: uuid.UUID, keys: KeyRing, *, draft: bool
+    session: AsyncSession,
+    organization_id: uuid.UUID,
+    keys: KeyRing,
+    sandbox: RegoSandbox,
+    *,
+    draft: bool,
 ) -> dict[str, Any]:
     sources = await _sources(session, await _selected(session, draft))
     context = await compile_context(session, organization_id, keys)
-    return report_dict(await asyncio.to_thread(_run_tests, sources, context))
+    what = _described("testing", [name for name, _ in sources])
+    report: PolicyTestReport = await sandbox.run(
+        str(organization_id), what, rego_tasks.run_tests, sources, context
+    )
+    return report_dict(report)
 
 
 # -- publishing ----------------------------------------------------------------------------
@@ -380,33 +367,23 @@ class _Built:
     tests: PolicyTestReport
 
 
-def _build(
-    sources: list[tuple[str, str]],
-    context: CompileContext,
-    *,
-    revision: int,
-    kid: str,
-    signing_key: Any,
-    issuer: str,
-    run_tests: bool,
-) -> _Built:
-    policy_set = _policy_set(sources)
-    compiled = _compile(policy_set, context)
-    report = run_policy_tests(policy_set, compiled) if run_tests else PolicyTestReport(())
-    if not report.passed:
-        return _Built(b"", report)
+_VERBS = {"publish": "publishing", "rollback": "rolling back to", "refresh": "re-signing"}
+
+
+def _sign(
+    compiled: CompiledPolicy, *, revision: int, kid: str, signing_key: Any, issuer: str
+) -> bytes:
     try:
-        bundle = build_bundle(
+        return build_bundle(
             compiled,
             revision=revision,
             signing_key=signing_key,
             kid=kid,
-            scope=context.organization_id,
+            scope=compiled.organization_id,
             iss=issuer,
         )
     except BundleError as exc:
         raise Invalid(f"the bundle could not be built: {exc}") from None
-    return _Built(bundle, report)
 
 
 async def _release(
@@ -419,6 +396,7 @@ async def _release(
     reason: str,
     message: str,
     issuer: str,
+    sandbox: RegoSandbox | None,
     run_tests: bool = True,
 ) -> BundleRevision:
     # One publisher at a time per organisation: revisions must strictly increase.
@@ -429,33 +407,37 @@ async def _release(
     revision = (last or 0) + 1
     sources = await _sources(session, versions)
     context = await compile_context(session, organization_id, keys)
-    kid, signing_key = keys.signer()
-    built = await asyncio.to_thread(
-        _build,
-        sources,
-        context,
-        revision=revision,
-        kid=kid,
-        signing_key=signing_key,
-        issuer=issuer,
-        run_tests=run_tests,
-    )
-    if not built.tests.passed:
-        failures = [r.to_dict() for r in built.tests.failures]
+    if sandbox is not None:
+        what = _described(_VERBS.get(reason, reason), sorted(versions))
+        compiled, report = await sandbox.run(
+            str(organization_id), what, compile_and_test, sources, context, run=run_tests
+        )
+    else:
+        # Only a refresh comes here: it re-signs a set the sandbox already accepted when it
+        # was published, and evaluates nothing (no tests), so it compiles in a thread.
+        compiled, report = await asyncio.to_thread(
+            compile_and_test, sources, context, run=run_tests
+        )
+    if not report.passed:
+        failures = [r.to_dict() for r in report.failures]
         raise Conflict(
-            f"{len(failures)} of {len(built.tests.results)} policy test cases fail; "
+            f"{len(failures)} of {len(report.results)} policy test cases fail; "
             "nothing was published",
             details=failures,
         )
+    kid, signing_key = keys.signer()
+    bundle = await asyncio.to_thread(
+        _sign, compiled, revision=revision, kid=kid, signing_key=signing_key, issuer=issuer
+    )
     row = BundleRevision(
         revision=revision,
         reason=reason,
         message=message,
         policies=versions,
         key_id=kid,
-        sha256=hashlib.sha256(built.bundle).hexdigest(),
-        size=len(built.bundle),
-        bundle=built.bundle,
+        sha256=hashlib.sha256(bundle).hexdigest(),
+        size=len(bundle),
+        bundle=bundle,
         created_by=actor.label,
     )
     session.add(row)
@@ -473,7 +455,7 @@ async def _release(
         policies=versions,
         key_id=kid,
         sha256=row.sha256,
-        tests=len(built.tests.results),
+        tests=len(report.results),
         message=message,
     )
     return row
@@ -484,6 +466,7 @@ async def publish(
     organization_id: uuid.UUID,
     actor: Actor,
     keys: KeyRing,
+    sandbox: RegoSandbox,
     *,
     message: str,
     issuer: str,
@@ -500,6 +483,7 @@ async def publish(
         reason="publish",
         message=message,
         issuer=issuer,
+        sandbox=sandbox,
     )
 
 
@@ -508,6 +492,7 @@ async def rollback(
     organization_id: uuid.UUID,
     actor: Actor,
     keys: KeyRing,
+    sandbox: RegoSandbox,
     *,
     revision: int,
     message: str,
@@ -526,6 +511,7 @@ async def rollback(
         reason="rollback",
         message=message or f"rollback to revision {revision}",
         issuer=issuer,
+        sandbox=sandbox,
     )
 
 
@@ -552,6 +538,7 @@ async def refresh(
         reason="refresh",
         message=why,
         issuer=issuer,
+        sandbox=None,
         run_tests=False,
     )
 

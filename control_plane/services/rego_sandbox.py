@@ -21,6 +21,7 @@ start-up never counts against a task's time.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import resource
 import signal
@@ -98,16 +99,21 @@ class _Worker:
     conn: Connection
 
 
-async def _readable(conn: Connection, timeout: float | None) -> bool:
+async def _readable(conn: Connection, seconds: float) -> bool:
     """Wait without a thread until `conn` has data (or EOF); False on timeout."""
     if conn.poll():
         return True
     loop = asyncio.get_running_loop()
     ready: asyncio.Future[None] = loop.create_future()
     fd = conn.fileno()
-    loop.add_reader(fd, lambda: ready.done() or ready.set_result(None))
+
+    def wake() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    loop.add_reader(fd, wake)
     try:
-        await asyncio.wait_for(ready, timeout)
+        await asyncio.wait_for(ready, seconds)
         return True
     except TimeoutError:
         return False
@@ -159,10 +165,8 @@ class RegoSandbox:
         for worker in list(self._all):
             worker.conn.close()  # the worker reads EOF and returns
         for worker in list(self._all):
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 await asyncio.to_thread(worker.process.wait, 2.0)
-            except subprocess.TimeoutExpired:
-                pass
             self._kill(worker)
 
     def _spawn(self) -> None:
@@ -233,8 +237,7 @@ class RegoSandbox:
                     worker = await asyncio.wait_for(self._idle.get(), self._wait_seconds)
                 except TimeoutError:
                     raise Unavailable(
-                        "no policy evaluator is free (every worker is busy or restarting); "
-                        "retry",
+                        "no policy evaluator is free (every worker is busy or restarting); retry",
                         headers={"Retry-After": str(round(self.timeout_seconds) or 1)},
                     ) from None
                 return await self._on(worker, what, fn, args, kwargs)
