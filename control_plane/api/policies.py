@@ -173,14 +173,11 @@ async def simulate(
     """
     await limit_rate(request, tenant, "simulate")
     async with tenant.session() as session:
-        return await policies.simulate(
-            session,
-            tenant.organization_id,
-            _keys(request),
-            sandbox(request),
-            body.input,
-            draft=body.draft,
+        prepared = await policies.prepare_selected(
+            session, tenant.organization_id, _keys(request), draft=body.draft
         )
+    # Evaluated after the transaction ended: no lock or connection is held meanwhile.
+    return await policies.simulate(sandbox(request), tenant.organization_id, prepared, body.input)
 
 
 @router.post("/test", responses=ERRORS)
@@ -190,9 +187,10 @@ async def run_tests(
     """Run every PolicyTest case against the drafts (or the published set)."""
     await limit_rate(request, tenant, "test")
     async with tenant.session() as session:
-        report = await policies.test(
-            session, tenant.organization_id, _keys(request), sandbox(request), draft=body.draft
+        prepared = await policies.prepare_selected(
+            session, tenant.organization_id, _keys(request), draft=body.draft
         )
+    report = await policies.test(sandbox(request), tenant.organization_id, prepared)
     return schemas.TestReport.model_validate(report)
 
 
@@ -207,6 +205,20 @@ async def publish(
     `accept_replay` names a completed replay of it (an audited acknowledgement).
     """
     await limit_rate(request, tenant, "publish")
+    # The gate is checked first without recording, to refuse early; it is checked (and an
+    # accepted replay recorded) again in the transaction that publishes.
+    async with tenant.session() as session:
+        versions = await replay.publish_gate(
+            session,
+            tenant.organization_id,
+            tenant.actor,
+            accept_replay=body.accept_replay,
+            record=False,
+        )
+        prepared = await policies.prepare(session, tenant.organization_id, _keys(request), versions)
+    built = await policies.build(
+        sandbox(request), tenant.organization_id, prepared, reason="publish"
+    )
     async with tenant.session() as session:
         versions = await replay.publish_gate(
             session, tenant.organization_id, tenant.actor, accept_replay=body.accept_replay
@@ -216,10 +228,11 @@ async def publish(
             tenant.organization_id,
             tenant.actor,
             _keys(request),
-            sandbox(request),
+            prepared,
+            built,
+            versions=versions,
             message=body.message,
             issuer=_issuer(request),
-            versions=versions,
         )
     await _notify(request, row)
     return revision_out(row)
@@ -232,12 +245,19 @@ async def rollback(
     """Publish what an earlier revision held as a new, higher revision."""
     await limit_rate(request, tenant, "publish")
     async with tenant.session() as session:
+        versions = await policies.revision_versions(session, body.revision)
+        prepared = await policies.prepare(session, tenant.organization_id, _keys(request), versions)
+    built = await policies.build(
+        sandbox(request), tenant.organization_id, prepared, reason="rollback"
+    )
+    async with tenant.session() as session:
         row = await policies.rollback(
             session,
             tenant.organization_id,
             tenant.actor,
             _keys(request),
-            sandbox(request),
+            prepared,
+            built,
             revision=body.revision,
             message=body.message,
             issuer=_issuer(request),

@@ -69,12 +69,10 @@ async def _start(
     keys: KeyRing = request.app.state.keys
     await limit_rate(request, tenant, "replay")
     async with tenant.session() as session:
-        job, plan = await replay.create(
+        plan = await replay.plan(
             session,
             tenant.organization_id,
-            tenant.actor,
             keys,
-            sandbox(request),
             policy_id=policy_id,
             since=body.since,
             until=body.until,
@@ -82,6 +80,10 @@ async def _start(
             limit=body.limit,
             examples=body.examples,
         )
+    # Probed with no transaction open: no lock or connection is held while Rego runs.
+    await replay.probe(sandbox(request), tenant.organization_id, plan)
+    async with tenant.session() as session:
+        job = await replay.create(session, tenant.organization_id, tenant.actor, plan)
     # Started only once the job row is committed, so the task always finds it.
     runner: replay.ReplayRunner = request.app.state.replays
     runner.submit(job, plan)

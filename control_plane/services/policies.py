@@ -11,8 +11,10 @@ Parsing, compiling and evaluating a tenant's Rego run in the Rego sandbox's work
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import difflib
 import hashlib
+import json
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -310,24 +312,51 @@ async def _selected(session: AsyncSession, draft: bool) -> dict[str, int]:
     return dict(current.policies)
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """A policy set read from the database, to be evaluated after its transaction ended:
+    on SQLite every transaction holds the one write lock, and on PostgreSQL a pooled
+    connection, so no transaction stays open while tenant Rego runs."""
+
+    versions: dict[str, int]
+    sources: list[tuple[str, str]]
+    context: CompileContext
+
+    def described(self, action: str) -> str:
+        return _described(action, [name for name, _ in self.sources])
+
+
+async def prepare(
+    session: AsyncSession, organization_id: uuid.UUID, keys: KeyRing, versions: dict[str, int]
+) -> Prepared:
+    sources = await _sources(session, versions)
+    return Prepared(versions, sources, await compile_context(session, organization_id, keys))
+
+
+async def prepare_selected(
+    session: AsyncSession, organization_id: uuid.UUID, keys: KeyRing, *, draft: bool
+) -> Prepared:
+    """The drafts (or the published set), for simulate and tests."""
+    return await prepare(session, organization_id, keys, await _selected(session, draft))
+
+
 async def simulate(
-    session: AsyncSession,
-    organization_id: uuid.UUID,
-    keys: KeyRing,
     sandbox: RegoSandbox,
+    organization_id: uuid.UUID,
+    prepared: Prepared,
     decision_input: dict[str, Any],
-    *,
-    draft: bool,
 ) -> dict[str, Any]:
-    """The decision the drafts (or the published set) would make; nothing is reserved."""
-    sources = await _sources(session, await _selected(session, draft))
-    context = await compile_context(session, organization_id, keys)
+    """The decision the prepared set would make; nothing is reserved."""
     principal = decision_input.get("principal")
     if isinstance(principal, dict):
         principal.setdefault("organization", str(organization_id))
-    what = _described("simulating", [name for name, _ in sources])
     decision: dict[str, Any] = await sandbox.run(
-        str(organization_id), what, rego_tasks.simulate, sources, context, decision_input
+        str(organization_id),
+        prepared.described("simulating"),
+        rego_tasks.simulate,
+        prepared.sources,
+        prepared.context,
+        decision_input,
     )
     return decision
 
@@ -342,32 +371,59 @@ def report_dict(report: PolicyTestReport) -> dict[str, Any]:
 
 
 async def test(
-    session: AsyncSession,
-    organization_id: uuid.UUID,
-    keys: KeyRing,
-    sandbox: RegoSandbox,
-    *,
-    draft: bool,
+    sandbox: RegoSandbox, organization_id: uuid.UUID, prepared: Prepared
 ) -> dict[str, Any]:
-    sources = await _sources(session, await _selected(session, draft))
-    context = await compile_context(session, organization_id, keys)
-    what = _described("testing", [name for name, _ in sources])
     report: PolicyTestReport = await sandbox.run(
-        str(organization_id), what, rego_tasks.run_tests, sources, context
+        str(organization_id),
+        prepared.described("testing"),
+        rego_tasks.run_tests,
+        prepared.sources,
+        prepared.context,
     )
     return report_dict(report)
 
 
 # -- publishing ----------------------------------------------------------------------------
+#
+# A publish or rollback is three steps: `prepare` (a short transaction reads the set),
+# `build` (the sandbox compiles it and runs its tests, no transaction open), `commit` (a
+# second transaction locks the organisation, checks nothing changed meanwhile, signs and
+# writes). A refusal at any step happens before the only write, so nothing is published.
 
 
 @dataclass(frozen=True)
-class _Built:
-    bundle: bytes
+class Built:
+    compiled: CompiledPolicy
     tests: PolicyTestReport
 
 
 _VERBS = {"publish": "publishing", "rollback": "rolling back to", "refresh": "re-signing"}
+
+
+def _passed(built: Built) -> Built:
+    if not built.tests.passed:
+        failures = [r.to_dict() for r in built.tests.failures]
+        raise Conflict(
+            f"{len(failures)} of {len(built.tests.results)} policy test cases fail; "
+            "nothing was published",
+            details=failures,
+        )
+    return built
+
+
+async def build(
+    sandbox: RegoSandbox, organization_id: uuid.UUID, prepared: Prepared, *, reason: str
+) -> Built:
+    """Compile the prepared set and run its tests in the sandbox; failing tests are a 409."""
+    compiled, report = await sandbox.run(
+        str(organization_id),
+        prepared.described(_VERBS.get(reason, reason)),
+        compile_and_test,
+        prepared.sources,
+        prepared.context,
+        run=True,
+    )
+    return _passed(Built(compiled, report))
 
 
 def _sign(
@@ -386,54 +442,54 @@ def _sign(
         raise Invalid(f"the bundle could not be built: {exc}") from None
 
 
-async def _release(
+def _canonical(context: CompileContext) -> str:
+    """The context as comparable text: the same rows read in another order compare equal."""
+
+    def sort(value: Any) -> Any:
+        if isinstance(value, Mapping):
+            return {str(k): sort(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return sorted((sort(v) for v in value), key=lambda v: json.dumps(v, sort_keys=True))
+        return value
+
+    return json.dumps(sort(dataclasses.asdict(context)), sort_keys=True, default=str)
+
+
+async def _commit(
     session: AsyncSession,
     organization_id: uuid.UUID,
     actor: Actor,
     keys: KeyRing,
-    versions: dict[str, int],
+    prepared: Prepared,
+    built: Built,
     *,
     reason: str,
     message: str,
     issuer: str,
-    sandbox: RegoSandbox | None,
-    run_tests: bool = True,
 ) -> BundleRevision:
     # One publisher at a time per organisation: revisions must strictly increase.
     await session.execute(
         select(Organization.id).where(Organization.id == organization_id).with_for_update()
     )
+    if _canonical(await compile_context(session, organization_id, keys)) != _canonical(
+        prepared.context
+    ):
+        # An API key, deployment or signing key changed while the set was being built.
+        raise Conflict(
+            "credentials or deployments changed while the policies were being built; "
+            f"nothing was published; {reason} again"
+        )
     last = await session.scalar(select(func.max(BundleRevision.revision)))
     revision = (last or 0) + 1
-    sources = await _sources(session, versions)
-    context = await compile_context(session, organization_id, keys)
-    if sandbox is not None:
-        what = _described(_VERBS.get(reason, reason), sorted(versions))
-        compiled, report = await sandbox.run(
-            str(organization_id), what, compile_and_test, sources, context, run=run_tests
-        )
-    else:
-        # Only a refresh comes here: it re-signs a set the sandbox already accepted when it
-        # was published, and evaluates nothing (no tests), so it compiles in a thread.
-        compiled, report = await asyncio.to_thread(
-            compile_and_test, sources, context, run=run_tests
-        )
-    if not report.passed:
-        failures = [r.to_dict() for r in report.failures]
-        raise Conflict(
-            f"{len(failures)} of {len(report.results)} policy test cases fail; "
-            "nothing was published",
-            details=failures,
-        )
     kid, signing_key = keys.signer()
     bundle = await asyncio.to_thread(
-        _sign, compiled, revision=revision, kid=kid, signing_key=signing_key, issuer=issuer
+        _sign, built.compiled, revision=revision, kid=kid, signing_key=signing_key, issuer=issuer
     )
     row = BundleRevision(
         revision=revision,
         reason=reason,
         message=message,
-        policies=versions,
+        policies=prepared.versions,
         key_id=kid,
         sha256=hashlib.sha256(bundle).hexdigest(),
         size=len(bundle),
@@ -442,7 +498,7 @@ async def _release(
     )
     session.add(row)
     for policy in await session.scalars(select(Policy)):
-        policy.published_version = versions.get(policy.name)
+        policy.published_version = prepared.versions.get(policy.name)
     await session.flush()
     await audit.record(
         session,
@@ -452,10 +508,10 @@ async def _release(
         "bundle",
         str(revision),
         revision=revision,
-        policies=versions,
+        policies=prepared.versions,
         key_id=kid,
         sha256=row.sha256,
-        tests=len(report.results),
+        tests=len(built.tests.results),
         message=message,
     )
     return row
@@ -466,25 +522,39 @@ async def publish(
     organization_id: uuid.UUID,
     actor: Actor,
     keys: KeyRing,
-    sandbox: RegoSandbox,
+    prepared: Prepared,
+    built: Built,
     *,
+    versions: dict[str, int],
     message: str,
     issuer: str,
-    versions: dict[str, int] | None = None,
 ) -> BundleRevision:
-    """Publish the drafts (or exactly `versions` of them, as the publish gate cleared)."""
-    versions = versions if versions is not None else await draft_versions(session)
-    return await _release(
+    """Publish the built set, if `versions` (what the publish gate clears now) are still
+    exactly the versions that were built and tested."""
+    if versions != prepared.versions:
+        raise Conflict(
+            "the drafts changed while they were being published; nothing was published; "
+            "publish again",
+            details=[{"built": prepared.versions, "drafts": versions}],
+        )
+    return await _commit(
         session,
         organization_id,
         actor,
         keys,
-        versions,
+        prepared,
+        built,
         reason="publish",
         message=message,
         issuer=issuer,
-        sandbox=sandbox,
     )
+
+
+async def revision_versions(session: AsyncSession, revision: int) -> dict[str, int]:
+    target = await session.scalar(select(BundleRevision).where(BundleRevision.revision == revision))
+    if target is None:
+        raise NotFound(f"no bundle revision {revision}")
+    return dict(target.policies)
 
 
 async def rollback(
@@ -492,26 +562,24 @@ async def rollback(
     organization_id: uuid.UUID,
     actor: Actor,
     keys: KeyRing,
-    sandbox: RegoSandbox,
+    prepared: Prepared,
+    built: Built,
     *,
     revision: int,
     message: str,
     issuer: str,
 ) -> BundleRevision:
-    """Publish again what `revision` held, as a new (higher) revision; drafts are kept."""
-    target = await session.scalar(select(BundleRevision).where(BundleRevision.revision == revision))
-    if target is None:
-        raise NotFound(f"no bundle revision {revision}")
-    return await _release(
+    """Publish again what `revision` held (as built), as a new revision; drafts are kept."""
+    return await _commit(
         session,
         organization_id,
         actor,
         keys,
-        dict(target.policies),
+        prepared,
+        built,
         reason="rollback",
         message=message or f"rollback to revision {revision}",
         issuer=issuer,
-        sandbox=sandbox,
     )
 
 
@@ -525,21 +593,28 @@ async def refresh(
     issuer: str,
 ) -> BundleRevision | None:
     """Re-sign the published policies with current credentials (after an API key or
-    signing-key change), so sidecars stop accepting what the control plane no longer does."""
+    signing-key change), so sidecars stop accepting what the control plane no longer does.
+
+    The one compile outside the sandbox, inside the caller's transaction (which must commit
+    the credential change and the bundle together): it evaluates nothing (no tests) and the
+    set is one the sandbox already accepted when it was published."""
     current = await current_revision(session)
     if current is None:
         return None
-    return await _release(
+    prepared = await prepare(session, organization_id, keys, dict(current.policies))
+    compiled, report = await asyncio.to_thread(
+        compile_and_test, prepared.sources, prepared.context, run=False
+    )
+    return await _commit(
         session,
         organization_id,
         actor,
         keys,
-        dict(current.policies),
+        prepared,
+        Built(compiled, report),
         reason="refresh",
         message=why,
         issuer=issuer,
-        sandbox=None,
-        run_tests=False,
     )
 
 

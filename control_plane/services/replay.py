@@ -78,12 +78,21 @@ def _logged(row: Row[Any]) -> Logged:
 @dataclass(frozen=True)
 class ReplayPlan:
     """What a job replays: the sources and context a worker compiles (once per worker,
-    cached under `key`), and how refusals name it."""
+    cached under `key`), how refusals name it, and the job it becomes."""
 
     key: str
     sources: list[tuple[str, str]]
     context: CompileContext
     what: str
+    policy_id: uuid.UUID | None
+    draft: bool
+    versions: dict[str, int]
+    since: datetime
+    until: datetime
+    limit: int
+    examples: int
+    total: int
+    first: Logged | None
 
 
 # -- reading stored decisions --------------------------------------------------------------
@@ -152,12 +161,18 @@ async def _versions(
     return versions
 
 
-async def create(
+async def _check_active(session: AsyncSession) -> None:
+    active = await session.scalar(
+        select(func.count()).select_from(ReplayJob).where(ReplayJob.status.in_(ACTIVE))
+    )
+    if (active or 0) >= MAX_ACTIVE_PER_ORGANIZATION:
+        raise Conflict(f"{active} replays are already queued or running; wait for one to finish")
+
+
+async def plan(
     session: AsyncSession,
     organization_id: uuid.UUID,
-    actor: Actor,
     keys: KeyRing,
-    sandbox: RegoSandbox,
     *,
     policy_id: uuid.UUID | None,
     since: datetime,
@@ -165,14 +180,9 @@ async def create(
     draft: bool,
     limit: int,
     examples: int,
-) -> tuple[ReplayJob, ReplayPlan]:
-    """A queued job and the plan it replays; the caller hands both to the runner.
-
-    The set is compiled and the window's newest decision decided again in the sandbox
-    first, so a set that cannot decide one stored request within the limits is refused
-    (422) before any job exists."""
-    now = utcnow()
-    until = until or now
+) -> ReplayPlan:
+    """What a replay would run, read in a short transaction; `probe` it, then `create`."""
+    until = until or utcnow()
     if since >= until:
         raise Invalid("since must be before until", details=[{"field": "until"}])
     versions = await _versions(session, policy_id, draft=draft)
@@ -182,37 +192,59 @@ async def create(
             f"no stored decisions between {since.isoformat()} and {until.isoformat()}",
             details=[{"field": "since"}, {"field": "until"}],
         )
-    active = await session.scalar(
-        select(func.count()).select_from(ReplayJob).where(ReplayJob.status.in_(ACTIVE))
-    )
-    if (active or 0) >= MAX_ACTIVE_PER_ORGANIZATION:
-        raise Conflict(f"{active} replays are already queued or running; wait for one to finish")
+    await _check_active(session)
     sources = await policies._sources(session, versions)
     context = await policies.compile_context(session, organization_id, keys)
-    plan = ReplayPlan(
-        uuid.uuid4().hex, sources, context, policies._described("replaying", sorted(versions))
-    )
     first = await _next_batch(session, since, until, None, 1)
+    return ReplayPlan(
+        key=uuid.uuid4().hex,
+        sources=sources,
+        context=context,
+        what=policies._described("replaying", sorted(versions)),
+        policy_id=policy_id,
+        draft=draft,
+        versions=versions,
+        since=since,
+        until=until,
+        limit=limit,
+        examples=examples,
+        total=total,
+        first=_logged(first[0]) if first else None,
+    )
+
+
+async def probe(sandbox: RegoSandbox, organization_id: uuid.UUID, plan: ReplayPlan) -> None:
+    """Compile the set and decide the window's newest decision again in the sandbox, with
+    no transaction open: a set that cannot decide one stored request within the limits is
+    refused (422) before any job exists."""
     await sandbox.run(
         str(organization_id),
         plan.what,
         replay_probe,
         plan.key,
-        sources,
-        context,
-        _logged(first[0]) if first else None,
+        plan.sources,
+        plan.context,
+        plan.first,
     )
+
+
+async def create(
+    session: AsyncSession, organization_id: uuid.UUID, actor: Actor, plan: ReplayPlan
+) -> ReplayJob:
+    """The queued job of a probed plan; the caller hands both to the runner."""
+    await _check_active(session)  # again: others may have started meanwhile
+    now = utcnow()
     job = ReplayJob(
         status="queued",
-        policy_id=policy_id,
-        draft=draft,
-        policies=versions,
-        policies_hash=versions_hash(versions),
-        since=since,
-        until=until,
-        max_decisions=limit,
-        examples_per_transition=examples,
-        total=total,
+        policy_id=plan.policy_id,
+        draft=plan.draft,
+        policies=plan.versions,
+        policies_hash=versions_hash(plan.versions),
+        since=plan.since,
+        until=plan.until,
+        max_decisions=plan.limit,
+        examples_per_transition=plan.examples,
+        total=plan.total,
         processed=0,
         created_by=actor.label,
         heartbeat_at=now,
@@ -226,14 +258,14 @@ async def create(
         "replay.create",
         "replay",
         job.id,
-        policy_id=str(policy_id) if policy_id else None,
-        policies=versions,
-        since=since.isoformat(),
-        until=until.isoformat(),
-        limit=limit,
-        total=total,
+        policy_id=str(plan.policy_id) if plan.policy_id else None,
+        policies=plan.versions,
+        since=plan.since.isoformat(),
+        until=plan.until.isoformat(),
+        limit=plan.limit,
+        total=plan.total,
     )
-    return job, plan
+    return job
 
 
 async def _fail_stale(session: AsyncSession) -> None:
@@ -307,8 +339,10 @@ async def publish_gate(
     actor: Actor,
     *,
     accept_replay: uuid.UUID | None,
+    record: bool = True,
 ) -> dict[str, int]:
     """The draft versions that may be published now, or a 409 saying what is missing.
+    `record=False` checks without writing the audit record of an accepted replay.
 
     With the gate on, a completed replay of exactly these versions must show no risky
     change (allow→deny, allow→require_approval, deny→allow), unless the publisher names
@@ -331,6 +365,8 @@ async def publish_gate(
                 "drafts again",
                 details=[{"field": "accept_replay", "replayed": job.policies, "drafts": versions}],
             )
+        if not record:
+            return versions
         await audit.record(
             session,
             organization_id,

@@ -327,12 +327,10 @@ async def test_interrupted_jobs_end_failed_not_running(
     runner = replay.ReplayRunner(stack.db, stack.app.state.rego)
     actor = Actor("user", owner.user_id, owner.email)
     async with stack.db.session(organization_id) as session:
-        job, plan = await replay.create(
+        plan = await replay.plan(
             session,
             organization_id,
-            actor,
             stack.app.state.keys,
-            stack.app.state.rego,
             policy_id=None,
             since=datetime.fromisoformat(WINDOW["since"]),
             until=datetime.fromisoformat(WINDOW["until"]),
@@ -340,6 +338,9 @@ async def test_interrupted_jobs_end_failed_not_running(
             limit=100,
             examples=1,
         )
+    await replay.probe(stack.app.state.rego, organization_id, plan)
+    async with stack.db.session(organization_id) as session:
+        job = await replay.create(session, organization_id, actor, plan)
     runner.submit(job, plan)
     await runner.close()
     stopped = await _finished(client, owner, str(job.id))
