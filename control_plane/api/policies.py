@@ -142,9 +142,15 @@ async def apply_policies(
     A malformed document is a 422 whose `details` name the document, field, line and
     column. Drafts take effect only when published.
     """
+    # Parsed and checked in the sandbox between short transactions (no lock held while
+    # tenant Rego compiles); the write refuses if the drafts changed meanwhile.
+    documents = await policies.parse(sandbox(request), tenant.organization_id, body.source)
+    async with tenant.session() as session:
+        drafts = await policies.applied_drafts(session, documents)
+    await policies.check(sandbox(request), tenant.organization_id, drafts)
     async with tenant.session() as session:
         applied = await policies.apply(
-            session, tenant.organization_id, tenant.actor, sandbox(request), body.source
+            session, tenant.organization_id, tenant.actor, documents, checked=drafts
         )
         items = [policy_out(p, await policies.latest_source(session, p)) for p in applied.policies]
     return schemas.PolicyApplied(
@@ -277,8 +283,11 @@ async def get_policy(policy_id: uuid.UUID, tenant: Read) -> schemas.Policy:
 async def delete_policy(policy_id: uuid.UUID, tenant: Delete, request: Request) -> Response:
     """Remove the policy from the drafts; it leaves the bundle at the next publish."""
     async with tenant.session() as session:
+        drafts = await policies.drafts_without(session, policy_id)
+    await policies.check(sandbox(request), tenant.organization_id, drafts)
+    async with tenant.session() as session:
         await policies.delete(
-            session, tenant.organization_id, tenant.actor, sandbox(request), policy_id
+            session, tenant.organization_id, tenant.actor, policy_id, checked=drafts
         )
     return Response(status_code=204)
 

@@ -181,24 +181,49 @@ class Applied:
     unchanged: list[str]
 
 
-async def apply(
-    session: AsyncSession,
-    organization_id: uuid.UUID,
-    actor: Actor,
-    sandbox: RegoSandbox,
-    source: str,
-) -> Applied:
-    """Create or update drafts from every document in `source`, all or nothing."""
-    org = str(organization_id)
-    documents = await sandbox.run(org, "parsing the source", rego_tasks.parse, source)
+async def parse(sandbox: RegoSandbox, organization_id: uuid.UUID, source: str) -> list[Any]:
+    """The documents of `source` (parsing compiles their Rego, so in the sandbox)."""
+    documents: list[Any] = await sandbox.run(
+        str(organization_id), "parsing the source", rego_tasks.parse, source
+    )
     if not documents:
         raise Invalid("the source holds no policy document", details=[{"field": "source"}])
+    return documents
+
+
+@dataclass(frozen=True)
+class Drafts:
+    """The drafts a change was checked against (`versions`) and the set it would leave."""
+
+    versions: dict[str, int]
+    sources: list[tuple[str, str]]
+
+
+async def check(sandbox: RegoSandbox, organization_id: uuid.UUID, drafts: Drafts) -> None:
+    """The drafts must still form a valid set after the change (checked in the sandbox,
+    with no transaction open)."""
+    await sandbox.run(
+        str(organization_id),
+        _described("checking", [name for name, _ in drafts.sources]),
+        rego_tasks.check_set,
+        drafts.sources,
+    )
+
+
+def _unchanged(checked: Drafts, now: dict[str, int]) -> None:
+    if checked.versions != now:
+        raise Conflict(
+            "the drafts changed while this change was being checked; nothing was saved; try again",
+            details=[{"checked": checked.versions, "drafts": now}],
+        )
+
+
+async def applied_drafts(session: AsyncSession, documents: list[Any]) -> Drafts:
+    """The drafts with `documents` in place; a 409 if a name changes kind."""
     existing = {p.name: p for p in await session.scalars(select(Policy))}
-    drafts = dict(await _sources(session, await draft_versions(session)))
-    incoming: dict[str, tuple[str, str]] = {}
+    versions = await draft_versions(session)
+    merged = dict(await _sources(session, versions))
     for document in documents:
-        text = document.text or ""
-        incoming[document.name] = (document.kind, text)
         current = existing.get(document.name)
         if current is not None and current.deleted_at is None and current.kind != document.kind:
             raise Conflict(
@@ -206,12 +231,24 @@ async def apply(
                 f"name for a {document.kind}",
                 details=[{"document": document.name, "field": "kind"}],
             )
-    # The drafts must still form a valid set with these documents in place.
-    merged = {**drafts, **{name: text for name, (_kind, text) in incoming.items()}}
-    await sandbox.run(
-        org, _described("checking", sorted(merged)), rego_tasks.check_set, sorted(merged.items())
-    )
+        merged[document.name] = document.text or ""
+    return Drafts(versions, sorted(merged.items()))
 
+
+async def apply(
+    session: AsyncSession,
+    organization_id: uuid.UUID,
+    actor: Actor,
+    documents: list[Any],
+    *,
+    checked: Drafts,
+) -> Applied:
+    """Create or update drafts from `documents`, all or nothing, if the drafts are still
+    those `checked` (`applied_drafts`, then `check`) found valid with them in place."""
+    _unchanged(checked, await draft_versions(session))
+    existing = {p.name: p for p in await session.scalars(select(Policy))}
+    drafts = dict(await _sources(session, checked.versions))
+    incoming = {d.name: (d.kind, d.text or "") for d in documents}
     now = utcnow()
     result = Applied([], [], [], [])
     for name, (kind, text) in incoming.items():
@@ -255,25 +292,30 @@ async def apply(
     return result
 
 
+async def drafts_without(session: AsyncSession, policy_id: uuid.UUID) -> Drafts:
+    """The drafts as they would be without the policy."""
+    policy = await _policy(session, policy_id)
+    if policy.deleted_at is not None:
+        raise NotFound("no such policy")
+    versions = await draft_versions(session)
+    remaining = {name: v for name, v in versions.items() if name != policy.name}
+    return Drafts(versions, await _sources(session, remaining))
+
+
 async def delete(
     session: AsyncSession,
     organization_id: uuid.UUID,
     actor: Actor,
-    sandbox: RegoSandbox,
     policy_id: uuid.UUID,
+    *,
+    checked: Drafts,
 ) -> None:
-    """Remove the policy from the drafts; the next publish leaves it out of the bundle."""
+    """Remove the policy from the drafts (if they are still those `checked`); the next
+    publish leaves it out of the bundle."""
     policy = await _policy(session, policy_id)
     if policy.deleted_at is not None:
         raise NotFound("no such policy")
-    remaining = await draft_versions(session)
-    remaining.pop(policy.name, None)
-    await sandbox.run(
-        str(organization_id),
-        _described("checking", sorted(remaining)),
-        rego_tasks.check_set,
-        await _sources(session, remaining),
-    )
+    _unchanged(checked, await draft_versions(session))
     policy.deleted_at = policy.updated_at = utcnow()
     await audit.record(
         session, organization_id, actor, "policy.delete", "policy", policy.id, name=policy.name
