@@ -57,11 +57,13 @@ def rego(name: str, body: str) -> str:
     )
 
 
-# 3000³ iterations in constant memory: without a limit it runs for hours.
+# Catastrophic backtracking: 2^40 steps in one built-in call, in constant memory. rego-cpp's
+# statement limit never sees it; in-process it would hold a thread (and a core) for days.
 SPIN = rego(
     "spin",
-    'deny contains "spun" if { some a in numbers.range(1, 3000); '
-    "some b in numbers.range(1, 3000); some c in numbers.range(1, 3000); a + b + c < 0 }",
+    'deny contains "spun" if regex.match("^(a+)+$", concat("", ["'
+    + "a" * 40
+    + '", input.action]))',
 )
 # A hundred million numbers materialised: gigabytes.
 HOG = rego(
@@ -149,7 +151,7 @@ async def _served_meanwhile(
     answered = await _simulate(http, bystander)
     assert answered.status_code == 200, answered.text
     assert answered.json()["outcome"] == "allow"
-    assert not attack.done(), f"the bystander was answered only after the attack ended: {attack.result().text if attack.done() else None}"
+    assert not attack.done(), "the bystander was answered only after the attack ended"
 
 
 async def test_pathological_rule_in_simulate_is_refused(
