@@ -218,7 +218,9 @@ async def test_pathological_rule_in_publish_is_refused_and_publishes_nothing(
     assert not [e for e in events.json()["items"] if e["action"].startswith("bundle.")]
 
 
-async def _seed_decisions(http: httpx.AsyncClient, owner: Account) -> None:
+async def _seed_decisions(
+    http: httpx.AsyncClient, owner: Account, workspaces: tuple[str, ...] = ("dev",) * 3
+) -> None:
     await _apply(http, owner, ROLES)
     published = await http.post("/api/v1/policies/publish", json={}, headers=owner.headers)
     assert published.status_code == 201, published.text
@@ -232,10 +234,10 @@ async def _seed_decisions(http: httpx.AsyncClient, owner: Account) -> None:
         {
             "decision_id": f"d{i}",
             "time": f"2026-11-26T10:00:0{i}Z",
-            "input": INPUT,
+            "input": {**INPUT, "resource": {**INPUT["resource"], "workspace": workspace}},
             "result": {"decision_id": f"d{i}", "outcome": "allow", "reasons": []},
         }
-        for i in range(3)
+        for i, workspace in enumerate(workspaces)
     ]
     ingested = await http.post(
         "/api/v1/decisions/ingest",
@@ -263,6 +265,40 @@ async def test_pathological_rule_in_replay_is_refused(
     assert "exceeded 5 seconds" in error["message"]
     replays = await http.get("/api/v1/replays", headers=attacker.headers)
     assert replays.json()["items"] == []  # no job was created
+
+
+async def test_pathological_rule_deep_in_a_replay_fails_the_job_not_the_server(
+    http: httpx.AsyncClient, limited: Stack
+) -> None:
+    """The newest stored decision (the one replay probes) is harmless; an older one makes
+    the rule spin. The job fails naming the limit; another organisation is served."""
+    attacker, bystander = await signup(http, "Mallory"), await signup(http, "Bystander")
+    await _seed_decisions(http, attacker, ("slow", "dev", "dev"))  # d0 is the oldest
+    spin_on_slow = rego(
+        "spin",
+        'deny contains "spun" if { input.resource.workspace == "slow"; regex.match("^(a+)+$", '
+        'concat("", ["' + "a" * 40 + '", input.action])) }',
+    )
+    await _apply(http, attacker, spin_on_slow)
+    await _apply(http, bystander, ROLES + "---\n" + CALM)
+    replaced = limited.app.state.rego.replaced
+
+    started = await http.post("/api/v1/policies/replay", json=WINDOW, headers=attacker.headers)
+    assert started.status_code == 202, started.text
+    answered = await _simulate(http, bystander)
+    assert answered.status_code == 200, answered.text
+    job: dict[str, Any] = (
+        await http.get(f"/api/v1/replays/{started.json()['id']}", headers=attacker.headers)
+    ).json()
+    assert job["status"] in ("queued", "running"), "the bystander was answered only after"
+    while job["status"] in ("queued", "running"):
+        await asyncio.sleep(0.2)
+        polled = await http.get(f"/api/v1/replays/{job['id']}", headers=attacker.headers)
+        job = polled.json()
+    assert job["status"] == "failed", job
+    assert "replaying policies agent-roles, spin" in job["error"]
+    assert "exceeded 5 seconds" in job["error"]
+    assert limited.app.state.rego.replaced == replaced + 1
 
 
 async def test_memory_hungry_rule_is_refused_naming_the_limit(
