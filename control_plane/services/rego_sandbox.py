@@ -153,6 +153,11 @@ class RegoSandbox:
         self._wait_seconds = max(30.0, 3 * timeout_seconds)
         self.replaced = 0  # workers killed or lost and replaced, for metrics and tests
 
+    @property
+    def idle(self) -> int:
+        """Workers started and waiting for a task."""
+        return self._idle.qsize()
+
     async def start(self) -> None:
         for _ in range(self.workers):
             self._spawn()
