@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import logging
+import pickle
 import resource
 import signal
 import socket
@@ -39,6 +41,26 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 _READY = "ready"
+# A reply larger than this is refused before it is read into the control plane's memory.
+MAX_REPLY_BYTES = 32 * 1024 * 1024
+# What a reply may be built of. A worker runs tenant input through C++; should one ever be
+# subverted, its pickles must not be able to name anything else (os.system, eval, …).
+_REPLY_MODULES = ("policy.", "control_plane.errors", "control_plane.services.rego_tasks")
+_REPLY_GLOBALS = {
+    ("collections", "Counter"),
+    ("collections", "OrderedDict"),
+    ("datetime", "datetime"),
+    ("datetime", "timezone"),
+    ("datetime", "timedelta"),
+    *(("builtins", name) for name in ("set", "frozenset", "list", "dict", "tuple", "str")),
+}
+
+
+class _ReplyUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if module.startswith(_REPLY_MODULES) or (module, name) in _REPLY_GLOBALS:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"a Rego worker's reply may not hold {module}.{name}")
 
 
 class EvaluationLimit(Invalid):
@@ -272,11 +294,27 @@ class RegoSandbox:
                     "and was stopped; nothing was changed",
                     details=[{"limit": "timeout", "seconds": self.timeout_seconds}],
                 )
-            kind, value = worker.conn.recv()
+            try:
+                data = worker.conn.recv_bytes(MAX_REPLY_BYTES)
+            except OSError:
+                if worker.process.poll() is not None:
+                    raise
+                raise EvaluationLimit(
+                    f"{what}: the evaluation's result is larger than "
+                    f"{MAX_REPLY_BYTES // (1024 * 1024)} MB; nothing was changed",
+                    details=[{"limit": "result", "megabytes": MAX_REPLY_BYTES // (1024 * 1024)}],
+                ) from None
+            try:
+                kind, value = _ReplyUnpickler(io.BytesIO(data)).load()
+            except (pickle.UnpicklingError, ValueError, TypeError) as exc:
+                # Not a reply our tasks produce: the worker is not to be trusted again.
+                raise EvaluationLimit(
+                    f"{what}: the evaluator's reply was refused ({exc}); nothing was changed",
+                    details=[{"limit": "reply"}],
+                ) from None
             done = True
         except (EOFError, OSError):
-            # The worker died mid-task: rego-cpp aborts when an allocation fails.
-            raise self._memory_error(what) from None
+            raise self._died(worker, what) from None
         finally:
             if done:
                 self._idle.put_nowait(worker)
@@ -290,6 +328,20 @@ class RegoSandbox:
         if kind == "error":
             raise value
         raise Invalid(f"{what}: policy evaluation failed: {value}")
+
+    def _died(self, worker: _Worker, what: str) -> EvaluationLimit:
+        """The worker died mid-task. rego-cpp aborts (SIGABRT) when an allocation fails
+        under the cap; anything else (e.g. a C++ stack overflow) is a crash."""
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            worker.process.wait(1.0)
+        code = worker.process.returncode
+        if code is None or code == -signal.SIGABRT:
+            return self._memory_error(what)
+        return EvaluationLimit(
+            f"{what}: policy evaluation crashed the evaluator (exit status {code}) and was "
+            "stopped; nothing was changed",
+            details=[{"limit": "crash", "status": code}],
+        )
 
     def _memory_error(self, what: str) -> EvaluationLimit:
         return EvaluationLimit(
