@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import io
 import logging
+import os
 import pickle
 import resource
 import signal
@@ -80,8 +82,21 @@ def _address_space() -> int:
     raise RuntimeError("no VmSize in /proc/self/status")
 
 
-def worker_main(fd: int, memory_mb: int) -> None:
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with(parent: int) -> None:
+    """SIGKILL this worker when the control plane dies, even mid-task: a killed control
+    plane must not leave a worker spinning on a tenant's rule (Linux prctl)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:  # it died before the line above took effect
+        os._exit(0)
+
+
+def worker_main(fd: int, memory_mb: int, parent: int) -> None:
     """A worker's whole life: load the evaluator, cap memory, serve tasks until EOF."""
+    _die_with(parent)
     conn = Connection(fd)
     # The parent stops workers itself; a terminal's Ctrl-C must not kill them mid-task.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -176,6 +191,11 @@ class RegoSandbox:
         self.replaced = 0  # workers killed or lost and replaced, for metrics and tests
 
     @property
+    def pids(self) -> list[int]:
+        """The worker processes' ids (for operators and tests)."""
+        return [worker.process.pid for worker in self._all]
+
+    @property
     def idle(self) -> int:
         """Workers started and waiting for a task."""
         return self._idle.qsize()
@@ -199,7 +219,10 @@ class RegoSandbox:
     def _spawn(self) -> None:
         parent, child = socket.socketpair()
         fd = child.fileno()
-        code = f"from {__name__} import worker_main; worker_main({fd}, {int(self.memory_mb)})"
+        code = (
+            f"from {__name__} import worker_main; "
+            f"worker_main({fd}, {int(self.memory_mb)}, {os.getpid()})"
+        )
         process = subprocess.Popen(  # noqa: S603  (our own interpreter and module)
             [sys.executable, "-c", code], pass_fds=[fd], stdin=subprocess.DEVNULL
         )
