@@ -105,8 +105,7 @@ async def test_killed_control_plane_leaves_no_worker_spinning() -> None:
     assert pids, "the stand-in control plane did not start its worker"
     try:
         await asyncio.sleep(0.5)  # the task reaches the worker, which starts spinning
-        process.kill()
-        await process.wait()
+        process.kill()  # reaped below: a surviving worker would hold its stdout open
         for _ in range(300):  # the kernel delivers the worker's signal at once; allow 30 s
             if not any(_alive(pid) for pid in pids):
                 break
@@ -116,3 +115,4 @@ async def test_killed_control_plane_leaves_no_worker_spinning() -> None:
         for pid in pids:
             if _alive(pid):
                 os.kill(pid, signal.SIGKILL)
+        await process.wait()
