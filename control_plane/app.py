@@ -50,6 +50,7 @@ from control_plane.services.keys import KeyRing
 from control_plane.services.kv import open_store
 from control_plane.services.mfa import SecondFactor
 from control_plane.services.notifications import Notifier, configure_notifications
+from control_plane.services.rego_sandbox import RegoSandbox
 from control_plane.services.replay import ReplayRunner
 from control_plane.services.revocations import RevocationPublisher
 from control_plane.services.secrets import open_secret_store
@@ -154,7 +155,16 @@ def create_app(
         )
         app.state.auth.on_revoke = app.state.revocations.note
         await app.state.revocations.start()
-        app.state.replays = ReplayRunner(db)
+        # Tenant Rego runs only in these worker processes (M8); they stop with the app.
+        app.state.rego = RegoSandbox(
+            workers=settings.rego_workers,
+            timeout_seconds=settings.rego_timeout_seconds,
+            memory_mb=settings.rego_memory_mb,
+            per_organization=settings.rego_workers_per_organization,
+            queue_per_organization=settings.rego_queue_per_organization,
+        )
+        await app.state.rego.start()
+        app.state.replays = ReplayRunner(db, app.state.rego)
         await app.state.replays.start()
         configure_notifications(db, settings)
         app.state.notifier = Notifier(db, settings, lambda: app.state.secrets)
@@ -165,6 +175,7 @@ def create_app(
             await app.state.notifier.stop()
             await app.state.replays.close()
             await app.state.revocations.close()
+            await app.state.rego.close()
             await app.state.bundle_events.close()
             await app.state.secrets.close()
             await kv.close()

@@ -107,6 +107,24 @@ class Settings(BaseSettings):
         """The guard every fetch of a tenant-supplied URL goes through."""
         return OutboundGuard.from_setting(self.outbound_allow_cidrs)
 
+    # -- tenant Rego evaluation (M8): see control_plane/services/rego_sandbox.py -----------
+    # Simulate, tests, validate, publish and replay compile and evaluate tenant Rego in
+    # worker processes; a task past the time or memory limit is stopped (422) and its
+    # worker replaced.
+    rego_workers: int = Field(default=2, ge=1, le=64)
+    rego_timeout_seconds: float = Field(default=10.0, gt=0, le=600)
+    rego_memory_mb: int = Field(default=512, ge=64)  # beyond a worker's baseline
+    # How many workers one organisation may use at once, and how many of its tasks may
+    # wait for them (more is a 429): one tenant cannot occupy the whole pool.
+    rego_workers_per_organization: int = Field(default=1, ge=1)
+    rego_queue_per_organization: int = Field(default=4, ge=0)
+    # Per-organisation fixed-window rate limits (429 with Retry-After), per route kind.
+    rego_rate_window_seconds: int = Field(default=60, ge=1)
+    rego_simulations_per_window: int = Field(default=120, ge=1)  # simulate, validate
+    rego_test_runs_per_window: int = Field(default=60, ge=1)  # policy tests
+    rego_publishes_per_window: int = Field(default=20, ge=1)  # publish, rollback
+    rego_replays_per_window: int = Field(default=10, ge=1)  # replay jobs started
+
     @cached_property
     def resolved_database_url(self) -> str:
         if self.database_url:

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import asyncio
 import uuid
 from typing import Annotated, Any
 
@@ -10,8 +9,9 @@ from control_plane.api.deps import Cursor, Limit, Tenant, requires
 from control_plane.db.models import BundleRevision, Policy
 from control_plane.schemas import policies as schemas
 from control_plane.schemas.base import Page
-from control_plane.services import policies, replay
+from control_plane.services import policies, ratelimit, replay
 from control_plane.services.keys import KeyRing
+from control_plane.services.rego_sandbox import RegoSandbox
 
 router = APIRouter(prefix="/api/v1/policies", tags=["policies"])
 
@@ -20,13 +20,48 @@ Simulate = Annotated[Tenant, Depends(requires("policies", "simulate"))]
 Create = Annotated[Tenant, Depends(requires("policies", "create"))]
 Delete = Annotated[Tenant, Depends(requires("policies", "delete"))]
 Publish = Annotated[Tenant, Depends(requires("policies", "publish"))]
-ERRORS: dict[int | str, dict[str, object]] = {401: {}, 403: {}, 404: {}, 409: {}, 422: {}}
+ERRORS: dict[int | str, dict[str, object]] = {
+    401: {},
+    403: {},
+    404: {},
+    409: {},
+    422: {},
+    429: {},
+}
 MAX_VERSION = 2**31 - 1  # versions are 32-bit integers in the database
 
 
 def _keys(request: Request) -> KeyRing:
     keys: KeyRing = request.app.state.keys
     return keys
+
+
+def sandbox(request: Request) -> RegoSandbox:
+    rego: RegoSandbox = request.app.state.rego
+    return rego
+
+
+# Route kind -> (its setting, what a refusal says was refused).
+_RATES = {
+    "simulate": ("rego_simulations_per_window", "policy simulations and validations"),
+    "test": ("rego_test_runs_per_window", "policy test runs"),
+    "publish": ("rego_publishes_per_window", "policy publishes and rollbacks"),
+    "replay": ("rego_replays_per_window", "policy replays"),
+}
+
+
+async def limit_rate(request: Request, tenant: Tenant, kind: str) -> None:
+    """Count one Rego-evaluating request of the caller's organisation; past its limit, 429
+    (before anything is read or written). Each organisation has its own window."""
+    settings = request.app.state.settings
+    setting, what = _RATES[kind]
+    await ratelimit.hit(
+        request.app.state.kv,
+        f"rego:{kind}:{tenant.organization_id}",
+        limit=getattr(settings, setting),
+        window=settings.rego_rate_window_seconds,
+        what=f"{what} for this organisation",
+    )
 
 
 def _issuer(request: Request) -> str:
@@ -99,14 +134,24 @@ async def list_policies(
 
 
 @router.post("", status_code=201, responses=ERRORS)
-async def apply_policies(body: schemas.PolicySource, tenant: Create) -> schemas.PolicyApplied:
+async def apply_policies(
+    body: schemas.PolicySource, tenant: Create, request: Request
+) -> schemas.PolicyApplied:
     """Create or update drafts, one per document, by `metadata.name`; all or nothing.
 
     A malformed document is a 422 whose `details` name the document, field, line and
     column. Drafts take effect only when published.
     """
+    # Parsed and checked in the sandbox between short transactions (no lock held while
+    # tenant Rego compiles); the write refuses if the drafts changed meanwhile.
+    documents = await policies.parse(sandbox(request), tenant.organization_id, body.source)
     async with tenant.session() as session:
-        applied = await policies.apply(session, tenant.organization_id, tenant.actor, body.source)
+        drafts = await policies.applied_drafts(session, documents)
+    await policies.check(sandbox(request), tenant.organization_id, drafts)
+    async with tenant.session() as session:
+        applied = await policies.apply(
+            session, tenant.organization_id, tenant.actor, documents, checked=drafts
+        )
         items = [policy_out(p, await policies.latest_source(session, p)) for p in applied.policies]
     return schemas.PolicyApplied(
         items=items, created=applied.created, updated=applied.updated, unchanged=applied.unchanged
@@ -114,9 +159,12 @@ async def apply_policies(body: schemas.PolicySource, tenant: Create) -> schemas.
 
 
 @router.post("/validate", responses=ERRORS)
-async def validate_policies(body: schemas.PolicySource, tenant: Read) -> schemas.ValidationReport:
+async def validate_policies(
+    body: schemas.PolicySource, tenant: Read, request: Request
+) -> schemas.ValidationReport:
     """Check a source without saving it (for editors): every problem with its location."""
-    details = await asyncio.to_thread(policies.validate, body.source)
+    await limit_rate(request, tenant, "simulate")
+    details = await policies.validate(sandbox(request), tenant.organization_id, body.source)
     return schemas.ValidationReport(valid=not details, details=details)
 
 
@@ -129,10 +177,13 @@ async def simulate(
     Every stage is evaluated (`explain`), nothing is reserved against budgets, and the
     principal's organisation defaults to yours.
     """
+    await limit_rate(request, tenant, "simulate")
     async with tenant.session() as session:
-        return await policies.simulate(
-            session, tenant.organization_id, _keys(request), body.input, draft=body.draft
+        prepared = await policies.prepare_selected(
+            session, tenant.organization_id, _keys(request), draft=body.draft
         )
+    # Evaluated after the transaction ended: no lock or connection is held meanwhile.
+    return await policies.simulate(sandbox(request), tenant.organization_id, prepared, body.input)
 
 
 @router.post("/test", responses=ERRORS)
@@ -140,10 +191,12 @@ async def run_tests(
     body: schemas.TestRequest, tenant: Simulate, request: Request
 ) -> schemas.TestReport:
     """Run every PolicyTest case against the drafts (or the published set)."""
+    await limit_rate(request, tenant, "test")
     async with tenant.session() as session:
-        report = await policies.test(
+        prepared = await policies.prepare_selected(
             session, tenant.organization_id, _keys(request), draft=body.draft
         )
+    report = await policies.test(sandbox(request), tenant.organization_id, prepared)
     return schemas.TestReport.model_validate(report)
 
 
@@ -158,6 +211,21 @@ async def publish(
     `accept_replay` names a completed replay of it (an audited acknowledgement).
     """
     body = body or schemas.PublishRequest()  # the contract needs no body: all fields default
+    await limit_rate(request, tenant, "publish")
+    # The gate is checked first without recording, to refuse early; it is checked (and an
+    # accepted replay recorded) again in the transaction that publishes.
+    async with tenant.session() as session:
+        versions = await replay.publish_gate(
+            session,
+            tenant.organization_id,
+            tenant.actor,
+            accept_replay=body.accept_replay,
+            record=False,
+        )
+        prepared = await policies.prepare(session, tenant.organization_id, _keys(request), versions)
+    built = await policies.build(
+        sandbox(request), tenant.organization_id, prepared, reason="publish"
+    )
     async with tenant.session() as session:
         versions = await replay.publish_gate(
             session, tenant.organization_id, tenant.actor, accept_replay=body.accept_replay
@@ -167,9 +235,11 @@ async def publish(
             tenant.organization_id,
             tenant.actor,
             _keys(request),
+            prepared,
+            built,
+            versions=versions,
             message=body.message,
             issuer=_issuer(request),
-            versions=versions,
         )
     await _notify(request, row)
     return revision_out(row)
@@ -180,12 +250,21 @@ async def rollback(
     body: schemas.RollbackRequest, tenant: Publish, request: Request
 ) -> schemas.BundleRevision:
     """Publish what an earlier revision held as a new, higher revision."""
+    await limit_rate(request, tenant, "publish")
+    async with tenant.session() as session:
+        versions = await policies.revision_versions(session, body.revision)
+        prepared = await policies.prepare(session, tenant.organization_id, _keys(request), versions)
+    built = await policies.build(
+        sandbox(request), tenant.organization_id, prepared, reason="rollback"
+    )
     async with tenant.session() as session:
         row = await policies.rollback(
             session,
             tenant.organization_id,
             tenant.actor,
             _keys(request),
+            prepared,
+            built,
             revision=body.revision,
             message=body.message,
             issuer=_issuer(request),
@@ -202,10 +281,15 @@ async def get_policy(policy_id: uuid.UUID, tenant: Read) -> schemas.Policy:
 
 
 @router.delete("/{policy_id}", status_code=204, responses=ERRORS)
-async def delete_policy(policy_id: uuid.UUID, tenant: Delete) -> Response:
+async def delete_policy(policy_id: uuid.UUID, tenant: Delete, request: Request) -> Response:
     """Remove the policy from the drafts; it leaves the bundle at the next publish."""
     async with tenant.session() as session:
-        await policies.delete(session, tenant.organization_id, tenant.actor, policy_id)
+        drafts = await policies.drafts_without(session, policy_id)
+    await policies.check(sandbox(request), tenant.organization_id, drafts)
+    async with tenant.session() as session:
+        await policies.delete(
+            session, tenant.organization_id, tenant.actor, policy_id, checked=drafts
+        )
     return Response(status_code=204)
 
 

@@ -12,6 +12,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request, Response
 
 from control_plane.api.deps import Cursor, Limit, Tenant, requires
+from control_plane.api.policies import limit_rate, sandbox
 from control_plane.db.models import ReplayJob
 from control_plane.schemas import replay as schemas
 from control_plane.schemas.base import Page
@@ -23,7 +24,14 @@ router = APIRouter(tags=["replays"])
 Read = Annotated[Tenant, Depends(requires("policies", "read"))]
 Simulate = Annotated[Tenant, Depends(requires("policies", "simulate"))]
 Publish = Annotated[Tenant, Depends(requires("policies", "publish"))]
-ERRORS: dict[int | str, dict[str, object]] = {401: {}, 403: {}, 404: {}, 409: {}, 422: {}}
+ERRORS: dict[int | str, dict[str, object]] = {
+    401: {},
+    403: {},
+    404: {},
+    409: {},
+    422: {},
+    429: {},
+}
 
 
 def replay_out(job: ReplayJob, *, with_result: bool = True) -> schemas.Replay:
@@ -59,11 +67,11 @@ async def _start(
     policy_id: uuid.UUID | None,
 ) -> schemas.Replay:
     keys: KeyRing = request.app.state.keys
+    await limit_rate(request, tenant, "replay")
     async with tenant.session() as session:
-        job, compiled = await replay.create(
+        plan = await replay.plan(
             session,
             tenant.organization_id,
-            tenant.actor,
             keys,
             policy_id=policy_id,
             since=body.since,
@@ -72,9 +80,13 @@ async def _start(
             limit=body.limit,
             examples=body.examples,
         )
+    # Probed with no transaction open: no lock or connection is held while Rego runs.
+    await replay.probe(sandbox(request), tenant.organization_id, plan)
+    async with tenant.session() as session:
+        job = await replay.create(session, tenant.organization_id, tenant.actor, plan)
     # Started only once the job row is committed, so the task always finds it.
     runner: replay.ReplayRunner = request.app.state.replays
-    runner.submit(job, compiled)
+    runner.submit(job, plan)
     response.headers["Location"] = f"/api/v1/replays/{job.id}"
     return replay_out(job)
 

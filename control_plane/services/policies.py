@@ -4,14 +4,17 @@ A policy is one document (RolePolicy, RegoPolicy, BudgetPolicy, PolicyTest) name
 `metadata.name`. Writing a source creates or updates drafts; publishing validates the whole
 draft set, runs its PolicyTests, compiles and signs a bundle revision, and only then marks
 the versions published. Anything that fails leaves the published set and bundle untouched.
-Compiling and evaluating are CPU work, so they run in a worker thread.
+Parsing, compiling and evaluating a tenant's Rego run in the Rego sandbox's worker processes
+(rego_sandbox.py), under its time and memory limits; only signing stays here.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import difflib
 import hashlib
+import json
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -24,36 +27,22 @@ from control_plane.db.base import utcnow
 from control_plane.db.models import ApiKey, BundleRevision, Organization, Policy, PolicyVersion
 from control_plane.db.session import SYSTEM, Database
 from control_plane.errors import Conflict, Invalid, NotFound
-from control_plane.services import audit, deployments
+from control_plane.services import audit, deployments, rego_tasks
 from control_plane.services import sessions as user_sessions
 from control_plane.services.audit import Actor
 from control_plane.services.keys import KeyRing
 from control_plane.services.pagination import paginate
+from control_plane.services.rego_sandbox import RegoSandbox
+from control_plane.services.rego_tasks import compile_and_test
 from policy.bundle import build_bundle
-from policy.compiler import CompileContext, CompiledPolicy, CompileError, compile_policy
-from policy.documents import parse_policy_source
-from policy.engine import DecisionEngine
-from policy.errors import BundleError, PolicyValidationError
+from policy.compiler import CompileContext, CompiledPolicy
+from policy.errors import BundleError
 from policy.models import Budget
-from policy.policy_set import PolicySet
-from policy.rego_compile import RegoCompileError
-from policy.testrunner import PolicyTestReport, run_policy_tests
-
-SOURCE_FILE = "source"
+from policy.testrunner import PolicyTestReport
 
 
 def _sha256(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
-
-
-def _invalid(exc: PolicyValidationError, message: str = "the policy is invalid") -> Invalid:
-    details = [dict(d) for d in exc.details]
-    first = details[0] if details else {}
-    where = ", ".join(
-        f"{k} {first[k]}" for k in ("document", "line", "column") if first.get(k) is not None
-    )
-    summary = f"{message}: {first.get('message', '')}" + (f" ({where})" if where else "")
-    return Invalid(summary, details=details)
 
 
 def status(policy: Policy) -> str:
@@ -173,34 +162,27 @@ async def published_budgets(session: AsyncSession) -> tuple[int | None, list[Bud
     revision = await current_revision(session)
     if revision is None:
         return None, []
-    budgets = _policy_set(await _sources(session, revision.policies)).budgets
+    sources = await _sources(session, revision.policies)
+    budgets = rego_tasks.policy_set(sources).budgets
     return revision.revision, sorted(budgets, key=lambda budget: budget.name)
 
 
 # -- validating and writing ----------------------------------------------------------------
 
 
-def _parse(source: str) -> list[Any]:
-    try:
-        return parse_policy_source(source, SOURCE_FILE)
-    except PolicyValidationError as exc:
-        raise _invalid(exc) from None
+def _described(action: str, names: list[str]) -> str:
+    """How a refusal names what was being evaluated: the action and the policies."""
+    return f"{action} policies {', '.join(names)}" if names else f"{action} the policy set"
 
 
-def _policy_set(sources: list[tuple[str, str]]) -> PolicySet:
-    try:
-        return PolicySet.from_sources(sources)
-    except PolicyValidationError as exc:
-        raise _invalid(exc, "the policy set is invalid") from None
-
-
-def validate(source: str) -> list[dict[str, Any]]:
+async def validate(
+    sandbox: RegoSandbox, organization_id: uuid.UUID, source: str
+) -> list[dict[str, Any]]:
     """Every problem in `source` on its own, as 422 details would list them."""
-    try:
-        parse_policy_source(source, SOURCE_FILE)
-    except PolicyValidationError as exc:
-        return [dict(d) for d in exc.details]
-    return []
+    details: list[dict[str, Any]] = await sandbox.run(
+        str(organization_id), "validating the source", rego_tasks.validate, source
+    )
+    return details
 
 
 @dataclass(frozen=True)
@@ -211,19 +193,49 @@ class Applied:
     unchanged: list[str]
 
 
-async def apply(
-    session: AsyncSession, organization_id: uuid.UUID, actor: Actor, source: str
-) -> Applied:
-    """Create or update drafts from every document in `source`, all or nothing."""
-    documents = await asyncio.to_thread(_parse, source)
+async def parse(sandbox: RegoSandbox, organization_id: uuid.UUID, source: str) -> list[Any]:
+    """The documents of `source` (parsing compiles their Rego, so in the sandbox)."""
+    documents: list[Any] = await sandbox.run(
+        str(organization_id), "parsing the source", rego_tasks.parse, source
+    )
     if not documents:
         raise Invalid("the source holds no policy document", details=[{"field": "source"}])
+    return documents
+
+
+@dataclass(frozen=True)
+class Drafts:
+    """The drafts a change was checked against (`versions`) and the set it would leave."""
+
+    versions: dict[str, int]
+    sources: list[tuple[str, str]]
+
+
+async def check(sandbox: RegoSandbox, organization_id: uuid.UUID, drafts: Drafts) -> None:
+    """The drafts must still form a valid set after the change (checked in the sandbox,
+    with no transaction open)."""
+    await sandbox.run(
+        str(organization_id),
+        _described("checking", [name for name, _ in drafts.sources]),
+        rego_tasks.check_set,
+        drafts.sources,
+    )
+
+
+def _unchanged(checked: Drafts, now: dict[str, int]) -> None:
+    if checked.versions != now:
+        raise Conflict(
+            "the drafts changed while this change was being checked; nothing was saved; try again",
+            details=[{"checked": checked.versions, "drafts": now}],
+        )
+
+
+async def applied_drafts(session: AsyncSession, documents: list[Any]) -> Drafts:
+    """The drafts with `documents` in place; a 409 if a name changes kind."""
     existing = {p.name: p for p in await session.scalars(select(Policy))}
-    drafts = dict(await _sources(session, await draft_versions(session)))
-    incoming: dict[str, tuple[str, str]] = {}
+    versions = await draft_versions(session)
+    merged = dict(await _sources(session, versions))
     for document in documents:
-        text = document.text or ""
-        incoming[document.name] = (document.kind, text)
         current = existing.get(document.name)
         if current is not None and current.deleted_at is None and current.kind != document.kind:
             raise Conflict(
@@ -231,10 +243,24 @@ async def apply(
                 f"name for a {document.kind}",
                 details=[{"document": document.name, "field": "kind"}],
             )
-    # The drafts must still form a valid set with these documents in place.
-    merged = {**drafts, **{name: text for name, (_kind, text) in incoming.items()}}
-    await asyncio.to_thread(_policy_set, sorted(merged.items()))
+        merged[document.name] = document.text or ""
+    return Drafts(versions, sorted(merged.items()))
 
+
+async def apply(
+    session: AsyncSession,
+    organization_id: uuid.UUID,
+    actor: Actor,
+    documents: list[Any],
+    *,
+    checked: Drafts,
+) -> Applied:
+    """Create or update drafts from `documents`, all or nothing, if the drafts are still
+    those `checked` (`applied_drafts`, then `check`) found valid with them in place."""
+    _unchanged(checked, await draft_versions(session))
+    existing = {p.name: p for p in await session.scalars(select(Policy))}
+    drafts = dict(await _sources(session, checked.versions))
+    incoming = {d.name: (d.kind, d.text or "") for d in documents}
     now = utcnow()
     result = Applied([], [], [], [])
     for name, (kind, text) in incoming.items():
@@ -278,16 +304,30 @@ async def apply(
     return result
 
 
-async def delete(
-    session: AsyncSession, organization_id: uuid.UUID, actor: Actor, policy_id: uuid.UUID
-) -> None:
-    """Remove the policy from the drafts; the next publish leaves it out of the bundle."""
+async def drafts_without(session: AsyncSession, policy_id: uuid.UUID) -> Drafts:
+    """The drafts as they would be without the policy."""
     policy = await _policy(session, policy_id)
     if policy.deleted_at is not None:
         raise NotFound("no such policy")
-    remaining = await draft_versions(session)
-    remaining.pop(policy.name, None)
-    await asyncio.to_thread(_policy_set, await _sources(session, remaining))
+    versions = await draft_versions(session)
+    remaining = {name: v for name, v in versions.items() if name != policy.name}
+    return Drafts(versions, await _sources(session, remaining))
+
+
+async def delete(
+    session: AsyncSession,
+    organization_id: uuid.UUID,
+    actor: Actor,
+    policy_id: uuid.UUID,
+    *,
+    checked: Drafts,
+) -> None:
+    """Remove the policy from the drafts (if they are still those `checked`); the next
+    publish leaves it out of the bundle."""
+    policy = await _policy(session, policy_id)
+    if policy.deleted_at is not None:
+        raise NotFound("no such policy")
+    _unchanged(checked, await draft_versions(session))
     policy.deleted_at = policy.updated_at = utcnow()
     await audit.record(
         session, organization_id, actor, "policy.delete", "policy", policy.id, name=policy.name
@@ -332,13 +372,6 @@ def _api_key_entry(key: ApiKey) -> dict[str, Any]:
     return entry
 
 
-def _compile(policy_set: PolicySet, context: CompileContext) -> CompiledPolicy:
-    try:
-        return compile_policy(policy_set, context)
-    except (CompileError, RegoCompileError) as exc:
-        raise Invalid(f"the policy set does not compile: {exc}") from None
-
-
 async def _selected(session: AsyncSession, draft: bool) -> dict[str, int]:
     if draft:
         return await draft_versions(session)
@@ -348,36 +381,53 @@ async def _selected(session: AsyncSession, draft: bool) -> dict[str, int]:
     return dict(current.policies)
 
 
-def _simulate(
-    sources: list[tuple[str, str]], context: CompileContext, decision_input: dict[str, Any]
-) -> dict[str, Any]:
-    engine = DecisionEngine(_compile(_policy_set(sources), context), cache_size=0)
-    try:
-        return engine.decide(decision_input, dry_run=True, explain=True).to_dict()
-    finally:
-        engine.close()
+@dataclass(frozen=True)
+class Prepared:
+    """A policy set read from the database, to be evaluated after its transaction ended:
+    on SQLite every transaction holds the one write lock, and on PostgreSQL a pooled
+    connection, so no transaction stays open while tenant Rego runs."""
+
+    versions: dict[str, int]
+    sources: list[tuple[str, str]]
+    context: CompileContext
+
+    def described(self, action: str) -> str:
+        return _described(action, [name for name, _ in self.sources])
+
+
+async def prepare(
+    session: AsyncSession, organization_id: uuid.UUID, keys: KeyRing, versions: dict[str, int]
+) -> Prepared:
+    sources = await _sources(session, versions)
+    return Prepared(versions, sources, await compile_context(session, organization_id, keys))
+
+
+async def prepare_selected(
+    session: AsyncSession, organization_id: uuid.UUID, keys: KeyRing, *, draft: bool
+) -> Prepared:
+    """The drafts (or the published set), for simulate and tests."""
+    return await prepare(session, organization_id, keys, await _selected(session, draft))
 
 
 async def simulate(
-    session: AsyncSession,
+    sandbox: RegoSandbox,
     organization_id: uuid.UUID,
-    keys: KeyRing,
+    prepared: Prepared,
     decision_input: dict[str, Any],
-    *,
-    draft: bool,
 ) -> dict[str, Any]:
-    """The decision the drafts (or the published set) would make; nothing is reserved."""
-    sources = await _sources(session, await _selected(session, draft))
-    context = await compile_context(session, organization_id, keys)
+    """The decision the prepared set would make; nothing is reserved."""
     principal = decision_input.get("principal")
     if isinstance(principal, dict):
         principal.setdefault("organization", str(organization_id))
-    return await asyncio.to_thread(_simulate, sources, context, decision_input)
-
-
-def _run_tests(sources: list[tuple[str, str]], context: CompileContext) -> PolicyTestReport:
-    policy_set = _policy_set(sources)
-    return run_policy_tests(policy_set, _compile(policy_set, context))
+    decision: dict[str, Any] = await sandbox.run(
+        str(organization_id),
+        prepared.described("simulating"),
+        rego_tasks.simulate,
+        prepared.sources,
+        prepared.context,
+        decision_input,
+    )
+    return decision
 
 
 def report_dict(report: PolicyTestReport) -> dict[str, Any]:
@@ -390,83 +440,36 @@ def report_dict(report: PolicyTestReport) -> dict[str, Any]:
 
 
 async def test(
-    session: AsyncSession, organization_id: uuid.UUID, keys: KeyRing, *, draft: bool
+    sandbox: RegoSandbox, organization_id: uuid.UUID, prepared: Prepared
 ) -> dict[str, Any]:
-    sources = await _sources(session, await _selected(session, draft))
-    context = await compile_context(session, organization_id, keys)
-    return report_dict(await asyncio.to_thread(_run_tests, sources, context))
+    report: PolicyTestReport = await sandbox.run(
+        str(organization_id),
+        prepared.described("testing"),
+        rego_tasks.run_tests,
+        prepared.sources,
+        prepared.context,
+    )
+    return report_dict(report)
 
 
 # -- publishing ----------------------------------------------------------------------------
+#
+# A publish or rollback is three steps: `prepare` (a short transaction reads the set),
+# `build` (the sandbox compiles it and runs its tests, no transaction open), `commit` (a
+# second transaction locks the organisation, checks nothing changed meanwhile, signs and
+# writes). A refusal at any step happens before the only write, so nothing is published.
 
 
 @dataclass(frozen=True)
-class _Built:
-    bundle: bytes
+class Built:
+    compiled: CompiledPolicy
     tests: PolicyTestReport
 
 
-def _build(
-    sources: list[tuple[str, str]],
-    context: CompileContext,
-    *,
-    revision: int,
-    kid: str,
-    signing_key: Any,
-    issuer: str,
-    run_tests: bool,
-) -> _Built:
-    policy_set = _policy_set(sources)
-    compiled = _compile(policy_set, context)
-    report = run_policy_tests(policy_set, compiled) if run_tests else PolicyTestReport(())
-    if not report.passed:
-        return _Built(b"", report)
-    try:
-        bundle = build_bundle(
-            compiled,
-            revision=revision,
-            signing_key=signing_key,
-            kid=kid,
-            scope=context.organization_id,
-            iss=issuer,
-        )
-    except BundleError as exc:
-        raise Invalid(f"the bundle could not be built: {exc}") from None
-    return _Built(bundle, report)
+_VERBS = {"publish": "publishing", "rollback": "rolling back to", "refresh": "re-signing"}
 
 
-async def _release(
-    session: AsyncSession,
-    organization_id: uuid.UUID,
-    actor: Actor,
-    keys: KeyRing,
-    versions: dict[str, int],
-    *,
-    reason: str,
-    message: str,
-    issuer: str,
-    run_tests: bool = True,
-) -> BundleRevision:
-    # One publisher at a time per organisation: revisions must strictly increase.
-    await session.execute(
-        select(Organization.id).where(Organization.id == organization_id).with_for_update()
-    )
-    last = await session.scalar(select(func.max(BundleRevision.revision)))
-    revision = (last or 0) + 1
-    sources = await _sources(session, versions)
-    context = await compile_context(session, organization_id, keys)
-    # The organisation's own key: a sidecar of this scope trusts no other organisation's.
-    kid, signing_key = await keys.bundle_signer(session, organization_id)
-    built = await asyncio.to_thread(
-        _build,
-        sources,
-        context,
-        revision=revision,
-        kid=kid,
-        signing_key=signing_key,
-        issuer=issuer,
-        run_tests=run_tests,
-    )
+def _passed(built: Built) -> Built:
     if not built.tests.passed:
         failures = [r.to_dict() for r in built.tests.failures]
         raise Conflict(
@@ -474,20 +477,98 @@ async def _release(
             "nothing was published",
             details=failures,
         )
+    return built
+
+
+async def build(
+    sandbox: RegoSandbox, organization_id: uuid.UUID, prepared: Prepared, *, reason: str
+) -> Built:
+    """Compile the prepared set and run its tests in the sandbox; failing tests are a 409."""
+    compiled, report = await sandbox.run(
+        str(organization_id),
+        prepared.described(_VERBS.get(reason, reason)),
+        compile_and_test,
+        prepared.sources,
+        prepared.context,
+        run=True,
+    )
+    return _passed(Built(compiled, report))
+
+
+def _sign(
+    compiled: CompiledPolicy, *, revision: int, kid: str, signing_key: Any, issuer: str
+) -> bytes:
+    try:
+        return build_bundle(
+            compiled,
+            revision=revision,
+            signing_key=signing_key,
+            kid=kid,
+            scope=compiled.organization_id,
+            iss=issuer,
+        )
+    except BundleError as exc:
+        raise Invalid(f"the bundle could not be built: {exc}") from None
+
+
+def _canonical(context: CompileContext) -> str:
+    """The context as comparable text: the same rows read in another order compare equal."""
+
+    def sort(value: Any) -> Any:
+        if isinstance(value, Mapping):
+            return {str(k): sort(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return sorted((sort(v) for v in value), key=lambda v: json.dumps(v, sort_keys=True))
+        return value
+
+    return json.dumps(sort(dataclasses.asdict(context)), sort_keys=True, default=str)
+
+
+async def _commit(
+    session: AsyncSession,
+    organization_id: uuid.UUID,
+    actor: Actor,
+    keys: KeyRing,
+    prepared: Prepared,
+    built: Built,
+    *,
+    reason: str,
+    message: str,
+    issuer: str,
+) -> BundleRevision:
+    # One publisher at a time per organisation: revisions must strictly increase.
+    await session.execute(
+        select(Organization.id).where(Organization.id == organization_id).with_for_update()
+    )
+    if _canonical(await compile_context(session, organization_id, keys)) != _canonical(
+        prepared.context
+    ):
+        # An API key, deployment or signing key changed while the set was being built.
+        raise Conflict(
+            "credentials or deployments changed while the policies were being built; "
+            f"nothing was published; {reason} again"
+        )
+    last = await session.scalar(select(func.max(BundleRevision.revision)))
+    revision = (last or 0) + 1
+    # The organisation's own key: a sidecar of this scope trusts no other organisation's.
+    kid, signing_key = await keys.bundle_signer(session, organization_id)
+    bundle = await asyncio.to_thread(
+        _sign, built.compiled, revision=revision, kid=kid, signing_key=signing_key, issuer=issuer
+    )
     row = BundleRevision(
         revision=revision,
         reason=reason,
         message=message,
-        policies=versions,
+        policies=prepared.versions,
         key_id=kid,
-        sha256=hashlib.sha256(built.bundle).hexdigest(),
-        size=len(built.bundle),
-        bundle=built.bundle,
+        sha256=hashlib.sha256(bundle).hexdigest(),
+        size=len(bundle),
+        bundle=bundle,
         created_by=actor.label,
     )
     session.add(row)
     for policy in await session.scalars(select(Policy)):
-        policy.published_version = versions.get(policy.name)
+        policy.published_version = prepared.versions.get(policy.name)
     await session.flush()
     await audit.record(
         session,
@@ -497,7 +578,7 @@ async def _release(
         "bundle",
         str(revision),
         revision=revision,
-        policies=versions,
+        policies=prepared.versions,
         key_id=kid,
         sha256=row.sha256,
         tests=len(built.tests.results),
@@ -511,23 +592,39 @@ async def publish(
     organization_id: uuid.UUID,
     actor: Actor,
     keys: KeyRing,
+    prepared: Prepared,
+    built: Built,
     *,
+    versions: dict[str, int],
     message: str,
     issuer: str,
-    versions: dict[str, int] | None = None,
 ) -> BundleRevision:
-    """Publish the drafts (or exactly `versions` of them, as the publish gate cleared)."""
-    versions = versions if versions is not None else await draft_versions(session)
-    return await _release(
+    """Publish the built set, if `versions` (what the publish gate clears now) are still
+    exactly the versions that were built and tested."""
+    if versions != prepared.versions:
+        raise Conflict(
+            "the drafts changed while they were being published; nothing was published; "
+            "publish again",
+            details=[{"built": prepared.versions, "drafts": versions}],
+        )
+    return await _commit(
         session,
         organization_id,
         actor,
         keys,
-        versions,
+        prepared,
+        built,
         reason="publish",
         message=message,
         issuer=issuer,
     )
+
+
+async def revision_versions(session: AsyncSession, revision: int) -> dict[str, int]:
+    target = await session.scalar(select(BundleRevision).where(BundleRevision.revision == revision))
+    if target is None:
+        raise NotFound(f"no bundle revision {revision}")
+    return dict(target.policies)
 
 
 async def rollback(
@@ -535,21 +632,21 @@ async def rollback(
     organization_id: uuid.UUID,
     actor: Actor,
     keys: KeyRing,
+    prepared: Prepared,
+    built: Built,
     *,
     revision: int,
     message: str,
     issuer: str,
 ) -> BundleRevision:
-    """Publish again what `revision` held, as a new (higher) revision; drafts are kept."""
-    target = await session.scalar(select(BundleRevision).where(BundleRevision.revision == revision))
-    if target is None:
-        raise NotFound(f"no bundle revision {revision}")
-    return await _release(
+    """Publish again what `revision` held (as built), as a new revision; drafts are kept."""
+    return await _commit(
         session,
         organization_id,
         actor,
         keys,
-        dict(target.policies),
+        prepared,
+        built,
         reason="rollback",
         message=message or f"rollback to revision {revision}",
         issuer=issuer,
@@ -566,20 +663,28 @@ async def refresh(
     issuer: str,
 ) -> BundleRevision | None:
     """Re-sign the published policies with current credentials (after an API key or
-    signing-key change), so sidecars stop accepting what the control plane no longer does."""
+    signing-key change), so sidecars stop accepting what the control plane no longer does.
+
+    The one compile outside the sandbox, inside the caller's transaction (which must commit
+    the credential change and the bundle together): it evaluates nothing (no tests) and the
+    set is one the sandbox already accepted when it was published."""
     current = await current_revision(session)
     if current is None:
         return None
-    return await _release(
+    prepared = await prepare(session, organization_id, keys, dict(current.policies))
+    compiled, report = await asyncio.to_thread(
+        compile_and_test, prepared.sources, prepared.context, run=False
+    )
+    return await _commit(
         session,
         organization_id,
         actor,
         keys,
-        dict(current.policies),
+        prepared,
+        Built(compiled, report),
         reason="refresh",
         message=why,
         issuer=issuer,
-        run_tests=False,
     )
 
 

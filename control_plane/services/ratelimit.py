@@ -11,7 +11,10 @@ async def hit(kv: KeyValueStore, key: str, *, limit: int, window: int, what: str
     count = await kv.incr(f"ratelimit:{key}", ttl=window)
     if count > limit:
         retry_after = max(1, await kv.ttl(f"ratelimit:{key}"))
-        raise RateLimited(f"too many {what}; try again in {retry_after} s", retry_after=retry_after)
+        raise RateLimited(
+            f"too many {what}: the limit is {limit} per {window} s; try again in {retry_after} s",
+            retry_after=retry_after,
+        )
 
 
 async def reset(kv: KeyValueStore, key: str) -> None:

@@ -5,7 +5,9 @@ A replay job is a `ReplayJob` row; the asyncio task that runs it (`ReplayRunner`
 process) only advances that row. Each decision's logged input (masked at source, with the
 authenticated principal as the sidecar saw it) is decided again by the compiled set in
 simulate mode (nothing is reserved against budgets) and its new outcome compared with the
-logged one. A job whose process stopped is marked failed, never left running: at shutdown,
+logged one; that evaluation runs slice by slice in the Rego sandbox's workers, so a policy
+too slow or too hungry for its limits fails the job (and never the control plane). A job
+whose process stopped is marked failed, never left running: at shutdown,
 at the next start, and on read once its heartbeat is stale.
 """
 
@@ -15,11 +17,9 @@ import asyncio
 import hashlib
 import json
 import logging
-import time
 import uuid
-from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -29,22 +29,34 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from control_plane.db.base import utcnow
 from control_plane.db.models import DecisionLog, Policy, PolicySettings, ReplayJob
 from control_plane.db.session import SYSTEM, Database
-from control_plane.errors import Conflict, Invalid, NotFound
+from control_plane.errors import Conflict, Invalid, KaizenError, NotFound
 from control_plane.services import audit, policies
 from control_plane.services.audit import Actor
 from control_plane.services.keys import KeyRing
 from control_plane.services.pagination import paginate
-from policy.compiler import CompileContext, CompiledPolicy
-from policy.engine import DecisionEngine
+from control_plane.services.rego_sandbox import RegoSandbox
+from control_plane.services.rego_tasks import (
+    RISKY,
+    Logged,
+    Tally,
+    as_logged,
+    evaluate,
+    replay_probe,
+    replay_slice,
+    transition_key,
+)
+from policy.compiler import CompileContext
 
 log = logging.getLogger(__name__)
 
+# Tally, evaluate and the rest of the per-decision work live in rego_tasks (they run in
+# the sandbox's workers); these names stay importable from here.
+__all__ = ["RISKY", "Tally", "as_logged", "evaluate", "transition_key"]
+_as_logged = as_logged  # the decision-store benchmark's name for it
+
 ACTIVE = ("queued", "running")
-RISKY = frozenset({("allow", "deny"), ("allow", "require_approval"), ("deny", "allow")})
 MAX_ACTIVE_PER_ORGANIZATION = 2
 BATCH = 1000
-# Progress (and the heartbeat) is written at least this often while a job runs.
-SLICE_SECONDS = 1.0
 # A running job whose heartbeat is older than this has lost its process.
 STALE_AFTER = timedelta(seconds=60)
 
@@ -55,119 +67,32 @@ def versions_hash(versions: Mapping[str, int]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def transition_key(old: str, new: str) -> str:
-    return f"{old}->{new}"
-
-
 def risky_count(result: Mapping[str, Any] | None) -> int:
     return int((result or {}).get("risky", 0))
 
 
-# -- tallying (runs in a worker thread) ----------------------------------------------------
+def _logged(row: Row[Any]) -> Logged:
+    return Logged(row.decision_id, row.time, row.outcome, row.input, row.result)
 
 
-@dataclass
-class Tally:
-    examples_per_transition: int
-    counts: Counter[tuple[str, str]] = field(default_factory=Counter)
-    examples: dict[tuple[str, str], list[dict[str, Any]]] = field(default_factory=dict)
+@dataclass(frozen=True)
+class ReplayPlan:
+    """What a job replays: the sources and context a worker compiles (once per worker,
+    cached under `key`), how refusals name it, and the job it becomes."""
 
-    def to_dict(self) -> dict[str, Any]:
-        total = sum(self.counts.values())
-        unchanged = sum(n for (old, new), n in self.counts.items() if old == new)
-        changed = sorted(
-            ((pair, n) for pair, n in self.counts.items() if pair[0] != pair[1]),
-            key=lambda item: (-item[1], item[0]),
-        )
-        return {
-            "total": total,
-            "changed": total - unchanged,
-            "unchanged": unchanged,
-            "risky": sum(n for pair, n in self.counts.items() if pair in RISKY),
-            "counts": {transition_key(*pair): n for pair, n in sorted(self.counts.items())},
-            "transitions": [
-                {
-                    "from": old,
-                    "to": new,
-                    "count": n,
-                    "risky": (old, new) in RISKY,
-                    "examples": self.examples.get((old, new), []),
-                }
-                for (old, new), n in changed
-            ],
-        }
-
-
-def _summary(decision_input: Any) -> dict[str, Any]:
-    logged = decision_input if isinstance(decision_input, Mapping) else {}
-
-    def part(name: str) -> Mapping[str, Any]:
-        value = logged.get(name)
-        return value if isinstance(value, Mapping) else {}
-
-    return {
-        "principal": part("principal").get("id"),
-        "action": logged.get("action"),
-        "resource": part("resource").get("id"),
-        "workspace": part("resource").get("workspace"),
-        "channel": logged.get("channel"),
-        "tool": part("tool").get("name"),
-    }
-
-
-def _as_logged(decision_input: Any, organization_id: str) -> Any:
-    """The logged input, its principal defaulting to this organisation (as simulate does).
-    Anything that is no mapping goes to the engine as it is, which denies it as invalid."""
-    if not isinstance(decision_input, Mapping):
-        return decision_input
-    prepared = dict(decision_input)
-    principal = prepared.get("principal")
-    if isinstance(principal, Mapping):
-        prepared["principal"] = {"organization": organization_id, **principal}
-    return prepared
-
-
-def evaluate(
-    engine: DecisionEngine,
-    rows: Sequence[Row[Any]],
-    tally: Tally,
-    organization_id: str,
-    *,
-    budget_seconds: float = SLICE_SECONDS,
-) -> int:
-    """Decide `rows` again (at least one, then until the time budget runs out); how many."""
-    deadline = time.monotonic() + budget_seconds
-    done = 0
-    for row in rows:
-        decision_input = _as_logged(row.input, organization_id)
-        new = engine.decide(decision_input, dry_run=True).outcome
-        pair = (row.outcome, new)
-        tally.counts[pair] += 1
-        kept = tally.examples.setdefault(pair, []) if row.outcome != new else None
-        if kept is not None and len(kept) < tally.examples_per_transition:
-            explained = engine.decide(decision_input, dry_run=True, explain=True)
-            logged = row.result if isinstance(row.result, Mapping) else {}
-            kept.append(
-                {
-                    "decision_id": row.decision_id,
-                    "time": row.time.isoformat(),
-                    "input": _summary(row.input),
-                    "old": {
-                        "outcome": row.outcome,
-                        "reasons": [str(r) for r in logged.get("reasons") or []],
-                        "rules": [str(r) for r in logged.get("matched_rules") or []],
-                    },
-                    "new": {
-                        "outcome": explained.outcome,
-                        "reasons": list(explained.reasons),
-                        "rules": list(explained.matched_rules),
-                    },
-                }
-            )
-        done += 1
-        if time.monotonic() >= deadline:
-            break
-    return done
+    key: str
+    sources: list[tuple[str, str]]
+    context: CompileContext
+    what: str
+    policy_id: uuid.UUID | None
+    draft: bool
+    versions: dict[str, int]
+    since: datetime
+    until: datetime
+    limit: int
+    examples: int
+    total: int
+    first: Logged | None
 
 
 # -- reading stored decisions --------------------------------------------------------------
@@ -236,14 +161,17 @@ async def _versions(
     return versions
 
 
-def _compile(sources: list[tuple[str, str]], context: CompileContext) -> CompiledPolicy:
-    return policies._compile(policies._policy_set(sources), context)
+async def _check_active(session: AsyncSession) -> None:
+    active = await session.scalar(
+        select(func.count()).select_from(ReplayJob).where(ReplayJob.status.in_(ACTIVE))
+    )
+    if (active or 0) >= MAX_ACTIVE_PER_ORGANIZATION:
+        raise Conflict(f"{active} replays are already queued or running; wait for one to finish")
 
 
-async def create(
+async def plan(
     session: AsyncSession,
     organization_id: uuid.UUID,
-    actor: Actor,
     keys: KeyRing,
     *,
     policy_id: uuid.UUID | None,
@@ -252,10 +180,9 @@ async def create(
     draft: bool,
     limit: int,
     examples: int,
-) -> tuple[ReplayJob, CompiledPolicy]:
-    """A queued job and the compiled set it replays; the caller hands both to the runner."""
-    now = utcnow()
-    until = until or now
+) -> ReplayPlan:
+    """What a replay would run, read in a short transaction; `probe` it, then `create`."""
+    until = until or utcnow()
     if since >= until:
         raise Invalid("since must be before until", details=[{"field": "until"}])
     versions = await _versions(session, policy_id, draft=draft)
@@ -265,25 +192,59 @@ async def create(
             f"no stored decisions between {since.isoformat()} and {until.isoformat()}",
             details=[{"field": "since"}, {"field": "until"}],
         )
-    active = await session.scalar(
-        select(func.count()).select_from(ReplayJob).where(ReplayJob.status.in_(ACTIVE))
-    )
-    if (active or 0) >= MAX_ACTIVE_PER_ORGANIZATION:
-        raise Conflict(f"{active} replays are already queued or running; wait for one to finish")
+    await _check_active(session)
     sources = await policies._sources(session, versions)
     context = await policies.compile_context(session, organization_id, keys)
-    compiled = await asyncio.to_thread(_compile, sources, context)
-    job = ReplayJob(
-        status="queued",
+    first = await _next_batch(session, since, until, None, 1)
+    return ReplayPlan(
+        key=uuid.uuid4().hex,
+        sources=sources,
+        context=context,
+        what=policies._described("replaying", sorted(versions)),
         policy_id=policy_id,
         draft=draft,
-        policies=versions,
-        policies_hash=versions_hash(versions),
+        versions=versions,
         since=since,
         until=until,
-        max_decisions=limit,
-        examples_per_transition=examples,
+        limit=limit,
+        examples=examples,
         total=total,
+        first=_logged(first[0]) if first else None,
+    )
+
+
+async def probe(sandbox: RegoSandbox, organization_id: uuid.UUID, plan: ReplayPlan) -> None:
+    """Compile the set and decide the window's newest decision again in the sandbox, with
+    no transaction open: a set that cannot decide one stored request within the limits is
+    refused (422) before any job exists."""
+    await sandbox.run(
+        str(organization_id),
+        plan.what,
+        replay_probe,
+        plan.key,
+        plan.sources,
+        plan.context,
+        plan.first,
+    )
+
+
+async def create(
+    session: AsyncSession, organization_id: uuid.UUID, actor: Actor, plan: ReplayPlan
+) -> ReplayJob:
+    """The queued job of a probed plan; the caller hands both to the runner."""
+    await _check_active(session)  # again: others may have started meanwhile
+    now = utcnow()
+    job = ReplayJob(
+        status="queued",
+        policy_id=plan.policy_id,
+        draft=plan.draft,
+        policies=plan.versions,
+        policies_hash=versions_hash(plan.versions),
+        since=plan.since,
+        until=plan.until,
+        max_decisions=plan.limit,
+        examples_per_transition=plan.examples,
+        total=plan.total,
         processed=0,
         created_by=actor.label,
         heartbeat_at=now,
@@ -297,14 +258,14 @@ async def create(
         "replay.create",
         "replay",
         job.id,
-        policy_id=str(policy_id) if policy_id else None,
-        policies=versions,
-        since=since.isoformat(),
-        until=until.isoformat(),
-        limit=limit,
-        total=total,
+        policy_id=str(plan.policy_id) if plan.policy_id else None,
+        policies=plan.versions,
+        since=plan.since.isoformat(),
+        until=plan.until.isoformat(),
+        limit=plan.limit,
+        total=plan.total,
     )
-    return job, compiled
+    return job
 
 
 async def _fail_stale(session: AsyncSession) -> None:
@@ -378,8 +339,10 @@ async def publish_gate(
     actor: Actor,
     *,
     accept_replay: uuid.UUID | None,
+    record: bool = True,
 ) -> dict[str, int]:
     """The draft versions that may be published now, or a 409 saying what is missing.
+    `record=False` checks without writing the audit record of an accepted replay.
 
     With the gate on, a completed replay of exactly these versions must show no risky
     change (allow→deny, allow→require_approval, deny→allow), unless the publisher names
@@ -402,6 +365,8 @@ async def publish_gate(
                 "drafts again",
                 details=[{"field": "accept_replay", "replayed": job.policies, "drafts": versions}],
             )
+        if not record:
+            return versions
         await audit.record(
             session,
             organization_id,
@@ -443,8 +408,9 @@ async def publish_gate(
 class ReplayRunner:
     """Runs this process's replay jobs as asyncio tasks; the job rows hold all their state."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, sandbox: RegoSandbox) -> None:
         self._db = db
+        self._sandbox = sandbox
         self._tasks: dict[uuid.UUID, asyncio.Task[None]] = {}
 
     async def start(self) -> int:
@@ -464,9 +430,9 @@ class ReplayRunner:
             )
         return int(getattr(result, "rowcount", 0) or 0)
 
-    def submit(self, job: ReplayJob, compiled: CompiledPolicy) -> None:
+    def submit(self, job: ReplayJob, plan: ReplayPlan) -> None:
         task = asyncio.create_task(
-            self._run(job.id, job.organization_id, compiled), name=f"replay-{job.id}"
+            self._run(job.id, job.organization_id, plan), name=f"replay-{job.id}"
         )
         self._tasks[job.id] = task
         task.add_done_callback(lambda _: self._tasks.pop(job.id, None))
@@ -490,10 +456,7 @@ class ReplayRunner:
                     .execution_options(synchronize_session=False)
                 )
 
-    async def _run(
-        self, job_id: uuid.UUID, organization_id: uuid.UUID, compiled: CompiledPolicy
-    ) -> None:
-        engine: DecisionEngine | None = None
+    async def _run(self, job_id: uuid.UUID, organization_id: uuid.UUID, plan: ReplayPlan) -> None:
         try:
             async with self._db.session(organization_id) as session:
                 job = await session.get(ReplayJob, job_id)
@@ -503,22 +466,20 @@ class ReplayRunner:
                 job.heartbeat_at = job.started_at
                 since, until, limit = job.since, job.until, job.max_decisions
                 tally = Tally(job.examples_per_transition)
-            engine = await asyncio.to_thread(DecisionEngine, compiled, cache_size=10_000)
-            await self._replay(job_id, organization_id, engine, tally, since, until, limit)
+            await self._replay(job_id, organization_id, plan, tally, since, until, limit)
         except asyncio.CancelledError:
             raise  # close() records it
+        except KaizenError as exc:  # a limit of the sandbox, or the set no longer compiles
+            await self._finish(job_id, organization_id, error=exc.message)
         except Exception as exc:
             log.exception("replay %s failed", job_id)
             await self._finish(job_id, organization_id, error=f"{type(exc).__name__}: {exc}")
-        finally:
-            if engine is not None:
-                engine.close()
 
     async def _replay(
         self,
         job_id: uuid.UUID,
         organization_id: uuid.UUID,
-        engine: DecisionEngine,
+        plan: ReplayPlan,
         tally: Tally,
         since: datetime,
         until: datetime,
@@ -529,7 +490,7 @@ class ReplayRunner:
                 return await _next_batch(session, since, until, after, size)
 
         processed = 0
-        # The next batch is read while this one is evaluated in a worker thread.
+        # The next batch is read while this one is evaluated in a worker.
         pending: asyncio.Task[Sequence[Row[Any]]] | None = asyncio.create_task(
             fetch(None, min(BATCH, limit))
         )
@@ -543,11 +504,20 @@ class ReplayRunner:
                 if left > 0 and len(rows) == min(BATCH, limit - processed):
                     after = (rows[-1].time, rows[-1].decision_id)
                     pending = asyncio.create_task(fetch(after, min(BATCH, left)))
+                logged = [_logged(row) for row in rows]
                 offset = 0
-                while offset < len(rows):
-                    offset += await asyncio.to_thread(
-                        evaluate, engine, rows[offset:], tally, str(organization_id)
+                while offset < len(logged):
+                    done, tally = await self._sandbox.run(
+                        str(organization_id),
+                        plan.what,
+                        replay_slice,
+                        plan.key,
+                        plan.sources,
+                        plan.context,
+                        logged[offset:],
+                        tally,
                     )
+                    offset += done
                     if not await self._progress(job_id, organization_id, processed + offset, tally):
                         return
                 processed += len(rows)

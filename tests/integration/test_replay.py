@@ -309,7 +309,7 @@ async def test_interrupted_jobs_end_failed_not_running(
         left_behind = orphan()
         session.add(left_behind)
     # The next process start fails what the previous one left behind.
-    assert await replay.ReplayRunner(stack.db).start() >= 1
+    assert await replay.ReplayRunner(stack.db, stack.app.state.rego).start() >= 1
     started = await _finished(client, owner, str(left_behind.id))
     assert started["status"] == "failed"
     assert "restarted" in started["error"]
@@ -324,13 +324,12 @@ async def test_interrupted_jobs_end_failed_not_running(
     assert "stopped" in read["error"]
 
     # A process shutting down records its own running jobs as failed.
-    runner = replay.ReplayRunner(stack.db)
+    runner = replay.ReplayRunner(stack.db, stack.app.state.rego)
     actor = Actor("user", owner.user_id, owner.email)
     async with stack.db.session(organization_id) as session:
-        job, compiled = await replay.create(
+        plan = await replay.plan(
             session,
             organization_id,
-            actor,
             stack.app.state.keys,
             policy_id=None,
             since=datetime.fromisoformat(WINDOW["since"]),
@@ -339,7 +338,10 @@ async def test_interrupted_jobs_end_failed_not_running(
             limit=100,
             examples=1,
         )
-    runner.submit(job, compiled)
+    await replay.probe(stack.app.state.rego, organization_id, plan)
+    async with stack.db.session(organization_id) as session:
+        job = await replay.create(session, organization_id, actor, plan)
+    runner.submit(job, plan)
     await runner.close()
     stopped = await _finished(client, owner, str(job.id))
     assert stopped["status"] == "failed"
