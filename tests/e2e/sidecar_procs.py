@@ -158,14 +158,42 @@ def fill(template: str, **values: object) -> str:
     return template
 
 
+# Envoy's two ways to ask the sidecar: "http" (http_service to /ext_authz, the default and
+# deploy/envoy/envoy.yaml) and "grpc" (the gRPC ext_authz service, deploy/envoy/envoy-grpc.yaml).
+TRANSPORTS = ("http", "grpc")
+ENVOY_TEMPLATES = {"http": ENVOY_TEMPLATE, "grpc": ENVOY_TEMPLATE.with_name("envoy-grpc.yaml")}
+
+
+def default_transport() -> str:
+    """http, or KAIZEN_E2E_ENVOY_TRANSPORT=grpc to run every Envoy test over gRPC."""
+    transport = os.environ.get("KAIZEN_E2E_ENVOY_TRANSPORT", "http")
+    if transport not in TRANSPORTS:
+        raise ValueError(f"KAIZEN_E2E_ENVOY_TRANSPORT must be one of {TRANSPORTS}")
+    return transport
+
+
 def envoy_config(
-    listen: int, admin: int, sidecar_grpc: int, upstream: int, *, ext_authz: bool = True
+    listen: int,
+    admin: int,
+    sidecar_grpc: int,
+    upstream: int,
+    *,
+    sidecar_http: int | None = None,
+    transport: str | None = None,
+    ext_authz: bool = True,
 ) -> str:
+    """The deploy template for `transport`, filled; the http transport needs sidecar_http."""
+    transport = transport or default_transport()
+    if transport not in TRANSPORTS:
+        raise ValueError(f"transport must be one of {TRANSPORTS}, not {transport!r}")
+    if transport == "http" and sidecar_http is None and ext_authz:
+        raise ValueError("the http transport checks at the sidecar's HTTP port: pass sidecar_http")
     text = fill(
-        ENVOY_TEMPLATE.read_text(),
+        ENVOY_TEMPLATES[transport].read_text(),
         LISTEN_PORT=listen,
         ADMIN_PORT=admin,
         SIDECAR_GRPC_PORT=sidecar_grpc,
+        SIDECAR_HTTP_PORT=sidecar_http if sidecar_http is not None else sidecar_grpc,
         UPSTREAM_PORT=upstream,
     )
     if ext_authz:

@@ -1,7 +1,8 @@
 """The sidecar behind a real Envoy (deploy/envoy/envoy.yaml): `kaizen-studio sidecar` in
 static mode with a bundle signed here, a stand-in gateway upstream, and every outcome a
 caller can meet — allow, deny, 401, require_approval then a granted retry, grant reuse,
-budgets, MCP tool calls, and Envoy failing closed when the sidecar is gone."""
+budgets, MCP tool calls, and Envoy failing closed when the sidecar is gone. Every test runs
+over both ext_authz transports: HTTP (`http_service` to /ext_authz, the default) and gRPC."""
 
 from __future__ import annotations
 
@@ -40,11 +41,15 @@ class Stack:
     sidecar: subprocess.Popen[bytes]
     grpc_port: int
     http_port: int
+    transport: str
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    tmp = tmp_path_factory.mktemp("envoy")
+@pytest.fixture(scope="module", params=procs.TRANSPORTS)
+def stack(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Stack]:
+    transport = request.param
+    tmp = tmp_path_factory.mktemp(f"envoy-{transport}")
     keys = make_keys()
     (tmp / "bundle.tar.gz").write_bytes(make_bundle(keys))
     (tmp / "jwks.json").write_text(json.dumps(keys.jwks))
@@ -62,16 +67,22 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                 KAIZEN_GATEWAY_TOKEN=GATEWAY_TOKEN,
                 # Grants are single use only through shared Redis; without it they are refused.
                 KAIZEN_REDIS_URL=REDIS_URL,
-                KAIZEN_REDIS_PREFIX=f"{REDIS_PREFIX}envoy:",
+                KAIZEN_REDIS_PREFIX=f"{REDIS_PREFIX}envoy-{transport}:",
                 # Nothing listens there: decision logs wait on disk, decisions go on.
                 KAIZEN_CONTROL_PLANE_URL=f"http://127.0.0.1:{procs.free_port()}",
             )
         ) as sidecar,
         procs.running(
-            procs.start_envoy(procs.envoy_config(listen, admin, grpc_port, upstream), tmp, admin)
+            procs.start_envoy(
+                procs.envoy_config(
+                    listen, admin, grpc_port, upstream, sidecar_http=http_port, transport=transport
+                ),
+                tmp,
+                admin,
+            )
         ),
     ):
-        yield Stack(f"http://127.0.0.1:{listen}", keys, sidecar, grpc_port, http_port)
+        yield Stack(f"http://127.0.0.1:{listen}", keys, sidecar, grpc_port, http_port, transport)
 
 
 def _auth(token: str) -> dict[str, str]:
@@ -226,7 +237,16 @@ def test_envoy_fails_closed_when_the_sidecar_is_gone(stack: Stack, tmp_path: Pat
         procs.running(procs.start_helper("upstream", upstream)),
         procs.running(
             procs.start_envoy(
-                procs.envoy_config(listen, admin, grpc_port, upstream), tmp_path, admin
+                procs.envoy_config(
+                    listen,
+                    admin,
+                    grpc_port,
+                    upstream,
+                    sidecar_http=http_port,
+                    transport=stack.transport,
+                ),
+                tmp_path,
+                admin,
             )
         ),
     ):
