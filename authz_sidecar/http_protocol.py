@@ -6,15 +6,18 @@ one ext_authz request here, so the per-request cost is the product. What it guar
 - keep-alive and pipelining: requests on one connection are answered strictly in order,
   one at a time; at most `max_pipelined` parsed requests wait, then reading pauses;
 - Content-Length and chunked bodies (the parser decodes chunking), `Expect: 100-continue`;
-- limits: a head over `max_head` bytes or `max_headers` fields is 431, a body over the
-  route's limit is 413 (before it is read when Content-Length says so); both close;
+- limits: a head over `max_head` bytes or `max_headers` fields is 431 (an unfinished
+  header field, which the parser buffers, is cut at `max_head` plus one socket read), a
+  body over the route's limit is 413 (before it is read when Content-Length says so);
 - slow clients: a request must be complete within `request_timeout` of its first byte
   (else 408 and close), an idle keep-alive connection is closed after `idle_timeout`;
 - anything the parser refuses (bad request line, bad chunking, smuggling-shaped framing
   such as Content-Length with Transfer-Encoding) is a 400 and the connection closes.
 
-After a refusal nothing more is read from the connection: its framing can no longer be
-trusted, so a request hidden behind a bad one is never parsed.
+After a refusal nothing more is parsed from the connection: its framing can no longer be
+trusted, so a request hidden behind a bad one is never answered. The refusal is written,
+the connection half-closed and further bytes drained for LINGER_SECONDS (closing with
+unread bytes would reset the connection and could destroy the refusal before it is read).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import httptools
 log = logging.getLogger(__name__)
 
 Response = tuple[int, list[tuple[str, str]], bytes]
+LINGER_SECONDS = 2.0  # how long a refused connection's further bytes are drained, at most
 
 REASONS = {
     100: "Continue",
@@ -175,7 +179,10 @@ class HttpProtocol(asyncio.Protocol):
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            self._refuse(400, "protocol upgrades are not supported; speak HTTP/1.1")
+            # The request itself is served as plain HTTP/1.1 (the Upgrade ignored, as RFC
+            # 9110 allows); what follows it would be another protocol, so the connection
+            # closes after the answer.
+            self._refuse(0, "")
             return
         except (httptools.HttpParserError, _Refused) as exc:
             # httptools wraps what a callback raises: the limit refusal is the cause.
@@ -277,10 +284,13 @@ class HttpProtocol(asyncio.Protocol):
         while self._queue and not transport.is_closing():
             item = self._queue.popleft()
             if isinstance(item, _Failure):
+                if item.status == 0:
+                    self._linger(transport)
+                    return
                 transport.write(
                     encode_response(error_response(item.status, item.message), close=True)
                 )
-                transport.close()
+                self._linger(transport)
                 return
             request, keep_alive = item
             if self._paused and not self._broken and len(self._queue) < self._limits.max_pipelined:
@@ -304,6 +314,20 @@ class HttpProtocol(asyncio.Protocol):
                 await self._writable
         if not self._queue and not self._in_message and not transport.is_closing():
             self._arm(self._limits.idle_timeout, self._on_idle_timeout)
+
+    def _linger(self, transport: asyncio.Transport) -> None:
+        """Half-close, then drain and drop what the client still sends, briefly.
+
+        Closing with unread bytes makes the kernel send a reset, which can destroy the
+        refusal before the client reads it; nothing read from here on is parsed."""
+        if not transport.can_write_eof():
+            transport.close()
+            return
+        transport.write_eof()
+        if self._paused:
+            transport.resume_reading()
+            self._paused = False
+        self._arm(LINGER_SECONDS, self.close)
 
     # -- timers ------------------------------------------------------------------------------
 

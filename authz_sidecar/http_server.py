@@ -101,6 +101,8 @@ class SidecarHttp:
         sync_status: Callable[[], dict[str, Any]] | None = None,
         gateway_token: str | None = None,
         trusted_proxies: Sequence[str] = DEFAULT_TRUSTED_PROXIES,
+        request_timeout: float = 10.0,
+        idle_timeout: float = 120.0,
     ) -> None:
         self._authorizer = authorizer
         self._max_body = max_body
@@ -110,7 +112,12 @@ class SidecarHttp:
         self._sync_status = sync_status or dict
         self._started = time.time()
         self._connections: set[HttpProtocol] = set()
-        self.limits = Limits(body_limit=self._body_limit, max_head=MAX_HEAD)
+        self.limits = Limits(
+            body_limit=self._body_limit,
+            max_head=MAX_HEAD,
+            request_timeout=request_timeout,
+            idle_timeout=idle_timeout,
+        )
 
     def _body_limit(self, path: str) -> int:
         if path == "/authz" or path.startswith(EXT_AUTHZ_PREFIX):

@@ -200,6 +200,8 @@ class Worker:
             sync_status=self._sync_status,
             gateway_token=token,
             trusted_proxies=settings.sidecar_trusted_proxies,
+            request_timeout=settings.sidecar_http_request_timeout_seconds,
+            idle_timeout=settings.sidecar_http_idle_timeout_seconds,
         )
 
     def _sync_status(self) -> dict[str, Any]:
