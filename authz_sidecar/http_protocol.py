@@ -133,6 +133,7 @@ class HttpProtocol(asyncio.Protocol):
         self._paused = False
         self._writable: asyncio.Future[None] | None = None
         self._headers_done = False
+        self._eof = False
         self._stalled = 0
         self._reset_message()
 
@@ -171,6 +172,13 @@ class HttpProtocol(asyncio.Protocol):
         if self._writable is not None and not self._writable.done():
             self._writable.set_result(None)
         self._writable = None
+
+    def eof_received(self) -> bool | None:
+        """The client is done sending: answer what is queued, then close."""
+        self._eof = True
+        if self._worker is not None and not self._worker.done() and not self._broken:
+            return True  # keep the transport open; _serve closes it when the queue is empty
+        return None  # nothing to answer (or a refusal lingering): close now
 
     def data_received(self, data: bytes) -> None:
         if self._broken:
@@ -312,7 +320,9 @@ class HttpProtocol(asyncio.Protocol):
                 return
             if self._writable is not None:
                 await self._writable
-        if not self._queue and not self._in_message and not transport.is_closing():
+        if self._eof:
+            transport.close()
+        elif not self._queue and not self._in_message and not transport.is_closing():
             self._arm(self._limits.idle_timeout, self._on_idle_timeout)
 
     def _linger(self, transport: asyncio.Transport) -> None:
