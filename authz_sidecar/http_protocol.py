@@ -160,8 +160,9 @@ class HttpProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._connections.discard(self)
         self._disarm()
-        if self._worker is not None and not self._worker.done():
-            self._worker.cancel()
+        # A check under way is not cancelled: it may have reserved budget or used a grant,
+        # and must finish (and be logged) as one; its answer is then dropped.
+        self._queue.clear()
         if self._writable is not None and not self._writable.done():
             self._writable.set_result(None)
 
@@ -248,7 +249,10 @@ class HttpProtocol(asyncio.Protocol):
         declared = self._headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > self._body_limit:
             raise _Refused(413, f"body over {self._body_limit} bytes")
-        if self._headers.get("expect", "").lower() == "100-continue" and self._transport:
+        # Only when nothing is being answered: an interim response must not overtake the
+        # answer to an earlier pipelined request (the client sends the body anyway).
+        idle = not self._queue and (self._worker is None or self._worker.done())
+        if self._headers.get("expect", "").lower() == "100-continue" and idle and self._transport:
             self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, body: bytes) -> None:
@@ -311,6 +315,8 @@ class HttpProtocol(asyncio.Protocol):
                 log.exception("HTTP handler failed on %s %s", request.method, request.target[:100])
                 response = error_response(503, "the sidecar failed to answer; try again")
                 keep_alive = False
+            if transport.is_closing():
+                return
             close = not keep_alive
             transport.write(
                 encode_response(response, close=close, head_only=request.method == "HEAD")
@@ -352,6 +358,10 @@ class HttpProtocol(asyncio.Protocol):
 
     def _on_request_timeout(self) -> None:
         self._timer = None
+        if self._paused and not self._broken:
+            # Reading is paused by us (pipelined requests waiting): not the client's delay.
+            self._arm(self._limits.request_timeout, self._on_request_timeout)
+            return
         self._refuse(408, f"request not complete within {self._limits.request_timeout:g} s")
 
     def _on_idle_timeout(self) -> None:
