@@ -6,8 +6,8 @@ Routes (the wire protocol is authz_sidecar/http_protocol.py: llhttp on uvloop):
   The original request is the request line after the prefix, its headers (what Envoy's
   `allowed_headers` lets through) and its body (`with_request_body`). Only a peer in
   KAIZEN_SIDECAR_TRUSTED_PROXIES (Envoy beside the sidecar, loopback by default) is
-  believed; its source address is the last `x-forwarded-for` entry, which Envoy appends
-  itself (`use_remote_address: true`), so a caller's own entries are never the one read.
+  believed; the source address is `x-ext-authz-source-ip`, which Envoy sets from the
+  downstream connection (`headers_to_add`) and never copies from a caller.
   Allow is 200 with the upstream headers plus `x-envoy-auth-headers-to-remove` naming the
   caller's other `x-kaizen-*` headers; deny/401 is the status, JSON body and headers.
 - `/authz`: nginx `auth_request`, the original request in X-Original-URI/-Method.
@@ -47,6 +47,8 @@ MAX_HEAD = 32 * 1024
 MAX_CONTROL_BODY = 64 * 1024
 # Envoy's http_service: the request header naming caller headers to drop on allow.
 HEADERS_TO_REMOVE = "x-envoy-auth-headers-to-remove"
+# Set by Envoy on each check to the downstream address (deploy/envoy/envoy.yaml).
+SOURCE_IP_HEADER = "x-ext-authz-source-ip"
 
 
 _NO_ORIGINAL_URI = "no X-Original-URI: the proxy must name the request it asks about"
@@ -230,7 +232,7 @@ class SidecarHttp:
             path=original if refusal is None else "",
             headers=headers,
             body=request.body,
-            source_ip=_forwarded_for(headers.get("x-forwarded-for")) or request.peer_ip,
+            source_ip=_address(headers.get(SOURCE_IP_HEADER)) or request.peer_ip,
             body_truncated=headers.get("x-envoy-auth-partial-body", "").lower() == "true",
             refusal=refusal,
         )
@@ -312,13 +314,12 @@ def _allow(method: str, methods: tuple[str, ...]) -> None:
         raise HttpError(405, f"use {' or '.join(methods)}")
 
 
-def _forwarded_for(value: str | None) -> str | None:
-    """The last X-Forwarded-For entry: the one Envoy appended (use_remote_address)."""
+def _address(value: str | None) -> str | None:
+    """An IP address as Envoy wrote it, normalised; None when it is not one."""
     if not value:
         return None
-    last = value.rsplit(",", 1)[-1].strip()
     try:
-        return str(ipaddress.ip_address(last))
+        return str(ipaddress.ip_address(value.strip()))
     except ValueError:
         return None
 

@@ -42,6 +42,7 @@ class Stack:
     grpc_port: int
     http_port: int
     transport: str
+    home: Path
 
 
 @pytest.fixture(scope="module", params=procs.TRANSPORTS)
@@ -82,7 +83,15 @@ def stack(
             )
         ),
     ):
-        yield Stack(f"http://127.0.0.1:{listen}", keys, sidecar, grpc_port, http_port, transport)
+        yield Stack(
+            f"http://127.0.0.1:{listen}",
+            keys,
+            sidecar,
+            grpc_port,
+            http_port,
+            transport,
+            tmp / "home",
+        )
 
 
 def _auth(token: str) -> dict[str, str]:
@@ -257,3 +266,32 @@ def test_envoy_fails_closed_when_the_sidecar_is_gone(stack: Stack, tmp_path: Pat
         refused = httpx.post(url, headers=headers)
         assert refused.status_code in (403, 500, 502, 503)
         assert "upstream" not in refused.text
+
+
+def _logged_input(stack: Stack, decision_id: str) -> dict[str, object]:
+    """The decision input the sidecar logged (its NDJSON decision-log segments on disk)."""
+    for segment in (stack.home / "sidecar" / "decision-log").glob("worker-*/*.ndjson"):
+        for line in segment.read_text().splitlines():
+            record = json.loads(line)
+            if record.get("decision_id") == decision_id:
+                return dict(record["input"])
+    raise AssertionError(f"decision {decision_id} is not in the decision log")
+
+
+def test_forged_forwarded_for_does_not_choose_the_source_address_is_refused(
+    stack: Stack,
+) -> None:
+    """A caller's X-Forwarded-For / X-Real-IP / X-Ext-Authz-Source-Ip never become the
+    request's source address: over HTTP it is the one Envoy sets from the connection."""
+    headers = {
+        **_auth(access_token(stack.keys, ALICE)),
+        "X-Forwarded-For": "203.0.113.66",
+        "X-Real-IP": "203.0.113.67",
+        "X-Ext-Authz-Source-Ip": "203.0.113.68",  # the name Envoy sets: never the caller's
+    }
+    response = httpx.post(f"{stack.url}/v1/agents/support-bot/invoke", headers=headers, json={})
+    assert response.status_code == 200, response.text
+    decision_id = response.json()["headers"]["x-kaizen-decision-id"]
+    request = _logged_input(stack, decision_id)["request"]
+    assert isinstance(request, dict)
+    assert request["source_ip"] == "127.0.0.1"

@@ -113,7 +113,7 @@ async def test_an_untrusted_peer_cannot_ask_ext_authz(authorizer: Authorizer, ke
         assert "only accepted from a trusted proxy" in response.json()["reasons"][0]
 
 
-def test_facts_take_the_last_forwarded_for_and_envoys_partial_body_flag(
+def test_facts_take_envoys_source_address_and_partial_body_flag(
     authorizer: Authorizer,
 ) -> None:
     app = SidecarHttp(authorizer, max_body=1 << 20)
@@ -122,7 +122,7 @@ def test_facts_take_the_last_forwarded_for_and_envoys_partial_body_flag(
         Request(
             "POST",
             "/ext_authz/v1/agents/a/invoke?q=1",
-            {"x-forwarded-for": "198.51.100.9, 203.0.113.7"},
+            {"x-ext-authz-source-ip": "203.0.113.7", "x-forwarded-for": "198.51.100.9"},
             body,
             "127.0.0.1",
         )
@@ -138,8 +138,8 @@ def test_facts_take_the_last_forwarded_for_and_envoys_partial_body_flag(
     )
     assert partial.body_truncated
     assert partial.body_sha256() is None
-    assert partial.source_ip == "::1"  # no x-forwarded-for: the peer
+    assert partial.source_ip == "::1"  # Envoy named none: the peer
     forged = app._ext_authz_facts(
-        Request("POST", "/ext_authz/mcp", {"x-forwarded-for": "not-an-ip"}, b"", "127.0.0.1")
+        Request("POST", "/ext_authz/mcp", {"x-ext-authz-source-ip": "not-an-ip"}, b"", "127.0.0.1")
     )
     assert forged.source_ip == "127.0.0.1"
