@@ -177,9 +177,9 @@ class HttpProtocol(asyncio.Protocol):
     def eof_received(self) -> bool | None:
         """The client is done sending: answer what is queued, then close."""
         self._eof = True
-        if self._worker is not None and not self._worker.done() and not self._broken:
+        if self._worker is not None and not self._worker.done():
             return True  # keep the transport open; _serve closes it when the queue is empty
-        return None  # nothing to answer (or a refusal lingering): close now
+        return None  # nothing left to answer: close now
 
     def data_received(self, data: bytes) -> None:
         if self._broken:
@@ -336,8 +336,8 @@ class HttpProtocol(asyncio.Protocol):
 
         Closing with unread bytes makes the kernel send a reset, which can destroy the
         refusal before the client reads it; nothing read from here on is parsed."""
-        if not transport.can_write_eof():
-            transport.close()
+        if self._eof or not transport.can_write_eof():
+            transport.close()  # the client sent all it will: nothing left to drain
             return
         transport.write_eof()
         if self._paused:

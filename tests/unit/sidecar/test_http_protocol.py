@@ -4,6 +4,7 @@ limits, slow clients, malformed and smuggling-shaped requests (http_protocol.py)
 from __future__ import annotations
 
 import contextlib
+import socket
 from collections.abc import Iterator
 
 import pytest
@@ -216,3 +217,16 @@ def test_idle_keep_alive_connection_is_closed() -> None:
         sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         assert read_responses(sock, 1)[0][0] == 200
         assert closed(sock)  # without a word: nothing was asked
+
+
+def test_requests_sent_before_a_half_close_are_all_answered(server: WireServer) -> None:
+    """`printf '…' | nc`: the client's FIN arrives with its requests; each is answered."""
+    with server.connect() as sock:
+        sock.sendall(
+            b"GET /one HTTP/1.1\r\nHost: x\r\n\r\nGET /two HTTP/1.1\r\nHost: x\r\n\r\nBAD\r\n\r\n"
+        )
+        sock.shutdown(socket.SHUT_WR)
+        responses = read_responses(sock, 4)
+        assert [r[0] for r in responses] == [200, 200, 400]
+        assert [body_of(r)["target"] for r in responses[:2]] == ["/one", "/two"]
+        assert closed(sock)
