@@ -17,9 +17,6 @@ from authz_sidecar.authorizer import Authorizer, Verdict
 from authz_sidecar.mapping import HttpFacts
 
 _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
-_SET_ON_ALLOW = frozenset(
-    {"x-kaizen-decision-id", "x-kaizen-principal", "x-kaizen-organization", "x-kaizen-decision"}
-)
 _CODES = {200: code_pb2.OK, 401: code_pb2.UNAUTHENTICATED, 403: code_pb2.PERMISSION_DENIED}
 
 
@@ -53,11 +50,15 @@ _OK = status_pb2.Status(code=code_pb2.OK)
 
 def check_response(verdict: Verdict) -> external_auth_pb2.CheckResponse:
     if verdict.allowed:
+        upstream = verdict.upstream_headers()
+        # Only the headers set here overwrite the caller's: a sidecar without a gateway
+        # credential signs no x-kaizen-decision, so a caller's must be removed, not kept.
+        ours = {k for k, _ in upstream}
         return external_auth_pb2.CheckResponse(
             status=_OK,
             ok_response=external_auth_pb2.OkHttpResponse(
-                headers=[_header(k, v) for k, v in verdict.upstream_headers()],
-                headers_to_remove=[h for h in verdict.remove_headers if h not in _SET_ON_ALLOW],
+                headers=[_header(k, v) for k, v in upstream],
+                headers_to_remove=[h for h in verdict.remove_headers if h not in ours],
             ),
         )
     headers = [_JSON, _header("x-kaizen-decision-id", verdict.decision_id)]

@@ -1,14 +1,21 @@
-"""HTTP/1.1 side of the sidecar: `/authz` for nginx `auth_request`, health, metrics, status, settle.
+"""HTTP/1.1 side of the sidecar: Envoy `http_service` ext_authz, nginx `auth_request`,
+health, metrics, status and settle.
 
-A small asyncio server rather than an ASGI stack: `/authz` is on the hot path of every
-proxied call, the routes are fixed, and bodies are tiny (measured in tests/bench). It
-speaks keep-alive with Content-Length bodies only; anything else gets a clear 4xx.
+Routes (the wire protocol is authz_sidecar/http_protocol.py: llhttp on uvloop):
+- `<method> /ext_authz<original path>`: Envoy's HTTP ext_authz (the default transport).
+  The original request is the request line after the prefix, its headers (what Envoy's
+  `allowed_headers` lets through) and its body (`with_request_body`). Only a peer in
+  KAIZEN_SIDECAR_TRUSTED_PROXIES (Envoy beside the sidecar, loopback by default) is
+  believed; the source address is `x-ext-authz-source-ip`, which Envoy sets from the
+  downstream connection (`headers_to_add`) and never copies from a caller.
+  Allow is 200 with the upstream headers plus `x-envoy-auth-headers-to-remove` naming the
+  caller's other `x-kaizen-*` headers; deny/401 is the status, JSON body and headers.
+- `/authz`: nginx `auth_request`, the original request in X-Original-URI/-Method.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hmac
 import ipaddress
 import json
@@ -20,28 +27,28 @@ from typing import Any
 
 from authz_sidecar import metrics
 from authz_sidecar.authorizer import NOT_READY, Authorizer, Verdict
+from authz_sidecar.http_protocol import (
+    HttpProtocol,
+    Limits,
+    Request,
+    Response,
+    error_response,
+    json_response,
+    serve,
+)
 from authz_sidecar.mapping import HttpFacts
 
 log = logging.getLogger(__name__)
 
 GATEWAY_CREDENTIAL_HEADER = "x-kaizen-gateway-token"
 DEFAULT_TRUSTED_PROXIES = ("127.0.0.1/32", "::1/128")
+EXT_AUTHZ_PREFIX = "/ext_authz"
 MAX_HEAD = 32 * 1024
 MAX_CONTROL_BODY = 64 * 1024
-_REASONS = {
-    200: "OK",
-    204: "No Content",
-    400: "Bad Request",
-    401: "Unauthorized",
-    403: "Forbidden",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    411: "Length Required",
-    413: "Content Too Large",
-    422: "Unprocessable Content",
-    431: "Request Header Fields Too Large",
-    503: "Service Unavailable",
-}
+# Envoy's http_service: the request header naming caller headers to drop on allow.
+HEADERS_TO_REMOVE = "x-envoy-auth-headers-to-remove"
+# Set by Envoy on each check to the downstream address (deploy/envoy/envoy.yaml).
+SOURCE_IP_HEADER = "x-ext-authz-source-ip"
 
 
 _NO_ORIGINAL_URI = "no X-Original-URI: the proxy must name the request it asks about"
@@ -53,16 +60,8 @@ class HttpError(Exception):
         self.status = status
 
 
-Response = tuple[int, list[tuple[str, str]], bytes]
-
-
-def _json(status: int, value: Any, headers: list[tuple[str, str]] | None = None) -> Response:
-    body = json.dumps(value, separators=(",", ":")).encode()
-    return status, [("content-type", "application/json"), *(headers or [])], body
-
-
-def _error(status: int, message: str) -> Response:
-    return _json(status, {"error": {"code": _REASONS.get(status, "error"), "message": message}})
+_json = json_response
+_error = error_response
 
 
 def verdict_response(verdict: Verdict) -> Response:
@@ -79,6 +78,21 @@ def verdict_response(verdict: Verdict) -> Response:
     return _json(verdict.status, verdict.body(), headers)
 
 
+def ext_authz_response(verdict: Verdict) -> Response:
+    """verdict_response, and on allow the caller's own x-kaizen-* headers for Envoy to drop.
+
+    Envoy overwrites same-named request headers with the allowed upstream ones; the rest
+    of the caller's x-kaizen-* headers (workspace, channel, a forged decision when this
+    sidecar signs none) would reach the gateway unless named here."""
+    status, headers, body = verdict_response(verdict)
+    if verdict.allowed:
+        ours = {name for name, _ in verdict.upstream_headers()}
+        drop = [h for h in verdict.remove_headers if h not in ours]
+        if drop:
+            headers.append((HEADERS_TO_REMOVE, ",".join(drop)))
+    return status, headers, body
+
+
 class SidecarHttp:
     def __init__(
         self,
@@ -89,6 +103,8 @@ class SidecarHttp:
         sync_status: Callable[[], dict[str, Any]] | None = None,
         gateway_token: str | None = None,
         trusted_proxies: Sequence[str] = DEFAULT_TRUSTED_PROXIES,
+        request_timeout: float = 10.0,
+        idle_timeout: float = 120.0,
     ) -> None:
         self._authorizer = authorizer
         self._max_body = max_body
@@ -97,58 +113,36 @@ class SidecarHttp:
         self._backlog = backlog or (lambda: None)
         self._sync_status = sync_status or dict
         self._started = time.time()
-        self._connections: set[asyncio.StreamWriter] = set()
+        self._connections: set[HttpProtocol] = set()
+        self.limits = Limits(
+            body_limit=self._body_limit,
+            max_head=MAX_HEAD,
+            request_timeout=request_timeout,
+            idle_timeout=idle_timeout,
+        )
+
+    def _body_limit(self, path: str) -> int:
+        if path == "/authz" or path.startswith(EXT_AUTHZ_PREFIX):
+            return self._max_body
+        return MAX_CONTROL_BODY
 
     async def close_connections(self) -> None:
-        """Close idle keep-alive connections (after the listening socket is closed)."""
-        for writer in list(self._connections):
-            writer.close()
+        """Close keep-alive connections (after the listening socket is closed)."""
+        for connection in list(self._connections):
+            connection.close()
         await asyncio.sleep(0)
 
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._connections.add(writer)
-        peer = writer.get_extra_info("peername")
-        peer_ip = peer[0] if isinstance(peer, tuple) else None
+    async def handle(self, request: Request) -> Response:
+        path = request.target.split("?", 1)[0]
         try:
-            while True:
-                try:
-                    head = await reader.readuntil(b"\r\n\r\n")
-                except asyncio.IncompleteReadError:
-                    return
-                except asyncio.LimitOverrunError:
-                    await _write(writer, _error(431, "request head is too large"), close=True)
-                    return
-                keep_alive, response = await self._request(head, reader, peer_ip)
-                await _write(writer, response, close=not keep_alive)
-                if not keep_alive:
-                    return
-        except (ConnectionError, asyncio.CancelledError):
-            return
-        finally:
-            self._connections.discard(writer)
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
-
-    async def _request(
-        self, head: bytes, reader: asyncio.StreamReader, peer_ip: str | None
-    ) -> tuple[bool, Response]:
-        try:
-            method, target, version, headers = _parse_head(head)
+            if path.startswith(EXT_AUTHZ_PREFIX):
+                facts = self._ext_authz_facts(request)
+                return ext_authz_response(await self._authorizer.check(facts))
+            return await self._route(
+                request.method, path, request.headers, request.body, request.peer_ip
+            )
         except HttpError as exc:
-            return False, _error(exc.status, str(exc))
-        connection = headers.get("connection", "").lower()
-        keep_alive = connection != "close" and (version == "HTTP/1.1" or connection == "keep-alive")
-        path = target.split("?", 1)[0]
-        limit = self._max_body if path == "/authz" else MAX_CONTROL_BODY
-        try:
-            body = await _read_body(reader, headers, limit)
-        except HttpError as exc:
-            return False, _error(exc.status, str(exc))
-        try:
-            return keep_alive, await self._route(method, path, headers, body, peer_ip)
-        except HttpError as exc:
-            return keep_alive, _error(exc.status, str(exc))
+            return _error(exc.status, str(exc))
 
     async def _route(
         self,
@@ -216,6 +210,31 @@ class SidecarHttp:
                 f"(KAIZEN_SIDECAR_TRUSTED_PROXIES) or with the gateway credential; "
                 f"peer {str(peer_ip)[:64]} is neither"
             ),
+        )
+
+    def _ext_authz_facts(self, request: Request) -> HttpFacts:
+        """The original request of an Envoy http_service check, if this peer is Envoy.
+
+        Only a trusted proxy's word is taken: the gateway credential is no way in here,
+        as the headers of this request are the caller's own (allowed_headers)."""
+        original = request.target[len(EXT_AUTHZ_PREFIX) :]
+        headers = request.headers
+        refusal: str | None = None
+        if not self._trusted(request.peer_ip):
+            refusal = (
+                f"/ext_authz is only accepted from a trusted proxy "
+                f"(KAIZEN_SIDECAR_TRUSTED_PROXIES); peer {str(request.peer_ip)[:64]} is not one"
+            )
+        elif not original.startswith("/"):
+            refusal = f"/ext_authz must be followed by the original path, got {original[:64]!r}"
+        return HttpFacts(
+            method=request.method,
+            path=original if refusal is None else "",
+            headers=headers,
+            body=request.body,
+            source_ip=_address(headers.get(SOURCE_IP_HEADER)) or request.peer_ip,
+            body_truncated=headers.get("x-envoy-auth-partial-body", "").lower() == "true",
+            refusal=refusal,
         )
 
     def _trusted(self, peer_ip: str | None) -> bool:
@@ -295,55 +314,14 @@ def _allow(method: str, methods: tuple[str, ...]) -> None:
         raise HttpError(405, f"use {' or '.join(methods)}")
 
 
-def _parse_head(head: bytes) -> tuple[str, str, str, dict[str, str]]:
+def _address(value: str | None) -> str | None:
+    """An IP address as Envoy wrote it, normalised; None when it is not one."""
+    if not value:
+        return None
     try:
-        text = head.decode("latin-1")
-    except UnicodeDecodeError:  # pragma: no cover - latin-1 decodes every byte
-        raise HttpError(400, "undecodable request head") from None
-    lines = text.split("\r\n")
-    parts = lines[0].split(" ")
-    if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
-        raise HttpError(400, "malformed request line")
-    headers: dict[str, str] = {}
-    for line in lines[1:]:
-        if not line:
-            continue
-        name, sep, value = line.partition(":")
-        if not sep or not name or name != name.strip():
-            raise HttpError(400, "malformed header line")
-        key = name.lower()
-        value = value.strip()
-        headers[key] = f"{headers[key]}, {value}" if key in headers else value
-    return parts[0], parts[1], parts[2], headers
-
-
-async def _read_body(reader: asyncio.StreamReader, headers: dict[str, str], limit: int) -> bytes:
-    if "transfer-encoding" in headers:
-        raise HttpError(411, "send a Content-Length body, not chunked")
-    declared = headers.get("content-length")
-    if declared is None:
-        return b""
-    if not declared.isdigit():
-        raise HttpError(400, "bad Content-Length")
-    length = int(declared)
-    if length > limit:
-        raise HttpError(413, f"body over {limit} bytes")
-    try:
-        return await reader.readexactly(length)
-    except asyncio.IncompleteReadError:
-        raise HttpError(400, "body shorter than Content-Length") from None
-
-
-async def _write(writer: asyncio.StreamWriter, response: Response, *, close: bool) -> None:
-    status, headers, body = response
-    lines = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Status')}"]
-    # Values come from verified credentials, but never let one split the response.
-    lines.extend(f"{k}: {v.replace(chr(13), ' ').replace(chr(10), ' ')}" for k, v in headers)
-    lines.append(f"content-length: {len(body)}")
-    if close:
-        lines.append("connection: close")
-    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
-    await writer.drain()
+        return str(ipaddress.ip_address(value.strip()))
+    except ValueError:
+        return None
 
 
 def _rfc3339(timestamp: float | None) -> str | None:
@@ -365,6 +343,4 @@ def reuse_port_socket(host: str, port: int) -> socket.socket:
 
 
 async def start_http_server(app: SidecarHttp, host: str, port: int) -> asyncio.Server:
-    return await asyncio.start_server(
-        app.handle, sock=reuse_port_socket(host, port), limit=MAX_HEAD
-    )
+    return await serve(app.handle, app.limits, reuse_port_socket(host, port), app._connections)

@@ -7,9 +7,10 @@ Two ways to get policy:
   then follow the control plane's long-poll (`BundleSync`), report status and ship
   decision logs. Until some bundle verifies, every check is denied and `/healthz` is 503.
 
-Each worker process runs the gRPC and the HTTP server on the same ports (SO_REUSEPORT,
-the kernel spreads connections). Several workers need Redis, so budgets and grant reuse
-are shared; without Redis there is exactly one worker.
+Each worker process runs one uvloop event loop with the gRPC and the HTTP server on the
+same ports (SO_REUSEPORT, the kernel spreads connections); HTTP (`/ext_authz`) is the
+default transport for Envoy, gRPC stays for meshes that speak only it. Several workers
+need Redis, so budgets and grant reuse are shared; without Redis there is exactly one worker.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
+import uvloop
 
 from authz_sidecar import metrics
 from authz_sidecar.authorizer import Authorizer, decision_header_key
@@ -198,6 +200,8 @@ class Worker:
             sync_status=self._sync_status,
             gateway_token=token,
             trusted_proxies=settings.sidecar_trusted_proxies,
+            request_timeout=settings.sidecar_http_request_timeout_seconds,
+            idle_timeout=settings.sidecar_http_idle_timeout_seconds,
         )
 
     def _sync_status(self) -> dict[str, Any]:
@@ -368,7 +372,7 @@ def _worker_main(settings_data: dict[str, Any], index: int) -> None:
     _configure_logging(settings.log_level, index)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor forwards SIGTERM
     try:
-        asyncio.run(Worker(settings, index).run())
+        uvloop.run(Worker(settings, index).run())
     except ConfigurationError as exc:
         log.error("%s", exc)
         raise SystemExit(2) from None
@@ -392,7 +396,7 @@ def serve(settings: SidecarSettings) -> int:
         return 2
     if workers == 1:
         try:
-            asyncio.run(Worker(settings, 0).run())
+            uvloop.run(Worker(settings, 0).run())
         except ConfigurationError as exc:
             log.error("%s", exc)
             return 2

@@ -62,6 +62,12 @@ class SidecarSettings(BaseSettings):
         default_factory=lambda: ["127.0.0.1/32", "::1/128"]
     )
     sidecar_max_body_bytes: int = 1024 * 1024
+    # HTTP server (/ext_authz, /authz): a request must arrive whole within this many seconds
+    # of its first byte (else 408 and the connection closes: slow clients hold no worker);
+    # an idle keep-alive connection closes after the idle timeout (keep it above the
+    # proxy's own upstream idle timeout, 60 s in deploy/envoy/envoy.yaml).
+    sidecar_http_request_timeout_seconds: float = Field(default=10.0, gt=0)
+    sidecar_http_idle_timeout_seconds: float = Field(default=120.0, gt=0)
     sidecar_reservation_ttl_seconds: int = 3600
     log_level: str = "INFO"
 

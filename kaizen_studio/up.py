@@ -354,6 +354,8 @@ def _envoy_config(home: Path, ports: Ports) -> Path | None:
     for name, value in (
         ("LISTEN_PORT", ports.envoy),
         ("ADMIN_PORT", ports.envoy_admin),
+        # Envoy asks the sidecar over HTTP ext_authz (/ext_authz on its HTTP port).
+        ("SIDECAR_HTTP_PORT", ports.sidecar_http),
         ("SIDECAR_GRPC_PORT", ports.sidecar_grpc),
         ("UPSTREAM_PORT", ports.gateway),
     ):
@@ -398,7 +400,8 @@ Kaizen Studio is up.
   control plane   {cp}   (API docs {cp}/docs)
   gateway         {front if envoy else "(no Envoy)"}   (direct, refuses unchecked calls: \
 http://127.0.0.1:{ports.gateway})
-  sidecar         gRPC 127.0.0.1:{ports.sidecar_grpc}, HTTP http://127.0.0.1:{ports.sidecar_http}
+  sidecar         HTTP http://127.0.0.1:{ports.sidecar_http} (Envoy's ext_authz: /ext_authz), \
+gRPC 127.0.0.1:{ports.sidecar_grpc}
   data and logs   {home}
 
 Log in to the demo organisation (owner):

@@ -142,7 +142,7 @@ def main() -> None:
                         KAIZEN_CONTROL_PLANE_URL=fake_url,
                     )
                 )
-                config = procs.envoy_config(listen, admin, grpc, gateway_port)
+                config = procs.envoy_config(listen, admin, grpc, gateway_port, sidecar_http=http)
                 processes.append(procs.start_envoy(config, home, admin))
                 envoy_url = f"http://127.0.0.1:{listen}"
             results = run_all(fake_url, f"http://127.0.0.1:{gateway_port}", envoy_url)

@@ -1,11 +1,14 @@
 """The sidecar's cost through a real Envoy: `python -m tests.bench bench_sidecar`.
 
-Three Envoy configurations in front of the same stand-in gateway, measured in one run:
-(a) no ext_authz; (b) ext_authz to a no-op server that always says OK, built like ours
-(grpc.aio, same worker count, SO_REUSEPORT); (c) our sidecar with a full decision: JWT,
-RBAC, ABAC (Rego) and a budget reserved in Redis. Loads: 100 and 1,000 req/s (hey, fixed
+Five Envoy configurations in front of the same stand-in gateway, measured in one run:
+(a) no ext_authz; (b) gRPC ext_authz to a no-op server that always says OK, built like
+ours (grpc.aio, same worker count, SO_REUSEPORT); (c) our sidecar over gRPC with a full
+decision: JWT, RBAC, ABAC (Rego) and a budget reserved in Redis; (d) HTTP ext_authz
+(http_service) to a no-op built like ours (the uvloop + httptools protocol server of
+authz_sidecar/http_protocol.py, same workers); (e) our sidecar over HTTP (/ext_authz, the
+default transport), same decision as (c). Loads: 100 and 1,000 req/s (hey, fixed
 rate) and saturation (wrk), `KAIZEN_BENCH_ROUNDS` rounds (default 2) in which the three
-take turns at each load, so background load on a shared machine falls on all of them;
+take turns at each load, so background load on a shared machine falls on all alike;
 the table shows medians. Load generator, Envoy and servers share this machine's cores,
 so compare the rows of one run, never numbers across runs or machines.
 """
@@ -91,7 +94,21 @@ def _wrk(url: str, token: str, script_dir: Path) -> dict[str, float]:
     }
 
 
-CONFIGS = ("(a) no ext_authz", "(b) no-op ext_authz", "(c) kaizen sidecar")
+CONFIGS = (
+    "(a) no ext_authz",
+    "(b) no-op gRPC",
+    "(c) sidecar gRPC",
+    "(d) no-op HTTP",
+    "(e) sidecar HTTP",
+)
+# name -> (transport, which server answers the checks); (a) has no ext_authz filter.
+_SERVERS = {
+    CONFIGS[0]: ("grpc", None),
+    CONFIGS[1]: ("grpc", "noop"),
+    CONFIGS[2]: ("grpc", "ours"),
+    CONFIGS[3]: ("http", "noop"),
+    CONFIGS[4]: ("http", "ours"),
+}
 LOADS = ("100 req/s", "1000 req/s", "saturation")
 
 
@@ -99,7 +116,8 @@ def recycle_ext_authz_connections(config: str) -> str:
     """Envoy keeps one HTTP/2 connection per thread to the ext_authz cluster, and the kernel
     hands each connection to one worker (SO_REUSEPORT), so with two connections both land
     on one worker half the time. Recycling them every few thousand requests evens that out
-    over a run (see authz_sidecar/README.md "Performance"); the same for (b) and (c)."""
+    over a run (see authz_sidecar/README.md "Performance"); the same for every config
+    (HTTP/1.1 keeps several connections, recycled alike)."""
     data = yaml.safe_load(config)
     for cluster in data["static_resources"]["clusters"]:
         options = cluster.get("typed_extension_protocol_options", {})
@@ -127,18 +145,20 @@ def main() -> None:
     (tmp / "jwks.json").write_text(json.dumps(keys.jwks))
     token = access_token(keys, exp=2_000_000_000)
     upstream, ours, noop = procs.free_port(), procs.free_port(), procs.free_port()
+    ours_http, noop_http = procs.free_port(), procs.free_port()
     # (config, load) -> one row per round; the configurations take turns within a round,
     # so a neighbour's load on this shared machine hits all three alike.
     rounds: dict[tuple[str, str], list[dict[str, float]]] = {}
     with contextlib.ExitStack() as stack:
         stack.enter_context(procs.running(procs.start_helper("upstream", upstream)))
         stack.enter_context(procs.running(procs.start_helper("noop", noop, str(WORKERS))))
+        stack.enter_context(procs.running(procs.start_helper("noop-http", noop_http, str(WORKERS))))
         prefix = f"kaizen-bench-{secrets.token_hex(4)}:"
         stack.callback(_forget, prefix)
         sidecar = procs.start_sidecar(
             tmp / "home",
             ours,
-            procs.free_port(),
+            ours_http,
             KAIZEN_SIDECAR_BUNDLE=str(tmp / "bundle.tar.gz"),
             KAIZEN_SIDECAR_JWKS=str(tmp / "jwks.json"),
             KAIZEN_REDIS_URL=REDIS_URL,
@@ -147,11 +167,20 @@ def main() -> None:
         )
         stack.enter_context(procs.running(sidecar))
         urls = {}
-        for name, grpc_port, ext_authz in zip(
-            CONFIGS, (ours, noop, ours), (False, True, True), strict=True
-        ):
+        ports = {"ours": (ours, ours_http), "noop": (noop, noop_http)}
+        for name in CONFIGS:
+            transport, server = _SERVERS[name]
+            grpc_port, http_port = ports[server or "ours"]
             listen, admin = procs.free_port(), procs.free_port()
-            config = procs.envoy_config(listen, admin, grpc_port, upstream, ext_authz=ext_authz)
+            config = procs.envoy_config(
+                listen,
+                admin,
+                grpc_port,
+                upstream,
+                sidecar_http=http_port,
+                transport=transport,
+                ext_authz=server is not None,
+            )
             config = recycle_ext_authz_connections(config)
             stack.enter_context(procs.running(procs.start_envoy(config, tmp, admin)))
             urls[name] = f"http://127.0.0.1:{listen}{PATH}"
@@ -198,23 +227,32 @@ def _print(rounds: dict[tuple[str, str], list[dict[str, float]]]) -> None:
                 f"{_median(rows, 'p50'):>8.2f} {_median(rows, 'p99'):>8.2f} "
                 f"{sum(row['errors'] for row in rows):>8.0f}"
             )
-    base, noop, ours = (rounds[(name, "saturation")] for name in CONFIGS)
-    per_round = [o["rps"] / n["rps"] for o, n in zip(ours, noop, strict=True)]
-    ratio = statistics.median(per_round)
-    print(
-        f"\nsaturation throughput: sidecar/no-op = {ratio:.2f} "
-        f"(rounds: {', '.join(f'{r:.2f}' for r in per_round)}; goal >= 0.60), "
-        f"sidecar/no-ext_authz = {_median(ours, 'rps') / _median(base, 'rps'):.2f}, "
-        f"no-op/no-ext_authz = {_median(noop, 'rps') / _median(base, 'rps'):.2f}"
-    )
-    for load in ("100 req/s", "1000 req/s"):
-        a, b, c = (rounds[(name, load)] for name in CONFIGS)
-        print(
-            f"at {load}: p99 (c) - (a) = {_median(c, 'p99') - _median(a, 'p99'):+.2f} ms "
-            f"(goal <= +1 ms at 1000 req/s), (b) - (a) = "
-            f"{_median(b, 'p99') - _median(a, 'p99'):+.2f} ms; p50 (c) - (b) = "
-            f"{_median(c, 'p50') - _median(b, 'p50'):+.2f} ms"
+    saturation = {name: rounds[(name, "saturation")] for name in CONFIGS}
+    base = _median(saturation[CONFIGS[0]], "rps")
+
+    def ratio(ours: str, theirs: str) -> str:
+        per_round = [
+            o["rps"] / t["rps"] for o, t in zip(saturation[ours], saturation[theirs], strict=True)
+        ]
+        return (
+            f"{statistics.median(per_round):.2f} "
+            f"(rounds: {', '.join(f'{r:.2f}' for r in per_round)})"
         )
+
+    print("\nsaturation throughput:")
+    print(f"  sidecar/no-op over gRPC = {ratio(CONFIGS[2], CONFIGS[1])}; goal >= 0.60")
+    print(f"  sidecar/no-op over HTTP = {ratio(CONFIGS[4], CONFIGS[3])}; goal >= 0.60")
+    print(f"  sidecar HTTP/sidecar gRPC = {ratio(CONFIGS[4], CONFIGS[2])}")
+    print(f"  no-op HTTP/no-op gRPC = {ratio(CONFIGS[3], CONFIGS[1])}")
+    for name in CONFIGS[1:]:
+        print(f"  {name}/no ext_authz = {_median(saturation[name], 'rps') / base:.2f}")
+    for load in ("100 req/s", "1000 req/s"):
+        a = rounds[(CONFIGS[0], load)]
+        deltas = ", ".join(
+            f"{name[:3]} {_median(rounds[(name, load)], 'p99') - _median(a, 'p99'):+.2f}"
+            for name in CONFIGS[1:]
+        )
+        print(f"at {load}: p99 minus (a), ms: {deltas} (goal for the sidecar <= +1 at 1000 req/s)")
 
 
 if __name__ == "__main__":

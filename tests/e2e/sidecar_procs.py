@@ -1,8 +1,9 @@
 """Real processes for the sidecar's end-to-end tests and benchmark: the sidecar, Envoy,
 nginx, a small upstream standing in for the gateway, and a no-op ext_authz server.
 
-`python -m tests.e2e.sidecar_procs upstream PORT` and `… noop PORT WORKERS` run the two
-helper servers in their own processes (so they do not share the test's interpreter).
+`python -m tests.e2e.sidecar_procs upstream PORT`, `… noop PORT WORKERS` (gRPC) and
+`… noop-http PORT WORKERS` (HTTP ext_authz) run the helper servers in their own processes
+(so they do not share the test's interpreter).
 """
 
 from __future__ import annotations
@@ -158,14 +159,42 @@ def fill(template: str, **values: object) -> str:
     return template
 
 
+# Envoy's two ways to ask the sidecar: "http" (http_service to /ext_authz, the default and
+# deploy/envoy/envoy.yaml) and "grpc" (the gRPC ext_authz service, deploy/envoy/envoy-grpc.yaml).
+TRANSPORTS = ("http", "grpc")
+ENVOY_TEMPLATES = {"http": ENVOY_TEMPLATE, "grpc": ENVOY_TEMPLATE.with_name("envoy-grpc.yaml")}
+
+
+def default_transport() -> str:
+    """http, or KAIZEN_E2E_ENVOY_TRANSPORT=grpc to run every Envoy test over gRPC."""
+    transport = os.environ.get("KAIZEN_E2E_ENVOY_TRANSPORT", "http")
+    if transport not in TRANSPORTS:
+        raise ValueError(f"KAIZEN_E2E_ENVOY_TRANSPORT must be one of {TRANSPORTS}")
+    return transport
+
+
 def envoy_config(
-    listen: int, admin: int, sidecar_grpc: int, upstream: int, *, ext_authz: bool = True
+    listen: int,
+    admin: int,
+    sidecar_grpc: int,
+    upstream: int,
+    *,
+    sidecar_http: int | None = None,
+    transport: str | None = None,
+    ext_authz: bool = True,
 ) -> str:
+    """The deploy template for `transport`, filled; the http transport needs sidecar_http."""
+    transport = transport or default_transport()
+    if transport not in TRANSPORTS:
+        raise ValueError(f"transport must be one of {TRANSPORTS}, not {transport!r}")
+    if transport == "http" and sidecar_http is None and ext_authz:
+        raise ValueError("the http transport checks at the sidecar's HTTP port: pass sidecar_http")
     text = fill(
-        ENVOY_TEMPLATE.read_text(),
+        ENVOY_TEMPLATES[transport].read_text(),
         LISTEN_PORT=listen,
         ADMIN_PORT=admin,
         SIDECAR_GRPC_PORT=sidecar_grpc,
+        SIDECAR_HTTP_PORT=sidecar_http if sidecar_http is not None else sidecar_grpc,
         UPSTREAM_PORT=upstream,
     )
     if ext_authz:
@@ -311,11 +340,33 @@ def _noop_worker(port: int) -> None:
     asyncio.run(main())
 
 
-def _noop(port: int, workers: int) -> None:
+def _noop_http_worker(port: int) -> None:
+    """An HTTP ext_authz server that allows everything, built like ours: the sidecar's
+    uvloop + httptools protocol server (authz_sidecar/http_protocol.py), SO_REUSEPORT."""
+    import uvloop
+
+    # The no-op must be built like ours to measure what a decision costs, not a server.
+    from authz_sidecar.http_protocol import Limits, Request, Response, serve  # noqa: TID251
+    from authz_sidecar.http_server import reuse_port_socket  # noqa: TID251
+
+    async def allow(request: Request) -> Response:
+        return 200, [], b""
+
+    async def main() -> None:
+        limits = Limits(body_limit=lambda path: 1024 * 1024)
+        server = await serve(allow, limits, reuse_port_socket("127.0.0.1", port), set())
+        async with server:
+            await server.serve_forever()
+
+    uvloop.run(main())
+
+
+def _noop(port: int, workers: int, target: Any = None) -> None:
     import multiprocessing
 
     context = multiprocessing.get_context("spawn")
-    processes = [context.Process(target=_noop_worker, args=(port,)) for _ in range(workers)]
+    target = target or _noop_worker
+    processes = [context.Process(target=target, args=(port,)) for _ in range(workers)]
     for process in processes:
         process.start()
 
@@ -335,5 +386,7 @@ if __name__ == "__main__":
         asyncio.run(_serve_upstream(port))
     elif kind == "noop":
         _noop(port, int(sys.argv[3]) if len(sys.argv) > 3 else 1)
+    elif kind == "noop-http":
+        _noop(port, int(sys.argv[3]) if len(sys.argv) > 3 else 1, _noop_http_worker)
     else:
         raise SystemExit(f"unknown helper {kind!r}")

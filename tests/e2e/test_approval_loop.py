@@ -96,7 +96,11 @@ def test_a_held_call_is_approved_and_its_grant_passes_once(
         procs.running(procs.start_helper("upstream", upstream)),
         procs.running(
             procs.start_envoy(
-                procs.envoy_config(listen, envoy_admin, grpc_port, upstream), tmp_path, envoy_admin
+                procs.envoy_config(
+                    listen, envoy_admin, grpc_port, upstream, sidecar_http=http_port
+                ),
+                tmp_path,
+                envoy_admin,
             )
         ),
         procs.running(

@@ -1,7 +1,8 @@
 """The sidecar behind a real Envoy (deploy/envoy/envoy.yaml): `kaizen-studio sidecar` in
 static mode with a bundle signed here, a stand-in gateway upstream, and every outcome a
 caller can meet — allow, deny, 401, require_approval then a granted retry, grant reuse,
-budgets, MCP tool calls, and Envoy failing closed when the sidecar is gone."""
+budgets, MCP tool calls, and Envoy failing closed when the sidecar is gone. Every test runs
+over both ext_authz transports: HTTP (`http_service` to /ext_authz, the default) and gRPC."""
 
 from __future__ import annotations
 
@@ -40,11 +41,16 @@ class Stack:
     sidecar: subprocess.Popen[bytes]
     grpc_port: int
     http_port: int
+    transport: str
+    home: Path
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    tmp = tmp_path_factory.mktemp("envoy")
+@pytest.fixture(scope="module", params=procs.TRANSPORTS)
+def stack(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Stack]:
+    transport = request.param
+    tmp = tmp_path_factory.mktemp(f"envoy-{transport}")
     keys = make_keys()
     (tmp / "bundle.tar.gz").write_bytes(make_bundle(keys))
     (tmp / "jwks.json").write_text(json.dumps(keys.jwks))
@@ -62,16 +68,30 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                 KAIZEN_GATEWAY_TOKEN=GATEWAY_TOKEN,
                 # Grants are single use only through shared Redis; without it they are refused.
                 KAIZEN_REDIS_URL=REDIS_URL,
-                KAIZEN_REDIS_PREFIX=f"{REDIS_PREFIX}envoy:",
+                KAIZEN_REDIS_PREFIX=f"{REDIS_PREFIX}envoy-{transport}:",
                 # Nothing listens there: decision logs wait on disk, decisions go on.
                 KAIZEN_CONTROL_PLANE_URL=f"http://127.0.0.1:{procs.free_port()}",
             )
         ) as sidecar,
         procs.running(
-            procs.start_envoy(procs.envoy_config(listen, admin, grpc_port, upstream), tmp, admin)
+            procs.start_envoy(
+                procs.envoy_config(
+                    listen, admin, grpc_port, upstream, sidecar_http=http_port, transport=transport
+                ),
+                tmp,
+                admin,
+            )
         ),
     ):
-        yield Stack(f"http://127.0.0.1:{listen}", keys, sidecar, grpc_port, http_port)
+        yield Stack(
+            f"http://127.0.0.1:{listen}",
+            keys,
+            sidecar,
+            grpc_port,
+            http_port,
+            transport,
+            tmp / "home",
+        )
 
 
 def _auth(token: str) -> dict[str, str]:
@@ -226,7 +246,16 @@ def test_envoy_fails_closed_when_the_sidecar_is_gone(stack: Stack, tmp_path: Pat
         procs.running(procs.start_helper("upstream", upstream)),
         procs.running(
             procs.start_envoy(
-                procs.envoy_config(listen, admin, grpc_port, upstream), tmp_path, admin
+                procs.envoy_config(
+                    listen,
+                    admin,
+                    grpc_port,
+                    upstream,
+                    sidecar_http=http_port,
+                    transport=stack.transport,
+                ),
+                tmp_path,
+                admin,
             )
         ),
     ):
@@ -237,3 +266,32 @@ def test_envoy_fails_closed_when_the_sidecar_is_gone(stack: Stack, tmp_path: Pat
         refused = httpx.post(url, headers=headers)
         assert refused.status_code in (403, 500, 502, 503)
         assert "upstream" not in refused.text
+
+
+def _logged_input(stack: Stack, decision_id: str) -> dict[str, object]:
+    """The decision input the sidecar logged (its NDJSON decision-log segments on disk)."""
+    for segment in (stack.home / "sidecar" / "decision-log").glob("worker-*/*.ndjson"):
+        for line in segment.read_text().splitlines():
+            record = json.loads(line)
+            if record.get("decision_id") == decision_id:
+                return dict(record["input"])
+    raise AssertionError(f"decision {decision_id} is not in the decision log")
+
+
+def test_forged_forwarded_for_does_not_choose_the_source_address_is_refused(
+    stack: Stack,
+) -> None:
+    """A caller's X-Forwarded-For / X-Real-IP / X-Ext-Authz-Source-Ip never become the
+    request's source address: over HTTP it is the one Envoy sets from the connection."""
+    headers = {
+        **_auth(access_token(stack.keys, ALICE)),
+        "X-Forwarded-For": "203.0.113.66",
+        "X-Real-IP": "203.0.113.67",
+        "X-Ext-Authz-Source-Ip": "203.0.113.68",  # the name Envoy sets: never the caller's
+    }
+    response = httpx.post(f"{stack.url}/v1/agents/support-bot/invoke", headers=headers, json={})
+    assert response.status_code == 200, response.text
+    decision_id = response.json()["headers"]["x-kaizen-decision-id"]
+    request = _logged_input(stack, decision_id)["request"]
+    assert isinstance(request, dict)
+    assert request["source_ip"] == "127.0.0.1"

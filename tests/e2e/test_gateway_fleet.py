@@ -160,7 +160,9 @@ def test_deploy_and_call_over_api_cli_and_mcp_through_envoy(
         ),
         procs.running(
             procs.start_envoy(
-                procs.envoy_config(listen, admin_port, grpc_port, gateway_port),
+                procs.envoy_config(
+                    listen, admin_port, grpc_port, gateway_port, sidecar_http=http_port
+                ),
                 tmp_path,
                 admin_port,
             )

@@ -95,7 +95,11 @@ def test_publish_enforce_survive_an_outage_and_ship_the_logs(
         procs.running(procs.start_helper("upstream", upstream)),
         procs.running(
             procs.start_envoy(
-                procs.envoy_config(listen, envoy_admin, grpc_port, upstream), tmp_path, envoy_admin
+                procs.envoy_config(
+                    listen, envoy_admin, grpc_port, upstream, sidecar_http=http_port
+                ),
+                tmp_path,
+                envoy_admin,
             )
         ),
     ):

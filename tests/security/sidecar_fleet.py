@@ -38,7 +38,7 @@ class Fleet:
                 )
             )
         )
-        config = procs.envoy_config(listen, admin, grpc_port, self.upstream)
+        config = procs.envoy_config(listen, admin, grpc_port, self.upstream, sidecar_http=http_port)
         self.stack.enter_context(procs.running(procs.start_envoy(config, self.directory, admin)))
         return f"http://127.0.0.1:{listen}"
 

@@ -155,7 +155,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                 )
             ) as gateway_process,
             procs.running(
-                procs.start_envoy(_envoy_config(listen, admin, grpc_port, gateway), tmp, admin)
+                procs.start_envoy(
+                    _envoy_config(listen, admin, grpc_port, gateway, http_port), tmp, admin
+                )
             ),
         ):
             procs._wait(f"http://127.0.0.1:{http_port}/healthz", sidecar, "sidecar")
@@ -170,10 +172,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                 control_plane.stop()
 
 
-def _envoy_config(listen: int, admin: int, sidecar: int, upstream: int) -> str:
+def _envoy_config(listen: int, admin: int, sidecar: int, upstream: int, http: int) -> str:
     """deploy/envoy/envoy.yaml, with a longer ext_authz timeout: 50 checks at once on a
     shared 2-core machine must not all fail closed (503) before the budget is reached."""
-    config = procs.envoy_config(listen, admin, sidecar, upstream)
+    config = procs.envoy_config(listen, admin, sidecar, upstream, sidecar_http=http)
     assert "timeout: 1s" in config
     return config.replace("timeout: 1s", "timeout: 5s", 1)
 

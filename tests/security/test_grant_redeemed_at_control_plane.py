@@ -69,7 +69,7 @@ def _edge(stack: ExitStack, home: Path, credential: str, control_plane: str, ups
             )
         )
     )
-    config = procs.envoy_config(listen, admin, grpc_port, upstream)
+    config = procs.envoy_config(listen, admin, grpc_port, upstream, sidecar_http=http_port)
     stack.enter_context(procs.running(procs.start_envoy(config, home.parent, admin)))
     return f"http://127.0.0.1:{listen}"
 

@@ -212,7 +212,11 @@ def fleet(edge_database: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
             procs.running(procs.start_sidecar(tmp / "sidecar", grpc_port, http_port, **credential)),
             procs.running(
                 procs.start_envoy(
-                    procs.envoy_config(listen, admin_port, grpc_port, gateway_port), tmp, admin_port
+                    procs.envoy_config(
+                        listen, admin_port, grpc_port, gateway_port, sidecar_http=http_port
+                    ),
+                    tmp,
+                    admin_port,
                 )
             ),
         ):

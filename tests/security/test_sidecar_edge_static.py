@@ -126,7 +126,9 @@ def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edge]:
             )
         ),
         procs.running(
-            procs.start_envoy(procs.envoy_config(listen, admin, grpc, upstream), tmp, admin)
+            procs.start_envoy(
+                procs.envoy_config(listen, admin, grpc, upstream, sidecar_http=http), tmp, admin
+            )
         ),
     ):
         yield Edge(

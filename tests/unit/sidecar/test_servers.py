@@ -133,7 +133,7 @@ async def test_settle(http: httpx.AsyncClient) -> None:
         (b"GARBAGE\r\n\r\n", 400),
         (b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n", 404),
         (b"PUT /authz HTTP/1.1\r\nHost: x\r\n\r\n", 405),
-        (b"POST /settle HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", 411),
+        (b"POST /settle HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nZZ\r\n", 400),
         (b"POST /settle HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n", 413),
         (b"GET /healthz HTTP/1.1\r\nX: " + b"a" * 40_000 + b"\r\n\r\n", 431),
     ],
