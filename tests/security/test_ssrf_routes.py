@@ -369,11 +369,16 @@ def invoke(tmp_path: Path, standins: str) -> Any:
         async with gateway.router.lifespan_context(gateway):
             transport = httpx.ASGITransport(app=gateway)
             async with httpx.AsyncClient(transport=transport, base_url="http://gw.test") as http:
-                _, decision = mint("invoke", "agent:bot", org=organization_id, token=GATEWAY_TOKEN)
+                # the decision is bound to this request's method, path and body, as the
+                # sidecar signs what it decided
+                body = json.dumps({"input": "hi"}).encode()
+                _, decision = mint(
+                    "invoke", "agent:bot", org=organization_id, token=GATEWAY_TOKEN, body=body
+                )
                 return await http.post(
                     "/v1/agents/bot/invoke",
-                    json={"input": "hi"},
-                    headers={"x-kaizen-decision": decision},
+                    content=body,
+                    headers={"content-type": "application/json", "x-kaizen-decision": decision},
                 )
 
     return run
