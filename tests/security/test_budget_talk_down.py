@@ -25,7 +25,10 @@ from authz_sidecar.budgets import (  # noqa: TID251  (the sidecar under test)
     RedisReservationBook,
 )
 from authz_sidecar.engine_holder import EngineHolder  # noqa: TID251  (the sidecar under test)
-from authz_sidecar.grants import InMemoryReplayGuard  # noqa: TID251  (the sidecar under test)
+from authz_sidecar.grants import (  # noqa: TID251  (the sidecar under test)
+    InMemoryReplayGuard,
+    gateway_binding,
+)
 from authz_sidecar.mapping import HttpFacts  # noqa: TID251  (the sidecar under test)
 from policy.budgets import BudgetKey, period_window
 from policy.bundle import VerifiedBundle, load_bundle
@@ -35,6 +38,7 @@ from tests.unit.sidecar.factory import (
     ALICE,
     API_KEY,
     AUDIENCE,
+    GATEWAY_TOKEN,
     ISSUER,
     ORG,
     Keys,
@@ -123,10 +127,16 @@ def bundle(keys: Keys, organization: str = ORG) -> VerifiedBundle:
 @asynccontextmanager
 async def sidecar_worker(verified: VerifiedBundle, prefix: str) -> AsyncIterator[Authorizer]:
     """One sidecar worker as the runtime wires it with Redis: batched reservations,
-    reservation records for /settle, the blocking ledger for settle and release."""
+    reservation records for /settle, the blocking ledger for settle and release, and its
+    gateway's credential (which approval grants are bound to)."""
     ledger = RedisBudgetLedger.from_url(REDIS_URL, prefix)
     client = aioredis.Redis.from_url(REDIS_URL)
-    holder = EngineHolder(ledger, issuer=ISSUER, audience=AUDIENCE)
+    holder = EngineHolder(
+        ledger,
+        issuer=ISSUER,
+        audience=AUDIENCE,
+        gateway_binding=gateway_binding(GATEWAY_TOKEN),
+    )
     holder.on_bundle(verified)
     authorizer = Authorizer(
         holder,
@@ -148,9 +158,11 @@ def counter(client: redis.Redis, prefix: str, scope: str, metric: str, org: str 
     return float(value) if value is not None else 0.0
 
 
-def invoke(authorization: str, agent: str = "support-bot", **headers: str) -> HttpFacts:
+def invoke(
+    authorization: str, agent: str = "support-bot", body: bytes = b"", **headers: str
+) -> HttpFacts:
     return HttpFacts(
-        "POST", f"/v1/agents/{agent}/invoke", {"authorization": authorization, **headers}
+        "POST", f"/v1/agents/{agent}/invoke", {"authorization": authorization, **headers}, body
     )
 
 
@@ -265,14 +277,20 @@ async def test_leaving_a_reservation_unsettled_to_free_it_is_refused(
 async def test_an_approved_call_escaping_its_budget_charge_is_refused(
     keys: Keys, prefix: str, sync_redis: redis.Redis
 ) -> None:
+    body = b'{"input": "deploy the release"}'
+
+    def approved_retry(request_id: str) -> HttpFacts:
+        # a grant for this sidecar's gateway and this very body, as the control plane issues it
+        grant = approval_grant(
+            keys, approval_request_id=request_id, gateway_token=GATEWAY_TOKEN, body=body
+        )
+        return invoke(alice(keys), "deployer", body, **{"x-kaizen-approval": grant})
+
     async with sidecar_worker(bundle(keys), prefix) as worker:
-        held = await checked(worker, invoke(alice(keys), "deployer"))
+        held = await checked(worker, invoke(alice(keys), "deployer", body))
         assert (held.status, held.outcome) == (403, "require_approval")
         assert counter(sync_redis, prefix, "agent:deployer", "cost_usd") == 0  # held: looked
-        grant = approval_grant(keys, approval_request_id="apr-7")
-        approved = await checked(
-            worker, invoke(alice(keys), "deployer", **{"x-kaizen-approval": grant})
-        )
+        approved = await checked(worker, approved_retry("apr-7"))
         assert (approved.status, approved.reasons) == (200, ("approved by approval request apr-7",))
         # The approval lifts the soft limit it was asked for, not the charge: the call
         # reserved its ceiling, and the gateway's settle finds it under the decision id.
@@ -280,15 +298,9 @@ async def test_an_approved_call_escaping_its_budget_charge_is_refused(
         assert await worker.settle(approved.decision_id, {"cost_usd": 0.004}) == 2
         assert counter(sync_redis, prefix, "agent:deployer", "cost_usd") == pytest.approx(0.004)
         # Nor does an approval lift the hard limit: 0.004 + 0.01 fits 0.015, then no more.
-        again = approval_grant(keys, approval_request_id="apr-8")
-        second = await checked(
-            worker, invoke(alice(keys), "deployer", **{"x-kaizen-approval": again})
-        )
+        second = await checked(worker, approved_retry("apr-8"))
         assert second.status == 200
-        third = approval_grant(keys, approval_request_id="apr-9")
-        over = await checked(
-            worker, invoke(alice(keys), "deployer", **{"x-kaizen-approval": third})
-        )
+        over = await checked(worker, approved_retry("apr-9"))
     assert over.status == 403
     assert "budget deployer-spend (agent:deployer cost_usd per day) exceeded" in over.reasons[0]
 

@@ -79,6 +79,8 @@ kind: Agent
 metadata: {name: wrapper, description: Asks secret-bot on the caller's behalf}
 spec:
   model: {provider: ollama, name: wrapper-model, base_url: "%(llm)s"}
+  # a local model has no list price: declared so its calls count against budgets
+  budget: {price_per_1m_tokens: {input: 0.5, output: 1.5}}
   tools:
     - agent: secret-bot
 """
@@ -204,6 +206,9 @@ def fleet(edge_database: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
                 KAIZEN_HOME=str(tmp / "gateway"),
                 KAIZEN_GATEWAY_PORT=str(gateway_port),
                 KAIZEN_SIDECAR_URL=f"http://127.0.0.1:{http_port}",
+                # the wrapper's local fake LLM listens on loopback, which the outbound
+                # guard refuses unless the operator allows it
+                KAIZEN_OUTBOUND_ALLOW_CIDRS="127.0.0.1/32",
                 **credential,
             ),
         )

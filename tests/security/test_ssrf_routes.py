@@ -30,8 +30,12 @@ from policy.outbound import OutboundGuard
 from policy.policy_set import PolicySet
 from tests.conftest import Account, make_settings, member, signup
 from tests.fake_llm import FakeLLM, Reply, ServedApp, running_fake_llm
+from tests.idp.dns_server import LocalDns
+from tests.integration.sso_support import dns, dns_server, verify_domain
 from tests.integration.test_gateway import Standins, agent_doc, mint
 from tests.security.outbound_support import local_server
+
+__all__ = ["dns", "dns_server"]  # fixtures
 
 GATEWAY_TOKEN = "kgw_" + "o" * 40
 INTERNAL_WEBHOOK_URLS = [
@@ -139,6 +143,31 @@ async def test_webhook_delivery_to_loopback_is_refused_by_default(tmp_path: Path
 # -- OIDC discovery -------------------------------------------------------------------------------
 
 
+async def _oidc_provider(
+    client: httpx.AsyncClient, owner: Account, dns: LocalDns, name: str, issuer: str
+) -> str:
+    """An OIDC provider as an admin really configures one (a domain the organisation proved
+    by DNS, a group mapping for JIT provisioning), whose issuer is `issuer`; its id."""
+    domain = f"{uuid.uuid4().hex[:8]}.example.com"
+    await verify_domain(client, owner, dns, domain)
+    created = await client.post(
+        "/api/v1/sso/providers",
+        json={
+            "type": "oidc",
+            "name": f"{name}-{uuid.uuid4().hex[:6]}",
+            "email_domains": [domain],
+            "issuer": issuer,
+            "client_id": "kaizen",
+            "client_secret": "s" * 32,
+            "group_mapping": [{"group": "staff", "role": "viewer"}],
+        },
+        headers=owner.headers,
+    )
+    assert created.status_code == 201, created.text
+    provider_id: str = created.json()["id"]
+    return provider_id
+
+
 @pytest.mark.parametrize(
     ("endpoint", "internal"),
     [
@@ -150,7 +179,7 @@ async def test_webhook_delivery_to_loopback_is_refused_by_default(tmp_path: Path
     ],
 )
 async def test_oidc_discovery_naming_internal_endpoint_refuses_login(
-    client: httpx.AsyncClient, owner: Account, endpoint: str, internal: str
+    client: httpx.AsyncClient, owner: Account, dns: LocalDns, endpoint: str, internal: str
 ) -> None:
     async with local_server() as idp:
         issuer = idp.url
@@ -162,21 +191,8 @@ async def test_oidc_discovery_naming_internal_endpoint_refuses_login(
             "userinfo_endpoint": issuer + "/userinfo",
             endpoint: internal,
         }
-        created = await client.post(
-            "/api/v1/sso/providers",
-            json={
-                "type": "oidc",
-                "name": f"evil-{uuid.uuid4().hex[:6]}",
-                "email_domains": [f"{uuid.uuid4().hex[:8]}.example.com"],
-                "issuer": issuer,
-                "client_id": "kaizen",
-                "client_secret": "s" * 32,
-                "default_role": "viewer",
-            },
-            headers=owner.headers,
-        )
-        assert created.status_code == 201, created.text
-        login = await client.get(f"/api/v1/auth/oidc/{created.json()['id']}/login")
+        provider_id = await _oidc_provider(client, owner, dns, "evil", issuer)
+        login = await client.get(f"/api/v1/auth/oidc/{provider_id}/login")
         assert login.status_code == 401, login.text
         message = login.json()["error"]["message"]
         assert f"identity provider's {endpoint} is refused" in message
@@ -188,23 +204,10 @@ async def test_oidc_discovery_naming_internal_endpoint_refuses_login(
     "issuer", ["https://10.0.0.7", "https://169.254.169.254", "https://[::ffff:192.168.0.1]"]
 )
 async def test_oidc_discovery_url_at_internal_address_refuses_login(
-    client: httpx.AsyncClient, owner: Account, issuer: str
+    client: httpx.AsyncClient, owner: Account, dns: LocalDns, issuer: str
 ) -> None:
-    created = await client.post(
-        "/api/v1/sso/providers",
-        json={
-            "type": "oidc",
-            "name": f"inside-{uuid.uuid4().hex[:6]}",
-            "email_domains": [f"{uuid.uuid4().hex[:8]}.example.com"],
-            "issuer": issuer,
-            "client_id": "kaizen",
-            "client_secret": "s" * 32,
-            "default_role": "viewer",
-        },
-        headers=owner.headers,
-    )
-    assert created.status_code == 201, created.text
-    login = await client.get(f"/api/v1/auth/oidc/{created.json()['id']}/login")
+    provider_id = await _oidc_provider(client, owner, dns, "inside", issuer)
+    login = await client.get(f"/api/v1/auth/oidc/{provider_id}/login")
     assert login.status_code == 401, login.text
     assert "identity provider's discovery_url is refused" in login.json()["error"]["message"]
 
@@ -366,11 +369,16 @@ def invoke(tmp_path: Path, standins: str) -> Any:
         async with gateway.router.lifespan_context(gateway):
             transport = httpx.ASGITransport(app=gateway)
             async with httpx.AsyncClient(transport=transport, base_url="http://gw.test") as http:
-                _, decision = mint("invoke", "agent:bot", org=organization_id, token=GATEWAY_TOKEN)
+                # the decision is bound to this request's method, path and body, as the
+                # sidecar signs what it decided
+                body = json.dumps({"input": "hi"}).encode()
+                _, decision = mint(
+                    "invoke", "agent:bot", org=organization_id, token=GATEWAY_TOKEN, body=body
+                )
                 return await http.post(
                     "/v1/agents/bot/invoke",
-                    json={"input": "hi"},
-                    headers={"x-kaizen-decision": decision},
+                    content=body,
+                    headers={"content-type": "application/json", "x-kaizen-decision": decision},
                 )
 
     return run
