@@ -376,6 +376,10 @@ class Notifier:
         # guard (no internal addresses, the checked address dialled, no redirects).
         self._http = http or guarded_client(settings.outbound_guard)
         self._task: asyncio.Task[None] | None = None
+        # One round at a time in this process: a round run on demand (an operator's command, a
+        # test) waits for the background one rather than finding its deliveries leased and
+        # returning before they were sent.
+        self._round = asyncio.Lock()
         self._last_sweep = datetime.min.replace(tzinfo=UTC)
 
     async def start(self) -> None:
@@ -397,6 +401,10 @@ class Notifier:
             await asyncio.sleep(self.poll)
 
     async def run_once(self, *, sweep: bool = False) -> dict[str, int]:
+        async with self._round:
+            return await self._round_once(sweep=sweep)
+
+    async def _round_once(self, *, sweep: bool) -> dict[str, int]:
         now = utcnow()
         expired = 0
         if sweep or now - self._last_sweep >= SWEEP_EVERY:

@@ -25,7 +25,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from control_plane.errors import NotFound
-from control_plane.services.notifications import Mailer
+from control_plane.services.notifications import Mailer, Notifier
 from tests.conftest import Account, Stack, member, signup
 from tests.integration.test_approvals import gateway_credential, held_decision, ingest
 
@@ -164,13 +164,20 @@ async def test_approval_events_are_delivered_signed(
 async def test_the_background_worker_delivers_without_help(
     client: httpx.AsyncClient, stack: Stack, owner: Account, receiver: Receiver
 ) -> None:
-    await _webhook(client, owner, f"{receiver.base_url}/ok", ["approval.requested"])
-    credential = await gateway_credential(client, owner)
-    await ingest(client, credential, held_decision("bg-1", "user:someone@example.com"))
-    for _ in range(100):  # the worker polls every second
-        if receiver.on("/ok"):
-            break
-        await asyncio.sleep(0.05)
+    # The stack's own worker sleeps for an hour (tests drive it); this one polls as in production.
+    settings = stack.settings.model_copy(update={"notification_poll_seconds": 0.05})
+    worker = Notifier(stack.db, settings, lambda: stack.app.state.secrets)
+    await worker.start()
+    try:
+        await _webhook(client, owner, f"{receiver.base_url}/ok", ["approval.requested"])
+        credential = await gateway_credential(client, owner)
+        await ingest(client, credential, held_decision("bg-1", "user:someone@example.com"))
+        for _ in range(100):
+            if receiver.on("/ok"):
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        await worker.stop()
     assert len(receiver.on("/ok")) == 1
 
 
