@@ -53,5 +53,7 @@ wheel: $(BIN)/kaizen-studio ui
 	@test -f $(UI)/dist/index.html || { echo "make wheel needs the built web studio: install Node.js 20 + npm"; exit 1; }
 	$(BIN)/python -m pip wheel --no-deps --wheel-dir dist .
 
+# Load generators (wrk, hey) and the services, as for the tests; Cerbos comes from npm on first use.
 bench: $(BIN)/kaizen-studio
+	@scripts/test-deps.sh --bench
 	$(BIN)/python -m tests.bench

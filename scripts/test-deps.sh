@@ -8,6 +8,8 @@
 #   xmlsec1   tests/idp/saml_idp.py (pysaml2 signs SAML responses with it)
 #   chromium  tests/e2e/test_ui.py (the web studio in a real browser; never `playwright install`)
 #   npm       the web studio's build and unit tests (Node.js 20+ and npm 11 come with the machine)
+#
+# `--bench` (what `make bench` runs) also installs the load generators wrk and hey.
 set -euo pipefail
 
 say() { printf 'test-deps: %s\n' "$*"; }
@@ -24,10 +26,13 @@ as_root() {
 }
 
 # -- Debian packages: binary on PATH (or at its Debian path) -> package ----------------------
-declare -A PACKAGE_OF=([nginx]=nginx [xmlsec1]=xmlsec1 [chromium]=chromium)
-declare -A DEBIAN_PATH=([nginx]=/usr/sbin/nginx [xmlsec1]=/usr/bin/xmlsec1 [chromium]=/usr/bin/chromium)
+declare -A PACKAGE_OF=([nginx]=nginx [xmlsec1]=xmlsec1 [chromium]=chromium [wrk]=wrk [hey]=hey)
+declare -A DEBIAN_PATH=([nginx]=/usr/sbin/nginx [xmlsec1]=/usr/bin/xmlsec1 [chromium]=/usr/bin/chromium
+  [wrk]=/usr/bin/wrk [hey]=/usr/bin/hey)
+binaries=(nginx xmlsec1 chromium)
+[ "${1:-}" = "--bench" ] && binaries+=(wrk hey)
 missing=()
-for binary in nginx xmlsec1 chromium; do
+for binary in "${binaries[@]}"; do
   if ! command -v "$binary" >/dev/null 2>&1 && [ ! -x "${DEBIAN_PATH[$binary]}" ]; then
     missing+=("${PACKAGE_OF[$binary]}")
   fi
