@@ -2,7 +2,8 @@
 
 Authorization code flow with PKCE required, RS256 ID tokens, a JWKS endpoint, discovery
 and userinfo. It logs in `provider.user` without asking, and can be told to misbehave
-(`mode`): sign with a key not in its JWKS, address another audience, or echo a wrong nonce.
+(`mode`): sign with a key not in its JWKS, address another audience, or echo a wrong nonce;
+`claims_patch` sets (or, with `DROP`, removes) any ID-token claim the IdP then signs.
 """
 
 from __future__ import annotations
@@ -22,6 +23,17 @@ from authlib.oidc.core.models import AuthorizationCodeMixin
 from flask import Flask, jsonify, request
 from joserfc.jwk import RSAKey
 from werkzeug.serving import make_server
+
+DROP = object()  # a `claims_patch` value: leave the claim out
+
+
+def _patched(claims: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    for name, value in patch.items():
+        if value is DROP:
+            claims.pop(name, None)
+        else:
+            claims[name] = value
+    return claims
 
 
 @dataclass
@@ -99,6 +111,7 @@ class OidcProvider:
         self.user = IdpUser("sub-1", "alice@example.com")
         self.mode = "ok"  # ok | bad_signature | wrong_audience | wrong_nonce
         self.groups_in_id_token = True
+        self.claims_patch: dict[str, Any] = {}
         self.authorize_requests: list[dict[str, str]] = []
         self.app = self._build()
         self._server = make_server("127.0.0.1", 0, self.app, threaded=True)
@@ -157,13 +170,14 @@ class OidcProvider:
 
             def get_client_claims(self, client: Client) -> dict[str, Any]:
                 audience = "someone-else" if idp.mode == "wrong_audience" else client.client_id
-                return {"iss": idp.issuer, "aud": [audience], "exp": int(time.time()) + 300}
+                claims = {"iss": idp.issuer, "aud": [audience], "exp": int(time.time()) + 300}
+                return _patched(claims, idp.claims_patch)
 
             def get_authorization_code_claims(self, authorization_code: Code) -> dict[str, Any]:
                 claims = super().get_authorization_code_claims(authorization_code)
                 if idp.mode == "wrong_nonce":
                     claims["nonce"] = "not-the-nonce-you-sent"
-                return claims
+                return _patched(claims, idp.claims_patch)
 
             def exists_nonce(self, nonce: str, req: Any) -> bool:
                 return any(c.nonce == nonce for c in idp.codes.values())

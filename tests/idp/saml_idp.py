@@ -4,8 +4,10 @@ for the SSO tests. Its key and certificate are generated at run time.
 `metadata()` is what an admin imports; `trust_sp(xml)` loads our SP metadata; `respond(url)`
 takes the HTTP-Redirect URL our login sent the browser to, parses the AuthnRequest and
 returns the base64 `SAMLResponse` the browser would POST to our ACS. It can be told to
-misbehave: leave the assertion unsigned, sign with a key not in its metadata, or issue an
-assertion that has already expired.
+misbehave: leave the assertion unsigned, sign with a key not in its metadata, issue an
+assertion that has already expired, or — `respond(url, tamper=...)` — change any part of the
+response (Audience, Destination, Recipient, InResponseTo, NotOnOrAfter…) and sign the
+assertion afterwards, so the SP sees a validly signed assertion that is wrong only there.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import base64
 import tempfile
 import warnings
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -23,6 +26,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509.oid import NameOID
+from lxml import etree
 
 with warnings.catch_warnings():
     # pysaml2 names a cipher mode cryptography has moved; not ours to fix, and unused here.
@@ -30,11 +34,17 @@ with warnings.catch_warnings():
     from saml2 import BINDING_HTTP_POST, BINDING_HTTP_REDIRECT
     from saml2.config import IdPConfig
     from saml2.metadata import create_metadata_string
-    from saml2.saml import NAME_FORMAT_BASIC, NAMEID_FORMAT_EMAILADDRESS, NameID
+    from saml2.saml import NAME_FORMAT_BASIC, NAMEID_FORMAT_EMAILADDRESS, Assertion, NameID
     from saml2.server import Server
     from saml2.xmldsig import DIGEST_SHA256, SIG_RSA_SHA256
 
 XMLSEC = "/usr/bin/xmlsec1"
+SAML = {
+    "samlp": "urn:oasis:names:tc:SAML:2.0:protocol",
+    "saml": "urn:oasis:names:tc:SAML:2.0:assertion",
+    "ds": "http://www.w3.org/2000/09/xmldsig#",
+}
+Tamper = Callable[[etree._Element], None]
 BASE = "http://127.0.0.1:9/saml-idp"  # never dialled: the test carries messages itself
 
 
@@ -118,10 +128,13 @@ class SamlIdp:
             self.key = key
 
     def trust_sp(self, sp_metadata: str) -> None:
-        self.sp_metadata = [sp_metadata]
+        """Trust one more SP (an IdP shared by several organisations trusts each of them)."""
+        if sp_metadata not in self.sp_metadata:
+            self.sp_metadata.append(sp_metadata)
 
-    def respond(self, redirect_url: str) -> str:
-        """Log the configured user in for the AuthnRequest in `redirect_url`."""
+    def respond(self, redirect_url: str, tamper: Tamper | None = None) -> str:
+        """Log the configured user in for the AuthnRequest in `redirect_url`; `tamper` edits
+        the response document before the assertion is (re-)signed."""
         query = parse_qs(urlsplit(redirect_url).query)
         server = Server(config=self._config())
         request = server.parse_authn_request(query["SAMLRequest"][0], BINDING_HTTP_REDIRECT)
@@ -139,4 +152,23 @@ class SamlIdp:
             sign_alg=SIG_RSA_SHA256,
             digest_alg=DIGEST_SHA256,
         )
+        if tamper is not None:
+            response = self._tampered(server, str(response), tamper)
         return base64.b64encode(str(response).encode()).decode()
+
+    def _tampered(self, server: Server, xml: str, tamper: Tamper) -> str:
+        document = etree.fromstring(xml.encode())
+        tamper(document)
+        assertion = document.find("saml:Assertion", SAML)
+        if not self.sign or assertion is None:
+            return etree.tostring(document).decode()
+        for value in assertion.iterfind("ds:Signature//ds:DigestValue", SAML):
+            value.text = ""
+        for value in assertion.iterfind("ds:Signature/ds:SignatureValue", SAML):
+            value.text = ""
+        signed: str = server.sec.sign_statement(
+            etree.tostring(document).decode(),
+            node_name=f"{Assertion.c_namespace}:{Assertion.c_tag}",
+            node_id=assertion.get("ID"),
+        )
+        return signed

@@ -38,6 +38,7 @@ def running_idp() -> Iterator[OidcProvider]:
 @pytest.fixture
 def idp(running_idp: OidcProvider) -> OidcProvider:
     running_idp.mode = "ok"
+    running_idp.claims_patch = {}
     running_idp.groups_in_id_token = True
     running_idp.user = IdpUser(f"sub-{uuid.uuid4().hex[:6]}", f"dev@{DOMAIN}", ["kaizen-devs"])
     return running_idp
