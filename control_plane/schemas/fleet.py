@@ -67,11 +67,12 @@ class BudgetReport(Input):
 
     model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
 
-    name: ShortText = Field(min_length=1)
-    scope: ShortText = Field(min_length=1)
-    metric: ShortText = Field(min_length=1)
-    period: ShortText = Field(min_length=1)
-    window: ShortText = Field(min_length=1)
+    # Lengths are the budget_usage columns' (a longer value was a 500 found by the fuzzer).
+    name: str = Field(min_length=1, max_length=128)
+    scope: str = Field(min_length=1, max_length=320)
+    metric: str = Field(min_length=1, max_length=32)
+    period: str = Field(min_length=1, max_length=16)
+    window: str = Field(min_length=1, max_length=32)
     used: float = Field(allow_inf_nan=False, ge=-1e15, le=1e15)
     limit: float = Field(allow_inf_nan=False, ge=0, le=1e15)
     soft_limit: float | None = Field(default=None, allow_inf_nan=False, ge=0, le=1e15)
@@ -109,7 +110,7 @@ class StatusReport(Input):
 
     instance: ShortText = Field(min_length=1)
     bundle_revision: int | None = Field(default=None, ge=0, le=BIG)
-    key_id: ShortText | None = None
+    key_id: str | None = Field(default=None, max_length=64)  # the column's length
     last_sync: datetime | None = None
     decisions: dict[str, int] = Field(default_factory=dict)
     log_backlog: int = Field(default=0, ge=0, le=BIG)

@@ -7,6 +7,7 @@ import hashlib
 from typing import Any
 
 import httpx
+import pytest
 import jwt
 from sqlalchemy import select
 
@@ -214,6 +215,36 @@ async def test_status_reports_carry_budget_usage_per_window(
     assert bad.status_code == 422
     viewer = await member(client, owner, "viewer")
     assert (await client.get("/api/v1/usage", headers=viewer.headers)).status_code == 403
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("budgets.0.period", "p" * 17),
+        ("budgets.0.metric", "m" * 33),
+        ("budgets.0.window", "w" * 33),
+        ("budgets.0.name", "n" * 129),
+        ("key_id", "k" * 65),
+    ],
+)
+async def test_status_report_fields_longer_than_stored_are_422_not_500(
+    client: httpx.AsyncClient, owner: Account, field: str, value: str
+) -> None:
+    """Found by the fuzzer: a period longer than its column was a 500 on PostgreSQL."""
+    credential = (await _gateway(client, owner))["credential"]
+    budget = _budget("day:2026-11-26", 1)
+    body: dict[str, object] = {"instance": "sidecar-a", "budgets": [budget]}
+    if field == "key_id":
+        body["key_id"] = value
+    else:
+        budget[field.rsplit(".", 1)[1]] = value
+    response = await client.post(
+        "/api/v1/gateways/self/status", json=body, headers=_bearer(credential)
+    )
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["details"][0]["field"] == field
+    listed = await client.get("/api/v1/usage", headers=owner.headers)
+    assert listed.json()["items"] == []
 
 
 async def test_decision_ingest_is_idempotent_and_tenant_bound(
