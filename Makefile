@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: up test test-deps lint bench ui ui-test wheel
+.PHONY: up test test-deps lint bench fuzz-nightly ui ui-test wheel
 
 # The web studio (control_plane/ui): built into control_plane/ui/dist, served at `/`.
 UI := control_plane/ui
@@ -47,6 +47,13 @@ test: test-deps $(BIN)/kaizen-studio ui-test
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/pytest
+
+# The API fuzz at nightly size: 1,000 examples per operation and credential (owner key, viewer
+# key, gateway credential) and 200 stateful scenarios; `make test` runs the CI size (25 / 15).
+fuzz-nightly: export KAIZEN_TEST_POSTGRES_URL ?= postgresql+asyncpg://postgres@127.0.0.1:5432/postgres
+fuzz-nightly: export KAIZEN_TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
+fuzz-nightly: test-deps $(BIN)/kaizen-studio
+	KAIZEN_FUZZ_EXAMPLES=1000 KAIZEN_FUZZ_STATEFUL=200 $(BIN)/pytest -s tests/e2e/test_fuzz_api.py
 
 # A wheel with the built web studio and the Envoy template inside (see tests/e2e/test_wheel.py).
 wheel: $(BIN)/kaizen-studio ui
