@@ -7,8 +7,8 @@ import hashlib
 from typing import Any
 
 import httpx
-import pytest
 import jwt
+import pytest
 from sqlalchemy import select
 
 from control_plane.db.models import Gateway
