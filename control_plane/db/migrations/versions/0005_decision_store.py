@@ -5,12 +5,18 @@ Revises: 0004
 Create Date: 2026-11-26
 
 `decision_logs` (0003) becomes the decision store: on PostgreSQL a table range-partitioned
-by `time` (monthly partitions, `control_plane/db/partitions.py`; `time` joins the primary
-key and the unique key), on SQLite a plain table; indexes for the auditors' filters; and a
-hash chain per organisation (`sequence`, `chain_hash`; heads in `decision_chains`). Rows of
-0003 are moved over and chained in the order they were ingested.
+by `time` (monthly partitions; `time` joins the primary key and the unique key), on SQLite
+a plain table; indexes for the auditors' filters; and a hash chain per organisation
+(`sequence`, `chain_hash`; heads in `decision_chains`). Rows of 0003 are moved over and
+chained in the order they were ingested.
+
+Frozen: the chain format and the partition DDL below are copies of what
+`services/decision_chain.py` and `db/partitions.py` did at this revision, so that later
+changes there never change what this migration computes (it imports no service code).
+`tests/unit/test_migration_0005.py` pins the chain link to a golden value.
 """
 
+import hashlib
 import json
 import uuid
 from collections.abc import Sequence
@@ -20,13 +26,76 @@ from typing import Any
 import sqlalchemy as sa
 from alembic import op
 
-from control_plane.db.partitions import create_partitions, months_needed
-from control_plane.services.decision_chain import GENESIS, link
-
 revision: str = "0005"
 down_revision: str | None = "0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
+
+GENESIS = "0" * 64
+# Every stored column of a record, as chained at this revision (chain format v1).
+CHAINED = (
+    "id",
+    "organization_id",
+    "sequence",
+    "decision_id",
+    "time",
+    "created_at",
+    "source",
+    "gateway_id",
+    "instance",
+    "principal",
+    "action",
+    "resource",
+    "workspace",
+    "channel",
+    "outcome",
+    "reasons",
+    "bundle_revision",
+    "duration_us",
+    "input",
+    "result",
+)
+_CANONICAL = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    return value
+
+
+def link(prev_hash: str, record: dict[str, Any]) -> str:
+    """v1: SHA-256(previous hash ‖ the chained columns as sorted, compact, UTF-8 JSON)."""
+    document = {name: _plain(record[name]) for name in CHAINED}
+    return hashlib.sha256(prev_hash.encode() + _CANONICAL.encode(document).encode()).hexdigest()
+
+
+def _month(moment: datetime) -> datetime:
+    return moment.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+
+
+def _next_month(month: datetime) -> datetime:
+    return month.replace(year=month.year + month.month // 12, month=month.month % 12 + 1)
+
+
+def _create_partitions(bind: sa.Connection, times: list[datetime]) -> None:
+    """Monthly partitions `decision_logs_pYYYY_MM` for `times`, each with the month after."""
+    if bind.dialect.name != "postgresql":
+        return
+    months = {m for t in times for m in (_month(t), _next_month(_month(t)))}
+    for month in sorted(months):
+        bind.execute(
+            sa.text(
+                f'CREATE TABLE IF NOT EXISTS "decision_logs_p{month.year:04d}_{month.month:02d}" '
+                f"PARTITION OF decision_logs FOR VALUES FROM ('{month.isoformat()}') "
+                f"TO ('{_next_month(month).isoformat()}')"
+            )
+        )
+
 
 _OLD = "decision_logs_0003"
 _OLD_COLUMNS = (
@@ -197,7 +266,7 @@ def _move_rows(bind: sa.Connection) -> None:
     )
     times = [_aware(t) for (t,) in bind.execute(sa.select(old.c.time).distinct())]
     now = datetime.now(UTC)
-    create_partitions(bind, months_needed([*times, now]))
+    _create_partitions(bind, [*times, now])
     organizations = [o for (o,) in bind.execute(sa.select(old.c.organization_id).distinct())]
     for organization_id in organizations:
         sequence, prev = 0, GENESIS
