@@ -15,9 +15,19 @@ from google.rpc import code_pb2, status_pb2
 
 from authz_sidecar.authorizer import Authorizer, Verdict
 from authz_sidecar.mapping import HttpFacts
+from policy.errors import grpc_code_for_http
 
 _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
-_CODES = {200: code_pb2.OK, 401: code_pb2.UNAUTHENTICATED, 403: code_pb2.PERMISSION_DENIED}
+# The Check status of a denial: the gRPC column of the one error table for its HTTP status.
+_CODES = {
+    status: code_pb2.Code.Value(grpc_code_for_http(status))
+    for status in (200, 400, 401, 403, 404, 413, 422, 429, 500, 503)
+}
+
+
+def _grpc_code(status: int) -> int:
+    code = _CODES.get(status)
+    return code if code is not None else int(code_pb2.Code.Value(grpc_code_for_http(status)))
 
 
 def facts_from_check(request: external_auth_pb2.CheckRequest, max_body: int) -> HttpFacts:
@@ -65,7 +75,7 @@ def check_response(verdict: Verdict) -> external_auth_pb2.CheckResponse:
     if verdict.status == 401:
         headers.append(_BEARER)
     return external_auth_pb2.CheckResponse(
-        status=status_pb2.Status(code=_CODES.get(verdict.status, code_pb2.PERMISSION_DENIED)),
+        status=status_pb2.Status(code=_grpc_code(verdict.status)),
         denied_response=external_auth_pb2.DeniedHttpResponse(
             status=http_status_pb2.HttpStatus(code=verdict.status),
             headers=headers,

@@ -32,6 +32,8 @@ from typing import Any
 
 import httptools
 
+from policy.errors import kind_for_http
+
 log = logging.getLogger(__name__)
 
 Response = tuple[int, list[tuple[str, str]], bytes]
@@ -86,8 +88,9 @@ def json_response(
 
 
 def error_response(status: int, message: str) -> Response:
+    """The error body every runtime answers: the code from the one error table."""
     return json_response(
-        status, {"error": {"code": REASONS.get(status, "error"), "message": message}}
+        status, {"error": {"code": kind_for_http(status).code, "message": message}}
     )
 
 

@@ -56,22 +56,12 @@ from control_plane.services.revocations import RevocationPublisher
 from control_plane.services.secrets import open_secret_store
 from control_plane.settings import Settings
 from control_plane.ui_assets import mount_ui
+from policy.errors import PolicyError, PolicyValidationError, kind_for_http, kind_of
 
 log = logging.getLogger(__name__)
 
-_HTTP_CODES = {
-    400: "bad_request",
-    401: "unauthenticated",
-    403: "forbidden",
-    404: "not_found",
-    405: "method_not_allowed",
-    406: "not_acceptable",
-    409: "conflict",
-    413: "payload_too_large",
-    415: "unsupported_media_type",
-    422: "invalid",
-    429: "rate_limited",
-}
+
+_INTERNAL = "internal error; the request id identifies it in our logs"
 
 
 def _error(
@@ -104,8 +94,21 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request: Request, error: StarletteHTTPException) -> JSONResponse:
-        code = _HTTP_CODES.get(error.status_code, "error")
+        code = kind_for_http(error.status_code).code
         return _error(error.status_code, code, str(error.detail), headers=error.headers)
+
+    @app.exception_handler(PolicyError)
+    async def policy_error(_request: Request, error: PolicyError) -> JSONResponse:
+        # Services turn these into Invalid with context; one that gets here still answers
+        # its row of the table, with the line and column when the source did not compile.
+        kind = kind_of(error)
+        if kind.http >= 500:
+            log.exception("unhandled policy error", exc_info=error)
+            return _error(
+                500, "internal", "internal error; the request id identifies it in our logs"
+            )
+        details = error.details if isinstance(error, PolicyValidationError) else None
+        return _error(kind.http, kind.code, str(error), details)
 
     @app.exception_handler(IntegrityError)
     async def integrity_error(_request: Request, _error: IntegrityError) -> JSONResponse:
@@ -116,7 +119,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def unexpected(_request: Request, error: Exception) -> JSONResponse:
         log.exception("unhandled error", exc_info=error)
-        return _error(500, "internal", "internal error; the request id identifies it in our logs")
+        return _error(500, "internal", _INTERNAL)
 
 
 def create_app(

@@ -1,17 +1,29 @@
-"""One exception hierarchy for the control plane, mapped to HTTP (and gRPC) in one table.
+"""The control plane's exceptions. Each names its `code`; its HTTP and gRPC statuses come
+from the one error table (`policy/errors.py`, shared with the gateway and the sidecar).
 
-Services raise these; they never raise `HTTPException`. `app.py` installs the handlers.
+Services raise these; they never raise `HTTPException`. `app.py` installs the handlers and
+maps `policy` errors (compile errors with line and column, bundle errors) through the same
+table.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
+
+from starlette.exceptions import HTTPException
+
+from policy.errors import ERROR_TABLE
 
 
 class KaizenError(Exception):
-    code = "error"
-    status = 500
-    grpc_status = "INTERNAL"
+    code: ClassVar[str] = "error"
+    status: ClassVar[int] = 500
+    grpc_status: ClassVar[str] = "INTERNAL"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        kind = ERROR_TABLE[cls.code]  # a KeyError here: add the kind to the table
+        cls.status, cls.grpc_status = kind.http, kind.grpc
 
     def __init__(self, message: str, *, details: Any = None, headers: dict[str, str] | None = None):
         super().__init__(message)
@@ -27,11 +39,11 @@ class KaizenError(Exception):
 
 
 class Invalid(KaizenError):
-    code, status, grpc_status = "invalid", 422, "INVALID_ARGUMENT"
+    code = "invalid"
 
 
 class Unauthenticated(KaizenError):
-    code, status, grpc_status = "unauthenticated", 401, "UNAUTHENTICATED"
+    code = "unauthenticated"
 
     def __init__(self, message: str = "missing or invalid credential", **kwargs: Any):
         kwargs.setdefault("headers", {"WWW-Authenticate": "Bearer"})
@@ -39,27 +51,34 @@ class Unauthenticated(KaizenError):
 
 
 class Forbidden(KaizenError):
-    code, status, grpc_status = "forbidden", 403, "PERMISSION_DENIED"
+    code = "forbidden"
 
 
 class NotFound(KaizenError):
-    code, status, grpc_status = "not_found", 404, "NOT_FOUND"
+    code = "not_found"
 
 
 class Conflict(KaizenError):
-    code, status, grpc_status = "conflict", 409, "ALREADY_EXISTS"
+    code = "conflict"
 
 
-class PayloadTooLarge(KaizenError):
-    code, status, grpc_status = "payload_too_large", 413, "RESOURCE_EXHAUSTED"
+class PayloadTooLarge(KaizenError, HTTPException):  # type: ignore[misc]  # both carry headers
+    """Also an HTTPException: raised while FastAPI reads a body, it passes through as itself
+    (FastAPI turns any other exception there into a 400)."""
+
+    code = "payload_too_large"
+
+    def __init__(self, message: str) -> None:
+        KaizenError.__init__(self, message)
+        HTTPException.__init__(self, self.status, message)
 
 
 class RateLimited(KaizenError):
-    code, status, grpc_status = "rate_limited", 429, "RESOURCE_EXHAUSTED"
+    code = "rate_limited"
 
     def __init__(self, message: str, *, retry_after: int):
         super().__init__(message, headers={"Retry-After": str(retry_after)})
 
 
 class Unavailable(KaizenError):
-    code, status, grpc_status = "unavailable", 503, "UNAVAILABLE"
+    code = "unavailable"

@@ -14,8 +14,9 @@ import time
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from control_plane.errors import PayloadTooLarge
 
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "request_id", default=None
@@ -105,8 +106,8 @@ class RequestMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
-                    # An HTTPException so FastAPI's body parsing re-raises it as it is.
-                    raise HTTPException(413, f"request body over {limit} bytes")
+                    # Also an HTTPException, so FastAPI's body parsing re-raises it as it is.
+                    raise PayloadTooLarge(f"request body over {limit} bytes")
             return message
 
         async def send_with_id(message: Message) -> None:
@@ -133,13 +134,12 @@ class RequestMiddleware:
 
 
 async def _send_too_large(send: Send, limit: int) -> None:
-    body = json.dumps(
-        {"error": {"code": "payload_too_large", "message": f"request body over {limit} bytes"}}
-    ).encode()
+    refusal = PayloadTooLarge(f"request body over {limit} bytes")
+    body = json.dumps(refusal.body()).encode()
     await send(
         {
             "type": "http.response.start",
-            "status": 413,
+            "status": refusal.status,
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),

@@ -1,15 +1,22 @@
-"""The gateway's exceptions; `app.py` maps each to one HTTP status in one place."""
+"""The gateway's exceptions. Each names its `code`; its HTTP status comes from the one
+error table (`policy/errors.py`, shared with the control plane and the sidecar)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
+
+from policy.errors import ERROR_TABLE
 
 
 class GatewayError(Exception):
-    """Base class; `code` is the JSON error code, `status` the HTTP status."""
+    """Base class; `code` is the JSON error code, `status` the HTTP status (from the table)."""
 
-    code = "error"
-    status = 500
+    code: ClassVar[str] = "error"
+    status: ClassVar[int] = 500
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.status = ERROR_TABLE[cls.code].http  # a KeyError here: add the kind to the table
 
     def __init__(self, message: str, details: Any = None) -> None:
         super().__init__(message)
@@ -19,54 +26,54 @@ class GatewayError(Exception):
 
 
 class Unauthenticated(GatewayError):
-    code, status = "unauthenticated", 401
+    code = "unauthenticated"
 
 
 class Forbidden(GatewayError):
     """The sidecar refused a nested call (an agent used as a tool, a pipeline step)."""
 
-    code, status = "forbidden", 403
+    code = "forbidden"
 
 
 class NotFound(GatewayError):
-    code, status = "not_found", 404
+    code = "not_found"
 
 
 class InvalidInput(GatewayError):
-    code, status = "invalid_input", 422
+    code = "invalid_input"
 
 
 class LimitExceeded(GatewayError):
     """A run passed its max_steps or max_cost_usd; the execution is recorded as failed."""
 
-    code, status = "limit_exceeded", 422
+    code = "limit_exceeded"
 
 
 class RunTimeout(GatewayError):
     """A run passed its timeout_seconds."""
 
-    code, status = "timeout", 504
+    code = "timeout"
 
 
 class ProviderError(GatewayError):
     """The model provider answered with an error or something that is not its protocol."""
 
-    code, status = "provider_error", 502
+    code = "provider_error"
 
 
 class ProviderTimeout(GatewayError):
     """The model provider did not answer in time."""
 
-    code, status = "provider_timeout", 504
+    code = "provider_timeout"
 
 
 class ToolError(GatewayError):
     """A tool (HTTP or MCP) failed; the model may see the message, the caller gets 502."""
 
-    code, status = "tool_error", 502
+    code = "tool_error"
 
 
 class PipelineError(GatewayError):
     """A pattern could not continue (no route, no consensus, unknown hand-off target)."""
 
-    code, status = "pipeline_error", 422
+    code = "pipeline_error"

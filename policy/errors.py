@@ -1,8 +1,84 @@
-"""The exceptions `policy/` raises; each maps to one HTTP/gRPC status in the runtimes."""
+"""The one error table of every runtime (control plane, gateway, sidecar), and the
+exceptions `policy/` raises, mapped in it.
+
+Each error kind has a stable `code` (the JSON body's `error.code`), an HTTP status and a
+gRPC status code name. The control plane's and the gateway's exception classes name only
+their `code` and take both statuses from here; the sidecar's HTTP errors and its gRPC
+ext_authz denials take theirs from here too (`grpc_code_for_http`).
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TypedDict
+
+
+@dataclass(frozen=True)
+class ErrorKind:
+    code: str
+    http: int
+    grpc: str  # a google.rpc.Code / grpc.StatusCode name
+
+
+ERROR_TABLE: dict[str, ErrorKind] = {
+    kind.code: kind
+    for kind in (
+        ErrorKind("error", 500, "INTERNAL"),
+        ErrorKind("bad_request", 400, "INVALID_ARGUMENT"),
+        ErrorKind("unauthenticated", 401, "UNAUTHENTICATED"),
+        ErrorKind("payment_required", 402, "FAILED_PRECONDITION"),
+        ErrorKind("forbidden", 403, "PERMISSION_DENIED"),
+        ErrorKind("not_found", 404, "NOT_FOUND"),
+        ErrorKind("method_not_allowed", 405, "UNIMPLEMENTED"),
+        ErrorKind("not_acceptable", 406, "INVALID_ARGUMENT"),
+        ErrorKind("conflict", 409, "ALREADY_EXISTS"),
+        ErrorKind("payload_too_large", 413, "RESOURCE_EXHAUSTED"),
+        ErrorKind("unsupported_media_type", 415, "INVALID_ARGUMENT"),
+        ErrorKind("invalid", 422, "INVALID_ARGUMENT"),
+        ErrorKind("invalid_input", 422, "INVALID_ARGUMENT"),
+        ErrorKind("invalid_policy", 422, "INVALID_ARGUMENT"),
+        ErrorKind("invalid_bundle", 422, "FAILED_PRECONDITION"),
+        ErrorKind("limit_exceeded", 422, "RESOURCE_EXHAUSTED"),
+        ErrorKind("pipeline_error", 422, "FAILED_PRECONDITION"),
+        ErrorKind("rate_limited", 429, "RESOURCE_EXHAUSTED"),
+        ErrorKind("provider_error", 502, "UNAVAILABLE"),
+        ErrorKind("tool_error", 502, "UNAVAILABLE"),
+        ErrorKind("unavailable", 503, "UNAVAILABLE"),
+        ErrorKind("timeout", 504, "DEADLINE_EXCEEDED"),
+        ErrorKind("provider_timeout", 504, "DEADLINE_EXCEEDED"),
+        # Narrower kinds of the rows above (their clients act on the code).
+        ErrorKind("mfa_required", 401, "UNAUTHENTICATED"),
+        ErrorKind("mfa_invalid", 401, "UNAUTHENTICATED"),
+        ErrorKind("sso_link_required", 403, "PERMISSION_DENIED"),
+        ErrorKind("csrf_failed", 403, "PERMISSION_DENIED"),
+        ErrorKind("mfa_enrolment_required", 403, "PERMISSION_DENIED"),
+        ErrorKind("current_factor_required", 403, "PERMISSION_DENIED"),
+        ErrorKind("evaluation_limit", 422, "RESOURCE_EXHAUSTED"),
+    )
+}
+# The first kind of each HTTP status: what a bare status (the sidecar's) means.
+_BY_HTTP: dict[int, ErrorKind] = {}
+for _kind in ERROR_TABLE.values():
+    _BY_HTTP.setdefault(_kind.http, _kind)
+
+
+def kind_for_http(status: int) -> ErrorKind:
+    """The kind a bare HTTP status stands for (a 4xx not in the table is a bad request)."""
+    return _BY_HTTP.get(status, ERROR_TABLE["bad_request" if 400 <= status < 500 else "error"])
+
+
+def grpc_code_for_http(status: int) -> str:
+    """The gRPC status code name an answer with this HTTP status carries."""
+    return "OK" if 200 <= status < 300 else kind_for_http(status).grpc
+
+
+def kind_of(error: BaseException) -> ErrorKind:
+    """The row of a `policy` exception (anything else is an internal error)."""
+    if isinstance(error, PolicyValidationError):
+        return ERROR_TABLE["invalid_policy"]
+    if isinstance(error, BundleVerificationError | BundleError):
+        return ERROR_TABLE["invalid_bundle"]
+    return ERROR_TABLE["error"]
 
 
 class ErrorDetail(TypedDict):
