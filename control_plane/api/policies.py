@@ -9,7 +9,7 @@ from control_plane.api.deps import Cursor, Limit, Tenant, requires
 from control_plane.db.models import BundleRevision, Policy
 from control_plane.schemas import policies as schemas
 from control_plane.schemas.base import Page
-from control_plane.services import policies, ratelimit, replay
+from control_plane.services import policies, ratelimit, release
 from control_plane.services.keys import KeyRing
 from control_plane.services.rego_sandbox import RegoSandbox
 
@@ -61,6 +61,17 @@ async def limit_rate(request: Request, tenant: Tenant, kind: str) -> None:
         limit=getattr(settings, setting),
         window=settings.rego_rate_window_seconds,
         what=f"{what} for this organisation",
+    )
+
+
+def _release(request: Request, tenant: Tenant) -> release.Release:
+    return release.Release(
+        tenant.organization_id,
+        tenant.actor,
+        tenant.session,
+        _keys(request),
+        sandbox(request),
+        _issuer(request),
     )
 
 
@@ -212,35 +223,9 @@ async def publish(
     """
     body = body or schemas.PublishRequest()  # the contract needs no body: all fields default
     await limit_rate(request, tenant, "publish")
-    # The gate is checked first without recording, to refuse early; it is checked (and an
-    # accepted replay recorded) again in the transaction that publishes.
-    async with tenant.session() as session:
-        versions = await replay.publish_gate(
-            session,
-            tenant.organization_id,
-            tenant.actor,
-            accept_replay=body.accept_replay,
-            record=False,
-        )
-        prepared = await policies.prepare(session, tenant.organization_id, _keys(request), versions)
-    built = await policies.build(
-        sandbox(request), tenant.organization_id, prepared, reason="publish"
+    row = await release.publish(
+        _release(request, tenant), accept_replay=body.accept_replay, message=body.message
     )
-    async with tenant.session() as session:
-        versions = await replay.publish_gate(
-            session, tenant.organization_id, tenant.actor, accept_replay=body.accept_replay
-        )
-        row = await policies.publish(
-            session,
-            tenant.organization_id,
-            tenant.actor,
-            _keys(request),
-            prepared,
-            built,
-            versions=versions,
-            message=body.message,
-            issuer=_issuer(request),
-        )
     await _notify(request, row)
     return revision_out(row)
 
@@ -251,24 +236,9 @@ async def rollback(
 ) -> schemas.BundleRevision:
     """Publish what an earlier revision held as a new, higher revision."""
     await limit_rate(request, tenant, "publish")
-    async with tenant.session() as session:
-        versions = await policies.revision_versions(session, body.revision)
-        prepared = await policies.prepare(session, tenant.organization_id, _keys(request), versions)
-    built = await policies.build(
-        sandbox(request), tenant.organization_id, prepared, reason="rollback"
+    row = await release.rollback(
+        _release(request, tenant), revision=body.revision, message=body.message
     )
-    async with tenant.session() as session:
-        row = await policies.rollback(
-            session,
-            tenant.organization_id,
-            tenant.actor,
-            _keys(request),
-            prepared,
-            built,
-            revision=body.revision,
-            message=body.message,
-            issuer=_issuer(request),
-        )
     await _notify(request, row)
     return revision_out(row)
 
