@@ -9,7 +9,6 @@ import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Request, Response
-from sqlalchemy import select
 
 from control_plane.api.deps import (
     Cursor,
@@ -21,12 +20,11 @@ from control_plane.api.deps import (
     requires,
 )
 from control_plane.api.policies import revision_out
-from control_plane.db.models import BundleRevision
 from control_plane.db.session import Database
 from control_plane.errors import NotFound
 from control_plane.schemas.base import Page
 from control_plane.schemas.policies import BundleRevision as RevisionOut
-from control_plane.services import gateways, policies
+from control_plane.services import bundle_events, gateways, policies
 from control_plane.services.bundle_events import BundleEvents
 from control_plane.services.keys import KeyRing
 
@@ -72,24 +70,6 @@ def _wait_seconds(prefer: str | None) -> int:
     return min(int(match.group(1)), MAX_WAIT_SECONDS) if match else 0
 
 
-async def _current(db: Database, organization_id: uuid.UUID) -> int | None:
-    async with db.session(organization_id) as session:
-        revision: int | None = await session.scalar(
-            select(BundleRevision.revision).order_by(BundleRevision.revision.desc()).limit(1)
-        )
-        return revision
-
-
-async def _bundle(db: Database, organization_id: uuid.UUID, revision: int) -> bytes:
-    async with db.session(organization_id) as session:
-        data: bytes | None = await session.scalar(
-            select(BundleRevision.bundle).where(BundleRevision.revision == revision)
-        )
-    if data is None:
-        raise NotFound("no such bundle revision")
-    return data
-
-
 @router.get(
     "/{scope}/bundle.tar.gz",
     responses={
@@ -119,11 +99,11 @@ async def download(
     known = _tags(if_none_match)
     wait = _wait_seconds(prefer)
     with events.waiter(scope) as published:
-        revision = await _current(db, organization_id)
+        revision = await bundle_events.newest_revision(db, organization_id)
         if wait and (revision is None or _etag(revision) in known):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(published), wait)
-            revision = await _current(db, organization_id)
+            revision = await bundle_events.newest_revision(db, organization_id)
     if revision is None:
         raise NotFound("nothing is published for this scope yet")
     headers = {
@@ -135,7 +115,9 @@ async def download(
         return Response(status_code=304, headers=headers)
     return Response(
         await events.bundles.get(
-            organization_id, revision, lambda: _bundle(db, organization_id, revision)
+            organization_id,
+            revision,
+            lambda: bundle_events.signed_bundle(db, organization_id, revision),
         ),
         media_type="application/gzip",
         headers=headers,

@@ -13,10 +13,8 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
-from sqlalchemy import select
 
 from control_plane.api.deps import Cursor, DatabaseDep, GatewayDep, Limit, Tenant, requires
-from control_plane.db.models import Execution
 from control_plane.db.partitions import (
     ensure_partitions,
     forget_partitions,
@@ -30,9 +28,8 @@ from control_plane.schemas import decisions as schemas
 from control_plane.schemas import fleet
 from control_plane.schemas.base import Page, QueryText
 from control_plane.schemas.fleet import Identifier
-from control_plane.services import audit, decision_chain, ingest
+from control_plane.services import audit, decision_chain, executions, ingest
 from control_plane.services import decisions as service
-from control_plane.services.pagination import paginate
 
 router = APIRouter(tags=["decisions"])
 
@@ -287,14 +284,8 @@ async def list_executions(
     status: Annotated[QueryText | None, Query()] = None,
     principal: Annotated[QueryText | None, Query()] = None,
 ) -> Page[fleet.Execution]:
-    query = select(Execution)
-    for column, value in (
-        (Execution.name, name),
-        (Execution.status, status),
-        (Execution.principal, principal),
-    ):
-        if value is not None:
-            query = query.where(column == value)
     async with tenant.session() as session:
-        rows, next_cursor = await paginate(session, query, Execution, cursor, limit)
+        rows, next_cursor = await executions.list_executions(
+            session, cursor=cursor, limit=limit, name=name, status=status, principal=principal
+        )
     return Page(items=[fleet.Execution.model_validate(r) for r in rows], next_cursor=next_cursor)

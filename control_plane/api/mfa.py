@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response
-from sqlalchemy import select
 
 from control_plane.api.deps import (
     AuthenticatorDep,
@@ -21,7 +20,6 @@ from control_plane.api.deps import (
     get_principal,
     requires,
 )
-from control_plane.db.models import User
 from control_plane.errors import Forbidden, Unauthenticated
 from control_plane.observability import organization_id_var, request_id_var
 from control_plane.schemas.identity import TokenResponse
@@ -35,7 +33,7 @@ from control_plane.schemas.mfa import (
     TotpEnrolment,
     TotpStart,
 )
-from control_plane.services import mfa, sessions
+from control_plane.services import identity, mfa, sessions
 from control_plane.services.audit import Actor
 from control_plane.services.principal import Principal
 
@@ -75,7 +73,7 @@ async def get_enroller(
     enrolment = await second_factor.resolve_enrolment_token(credential)
     organization_id_var.set(str(enrolment.organization_id))
     async with db.session(enrolment.organization_id) as session:
-        email = await session.scalar(select(User.email).where(User.id == enrolment.user_id))
+        email = await identity.email_of(session, enrolment.user_id)
     if email is None:
         raise Unauthenticated("this account no longer exists")
     actor = Actor("user", str(enrolment.user_id), email, client_ip(request), request_id_var.get())

@@ -21,6 +21,11 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterator
 
 import redis.asyncio as aioredis
+from sqlalchemy import select
+
+from control_plane.db.models import BundleRevision
+from control_plane.db.session import Database
+from control_plane.errors import NotFound
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +98,26 @@ class BundleEvents:
                 log.warning("bundle event listener lost Redis (%s); retrying in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
+
+
+async def newest_revision(db: Database, organization_id: uuid.UUID) -> int | None:
+    """The organisation's newest bundle revision number, None before its first publish."""
+    async with db.session(organization_id) as session:
+        revision: int | None = await session.scalar(
+            select(BundleRevision.revision).order_by(BundleRevision.revision.desc()).limit(1)
+        )
+        return revision
+
+
+async def signed_bundle(db: Database, organization_id: uuid.UUID, revision: int) -> bytes:
+    """The signed bundle of one revision (what `BundleBytes` caches)."""
+    async with db.session(organization_id) as session:
+        data: bytes | None = await session.scalar(
+            select(BundleRevision.bundle).where(BundleRevision.revision == revision)
+        )
+    if data is None:
+        raise NotFound("no such bundle revision")
+    return data
 
 
 class BundleBytes:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from control_plane.db.models import Membership, Organization, User
 from control_plane.db.session import SYSTEM, Database
@@ -13,6 +14,12 @@ from control_plane.schemas.identity import LoginRequest, Me, OrganizationRef, Si
 from control_plane.services import audit, passwords, roles
 from control_plane.services.audit import Actor
 from control_plane.services.principal import Principal
+
+
+async def email_of(session: AsyncSession, user_id: uuid.UUID) -> str | None:
+    """The user's address, or None when the account no longer exists."""
+    email: str | None = await session.scalar(select(User.email).where(User.id == user_id))
+    return email
 
 
 def normalize_email(email: str) -> str:
