@@ -194,14 +194,31 @@ class DecisionEngine:
         for approval (ABAC, soft limits) allows, denies still deny, and the budgets are
         reserved like any allowed call's, so an approved call is charged and settled too.
         """
+        early = self._stages(input, explain=explain, approved=approved)
+        if isinstance(early, Decision):
+            return early
+        input, stages = early
+        budget = NO_BUDGETS
+        if explain or stages[-1].outcome != "deny":
+            so_far = max((s.outcome for s in stages), key=_RANK.__getitem__)
+            reserve = so_far == "allow" and not dry_run
+            budget = self._budget_check(input, reserve=reserve, approved=approved)
+            stages.append(_Stage(budget.outcome, budget.reasons, budget.matched_rules))
+        return self._decision(_combine(stages, explain), budget.reservations, budget.status)
+
+    def _stages(
+        self, input: Mapping[str, Any], *, explain: bool, approved: bool
+    ) -> Decision | tuple[Mapping[str, Any], list[_Stage]]:
+        """The stages before budgets, shared by `decide` and `begin`: the input checked, the
+        estimates raised to the signed ceilings, RBAC, then ABAC (unless RBAC denied and
+        nothing is to be explained), approval applied. A Decision when the input is refused."""
         problems = input_problems(input)
         if problems:
             reasons = tuple(
                 f"invalid decision input: {dotted(p) or 'input'} {m}" for p, m in problems
             )
             return self._decision(_Stage("deny", reasons, ("input",)), ())
-        principal = input["principal"]
-        organization = principal.get("organization")
+        organization = input["principal"].get("organization")
         if organization is not None and organization != self.organization_id:
             stage = _Stage(
                 "deny", ("principal belongs to another organization",), ("organization",)
@@ -213,13 +230,7 @@ class DecisionEngine:
             stages.append(self._abac_stage(input))
         if approved:
             stages = [_approve(stage) for stage in stages]
-        budget = NO_BUDGETS
-        if explain or stages[-1].outcome != "deny":
-            so_far = max((s.outcome for s in stages), key=_RANK.__getitem__)
-            reserve = so_far == "allow" and not dry_run
-            budget = self._budget_check(input, reserve=reserve, approved=approved)
-            stages.append(_Stage(budget.outcome, budget.reasons, budget.matched_rules))
-        return self._decision(_combine(stages, explain), budget.reservations, budget.status)
+        return input, stages
 
     def begin(
         self, input: Mapping[str, Any], *, approved: bool = False
@@ -230,19 +241,11 @@ class DecisionEngine:
         otherwise the reservations to make, then `finish` (or `fail_budgets`). The caller
         can so reserve without blocking, and batch many decisions' reservations.
         """
-        problems = input_problems(input)
-        if problems:
-            return self.decide(input)
+        early = self._stages(input, explain=False, approved=approved)
+        if isinstance(early, Decision):
+            return early
+        input, stages = early
         principal = input["principal"]
-        organization = principal.get("organization")
-        if organization is not None and organization != self.organization_id:
-            return self.decide(input)
-        input = self._budgets.raised_estimates(input)
-        stages = [self._rbac_stage(input)]
-        if stages[-1].outcome != "deny":
-            stages.append(self._abac_stage(input))
-        if approved:
-            stages = [_approve(stage) for stage in stages]
         so_far = max((s.outcome for s in stages), key=_RANK.__getitem__)
         if so_far != "allow" or not self._budgets:
             return self._without_reservations(stages, input)
