@@ -11,10 +11,12 @@ from control_plane.api.deps import (
     Cursor,
     DatabaseDep,
     GatewayDep,
+    KeyRingDep,
     Limit,
     PrincipalDep,
     Tenant,
     client_ip,
+    get_settings,
     requires,
 )
 from control_plane.observability import request_id_var
@@ -22,7 +24,6 @@ from control_plane.schemas import approvals as schemas
 from control_plane.schemas.base import Page
 from control_plane.services import approvals
 from control_plane.services.audit import Actor
-from control_plane.services.keys import KeyRing
 from control_plane.settings import Settings
 
 router = APIRouter(prefix="/api/v1/approvals", tags=["approvals"])
@@ -40,7 +41,7 @@ ReadApprovals = Annotated[Tenant, Depends(requires("approvals", "read"))]
 
 
 def _settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
+    settings: Settings = get_settings(request)
     return settings
 
 
@@ -60,11 +61,10 @@ async def list_approvals(
 
 @router.get("/{approval_id}", responses=ERRORS)
 async def get_approval(
-    approval_id: RequestId, tenant: Member, request: Request
+    approval_id: RequestId, tenant: Member, request: Request, keys: KeyRingDep
 ) -> schemas.ApprovalDetail:
     """One request. Its requester may always read it, and gets the grant once approved;
     anyone else needs `approvals:read` and never sees the grant."""
-    keys: KeyRing = request.app.state.keys
     async with tenant.session() as session:
         found = await approvals.get(session, approval_id)
         if not await approvals.is_requester(session, tenant.principal, found):

@@ -11,6 +11,8 @@ from control_plane.api.deps import (
     SecondFactorDep,
     client_ip,
     client_of,
+    get_kv,
+    get_settings,
 )
 from control_plane.observability import request_id_var
 from control_plane.schemas.identity import (
@@ -37,9 +39,9 @@ def _tokens(pair: TokenPair) -> TokenResponse:
 
 
 async def _limit(request: Request, key: str, what: str) -> None:
-    settings = request.app.state.settings
+    settings = get_settings(request)
     await ratelimit.hit(
-        request.app.state.kv,
+        get_kv(request),
         key,
         limit=settings.login_attempts_per_window,
         window=settings.login_window_seconds,
@@ -68,7 +70,7 @@ async def verify_login(
     user_id, org_id = await identity.login(db, body)
     await sso.check_password_login(db, user_id, org_id)
     await mfa.check_login(user_id, org_id, body.totp)
-    await ratelimit.reset(request.app.state.kv, f"login:{ip}:{email}")
+    await ratelimit.reset(get_kv(request), f"login:{ip}:{email}")
     return user_id, org_id
 
 

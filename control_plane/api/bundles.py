@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, Header, Request, Response
 
 from control_plane.api.deps import (
     Cursor,
+    KeyRingDep,
     Limit,
     Tenant,
     bearer,
@@ -26,7 +27,6 @@ from control_plane.schemas.base import Page
 from control_plane.schemas.policies import BundleRevision as RevisionOut
 from control_plane.services import bundle_events, gateways, policies
 from control_plane.services.bundle_events import BundleEvents
-from control_plane.services.keys import KeyRing
 
 router = APIRouter(prefix="/api/v1/bundles", tags=["bundles"])
 
@@ -125,7 +125,7 @@ async def download(
 
 
 @router.get("/{scope}/jwks.json", responses={404: {}})
-async def scope_jwks(scope: str, request: Request) -> dict[str, Any]:
+async def scope_jwks(scope: str, keys: KeyRingDep) -> dict[str, Any]:
     """The public keys that sign `scope`'s bundles, and no other organisation's.
 
     Public, like `/.well-known/jwks.json` (they are public keys; `kaizen-studio bundle
@@ -137,5 +137,4 @@ async def scope_jwks(scope: str, request: Request) -> dict[str, Any]:
         organization_id = uuid.UUID(scope)
     except ValueError:
         raise NotFound("no such bundle scope") from None
-    keys: KeyRing = request.app.state.keys
     return await keys.organization_jwks(organization_id)

@@ -14,7 +14,15 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
 
-from control_plane.api.deps import Cursor, DatabaseDep, GatewayDep, Limit, Tenant, requires
+from control_plane.api.deps import (
+    Cursor,
+    DatabaseDep,
+    GatewayDep,
+    Limit,
+    SettingsDep,
+    Tenant,
+    requires,
+)
 from control_plane.db.partitions import (
     ensure_partitions,
     forget_partitions,
@@ -129,11 +137,11 @@ async def _into_partitions(
 
 @router.post("/api/v1/decisions/opa", responses=ERRORS, openapi_extra=OPA_BODY)
 async def ingest_opa_decisions(
-    request: Request, identity: GatewayDep, db: DatabaseDep
+    request: Request, settings: SettingsDep, identity: GatewayDep, db: DatabaseDep
 ) -> fleet.IngestResult:
     """OPA's decision-log upload (a JSON array, gzip or plain), for stock OPA agents: point
     OPA's `decision_logs` service here with the gateway credential as its bearer token."""
-    limit = request.app.state.settings.max_ingest_bytes
+    limit = settings.max_ingest_bytes
     raw = ingest.read_opa_upload(
         await request.body(), request.headers.get("content-encoding"), limit
     )

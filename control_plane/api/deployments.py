@@ -8,7 +8,15 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Query, Request, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from control_plane.api.deps import Cursor, Limit, Tenant, requires
+from control_plane.api.deps import (
+    Cursor,
+    Limit,
+    SecretsDep,
+    Tenant,
+    get_key_ring,
+    get_settings,
+    requires,
+)
 from control_plane.db.models import BundleRevision, Deployment, Gateway
 from control_plane.schemas import workloads as schemas
 from control_plane.schemas.base import Page
@@ -46,14 +54,14 @@ async def _resign(
 ) -> BundleRevision | None:
     """Re-sign the published bundle in the caller's transaction (as API-key changes do), so
     the deployment and the bundle that carries it commit together; None before any publish."""
-    keys: KeyRing = request.app.state.keys
+    keys: KeyRing = get_key_ring(request)
     return await policies.refresh(
         session,
         tenant.organization_id,
         tenant.actor,
         keys,
         why=why,
-        issuer=request.app.state.settings.issuer,
+        issuer=get_settings(request).issuer,
     )
 
 
@@ -64,7 +72,11 @@ async def _notify(request: Request, row: BundleRevision | None) -> None:
 
 @router.post("", status_code=201, responses={**ERRORS, 200: {"model": schemas.DeploymentCreated}})
 async def deploy(
-    body: schemas.DeploymentCreate, tenant: Create, request: Request, response: Response
+    body: schemas.DeploymentCreate,
+    tenant: Create,
+    request: Request,
+    secret_store: SecretsDep,
+    response: Response,
 ) -> schemas.DeploymentCreated:
     """Deploy a version (default: the latest) of an agent or pipeline to a gateway.
 
@@ -86,7 +98,7 @@ async def deploy(
         # Provider keys only to their bound hosts; custom base_url only from admins.
         await provider_hosts.check_deployment(
             session,
-            request.app.state.secrets,
+            secret_store,
             tenant.principal,
             kind=deployment.kind,
             name=deployment.name,

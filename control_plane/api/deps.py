@@ -18,8 +18,12 @@ from control_plane.services import gateways, sessions
 from control_plane.services.audit import Actor
 from control_plane.services.auth import Authenticator
 from control_plane.services.gateways import GatewayIdentity
+from control_plane.services.keys import KeyRing
+from control_plane.services.kv import KeyValueStore
 from control_plane.services.mfa import SecondFactor
 from control_plane.services.principal import Principal
+from control_plane.services.secrets import SecretStore
+from control_plane.settings import Settings
 
 
 def client_ip(request: Request) -> str | None:
@@ -45,6 +49,31 @@ def get_second_factor(request: Request) -> SecondFactor:
     return mfa
 
 
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_kv(request: Request) -> KeyValueStore:
+    kv: KeyValueStore = request.app.state.kv
+    return kv
+
+
+def get_key_ring(request: Request) -> KeyRing:
+    keys: KeyRing = request.app.state.keys
+    return keys
+
+
+def get_secrets(request: Request) -> SecretStore:
+    store: SecretStore = request.app.state.secrets
+    return store
+
+
+# What the app's lifespan set up, as dependencies (routes never read `app.state` themselves).
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+KeyValueDep = Annotated[KeyValueStore, Depends(get_kv)]
+KeyRingDep = Annotated[KeyRing, Depends(get_key_ring)]
+SecretsDep = Annotated[SecretStore, Depends(get_secrets)]
 DatabaseDep = Annotated[Database, Depends(get_db)]
 AuthenticatorDep = Annotated[Authenticator, Depends(get_authenticator)]
 SecondFactorDep = Annotated[SecondFactor, Depends(get_second_factor)]

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request, Response
 from sqlalchemy.exc import IntegrityError
 
-from control_plane.api.deps import Cursor, Limit, Tenant, requires
+from control_plane.api.deps import Cursor, Limit, Tenant, get_settings, requires
 from control_plane.db.models import OrganizationDomain
 from control_plane.schemas.base import Page
 from control_plane.schemas.domains import DomainCreate, DomainOut
@@ -37,7 +37,7 @@ def _out(row: OrganizationDomain) -> DomainOut:
 
 
 def _nameserver(request: Request) -> domains.Nameserver:
-    settings = request.app.state.settings
+    settings = get_settings(request)
     return domains.Nameserver.parse(settings.dns_nameserver, settings.dns_timeout_seconds)
 
 

@@ -6,7 +6,16 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request, Response
 
 from control_plane.api.deployments import deployment_out
-from control_plane.api.deps import Cursor, DatabaseDep, GatewayDep, Limit, Tenant, requires
+from control_plane.api.deps import (
+    Cursor,
+    DatabaseDep,
+    GatewayDep,
+    KeyRingDep,
+    Limit,
+    SettingsDep,
+    Tenant,
+    requires,
+)
 from control_plane.db.base import utcnow
 from control_plane.db.models import Gateway
 from control_plane.schemas import fleet as schemas
@@ -125,7 +134,9 @@ async def rotate_credential(gateway_id: uuid.UUID, tenant: Update) -> schemas.Ga
 
 
 @router.delete("/{gateway_id}", status_code=204, responses=ERRORS)
-async def delete_gateway(gateway_id: uuid.UUID, tenant: Delete, request: Request) -> Response:
+async def delete_gateway(
+    gateway_id: uuid.UUID, tenant: Delete, request: Request, keys: KeyRingDep, settings: SettingsDep
+) -> Response:
     """Delete a gateway, its credential and its deployments; when it had any, the bundle is
     re-signed without them."""
     async with tenant.session() as session:
@@ -135,9 +146,9 @@ async def delete_gateway(gateway_id: uuid.UUID, tenant: Delete, request: Request
                 session,
                 tenant.organization_id,
                 tenant.actor,
-                request.app.state.keys,
+                keys,
                 why=f"gateway {gateway_id} deleted",
-                issuer=request.app.state.settings.issuer,
+                issuer=settings.issuer,
             )
             if removed
             else None

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from control_plane.api.deps import (
     AuthenticatorDep,
     DatabaseDep,
+    KeyValueDep,
     PrincipalDep,
     SecondFactorDep,
     Tenant,
@@ -169,7 +170,10 @@ async def get_mfa_policy(tenant: ReadPolicy) -> MfaPolicyOut:
 
 @router.put("/organization/mfa", responses=ERRORS)
 async def put_mfa_policy(
-    body: MfaPolicyUpdate, request: Request, tenant: UpdatePolicy, auth: AuthenticatorDep
+    body: MfaPolicyUpdate,
+    kv: KeyValueDep,
+    tenant: UpdatePolicy,
+    auth: AuthenticatorDep,
 ) -> MfaPolicyOut:
     """Roles that must have MFA. Their members without it are logged out here now, and
     their next login yields only an enrolment token until they have enrolled."""
@@ -178,5 +182,5 @@ async def put_mfa_policy(
             session, tenant.actor, tenant.organization_id, list(body.required_roles)
         )
         missing = await mfa.members_without_mfa(session, policy.required_roles)
-        await sessions.revoke_members(session, request.app.state.kv, auth, missing)
+        await sessions.revoke_members(session, kv, auth, missing)
     return policy

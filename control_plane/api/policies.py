@@ -5,7 +5,15 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
-from control_plane.api.deps import Cursor, Limit, Tenant, requires
+from control_plane.api.deps import (
+    Cursor,
+    Limit,
+    Tenant,
+    get_key_ring,
+    get_kv,
+    get_settings,
+    requires,
+)
 from control_plane.db.models import BundleRevision, Policy
 from control_plane.schemas import policies as schemas
 from control_plane.schemas.base import Page
@@ -32,7 +40,7 @@ MAX_VERSION = 2**31 - 1  # versions are 32-bit integers in the database
 
 
 def _keys(request: Request) -> KeyRing:
-    keys: KeyRing = request.app.state.keys
+    keys: KeyRing = get_key_ring(request)
     return keys
 
 
@@ -53,10 +61,10 @@ _RATES = {
 async def limit_rate(request: Request, tenant: Tenant, kind: str) -> None:
     """Count one Rego-evaluating request of the caller's organisation; past its limit, 429
     (before anything is read or written). Each organisation has its own window."""
-    settings = request.app.state.settings
+    settings = get_settings(request)
     setting, what = _RATES[kind]
     await ratelimit.hit(
-        request.app.state.kv,
+        get_kv(request),
         f"rego:{kind}:{tenant.organization_id}",
         limit=getattr(settings, setting),
         window=settings.rego_rate_window_seconds,
@@ -76,7 +84,7 @@ def _release(request: Request, tenant: Tenant) -> release.Release:
 
 
 def _issuer(request: Request) -> str:
-    issuer: str = request.app.state.settings.issuer
+    issuer: str = get_settings(request).issuer
     return issuer
 
 

@@ -11,7 +11,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response
 
-from control_plane.api.deps import Cursor, Limit, Tenant, requires
+from control_plane.api.deps import Cursor, Limit, Tenant, get_key_ring, requires
 from control_plane.api.policies import limit_rate, sandbox
 from control_plane.db.models import ReplayJob
 from control_plane.schemas import replay as schemas
@@ -66,7 +66,7 @@ async def _start(
     body: schemas.ReplayRequest,
     policy_id: uuid.UUID | None,
 ) -> schemas.Replay:
-    keys: KeyRing = request.app.state.keys
+    keys: KeyRing = get_key_ring(request)
     await limit_rate(request, tenant, "replay")
     async with tenant.session() as session:
         plan = await replay.plan(

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response
 
-from control_plane.api.deps import Tenant, requires
+from control_plane.api.deps import Tenant, get_secrets, requires
 from control_plane.schemas import secrets as schemas
 from control_plane.schemas.base import Page
 from control_plane.services import provider_hosts, secrets
@@ -22,7 +22,7 @@ ERRORS: dict[int | str, dict[str, object]] = {401: {}, 403: {}, 404: {}, 422: {}
 
 
 def get_store(request: Request) -> SecretStore:
-    store: SecretStore = request.app.state.secrets
+    store: SecretStore = get_secrets(request)
     return store
 
 

@@ -11,8 +11,10 @@ from control_plane.api.auth import verify_login
 from control_plane.api.deps import (
     AuthenticatorDep,
     DatabaseDep,
+    KeyValueDep,
     PrincipalDep,
     SecondFactorDep,
+    SettingsDep,
     client_ip,
     client_of,
 )
@@ -45,6 +47,8 @@ def _actor(principal: Principal, request: Request) -> Actor:
 async def open_browser_session(
     body: LoginRequest,
     request: Request,
+    kv: KeyValueDep,
+    settings: SettingsDep,
     response: Response,
     db: DatabaseDep,
     second_factor: SecondFactorDep,
@@ -52,9 +56,8 @@ async def open_browser_session(
     """Log in for a browser: sets the HttpOnly `kaizen_session` cookie and the readable
     `kaizen_csrf` cookie, whose value every write must echo in `X-CSRF-Token`."""
     user_id, org_id = await verify_login(body, request, db, second_factor)
-    settings = request.app.state.settings
     login = await sessions.open_browser_session(
-        db, request.app.state.kv, settings, user_id, org_id, client_of(request)
+        db, kv, settings, user_id, org_id, client_of(request)
     )
     secure = settings.session_cookie_secure
     for name, value, http_only in (
@@ -87,10 +90,10 @@ async def close_browser_session(user: UserDep, auth: AuthenticatorDep) -> Respon
 
 
 @router.get("/me/sessions", responses=ERRORS)
-async def list_sessions(user: UserDep, request: Request, db: DatabaseDep) -> list[SessionOut]:
+async def list_sessions(user: UserDep, kv: KeyValueDep, db: DatabaseDep) -> list[SessionOut]:
     """Your live sessions in this organisation: token logins and browsers."""
     async with db.session(user.organization_id) as session:
-        return await sessions.list_sessions(session, request.app.state.kv, user)
+        return await sessions.list_sessions(session, kv, user)
 
 
 @router.delete("/me/sessions/{session_id}", status_code=204, responses=ERRORS)
@@ -98,25 +101,22 @@ async def revoke_session(
     session_id: uuid.UUID,
     user: UserDep,
     request: Request,
+    kv: KeyValueDep,
     db: DatabaseDep,
     auth: AuthenticatorDep,
 ) -> Response:
     async with db.session(user.organization_id) as session:
-        await sessions.revoke(
-            session, request.app.state.kv, auth, user, _actor(user, request), session_id
-        )
+        await sessions.revoke(session, kv, auth, user, _actor(user, request), session_id)
     return Response(status_code=204)
 
 
 @router.delete("/me/sessions", responses=ERRORS)
 async def revoke_other_sessions(
-    user: UserDep, request: Request, db: DatabaseDep, auth: AuthenticatorDep
+    user: UserDep, request: Request, kv: KeyValueDep, db: DatabaseDep, auth: AuthenticatorDep
 ) -> dict[str, int]:
     """End all your sessions in this organisation except the one you are using."""
     async with db.session(user.organization_id) as session:
-        count = await sessions.revoke_others(
-            session, request.app.state.kv, auth, user, _actor(user, request)
-        )
+        count = await sessions.revoke_others(session, kv, auth, user, _actor(user, request))
     return {"revoked": count}
 
 
@@ -125,19 +125,20 @@ async def change_password(
     body: PasswordChange,
     user: UserDep,
     request: Request,
+    kv: KeyValueDep,
+    settings: SettingsDep,
     db: DatabaseDep,
     auth: AuthenticatorDep,
 ) -> Response:
     """Change your password; every session and refresh token you have ends, this one too."""
-    settings = request.app.state.settings
     await ratelimit.hit(
-        request.app.state.kv,
+        kv,
         f"password:{user.id}",
         limit=settings.login_attempts_per_window,
         window=settings.login_window_seconds,
         what="password change attempts",
     )
     await sessions.change_password(
-        db, request.app.state.kv, auth, user, _actor(user, request), body.current, body.new
+        db, kv, auth, user, _actor(user, request), body.current, body.new
     )
     return Response(status_code=204)

@@ -19,10 +19,16 @@ from control_plane.api.deps import (
     DatabaseDep,
     Limit,
     SecondFactorDep,
+    SettingsDep,
     Tenant,
     client_ip,
     client_of,
+    get_kv,
+    get_secrets,
     requires,
+)
+from control_plane.api.deps import (
+    get_settings as settings_of,
 )
 from control_plane.db.base import utcnow
 from control_plane.db.models import SsoProvider
@@ -50,16 +56,16 @@ _ASSERTION_DRIFT = 300
 
 
 def _base_url(request: Request) -> str:
-    return str(request.app.state.settings.control_plane_url).rstrip("/")
+    return str(settings_of(request).control_plane_url).rstrip("/")
 
 
 def _secrets(request: Request) -> SecretStore:
-    store: SecretStore = request.app.state.secrets
+    store: SecretStore = get_secrets(request)
     return store
 
 
 def _kv(request: Request) -> KeyValueStore:
-    kv: KeyValueStore = request.app.state.kv
+    kv: KeyValueStore = get_kv(request)
     return kv
 
 
@@ -220,6 +226,7 @@ async def _complete(
 async def link(
     body: schemas.LinkRequest,
     request: Request,
+    settings: SettingsDep,
     db: DatabaseDep,
     auth: AuthenticatorDep,
     mfa: SecondFactorDep,
@@ -231,7 +238,6 @@ async def link(
     if record is None:
         raise Unauthenticated("the link code is invalid, expired or already used")
     user_id = uuid.UUID(record["user"])
-    settings = request.app.state.settings
     limit_key = f"sso-link:{user_id}"
     await ratelimit.hit(
         kv,
@@ -282,7 +288,9 @@ async def _client_secret(request: Request, provider: SsoProvider) -> str | None:
     responses=FLOW_ERRORS,
     response_class=RedirectResponse,
 )
-async def oidc_login(provider_id: uuid.UUID, request: Request, db: DatabaseDep) -> RedirectResponse:
+async def oidc_login(
+    provider_id: uuid.UUID, request: Request, settings: SettingsDep, db: DatabaseDep
+) -> RedirectResponse:
     """Start an OpenID Connect login: a redirect to the IdP (code flow, PKCE S256)."""
     provider = await sso.provider_for_login(db, provider_id, "oidc")
     redirect_uri = str(sso.urls(_base_url(request), provider)["redirect_uri"])
@@ -291,7 +299,7 @@ async def oidc_login(provider_id: uuid.UUID, request: Request, db: DatabaseDep) 
         provider,
         await _client_secret(request, provider),
         redirect_uri,
-        request.app.state.settings.outbound_guard,
+        settings.outbound_guard,
     )
     return RedirectResponse(url, status_code=302, headers={"Cache-Control": "no-store"})
 
@@ -306,6 +314,7 @@ async def oidc_login(provider_id: uuid.UUID, request: Request, db: DatabaseDep) 
 async def oidc_callback(
     provider_id: uuid.UUID,
     request: Request,
+    settings: SettingsDep,
     db: DatabaseDep,
     state: Annotated[str, Query(min_length=1, max_length=512)],
     code: Annotated[str | None, Query(max_length=4096)] = None,
@@ -325,7 +334,7 @@ async def oidc_callback(
         redirect_uri,
         code,
         record,
-        request.app.state.settings.outbound_guard,
+        settings.outbound_guard,
     )
     return await _complete(request, db, provider, identity)
 

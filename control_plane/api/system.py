@@ -8,6 +8,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 from sqlalchemy import text
 
+from control_plane.api.deps import KeyRingDep
 from control_plane.db.session import SYSTEM
 
 router = APIRouter(tags=["system"])
@@ -51,10 +52,10 @@ async def metrics(request: Request) -> Response:
 
 
 @router.get("/.well-known/jwks.json")
-async def jwks(request: Request) -> dict[str, Any]:
+async def jwks(keys: KeyRingDep) -> dict[str, Any]:
     """Public keys of the access tokens and approval grants the control plane issues.
 
     Bundle signatures use each organisation's own keys: `/api/v1/bundles/{scope}/jwks.json`.
     """
-    keys: dict[str, Any] = request.app.state.keys.jwks()
-    return keys
+    published: dict[str, Any] = keys.jwks()
+    return published

@@ -6,7 +6,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from control_plane.api.deps import AuthenticatorDep, Cursor, Limit, Tenant, requires
+from control_plane.api.deps import AuthenticatorDep, Cursor, Limit, Tenant, get_kv, requires
 from control_plane.schemas.base import Page
 from control_plane.schemas.identity import Member, UserCreate, UserUpdate
 from control_plane.services import members, sessions
@@ -43,7 +43,7 @@ async def get_user(user_id: uuid.UUID, tenant: Read) -> Member:
 
 def _ender(request: Request, auth: Authenticator) -> members.SessionEnder:
     async def end(session: AsyncSession, user_ids: list[uuid.UUID]) -> int:
-        return await sessions.revoke_members(session, request.app.state.kv, auth, user_ids)
+        return await sessions.revoke_members(session, get_kv(request), auth, user_ids)
 
     return end
 

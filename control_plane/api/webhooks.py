@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 
-from control_plane.api.deps import Cursor, Limit, Tenant, requires
+from control_plane.api.deps import Cursor, Limit, SettingsDep, Tenant, get_secrets, requires
 from control_plane.db.models import Webhook
 from control_plane.schemas import webhooks as schemas
 from control_plane.schemas.base import Page
@@ -24,7 +24,7 @@ ERRORS: dict[int | str, dict[str, object]] = {401: {}, 403: {}, 404: {}, 409: {}
 
 
 def _store(request: Request) -> SecretStore:
-    store: SecretStore = request.app.state.secrets
+    store: SecretStore = get_secrets(request)
     return store
 
 
@@ -36,7 +36,7 @@ def _created(webhook: Webhook, secret: str) -> schemas.WebhookCreated:
 
 @router.post("", status_code=201, responses=ERRORS)
 async def create_webhook(
-    body: schemas.WebhookCreate, tenant: Create, request: Request
+    body: schemas.WebhookCreate, tenant: Create, request: Request, settings: SettingsDep
 ) -> schemas.WebhookCreated:
     """Subscribe a URL to events; `secret` (given or generated) is shown once."""
     async with tenant.session() as session:
@@ -49,7 +49,7 @@ async def create_webhook(
             events=body.events,
             description=body.description,
             secret=body.secret,
-            guard=request.app.state.settings.outbound_guard,
+            guard=settings.outbound_guard,
         )
         return _created(webhook, secret)
 
@@ -72,7 +72,10 @@ async def get_webhook(webhook_id: uuid.UUID, tenant: Read) -> schemas.Webhook:
 
 @router.patch("/{webhook_id}", responses=ERRORS)
 async def update_webhook(
-    webhook_id: uuid.UUID, body: schemas.WebhookUpdate, tenant: Update, request: Request
+    webhook_id: uuid.UUID,
+    body: schemas.WebhookUpdate,
+    tenant: Update,
+    settings: SettingsDep,
 ) -> schemas.Webhook:
     async with tenant.session() as session:
         webhook = await webhooks.update(
@@ -81,7 +84,7 @@ async def update_webhook(
             tenant.actor,
             webhook_id,
             body.model_dump(exclude_unset=True),
-            request.app.state.settings.outbound_guard,
+            settings.outbound_guard,
         )
         return schemas.Webhook.model_validate(webhook)
 
