@@ -67,6 +67,7 @@ from policy.bundle_sync import (
     check_control_plane_url,
 )
 from policy.errors import BundleVerificationError
+from policy.logs import configure_logging
 
 log = logging.getLogger(__name__)
 
@@ -360,16 +361,13 @@ def _on_snapshot(snapshot: Snapshot) -> None:
     metrics.BUNDLE_REVISION.set(snapshot.bundle.revision_number)
 
 
-def _configure_logging(level: str, index: int) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format=f"%(asctime)s %(levelname)s %(name)s [worker {index}] %(message)s",
-    )
+def _configure_logging(settings: SidecarSettings, index: int) -> None:
+    configure_logging("sidecar", settings.log_level, json_format=settings.log_json, worker=index)
 
 
 def _worker_main(settings_data: dict[str, Any], index: int) -> None:
     settings = SidecarSettings(**settings_data)
-    _configure_logging(settings.log_level, index)
+    _configure_logging(settings, index)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor forwards SIGTERM
     try:
         uvloop.run(Worker(settings, index).run())
@@ -380,7 +378,7 @@ def _worker_main(settings_data: dict[str, Any], index: int) -> None:
 
 def serve(settings: SidecarSettings) -> int:
     """Run the sidecar until SIGINT/SIGTERM; the exit code."""
-    _configure_logging(settings.log_level, 0)
+    _configure_logging(settings, 0)
     try:
         check_settings(settings)
     except ConfigurationError as exc:

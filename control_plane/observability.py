@@ -5,50 +5,21 @@ The middlewares are pure ASGI (no BaseHTTPMiddleware) so they add no task per re
 
 from __future__ import annotations
 
-import contextvars
 import json
-import logging
 import secrets
-import sys
 import time
-from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from control_plane.errors import PayloadTooLarge
-
-request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
-    "request_id", default=None
-)
-organization_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
-    "organization_id", default=None
-)
-
-
-class JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-            "request_id": request_id_var.get(),
-            "organization_id": organization_id_var.get(),
-        }
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
+from policy import logs
+from policy.logs import organization_id_var, request_id_var
 
 
 def configure_logging(level: str = "INFO", *, json_format: bool = True) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        JsonFormatter() if json_format else logging.Formatter("%(levelname)s %(name)s %(message)s")
-    )
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
+    """The control plane's logs, in the one format of every runtime (`policy/logs.py`)."""
+    logs.configure_logging("control-plane", level, json_format=json_format)
 
 
 class Metrics:

@@ -40,9 +40,9 @@ def register(sub: Any) -> None:
 
 
 def cmd_gateway(args: argparse.Namespace) -> int:
-    import logging
 
     import uvicorn
+    from policy.logs import configure_logging
     from pydantic import ValidationError
 
     from gateways.app import create_app
@@ -72,7 +72,7 @@ def cmd_gateway(args: argparse.Namespace) -> int:
     except DeploymentError as exc:
         print(f"kaizen-studio gateway: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.log_level.upper())
+    configure_logging("gateway", settings.log_level, json_format=settings.log_json)
     app = create_app(settings, source)
     uvicorn.run(app, host=settings.gateway_host, port=settings.gateway_port, log_config=None)
     return 0

@@ -57,6 +57,7 @@ class GatewaySettings(BaseSettings):
     gateway_ingest_batch: int = 500
     gateway_ingest_buffer: int = 100_000
     log_level: str = "INFO"
+    log_json: bool = True  # one JSON object per line (policy/logs.py); false: plain text
     # Provider keys (gateways/providers/secrets.py): `vault` reads them from Vault / OpenBao;
     # otherwise from KAIZEN_SECRET_<NAME> environment variables.
     secrets_backend: str = "database"

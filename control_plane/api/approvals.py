@@ -19,12 +19,12 @@ from control_plane.api.deps import (
     get_settings,
     requires,
 )
-from control_plane.observability import request_id_var
 from control_plane.schemas import approvals as schemas
 from control_plane.schemas.base import Page
 from control_plane.services import approvals
 from control_plane.services.audit import Actor
 from control_plane.settings import Settings
+from policy.logs import request_id_var
 
 router = APIRouter(prefix="/api/v1/approvals", tags=["approvals"])
 ERRORS: dict[int | str, dict[str, object]] = {401: {}, 403: {}, 404: {}, 409: {}, 422: {}}

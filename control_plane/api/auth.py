@@ -14,7 +14,6 @@ from control_plane.api.deps import (
     get_kv,
     get_settings,
 )
-from control_plane.observability import request_id_var
 from control_plane.schemas.identity import (
     LoginRequest,
     RefreshRequest,
@@ -24,6 +23,7 @@ from control_plane.schemas.identity import (
 from control_plane.services import identity, ratelimit, sso
 from control_plane.services.auth import TokenPair
 from control_plane.services.mfa import MfaEnrolmentRequired
+from policy.logs import request_id_var
 
 router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
 

@@ -13,7 +13,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from control_plane.db.session import Database
 from control_plane.errors import Unauthenticated
-from control_plane.observability import organization_id_var, request_id_var
 from control_plane.services import gateways, sessions
 from control_plane.services.audit import Actor
 from control_plane.services.auth import Authenticator
@@ -24,6 +23,7 @@ from control_plane.services.mfa import SecondFactor
 from control_plane.services.principal import Principal
 from control_plane.services.secrets import SecretStore
 from control_plane.settings import Settings
+from policy.logs import organization_id_var, request_id_var
 
 
 def client_ip(request: Request) -> str | None:

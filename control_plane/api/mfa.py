@@ -22,7 +22,6 @@ from control_plane.api.deps import (
     requires,
 )
 from control_plane.errors import Forbidden, Unauthenticated
-from control_plane.observability import organization_id_var, request_id_var
 from control_plane.schemas.identity import TokenResponse
 from control_plane.schemas.mfa import (
     MfaCode,
@@ -37,6 +36,7 @@ from control_plane.schemas.mfa import (
 from control_plane.services import identity, mfa, sessions
 from control_plane.services.audit import Actor
 from control_plane.services.principal import Principal
+from policy.logs import organization_id_var, request_id_var
 
 router = APIRouter(prefix="/api/v1", tags=["mfa"])
 ERRORS: dict[int | str, dict[str, object]] = {401: {}, 403: {}, 409: {}, 422: {}, 429: {}}

@@ -33,7 +33,6 @@ from control_plane.api.deps import (
 from control_plane.db.base import utcnow
 from control_plane.db.models import SsoProvider
 from control_plane.errors import Invalid, Unauthenticated
-from control_plane.observability import request_id_var
 from control_plane.schemas import sso as schemas
 from control_plane.schemas.base import Page
 from control_plane.schemas.identity import TokenResponse
@@ -42,6 +41,7 @@ from control_plane.services.auth import TokenPair
 from control_plane.services.kv import KeyValueStore
 from control_plane.services.mfa import MfaInvalid, MfaRequired
 from control_plane.services.secrets import SecretStore
+from policy.logs import request_id_var
 
 router = APIRouter()
 
