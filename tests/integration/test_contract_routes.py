@@ -107,3 +107,22 @@ async def test_another_tenants_budget_is_absent(client: httpx.AsyncClient, owner
     assert (await client.post("/api/v1/policies/publish", headers=owner.headers)).status_code == 201
     other = await signup(client, "Other")
     assert (await client.get("/api/v1/budgets", headers=other.headers)).json()["items"] == []
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/api/v1/usage?budget=a%00b",  # found by the fuzzer: a 500 on PostgreSQL
+        "/api/v1/decisions?principal=%00",
+        "/api/v1/audit-events?action=x%00",
+    ],
+)
+async def test_a_nul_in_the_query_is_a_422_naming_it_on_every_route(
+    client: httpx.AsyncClient, owner: Account, url: str
+) -> None:
+    refused = await client.get(url, headers=owner.headers)
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["error"]["details"] == [
+        {"field": "query", "message": "must not contain NUL"}
+    ]
+    assert refused.headers["x-request-id"]
