@@ -20,42 +20,40 @@ class ErrorKind:
     grpc: str  # a google.rpc.Code / grpc.StatusCode name
 
 
-ERROR_TABLE: dict[str, ErrorKind] = {
-    kind.code: kind
-    for kind in (
-        ErrorKind("error", 500, "INTERNAL"),
-        ErrorKind("bad_request", 400, "INVALID_ARGUMENT"),
-        ErrorKind("unauthenticated", 401, "UNAUTHENTICATED"),
-        ErrorKind("payment_required", 402, "FAILED_PRECONDITION"),
-        ErrorKind("forbidden", 403, "PERMISSION_DENIED"),
-        ErrorKind("not_found", 404, "NOT_FOUND"),
-        ErrorKind("method_not_allowed", 405, "UNIMPLEMENTED"),
-        ErrorKind("not_acceptable", 406, "INVALID_ARGUMENT"),
-        ErrorKind("conflict", 409, "ALREADY_EXISTS"),
-        ErrorKind("payload_too_large", 413, "RESOURCE_EXHAUSTED"),
-        ErrorKind("unsupported_media_type", 415, "INVALID_ARGUMENT"),
-        ErrorKind("invalid", 422, "INVALID_ARGUMENT"),
-        ErrorKind("invalid_input", 422, "INVALID_ARGUMENT"),
-        ErrorKind("invalid_policy", 422, "INVALID_ARGUMENT"),
-        ErrorKind("invalid_bundle", 422, "FAILED_PRECONDITION"),
-        ErrorKind("limit_exceeded", 422, "RESOURCE_EXHAUSTED"),
-        ErrorKind("pipeline_error", 422, "FAILED_PRECONDITION"),
-        ErrorKind("rate_limited", 429, "RESOURCE_EXHAUSTED"),
-        ErrorKind("provider_error", 502, "UNAVAILABLE"),
-        ErrorKind("tool_error", 502, "UNAVAILABLE"),
-        ErrorKind("unavailable", 503, "UNAVAILABLE"),
-        ErrorKind("timeout", 504, "DEADLINE_EXCEEDED"),
-        ErrorKind("provider_timeout", 504, "DEADLINE_EXCEEDED"),
-        # Narrower kinds of the rows above (their clients act on the code).
-        ErrorKind("mfa_required", 401, "UNAUTHENTICATED"),
-        ErrorKind("mfa_invalid", 401, "UNAUTHENTICATED"),
-        ErrorKind("sso_link_required", 403, "PERMISSION_DENIED"),
-        ErrorKind("csrf_failed", 403, "PERMISSION_DENIED"),
-        ErrorKind("mfa_enrolment_required", 403, "PERMISSION_DENIED"),
-        ErrorKind("current_factor_required", 403, "PERMISSION_DENIED"),
-        ErrorKind("evaluation_limit", 422, "RESOURCE_EXHAUSTED"),
-    )
-}
+ERROR_KINDS: tuple[ErrorKind, ...] = (
+    ErrorKind("error", 500, "INTERNAL"),
+    ErrorKind("bad_request", 400, "INVALID_ARGUMENT"),
+    ErrorKind("unauthenticated", 401, "UNAUTHENTICATED"),
+    ErrorKind("payment_required", 402, "FAILED_PRECONDITION"),
+    ErrorKind("forbidden", 403, "PERMISSION_DENIED"),
+    ErrorKind("not_found", 404, "NOT_FOUND"),
+    ErrorKind("method_not_allowed", 405, "UNIMPLEMENTED"),
+    ErrorKind("not_acceptable", 406, "INVALID_ARGUMENT"),
+    ErrorKind("conflict", 409, "ALREADY_EXISTS"),
+    ErrorKind("payload_too_large", 413, "RESOURCE_EXHAUSTED"),
+    ErrorKind("unsupported_media_type", 415, "INVALID_ARGUMENT"),
+    ErrorKind("invalid", 422, "INVALID_ARGUMENT"),
+    ErrorKind("invalid_input", 422, "INVALID_ARGUMENT"),
+    ErrorKind("invalid_policy", 422, "INVALID_ARGUMENT"),
+    ErrorKind("invalid_bundle", 422, "FAILED_PRECONDITION"),
+    ErrorKind("limit_exceeded", 422, "RESOURCE_EXHAUSTED"),
+    ErrorKind("pipeline_error", 422, "FAILED_PRECONDITION"),
+    ErrorKind("rate_limited", 429, "RESOURCE_EXHAUSTED"),
+    ErrorKind("provider_error", 502, "UNAVAILABLE"),
+    ErrorKind("tool_error", 502, "UNAVAILABLE"),
+    ErrorKind("unavailable", 503, "UNAVAILABLE"),
+    ErrorKind("timeout", 504, "DEADLINE_EXCEEDED"),
+    ErrorKind("provider_timeout", 504, "DEADLINE_EXCEEDED"),
+    # Narrower kinds of the rows above (their clients act on the code).
+    ErrorKind("mfa_required", 401, "UNAUTHENTICATED"),
+    ErrorKind("mfa_invalid", 401, "UNAUTHENTICATED"),
+    ErrorKind("sso_link_required", 403, "PERMISSION_DENIED"),
+    ErrorKind("csrf_failed", 403, "PERMISSION_DENIED"),
+    ErrorKind("mfa_enrolment_required", 403, "PERMISSION_DENIED"),
+    ErrorKind("current_factor_required", 403, "PERMISSION_DENIED"),
+    ErrorKind("evaluation_limit", 422, "RESOURCE_EXHAUSTED"),
+)
+ERROR_TABLE: dict[str, ErrorKind] = {kind.code: kind for kind in ERROR_KINDS}
 # The first kind of each HTTP status: what a bare status (the sidecar's) means.
 _BY_HTTP: dict[int, ErrorKind] = {}
 for _kind in ERROR_TABLE.values():
