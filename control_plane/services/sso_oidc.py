@@ -50,8 +50,22 @@ MAX_ID_TOKEN_AGE = 600  # an ID token issued longer ago than this is refused
 _CACHE_TTL = 300
 _TIMEOUT = 10.0
 
-# Discovery documents and key sets, per URL; a key id we do not know forces a refetch.
-_cache: dict[str, tuple[float, dict[str, Any]]] = {}
+# Discovery documents and key sets, per provider configuration and URL: an edited or new
+# provider never reads what an earlier configuration fetched (the same URL may now name
+# another server), and one organisation's fetch is never another's answer. A key id we do
+# not know forces a refetch.
+_cache: dict[tuple[str, str], tuple[float, dict[str, Any]]] = {}
+
+
+def _version(provider: SsoProvider) -> str:
+    return f"{provider.id}@{provider.updated_at.isoformat()}"
+
+
+def _remember(key: tuple[str, str], document: dict[str, Any]) -> None:
+    now = time.monotonic()
+    for stale in [k for k, (expires, _) in _cache.items() if expires <= now]:
+        del _cache[stale]
+    _cache[key] = (now + _CACHE_TTL, document)
 
 
 # The discovery URL, and every endpoint the discovery document names, are the tenant's (or
@@ -65,9 +79,10 @@ def _refused(what: str, refused: OutboundRefused) -> Unauthenticated:
 
 
 async def _fetch_json(
-    url: str, guard: OutboundGuard, what: str, *, force: bool = False
+    provider: SsoProvider, url: str, guard: OutboundGuard, what: str, *, force: bool = False
 ) -> dict[str, Any]:
-    cached = _cache.get(url)
+    key = (_version(provider), url)
+    cached = _cache.get(key)
     if cached and not force and cached[0] > time.monotonic():
         return cached[1]
     try:
@@ -84,14 +99,14 @@ async def _fetch_json(
         raise Unavailable("the identity provider did not answer; try again") from None
     if not isinstance(document, dict):
         raise Unavailable("the identity provider sent a malformed document")
-    _cache[url] = (time.monotonic() + _CACHE_TTL, document)
+    _remember(key, document)
     return document
 
 
 async def metadata(provider: SsoProvider, guard: OutboundGuard) -> dict[str, Any]:
     assert provider.discovery_url
     assert provider.issuer
-    document = await _fetch_json(provider.discovery_url, guard, "discovery_url")
+    document = await _fetch_json(provider, provider.discovery_url, guard, "discovery_url")
     # OIDC Discovery §4.3: the document must name the issuer we were configured with.
     if str(document.get("issuer", "")).rstrip("/") != provider.issuer.rstrip("/"):
         raise Unauthenticated("the identity provider's discovery document names another issuer")
@@ -212,12 +227,12 @@ async def validate_id_token(
         raise Unauthenticated("the identity provider signs ID tokens with no algorithm we accept")
     registry = JWSRegistry(algorithms=algorithms, strict_check_header=False)
     try:
-        jwks: Any = await _fetch_json(meta["jwks_uri"], guard, "jwks_uri")
+        jwks: Any = await _fetch_json(provider, meta["jwks_uri"], guard, "jwks_uri")
         keys = KeySet.import_key_set(jwks)
         try:
             decoded = jwt.decode(token["id_token"], keys, registry=registry)
         except InvalidKeyIdError:  # the IdP may have rotated its keys since we cached them
-            jwks = await _fetch_json(meta["jwks_uri"], guard, "jwks_uri", force=True)
+            jwks = await _fetch_json(provider, meta["jwks_uri"], guard, "jwks_uri", force=True)
             keys = KeySet.import_key_set(jwks)
             decoded = jwt.decode(token["id_token"], keys, registry=registry)
         claims = CodeIDToken(

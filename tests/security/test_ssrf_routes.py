@@ -200,6 +200,38 @@ async def test_oidc_discovery_naming_internal_endpoint_refuses_login(
         assert [s.path for s in idp.seen] == ["/.well-known/openid-configuration"]
 
 
+async def test_a_new_provider_never_reads_a_discovery_document_fetched_for_another(
+    client: httpx.AsyncClient, owner: Account, dns: LocalDns
+) -> None:
+    """The discovery cache is per provider configuration: a document fetched for one provider
+    (another organisation's, or this one before an edit) never answers for a new one at the
+    same URL — CI once served a test the previous test's document from a reused port."""
+    async with local_server() as idp:
+        issuer = idp.url
+        clean = {
+            "issuer": issuer,
+            "authorization_endpoint": issuer + "/authorize",
+            "token_endpoint": issuer + "/token",
+            "jwks_uri": issuer + "/jwks",
+        }
+        idp.json = clean
+        first = await _oidc_provider(client, owner, dns, "first", issuer)
+        login = await client.get(f"/api/v1/auth/oidc/{first}/login")
+        assert login.status_code in (302, 303, 307), login.text  # the positive control
+        idp.json = {**clean, "jwks_uri": "http://10.0.0.1/jwks"}
+        second = await _oidc_provider(client, owner, dns, "second", issuer)
+        login = await client.get(f"/api/v1/auth/oidc/{second}/login")
+        assert login.status_code == 401, login.text
+        assert "identity provider's jwks_uri is refused" in login.json()["error"]["message"]
+        # An edit of the first provider drops what was fetched for its earlier configuration.
+        edited = await client.patch(
+            f"/api/v1/sso/providers/{first}", json={"issuer": issuer}, headers=owner.headers
+        )
+        assert edited.status_code == 200, edited.text
+        login = await client.get(f"/api/v1/auth/oidc/{first}/login")
+        assert login.status_code == 401, login.text
+
+
 @pytest.mark.parametrize(
     "issuer", ["https://10.0.0.7", "https://169.254.169.254", "https://[::ffff:192.168.0.1]"]
 )
