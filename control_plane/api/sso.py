@@ -36,11 +36,12 @@ from control_plane.errors import Invalid, Unauthenticated
 from control_plane.schemas import sso as schemas
 from control_plane.schemas.base import Page
 from control_plane.schemas.identity import TokenResponse
-from control_plane.services import ratelimit, sso, sso_oidc, sso_provision, sso_saml
+from control_plane.services import ratelimit, sso
 from control_plane.services.auth import TokenPair
 from control_plane.services.kv import KeyValueStore
 from control_plane.services.mfa import MfaInvalid, MfaRequired
 from control_plane.services.secrets import SecretStore
+from control_plane.services.sso import oidc, provision, saml
 from policy.logs import request_id_var
 
 router = APIRouter()
@@ -193,11 +194,11 @@ async def _complete(
     request: Request, db: DatabaseDep, provider: SsoProvider, identity: sso.ExternalIdentity
 ) -> RedirectResponse:
     actor = sso.login_actor(provider, client_ip(request), request_id_var.get())
-    elsewhere = await sso_provision.memberships_elsewhere(db, provider, identity)
+    elsewhere = await provision.memberships_elsewhere(db, provider, identity)
     try:
         async with db.session(provider.organization_id) as session:
-            user_id = await sso_provision.provision(session, provider, identity, actor, elsewhere)
-    except sso_provision.SsoLinkRequired as refused:
+            user_id = await provision.provision(session, provider, identity, actor, elsewhere)
+    except provision.SsoLinkRequired as refused:
         if refused.can_link:
             link_code = secrets.token_urlsafe(32)
             record = {
@@ -247,7 +248,7 @@ async def link(
         what="link attempts for this account",
     )
     provider = await sso.provider_by_id(db, uuid.UUID(record["provider"]))
-    await sso_provision.check_account_password(db, user_id, body.password)
+    await provision.check_account_password(db, user_id, body.password)
     org_id = provider.organization_id
     await mfa.check_login(user_id, org_id, body.totp)
     if await sso.take(kv, "link", body.link_code) is None:
@@ -260,9 +261,9 @@ async def link(
         groups=tuple(record["groups"]),
     )
     actor = sso.login_actor(provider, client_ip(request), request_id_var.get())
-    elsewhere = await sso_provision.memberships_elsewhere(db, provider, external)
+    elsewhere = await provision.memberships_elsewhere(db, provider, external)
     async with db.session(org_id) as session:
-        await sso_provision.provision(
+        await provision.provision(
             session, provider, external, actor, elsewhere, proven_user=user_id
         )
     if await mfa.enrolment_missing(user_id, org_id):
@@ -294,7 +295,7 @@ async def oidc_login(
     """Start an OpenID Connect login: a redirect to the IdP (code flow, PKCE S256)."""
     provider = await sso.provider_for_login(db, provider_id, "oidc")
     redirect_uri = str(sso.urls(_base_url(request), provider)["redirect_uri"])
-    url = await sso_oidc.begin(
+    url = await oidc.begin(
         _kv(request),
         provider,
         await _client_secret(request, provider),
@@ -322,13 +323,13 @@ async def oidc_callback(
 ) -> RedirectResponse:
     """Where the IdP sends the browser back: validate, provision (JIT), hand over a code."""
     provider = await sso.provider_for_login(db, provider_id, "oidc")
-    record = await sso_oidc.take_state(_kv(request), provider, state)
+    record = await oidc.take_state(_kv(request), provider, state)
     if error:
         raise Unauthenticated(f"the identity provider refused the login: {error}")
     if not code:
         raise Invalid("code: required", details=[{"field": "code", "message": "required"}])
     redirect_uri = str(sso.urls(_base_url(request), provider)["redirect_uri"])
-    identity = await sso_oidc.finish(
+    identity = await oidc.finish(
         provider,
         await _client_secret(request, provider),
         redirect_uri,
@@ -352,7 +353,7 @@ async def saml_metadata(provider_id: uuid.UUID, request: Request, db: DatabaseDe
     """Our SP metadata for this provider: entity id, ACS URL, signing certificate."""
     provider = await sso.provider_for_login(db, provider_id, "saml")
     sp_key = await _secrets(request).get(provider.organization_id, sso.sp_key_name(provider.id))
-    xml = sso_saml.sp_metadata(provider, sp_key, sso.urls(_base_url(request), provider))
+    xml = saml.sp_metadata(provider, sp_key, sso.urls(_base_url(request), provider))
     return Response(xml, media_type="application/samlmetadata+xml")
 
 
@@ -367,7 +368,7 @@ async def saml_login(provider_id: uuid.UUID, request: Request, db: DatabaseDep) 
     """Start a SAML login: a signed AuthnRequest by the HTTP-Redirect binding."""
     provider = await sso.provider_for_login(db, provider_id, "saml")
     sp_key = await _secrets(request).get(provider.organization_id, sso.sp_key_name(provider.id))
-    url, request_id = sso_saml.begin(provider, sp_key, sso.urls(_base_url(request), provider))
+    url, request_id = saml.begin(provider, sp_key, sso.urls(_base_url(request), provider))
     await sso.remember(
         _kv(request), "saml-request", request_id, {"provider": str(provider.id)}, sso.STATE_TTL
     )
@@ -390,11 +391,11 @@ async def saml_acs(provider_id: uuid.UUID, request: Request, db: DatabaseDep) ->
         raise Invalid(
             "SAMLResponse: required", details=[{"field": "SAMLResponse", "message": "required"}]
         )
-    request_id = sso_saml.in_response_to(saml_response)
+    request_id = saml.in_response_to(saml_response)
     pending = await sso.take(_kv(request), "saml-request", request_id)
     if pending is None or pending.get("provider") != str(provider.id):
         raise Unauthenticated("the SAML response answers no login we started, or one already used")
-    assertion = sso_saml.finish(
+    assertion = saml.finish(
         provider, sso.urls(_base_url(request), provider), saml_response, request_id
     )
     expires = assertion.not_on_or_after or utcnow() + timedelta(seconds=sso.STATE_TTL)

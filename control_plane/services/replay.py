@@ -142,7 +142,7 @@ async def _versions(
     session: AsyncSession, policy_id: uuid.UUID | None, *, draft: bool
 ) -> dict[str, int]:
     if policy_id is None:
-        return await policies._selected(session, draft)
+        return await policies.selected_versions(session, draft)
     policy = await session.get(Policy, policy_id)
     if policy is None:
         raise NotFound("no such policy")
@@ -193,14 +193,14 @@ async def plan(
             details=[{"field": "since"}, {"field": "until"}],
         )
     await _check_active(session)
-    sources = await policies._sources(session, versions)
+    sources = await policies.read_sources(session, versions)
     context = await policies.compile_context(session, organization_id, keys)
     first = await _next_batch(session, since, until, None, 1)
     return ReplayPlan(
         key=uuid.uuid4().hex,
         sources=sources,
         context=context,
-        what=policies._described("replaying", sorted(versions)),
+        what=policies.describe("replaying", sorted(versions)),
         policy_id=policy_id,
         draft=draft,
         versions=versions,

@@ -53,7 +53,7 @@ def test_every_exception_class_answers_its_row() -> None:
     import control_plane.services.mfa
     import control_plane.services.rego_sandbox
     import control_plane.services.sessions
-    import control_plane.services.sso_provision  # noqa: F401
+    import control_plane.services.sso.provision  # noqa: F401
 
     classes = [
         *[c for c in vars(control_plane_errors).values() if inspect.isclass(c)],

@@ -1,4 +1,4 @@
-"""policy/workloads.py: Agent and Pipeline documents, their errors and canonical form."""
+"""policy/workloads/: Agent and Pipeline documents, their errors and canonical form."""
 
 from __future__ import annotations
 

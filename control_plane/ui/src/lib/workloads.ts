@@ -106,7 +106,7 @@ const list = (key: string, label: string, required = true): RoleSpec => ({ key, 
 const one = (key: string, label: string, required = true): RoleSpec => ({ key, label, shape: "one", required });
 const num = (key: string, label: string): RoleSpec => ({ key, label, shape: "number", required: false });
 
-/** The nine patterns and their roles (policy/workloads.py PATTERNS). */
+/** The nine patterns and their roles (policy/workloads/config.py PATTERNS). */
 export const PATTERN_ROLES: Record<string, RoleSpec[]> = {
   sequential: [list("agents", "Agents, in order")],
   parallel: [list("agents", "Agents (run at once)"), one("aggregator", "Aggregator", false)],

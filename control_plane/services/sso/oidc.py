@@ -20,8 +20,9 @@ from joserfc.jws import JWSRegistry
 
 from control_plane.db.models import SsoProvider
 from control_plane.errors import Unauthenticated, Unavailable
-from control_plane.services import sso
 from control_plane.services.kv import KeyValueStore
+from control_plane.services.sso import single_use
+from control_plane.services.sso.identity import ExternalIdentity
 from policy.outbound import OutboundGuard, OutboundRefused
 from policy.outbound_http import guarded_httpx2_client, guarded_httpx2_transport
 
@@ -165,18 +166,18 @@ async def begin(
         url, _ = client.create_authorization_url(
             meta["authorization_endpoint"], state=state, nonce=nonce, code_verifier=verifier
         )
-    await sso.remember(
+    await single_use.remember(
         kv,
         "oidc-state",
         state,
         {"provider": str(provider.id), "nonce": nonce, "verifier": verifier},
-        sso.STATE_TTL,
+        single_use.STATE_TTL,
     )
     return str(url)
 
 
 async def take_state(kv: KeyValueStore, provider: SsoProvider, state: str) -> dict[str, Any]:
-    record = await sso.take(kv, "oidc-state", state)
+    record = await single_use.take(kv, "oidc-state", state)
     if record is None or record.get("provider") != str(provider.id):
         raise Unauthenticated("unknown, expired or already used login state; start again")
     return record
@@ -189,7 +190,7 @@ async def finish(
     code: str,
     record: dict[str, Any],
     guard: OutboundGuard,
-) -> sso.ExternalIdentity:
+) -> ExternalIdentity:
     """Trade the code (with the PKCE verifier) for tokens and validate the ID token."""
     meta = await metadata(provider, guard)
     async with _client(provider, client_secret, redirect_uri, meta, guard) as client:
@@ -279,7 +280,7 @@ async def _userinfo(
     return info
 
 
-def _identity(provider: SsoProvider, claims: dict[str, Any]) -> sso.ExternalIdentity:
+def _identity(provider: SsoProvider, claims: dict[str, Any]) -> ExternalIdentity:
     email = claims.get("email")
     if not email and provider.preset == "azure_ad":
         email = claims.get("preferred_username") or claims.get("upn")
@@ -293,7 +294,7 @@ def _identity(provider: SsoProvider, claims: dict[str, Any]) -> sso.ExternalIden
     if not isinstance(groups, list):
         raise Unauthenticated(f"claim {provider.groups_claim!r} is not a list of groups")
     name = claims.get("name")
-    return sso.ExternalIdentity(
+    return ExternalIdentity(
         subject=str(claims["sub"]),
         email=email,
         display_name=name[:200] if isinstance(name, str) else None,

@@ -23,7 +23,8 @@ from control_plane.services import audit, passwords, roles
 from control_plane.services import domains as org_domains
 from control_plane.services.audit import Actor
 from control_plane.services.identity import normalize_email
-from control_plane.services.sso import ExternalIdentity, provider_domains
+from control_plane.services.sso.identity import ExternalIdentity
+from control_plane.services.sso.providers import provider_domains
 
 
 async def check_account_password(db: Database, user_id: uuid.UUID, password: str) -> None:
