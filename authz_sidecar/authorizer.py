@@ -141,7 +141,7 @@ class Authorizer:
             verdict = _deny(new_decision_id(), ("internal error in the authz sidecar",), None)
         elapsed = time.perf_counter() - started
         self.counts[verdict.outcome] = self.counts.get(verdict.outcome, 0) + 1
-        metrics.DECISIONS.labels(verdict.outcome, str(verdict.status)).inc()
+        metrics.decisions(verdict.outcome, verdict.status).inc()
         metrics.DECISION_SECONDS.observe(elapsed)
         if self.sink is not None:
             await self._record(verdict, input, result, elapsed)

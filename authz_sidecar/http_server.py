@@ -16,6 +16,7 @@ Routes (the wire protocol is authz_sidecar/http_protocol.py: llhttp on uvloop):
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import ipaddress
 import json
@@ -39,6 +40,7 @@ from authz_sidecar.http_protocol import (
 from authz_sidecar.mapping import HttpFacts
 
 log = logging.getLogger(__name__)
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 GATEWAY_CREDENTIAL_HEADER = "x-kaizen-gateway-token"
 DEFAULT_TRUSTED_PROXIES = ("127.0.0.1/32", "::1/128")
@@ -238,15 +240,7 @@ class SidecarHttp:
         )
 
     def _trusted(self, peer_ip: str | None) -> bool:
-        if peer_ip is None:
-            return False
-        try:
-            address = ipaddress.ip_address(peer_ip.split("%", 1)[0])
-        except ValueError:
-            return False
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped
-        return any(address in network for network in self._proxies)
+        return peer_ip is not None and _within(peer_ip, self._proxies)
 
     def _is_gateway(self, credential: str | None) -> bool:
         if self._gateway_token is None or not credential:
@@ -314,12 +308,28 @@ def _allow(method: str, methods: tuple[str, ...]) -> None:
         raise HttpError(405, f"use {' or '.join(methods)}")
 
 
+# Both are asked per check about the few addresses a sidecar sees (its Envoy, its callers):
+# parsing an address costs more than the rest of the header handling, so answers are kept.
+@functools.lru_cache(maxsize=4096)
+def _within(peer_ip: str, networks: tuple[IPNetwork, ...]) -> bool:
+    try:
+        address = ipaddress.ip_address(peer_ip.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return any(address in network for network in networks)
+
+
 def _address(value: str | None) -> str | None:
     """An IP address as Envoy wrote it, normalised; None when it is not one."""
-    if not value:
-        return None
+    return _normalised_address(value.strip()) if value else None
+
+
+@functools.lru_cache(maxsize=4096)
+def _normalised_address(value: str) -> str | None:
     try:
-        return str(ipaddress.ip_address(value.strip()))
+        return str(ipaddress.ip_address(value))
     except ValueError:
         return None
 

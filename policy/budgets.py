@@ -209,7 +209,7 @@ class BudgetIndex:
         """
         if not budgets:
             return NO_BUDGETS
-        amounts = [self._amount(b, context, resource, action, reserve) for b in budgets]
+        needs = self.needs(budgets, context, now, resource=resource, action=action, reserve=reserve)
         reservations: list[Reservation] = []
         exceeded: list[str] = []
         soft: list[str] = []
@@ -217,9 +217,7 @@ class BudgetIndex:
         # The status reported is the budget that decided, else the one closest to its limit.
         worst: tuple[int, float] = (-1, 0.0)
         status: tuple[Mapping[str, Any], BudgetKey, float] | None = None
-        for budget, amount in zip(budgets, amounts, strict=True):
-            window = period_window(budget["period"], now)
-            key = BudgetKey(self.organization, budget["scope"], budget["metric"], window)
+        for budget, (key, amount) in zip(budgets, needs, strict=True):
             if reserve:
                 used = ledger.reserve(key, amount)
                 reservations.append(Reservation(budget["name"], key, amount))
@@ -250,6 +248,32 @@ class BudgetIndex:
             tuple(reservations),
             _status(*status) if status else None,
         )
+
+    def needs(
+        self,
+        budgets: Sequence[Mapping[str, Any]],
+        context: Mapping[str, Any],
+        now: datetime,
+        *,
+        resource: str,
+        action: str,
+        reserve: bool = True,
+    ) -> list[tuple[BudgetKey, float]]:
+        """What the call adds to each budget's counter of the current window, in order.
+
+        Raises UnknownCeilingError when reserving needs a ceiling the bundle lacks."""
+        return [
+            (
+                BudgetKey(
+                    self.organization,
+                    budget["scope"],
+                    budget["metric"],
+                    period_window(budget["period"], now),
+                ),
+                self._amount(budget, context, resource, action, reserve),
+            )
+            for budget in budgets
+        ]
 
     def raised_estimates(self, input: Mapping[str, Any]) -> Mapping[str, Any]:
         """`input` with `context.estimated_*` at least the call's ceiling, so a Rego rule on

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -95,26 +95,6 @@ class PendingBudgets:
     resource: str = ""
     action: str = ""
     approved: bool = False
-
-
-class _Planner:
-    """A ledger that only records what a budget check would reserve."""
-
-    def __init__(self) -> None:
-        self.needs: list[tuple[BudgetKey, float]] = []
-
-    def usage(self, key: BudgetKey) -> float:
-        return 0.0
-
-    def reserve(self, key: BudgetKey, amount: float) -> float:
-        self.needs.append((key, amount))
-        return 0.0
-
-    def release(self, key: BudgetKey, amount: float) -> None:
-        pass  # nothing was reserved
-
-    def settle(self, key: BudgetKey, reserved: float, actual: float) -> None:
-        raise NotImplementedError("a plan settles nothing")
 
 
 class _Reserved:
@@ -256,24 +236,16 @@ class DecisionEngine:
         applicable = self._budgets.applicable(subjects, resource, action)
         if not applicable:
             return self._decision(_combine(stages, False), ())
-        context, now, planner = input.get("context") or {}, self._clock(), _Planner()
-        pending = PendingBudgets(
-            tuple(stages), tuple(applicable), context, now, (), resource, action, approved
-        )
+        context, now = input.get("context") or {}, self._clock()
+        failure: Exception | None = None
         try:
-            self._budgets.check(
-                planner,
-                applicable,
-                context,
-                now,
-                reserve=True,
-                resource=resource,
-                action=action,
-                approved=approved,
-            )
+            needs = self._budgets.needs(applicable, context, now, resource=resource, action=action)
         except Exception as exc:  # as in decide(): a budget that cannot be checked denies
-            return self.fail_budgets(pending, exc)
-        return replace(pending, needs=tuple(planner.needs))
+            needs, failure = [], exc
+        pending = PendingBudgets(
+            tuple(stages), tuple(applicable), context, now, tuple(needs), resource, action, approved
+        )
+        return pending if failure is None else self.fail_budgets(pending, failure)
 
     def finish(
         self,
