@@ -36,7 +36,7 @@ import httpx
 
 from tests.bench.bench_sidecar import BENCH_POLICY, REDIS_URL, WORKERS, _forget
 from tests.e2e import sidecar_procs as procs
-from tests.unit.sidecar.factory import ALICE, access_token, make_bundle, make_keys
+from tests.unit.sidecar.factory import ALICE, Keys, access_token, make_bundle, make_keys
 
 CERBOS_VERSION = "0.55.0"
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "kaizen-studio"
@@ -115,6 +115,36 @@ def cerbos_binary() -> Path:
             partial.chmod(0o755)
             partial.rename(target)
     return target
+
+
+def start_bundle_sidecar(
+    stack: contextlib.ExitStack,
+    tmp: Path,
+    keys: Keys,
+    name: str,
+    policy: str,
+    prefix: str,
+    workers: int,
+) -> tuple[subprocess.Popen[bytes], str]:
+    """A sidecar serving `policy` in a bundle signed by `keys` (whose JWKS is in
+    `tmp/jwks.json`), stopped with `stack`; the process and its `/ext_authz` check URL."""
+    (tmp / f"{name}.tar.gz").write_bytes(make_bundle(keys, policy=policy))
+    http = procs.free_port()
+    process = stack.enter_context(
+        procs.running(
+            procs.start_sidecar(
+                tmp / f"home-{name}",
+                procs.free_port(),
+                http,
+                KAIZEN_SIDECAR_BUNDLE=str(tmp / f"{name}.tar.gz"),
+                KAIZEN_SIDECAR_JWKS=str(tmp / "jwks.json"),
+                KAIZEN_REDIS_URL=REDIS_URL,
+                KAIZEN_REDIS_PREFIX=prefix,
+                KAIZEN_SIDECAR_WORKERS=str(workers),
+            )
+        )
+    )
+    return process, f"http://127.0.0.1:{http}{PATH}"
 
 
 def _start_cerbos(directory: Path, jwks: Path) -> tuple[subprocess.Popen[bytes], int]:
@@ -227,23 +257,9 @@ def main() -> None:
         stack.callback(_forget, prefix)
         sidecars = {}
         for name, policy in (("rbac", RBAC_ONLY_POLICY), ("full", BENCH_POLICY)):
-            (tmp / f"{name}.tar.gz").write_bytes(make_bundle(keys, policy=policy))
-            http = procs.free_port()
-            stack.enter_context(
-                procs.running(
-                    procs.start_sidecar(
-                        tmp / f"home-{name}",
-                        procs.free_port(),
-                        http,
-                        KAIZEN_SIDECAR_BUNDLE=str(tmp / f"{name}.tar.gz"),
-                        KAIZEN_SIDECAR_JWKS=str(jwks),
-                        KAIZEN_REDIS_URL=REDIS_URL,
-                        KAIZEN_REDIS_PREFIX=prefix,
-                        KAIZEN_SIDECAR_WORKERS=str(WORKERS),
-                    )
-                )
+            _, sidecars[name] = start_bundle_sidecar(
+                stack, tmp, keys, name, policy, prefix, WORKERS
             )
-            sidecars[name] = f"http://127.0.0.1:{http}{PATH}"
         check = f"http://127.0.0.1:{cerbos_port}/api/check/resources"
         plain, verified = _cerbos_body("agent", None), _cerbos_body("verified_agent", token)
         # Positive controls: each PDP allows this call, and Cerbos's condition really reads

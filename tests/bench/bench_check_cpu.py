@@ -27,10 +27,10 @@ from pathlib import Path
 
 import httpx
 
-from tests.bench.bench_cerbos import RBAC_ONLY_POLICY, wrk_run
-from tests.bench.bench_sidecar import BENCH_POLICY, REDIS_URL, _forget
+from tests.bench.bench_cerbos import RBAC_ONLY_POLICY, start_bundle_sidecar, wrk_run
+from tests.bench.bench_sidecar import BENCH_POLICY, _forget
 from tests.e2e import sidecar_procs as procs
-from tests.unit.sidecar.factory import access_token, make_bundle, make_keys
+from tests.unit.sidecar.factory import access_token, make_keys
 
 DURATION = int(os.environ.get("KAIZEN_BENCH_SECONDS", "5"))
 ROUNDS = int(os.environ.get("KAIZEN_BENCH_ROUNDS", "3"))
@@ -94,24 +94,7 @@ def main() -> None:
         stack.callback(_forget, prefix)
         targets = {ROWS[0]: (noop.pid, f"http://127.0.0.1:{noop_port}{PATH}")}
         for row, policy in ((ROWS[1], RBAC_ONLY_POLICY), (ROWS[2], BENCH_POLICY)):
-            name = row[1]
-            (tmp / f"{name}.tar.gz").write_bytes(make_bundle(keys, policy=policy))
-            http = procs.free_port()
-            sidecar = stack.enter_context(
-                procs.running(
-                    procs.start_sidecar(
-                        tmp / f"home-{name}",
-                        procs.free_port(),
-                        http,
-                        KAIZEN_SIDECAR_BUNDLE=str(tmp / f"{name}.tar.gz"),
-                        KAIZEN_SIDECAR_JWKS=str(jwks),
-                        KAIZEN_REDIS_URL=REDIS_URL,
-                        KAIZEN_REDIS_PREFIX=prefix,
-                        KAIZEN_SIDECAR_WORKERS="1",
-                    )
-                )
-            )
-            url = f"http://127.0.0.1:{http}{PATH}"
+            sidecar, url = start_bundle_sidecar(stack, tmp, keys, row[1], policy, prefix, 1)
             status = httpx.post(url, headers={"Authorization": bearer}).status_code
             if status != 200:  # the positive control: every row measures an allow
                 raise RuntimeError(f"{row} answered {status}, not an allow")
