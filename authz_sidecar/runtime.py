@@ -67,6 +67,7 @@ from policy.bundle_sync import (
     check_control_plane_url,
 )
 from policy.errors import BundleVerificationError
+from policy.heap import settle_heap
 from policy.logs import configure_logging
 
 log = logging.getLogger(__name__)
@@ -369,6 +370,7 @@ def _worker_main(settings_data: dict[str, Any], index: int) -> None:
     settings = SidecarSettings(**settings_data)
     _configure_logging(settings, index)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor forwards SIGTERM
+    settle_heap()
     try:
         uvloop.run(Worker(settings, index).run())
     except ConfigurationError as exc:
@@ -393,6 +395,7 @@ def serve(settings: SidecarSettings) -> int:
         )
         return 2
     if workers == 1:
+        settle_heap()
         try:
             uvloop.run(Worker(settings, 0).run())
         except ConfigurationError as exc:

@@ -42,6 +42,7 @@ def register(sub: Any) -> None:
 def cmd_gateway(args: argparse.Namespace) -> int:
 
     import uvicorn
+    from policy.heap import settle_heap
     from policy.logs import configure_logging
     from pydantic import ValidationError
 
@@ -74,6 +75,7 @@ def cmd_gateway(args: argparse.Namespace) -> int:
         return 2
     configure_logging("gateway", settings.log_level, json_format=settings.log_json)
     app = create_app(settings, source)
+    settle_heap()
     uvicorn.run(app, host=settings.gateway_host, port=settings.gateway_port, log_config=None)
     return 0
 

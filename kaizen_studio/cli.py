@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from control_plane.settings import Settings
 from policy import cli as policy_cli
+from policy.heap import settle_heap
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -26,6 +27,7 @@ def _serve(settings: Settings) -> int:
 
     configure_logging(settings.log_level, json_format=settings.log_json)
     app = create_app(settings)
+    settle_heap()
     # Long-polls and streams are cut after 5 s on shutdown: sidecars and gateways reconnect.
     uvicorn.run(
         app,

@@ -34,6 +34,7 @@ import asyncpg
 import httpx
 
 from authz_sidecar.decision_log import DecisionLog  # noqa: TID251
+from tests.bench.bench_check_cpu import TICKS, cpu_seconds
 from tests.bench.bench_decision_log import MASK, decision
 from tests.bench.postgres import ThrowawayDatabase, throwaway_database
 from tests.e2e import sidecar_procs as procs
@@ -108,6 +109,20 @@ class Database:
         self._loop.close()
 
 
+def postgres_cpu_seconds() -> float:
+    """utime + stime of every live PostgreSQL process (the backends and their helpers)."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            head, _, rest = stat.read_text().rpartition(")")
+        except OSError:
+            continue
+        if head.endswith("(postgres"):
+            fields = rest.split()
+            total += int(fields[11]) + int(fields[12])
+    return total / TICKS
+
+
 def _until(check: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not check():
@@ -161,6 +176,10 @@ class Rig:
         home = self.home / name
         ids = asyncio.run(_fill(home / "sidecar" / "decision-log" / "worker-0", first, RECORDS))
         before = self.database.count()
+        cpu = {
+            "control plane": cpu_seconds(self.cp.process.pid),
+            "PostgreSQL": postgres_cpu_seconds(),
+        }
         started = time.perf_counter()
         sidecar = self.sidecar(home)
         up, stored_when_up = time.perf_counter(), self.database.count() - before
@@ -179,6 +198,16 @@ class Rig:
                 self.cp.start()
             _until(lambda: self.database.count() - before >= RECORDS, 600, "every record")
             finished = time.perf_counter()
+            if not faults:  # the same processes throughout: CPU per record of each
+                spent = {
+                    "sidecar": cpu_seconds(sidecar.pid),
+                    "control plane": cpu_seconds(self.cp.process.pid) - cpu["control plane"],
+                    "PostgreSQL": postgres_cpu_seconds() - cpu["PostgreSQL"],
+                }
+                print(
+                    "CPU µs per record: "
+                    + ", ".join(f"{who} {s / RECORDS * 1e6:.0f}" for who, s in spent.items())
+                )
         finally:
             procs.stop(sidecar)
         stored, rows = self.database.stored(ids)
