@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -40,6 +41,12 @@ def segments(directory: Path) -> list[Path]:
     return sorted(directory.glob("*.ndjson"))
 
 
+def unpacked(request: httpx.Request) -> bytes:
+    """An ingest request's JSON: the sidecar ships gzip unless told otherwise."""
+    assert request.headers.get("content-encoding") == "gzip"
+    return gzip.decompress(request.content)
+
+
 def lines_on_disk(directory: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for p in segments(directory) for line in p.read_bytes().splitlines()]
 
@@ -54,7 +61,7 @@ class Ingest:
     def handler(self, request: httpx.Request) -> httpx.Response:
         if not self.up:
             return httpx.Response(503, json={"error": {"code": "unavailable", "message": "x"}})
-        decisions = json.loads(request.content)["decisions"]
+        decisions = json.loads(unpacked(request))["decisions"]
         new = [d["decision_id"] for d in decisions if d["decision_id"] not in self.ids]
         self.ids.extend(new)
         return httpx.Response(
@@ -303,7 +310,7 @@ class Picky(Ingest):
     """Refuses, as the control plane does, a batch holding a record it cannot store (422)."""
 
     def handler(self, request: httpx.Request) -> httpx.Response:
-        decisions = json.loads(request.content)["decisions"]
+        decisions = json.loads(unpacked(request))["decisions"]
         for index, decision in enumerate(decisions):
             if decision["input"].get("poison"):
                 return httpx.Response(
