@@ -29,7 +29,6 @@ import logging
 import math
 import os
 import re
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -164,7 +163,6 @@ class DecisionLog:
         self._batch_size = 1000
         self._isolating = 0  # records still to send one by one after a refused batch
         self._full_batch = 1000
-        self._compress = True
         self._space = asyncio.Condition()
         self._new_data = asyncio.Event()
         self._dirty = asyncio.Event()
@@ -388,17 +386,12 @@ class DecisionLog:
         client: httpx.AsyncClient | None = None,
         backoff: Backoff | None = None,
         idle_poll: float = 1.0,
-        compress: bool = True,
     ) -> None:
-        """Post batches in order until cancelled; retry with back-off until acknowledged.
-        Batches go gzip-compressed (level 1, in a thread) unless `compress` is false."""
+        """Post batches in order until cancelled; retry with back-off until acknowledged."""
         if not 1 <= batch <= 1000:
             raise ValueError("batch must be between 1 and 1000 (the ingest limit)")
         url = control_plane_url.rstrip("/") + "/api/v1/decisions/ingest"
         headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-        if compress:
-            headers["Content-Encoding"] = "gzip"
-        self._compress = compress
         http = client or httpx.AsyncClient(timeout=httpx.Timeout(30.0))
         retry = backoff or Backoff()
         self._batch_size = batch
@@ -438,11 +431,8 @@ class DecisionLog:
             self._prefetch = asyncio.ensure_future(
                 asyncio.to_thread(self._read_batch, pending.end, self._batch_size)
             )
-            content = _body(pending.lines)
-            if self._compress:
-                content = await asyncio.to_thread(_gzip, content)
             try:
-                response = await http.post(url, content=content, headers=headers)
+                response = await http.post(url, content=_body(pending.lines), headers=headers)
             except httpx.HTTPError as exc:
                 self._ship_failed(f"control plane unreachable at {url}: {exc!r}")
                 return _Outcome.FAILED
@@ -630,13 +620,6 @@ def _describe(response: httpx.Response) -> str:
 
 def _body(lines: list[bytes]) -> bytes:
     return b'{"decisions":[' + b",".join(lines) + b"]}"
-
-
-def _gzip(body: bytes) -> bytes:
-    """Level 1: ~1.5 ms of CPU per megabyte here (bench_log_shipping's batches shrink
-    44 times; real ones, with varied ids and arguments, less)."""
-    packer = zlib.compressobj(1, zlib.DEFLATED, 31)
-    return packer.compress(body) + packer.flush()
 
 
 def _is_record(line: bytes) -> bool:

@@ -87,14 +87,10 @@ OPA_BODY = {
 
 @router.post("/api/v1/decisions/ingest", responses=ERRORS, openapi_extra=INGEST_BODY)
 async def ingest_decisions(
-    request: Request, settings: SettingsDep, identity: GatewayDep, db: DatabaseDep
+    request: Request, identity: GatewayDep, db: DatabaseDep
 ) -> fleet.IngestResult:
-    """Store a sidecar's batch of decisions (gzip with `Content-Encoding: gzip`, or
-    plain); idempotent by `decision_id`."""
-    raw = ingest.inflate(
-        await request.body(), request.headers.get("content-encoding"), settings.max_ingest_bytes
-    )
-    body = _ingest_batch(raw)
+    """Store a sidecar's batch of decisions; idempotent by `decision_id`."""
+    body = _ingest_batch(await request.body())
     times = [record.time for record in body.decisions]
     ingest.check_times(times, "decisions")
 

@@ -277,10 +277,9 @@ async def executions(
 OUTCOMES = ("allow", "deny", "require_approval")
 
 
-def inflate(body: bytes, content_encoding: str | None, limit: int) -> bytes:
-    """An upload's bytes: gzip (said by the header, or recognised by its magic number, as
-    OPA may send it without the header) or plain; at most `limit` bytes once
-    decompressed, or 413 (a small gzip body can inflate to gigabytes)."""
+def read_opa_upload(body: bytes, content_encoding: str | None, limit: int) -> list[Any]:
+    """The JSON array of an OPA upload: gzip (OPA's default; also recognised without the
+    header) or plain, at most `limit` bytes once decompressed."""
     if (content_encoding or "").strip().lower() == "gzip" or body[:2] == b"\x1f\x8b":
         inflater = zlib.decompressobj(wbits=31)
         try:
@@ -295,17 +294,6 @@ def inflate(body: bytes, content_encoding: str | None, limit: int) -> bytes:
             raise Invalid(
                 "body: truncated gzip", details=[{"field": "body", "message": "truncated gzip"}]
             )
-    elif content_encoding and content_encoding.strip().lower() not in ("identity", ""):
-        raise Invalid(
-            f"Content-Encoding: {content_encoding[:40]} is not supported (gzip or none)",
-            details=[{"field": "Content-Encoding", "message": "gzip or none"}],
-        )
-    return body
-
-
-def read_opa_upload(body: bytes, content_encoding: str | None, limit: int) -> list[Any]:
-    """The JSON array of an OPA upload, gzip or plain (`inflate`)."""
-    body = inflate(body, content_encoding, limit)
     try:
         events = json.loads(body)
     except (ValueError, UnicodeDecodeError):

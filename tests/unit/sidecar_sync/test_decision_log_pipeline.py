@@ -17,7 +17,7 @@ from authz_sidecar import decision_log as module  # noqa: TID251
 from authz_sidecar.decision_log import ACK, DecisionLog  # noqa: TID251
 from policy.bundle_store import write_atomically
 from policy.bundle_sync import Backoff
-from tests.unit.sidecar_sync.test_decision_log import CP, record, unpacked, until
+from tests.unit.sidecar_sync.test_decision_log import CP, record, until
 
 
 class SlowIngest:
@@ -36,7 +36,7 @@ class SlowIngest:
         try:
             self._check_persisted_position()
             await asyncio.sleep(0.01)
-            decisions = json.loads(unpacked(request))["decisions"]
+            decisions = json.loads(request.content)["decisions"]
             new = [d["decision_id"] for d in decisions if d["decision_id"] not in self.ids]
             self.ids.extend(new)
             return httpx.Response(
