@@ -26,7 +26,6 @@ import errno
 import fcntl
 import json
 import logging
-import math
 import os
 import re
 from collections.abc import Sequence
@@ -36,7 +35,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import orjson
 
 from policy.bundle_store import write_atomically
 from policy.bundle_sync import Backoff, credential_refused_message
@@ -100,17 +98,6 @@ def _mask_value(value: Any, path: Sequence[str]) -> Any:
         return copy
     if isinstance(value, list):
         return [_mask_value(item, path) for item in value]
-    return value
-
-
-def _finite(value: Any) -> Any:
-    """`value` with NaN and infinities as None, as orjson writes them."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {key: _finite(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(item) for item in value]
     return value
 
 
@@ -186,17 +173,10 @@ class DecisionLog:
     # -- appending ---------------------------------------------------------------------------
 
     def encode(self, record: dict[str, Any]) -> bytes:
-        """The masked NDJSON line for `record` (the caller's dict is left as it was), by
-        orjson: UTF-8, and NaN or infinity from a caller's JSON as null, so that ingest
-        stores the decision instead of refusing it. What orjson cannot encode (integers
-        past 64 bits, lone surrogates) the standard encoder writes, and ingest accepts or
-        refuses by name."""
+        """The masked NDJSON line for `record` (the caller's dict is left as it was)."""
         for path in self._masks:
             record = _mask_value(record, path)
-        try:
-            return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
-        except TypeError:  # orjson.JSONEncodeError is one
-            return json.dumps(_finite(record), separators=(",", ":")).encode() + b"\n"
+        return json.dumps(record, separators=(",", ":")).encode() + b"\n"
 
     async def append(self, record: dict[str, Any]) -> None:
         """Mask and write `record`; on return it survives a crash of this process."""
@@ -624,10 +604,6 @@ def _body(lines: list[bytes]) -> bytes:
 
 def _is_record(line: bytes) -> bool:
     try:
-        return isinstance(orjson.loads(line), dict)
-    except orjson.JSONDecodeError:
-        pass
-    try:  # what orjson refuses and the standard parser reads (a lone surrogate escape)
         return isinstance(json.loads(line), dict)
     except ValueError:
         return False
