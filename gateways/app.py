@@ -182,7 +182,7 @@ def create_app(
             batch=settings.gateway_ingest_batch,
             capacity=settings.gateway_ingest_buffer,
         ),
-        settler=Settler(settings.sidecar_url, client, token),
+        settler=Settler(settings.sidecar_url, token),
         verifier=DecisionVerifier(token),
         http=client,
     )

@@ -13,6 +13,7 @@ sidecar is exercised in the end-to-end test with Envoy).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -502,8 +503,16 @@ async def test_mcp_lists_only_permitted_tools_and_calls_them(
         assert result.content[0].text == "mcp answer"
     async with mcp_client(gateway, "Bearer bob", "user:bob@example.com") as bob:
         assert {tool.name for tool in (await bob.list_tools()).tools} == {"demo-bot"}
-    records = [r for r in standins.executions.values() if r["channel"] == "mcp"]
-    assert any(r["name"] == "support-bot" and r["status"] == "succeeded" for r in records)
+
+    def recorded() -> bool:  # executions are shipped in batches, a moment after the call
+        records = [r for r in standins.executions.values() if r["channel"] == "mcp"]
+        return any(r["name"] == "support-bot" and r["status"] == "succeeded" for r in records)
+
+    for _ in range(250):
+        if recorded():
+            break
+        await asyncio.sleep(0.02)
+    assert recorded()
 
 
 async def test_mcp_refuses_bypass_and_answers_bad_json_rpc(client: httpx.AsyncClient) -> None:
