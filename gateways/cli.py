@@ -76,7 +76,16 @@ def cmd_gateway(args: argparse.Namespace) -> int:
     configure_logging("gateway", settings.log_level, json_format=settings.log_json)
     app = create_app(settings, source)
     settle_heap()
-    uvicorn.run(app, host=settings.gateway_host, port=settings.gateway_port, log_config=None)
+    # uvloop and httptools (both pinned) named, not left to "auto": a missing one fails here
+    # instead of silently serving on asyncio's loop and the pure-Python h11 parser.
+    uvicorn.run(
+        app,
+        host=settings.gateway_host,
+        port=settings.gateway_port,
+        log_config=None,
+        loop="uvloop",
+        http="httptools",
+    )
     return 0
 
 
