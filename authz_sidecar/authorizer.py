@@ -52,7 +52,7 @@ class BudgetReserver(Protocol):
 
 
 class DecisionSink(Protocol):
-    """Where decision records go (authz_sidecar.decision_log.DecisionLog)."""
+    """Where decision records go (authz_sidecar.decision_log.DecisionBuffer)."""
 
     async def append(self, record: dict[str, Any]) -> None: ...
 

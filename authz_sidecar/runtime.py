@@ -42,7 +42,7 @@ from authz_sidecar.budgets import (
     RedisReservationBook,
     ReservationBook,
 )
-from authz_sidecar.decision_log import DecisionLog
+from authz_sidecar.decision_log import DecisionBuffer
 from authz_sidecar.engine_holder import EngineHolder, Snapshot
 from authz_sidecar.grants import (
     ControlPlaneReplayGuard,
@@ -166,7 +166,7 @@ class Worker:
         self.holder.subscribe(_on_snapshot)
         self.store: BundleStore | None = None
         self.sync: BundleSync | None = None
-        self.decision_log: DecisionLog | None = None
+        self.decision_log: DecisionBuffer | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()
         token = settings.gateway_token
@@ -179,7 +179,7 @@ class Worker:
         if settings.sidecar_bundle is not None and settings.sidecar_jwks is None:
             raise ConfigurationError("static mode needs KAIZEN_SIDECAR_JWKS beside the bundle")
         if token:
-            self.decision_log = DecisionLog(
+            self.decision_log = DecisionBuffer(
                 settings.state_dir / "decision-log" / f"worker-{index}",
                 mask=settings.sidecar_mask,
             )

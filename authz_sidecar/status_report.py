@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 
-from authz_sidecar.decision_log import DecisionLog
+from authz_sidecar.decision_log import DecisionBuffer
 from policy.budgets import BudgetKey, BudgetLedger, period_window
 from policy.bundle_store import BundleStore
 from policy.bundle_sync import BundleSync, Reconnect, credential_refused_message
@@ -67,7 +67,7 @@ def status_body(
     started_at: datetime,
     store: BundleStore,
     sync: BundleSync | None,
-    logs: Sequence[DecisionLog] = (),
+    logs: Sequence[DecisionBuffer] = (),
     decisions: Mapping[str, int] | None = None,
     budgets: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:

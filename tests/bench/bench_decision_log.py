@@ -1,6 +1,6 @@
 """Decision log: append throughput and shipping throughput.
 
-Append: `DecisionLog.append` (two mask paths, NDJSON, one `os.write` per record, fsync in
+Append: `DecisionBuffer.append` (two mask paths, NDJSON, one `os.write` per record, fsync in
 the background every 50 ms) against the baselines measured in the same run: the same
 records serialised unmasked and written with a plain `os.write` each, and a plain
 `os.write` of lines already serialised. Shipping: records/s from a full local log to the
@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from authz_sidecar.decision_log import DecisionLog  # noqa: TID251
+from authz_sidecar.decision_log import DecisionBuffer  # noqa: TID251
 from tests.integration.test_sidecar_sync import TOKEN, ControlPlaneStandIn, Running
 
 APPENDS = 50_000
@@ -95,7 +95,7 @@ def baseline_write_only(directory: Path, lines: list[bytes]) -> float:
 
 
 async def decision_log_appends(directory: Path, records: list[dict[str, Any]]) -> float:
-    log = DecisionLog(directory, mask=MASK)
+    log = DecisionBuffer(directory, mask=MASK)
     started = time.perf_counter()
     for record in records:
         await log.append(record)
@@ -107,7 +107,7 @@ async def decision_log_appends(directory: Path, records: list[dict[str, Any]]) -
 async def shipping(directory: Path, records: list[dict[str, Any]]) -> tuple[float, int]:
     running = Running(ControlPlaneStandIn())
     await running.start()
-    log = DecisionLog(directory, mask=MASK)
+    log = DecisionBuffer(directory, mask=MASK)
     for record in records:
         await log.append(record)
     started = time.perf_counter()
@@ -126,7 +126,7 @@ def main() -> None:
     records = [decision(n) for n in range(APPENDS)]
     lines = [json.dumps(r, separators=(",", ":")).encode() + b"\n" for r in records]
     print(f"{APPENDS:,} records, {sum(map(len, lines)) // APPENDS} bytes each on average")
-    header = ("round", "os.write only", "dumps+os.write", "DecisionLog", "ratio")
+    header = ("round", "os.write only", "dumps+os.write", "DecisionBuffer", "ratio")
     print("{:>5} {:>15} {:>15} {:>15} {:>7}".format(*header))
     for round_ in range(1, ROUNDS + 1):
         with tempfile.TemporaryDirectory() as tmp:
@@ -137,7 +137,7 @@ def main() -> None:
         print(
             f"{round_:>5} {raw:>13,.0f}/s {plain:>13,.0f}/s {ours:>13,.0f}/s {ours / plain:>7.2f}"
         )
-    print("ratio = DecisionLog appends/s ÷ unmasked json.dumps + os.write appends/s")
+    print("ratio = DecisionBuffer appends/s ÷ unmasked json.dumps + os.write appends/s")
     with tempfile.TemporaryDirectory() as tmp:
         rate, accepted = asyncio.run(shipping(Path(tmp), [decision(n) for n in range(SHIPPED)]))
     print(f"shipping to the stand-in: {rate:,.0f} records/s ({accepted:,} accepted)")

@@ -33,7 +33,7 @@ from typing import Any
 import asyncpg
 import httpx
 
-from authz_sidecar.decision_log import DecisionLog  # noqa: TID251
+from authz_sidecar.decision_log import DecisionBuffer  # noqa: TID251
 from tests.bench.bench_check_cpu import TICKS, cpu_seconds
 from tests.bench.bench_decision_log import MASK, decision
 from tests.bench.postgres import ThrowawayDatabase, throwaway_database
@@ -52,7 +52,7 @@ spec:
 
 
 async def _fill(directory: Path, first: int, count: int) -> set[str]:
-    log = DecisionLog(directory, mask=MASK)
+    log = DecisionBuffer(directory, mask=MASK)
     ids = set()
     for n in range(first, first + count):
         record = decision(n)

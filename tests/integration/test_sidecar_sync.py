@@ -33,7 +33,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from authz_sidecar.decision_log import DecisionLog  # noqa: TID251
+from authz_sidecar.decision_log import DecisionBuffer  # noqa: TID251
 from authz_sidecar.status_report import StatusReporter  # noqa: TID251
 from policy.bundle import build_bundle
 from policy.bundle_store import BundleStore
@@ -504,7 +504,7 @@ async def test_logs_survive_an_outage_with_zero_loss_and_zero_double_counting(
     control_plane: Running, tmp_path: Path
 ) -> None:
     standin = control_plane.standin
-    log = DecisionLog(tmp_path / "worker-0", segment_bytes=64 * 1024)
+    log = DecisionBuffer(tmp_path / "worker-0", segment_bytes=64 * 1024)
     ship = log.ship_forever(control_plane.url, TOKEN, batch=200, backoff=Backoff(0.05, 0.3))
     async with background(ship):
         for n in range(1_000):
@@ -530,10 +530,10 @@ CHILD = textwrap.dedent(
     """
     import asyncio, sys
     from pathlib import Path
-    from authz_sidecar.decision_log import DecisionLog
+    from authz_sidecar.decision_log import DecisionBuffer
 
     async def main():
-        log = DecisionLog(Path(sys.argv[1]), segment_bytes=32 * 1024)
+        log = DecisionBuffer(Path(sys.argv[1]), segment_bytes=32 * 1024)
         n = 0
         while True:
             await log.append({"decision_id": f"d-{n:07d}", "time": "2026-11-26T12:00:00Z",
@@ -568,7 +568,7 @@ async def test_kill_9_mid_append_loses_nothing_appended(
         await child.wait()
     assert child.returncode == -signal.SIGKILL
 
-    log = DecisionLog(directory)  # the worker's replacement
+    log = DecisionBuffer(directory)  # the worker's replacement
     appended = log.backlog
     assert appended > reported  # everything reported appended is there
     async with background(log.ship_forever(control_plane.url, TOKEN)):

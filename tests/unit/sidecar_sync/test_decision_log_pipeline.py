@@ -1,4 +1,4 @@
-"""DecisionLog shipping overlaps reading the next batch and persisting the last
+"""DecisionBuffer shipping overlaps reading the next batch and persisting the last
 acknowledgement with the request in flight; requests stay one at a time, in order, and the
 persisted position never passes what the control plane acknowledged."""
 
@@ -13,11 +13,11 @@ from typing import Any
 import httpx
 import pytest
 
-from authz_sidecar import decision_log as module  # noqa: TID251
-from authz_sidecar.decision_log import ACK, DecisionLog  # noqa: TID251
+from authz_sidecar.decision_log import buffer as module  # noqa: TID251
+from authz_sidecar.decision_log import ACK, DecisionBuffer  # noqa: TID251
 from policy.bundle_store import write_atomically
 from policy.bundle_sync import Backoff
-from tests.unit.sidecar_sync.test_decision_log import CP, record, until
+from tests.unit.sidecar_sync.test_decision_log import CP, decisions_of, record, until
 
 
 class SlowIngest:
@@ -36,7 +36,7 @@ class SlowIngest:
         try:
             self._check_persisted_position()
             await asyncio.sleep(0.01)
-            decisions = json.loads(request.content)["decisions"]
+            decisions = decisions_of(request)
             new = [d["decision_id"] for d in decisions if d["decision_id"] not in self.ids]
             self.ids.extend(new)
             return httpx.Response(
@@ -60,10 +60,17 @@ class SlowIngest:
 
 
 @contextlib.asynccontextmanager
-async def shipping(log: DecisionLog, ingest: SlowIngest, batch: int) -> Any:
+async def shipping(log: DecisionBuffer, ingest: SlowIngest, batch: int, in_flight: int = 2) -> Any:
     client = httpx.AsyncClient(transport=httpx.MockTransport(ingest.handler))
     task = asyncio.create_task(
-        log.ship_forever(CP, "kgw_test", batch=batch, client=client, backoff=Backoff(0.01, 0.05))
+        log.ship_forever(
+            CP,
+            "kgw_test",
+            batch=batch,
+            client=client,
+            backoff=Backoff(0.01, 0.05),
+            in_flight=in_flight,
+        )
     )
     try:
         yield task
@@ -74,17 +81,21 @@ async def shipping(log: DecisionLog, ingest: SlowIngest, batch: int) -> Any:
         await client.aclose()
 
 
-async def test_one_request_at_a_time_in_order_and_acknowledged_before_persisted(
-    tmp_path: Path,
+@pytest.mark.parametrize("in_flight", [1, 2, 3])
+async def test_at_most_in_flight_requests_and_acknowledged_before_persisted(
+    tmp_path: Path, in_flight: int
 ) -> None:
-    log = DecisionLog(tmp_path, segment_bytes=3_000)
+    log = DecisionBuffer(tmp_path, segment_bytes=3_000)
     ingest = SlowIngest(tmp_path)
     for n in range(200):
         await log.append(record(n))
-    async with shipping(log, ingest, batch=9):
+    async with shipping(log, ingest, batch=9, in_flight=in_flight):
         await until(lambda: log.backlog == 0)
-    assert ingest.ids == [f"d-{n:06d}" for n in range(200)]
-    assert ingest.most_in_flight == 1
+    if in_flight == 1:  # one at a time: stored in the order appended
+        assert ingest.ids == [f"d-{n:06d}" for n in range(200)]
+    assert sorted(ingest.ids) == [f"d-{n:06d}" for n in range(200)]
+    assert ingest.most_in_flight <= in_flight
+    assert ingest.most_in_flight > 1 or in_flight == 1  # requests did overlap
     assert not ingest.persisted_ahead
     assert (log.accepted, log.duplicates, log.backlog_bytes) == (200, 0, 0)
     await log.close()
@@ -93,7 +104,7 @@ async def test_one_request_at_a_time_in_order_and_acknowledged_before_persisted(
 async def test_cancelled_mid_stream_a_new_instance_resends_at_most_one_batch(
     tmp_path: Path,
 ) -> None:
-    log = DecisionLog(tmp_path)
+    log = DecisionBuffer(tmp_path)
     ingest = SlowIngest(tmp_path)
     for n in range(100):
         await log.append(record(n))
@@ -101,7 +112,7 @@ async def test_cancelled_mid_stream_a_new_instance_resends_at_most_one_batch(
         await until(lambda: len(ingest.ids) >= 40)
     await log.close()
 
-    again = DecisionLog(tmp_path)
+    again = DecisionBuffer(tmp_path)
     async with shipping(again, ingest, batch=10):
         await until(lambda: again.backlog == 0)
     assert ingest.ids == [f"d-{n:06d}" for n in range(100)]
@@ -121,7 +132,7 @@ async def test_a_failed_acknowledgement_write_resends_rather_than_skips(
         real(target, body)
 
     monkeypatch.setattr(module, "write_atomically", flaky)
-    log = DecisionLog(tmp_path)
+    log = DecisionBuffer(tmp_path)
     ingest = SlowIngest(tmp_path)
     for n in range(50):
         await log.append(record(n))
@@ -132,4 +143,79 @@ async def test_a_failed_acknowledgement_write_resends_rather_than_skips(
     assert log.failures >= 1
     assert json.loads((tmp_path / ACK).read_bytes())["offset"] > 0
     assert log.backlog_bytes == 0
+    await log.close()
+
+
+class Gated(SlowIngest):
+    """Fails the first answer for one batch (503) after the batch behind it was stored."""
+
+    def __init__(self, directory: Path) -> None:
+        super().__init__(directory)
+        self.failed = False
+        self.behind_stored = asyncio.Event()
+        self.encodings: list[str | None] = []
+
+    async def handler(self, request: httpx.Request) -> httpx.Response:
+        self.encodings.append(request.headers.get("content-encoding"))
+        first = decisions_of(request)[0]["decision_id"]
+        if first == "d-000010" and not self.failed:
+            async with asyncio.timeout(5):
+                await self.behind_stored.wait()  # the batch behind it is answered 200 first
+            self.failed = True
+            return httpx.Response(503, json={"error": {"code": "unavailable", "message": "x"}})
+        answer = await super().handler(request)
+        if first == "d-000020":
+            self.behind_stored.set()
+        return answer
+
+
+async def test_a_failure_ahead_of_a_stored_batch_resends_both_and_stores_each_once(
+    tmp_path: Path,
+) -> None:
+    log = DecisionBuffer(tmp_path)
+    ingest = Gated(tmp_path)
+    for n in range(40):
+        await log.append(record(n))
+    async with shipping(log, ingest, batch=10, in_flight=2):
+        await until(lambda: log.backlog == 0)
+    assert sorted(ingest.ids) == [f"d-{n:06d}" for n in range(40)]
+    assert len(set(ingest.ids)) == 40
+    assert log.failures == 1
+    # The batch stored behind the failed one was not acknowledged on its first answer:
+    # sent again, it came back as duplicates.
+    assert (log.accepted, log.duplicates) == (30, 10)
+    assert set(ingest.encodings) == {"gzip"}
+    assert not ingest.persisted_ahead
+    await log.close()
+
+
+class Uncompressing(SlowIngest):
+    """A control plane that reads only plain bodies: a gzip body is "not JSON" (422)."""
+
+    async def handler(self, request: httpx.Request) -> httpx.Response:
+        if request.headers.get("content-encoding"):
+            return httpx.Response(
+                422,
+                json={
+                    "error": {
+                        "code": "invalid",
+                        "message": "body: not JSON",
+                        "details": [{"field": "body", "message": "not JSON"}],
+                    }
+                },
+            )
+        return await super().handler(request)
+
+
+async def test_a_control_plane_that_cannot_read_gzip_gets_plain_bodies_and_nothing_is_rejected(
+    tmp_path: Path,
+) -> None:
+    log = DecisionBuffer(tmp_path)
+    ingest = Uncompressing(tmp_path)
+    for n in range(30):
+        await log.append(record(n))
+    async with shipping(log, ingest, batch=10):
+        await until(lambda: log.backlog == 0)
+    assert sorted(ingest.ids) == [f"d-{n:06d}" for n in range(30)]
+    assert log.rejected == 0
     await log.close()

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from authz_sidecar.decision_log import DecisionLog  # noqa: TID251
+from authz_sidecar.decision_log import DecisionBuffer  # noqa: TID251
 from authz_sidecar.status_report import budget_usage, status_body  # noqa: TID251
 from policy.budgets import BudgetKey, InMemoryBudgetLedger
 from policy.bundle_store import BundleStore
@@ -23,7 +23,7 @@ async def test_status_body_has_the_protocol_shape(
     sync = BundleSync(store, "http://cp.test", "kgw_x")
     sync.last_sync = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
     sync.refused, sync.last_refusal = 2, "bundle signature does not verify"
-    log = DecisionLog(tmp_path / "log")
+    log = DecisionBuffer(tmp_path / "log")
     await log.append({"decision_id": "d-1", "input": {}, "result": {}})
 
     body = status_body(
