@@ -13,8 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
-from authz_sidecar.decision_log import buffer as module  # noqa: TID251
 from authz_sidecar.decision_log import ACK, DecisionBuffer  # noqa: TID251
+from authz_sidecar.decision_log import buffer as module  # noqa: TID251
 from policy.bundle_store import write_atomically
 from policy.bundle_sync import Backoff
 from tests.unit.sidecar_sync.test_decision_log import CP, decisions_of, record, until
