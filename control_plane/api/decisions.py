@@ -8,7 +8,6 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Annotated
 
-import pydantic_core
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
@@ -36,7 +35,7 @@ from control_plane.schemas import decisions as schemas
 from control_plane.schemas import fleet
 from control_plane.schemas.base import Page, QueryText
 from control_plane.schemas.fleet import Identifier
-from control_plane.services import audit, decision_chain, executions, ingest
+from control_plane.services import audit, decision_chain, executions, ingest, ingest_opa
 from control_plane.services import decisions as service
 
 router = APIRouter(tags=["decisions"])
@@ -87,10 +86,14 @@ OPA_BODY = {
 
 @router.post("/api/v1/decisions/ingest", responses=ERRORS, openapi_extra=INGEST_BODY)
 async def ingest_decisions(
-    request: Request, identity: GatewayDep, db: DatabaseDep
+    request: Request, settings: SettingsDep, identity: GatewayDep, db: DatabaseDep
 ) -> fleet.IngestResult:
-    """Store a sidecar's batch of decisions; idempotent by `decision_id`."""
-    body = _ingest_batch(await request.body())
+    """Store a sidecar's batch of decisions (plain or `Content-Encoding: gzip`, at most
+    `KAIZEN_MAX_INGEST_BYTES` either way); idempotent by `decision_id`."""
+    raw = ingest.inflate(
+        await request.body(), request.headers.get("content-encoding"), settings.max_ingest_bytes
+    )
+    body = _ingest_batch(raw)
     times = [record.time for record in body.decisions]
     ingest.check_times(times, "decisions")
 
@@ -103,20 +106,26 @@ async def ingest_decisions(
 
 
 def _ingest_batch(raw: bytes) -> schemas.IngestBatch:
-    try:
-        document = pydantic_core.from_json(raw)  # the fastest parser at hand, to Python
+    try:  # JSON to the model in one pass (pydantic-core), the common case
+        return schemas.IngestBatch.model_validate_json(raw)
+    except ValidationError as error:
+        if not any(e["type"] == "json_invalid" for e in error.errors()):
+            raise _named(error) from None
+    try:  # the standard parser also takes lone surrogates, which ingest then names
+        document = json.loads(raw)
     except ValueError:
-        try:  # the standard parser also takes lone surrogates, which ingest then names
-            document = json.loads(raw)
-        except ValueError:
-            raise Invalid(
-                "body: not JSON", details=[{"field": "body", "message": "not JSON"}]
-            ) from None
+        raise Invalid(
+            "body: not JSON", details=[{"field": "body", "message": "not JSON"}]
+        ) from None
     try:
         return schemas.IngestBatch.model_validate(document)
     except ValidationError as error:
-        errors = error.errors(include_url=False, include_input=False)
-        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in errors]) from None
+        raise _named(error) from None
+
+
+def _named(error: ValidationError) -> RequestValidationError:
+    errors = error.errors(include_url=False, include_input=False)
+    return RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in errors])
 
 
 async def _into_partitions(
@@ -142,12 +151,12 @@ async def ingest_opa_decisions(
     """OPA's decision-log upload (a JSON array, gzip or plain), for stock OPA agents: point
     OPA's `decision_logs` service here with the gateway credential as its bearer token."""
     limit = settings.max_ingest_bytes
-    raw = ingest.read_opa_upload(
+    raw = ingest_opa.read_opa_upload(
         await request.body(), request.headers.get("content-encoding"), limit
     )
-    events = ingest.opa_events(raw)
+    events = ingest_opa.opa_events(raw)
     ingest.check_times([e.timestamp for e in events], "body")
-    rows = ingest.opa_rows(identity, events)
+    rows = ingest_opa.opa_rows(identity, events)
 
     async def store() -> tuple[int, int]:
         accepted = duplicates = 0

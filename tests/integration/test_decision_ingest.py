@@ -4,6 +4,7 @@ a partition dropped behind this process's back is made again, not a failed batch
 
 from __future__ import annotations
 
+import gzip
 import json
 from datetime import UTC, datetime
 from typing import Any
@@ -57,8 +58,10 @@ async def _credential(client: httpx.AsyncClient, owner: Account) -> str:
     return credential
 
 
-async def _post(client: httpx.AsyncClient, credential: str, body: bytes) -> httpx.Response:
-    headers = _bearer(credential) | {"Content-Type": "application/json"}
+async def _post(
+    client: httpx.AsyncClient, credential: str, body: bytes, **more: str
+) -> httpx.Response:
+    headers = _bearer(credential) | {"Content-Type": "application/json"} | more
     return await client.post("/api/v1/decisions/ingest", content=body, headers=headers)
 
 
@@ -162,3 +165,49 @@ async def test_a_partition_dropped_by_another_process_is_made_again(
     assert response.json()["accepted"] == 1
     listed = (await client.get("/api/v1/decisions", headers=owner.headers)).json()
     assert [d["decision_id"] for d in listed["items"]] == ["p2"]
+
+
+async def test_gzip_batches_are_stored_as_the_same_batch_sent_plain(
+    client: httpx.AsyncClient, owner: Account
+) -> None:
+    credential = await _credential(client, owner)
+    batch = [_decision(f"z{n}", time=T0.replace(second=n).isoformat()) for n in range(4)]
+    plain = json.dumps({"decisions": batch}).encode()
+    packed = await _post(client, credential, gzip.compress(plain), **{"Content-Encoding": "gzip"})
+    assert packed.json() == {"accepted": 4, "duplicates": 0}, packed.text
+    again = await _post(client, credential, plain)  # the same records, plain: duplicates
+    assert again.json() == {"accepted": 0, "duplicates": 4}
+    detail = (await client.get("/api/v1/decisions/z2", headers=owner.headers)).json()
+    assert detail["input"] == json.loads(json.dumps(AWKWARD))
+    verified = (await client.get("/api/v1/decisions/verify", headers=owner.headers)).json()
+    assert (verified["ok"], verified["checked"]) == (True, 4)
+
+
+async def test_a_gzip_bomb_is_413_and_bad_gzip_422_and_bad_records_inside_are_named(
+    client: httpx.AsyncClient, owner: Account
+) -> None:
+    """The attack: a ~17 KiB body that inflates past KAIZEN_MAX_INGEST_BYTES (16 MiB).
+    Decompression stops at the limit: 413, nothing stored."""
+    credential = await _credential(client, owner)
+    gz = {"Content-Encoding": "gzip"}
+    padding = b" " * (17 * 1024 * 1024)
+    bomb = gzip.compress(b'{"decisions":[' + padding + b"]}", compresslevel=9)
+    assert len(bomb) < 64 * 1024
+    too_big = await _post(client, credential, bomb, **gz)
+    assert too_big.status_code == 413, too_big.text
+    good = json.dumps({"decisions": [_decision("g1")]}).encode()
+    for body, field in [
+        (b"\x1f\x8b not gzip at all", "body"),
+        (gzip.compress(good)[:-12], "body"),  # truncated
+        (gzip.compress(b'{"decisions": ['), "body"),
+        (
+            gzip.compress(json.dumps({"decisions": [_decision("bad id")]}).encode()),
+            "decisions.0.decision_id",
+        ),
+    ]:
+        response = await _post(client, credential, body, **gz)
+        assert response.status_code == 422, (body[:20], response.text)
+        fields = [d["field"] for d in response.json()["error"]["details"]]
+        assert field in fields, (body[:20], fields)
+    listed = (await client.get("/api/v1/decisions", headers=owner.headers)).json()
+    assert listed["items"] == []
