@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Annotated
 
+import pydantic_core
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
@@ -106,26 +107,20 @@ async def ingest_decisions(
 
 
 def _ingest_batch(raw: bytes) -> schemas.IngestBatch:
-    try:  # JSON to the model in one pass (pydantic-core), the common case
-        return schemas.IngestBatch.model_validate_json(raw)
-    except ValidationError as error:
-        if not any(e["type"] == "json_invalid" for e in error.errors()):
-            raise _named(error) from None
-    try:  # the standard parser also takes lone surrogates, which ingest then names
-        document = json.loads(raw)
+    try:
+        document = pydantic_core.from_json(raw)  # the fastest parser at hand, to Python
     except ValueError:
-        raise Invalid(
-            "body: not JSON", details=[{"field": "body", "message": "not JSON"}]
-        ) from None
+        try:  # the standard parser also takes lone surrogates, which ingest then names
+            document = json.loads(raw)
+        except ValueError:
+            raise Invalid(
+                "body: not JSON", details=[{"field": "body", "message": "not JSON"}]
+            ) from None
     try:
         return schemas.IngestBatch.model_validate(document)
     except ValidationError as error:
-        raise _named(error) from None
-
-
-def _named(error: ValidationError) -> RequestValidationError:
-    errors = error.errors(include_url=False, include_input=False)
-    return RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in errors])
+        errors = error.errors(include_url=False, include_input=False)
+        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in errors]) from None
 
 
 async def _into_partitions(
