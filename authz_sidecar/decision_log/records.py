@@ -4,6 +4,7 @@ that a stored line is a record, and the ingest request body (gzip-compressed or 
 from __future__ import annotations
 
 import json
+import math
 import zlib
 from collections.abc import Sequence
 from typing import Any
@@ -47,10 +48,28 @@ def parse_mask(paths: Sequence[str]) -> list[tuple[str, ...]]:
 
 
 def encode_line(record: dict[str, Any], masks: Sequence[tuple[str, ...]]) -> bytes:
-    """The masked NDJSON line for `record` (the caller's dict is left as it was)."""
+    """The masked NDJSON line for `record` (the caller's dict is left as it was), by
+    orjson: UTF-8, and NaN or infinity from a caller's JSON as null, so that ingest
+    stores the decision instead of refusing it. What orjson cannot encode (integers past
+    64 bits, lone surrogates) the standard encoder writes, and ingest accepts or refuses
+    by name."""
     for path in masks:
         record = mask_value(record, path)
-    return json.dumps(record, separators=(",", ":")).encode() + b"\n"
+    try:
+        return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
+    except TypeError:  # orjson.JSONEncodeError is one
+        return json.dumps(_finite(record), separators=(",", ":")).encode() + b"\n"
+
+
+def _finite(value: Any) -> Any:
+    """`value` with NaN and infinities as None, as orjson writes them."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value
 
 
 def is_record(line: bytes) -> bool:

@@ -120,6 +120,25 @@ async def test_mask_paths_absent_from_a_record_change_nothing(tmp_path: Path) ->
     await log.close()
 
 
+async def test_lines_are_strict_json_whatever_the_callers_input_held(tmp_path: Path) -> None:
+    """A caller's JSON may hold NaN (Python's parser reads it): the line says null, which
+    ingest stores (NaN would be refused and the decision set aside). Integers past 64 bits
+    and lone surrogates, which orjson refuses, still make a line."""
+    log = DecisionBuffer(tmp_path)
+    line = log.encode(record(1, amount=float("nan"), big=2**70, odd="\ud800", name="é"))
+    assert line.endswith(b"\n")
+    assert b"NaN" not in line
+    written = json.loads(line)
+    assert written["input"]["amount"] is None
+    assert written["input"]["big"] == 2**70
+    assert written["input"]["odd"] == "\ud800"
+    assert written["input"]["name"] == "é"
+    clean = log.encode(record(2, amount=float("inf"), name="é"))
+    assert "é".encode() in clean
+    assert json.loads(clean)["input"]["amount"] is None
+    await log.close()
+
+
 def test_malformed_mask_path_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="dotted"):
         DecisionBuffer(tmp_path, mask=["input..password"])
