@@ -39,7 +39,7 @@ DECISION_HEADER_TTL = 30
 
 
 def decision_header_key(gateway_token: str) -> bytes:
-    """The HS256 key of `x-kaizen-decision` (proto/README.md), shared with the gateway."""
+    """The HS256 key of `x-kaizen-decision` (docs/runtime-protocols.md), shared with the gateway."""
     return hmac.new(gateway_token.encode(), b"kaizen-decision-v1", hashlib.sha256).digest()
 
 

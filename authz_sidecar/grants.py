@@ -1,4 +1,4 @@
-"""Approval grants (proto/README.md): a signed, single-use token bound to one request.
+"""Approval grants (docs/runtime-protocols.md): a signed, single-use token bound to one request.
 
 A grant turns a `require_approval` outcome into `allow`, once; it never overrides a deny.
 It is bound to the principal, action, resource, tool arguments, the gateway whose sidecar

@@ -1,4 +1,5 @@
-"""Sidecar configuration from `KAIZEN_*` environment variables (CONTRACTS.md, proto/README.md)."""
+"""Sidecar configuration from `KAIZEN_*` environment variables (CONTRACTS.md,
+docs/runtime-protocols.md)."""
 
 from __future__ import annotations
 

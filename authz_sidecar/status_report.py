@@ -1,6 +1,6 @@
 """Status heartbeat: `POST /api/v1/gateways/self/status` every `interval` seconds.
 
-Body (proto/README.md): `{instance, bundle_revision, key_id, last_sync, decisions:
+Body (docs/runtime-protocols.md): `{instance, bundle_revision, key_id, last_sync, decisions:
 {outcome: count}, log_backlog, started_at, bundle_verification_failures,
 last_verification_error, budgets: [{name, scope, metric, period, window, used, limit,
 soft_limit}]}`; `status_body` builds it from the bundle

@@ -1,6 +1,6 @@
 """The only identity the gateway trusts: the sidecar's signed `x-kaizen-decision` header.
 
-proto/README.md: HS256 with key `HMAC-SHA256(key=KAIZEN_GATEWAY_TOKEN,
+docs/runtime-protocols.md: HS256 with key `HMAC-SHA256(key=KAIZEN_GATEWAY_TOKEN,
 msg="kaizen-decision-v1")`, claims `{decision_id, jti, sub, org, roles, action, resource,
 channel, method, path, bh, iat, exp = iat + 30 s}`. A header admits exactly one request:
 the one it was issued for (action and resource of the route, method, path without the

@@ -1,9 +1,9 @@
 """ABAC: the tenant's Rego modules yield `deny` and `require_approval` reason sets.
 
-`RegoEvaluator` has two implementations: `EmbeddedRegoEvaluator` (regopy, compiled once,
-queried through one entrypoint) here, and `ExternalOpaEvaluator` (an OPA server over its
-REST API) in opa_external.py. An evaluator never raises for a bad policy or input: it
-returns an `AbacResult` with `error` set, and the engine turns that into a deny.
+`RegoEvaluator` is the engine's seam; `EmbeddedRegoEvaluator` (regopy, compiled once,
+queried through one entrypoint) is its one implementation (an external OPA server was
+one too; ADR 0006 says why it went). An evaluator never raises for a bad policy or input:
+it returns an `AbacResult` with `error` set, and the engine turns that into a deny.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Bundle sync: long-poll the control plane for new bundle revisions (proto/README.md).
+"""Bundle sync: long-poll the control plane for new bundle revisions (docs/runtime-protocols.md).
 
 `GET /api/v1/gateways/self` names the bundle scope when none is configured (then it is
 pinned: a later answer naming another scope is refused, as is one contradicting the

@@ -63,7 +63,7 @@ class GatewaySelf(Output):
 
 
 class BudgetReport(Input):
-    """One budget's counter in its current period window (proto/README.md)."""
+    """One budget's counter in its current period window (docs/runtime-protocols.md)."""
 
     model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
 

@@ -7,7 +7,7 @@ gave the caller as `approval_request_id`. Who may decide is the roles the signed
 revision names for the packages that held the call (RegoPolicy `spec.approvers`) or, when
 it names none, anyone whose role may `decide` approvals; never anything in the ingested
 text. The requester never decides their own request, whichever credential (their login or
-one of their API keys) they use. Approval mints the single-use grant of proto/README.md,
+one of their API keys) they use. Approval mints the single-use grant of docs/runtime-protocols.md,
 bound to the gateway that held the call and, for `/invoke` and `/run`, to the body's hash;
 only its claims are stored, and it is signed again for the requester each time they fetch
 it. Pending requests past `expires_at` expire lazily when read and in the worker's sweep.

@@ -1,5 +1,5 @@
 """Gateways and their credential, what sidecars report (status, decisions, executions),
-and the claims sidecars authorize from (proto/README.md)."""
+and the claims sidecars authorize from (docs/runtime-protocols.md)."""
 
 from __future__ import annotations
 

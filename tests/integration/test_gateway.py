@@ -3,7 +3,7 @@
 Real parts: the gateway (uvicorn, FastAPI, the official `mcp` SDK on both sides), a bundle
 built and signed here with policy.compiler/bundle and a fresh Ed25519 key, the fake LLM
 server speaking the OpenAI wire protocol (tests/fake_llm.py). Decision headers are minted
-here exactly as the sidecar mints them (proto/README.md).
+here exactly as the sidecar mints them (docs/runtime-protocols.md).
 
 Stand-ins, said plainly: a small local stand-in of the control plane's executions ingest
 endpoint (the real control plane is used in the lead's end-to-end test), and a small

@@ -2,7 +2,7 @@
 it serves what names its gateway id, remembers that id beside the last-known-good bundle so
 a restart without the control plane serves the same, and keeps serving when a new bundle's
 deployments are unusable. Against the control-plane stand-in of test_sidecar_sync (a real
-HTTP server speaking proto/README.md)."""
+HTTP server speaking docs/runtime-protocols.md)."""
 
 from __future__ import annotations
 

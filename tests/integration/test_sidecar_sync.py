@@ -2,7 +2,8 @@
 
 The server here is a STAND-IN for our control plane's endpoints while those land: a small
 Starlette app, run by uvicorn on a free port, implementing exactly the protocol of
-proto/README.md (`/api/v1/gateways/self`, `/api/v1/bundles/{scope}/jwks.json`, the bundle with ETag,
+docs/runtime-protocols.md (`/api/v1/gateways/self`, `/api/v1/bundles/{scope}/jwks.json`,
+the bundle with ETag,
 long-poll, 304 and 404, idempotent decision ingest, status). Bundles are built and signed
 with `policy.bundle.build_bundle`. The real control plane is exercised in the end-to-end
 tests; this module checks the sidecar side of the protocol, including a control plane that
@@ -53,7 +54,7 @@ def error(status: int, code: str, message: str) -> JSONResponse:
 
 
 class ControlPlaneStandIn:
-    """The control plane's sidecar-facing endpoints (proto/README.md), in memory."""
+    """The control plane's sidecar-facing endpoints (docs/runtime-protocols.md), in memory."""
 
     def __init__(self, scope: str = ORG, token: str = TOKEN) -> None:
         self.scope = scope

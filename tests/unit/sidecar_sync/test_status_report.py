@@ -1,4 +1,4 @@
-"""status_body: the status document of proto/README.md from the sidecar's parts."""
+"""status_body: the status document of docs/runtime-protocols.md from the sidecar's parts."""
 
 from __future__ import annotations
 

@@ -2305,7 +2305,7 @@ export interface components {
         };
         /**
          * BudgetReport
-         * @description One budget's counter in its current period window (proto/README.md).
+         * @description One budget's counter in its current period window (docs/runtime-protocols.md).
          */
         BudgetReport: {
             /** Name */
