@@ -6,17 +6,23 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: up test test-deps lint bench fuzz-nightly ui ui-test wheel
+.PHONY: up test test-deps lint bench fuzz-nightly ui ui-test wheel lock
 
 # The web studio (control_plane/ui): built into control_plane/ui/dist, served at `/`.
 UI := control_plane/ui
 
-$(BIN)/kaizen-studio: pyproject.toml
+# Dependencies come from requirements.lock only (exact versions, every file's hash checked);
+# the project itself is then installed without resolving anything.
+$(BIN)/kaizen-studio: pyproject.toml requirements.lock
 	@echo "make: installing Kaizen Studio and its dependencies into $(VENV) (first run: a few minutes)"
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --progress-bar off -e '.[dev]'
+	$(BIN)/pip install --progress-bar off --require-hashes -r requirements.lock
+	$(BIN)/pip install --progress-bar off --no-deps --no-build-isolation -e .
 	touch $@
+
+# Re-resolve requirements.lock after a change to pyproject.toml's dependencies.
+lock:
+	@scripts/lock.sh
 
 up: $(BIN)/kaizen-studio ui
 	$(BIN)/kaizen-studio up

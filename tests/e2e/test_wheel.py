@@ -94,7 +94,14 @@ def installed(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     venv = tmp_path_factory.mktemp("venv")
     _run([sys.executable, "-m", "venv", str(venv)])
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    _run([str(venv / "bin" / "python"), "-m", "pip", "install", str(wheel)], env=env)
+    # Resolved from the wheel's own ranges, held to the versions the suite ran with: the
+    # lock's pins as constraints (without its hashes, which would demand one for the wheel).
+    lock = Path(__file__).resolve().parents[2] / "requirements.lock"
+    pins = [line.split()[0] for line in lock.read_text().splitlines() if "==" in line[:80]]
+    constraints = venv / "constraints.txt"
+    constraints.write_text("\n".join(pins) + "\n")
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-c", str(constraints)]
+    _run([*pip, str(wheel)], env=env)
     return venv / "bin"
 
 
