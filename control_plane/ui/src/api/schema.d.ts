@@ -53,7 +53,9 @@ export interface paths {
         };
         /**
          * Jwks
-         * @description Public keys for every access token and bundle signature the control plane issues.
+         * @description Public keys of the access tokens and approval grants the control plane issues.
+         *
+         *     Bundle signatures use each organisation's own keys: `/api/v1/bundles/{scope}/jwks.json`.
          */
         get: operations["jwks__well_known_jwks_json_get"];
         put?: never;
@@ -369,12 +371,16 @@ export interface paths {
         post?: never;
         /**
          * Remove User
-         * @description Remove the user from this organisation (their account stays).
+         * @description Remove the user from this organisation (their account stays; their sessions here end).
          */
         delete: operations["remove_user_api_v1_users__user_id__delete"];
         options?: never;
         head?: never;
-        /** Update User */
+        /**
+         * Update User
+         * @description Change a member. A demotion ends their sessions in this organisation: the sidecars
+         *     refuse their tokens within about a second (revoked sessions ride the bundle).
+         */
         patch: operations["update_user_api_v1_users__user_id__patch"];
         trace?: never;
     };
@@ -1049,6 +1055,27 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/approvals/grants/redeem": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Redeem Grant
+         * @description A sidecar without shared Redis spends a grant here (its gateway's credential): 200 the
+         *     first time, 409 once used or expired, 403 for another gateway's grant, 404 unknown.
+         */
+        post: operations["redeem_grant_api_v1_approvals_grants_redeem_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/webhooks": {
         parameters: {
             query?: never;
@@ -1144,6 +1171,28 @@ export interface paths {
          *     status heartbeat (every 10 s), so a window's `used` lags its counter by at most that.
          */
         get: operations["list_usage_api_v1_usage_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/budgets": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List Budgets
+         * @description The budgets the current bundle revision enforces, by name (none before a publish).
+         *
+         *     Create, change or delete one by publishing a BudgetPolicy through `/api/v1/policies`.
+         */
+        get: operations["list_budgets_api_v1_budgets_get"];
         put?: never;
         post?: never;
         delete?: never;
@@ -1505,6 +1554,31 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/bundles/{scope}/jwks.json": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Scope Jwks
+         * @description The public keys that sign `scope`'s bundles, and no other organisation's.
+         *
+         *     Public, like `/.well-known/jwks.json` (they are public keys; `kaizen-studio bundle
+         *     verify --jwks URL` in a customer's CI reads them without a credential). A sidecar or
+         *     gateway of this scope pins them (`KAIZEN_SIDECAR_JWKS`, `KAIZEN_GATEWAY_JWKS`) or
+         *     fetches them at first contact. Access-token keys are at `/.well-known/jwks.json`.
+         */
+        get: operations["scope_jwks_api_v1_bundles__scope__jwks_json_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/decisions/ingest": {
         parameters: {
             query?: never;
@@ -1516,7 +1590,8 @@ export interface paths {
         put?: never;
         /**
          * Ingest Decisions
-         * @description Store a sidecar's batch of decisions; idempotent by `decision_id`.
+         * @description Store a sidecar's batch of decisions (plain or `Content-Encoding: gzip`, at most
+         *     `KAIZEN_MAX_INGEST_BYTES` either way); idempotent by `decision_id`.
          */
         post: operations["ingest_decisions_api_v1_decisions_ingest_post"];
         delete?: never;
@@ -1735,7 +1810,8 @@ export interface paths {
         /**
          * Put Provider Key
          * @description Store (201) or replace (200) the API key agents name as `api_key_secret: <provider>`;
-         *     it is stored as `providers/<provider>/api_key` and never shown again.
+         *     it is stored as `providers/<provider>/api_key` and never shown again. The key is bound
+         *     to one host (`providers/<provider>/host`): the provider's own, or `base_url`'s (admin).
          */
         put: operations["put_provider_key_api_v1_secrets_providers__provider__put"];
         post?: never;
@@ -2302,6 +2378,28 @@ export interface components {
             };
             /** Total */
             total: number;
+        };
+        /**
+         * BudgetOut
+         * @description A budget in force: from a BudgetPolicy of the current bundle revision.
+         */
+        BudgetOut: {
+            /** Name */
+            name: string;
+            /** Scope */
+            scope: string;
+            /** Metric */
+            metric: string;
+            /** Period */
+            period: string;
+            /** Limit */
+            limit: number;
+            /** Soft Limit */
+            soft_limit: number | null;
+            /** Actions */
+            actions: string[];
+            /** Bundle Revision */
+            bundle_revision: number;
         };
         /**
          * BudgetReport
@@ -2971,6 +3069,21 @@ export interface components {
             /** Deployments */
             deployments: components["schemas"]["Deployment"][];
         };
+        /** GrantRedeem */
+        GrantRedeem: {
+            /** Jti */
+            jti: string;
+        };
+        /** GrantRedeemed */
+        GrantRedeemed: {
+            /** Approval Request Id */
+            approval_request_id: string;
+            /**
+             * Used At
+             * Format: date-time
+             */
+            used_at: string;
+        };
         /** GroupMapping */
         GroupMapping: {
             /** Group */
@@ -3185,6 +3298,13 @@ export interface components {
         Page_AuditEventOut_: {
             /** Items */
             items: components["schemas"]["AuditEventOut"][];
+            /** Next Cursor */
+            next_cursor?: string | null;
+        };
+        /** Page[BudgetOut] */
+        Page_BudgetOut_: {
+            /** Items */
+            items: components["schemas"]["BudgetOut"][];
             /** Next Cursor */
             next_cursor?: string | null;
         };
@@ -3531,6 +3651,16 @@ export interface components {
              * @description Write-only.
              */
             api_key: string;
+            /**
+             * Provider
+             * @description Whose key this is (its host: api.openai.com, api.anthropic.com); default: what the name says (`openai`, `openai-…`, `anthropic`, `anthropic-…`).
+             */
+            provider?: ("openai" | "anthropic") | null;
+            /**
+             * Base Url
+             * @description The provider endpoint the key is for; gateways send the key to this URL's host only, instead of the provider's own. Setting it needs the admin role.
+             */
+            base_url?: string | null;
         };
         /** ProviderUpdate */
         ProviderUpdate: {
@@ -8287,6 +8417,65 @@ export interface operations {
             };
         };
     };
+    redeem_grant_api_v1_approvals_grants_redeem_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["GrantRedeem"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["GrantRedeemed"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Unprocessable Entity */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
     list_webhooks_api_v1_webhooks_get: {
         parameters: {
             query?: {
@@ -8748,6 +8937,40 @@ export interface operations {
             };
         };
     };
+    list_budgets_api_v1_budgets_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Page_BudgetOut_"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
     get_settings_api_v1_policies_settings_get: {
         parameters: {
             query?: never;
@@ -8796,6 +9019,13 @@ export interface operations {
             };
             /** @description Unprocessable Entity */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Too Many Requests */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -8860,6 +9090,13 @@ export interface operations {
                 };
                 content?: never;
             };
+            /** @description Too Many Requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
         };
     };
     replay_set_api_v1_policies_replay_post: {
@@ -8914,6 +9151,13 @@ export interface operations {
             };
             /** @description Unprocessable Entity */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Too Many Requests */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -8980,6 +9224,13 @@ export interface operations {
                 };
                 content?: never;
             };
+            /** @description Too Many Requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
         };
     };
     list_replays_api_v1_replays_get: {
@@ -9039,6 +9290,13 @@ export interface operations {
                 };
                 content?: never;
             };
+            /** @description Too Many Requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
         };
     };
     get_replay_api_v1_replays__replay_id__get: {
@@ -9091,6 +9349,13 @@ export interface operations {
             };
             /** @description Unprocessable Entity */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Too Many Requests */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -9156,6 +9421,13 @@ export interface operations {
                 };
                 content?: never;
             };
+            /** @description Too Many Requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
         };
     };
     apply_policies_api_v1_policies_post: {
@@ -9215,6 +9487,13 @@ export interface operations {
                 };
                 content?: never;
             };
+            /** @description Too Many Requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
         };
     };
     validate_policies_api_v1_policies_validate_post: {
@@ -9269,6 +9548,13 @@ export interface operations {
             };
             /** @description Unprocessable Entity */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Too Many Requests */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -9335,6 +9621,13 @@ export interface operations {
                 };
                 content?: never;
             };
+            /** @description Too Many Requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
         };
     };
     run_tests_api_v1_policies_test_post: {
@@ -9394,6 +9687,13 @@ export interface operations {
                 };
                 content?: never;
             };
+            /** @description Too Many Requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
         };
     };
     publish_api_v1_policies_publish_post: {
@@ -9403,9 +9703,9 @@ export interface operations {
             path?: never;
             cookie?: never;
         };
-        requestBody: {
+        requestBody?: {
             content: {
-                "application/json": components["schemas"]["PublishRequest"];
+                "application/json": components["schemas"]["PublishRequest"] | null;
             };
         };
         responses: {
@@ -9448,6 +9748,13 @@ export interface operations {
             };
             /** @description Unprocessable Entity */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Too Many Requests */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -9512,6 +9819,13 @@ export interface operations {
                 };
                 content?: never;
             };
+            /** @description Too Many Requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
         };
     };
     get_policy_api_v1_policies__policy_id__get: {
@@ -9564,6 +9878,13 @@ export interface operations {
             };
             /** @description Unprocessable Entity */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Too Many Requests */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -9624,6 +9945,13 @@ export interface operations {
                 };
                 content?: never;
             };
+            /** @description Too Many Requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
         };
     };
     list_versions_api_v1_policies__policy_id__versions_get: {
@@ -9676,6 +10004,13 @@ export interface operations {
             };
             /** @description Unprocessable Entity */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Too Many Requests */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -9739,6 +10074,13 @@ export interface operations {
                 };
                 content?: never;
             };
+            /** @description Too Many Requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
         };
     };
     diff_api_v1_policies__policy_id__diff_get: {
@@ -9796,6 +10138,13 @@ export interface operations {
             };
             /** @description Unprocessable Entity */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Too Many Requests */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -9901,6 +10250,46 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content?: never;
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    scope_jwks_api_v1_bundles__scope__jwks_json_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                scope: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        [key: string]: unknown;
+                    };
+                };
             };
             /** @description Not Found */
             404: {

@@ -19,16 +19,14 @@ export interface Page<T> {
   next_cursor?: string | null;
 }
 
-export const ROLES = [
-  "owner",
-  "admin",
-  "security_admin",
-  "developer",
-  "operator",
-  "auditor",
-  "viewer",
-] as const;
-export type Role = (typeof ROLES)[number];
+/** An organisation role, as the API types it. */
+export type Role = Member["role"];
+/** Every role, most privileged first (generated from the API: src/api/roles.ts). */
+export { ROLES } from "./roles";
+// The generated list and the generated type name the same roles, or the build fails.
+type Listed = (typeof import("./roles").ROLES)[number];
+const sameRoles: [Listed] extends [Role] ? ([Role] extends [Listed] ? true : never) : never = true;
+void sameRoles;
 
 /** One problem in a policy source, 1-based line/column (null when unknown). */
 export interface PolicyProblem {

@@ -1,13 +1,14 @@
 // SSO provider form logic: presets, email domains, the group mapping editor's rows, and
 // the request bodies (the client secret is write-only: blank means "keep the stored one").
-import type { GroupMapping, SsoProvider, SsoProviderCreate, SsoProviderUpdate } from "../api/types";
+import { ROLES, type GroupMapping, type Role, type SsoProvider, type SsoProviderCreate, type SsoProviderUpdate } from "../api/types";
 
 export const PROVIDER_TYPES = ["oidc", "saml"] as const;
 export type ProviderType = (typeof PROVIDER_TYPES)[number];
 export const PRESETS = ["generic", "azure_ad", "okta", "google"] as const;
 export type Preset = (typeof PRESETS)[number];
-export const MAPPED_ROLES = ["admin", "security_admin", "developer", "operator", "auditor", "viewer"] as const;
-export type MappedRole = (typeof MAPPED_ROLES)[number];
+/** Roles a group can map to: any but owner (owners are made by hand, never by an IdP). */
+export type MappedRole = Exclude<Role, "owner">;
+export const MAPPED_ROLES: readonly MappedRole[] = ROLES.filter((r): r is MappedRole => r !== "owner");
 
 export const PRESET_HINTS: Record<Preset, string> = {
   generic: "Any OpenID Connect provider: give its issuer (or discovery URL).",
