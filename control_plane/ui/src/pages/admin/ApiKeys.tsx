@@ -1,8 +1,9 @@
-import { useState, type FormEvent } from "react";
-import { api, ApiError } from "../../api/client";
+import { useState } from "react";
+import { api } from "../../api/client";
 import { ROLES, type ApiKey, type ApiKeyCreated } from "../../api/types";
 import { useAuth } from "../../auth/AuthContext";
-import { ConfirmDialog, CopyButton, Empty, ErrorMessage, Field, Loading, Select, formatTime } from "../../components/ui";
+import { AdminTable, useSubmit } from "../../components/AdminTable";
+import { CopyButton, ErrorMessage, Field, Select, formatTime } from "../../components/ui";
 import { usePaged } from "../../lib/useApi";
 
 export function ApiKeysPage() {
@@ -12,125 +13,71 @@ export function ApiKeysPage() {
   const [role, setRole] = useState("developer");
   const [scopes, setScopes] = useState("");
   const [expires, setExpires] = useState("");
-  const [error, setError] = useState<Error | null>(null);
-  const [busy, setBusy] = useState(false);
   // The secret lives only in this component's state: shown once, gone on dismiss or navigation.
   const [created, setCreated] = useState<ApiKeyCreated | null>(null);
-  const [revoking, setRevoking] = useState<ApiKey | null>(null);
-  const [revokeError, setRevokeError] = useState<Error | null>(null);
-  const fields = error instanceof ApiError ? error.fieldErrors : {};
   const myRank = ROLES.indexOf((me?.role ?? "viewer") as (typeof ROLES)[number]);
   const grantable = ROLES.filter((_, i) => i >= myRank);
+  const create = useSubmit(async () => {
+    const body: Record<string, unknown> = { name, role };
+    const scopeList = scopes.split(",").map((s) => s.trim()).filter(Boolean);
+    if (scopeList.length) body.scopes = scopeList;
+    if (expires) body.expires_at = new Date(expires).toISOString();
+    setCreated(await api.post<ApiKeyCreated>("/api/v1/api-keys", body));
+    setName("");
+    setScopes("");
+    setExpires("");
+    keys.reload();
+  });
 
-  const create = async (event: FormEvent) => {
-    event.preventDefault();
-    setBusy(true);
-    setError(null);
-    try {
-      const body: Record<string, unknown> = { name, role };
-      const scopeList = scopes.split(",").map((s) => s.trim()).filter(Boolean);
-      if (scopeList.length) body.scopes = scopeList;
-      if (expires) body.expires_at = new Date(expires).toISOString();
-      setCreated(await api.post<ApiKeyCreated>("/api/v1/api-keys", body));
-      setName("");
-      setScopes("");
-      setExpires("");
-      keys.reload();
-    } catch (e) {
-      setError(e as Error);
-    } finally {
-      setBusy(false);
-    }
-  };
+  const shownOnce = created && (
+    <div className="alert alert-ok secret" role="status">
+      <h2>Key “{created.name}” created</h2>
+      <p>Copy it now: it is shown only this once and cannot be recovered.</p>
+      <div className="secret-row">
+        <label className="sr-only" htmlFor="new-key">New API key</label>
+        <input id="new-key" readOnly value={created.key} onFocus={(e) => e.target.select()} data-testid="new-api-key" />
+        <CopyButton text={created.key} />
+      </div>
+      <button type="button" className="button-secondary" onClick={() => setCreated(null)}>
+        I have stored it
+      </button>
+    </div>
+  );
 
   return (
-    <section>
-      <h1>API keys</h1>
-      {created && (
-        <div className="alert alert-ok secret" role="status">
-          <h2>Key “{created.name}” created</h2>
-          <p>Copy it now: it is shown only this once and cannot be recovered.</p>
-          <div className="secret-row">
-            <label className="sr-only" htmlFor="new-key">New API key</label>
-            <input id="new-key" readOnly value={created.key} onFocus={(e) => e.target.select()} data-testid="new-api-key" />
-            <CopyButton text={created.key} />
-          </div>
-          <button type="button" className="button-secondary" onClick={() => setCreated(null)}>
-            I have stored it
-          </button>
-        </div>
-      )}
-      <ErrorMessage error={keys.error ?? revokeError} />
-      {keys.loading && !keys.data && <Loading what="Loading API keys" />}
-      {keys.data && keys.data.length === 0 && <Empty>No API keys yet.</Empty>}
-      {keys.data && keys.data.length > 0 && (
-        <div className="table-wrap">
-          <table>
-            <thead>
-              <tr>
-                <th scope="col">Name</th>
-                <th scope="col">Prefix</th>
-                <th scope="col">Role</th>
-                <th scope="col">Scopes</th>
-                <th scope="col">Created</th>
-                <th scope="col">Last used</th>
-                <th scope="col">Expires</th>
-                <th scope="col"><span className="sr-only">Actions</span></th>
-              </tr>
-            </thead>
-            <tbody>
-              {keys.data.map((k) => (
-                <tr key={k.id}>
-                  <td>{k.name}</td>
-                  <td><code>{k.prefix}…</code></td>
-                  <td>{k.role}</td>
-                  <td>{k.scopes.length ? k.scopes.join(", ") : "all of the role"}</td>
-                  <td>{formatTime(k.created_at)}</td>
-                  <td>{formatTime(k.last_used_at)}</td>
-                  <td>{k.revoked_at ? `revoked ${formatTime(k.revoked_at)}` : formatTime(k.expires_at)}</td>
-                  <td>
-                    {can("api_keys:delete") && !k.revoked_at && (
-                      <button type="button" className="button-secondary" onClick={() => setRevoking(k)}>Revoke…</button>
-                    )}
-                  </td>
-                </tr>
-              ))}
-            </tbody>
-          </table>
-          {keys.more && <button type="button" className="button-secondary" onClick={keys.loadMore}>Load more</button>}
-        </div>
-      )}
+    <AdminTable title="API keys" plural="API keys" rows={keys} rowKey={(k) => k.id} before={shownOnce}
+      columns={[
+        { header: "Name", cell: (k) => k.name },
+        { header: "Prefix", cell: (k) => <code>{k.prefix}…</code> },
+        { header: "Role", cell: (k) => k.role },
+        { header: "Scopes", cell: (k) => (k.scopes.length ? k.scopes.join(", ") : "all of the role") },
+        { header: "Created", cell: (k) => formatTime(k.created_at) },
+        { header: "Last used", cell: (k) => formatTime(k.last_used_at) },
+        { header: "Expires", cell: (k) => (k.revoked_at ? `revoked ${formatTime(k.revoked_at)}` : formatTime(k.expires_at)) },
+      ]}
+      remove={{
+        allowed: (k) => can("api_keys:delete") && !k.revoked_at,
+        verb: "Revoke",
+        path: (k) => `/api/v1/api-keys/${k.id}`,
+        title: (k) => `Revoke ${k.name}?`,
+        consequence: () => <p>Anything using this key is refused from now on.</p>,
+      }}>
       {can("api_keys:create") && (
-        <form className="card" onSubmit={create} noValidate>
+        <form className="card" onSubmit={create.submit} noValidate>
           <h2>Create an API key</h2>
-          <ErrorMessage error={error} />
+          <ErrorMessage error={create.error} />
           <div className="form-row">
-            <Field label="Name" value={name} error={fields.name} onChange={(e) => setName(e.target.value)} required
+            <Field label="Name" value={name} error={create.fields.name} onChange={(e) => setName(e.target.value)} required
               hint="Policies bind it as apikey:<name>" />
-            <Select label="Role" value={role} options={grantable} error={fields.role} onChange={setRole} />
-            <Field label="Scopes (comma-separated, optional)" value={scopes} error={fields.scopes}
+            <Select label="Role" value={role} options={grantable} error={create.fields.role} onChange={setRole} />
+            <Field label="Scopes (comma-separated, optional)" value={scopes} error={create.fields.scopes}
               onChange={(e) => setScopes(e.target.value)} hint="e.g. agents:read; empty means the role's permissions" />
-            <Field label="Expires (optional)" type="datetime-local" value={expires} error={fields.expires_at}
+            <Field label="Expires (optional)" type="datetime-local" value={expires} error={create.fields.expires_at}
               onChange={(e) => setExpires(e.target.value)} />
           </div>
-          <button type="submit" disabled={busy}>{busy ? "Creating…" : "Create key"}</button>
+          <button type="submit" disabled={create.busy}>{create.busy ? "Creating…" : "Create key"}</button>
         </form>
       )}
-      <ConfirmDialog open={revoking !== null} title={`Revoke ${revoking?.name}?`} confirmLabel="Revoke" danger
-        onConfirm={async () => {
-          if (!revoking) return;
-          try {
-            await api.delete(`/api/v1/api-keys/${revoking.id}`);
-            keys.reload();
-          } catch (e) {
-            setRevokeError(e as Error);
-          } finally {
-            setRevoking(null);
-          }
-        }}
-        onCancel={() => setRevoking(null)}>
-        <p>Anything using this key is refused from now on.</p>
-      </ConfirmDialog>
-    </section>
+    </AdminTable>
   );
 }
