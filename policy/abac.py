@@ -30,7 +30,7 @@ from regopy.rego_shared import (
 )
 
 from policy.rego_compile import AGGREGATE_ENTRYPOINT, compile_rego, parse_errors
-from policy.rego_lint import tokens
+from policy.rego_lint import token_list
 
 Reasons = tuple[tuple[str, str], ...]  # (package, reason)
 
@@ -69,7 +69,7 @@ def referenced_data(modules: Iterable[str], data: Mapping[str, Any]) -> dict[str
     """
     keys: set[str] = set()
     for source in modules:
-        toks = list(tokens(source))
+        toks = token_list(source)
         for i, token in enumerate(toks):
             if token.text != "data" or token.kind != "ident" or (i and toks[i - 1].text == "."):
                 continue

@@ -15,7 +15,7 @@ from collections import OrderedDict
 from collections.abc import Hashable, Iterable, Mapping
 from typing import Any, Generic, TypeVar
 
-from policy.rego_lint import tokens
+from policy.rego_lint import token_list
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -76,7 +76,7 @@ class InputProjection:
         for source in sources:
             if any(marker in source for marker in NON_DETERMINISTIC):
                 return None
-            toks = list(tokens(source))
+            toks = token_list(source)
             for i, token in enumerate(toks):
                 if token.text != "input" or token.kind != "ident":
                     continue

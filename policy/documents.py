@@ -68,14 +68,20 @@ __all__ = [
 ]
 
 
-def parse_policy_source(text: str, filename: str = "<source>") -> list[Document]:
-    """Every document in `text`; raises PolicyValidationError listing all problems found."""
+def parse_policy_source(
+    text: str, filename: str = "<source>", *, check_rego: bool = True
+) -> list[Document]:
+    """Every document in `text`; raises PolicyValidationError listing all problems found.
+
+    `check_rego=False` leaves the Rego modules unchecked (`PolicySet.from_sources` checks
+    a set's modules together, compiling them once)."""
     documents: list[Document] = []
     details: list[ErrorDetail] = []
     for raw in load_documents(text, filename):
         reader = FieldReader(raw)
         document = _parse_document(reader)
-        if document is not None and not reader.details and isinstance(document, RegoPolicy):
+        valid = document is not None and not reader.details
+        if valid and check_rego and isinstance(document, RegoPolicy):
             details.extend(
                 rego_details(document, check_modules({document.module_path: document.rego}))
             )

@@ -20,7 +20,7 @@ from policy.documents import (
 )
 from policy.errors import ErrorDetail, PolicyValidationError
 from policy.fields import detail_at
-from policy.rego_compile import RegoCompileError, compile_rego
+from policy.rego_compile import RegoCompileError, check_modules, compile_rego
 from policy.source import Path, dotted
 
 
@@ -30,17 +30,23 @@ class PolicySet:
 
     @classmethod
     def from_documents(
-        cls, documents: Iterable[Document], *, builtin_roles: bool = True
+        cls,
+        documents: Iterable[Document],
+        *,
+        builtin_roles: bool = True,
+        rego_checked: bool = True,
     ) -> PolicySet:
         """Validate the documents as a whole; raises PolicyValidationError.
 
         With `builtin_roles` the control plane's organisation roles are part of the set
         (tenant roles may inherit them) unless a document of the same name replaces them.
+        `rego_checked=False`: the documents were parsed without their Rego checked, so the
+        set's modules get every check here (compiled together once).
         """
         docs = list(documents)
         if builtin_roles and all(d.name != BUILTIN_ROLES_NAME for d in docs):
             docs.insert(0, builtin_role_policy())
-        details = _set_problems(docs)
+        details = _set_problems(docs, rego_checked=rego_checked)
         if details:
             raise PolicyValidationError(details)
         return cls(tuple(docs))
@@ -54,12 +60,12 @@ class PolicySet:
         details: list[ErrorDetail] = []
         for filename, text in sources:
             try:
-                documents.extend(parse_policy_source(text, filename))
+                documents.extend(parse_policy_source(text, filename, check_rego=False))
             except PolicyValidationError as exc:
                 details.extend(exc.details)
         if details:
             raise PolicyValidationError(details)
-        return cls.from_documents(documents, builtin_roles=builtin_roles)
+        return cls.from_documents(documents, builtin_roles=builtin_roles, rego_checked=False)
 
     def get(self, name: str) -> Document | None:
         return next((d for d in self.documents if d.name == name), None)
@@ -93,7 +99,7 @@ class PolicySet:
         return tuple(b for doc in self.budget_policies for b in doc.budgets)
 
 
-def _set_problems(docs: list[Document]) -> list[ErrorDetail]:
+def _set_problems(docs: list[Document], *, rego_checked: bool) -> list[ErrorDetail]:
     details: list[ErrorDetail] = []
     seen_docs: dict[str, Document] = {}
     for doc in docs:
@@ -104,7 +110,7 @@ def _set_problems(docs: list[Document]) -> list[ErrorDetail]:
         seen_docs[doc.name] = doc
     details.extend(_role_problems([d for d in docs if isinstance(d, RolePolicy)]))
     details.extend(_budget_problems([d for d in docs if isinstance(d, BudgetPolicy)]))
-    details.extend(_combined_rego_problems([d for d in docs if isinstance(d, RegoPolicy)]))
+    details.extend(_rego_problems([d for d in docs if isinstance(d, RegoPolicy)], rego_checked))
     details.extend(_approver_conflicts([d for d in docs if isinstance(d, RegoPolicy)]))
     return details
 
@@ -191,20 +197,27 @@ def _approver_conflicts(policies: list[RegoPolicy]) -> list[ErrorDetail]:
     return details
 
 
-def _combined_rego_problems(policies: list[RegoPolicy]) -> list[ErrorDetail]:
-    """Modules that compile alone can still conflict (same rule in one package)."""
-    if len(policies) < 2:
-        return []
+def _rego_problems(policies: list[RegoPolicy], checked_alone: bool) -> list[ErrorDetail]:
+    """Unchecked modules get every check, together (`check_modules`); modules checked one
+    by one can still conflict (same rule in one package), so they compile together."""
     by_module = {doc.module_path: doc for doc in policies}
-    try:
-        compile_rego({path: doc.rego for path, doc in by_module.items()})
-    except RegoCompileError as exc:
-        details: list[ErrorDetail] = []
-        for problem in exc.problems:
-            doc = by_module.get(problem.module or "", policies[0])
+    modules = {path: doc.rego for path, doc in by_module.items()}
+    if not checked_alone:
+        problems = check_modules(modules) if modules else []
+    elif len(policies) < 2:
+        return []
+    else:
+        try:
+            compile_rego(modules)
+            return []
+        except RegoCompileError as exc:
+            problems = exc.problems
+    details: list[ErrorDetail] = []
+    for problem in problems:
+        doc = by_module.get(problem.module or "", policies[0] if policies else None)
+        if doc is not None:
             details.extend(rego_details(doc, [problem]))
-        return details
-    return []
+    return details
 
 
 def _detail(doc: Document, path: Path, message: str) -> ErrorDetail:

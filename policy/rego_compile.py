@@ -104,7 +104,11 @@ def aggregate_module(packages: Iterable[str]) -> str:
 
 
 def check_modules(modules: Mapping[str, str]) -> list[RegoProblem]:
-    """Every problem we can find without evaluating: package, syntax, unknown calls."""
+    """Every problem we can find without evaluating: package, syntax, unknown calls.
+
+    The modules compile together, once; only when that fails is each compiled alone, so
+    that every problem is reported against the module that has it (a conflict between
+    modules that each compile alone is reported as the combined compile found it)."""
     problems: list[RegoProblem] = []
     for name, source in sorted(modules.items()):
         message = package_problem(read_package(source))
@@ -112,16 +116,17 @@ def check_modules(modules: Mapping[str, str]) -> list[RegoProblem]:
             problems.append(RegoProblem(name, _package_line(source), 1, message))
     if problems:
         return problems
-    for name, source in sorted(modules.items()):
-        try:
-            compile_rego({name: source})
-        except RegoCompileError as exc:
-            problems.extend(exc.problems)
-    if not problems and len(modules) > 1:
-        try:
-            compile_rego(modules)
-        except RegoCompileError as exc:
-            problems.extend(exc.problems)
+    try:
+        compile_rego(modules)
+    except RegoCompileError as combined:
+        if len(modules) > 1:
+            for name, source in sorted(modules.items()):
+                try:
+                    compile_rego({name: source})
+                except RegoCompileError as alone:
+                    problems.extend(alone.problems)
+        if not problems:  # each compiles alone: the conflict is between them
+            problems.extend(combined.problems)
     problems.extend(lint_modules(modules, is_builtin))
     return problems
 

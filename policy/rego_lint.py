@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 
 KEYWORDS = frozenset(
     {"package", "import", "as", "default", "if", "else", "contains", "in", "not", "some"}
@@ -51,6 +52,13 @@ class RegoProblem:
     message: str
 
 
+@lru_cache(maxsize=512)
+def token_list(source: str) -> tuple[Token, ...]:
+    """`tokens(source)`, kept by text: a publish lints, projects the decision cache's input
+    and finds the data its modules reach from one tokenisation of each module."""
+    return tuple(tokens(source))
+
+
 def tokens(source: str) -> Iterator[Token]:
     line, line_start = 1, 0
     for match in _TOKEN.finditer(source):
@@ -68,7 +76,7 @@ def lint_modules(
     modules: Mapping[str, str], is_builtin: Callable[[str], bool]
 ) -> list[RegoProblem]:
     """Unknown functions and v0-style rule bodies, across every module of a policy set."""
-    parsed = {name: _Tokens(list(tokens(source))) for name, source in modules.items()}
+    parsed = {name: _Tokens(list(token_list(source))) for name, source in modules.items()}
     defined = {name for toks in parsed.values() for name in toks.definitions()}
     problems: list[RegoProblem] = []
     for module, toks in parsed.items():
