@@ -1,8 +1,8 @@
 // The admin pages' one shape: a list (loading, empty, error, "load more"), a row action
 // that removes with a confirmation, and a create form below. Pages give the columns, the
 // removal's words and path, and the form (with `useSubmit` for its busy/error state).
-import { useState, type FormEvent, type ReactNode } from "react";
-import { api, ApiError } from "../api/client";
+import { useState, type ReactNode } from "react";
+import { api } from "../api/client";
 import { ConfirmDialog, Empty, ErrorMessage, Loading } from "./ui";
 
 export interface Column<T> {
@@ -104,25 +104,4 @@ export function AdminTable<T>(props: AdminTableProps<T>) {
       )}
     </section>
   );
-}
-
-/** A create form's state: `submit` runs `action` once at a time and keeps its error, with
- * the API's per-field messages in `fields`. */
-export function useSubmit(action: () => Promise<void>) {
-  const [busy, setBusy] = useState(false);
-  const [error, setError] = useState<Error | null>(null);
-  const submit = async (event: FormEvent) => {
-    event.preventDefault();
-    setBusy(true);
-    setError(null);
-    try {
-      await action();
-    } catch (e) {
-      setError(e as Error);
-    } finally {
-      setBusy(false);
-    }
-  };
-  const fields = error instanceof ApiError ? error.fieldErrors : {};
-  return { busy, error, fields, submit };
 }

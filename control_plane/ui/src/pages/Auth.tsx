@@ -6,28 +6,17 @@ import { useAuth } from "../auth/AuthContext";
 import { TotpEnrolmentFlow } from "../components/TotpEnrolment";
 import { Field, Loading } from "../components/ui";
 import { emailDomain, nextLoginStep, normalizeCode, ssoRetryCode, type LoginStep } from "../lib/login";
+import { useSubmit } from "../lib/useSubmit";
 
-function useSubmit(action: () => Promise<void>) {
-  const [error, setError] = useState<Error | null>(null);
-  const [busy, setBusy] = useState(false);
+/** A sign-in form: the shared submit state, then back to where the user was going. */
+function useSignIn(action: () => Promise<void>) {
   const navigate = useNavigate();
   const location = useLocation();
   const from = (location.state as { from?: string } | null)?.from;
-  const submit = async (event: FormEvent) => {
-    event.preventDefault();
-    setBusy(true);
-    setError(null);
-    try {
-      await action();
-      navigate(from && from !== "/login" && from !== "/signup" ? from : "/", { replace: true });
-    } catch (e) {
-      setError(e as Error);
-    } finally {
-      setBusy(false);
-    }
-  };
-  const fields = error instanceof ApiError ? error.fieldErrors : {};
-  return { submit, error, busy, fields };
+  return useSubmit(async () => {
+    await action();
+    navigate(from && from !== "/login" && from !== "/signup" ? from : "/", { replace: true });
+  });
 }
 
 function FormError({ error }: { error: Error | null }) {
@@ -257,7 +246,7 @@ export function SignupPage() {
   const [email, setEmail] = useState("");
   const [password, setPassword] = useState("");
   const [organization, setOrganization] = useState("");
-  const { submit, error, busy, fields } = useSubmit(() => signup(email, password, organization));
+  const { submit, error, busy, fields } = useSignIn(() => signup(email, password, organization));
   return (
     <div className="auth-page">
       <form className="card auth-card" onSubmit={submit} noValidate>

@@ -2,9 +2,10 @@ import { useState } from "react";
 import { api } from "../../api/client";
 import { ROLES, type ApiKey, type ApiKeyCreated } from "../../api/types";
 import { useAuth } from "../../auth/AuthContext";
-import { AdminTable, useSubmit } from "../../components/AdminTable";
+import { AdminTable } from "../../components/AdminTable";
 import { CopyButton, ErrorMessage, Field, Select, formatTime } from "../../components/ui";
 import { usePaged } from "../../lib/useApi";
+import { useSubmit } from "../../lib/useSubmit";
 
 export function ApiKeysPage() {
   const { can, me } = useAuth();

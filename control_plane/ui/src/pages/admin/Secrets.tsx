@@ -2,10 +2,11 @@ import { useState } from "react";
 import { api, ApiError } from "../../api/client";
 import type { Page, SecretInfo } from "../../api/types";
 import { useAuth } from "../../auth/AuthContext";
-import { AdminTable, useSubmit } from "../../components/AdminTable";
+import { AdminTable } from "../../components/AdminTable";
 import { ErrorMessage, Field, formatTime } from "../../components/ui";
 import { providerNameProblem, providerOf } from "../../lib/secrets";
 import { useResource } from "../../lib/useApi";
+import { useSubmit } from "../../lib/useSubmit";
 
 export function SecretsPage() {
   const { can } = useAuth();

@@ -2,9 +2,10 @@ import { useState } from "react";
 import { api } from "../../api/client";
 import type { Team } from "../../api/types";
 import { useAuth } from "../../auth/AuthContext";
-import { AdminTable, useSubmit } from "../../components/AdminTable";
+import { AdminTable } from "../../components/AdminTable";
 import { ErrorMessage, Field, formatTime } from "../../components/ui";
 import { usePaged } from "../../lib/useApi";
+import { useSubmit } from "../../lib/useSubmit";
 
 export function TeamsPage() {
   const { can } = useAuth();
