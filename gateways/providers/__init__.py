@@ -5,7 +5,7 @@ A provider key goes only to the host it is bound to (`SecretResolver.bound_host`
 recorded when the key was stored, else the provider's own — api.openai.com,
 api.anthropic.com, or the local default of vLLM/Ollama/LM Studio); a model config whose
 `base_url` names another host is refused before any request is built. Every provider
-request goes through the outbound guard (`outbound_client`)."""
+request goes through the outbound guard (a `GuardedSession`, providers/guarded_aiohttp.py)."""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ from gateways.providers.base import (
     Usage,
 )
 from gateways.providers.demo import DemoProvider
+from gateways.providers.guarded_aiohttp import GuardedSession
 from gateways.providers.http import outbound_client
 from gateways.providers.openai import DEFAULT_BASE_URLS, OpenAIProvider
 from gateways.providers.prices import PriceTable
@@ -73,12 +74,13 @@ def check_key_binding(model: ModelConfig, base_url: str, bound_host: str | None)
 
 
 class ProviderRegistry:
-    """One provider per (kind, base URL, secret), sharing one guarded HTTP connection pool
-    (also the one the executor's HTTP tools use)."""
+    """One provider per (kind, base URL, secret), sharing one guarded aiohttp connection
+    pool (`session`); `http` is the guarded httpx client of the executor's HTTP tools."""
 
     def __init__(self, secrets: SecretResolver, guard: OutboundGuard | None = None) -> None:
         self._secrets = secrets
         self.guard = guard or OutboundGuard()  # no allowance: public addresses only
+        self.session = GuardedSession(self.guard)
         self.http: httpx.AsyncClient = outbound_client(self.guard)
         self._providers: dict[tuple[str, str, str | None], Provider] = {}
         self._demo = DemoProvider()
@@ -96,11 +98,12 @@ class ProviderRegistry:
         if provider is None:
             api_key = self._secrets.resolve(model.api_key_secret) if model.api_key_secret else None
             if model.provider == "anthropic":
-                provider = AnthropicProvider(base_url, api_key, self.http)
+                provider = AnthropicProvider(base_url, api_key, self.session)
             else:
-                provider = OpenAIProvider(base_url, api_key, self.http, name=model.provider)
+                provider = OpenAIProvider(base_url, api_key, self.session, name=model.provider)
             self._providers[key] = provider
         return provider
 
     async def aclose(self) -> None:
+        await self.session.close()
         await self.http.aclose()

@@ -7,8 +7,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-import httpx
-
 from gateways.errors import ProviderError
 from gateways.providers.base import (
     ChatRequest,
@@ -18,6 +16,7 @@ from gateways.providers.base import (
     ToolCall,
     Usage,
 )
+from gateways.providers.guarded_aiohttp import GuardedSession
 from gateways.providers.http import HttpProvider, load_json
 
 DEFAULT_BASE_URL = "https://api.anthropic.com/v1"
@@ -29,12 +28,12 @@ class AnthropicProvider(HttpProvider):
     name = "anthropic"
 
     def __init__(
-        self, base_url: str, api_key: str | None = None, client: httpx.AsyncClient | None = None
+        self, base_url: str, api_key: str | None = None, session: GuardedSession | None = None
     ) -> None:
         headers = {"anthropic-version": API_VERSION}
         if api_key:
             headers["x-api-key"] = api_key
-        super().__init__(base_url, headers, client)
+        super().__init__(base_url, headers, session)
 
     def _body(self, request: ChatRequest, stream: bool) -> dict[str, Any]:
         system = "\n\n".join(m["content"] for m in request.messages if m["role"] == "system")

@@ -10,8 +10,6 @@ import json
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-import httpx
-
 from gateways.errors import ProviderError
 from gateways.providers.base import (
     ChatRequest,
@@ -21,6 +19,7 @@ from gateways.providers.base import (
     ToolCall,
     Usage,
 )
+from gateways.providers.guarded_aiohttp import GuardedSession
 from gateways.providers.http import HttpProvider, load_json
 
 DEFAULT_BASE_URLS = {
@@ -36,11 +35,11 @@ class OpenAIProvider(HttpProvider):
         self,
         base_url: str,
         api_key: str | None = None,
-        client: httpx.AsyncClient | None = None,
+        session: GuardedSession | None = None,
         name: str = "openai",
     ) -> None:
         headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
-        super().__init__(base_url, headers, client)
+        super().__init__(base_url, headers, session)
         self.name = name
 
     def _body(self, request: ChatRequest, stream: bool) -> dict[str, Any]:
