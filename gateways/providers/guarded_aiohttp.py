@@ -26,6 +26,7 @@ first use, inside the running event loop (aiohttp binds it to that loop).
 from __future__ import annotations
 
 import socket
+import ssl
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
@@ -97,16 +98,19 @@ class GuardedConnector(aiohttp.TCPConnector):
 class GuardedSession:
     """What providers call: `request(...)` under the guard; one pooled aiohttp session."""
 
-    def __init__(self, guard: OutboundGuard, *, limit: int = 500) -> None:
+    def __init__(
+        self, guard: OutboundGuard, *, limit: int = 500, ssl: ssl.SSLContext | bool = True
+    ) -> None:
         self.guard = guard
         self._limit = limit
+        self._ssl = ssl  # True: the system's trust store; a context for a private CA
         self._session: aiohttp.ClientSession | None = None
 
     def _current(self) -> aiohttp.ClientSession:
         session = self._session
         if session is None or session.closed:
             session = self._session = aiohttp.ClientSession(
-                connector=GuardedConnector(self.guard, limit=self._limit),
+                connector=GuardedConnector(self.guard, limit=self._limit, ssl=self._ssl),
                 trust_env=False,
                 cookie_jar=aiohttp.DummyCookieJar(),
                 auto_decompress=True,
