@@ -25,6 +25,7 @@ from control_plane.api import (
     gateways,
     me,
     mfa,
+    plans,
     policies,
     replays,
     secrets,
@@ -200,7 +201,7 @@ def create_app(
     )
     install_error_handlers(app)
     routers = (system, auth, me, mfa, sessions, users, teams, workspaces, api_keys, audit)
-    features = (gateways, sso, domains, approvals, webhooks, usage)
+    features = (gateways, sso, domains, approvals, webhooks, usage, plans)
     # replays before policies: its /api/v1/policies/settings must win over /{policy_id}
     for module in (*routers, *features, replays, policies, bundles, decisions, secrets):
         app.include_router(module.router)

@@ -62,6 +62,12 @@ class Conflict(KaizenError):
     code = "conflict"
 
 
+class QuotaExceeded(KaizenError):
+    """Creating this would take the organisation past a limit of its plan (M12)."""
+
+    code = "quota_exceeded"
+
+
 class PayloadTooLarge(KaizenError, HTTPException):  # type: ignore[misc]  # both carry headers
     """Also an HTTPException: raised while FastAPI reads a body, it passes through as itself
     (FastAPI turns any other exception there into a 400)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -45,6 +46,8 @@ class Settings(BaseSettings):
     login_window_seconds: int = 300
     log_json: bool = True
     log_level: str = "INFO"
+    # The plan a new organisation starts on (M12; `kaizen-studio org set-plan` changes it).
+    default_plan: Literal["free", "pro", "enterprise"] = "free"
 
     # -- secrets (M7): see control_plane/services/secrets.py ----------------------------------
     # The master key being rotated away from (base64 of 32 bytes, or a file holding that):

@@ -191,6 +191,86 @@ def cmd_secrets_rotate_master_key(_args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_org_set_plan(args: argparse.Namespace) -> int:
+    from sqlalchemy import select
+
+    from control_plane.db.migrate import upgrade
+    from control_plane.db.models import Organization
+    from control_plane.db.session import SYSTEM, Database
+    from control_plane.errors import Invalid, KaizenError
+    from control_plane.services.audit import Actor
+    from control_plane.services.bundle_events import BundleEvents
+    from control_plane.services.crypto import load_master_key
+    from control_plane.services.keys import KeyRing
+    from control_plane.services.plans import catalogue, changes
+
+    settings = Settings()
+
+    async def organization_id(db: Database) -> uuid.UUID:
+        try:
+            return uuid.UUID(args.organization)
+        except ValueError:
+            pass
+        async with db.session(SYSTEM) as session:
+            found = list(
+                await session.scalars(
+                    select(Organization.id).where(Organization.name == args.organization)
+                )
+            )
+        if len(found) != 1:
+            why = "no organisation" if not found else f"{len(found)} organisations"
+            raise Invalid(
+                f"{why} named {args.organization!r}; give the organisation's id",
+                details=[{"field": "ORG"}],
+            )
+        return found[0]
+
+    async def run() -> changes.PlanChange:
+        db = Database(settings.resolved_database_url)
+        events = BundleEvents(settings.redis_url, prefix=settings.redis_prefix)
+        try:
+            await upgrade(db)
+            overrides = catalogue.parse_limit_arguments(args.limit or [])
+            org = await organization_id(db)
+            ring = KeyRing(
+                db, load_master_key(settings), max_token_ttl=settings.access_token_ttl_seconds
+            )
+            await ring.reload()
+            actor = Actor("system", None, "kaizen-studio org set-plan", None, None)
+            async with db.session(org) as session:
+                change = await changes.set_plan(
+                    session,
+                    org,
+                    actor,
+                    args.plan,
+                    overrides,
+                    keys=ring,
+                    issuer=settings.issuer,
+                )
+            if change.revision is not None:
+                await events.notify(str(org), change.revision)
+            return change
+        finally:
+            await events.close()
+            await db.dispose()
+
+    try:
+        change = asyncio.run(run())
+    except KaizenError as exc:
+        print(f"org set-plan: {exc.message}", file=sys.stderr)
+        return 2
+    limits = ", ".join(
+        f"{name} {'unlimited' if value is None else value}"
+        for name, value in change.after.limits.items()
+    )
+    print(f"{change.before.plan.title} -> {change.after.plan.title}: {limits}")
+    if change.revision is not None:
+        print(f"bundle revision {change.revision} carries the new limits to the sidecars")
+    else:
+        print("nothing is published yet: the first publish carries the limits")
+    return 0
+
+
 def cmd_sidecar(args: argparse.Namespace) -> int:
     from authz_sidecar.runtime import serve  # noqa: TID251  (the launcher starts each runtime)
     from authz_sidecar.settings import SidecarSettings  # noqa: TID251
@@ -270,6 +350,25 @@ def build_parser() -> argparse.ArgumentParser:
     secrets_cli.add_parser(
         "rotate-master-key", help=rotate_help, description=rotate_help
     ).set_defaults(func=cmd_secrets_rotate_master_key)
+
+    org = sub.add_parser("org", help="organisations (operator)").add_subparsers(
+        dest="org_command", required=True, metavar="ACTION"
+    )
+    set_plan_help = (
+        "put an organisation on a plan (free, pro, enterprise); Enterprise takes its own "
+        "limits (--limit gateways=10 --limit agents=unlimited). Refused, changing nothing, "
+        "when the organisation is already over a limit of the new plan"
+    )
+    set_plan = org.add_parser("set-plan", help=set_plan_help, description=set_plan_help)
+    set_plan.add_argument("organization", metavar="ORG", help="organisation id or exact name")
+    set_plan.add_argument("plan", metavar="PLAN", help="free | pro | enterprise")
+    set_plan.add_argument(
+        "--limit",
+        action="append",
+        metavar="NAME=VALUE",
+        help="users, agents, gateways or executions_per_month: a number or unlimited",
+    )
+    set_plan.set_defaults(func=cmd_org_set_plan)
 
     sidecar_help = "run the authz sidecar (Envoy ext_authz gRPC + HTTP /authz)"
     sidecar = sub.add_parser("sidecar", help=sidecar_help, description=sidecar_help)

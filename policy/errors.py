@@ -52,6 +52,7 @@ ERROR_KINDS: tuple[ErrorKind, ...] = (
     ErrorKind("mfa_enrolment_required", 403, "PERMISSION_DENIED"),
     ErrorKind("current_factor_required", 403, "PERMISSION_DENIED"),
     ErrorKind("evaluation_limit", 422, "RESOURCE_EXHAUSTED"),
+    ErrorKind("quota_exceeded", 402, "RESOURCE_EXHAUSTED"),
 )
 ERROR_TABLE: dict[str, ErrorKind] = {kind.code: kind for kind in ERROR_KINDS}
 # The first kind of each HTTP status: what a bare status (the sidecar's) means.

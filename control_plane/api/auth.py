@@ -56,7 +56,8 @@ async def signup(
     """Create an organisation with you as its owner."""
     ip = client_ip(request)
     await _limit(request, f"signup:{ip}", "sign-ups from this address")
-    user_id, org_id = await identity.signup(db, body, ip, request_id_var.get())
+    plan = get_settings(request).default_plan
+    user_id, org_id = await identity.signup(db, body, ip, request_id_var.get(), plan=plan)
     return _tokens(await auth.issue(user_id, org_id, client=client_of(request)))
 
 

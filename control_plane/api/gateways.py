@@ -66,7 +66,7 @@ async def report_status(
     return Response(status_code=204)
 
 
-@router.post("", status_code=201, responses=ERRORS)
+@router.post("", status_code=201, responses={**ERRORS, 402: {}})
 async def create_gateway(body: schemas.GatewayCreate, tenant: Create) -> schemas.GatewayCreated:
     """Register a gateway; `credential` (shown once) is what it and its sidecar present."""
     async with tenant.session() as session:

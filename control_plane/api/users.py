@@ -28,7 +28,7 @@ async def list_users(tenant: Read, cursor: Cursor = None, limit: Limit = 100) ->
     return Page(items=items, next_cursor=next_cursor)
 
 
-@router.post("", status_code=201, responses=ERRORS)
+@router.post("", status_code=201, responses={**ERRORS, 402: {}})
 async def create_user(body: UserCreate, tenant: Create) -> Member:
     """Add a member: a new user with a password, or an existing user by email."""
     async with tenant.session() as session:

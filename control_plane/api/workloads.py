@@ -63,7 +63,7 @@ def _router(kind: Kind) -> APIRouter:
             configs = await workloads.latest_configs(session, rows)
         return Page(items=[workload_out(w, configs[w.id]) for w in rows], next_cursor=next_cursor)
 
-    @router.post("", status_code=201, responses=ERRORS, name=f"apply_{collection}")
+    @router.post("", status_code=201, responses={**ERRORS, 402: {}}, name=f"apply_{collection}")
     async def apply(body: schemas.WorkloadSource, tenant: create) -> schemas.WorkloadApplied:
         async with tenant.session() as session:
             applied = await workloads.apply(

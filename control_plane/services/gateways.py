@@ -21,6 +21,7 @@ from control_plane.services import audit, notifications, usage
 from control_plane.services.audit import Actor
 from control_plane.services.auth import sha256_hex
 from control_plane.services.pagination import paginate
+from control_plane.services.plans import quotas
 
 CREDENTIAL_PREFIX = "kgw_"
 # An instance that has not reported for this long is flagged stale.
@@ -97,6 +98,7 @@ async def create(
 ) -> tuple[Gateway, str]:
     if await session.scalar(select(Gateway.id).where(Gateway.name == name)):
         raise Conflict(f"a gateway named {name!r} exists", details=[{"field": "name"}])
+    await quotas.ensure_room(session, organization_id, "gateways")
     credential = new_credential()
     gateway = Gateway(
         name=name,

@@ -7,7 +7,8 @@ import uuid
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from control_plane.db.models import Membership, Organization, User
+from control_plane.db.base import utcnow
+from control_plane.db.models import Membership, Organization, OrganizationPlan, User
 from control_plane.db.session import SYSTEM, Database
 from control_plane.errors import Conflict, Unauthenticated
 from control_plane.schemas.identity import LoginRequest, Me, OrganizationRef, SignupRequest
@@ -27,9 +28,14 @@ def normalize_email(email: str) -> str:
 
 
 async def signup(
-    db: Database, body: SignupRequest, source_ip: str | None, request_id: str | None
+    db: Database,
+    body: SignupRequest,
+    source_ip: str | None,
+    request_id: str | None,
+    *,
+    plan: str = "free",
 ) -> tuple[uuid.UUID, uuid.UUID]:
-    """Create an organisation and its owner; returns (user id, organisation id)."""
+    """Create an organisation on `plan` and its owner; returns (user id, organisation id)."""
     email = normalize_email(body.email)
     passwords.check_strength(body.password, email=email)
     password_hash = passwords.hash_password(body.password)
@@ -44,9 +50,19 @@ async def signup(
         session.add_all([org, user])
         await session.flush()
         session.add(Membership(organization_id=org.id, user_id=user.id, role="owner"))
+        session.add(
+            OrganizationPlan(organization_id=org.id, plan=plan, overrides={}, updated_at=utcnow())
+        )
         actor = Actor("user", str(user.id), email, source_ip, request_id)
         await audit.record(
-            session, org.id, actor, "organization.create", "organization", org.id, name=org.name
+            session,
+            org.id,
+            actor,
+            "organization.create",
+            "organization",
+            org.id,
+            name=org.name,
+            plan=plan,
         )
     return user.id, org.id
 

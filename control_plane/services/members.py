@@ -15,6 +15,7 @@ from control_plane.services import audit, passwords, roles
 from control_plane.services.audit import Actor
 from control_plane.services.identity import normalize_email
 from control_plane.services.pagination import paginate
+from control_plane.services.plans import quotas
 from control_plane.services.principal import Principal
 
 # Ends the given members' sessions in the session's organisation; how many ended
@@ -71,6 +72,7 @@ async def add_member(
     _check_grant(principal, body.role)
     email = normalize_email(body.email)
     user = await session.scalar(select(User).where(User.email == email))
+    password_hash = None
     if user is None:
         if body.password is None:
             raise Invalid(
@@ -78,14 +80,7 @@ async def add_member(
                 details=[{"field": "password", "message": "required for a new user"}],
             )
         passwords.check_strength(body.password, email=email)
-        user = User(
-            id=uuid.uuid4(),
-            email=email,
-            password_hash=passwords.hash_password(body.password),
-            display_name=body.display_name,
-        )
-        session.add(user)
-        await session.flush()
+        password_hash = passwords.hash_password(body.password)
     elif body.password is not None:
         raise Conflict(
             "this email already has an account; omit the password to add it as a member",
@@ -93,6 +88,17 @@ async def add_member(
         )
     elif await session.scalar(select(Membership.id).where(Membership.user_id == user.id)):
         raise Conflict("already a member of this organisation", details=[{"field": "email"}])
+    # The plan's user limit, checked (and the organisation locked) before the first write.
+    await quotas.ensure_room(session, principal.organization_id, "users")
+    if user is None:
+        user = User(
+            id=uuid.uuid4(),
+            email=email,
+            password_hash=password_hash,
+            display_name=body.display_name,
+        )
+        session.add(user)
+        await session.flush()
     membership = Membership(user_id=user.id, role=body.role)
     session.add(membership)
     await session.flush()

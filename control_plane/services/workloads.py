@@ -25,6 +25,7 @@ from control_plane.errors import Conflict, Invalid, NotFound
 from control_plane.services import audit
 from control_plane.services.audit import Actor
 from control_plane.services.pagination import paginate
+from control_plane.services.plans import quotas
 from policy.compiler import canonical_json
 from policy.errors import ErrorDetail, PolicyValidationError
 from policy.fields import detail_at
@@ -265,6 +266,10 @@ async def apply(
     existing = {
         w.name: w for w in await session.scalars(select(Workload).where(Workload.kind == kind))
     }
+    if kind == "agent":
+        # The plan's agent limit, checked (and the organisation locked) before any write.
+        new = {workload.name for workload, _raw in parsed} - set(existing)
+        await quotas.ensure_room(session, organization_id, "agents", adding=len(new))
     latest = await latest_configs(session, list(existing.values()))
     now = utcnow()
     result = Applied([], [], [], [])

@@ -42,6 +42,7 @@ from control_plane.db.models.notifications import (
     Webhook,
     WebhookDelivery,
 )
+from control_plane.db.models.plans import OrganizationPlan
 from control_plane.db.models.policies import (
     BundleRevision,
     Policy,
@@ -87,6 +88,7 @@ __all__ = [
     "NotificationCounter",
     "Organization",
     "OrganizationDomain",
+    "OrganizationPlan",
     "Policy",
     "PolicySettings",
     "PolicyVersion",

@@ -16,6 +16,7 @@ from control_plane.errors import NotFound
 from control_plane.services import deployments, rego_tasks
 from control_plane.services import sessions as user_sessions
 from control_plane.services.keys import KeyRing
+from control_plane.services.plans import bundle as plan_bundle
 from control_plane.services.policies.revisions import current_revision
 from control_plane.services.policies.versions import draft_versions, read_sources
 from control_plane.services.rego_sandbox import RegoSandbox
@@ -90,6 +91,9 @@ async def prepare(
     session: AsyncSession, organization_id: uuid.UUID, keys: KeyRing, versions: dict[str, int]
 ) -> Prepared:
     sources = await read_sources(session, versions)
+    plan = await plan_bundle.plan_source(session)  # the plan's monthly executions budget
+    if plan is not None:
+        sources.append(plan)
     return Prepared(versions, sources, await compile_context(session, organization_id, keys))
 
 

@@ -26,6 +26,7 @@ from control_plane.errors import Conflict, Invalid
 from control_plane.services import audit
 from control_plane.services.audit import Actor
 from control_plane.services.keys import KeyRing
+from control_plane.services.plans import bundle as plan_bundle
 from control_plane.services.policies.evaluation import Prepared, compile_context, prepare
 from control_plane.services.policies.revisions import current_revision
 from control_plane.services.rego_sandbox import RegoSandbox
@@ -123,6 +124,12 @@ async def _commit(
         raise Conflict(
             "credentials or deployments changed while the policies were being built; "
             f"nothing was published; {reason} again"
+        )
+    plan = await plan_bundle.plan_source(session)
+    if [s for s in prepared.sources if s[0] == plan_bundle.SOURCE_FILE] != ([plan] if plan else []):
+        raise Conflict(
+            f"the organisation's plan changed while the policies were being built; nothing was "
+            f"published; {reason} again"
         )
     last = await session.scalar(select(func.max(BundleRevision.revision)))
     revision = (last or 0) + 1

@@ -23,6 +23,7 @@ from control_plane.services import audit, passwords, roles
 from control_plane.services import domains as org_domains
 from control_plane.services.audit import Actor
 from control_plane.services.identity import normalize_email
+from control_plane.services.plans import quotas
 from control_plane.services.sso.identity import ExternalIdentity
 from control_plane.services.sso.providers import provider_domains
 
@@ -221,6 +222,9 @@ async def provision(
                 "names no role, so it signs in existing members only"
             )
         raise Forbidden("none of your identity provider groups grants a role in this organisation")
+    if membership is None:
+        # A new member (just-in-time): the plan's user limit, before the first write.
+        await quotas.ensure_room(session, org_id, "users")
     if user is None:
         user = User(id=uuid.uuid4(), email=email, display_name=identity.display_name)
         session.add(user)

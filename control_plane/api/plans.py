@@ -1,0 +1,44 @@
+"""The organisation's plan, its limits and what it uses of each (any member may read it).
+
+Plans change through the operator's `kaizen-studio org set-plan` (M12); billing (Stripe)
+is not built."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
+
+from control_plane.api.deps import Tenant, requires
+from control_plane.schemas.plans import PlanLimitOut, PlanOut
+from control_plane.services.plans import quotas
+from control_plane.services.plans.catalogue import LIMIT_NAMES
+
+router = APIRouter(tags=["plans"])
+
+Read = Annotated[Tenant, Depends(requires("organization", "read"))]
+
+
+@router.get("/api/v1/plan", responses={401: {}, 403: {}})
+async def get_plan(tenant: Read) -> PlanOut:
+    """The plan, each limit (null: unlimited) and current usage. `executions_per_month`
+    counts the executions the gateways reported this calendar month (UTC); the sidecars
+    enforce it from their own shared counter, which may run a few seconds ahead."""
+    async with tenant.session() as session:
+        state = await quotas.plan_of(session)
+        used = await quotas.counts(session)
+    return PlanOut(
+        plan=state.plan.name,
+        title=state.plan.title,
+        overrides=state.overrides,
+        limits=[
+            PlanLimitOut(
+                name=name,
+                limit=state.limits[name],
+                used=used[name],
+                enforced_by="sidecar" if name == "executions_per_month" else "control_plane",
+            )
+            for name in LIMIT_NAMES
+        ],
+        updated_at=state.updated_at,
+    )
