@@ -12,10 +12,11 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from tests.conftest import PASSWORD, Account, member, signup
+from tests.conftest import PASSWORD, Account, Stack, member, signup
 from tests.idp.dns_server import LocalDns
 from tests.idp.oidc_provider import IdpUser, OidcProvider
 from tests.integration.mfa_support import Clock, enrol
+from tests.integration.plan_support import put_on
 from tests.integration.sso_support import dns, dns_server, verify_domain
 
 __all__ = ["dns", "dns_server"]  # fixtures
@@ -208,6 +209,34 @@ async def test_no_role_for_the_groups_refuses(
     assert back.status_code == 403, back.text
     users = (await client.get("/api/v1/users", headers=owner.headers)).json()["items"]
     assert [u["email"] for u in users] == [owner.email]
+
+
+async def test_jit_provisioning_past_the_plans_user_limit_is_refused(
+    client: httpx.AsyncClient,
+    stack: Stack,
+    owner: Account,
+    idp: OidcProvider,
+    dns: LocalDns,
+    browser: httpx.AsyncClient,
+) -> None:
+    provider = await _provider(client, owner, idp, dns)
+    await put_on(stack, owner.organization_id, "free")
+    await member(client, owner, "viewer")
+    await member(client, owner, "viewer")  # three of Free's three
+    back = await client.get(await _to_callback(client, browser, provider))
+    assert back.status_code == 402, back.text
+    error = back.json()["error"]
+    assert error["code"] == "quota_exceeded"
+    assert error["details"][0] | {"field": "users"} == {
+        "field": "users",
+        "limit": "users",
+        "plan": "free",
+        "allowed": 3,
+        "count": 3,
+    }
+    users = (await client.get("/api/v1/users", headers=owner.headers)).json()["items"]
+    assert len(users) == 3
+    assert f"dev@{DOMAIN}" not in [u["email"] for u in users]
 
 
 @pytest.mark.parametrize(

@@ -168,6 +168,7 @@ SUMMARIES = {
     "/api/v1/decisions/aggregates",
     "/api/v1/decisions/verify",
     "/api/v1/decisions/retention",
+    "/api/v1/plan",
 }
 # The order DELETEs run in (their positive controls spend the caller's objects).
 DELETE_ORDER = [
