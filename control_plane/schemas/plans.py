@@ -2,6 +2,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from pydantic import Field
+
 from control_plane.schemas.base import Output
 
 
@@ -21,3 +23,35 @@ class PlanOut(Output):
     overrides: dict[str, int | None]
     limits: list[PlanLimitOut]
     updated_at: datetime | None
+
+
+class UsageRow(Output):
+    """One group's totals; a key is present when grouped by it (null: none, e.g. a call
+    made by a user has no `api_key`, a call outside any workspace no `workspace`)."""
+
+    day: str | None = None
+    workspace: str | None = None
+    kind: str | None = None  # agent | pipeline, with `agent`
+    agent: str | None = None
+    api_key: str | None = None
+    executions: int
+    tokens_in: int
+    tokens_out: int
+    tokens: int
+    cost_usd: float
+
+
+class UsageTotalsTotal(Output):
+    executions: int
+    tokens_in: int
+    tokens_out: int
+    tokens: int
+    cost_usd: float
+
+
+class UsageTotalsOut(Output):
+    from_: datetime = Field(serialization_alias="from")
+    to: datetime
+    group_by: list[str]
+    items: list[UsageRow]
+    total: UsageTotalsTotal

@@ -169,6 +169,7 @@ SUMMARIES = {
     "/api/v1/decisions/verify",
     "/api/v1/decisions/retention",
     "/api/v1/plan",
+    "/api/v1/usage/totals",
 }
 # The order DELETEs run in (their positive controls spend the caller's objects).
 DELETE_ORDER = [
