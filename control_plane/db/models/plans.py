@@ -14,7 +14,7 @@ from control_plane.db.base import Base, TenantScoped, UTCDateTime
 class OrganizationPlan(TenantScoped, Base):
     """One row per organisation. No row reads as Free (fail closed): sign-up writes one,
     and the migration that introduced plans put every existing organisation on Enterprise
-    (ADR 0006)."""
+    (ADR 0007)."""
 
     __tablename__ = "organization_plans"
     __table_args__ = (UniqueConstraint("organization_id"),)

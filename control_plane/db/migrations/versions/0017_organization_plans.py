@@ -41,7 +41,7 @@ def upgrade() -> None:
             batch_op.f("ix_organization_plans_organization_id"), ["organization_id"], unique=False
         )
     # Organisations that predate plans keep exactly what they had: no limit at all
-    # (Enterprise without overrides). ADR 0006.
+    # (Enterprise without overrides). ADR 0007.
     now = datetime.now(UTC)
     organizations = op.get_bind().execute(sa.text("SELECT id FROM organizations")).scalars()
     rows = [
