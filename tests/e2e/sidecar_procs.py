@@ -136,7 +136,9 @@ class ControlPlane:
     def configured(cls, home: Path, **settings: str) -> ControlPlane:
         """On a free port, with `KAIZEN_HOME=home` and `KAIZEN_<NAME>` for each setting."""
         port = free_port()
-        env = clean_env(KAIZEN_HOME=str(home))
+        # Organisations on Enterprise (no limits), as in tests/conftest.py: these tests
+        # exercise the fleet, not quotas.
+        env = clean_env(KAIZEN_HOME=str(home), KAIZEN_DEFAULT_PLAN="enterprise")
         env.update({f"KAIZEN_{name.upper()}": value for name, value in settings.items()})
         return cls(f"http://127.0.0.1:{port}", port, env)
 

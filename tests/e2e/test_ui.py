@@ -82,7 +82,11 @@ def control_plane(
         )
     home = tmp_path_factory.mktemp("ui")
     env = {k: v for k, v in os.environ.items() if not k.startswith("KAIZEN_")}
-    env.update(KAIZEN_HOME=str(home), KAIZEN_LOGIN_ATTEMPTS_PER_WINDOW="1000")
+    env.update(
+        KAIZEN_HOME=str(home),
+        KAIZEN_LOGIN_ATTEMPTS_PER_WINDOW="1000",
+        KAIZEN_DEFAULT_PLAN="enterprise",
+    )
     env["KAIZEN_DNS_NAMESERVER"] = ui_dns.nameserver
     if os.environ.get("KAIZEN_TEST_POSTGRES_URL"):
         env["KAIZEN_DATABASE_URL"] = request.getfixturevalue("ui_postgres_database")
