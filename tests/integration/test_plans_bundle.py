@@ -78,12 +78,8 @@ async def test_the_plans_monthly_executions_are_enforced_from_the_signed_bundle(
     assert engine.decide(_input(org)).outcome == "allow"
 
     _revision, engine = await _engine(stack, org)
-    _used(engine, org, 9_000)  # past the soft limit (90 %): held, and the event raised
-    held = engine.decide(_input(org))
-    assert held.outcome == "require_approval"
-    assert held.reasons == (
-        "budget free-plan-executions (org executions per month) over soft limit: 9001 of 9000",
-    )
+    _used(engine, org, 9_998)  # past 90 %: still served (no hold for approval)
+    assert engine.decide(_input(org)).outcome == "allow"
 
     _revision, engine = await _engine(stack, org)
     _used(engine, org, 10_000)

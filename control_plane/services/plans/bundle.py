@@ -7,9 +7,10 @@ control plane is down. A tenant document of the same name does not replace it: t
 then fails validation (duplicate name), so a tenant cannot lift its own quota.
 
 The budget counts every `invoke` / `run` of the organisation (`scope: org`, `metric:
-executions`, `period: month`); past `soft_limit` (90 %) calls are held for approval and
-`budget.soft_limit` is raised (webhook; approvers are emailed about the held call), past
-`limit` they are denied with a reason naming the plan's budget.
+executions`, `period: month`); past `limit` calls are denied with a reason naming the
+plan's budget. It has no `soft_limit`: the engine holds every call past a soft limit for
+approval, and a plan's 90 % mark must warn, not stop a tenant's traffic. The warning at
+90 % (webhook and email) is not built yet.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from control_plane.services.plans.quotas import plan_of
 DOCUMENT_NAME = "plan-quota"
 # Not a possible policy name (names take no "<"), so no tenant source can shadow it.
 SOURCE_FILE = "<plan-quota>"
-SOFT_LIMIT_SHARE = 0.9
 
 
 def budget_name(plan_name: str) -> str:
@@ -29,7 +29,6 @@ def budget_name(plan_name: str) -> str:
 
 
 def render(plan_name: str, limit: int) -> str:
-    soft = int(limit * SOFT_LIMIT_SHARE)
     return (
         "apiVersion: kaizen.studio/v1\n"
         "kind: BudgetPolicy\n"
@@ -41,7 +40,6 @@ def render(plan_name: str, limit: int) -> str:
         "      metric: executions\n"
         "      period: month\n"
         f"      limit: {limit}\n"
-        f"      soft_limit: {soft}\n"
         "      actions: [invoke, run]\n"
     )
 
