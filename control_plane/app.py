@@ -25,6 +25,8 @@ from control_plane.api import (
     gateways,
     me,
     mfa,
+    oauth,
+    oauth_clients,
     plans,
     policies,
     replays,
@@ -51,6 +53,7 @@ from control_plane.services.keys import KeyRing
 from control_plane.services.kv import open_store
 from control_plane.services.mfa import SecondFactor
 from control_plane.services.notifications import Notifier, configure_notifications
+from control_plane.services.oauth.flow import OAuthFlow
 from control_plane.services.rego_sandbox import RegoSandbox
 from control_plane.services.replay import ReplayRunner
 from control_plane.services.revocations import RevocationPublisher
@@ -158,6 +161,7 @@ def create_app(
             notify=app.state.bundle_events.notify,
         )
         app.state.auth.on_revoke = app.state.revocations.note
+        app.state.oauth = OAuthFlow(settings, db, kv, keys, app.state.auth)
         await app.state.revocations.start()
         # Tenant Rego runs only in these worker processes (M8); they stop with the app.
         app.state.rego = RegoSandbox(
@@ -201,7 +205,7 @@ def create_app(
     )
     install_error_handlers(app)
     routers = (system, auth, me, mfa, sessions, users, teams, workspaces, api_keys, audit)
-    features = (gateways, sso, domains, approvals, webhooks, usage, plans)
+    features = (gateways, sso, domains, approvals, webhooks, usage, plans, oauth, oauth_clients)
     # replays before policies: its /api/v1/policies/settings must win over /{policy_id}
     for module in (*routers, *features, replays, policies, bundles, decisions, secrets):
         app.include_router(module.router)

@@ -190,6 +190,11 @@ class Authenticator:
         role, email = await self._membership_role(user_id, org_id)
         return Principal("user", user_id, org_id, role, email, session_id=sid)
 
+    async def member(self, user_id: uuid.UUID, org_id: uuid.UUID) -> tuple[str, str, list[str]]:
+        """Role, email and team names of a current member (Unauthenticated otherwise)."""
+        role, email = await self._membership_role(user_id, org_id)
+        return role, email, await self._team_names(user_id, org_id)
+
     async def _membership_role(self, user_id: uuid.UUID, org_id: uuid.UUID) -> tuple[str, str]:
         async with self._db.session(org_id) as session:
             row = (

@@ -42,6 +42,7 @@ from control_plane.db.models.notifications import (
     Webhook,
     WebhookDelivery,
 )
+from control_plane.db.models.oauth import OAuthClient, OAuthGrant, OAuthSettings
 from control_plane.db.models.plans import OrganizationPlan
 from control_plane.db.models.policies import (
     BundleRevision,
@@ -86,6 +87,9 @@ __all__ = [
     "Membership",
     "MfaPolicy",
     "NotificationCounter",
+    "OAuthClient",
+    "OAuthGrant",
+    "OAuthSettings",
     "Organization",
     "OrganizationDomain",
     "OrganizationPlan",
