@@ -17,6 +17,8 @@ import jwt
 from jwt import PyJWK
 
 ALGORITHM = "EdDSA"
+# RFC 9068: an MCP client's access token from the control plane's authorization server.
+OAUTH_TOKEN_TYP = "at+jwt"  # noqa: S105  (a JOSE header value)
 API_KEY_PREFIX = "ks_"
 LEEWAY_SECONDS = 30
 _MAX_CREDENTIAL = 8192
@@ -105,6 +107,8 @@ class Authenticator:
         issuer: str,
         audience: str,
         cache_size: int = _CACHE_SIZE,
+        mcp_resource: str | None = None,
+        oauth_issuer: str | None = None,
     ) -> None:
         self.organization: str = kaizen["organization"]
         self.keys = signing_keys(kaizen.get("jwks"))
@@ -116,6 +120,12 @@ class Authenticator:
         )
         self._issuer = issuer
         self._audience = audience
+        # The gateway's canonical MCP URL (RFC 8707 resource): an OAuth token is accepted
+        # here only when its `aud` is exactly this, and its `iss` this organisation's issuer.
+        self.mcp_resource = mcp_resource
+        self._oauth_issuer = (
+            f"{oauth_issuer.rstrip('/')}/oauth/{self.organization}" if oauth_issuer else None
+        )
         # Verified tokens by value (with their expiry): a signature check once per token.
         self._cache: OrderedDict[str, tuple[float, dict[str, Any]]] = OrderedDict()
         self._cache_size = cache_size
@@ -134,14 +144,18 @@ class Authenticator:
         if cached is not None and cached[0] > time.time():
             self._cache.move_to_end(credential)
             return dict(cached[1])
-        claims = verify_eddsa(
-            credential,
-            self.keys,
-            audience=self._audience,
-            issuer=self._issuer,
-            required=("exp", "iat", "sub"),
-        )
-        principal = self._user(claims)
+        if _header_typ(credential) == OAUTH_TOKEN_TYP:
+            principal = self._oauth(credential)
+            claims: Mapping[str, Any] = {"exp": principal["attributes"].pop("exp")}
+        else:
+            claims = verify_eddsa(
+                credential,
+                self.keys,
+                audience=self._audience,
+                issuer=self._issuer,
+                required=("exp", "iat", "sub"),
+            )
+            principal = self._user(claims)
         self._cache[credential] = (float(claims["exp"]) + LEEWAY_SECONDS, principal)
         if len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
@@ -175,6 +189,33 @@ class Authenticator:
             "attributes": attributes,
         }
 
+    def _oauth(self, credential: str) -> dict[str, Any]:
+        """An MCP client's token: only for this gateway's MCP resource (no passthrough)."""
+        if self.mcp_resource is None or self._oauth_issuer is None:
+            raise AuthenticationError(
+                "OAuth tokens are not accepted here: this gateway has no MCP resource URL"
+            )
+        claims = verify_eddsa(
+            credential,
+            self.keys,
+            audience=self.mcp_resource,
+            issuer=self._oauth_issuer,
+            typ_header=OAUTH_TOKEN_TYP,
+            required=("exp", "iat", "sub", "aud", "client_id"),
+        )
+        if claims.get("aud") != self.mcp_resource:  # a list naming us among others: no
+            raise AuthenticationError(f"token audience is not {self.mcp_resource}")
+        client_id, scope = claims.get("client_id"), claims.get("scope", "")
+        if not isinstance(client_id, str) or not isinstance(scope, str):
+            raise AuthenticationError("token client_id and scope must be strings")
+        if not scope.split():
+            raise AuthenticationError("token grants no scope")
+        principal = self._user({**claims, "typ": "access"})
+        principal["attributes"].update(
+            oauth_client=client_id, scopes=scope.split(), exp=claims["exp"]
+        )
+        return principal
+
     def _user(self, claims: Mapping[str, Any]) -> dict[str, Any]:
         if claims.get("typ") != "access":
             raise AuthenticationError("token is not an access token")
@@ -202,9 +243,29 @@ class Authenticator:
         }
 
 
+def _header_typ(token: str) -> object:
+    try:
+        return jwt.get_unverified_header(token).get("typ")
+    except jwt.PyJWTError:
+        return None  # verify_eddsa says what is wrong with it
+
+
 # What an API-key scope (`collection:action`, control_plane/services/roles.py) calls each
 # kind of resource the sidecar decides on.
 SCOPE_COLLECTIONS = {"agent": "agents", "pipeline": "pipelines", "mcp": "mcp"}
+
+
+def resource_metadata_url(mcp_resource: str) -> str:
+    """RFC 9728 §3.1: the metadata of `https://host/mcp` is at
+    `https://host/.well-known/oauth-protected-resource/mcp`."""
+    scheme, _, rest = mcp_resource.partition("://")
+    host, slash, path = rest.partition("/")
+    return f"{scheme}://{host}/.well-known/oauth-protected-resource{slash}{path}"
+
+
+def scope_needed(action: str, resource_type: str) -> str:
+    """The scope that names this call (what a 403 `insufficient_scope` asks for)."""
+    return f"{SCOPE_COLLECTIONS.get(resource_type, resource_type)}:{action}"
 
 
 def scope_refusal(principal: Mapping[str, Any], action: str, resource_type: str) -> str | None:

@@ -16,14 +16,19 @@ import os
 import socket
 import time
 from collections.abc import Coroutine, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import jwt
 
 from authz_sidecar import metrics
-from authz_sidecar.authn import AuthenticationError, scope_refusal
+from authz_sidecar.authn import (
+    AuthenticationError,
+    resource_metadata_url,
+    scope_needed,
+    scope_refusal,
+)
 from authz_sidecar.budgets import ReservationBook
 from authz_sidecar.engine_holder import EngineHolder, Snapshot
 from authz_sidecar.grants import GrantError, ReplayGuard
@@ -69,6 +74,7 @@ class Verdict:
     approval_request_id: str | None = None
     signed_decision: str | None = None  # x-kaizen-decision for the gateway (allow only)
     remove_headers: tuple[str, ...] = ()  # the caller's own x-kaizen-* headers
+    challenge: str | None = None  # WWW-Authenticate of a 401 / insufficient_scope 403
 
     @property
     def allowed(self) -> bool:
@@ -154,11 +160,23 @@ class Authorizer:
         if snapshot is None:
             return _deny(new_decision_id(), (NOT_READY,), None), None, None
         revision = snapshot.bundle.revision
+        authenticator = snapshot.authenticator
+        on_mcp = _is_mcp(facts.path)
+        metadata = (
+            resource_metadata_url(authenticator.mcp_resource)
+            if on_mcp and authenticator.mcp_resource
+            else None
+        )
+        authorization = facts.headers.get("authorization")
         try:
-            principal = snapshot.authenticator.authenticate(facts.headers.get("authorization"))
+            principal = authenticator.authenticate(authorization)
+            if "oauth_client" in principal["attributes"] and not on_mcp:
+                raise AuthenticationError("an MCP client's token is only for /mcp")
         except AuthenticationError as exc:
             failed = (f"authentication failed: {exc}",)
-            return Verdict(401, "deny", new_decision_id(), failed, revision), None, None
+            challenge = _challenge(metadata, None if not authorization else str(exc))
+            verdict = Verdict(401, "deny", new_decision_id(), failed, revision, challenge=challenge)
+            return verdict, None, None
         try:
             mapped = map_request(facts, snapshot.agents)
             input = self.decision_input(facts, principal, mapped)
@@ -167,6 +185,9 @@ class Authorizer:
             return verdict, None, None
         if refusal := scope_refusal(principal, mapped.action, mapped.resource_type):
             verdict = _deny(new_decision_id(), (refusal,), revision, principal, snapshot)
+            if "oauth_client" in principal["attributes"]:
+                needed = scope_needed(mapped.action, mapped.resource_type)
+                verdict = replace(verdict, challenge=_scope_challenge(needed, metadata))
             return verdict, input, None
         if mapped.narrowing:
             input = _claim_if_route_allows(snapshot.engine, input, mapped)
@@ -411,3 +432,28 @@ def _estimate(header: str, raw: str) -> float:
     if not math.isfinite(value) or value < 0:
         raise MappingError(f"{header} must be a finite number of at least 0")
     return value
+
+
+def _is_mcp(path: str) -> bool:
+    return path == "/mcp" or path.startswith(("/mcp?", "/mcp/"))
+
+
+def _quoted(text: str) -> str:
+    return '"' + text.replace("\\", "").replace('"', "'")[:200] + '"'
+
+
+def _challenge(resource_metadata: str | None, error: str | None) -> str:
+    """RFC 6750 §3 + RFC 9728 §5.1: no error code when no credential was sent."""
+    parts = ['realm="kaizen"']
+    if error is not None:
+        parts += ['error="invalid_token"', f"error_description={_quoted(error)}"]
+    if resource_metadata is not None:
+        parts.append(f"resource_metadata={_quoted(resource_metadata)}")
+    return "Bearer " + ", ".join(parts)
+
+
+def _scope_challenge(scope: str, resource_metadata: str | None) -> str:
+    parts = ['error="insufficient_scope"', f"scope={_quoted(scope)}"]
+    if resource_metadata is not None:
+        parts.append(f"resource_metadata={_quoted(resource_metadata)}")
+    return "Bearer " + ", ".join(parts)

@@ -50,8 +50,11 @@ class EngineHolder:
         issuer: str,
         audience: str,
         gateway_binding: str | None = None,
+        mcp_resource: str | None = None,
+        oauth_issuer: str | None = None,
     ) -> None:
         self.ledger = ledger
+        self._mcp_resource, self._oauth_issuer = mcp_resource, oauth_issuer
         self._gateway_binding = gateway_binding  # grants.gateway_binding(credential)
         self._issuer = issuer
         self._audience = audience
@@ -70,7 +73,13 @@ class EngineHolder:
     def build(self, verified: VerifiedBundle) -> Snapshot:
         """A snapshot of `verified`; raises if its Rego does not compile."""
         kaizen = verified.compiled.kaizen
-        authenticator = Authenticator(kaizen, issuer=self._issuer, audience=self._audience)
+        authenticator = Authenticator(
+            kaizen,
+            issuer=self._issuer,
+            audience=self._audience,
+            mcp_resource=self._mcp_resource,
+            oauth_issuer=self._oauth_issuer,
+        )
         return Snapshot(
             bundle=verified,
             engine=DecisionEngine.from_bundle(verified, ledger=self.ledger),

@@ -72,7 +72,9 @@ def check_response(verdict: Verdict) -> external_auth_pb2.CheckResponse:
             ),
         )
     headers = [_JSON, _header("x-kaizen-decision-id", verdict.decision_id)]
-    if verdict.status == 401:
+    if verdict.challenge is not None:
+        headers.append(_header("www-authenticate", verdict.challenge))
+    elif verdict.status == 401:
         headers.append(_BEARER)
     return external_auth_pb2.CheckResponse(
         status=status_pb2.Status(code=_grpc_code(verdict.status)),

@@ -75,7 +75,9 @@ def verdict_response(verdict: Verdict) -> Response:
     headers.append(("x-kaizen-reason", "; ".join(verdict.reasons)[:1024]))
     if verdict.approval_request_id is not None:
         headers.append(("x-kaizen-approval-request-id", verdict.approval_request_id))
-    if verdict.status == 401:
+    if verdict.challenge is not None:
+        headers.append(("www-authenticate", verdict.challenge))
+    elif verdict.status == 401:
         headers.append(("www-authenticate", 'Bearer realm="kaizen"'))
     return _json(verdict.status, verdict.body(), headers)
 

@@ -162,6 +162,8 @@ class Worker:
             issuer=settings.issuer,
             audience=settings.audience,
             gateway_binding=gateway_binding(token) if token else None,
+            mcp_resource=settings.sidecar_mcp_resource,
+            oauth_issuer=settings.sidecar_oauth_issuer or settings.control_plane_url,
         )
         self.holder.subscribe(_on_snapshot)
         self.store: BundleStore | None = None

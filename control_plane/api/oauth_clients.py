@@ -12,6 +12,7 @@ from sqlalchemy import select
 from control_plane.api.deps import PrincipalDep, Tenant, client_ip, requires
 from control_plane.api.oauth import FlowDep
 from control_plane.db.models import OAuthClient, OAuthGrant, OAuthSettings
+from control_plane.errors import Forbidden
 from control_plane.schemas import oauth as schemas
 from control_plane.services import audit
 from control_plane.services.audit import Actor
@@ -24,6 +25,15 @@ ERRORS: dict[int | str, dict[str, object]] = {401: {}, 403: {}, 404: {}, 422: {}
 
 Read = Annotated[Tenant, Depends(requires("oauth_clients", "read"))]
 Update = Annotated[Tenant, Depends(requires("oauth_clients", "update"))]
+
+
+def get_person(principal: PrincipalDep) -> Principal:
+    if principal.kind != "user":
+        raise Forbidden("MCP-client consent belongs to people; an API key has none")
+    return principal
+
+
+PersonDep = Annotated[Principal, Depends(get_person)]
 
 
 def _actor(principal: Principal, request: Request) -> Actor:
@@ -48,7 +58,7 @@ def _grant_out(
 
 @router.get("/requests/{request_id}", responses=ERRORS)
 async def consent_request(
-    request_id: str, principal: PrincipalDep, flow: FlowDep
+    request_id: str, principal: PersonDep, flow: FlowDep
 ) -> schemas.ConsentRequest:
     """The pending authorization request the consent page shows."""
     pending = await flow.pending(request_id, principal)
@@ -67,7 +77,7 @@ async def consent_request(
 async def decide(
     request_id: str,
     body: schemas.ConsentDecision,
-    principal: PrincipalDep,
+    principal: PersonDep,
     request: Request,
     flow: FlowDep,
 ) -> schemas.ConsentAnswer:
@@ -79,7 +89,7 @@ async def decide(
 
 
 @router.get("/grants", responses=ERRORS)
-async def my_grants(principal: PrincipalDep, flow: FlowDep) -> list[schemas.OAuthGrantOut]:
+async def my_grants(principal: PersonDep, flow: FlowDep) -> list[schemas.OAuthGrantOut]:
     """The MCP clients the caller authorized, one entry per grant."""
     async with flow.db.session(principal.organization_id) as session:
         rows = await grants.for_user(session, principal.id)
@@ -88,7 +98,7 @@ async def my_grants(principal: PrincipalDep, flow: FlowDep) -> list[schemas.OAut
 
 @router.delete("/grants/{grant_id}", status_code=204, responses=ERRORS)
 async def revoke_my_grant(
-    grant_id: uuid.UUID, principal: PrincipalDep, request: Request, flow: FlowDep
+    grant_id: uuid.UUID, principal: PersonDep, request: Request, flow: FlowDep
 ) -> Response:
     """Revoke one of the caller's grants: its refresh tokens at once, its access tokens at
     the sidecars with the next bundle."""

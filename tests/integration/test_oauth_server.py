@@ -61,7 +61,7 @@ async def test_registration_is_off_by_default_and_redirects_are_restricted(
     issuer = f"/oauth/{owner.organization_id}"
     body = {"client_name": "x", "redirect_uris": [REDIRECT]}
     refused = await client.post(f"{issuer}/register", json=body)
-    assert refused.status_code == 403
+    assert refused.status_code == 400  # RFC 7591 §3.2.2
     assert refused.json()["error"] == "access_denied"
     await enable_registration(client, owner.headers)
     for uri in ("http://evil.example/cb", "javascript:alert(1)", "https://a.example/#frag"):

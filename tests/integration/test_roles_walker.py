@@ -48,6 +48,12 @@ PUBLIC_OPERATIONS = {
     ("GET", "/api/v1/auth/saml/{provider_id}/login"),
     ("POST", "/api/v1/auth/saml/{provider_id}/acs"),
     ("GET", "/api/v1/bundles/{scope}/jwks.json"),
+    # The MCP authorization server's protocol endpoints (OAuth 2.1, one issuer per org).
+    ("GET", "/.well-known/oauth-authorization-server/oauth/{organization_id}"),
+    ("GET", "/.well-known/openid-configuration/oauth/{organization_id}"),
+    ("GET", "/oauth/{organization_id}/authorize"),
+    ("POST", "/oauth/{organization_id}/token"),
+    ("POST", "/oauth/{organization_id}/register"),
 }
 # Any member, about themselves (their session, password, second factor); approvals decide
 # per request who may see or decide it (the requester, or `approvals:read`/`decide`).
@@ -66,6 +72,10 @@ SELF_OPERATIONS = {
     ("GET", "/api/v1/approvals/{approval_id}"),
     ("POST", "/api/v1/approvals/{approval_id}/approve"),
     ("POST", "/api/v1/approvals/{approval_id}/deny"),
+    ("GET", "/api/v1/oauth/requests/{request_id}"),
+    ("POST", "/api/v1/oauth/requests/{request_id}"),
+    ("GET", "/api/v1/oauth/grants"),
+    ("DELETE", "/api/v1/oauth/grants/{grant_id}"),
 }
 # Self-service that belongs to people: an API key is refused (403) by the route.
 PEOPLE_ONLY = {
@@ -78,6 +88,10 @@ PEOPLE_ONLY = {
     ("DELETE", "/api/v1/me/sessions/{session_id}"),
     ("DELETE", "/api/v1/me/sessions"),
     ("DELETE", "/api/v1/auth/session"),
+    ("GET", "/api/v1/oauth/requests/{request_id}"),
+    ("POST", "/api/v1/oauth/requests/{request_id}"),
+    ("GET", "/api/v1/oauth/grants"),
+    ("DELETE", "/api/v1/oauth/grants/{grant_id}"),
 }
 # Sidecars and gateways, with their `kgw_…` credential.
 GATEWAY_OPERATIONS = {
