@@ -46,6 +46,9 @@ BODIES: dict[tuple[str, str], Any] = {
         "break_glass_user_ids": ["{owner_id}"],
     },
     ("POST", "/api/v1/approvals/{approval_id}/approve"): {"comment": "ok"},
+    ("POST", "/api/v1/oauth/requests/{request_id}"): {"approve": True},
+    ("PUT", "/api/v1/oauth/clients/{client_ref}/blocked"): {"blocked": False},
+    ("PUT", "/api/v1/oauth/settings"): {"dynamic_registration": False, "metadata_documents": True},
     ("POST", "/api/v1/approvals/{approval_id}/deny"): {"comment": "no"},
     ("POST", "/api/v1/approvals/grants/redeem"): {"jti": "{grant_jti}"},
     ("PATCH", "/api/v1/webhooks/{webhook_id}"): {"description": "taken over"},
@@ -155,6 +158,9 @@ OWN_BY_NAME = {("PUT", "/api/v1/secrets/providers/{provider}")}
 # public keys are public. They must still change nothing the victim owns.
 PUBLIC_REACH = re.compile(
     r"^/api/v1/(auth/(oidc|saml)/\{provider_id\}/|auth/sso/discover$|bundles/\{scope\}/jwks\.json$)"
+    # The MCP authorization server: an issuer is public (metadata, authorize, token, and
+    # registration where the organisation opened it).
+    r"|^(/\.well-known/[a-z-]+)?/oauth/\{organization_id\}"
 )
 # GETs without a path id that answer settings or a summary rather than objects, so there
 # are no ids of the caller's to show (every other list must show some: its positive control).

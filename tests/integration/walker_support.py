@@ -393,7 +393,9 @@ async def make_objects(client: httpx.AsyncClient, owner: Account, clock: Clock) 
     sessions = (await client.get("/api/v1/me/sessions", headers=h)).json()
     own_sid = _session_of(owner.access_token)
     other = next(s["id"] for s in sessions if s["id"] != own_sid)
+    oauth = await _oauth_objects(client, owner, gateway["url"])
     return {
+        **oauth,
         "user_id": user["id"],
         "spare_user_id": spare["id"],
         "team_id": team["id"],
@@ -420,6 +422,41 @@ async def make_objects(client: httpx.AsyncClient, owner: Account, clock: Clock) 
         "session_id": other,
         "provider": provider,
         "version": "1",
+    }
+
+
+async def _oauth_objects(client: httpx.AsyncClient, owner: Account, url: str) -> dict[str, str]:
+    """An MCP client, a grant to it and a pending consent request; registration is turned
+    off again, so a walk's public register call creates nothing in the victim's."""
+    from tests.integration.oauth_support import authorize, enable_registration, register
+
+    issuer = await enable_registration(client, owner.headers)
+    client_id = await register(client, issuer)
+    await authorize(client, issuer, client_id, url.rstrip("/") + "/mcp", owner.headers)
+    pending = await client.get(
+        f"/oauth/{owner.organization_id}/authorize",
+        params={
+            "response_type": "code",
+            "client_id": client_id,
+            "redirect_uri": "http://127.0.0.1:33418/callback",
+            "code_challenge": "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
+            "code_challenge_method": "S256",
+            "resource": url.rstrip("/") + "/mcp",
+        },
+    )
+    closed = await client.put(
+        "/api/v1/oauth/settings",
+        json={"dynamic_registration": False, "metadata_documents": True},
+        headers=owner.headers,
+    )
+    assert closed.status_code == 200, closed.text
+    grants = (await client.get("/api/v1/oauth/grants", headers=owner.headers)).json()
+    clients = (await client.get("/api/v1/oauth/clients", headers=owner.headers)).json()
+    return {
+        "organization_id": owner.organization_id,
+        "request_id": pending.headers["location"].split("request=")[1],
+        "grant_id": grants[0]["id"],
+        "client_ref": clients["clients"][0]["id"],
     }
 
 
