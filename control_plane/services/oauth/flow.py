@@ -300,7 +300,7 @@ class OAuthFlow:
             setting = await clients.settings_of(session)
             if not setting.dynamic_registration:
                 return (
-                    403,
+                    400,  # RFC 7591 §3.2.2: registration errors are 400
                     {
                         "error": "access_denied",
                         "error_description": "dynamic client registration is off for this "
