@@ -30,7 +30,13 @@ from gateways.deployments import DeploymentError, Deployments, DeploymentSource
 from gateways.errors import GatewayError, InvalidInput
 from gateways.executions import Execution, ExecutionRecorder, Settler
 from gateways.executor import Executor, Run, RunResult
-from gateways.mcp_server import McpEndpoint, ask_sidecar, build_server, session_manager
+from gateways.mcp_server import (
+    McpEndpoint,
+    allowed_origins,
+    ask_sidecar,
+    build_server,
+    session_manager,
+)
 from gateways.nested import NestedAuthorizer
 from gateways.providers import PriceTable, ProviderRegistry, SecretResolver
 from gateways.providers.http import new_client
@@ -211,7 +217,12 @@ def create_app(
         redoc_url=None,
     )
     app.state.gateway = state
-    mcp_endpoint = McpEndpoint(manager, state.verifier, state.organization)
+    mcp_endpoint = McpEndpoint(
+        manager,
+        state.verifier,
+        state.organization,
+        allowed_origins(settings.gateway_mcp_allowed_origins),
+    )
     app.router.routes.append(Route("/mcp", endpoint=mcp_endpoint, methods=None))
 
     @app.exception_handler(GatewayError)
@@ -249,11 +260,16 @@ def create_app(
     @app.get("/.well-known/oauth-protected-resource")
     @app.get("/.well-known/oauth-protected-resource/mcp")
     async def protected_resource(request: Request) -> JSONResponse:
+        """RFC 9728, public (Envoy skips ext_authz for exactly these paths): this gateway's
+        MCP resource and its organisation's authorization server (each organisation is its
+        own issuer, `<control plane>/oauth/<organization id>`)."""
         base = settings.gateway_public_url or str(request.base_url).rstrip("/")
+        organization = state.deployments().organization_id  # none yet: 503 (not_ready)
+        issuer = f"{settings.control_plane_url.rstrip('/')}/oauth/{organization}"
         return JSONResponse(
             {
                 "resource": base.rstrip("/") + "/mcp",
-                "authorization_servers": [settings.control_plane_url],
+                "authorization_servers": [issuer],
                 "bearer_methods_supported": ["header"],
                 "resource_name": "Kaizen Studio gateway (MCP)",
                 "resource_documentation": base.rstrip("/")

@@ -117,6 +117,19 @@ def session_manager(server: Server[Any]) -> StreamableHTTPSessionManager:
     )
 
 
+def _request_header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key.lower() == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+def allowed_origins(setting: str) -> frozenset[str]:
+    """`KAIZEN_GATEWAY_MCP_ALLOWED_ORIGINS` (comma-separated `scheme://host[:port]`) as the
+    endpoint compares them: lowercase, no trailing slash."""
+    return frozenset(o.strip().rstrip("/").lower() for o in setting.split(",") if o.strip())
+
+
 class McpEndpoint:
     """ASGI app in front of the SDK transport: JSON-RPC shape + decision header checks."""
 
@@ -125,12 +138,24 @@ class McpEndpoint:
         manager: StreamableHTTPSessionManager,
         verifier: DecisionVerifier,
         organization: Callable[[], str | None],
+        allowed_origins: frozenset[str] = frozenset(),
     ) -> None:
         self._manager = manager
         self._verifier = verifier
         self._organization = organization
+        self._allowed_origins = allowed_origins
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # Streamable HTTP: servers MUST validate Origin (DNS rebinding). No Origin is a
+        # non-browser client; a browser's must be one the operator allowed.
+        origin = _request_header(scope, b"origin")
+        if origin is not None and origin.rstrip("/").lower() not in self._allowed_origins:
+            message = (
+                f"Origin {origin[:100]} may not call this MCP endpoint "
+                "(KAIZEN_GATEWAY_MCP_ALLOWED_ORIGINS)"
+            )
+            await _send_json(send, 403, {"error": {"code": "forbidden", "message": message}})
+            return
         if scope["method"] != "POST":
             await _send_json(
                 send,

@@ -53,6 +53,10 @@ class GatewaySettings(BaseSettings):
     allow_insecure_control_plane: bool = False
     # Public URL of this gateway (as callers reach it, through Envoy) for RFC 9728 metadata.
     gateway_public_url: str | None = None
+    # Browser origins that may call /mcp (comma-separated `https://app.example.com`); a
+    # request with any other Origin is a 403, one without Origin (a non-browser client) is
+    # served. Empty: no browser origin may.
+    gateway_mcp_allowed_origins: str = ""
     gateway_prices: str | None = None  # JSON {model: [usd per 1M input, per 1M output]}
     gateway_ingest_batch: int = 500
     gateway_ingest_buffer: int = 100_000

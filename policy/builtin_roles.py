@@ -65,6 +65,7 @@ spec:
         - {resource: "api_keys:*", actions: [read, create, delete]}
         - {resource: "webhooks:*", actions: [read, create, update, delete]}
         - {resource: "sso:*", actions: [read, create, update, delete]}
+        - {resource: "oauth_clients:*", actions: [read, update]}
         - {resource: "organization:*", actions: [configure_mfa]}
     - name: owner
       inherits: [admin]

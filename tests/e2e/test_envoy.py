@@ -6,6 +6,7 @@ over both ext_authz transports: HTTP (`http_service` to /ext_authz, the default)
 
 from __future__ import annotations
 
+import http.client
 import json
 import subprocess
 from collections.abc import Iterator
@@ -295,3 +296,39 @@ def test_forged_forwarded_for_does_not_choose_the_source_address_is_refused(
     request = _logged_input(stack, decision_id)["request"]
     assert isinstance(request, dict)
     assert request["source_ip"] == "127.0.0.1"
+
+
+def _raw_get(url: str, path: str) -> tuple[int, bytes]:
+    """GET `path` exactly as written (no client-side dot-segment removal)."""
+    parsed = httpx.URL(url)
+    connection = http.client.HTTPConnection(parsed.host, parsed.port, timeout=10)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+def test_only_the_protected_resource_metadata_passes_without_a_decision(stack: Stack) -> None:
+    """RFC 9728: an MCP client reads the metadata before it has a token, so Envoy skips
+    ext_authz for exactly those two paths; anything near them, or reached through them by
+    dot segments, is still decided (and refused without a credential)."""
+    for path in (
+        "/.well-known/oauth-protected-resource",
+        "/.well-known/oauth-protected-resource/mcp",
+    ):
+        status, body = _raw_get(stack.url, path)
+        assert status == 200, body
+        seen = json.loads(body)
+        assert seen["path"] == path
+        assert "x-kaizen-decision" not in seen["headers"]  # no decision was made or forged
+    for path in (
+        "/.well-known/oauth-protected-resource/other",
+        "/.well-known/oauth-protected-resourcex",
+        "/.well-known/oauth-protected-resource/mcp/../../../v1/agents/support-bot/invoke",
+        "/.well-known/oauth-protected-resource/%2e%2e/%2e%2e/v1/agents/support-bot/invoke",
+    ):
+        status, body = _raw_get(stack.url, path)
+        assert status in (400, 401, 404), (path, status, body)
+        assert b'"upstream"' not in body, path

@@ -273,6 +273,7 @@ def gateway(
         gateway_jwks=home / "jwks.json",
         gateway_prices='{"m-support": [1000, 2000]}',
         outbound_allow_cidrs="127.0.0.1/32",  # the fake LLM listens there
+        gateway_mcp_allowed_origins="https://studio.example.com, http://localhost:5173/",
     )
     assert settings.gateway_bundle is not None
     assert settings.gateway_jwks is not None
@@ -460,7 +461,9 @@ async def test_protected_resource_metadata(
     response = await client.get("/.well-known/oauth-protected-resource")
     assert response.status_code == 200
     assert response.json()["resource"] == gateway + "/mcp"
-    assert response.json()["authorization_servers"] == [standins.url]  # type: ignore[attr-defined]
+    # The organisation's own issuer (the control plane serves one per organisation).
+    issuers = response.json()["authorization_servers"]
+    assert issuers == [f"{standins.url}/oauth/{ORG}"]  # type: ignore[attr-defined]
 
 
 # --- MCP ---------------------------------------------------------------------------------
@@ -531,3 +534,19 @@ async def test_mcp_refuses_bypass_and_answers_bad_json_rpc(client: httpx.AsyncCl
         "/mcp", json={"jsonrpc": "2.0", "id": 2, "method": "no/such"}, headers=h
     )
     assert response.json()["error"]["code"] == -32601
+
+
+async def test_mcp_refuses_a_foreign_browser_origin(client: httpx.AsyncClient) -> None:
+    """Streamable HTTP's DNS-rebinding rule: a browser Origin must be one the operator
+    allowed; no Origin (an IDE, a CLI, an agent framework) is served."""
+    call = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
+    for origin in ("https://evil.example", "null", "https://studio.example.com.evil.example"):
+        _, h = headers("list", "mcp:server", channel="mcp")
+        response = await client.post("/mcp", json=call, headers={**h, "Origin": origin})
+        assert response.status_code == 403, origin
+        assert "KAIZEN_GATEWAY_MCP_ALLOWED_ORIGINS" in response.json()["error"]["message"]
+    for origin in ("https://studio.example.com", "http://LOCALHOST:5173", None):
+        extra = {"Origin": origin} if origin else {}
+        _, h = headers("list", "mcp:server", channel="mcp")  # one request per decision
+        response = await client.post("/mcp", json=call, headers={**h, **extra})
+        assert response.status_code == 200, (origin, response.text)
