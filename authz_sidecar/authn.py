@@ -129,6 +129,8 @@ class Authenticator:
         # Verified tokens by value (with their expiry): a signature check once per token.
         self._cache: OrderedDict[str, tuple[float, dict[str, Any]]] = OrderedDict()
         self._cache_size = cache_size
+        self.hits = 0  # token-cache lookups, read by metrics.Observer off the check path
+        self.misses = 0
 
     def authenticate(self, authorization: str | None) -> dict[str, Any]:
         """The decision-input principal for an `Authorization` header value."""
@@ -143,7 +145,9 @@ class Authenticator:
         cached = self._cache.get(credential)
         if cached is not None and cached[0] > time.time():
             self._cache.move_to_end(credential)
+            self.hits += 1
             return dict(cached[1])
+        self.misses += 1
         if _header_typ(credential) == OAUTH_TOKEN_TYP:
             principal = self._oauth(credential)
             claims: Mapping[str, Any] = {"exp": principal["attributes"].pop("exp")}

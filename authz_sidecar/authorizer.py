@@ -226,7 +226,7 @@ class Authorizer:
         self, engine: DecisionEngine, input: Mapping[str, Any], *, approved: bool = False
     ) -> Decision:
         if self.budgets is None:
-            return engine.decide(input, approved=approved)
+            return metrics.count_budget(engine.decide(input, approved=approved))
         step = engine.begin(input, approved=approved)
         if isinstance(step, Decision):
             return step
@@ -234,7 +234,7 @@ class Authorizer:
             totals = await self.budgets.reserve_many(step.needs)
         except Exception as exc:  # fail closed: the budget could not be checked
             return engine.fail_budgets(step, exc)
-        return engine.finish(step, totals, release=self._release)
+        return metrics.count_budget(engine.finish(step, totals, release=self._release))
 
     def _release(self, key: BudgetKey, amount: float) -> None:
         assert self.budgets is not None

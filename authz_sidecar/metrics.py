@@ -7,6 +7,8 @@ worker answers `/metrics` reports the sum over all of them.
 from __future__ import annotations
 
 import os
+import time
+from typing import Any, Protocol, TypeVar
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -50,6 +52,87 @@ LOG_BACKLOG = Gauge(
 LOG_FAILURES = Counter(
     "kaizen_sidecar_decision_log_failures_total", "Decision records that could not be buffered"
 )
+
+
+BUNDLE_ISSUED = Gauge(
+    "kaizen_sidecar_bundle_issued_timestamp_seconds",
+    "When the bundle being served was signed (its iat, Unix seconds): age = time() - this",
+    multiprocess_mode="max",
+)
+BUNDLE_REFUSED = Counter(
+    "kaizen_sidecar_bundle_refused_total",
+    "Bundles refused: bad signature, unknown key, wrong scope or older revision",
+)
+BUDGET_EXCEEDED = Counter(
+    "kaizen_sidecar_budget_exceeded_total", "Checks denied because a budget's limit is reached"
+)
+LOG_LAG = Gauge(
+    "kaizen_sidecar_decision_log_shipping_lag_seconds",
+    "Seconds since this worker's decision log last had nothing left to ship (0: caught up)",
+    multiprocess_mode="max",
+)
+CACHE_LOOKUPS = Counter(
+    "kaizen_sidecar_cache_lookups_total",
+    "Lookups of the decision caches (rbac, abac) and the access-token cache, by result",
+    ["cache", "result"],
+)
+BUNDLE_REFUSED.inc(0)
+_D = TypeVar("_D")
+BUDGET_EXCEEDED.inc(0)
+
+
+def count_budget(decision: _D) -> _D:
+    """`decision`, counted in BUDGET_EXCEEDED when a budget's hard limit denied it."""
+    seen: Any = decision
+    if (
+        seen.budget is not None
+        and seen.outcome == "deny"
+        and any(rule.endswith(":limit") for rule in seen.matched_rules)
+    ):
+        BUDGET_EXCEEDED.inc()
+    return decision
+
+
+class _Counting(Protocol):
+    hits: int
+    misses: int
+
+
+class Observer:
+    """Copies counters kept as plain ints on the check path (cache hits and misses, refused
+    bundles) into Prometheus every few seconds, off the check path, with the shipping lag."""
+
+    def __init__(self) -> None:
+        self._seen: dict[tuple[str, str], tuple[int, int]] = {}
+        self._refused = 0
+        self._caught_up = time.time()
+
+    def observe(self, *, sync: Any, log: Any, snapshot: Any) -> None:
+        if sync is not None and sync.refused > self._refused:
+            BUNDLE_REFUSED.inc(sync.refused - self._refused)
+            self._refused = sync.refused
+        if log is not None:
+            now = time.time()
+            if log.backlog == 0:
+                self._caught_up = now
+            LOG_LAG.set(now - self._caught_up)
+        if snapshot is not None:
+            engine, authn = snapshot.engine, snapshot.authenticator
+            self._cache("rbac", getattr(engine, "_rbac_cache", None))
+            self._cache("abac", getattr(engine, "_abac_cache", None))
+            self._cache("token", authn)
+
+    def _cache(self, name: str, cache: _Counting | None) -> None:
+        """Add what `cache` counted since last time (a new bundle brings new caches)."""
+        if cache is None:
+            return
+        key = (name, f"{id(cache)}")
+        hits, misses = self._seen.get(key, (0, 0))
+        if key not in self._seen:
+            self._seen = {k: v for k, v in self._seen.items() if k[0] != name}
+        CACHE_LOOKUPS.labels(name, "hit").inc(cache.hits - hits)
+        CACHE_LOOKUPS.labels(name, "miss").inc(cache.misses - misses)
+        self._seen[key] = (cache.hits, cache.misses)
 
 
 def render() -> tuple[bytes, str]:

@@ -291,6 +291,7 @@ class Worker:
     async def _observe(self) -> None:
         """Copy the sync's and the log's counters into metrics and /status."""
         seen_failures = 0
+        observer = metrics.Observer()
         while True:
             if self.sync is not None:
                 metrics.SYNC_FAILURES.inc(self.sync.failures - seen_failures)
@@ -299,6 +300,7 @@ class Worker:
                     self.holder.last_sync = self.sync.last_sync.timestamp()
             if self.decision_log is not None:
                 metrics.LOG_BACKLOG.set(self.decision_log.backlog)
+            observer.observe(sync=self.sync, log=self.decision_log, snapshot=self.holder.current)
             await asyncio.sleep(2.0)
 
     def _spawn(self, coroutine: Any) -> None:
@@ -362,6 +364,7 @@ class Worker:
 
 def _on_snapshot(snapshot: Snapshot) -> None:
     metrics.BUNDLE_REVISION.set(snapshot.bundle.revision_number)
+    metrics.BUNDLE_ISSUED.set(snapshot.bundle.issued_at)
 
 
 def _configure_logging(settings: SidecarSettings, index: int) -> None:

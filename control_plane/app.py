@@ -148,6 +148,7 @@ def create_app(
         await policy_service.resign_with_organization_keys(db, keys, issuer=settings.issuer)
         kv = open_store(settings.redis_url, prefix=settings.redis_prefix)
         app.state.db, app.state.keys, app.state.kv = db, keys, kv
+        app.state.metrics.watch_pool(db.engine)
         app.state.auth = Authenticator(settings, db, keys, kv)
         app.state.mfa = SecondFactor(settings, db, kv, load_master_key(settings))
         app.state.secrets = open_secret_store(settings, db)

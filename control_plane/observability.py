@@ -8,8 +8,12 @@ from __future__ import annotations
 import json
 import secrets
 import time
+from collections.abc import Iterable, Iterator
+from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from control_plane.errors import Invalid, KaizenError, PayloadTooLarge
@@ -22,9 +26,110 @@ def configure_logging(level: str = "INFO", *, json_format: bool = True) -> None:
     logs.configure_logging("control-plane", level, json_format=json_format)
 
 
+# Counted where they happen (services and routes), shown by every app's registry in this
+# process: not registered anywhere themselves, `Metrics` collects them (`_Shared`).
+DECISIONS_INGESTED = Counter(
+    "kaizen_decisions_ingested_total",
+    "Decision records received from sidecars, by organisation and outcome.",
+    ["organization", "outcome"],
+    registry=None,
+)
+EXECUTIONS = Counter(
+    "kaizen_executions_total",
+    "Agent and pipeline executions reported by gateways, by organisation and status.",
+    ["organization", "status"],
+    registry=None,
+)
+EXECUTION_COST = Counter(
+    "kaizen_execution_cost_usd_total",
+    "Cost of reported executions in US dollars, by organisation.",
+    ["organization"],
+    registry=None,
+)
+GATEWAY_LAST_SEEN = Gauge(
+    "kaizen_gateway_last_seen_timestamp_seconds",
+    "When a gateway's sidecar or gateway last reached this replica (Unix seconds).",
+    ["organization", "gateway"],
+    registry=None,
+)
+SECURITY_EVENTS = Counter(
+    "kaizen_security_events_total",
+    "Security events: login_lockout, webhook_refused, chain_verification_failed.",
+    ["kind"],
+    registry=None,
+)
+for _kind in ("login_lockout", "webhook_refused", "chain_verification_failed"):
+    SECURITY_EVENTS.labels(_kind)  # present at 0, so increase() sees the first one
+_SHARED = (DECISIONS_INGESTED, EXECUTIONS, EXECUTION_COST, GATEWAY_LAST_SEEN, SECURITY_EVENTS)
+
+
+def gateway_seen(organization: str, gateway: str) -> None:
+    GATEWAY_LAST_SEEN.labels(organization, gateway).set(time.time())
+
+
+def security_event(kind: str) -> None:
+    SECURITY_EVENTS.labels(kind).inc()
+
+
+def executions_reported(organization: str, records: Iterable[Any]) -> None:
+    """Count executions (`status`, `cost_usd` of each record) once per status."""
+    statuses: dict[str, int] = {}
+    cost = 0.0
+    for record in records:
+        statuses[record.status] = statuses.get(record.status, 0) + 1
+        cost += record.cost_usd
+    for status, count in statuses.items():
+        EXECUTIONS.labels(organization, status).inc(count)
+    if cost:
+        EXECUTION_COST.labels(organization).inc(cost)
+
+
+def decisions_received(organization: str, outcomes: Iterable[Any]) -> None:
+    counts: dict[str, int] = {}
+    for outcome in outcomes:
+        key = outcome if outcome in ("allow", "deny", "require_approval") else "other"
+        counts[key] = counts.get(key, 0) + 1
+    for outcome, count in counts.items():
+        DECISIONS_INGESTED.labels(organization, outcome).inc(count)
+
+
+class _Shared:
+    def collect(self) -> Iterator[Metric]:
+        for metric in _SHARED:
+            yield from metric.collect()
+
+
+class _Pool:
+    """The database connection pool, read at scrape time (no cost between scrapes)."""
+
+    def __init__(self) -> None:
+        self.engine: Any = None
+
+    def collect(self) -> Iterator[Metric]:
+        pool = getattr(getattr(self.engine, "sync_engine", None), "pool", None)
+        connections = GaugeMetricFamily(
+            "kaizen_db_pool_connections",
+            "Database connections of this replica's pool, by state.",
+            labels=["state"],
+        )
+        capacity = GaugeMetricFamily(
+            "kaizen_db_pool_capacity",
+            "Connections this replica's pool may open (pool size plus overflow).",
+        )
+        if pool is not None and hasattr(pool, "checkedout"):
+            connections.add_metric(["in_use"], pool.checkedout())
+            connections.add_metric(["idle"], pool.checkedin())
+            capacity.add_metric([], pool.size() + max(getattr(pool, "_max_overflow", 0), 0))
+        yield connections
+        yield capacity
+
+
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self.registry.register(_Shared())
+        self._pool = _Pool()
+        self.registry.register(self._pool)
         self.requests = Counter(
             "kaizen_http_requests_total",
             "HTTP requests by route template, method and status.",
@@ -38,6 +143,10 @@ class Metrics:
             registry=self.registry,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
         )
+
+    def watch_pool(self, engine: Any) -> None:
+        """Report this SQLAlchemy (async) engine's pool at each scrape."""
+        self._pool.engine = engine
 
 
 class RequestMiddleware:

@@ -5,6 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 from pydantic import AwareDatetime
 
+from control_plane import observability
 from control_plane.api.deps import Limit, Tenant, requires
 from control_plane.schemas.base import Page, QueryText
 from control_plane.schemas.identity import AuditEventOut, ChainVerification
@@ -48,4 +49,6 @@ async def verify_audit_chain(tenant: Verify) -> ChainVerification:
     """Recompute the hash chain; names the first event that was altered or removed."""
     async with tenant.session() as session:
         report = await audit.verify_chain(session)
+    if not report.valid:
+        observability.security_event("chain_verification_failed")
     return ChainVerification.model_validate(report)

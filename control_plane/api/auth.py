@@ -4,6 +4,7 @@ import uuid
 
 from fastapi import APIRouter, Request, Response
 
+from control_plane import observability
 from control_plane.api.deps import (
     AuthenticatorDep,
     DatabaseDep,
@@ -14,6 +15,7 @@ from control_plane.api.deps import (
     get_kv,
     get_settings,
 )
+from control_plane.errors import RateLimited
 from control_plane.schemas.identity import (
     LoginRequest,
     RefreshRequest,
@@ -40,13 +42,17 @@ def _tokens(pair: TokenPair) -> TokenResponse:
 
 async def _limit(request: Request, key: str, what: str) -> None:
     settings = get_settings(request)
-    await ratelimit.hit(
-        get_kv(request),
-        key,
-        limit=settings.login_attempts_per_window,
-        window=settings.login_window_seconds,
-        what=what,
-    )
+    try:
+        await ratelimit.hit(
+            get_kv(request),
+            key,
+            limit=settings.login_attempts_per_window,
+            window=settings.login_window_seconds,
+            what=what,
+        )
+    except RateLimited:
+        observability.security_event("login_lockout")
+        raise
 
 
 @router.post("/signup", status_code=201, responses={409: {}, 422: {}, 429: {}})

@@ -14,6 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
 
+from control_plane import observability
 from control_plane.api.deps import (
     Cursor,
     DatabaseDep,
@@ -231,6 +232,8 @@ async def aggregate_decisions(
 async def verify_decision_chain(tenant: VerifyChain) -> schemas.ChainVerification:
     """Recompute the organisation's decision chain; names the first broken link."""
     report = await decision_chain.verify(tenant.session)
+    if not report.ok:
+        observability.security_event("chain_verification_failed")
     return schemas.ChainVerification.model_validate(report)
 
 

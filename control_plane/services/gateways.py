@@ -13,6 +13,7 @@ from sqlalchemy import delete as sa_delete
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from control_plane import observability
 from control_plane.db.base import utcnow
 from control_plane.db.models import Deployment, Gateway, GatewayInstance
 from control_plane.db.session import SYSTEM, Database
@@ -57,6 +58,7 @@ async def authenticate(db: Database, token: str) -> GatewayIdentity:
         now = utcnow()
         if _should_mark_seen(gateway.id, gateway.last_seen_at, now):
             gateway.last_seen_at = now
+        observability.gateway_seen(str(gateway.organization_id), gateway.name)
         return GatewayIdentity(gateway.id, gateway.organization_id, gateway.name)
 
 

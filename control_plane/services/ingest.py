@@ -21,6 +21,7 @@ from sqlalchemy import Column, MetaData, Table, Text, insert, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from control_plane import observability
 from control_plane.db.base import Base, utcnow
 from control_plane.db.models import DecisionLog, Execution
 from control_plane.db.partitions import PARENT
@@ -226,6 +227,8 @@ async def decisions(
         )
         for r in records
     ]
+    outcomes = (r.result.get("outcome") for r in records)
+    observability.decisions_received(str(identity.organization_id), outcomes)
     return await store_decisions(session, identity.organization_id, rows, "decisions")
 
 
@@ -267,6 +270,7 @@ async def executions(
     session: AsyncSession, identity: GatewayIdentity, records: Sequence[ExecutionRecord]
 ) -> tuple[int, int]:
     rows = [_execution_row(identity, r) for r in records]
+    observability.executions_reported(str(identity.organization_id), records)
     return await _insert_new(session, Execution, "execution_id", rows)
 
 

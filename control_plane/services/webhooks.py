@@ -29,6 +29,7 @@ import httpx
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from control_plane import observability
 from control_plane.db.base import utcnow
 from control_plane.db.models import Webhook, WebhookDelivery
 from control_plane.db.session import SYSTEM, Database
@@ -311,6 +312,7 @@ async def send(
             claimed.url, content=claimed.body, headers=headers, timeout=timeout_seconds
         )
     except OutboundRefused as refused:
+        observability.security_event("webhook_refused")
         return None, f"refused: {refused.message}"[:500]
     except httpx.HTTPError as exc:
         return None, f"{type(exc).__name__}: {exc}"[:500]
