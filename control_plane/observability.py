@@ -58,9 +58,60 @@ SECURITY_EVENTS = Counter(
     ["kind"],
     registry=None,
 )
+CHAIN_VERIFICATIONS = Counter(
+    "kaizen_chain_verifications_total",
+    "Hash-chain verifications (chain: audit, decisions) by result (intact, broken).",
+    ["chain", "result"],
+    registry=None,
+)
+POLICY_TESTS = Counter(
+    "kaizen_policy_test_cases_total",
+    "PolicyTest cases run through the API (POST /policies/test), by result.",
+    ["result"],
+    registry=None,
+)
+POLICY_TEST_RUNS = Counter(
+    "kaizen_policy_test_runs_total",
+    "Policy test runs through the API, by result (passed: every case passed).",
+    ["result"],
+    registry=None,
+)
+APPROVALS = Counter(
+    "kaizen_approvals_total",
+    "Approval requests by event: opened, approved, denied, expired.",
+    ["event"],
+    registry=None,
+)
 for _kind in ("login_lockout", "webhook_refused", "chain_verification_failed"):
     SECURITY_EVENTS.labels(_kind)  # present at 0, so increase() sees the first one
-_SHARED = (DECISIONS_INGESTED, EXECUTIONS, EXECUTION_COST, GATEWAY_LAST_SEEN, SECURITY_EVENTS)
+_SHARED = (
+    DECISIONS_INGESTED,
+    EXECUTIONS,
+    EXECUTION_COST,
+    GATEWAY_LAST_SEEN,
+    SECURITY_EVENTS,
+    CHAIN_VERIFICATIONS,
+    POLICY_TESTS,
+    POLICY_TEST_RUNS,
+    APPROVALS,
+)
+
+
+def chain_verified(chain: str, intact: bool) -> None:
+    CHAIN_VERIFICATIONS.labels(chain, "intact" if intact else "broken").inc()
+    if not intact:
+        security_event("chain_verification_failed")
+
+
+def policy_tests(passed: bool, total: int, failed: int) -> None:
+    POLICY_TEST_RUNS.labels("passed" if passed else "failed").inc()
+    POLICY_TESTS.labels("passed").inc(max(total - failed, 0))
+    POLICY_TESTS.labels("failed").inc(failed)
+
+
+def approvals(event: str, count: int) -> None:
+    if count:
+        APPROVALS.labels(event).inc(count)
 
 
 def gateway_seen(organization: str, gateway: str) -> None:

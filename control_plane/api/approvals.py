@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 
+from control_plane import observability
 from control_plane.api.deps import (
     Cursor,
     DatabaseDep,
@@ -93,6 +94,7 @@ async def _decide(
             comment=body.comment,
             grant_ttl=ttl,
         )
+        observability.approvals("approved" if approve else "denied", 1)
         return schemas.Approval(**approvals.view(decided))
 
 

@@ -49,6 +49,5 @@ async def verify_audit_chain(tenant: Verify) -> ChainVerification:
     """Recompute the hash chain; names the first event that was altered or removed."""
     async with tenant.session() as session:
         report = await audit.verify_chain(session)
-    if not report.valid:
-        observability.security_event("chain_verification_failed")
+    observability.chain_verified("audit", report.valid)
     return ChainVerification.model_validate(report)

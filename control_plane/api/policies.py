@@ -5,6 +5,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
+from control_plane import observability
 from control_plane.api.deps import (
     Cursor,
     Limit,
@@ -216,6 +217,7 @@ async def run_tests(
             session, tenant.organization_id, _keys(request), draft=body.draft
         )
     report = await policies.test(sandbox(request), tenant.organization_id, prepared)
+    observability.policy_tests(report["passed"], report["total"], len(report["failures"]))
     return schemas.TestReport.model_validate(report)
 
 

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from control_plane import observability
 from control_plane.db.base import utcnow
 from control_plane.db.models import ApprovalRequest, Gateway
 from control_plane.errors import Conflict, Forbidden, Invalid, NotFound
@@ -167,6 +168,7 @@ async def open_requests(
         )
         await webhooks.emit(session, organization_id, "approval.requested", view(request))
         opened.append(request)
+    observability.approvals("opened", len(opened))
     return opened
 
 
@@ -215,6 +217,7 @@ async def expire_due(session: AsyncSession, now: datetime | None = None, limit: 
             request.request_id,
         )
         await webhooks.emit(session, request.organization_id, "approval.decided", view(request))
+    observability.approvals("expired", len(due))
     return len(due)
 
 
