@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Sequence
 
 from control_plane.settings import Settings
+from kaizen_studio import backup as backup_cli
 from policy import cli as policy_cli
 from policy.heap import settle_heap
 
@@ -380,6 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
     sidecar.add_argument("--jwks", help="the JWKS verifying --bundle (or pinned in sync mode)")
     sidecar.set_defaults(func=cmd_sidecar)
 
+    backup_cli.register(sub)  # `backup DIR`, `restore DIR`
     policy_cli.register(sub)  # `policy validate|test|compile`, `bundle build|verify|keygen`
     from gateways import cli as gateway_cli  # noqa: TID251  (the launcher starts each runtime)
 
