@@ -60,7 +60,7 @@ def libpq(url: str) -> tuple[str, dict[str, str]]:
     apart, for PGPASSWORD: a command line is visible to every user of the machine."""
     parsed = make_url(url)
     env = {"PGPASSWORD": parsed.password} if parsed.password else {}
-    bare = parsed.set(drivername="postgresql", password=None)
+    bare = parsed.set(drivername="postgresql")._replace(password=None)  # set() keeps a None
     return bare.render_as_string(hide_password=False), env
 
 
