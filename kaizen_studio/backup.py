@@ -324,8 +324,32 @@ def cmd_restore(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_verify(_args: argparse.Namespace) -> int:
+    """The check `restore` ends with, on the configured database as it is (e.g. after a
+    point-in-time recovery from WAL archives, or on a schedule)."""
+    settings = Settings()
+    started = time.perf_counter()
+    try:
+        checks = asyncio.run(verify_chains(settings.resolved_database_url, _master_key(settings)))
+    except BackupError as error:
+        print(f"verify: {error}", file=sys.stderr)
+        return 2
+    broken = [c for c in checks if c.problem]
+    for check in broken:
+        print(f"organisation {check.organization}: {check.problem}", file=sys.stderr)
+    events, decisions = sum(c.audit_events for c in checks), sum(c.decisions for c in checks)
+    print(
+        f"checked {len(checks)} organisation(s): {events} audit events, {decisions} decisions "
+        f"in {time.perf_counter() - started:.1f} s"
+    )
+    if broken:
+        return 1
+    print("signing keys unseal; every audit and decision chain is intact")
+    return 0
+
+
 def register(sub: Any) -> None:
-    """`backup DIR [--include-master-key]` and `restore DIR [--force]`."""
+    """`backup DIR [--include-master-key]`, `restore DIR [--force]` and `verify`."""
     help_backup = "back up the database (pg_dump or SQLite's online backup) into a new directory"
     parser = sub.add_parser("backup", help=help_backup, description=help_backup)
     parser.add_argument("directory", help="where to write the backup (new or empty)")
@@ -340,3 +364,6 @@ def register(sub: Any) -> None:
     parser.add_argument("directory", help="a directory written by `kaizen-studio backup`")
     parser.add_argument("--force", action="store_true", help="replace a database that is not empty")
     parser.set_defaults(func=cmd_restore)
+    help_verify = "unseal the signing keys and verify every audit and decision chain"
+    parser = sub.add_parser("verify", help=help_verify, description=help_verify)
+    parser.set_defaults(func=cmd_verify)

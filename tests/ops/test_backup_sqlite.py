@@ -40,6 +40,8 @@ def test_round_trip_through_the_cli(home: Path, capsys: pytest.CaptureFixture[st
     (home / "home" / "kaizen.db").unlink()  # the disaster
     assert main(["restore", str(home / "b")]) == 0
     assert "every audit and decision chain is intact" in capsys.readouterr().out
+    assert main(["verify"]) == 0
+    assert "checked 1 organisation(s)" in capsys.readouterr().out
     with sqlite3.connect(home / "home" / "kaizen.db") as connection:
         assert connection.execute("SELECT name FROM organizations").fetchall() == [("Acme",)]
 
