@@ -203,6 +203,7 @@ def create_app(
         metrics=app.state.metrics,
         max_body_bytes=settings.max_body_bytes,
         max_ingest_bytes=settings.max_ingest_bytes,
+        metrics_token=settings.metrics_token.get_secret_value() if settings.metrics_token else None,
     )
     install_error_handlers(app)
     routers = (system, auth, me, mfa, sessions, users, teams, workspaces, api_keys, audit)

@@ -16,7 +16,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from control_plane.errors import Invalid, KaizenError, PayloadTooLarge
+from control_plane.errors import Invalid, KaizenError, PayloadTooLarge, Unauthenticated
 from policy import logs
 from policy.logs import organization_id_var, request_id_var
 
@@ -203,10 +203,19 @@ class Metrics:
 class RequestMiddleware:
     """Request id in and out, metrics by route template, and a hard cap on body size."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics, max_body_bytes: int, max_ingest_bytes: int):
+    def __init__(
+        self,
+        app: ASGIApp,
+        metrics: Metrics,
+        max_body_bytes: int,
+        max_ingest_bytes: int,
+        metrics_token: str | None = None,
+    ):
         self.app = app
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
+        # `/metrics` names organisations and gateways: with a token, only Prometheus reads it.
+        self.metrics_authorization = f"Bearer {metrics_token}".encode() if metrics_token else None
         # Batches from sidecars and gateways (`…/ingest`) may be larger than a user's request.
         self.max_ingest_bytes = max_ingest_bytes
 
@@ -254,6 +263,8 @@ class RequestMiddleware:
                 await _send(send_with_id, PayloadTooLarge(f"request body over {limit} bytes"))
             elif nul := _nul_in_url(scope):
                 await _send(send_with_id, nul)
+            elif self._metrics_refused(scope, headers):
+                await _send(send_with_id, Unauthenticated("/metrics needs the metrics token"))
             else:
                 await self.app(scope, limited_receive, send_with_id)
         finally:
@@ -264,6 +275,12 @@ class RequestMiddleware:
             self.metrics.latency.labels(template, method).observe(time.perf_counter() - started)
             request_id_var.reset(token)
             organization_id_var.reset(org_token)
+
+    def _metrics_refused(self, scope: Scope, headers: dict[bytes, bytes]) -> bool:
+        if self.metrics_authorization is None or scope.get("path") != "/metrics":
+            return False
+        given = headers.get(b"authorization", b"")
+        return not secrets.compare_digest(given, self.metrics_authorization)
 
 
 def _nul_in_url(scope: Scope) -> Invalid | None:

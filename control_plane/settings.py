@@ -42,6 +42,8 @@ class Settings(BaseSettings):
     refresh_token_ttl_seconds: int = 30 * 24 * 3600
     max_body_bytes: int = 1024 * 1024
     max_ingest_bytes: int = 16 * 1024 * 1024
+    # When set, GET /metrics needs `Authorization: Bearer <it>` (the labels name tenants).
+    metrics_token: SecretStr | None = None
     login_attempts_per_window: int = 10
     login_window_seconds: int = 300
     log_json: bool = True

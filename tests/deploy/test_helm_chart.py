@@ -208,3 +208,17 @@ def test_prometheus_rule_is_the_tested_rule_file() -> None:
         if r.get("targetLabel") == "job"
     }
     assert jobs == {"kaizen-control-plane", "kaizen-sidecar"}  # the jobs the rules name
+
+
+def test_prometheus_reads_the_control_planes_metrics_with_its_token() -> None:
+    for values, secret in (
+        (CHART / "ci" / "production-values.yaml", "kaizen-metrics-token"),
+        (CHART / "ci" / "gateway-values.yaml", "kz-kaizen-studio-metrics-token"),
+    ):
+        objects = render(values)
+        env = {e["name"]: e for e in _pod(objects, "control-plane")["containers"][0]["env"]}
+        assert env["KAIZEN_METRICS_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == secret
+        endpoint = by_kind(objects, "ServiceMonitor")[0]["spec"]["endpoints"][0]
+        assert endpoint["authorization"]["credentials"]["name"] == secret
+    made = [s for s in by_kind(objects, "Secret") if s["metadata"]["name"] == secret]
+    assert len(made[0]["data"]["token"]) >= 40  # random, made by the chart

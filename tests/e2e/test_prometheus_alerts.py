@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import secrets
 import shutil
 import time
 from collections.abc import Callable
@@ -51,7 +52,7 @@ def _eventually(check: Callable[[], Any], timeout: float, what: str) -> Any:
     pytest.fail(f"{what} did not happen within {timeout} s")
 
 
-def _prometheus_config(tmp_path: Path, control_plane: int, sidecar: int) -> Path:
+def _prometheus_config(tmp_path: Path, control_plane: int, sidecar: int, token: str) -> Path:
     rules = yaml.safe_load(RULES.read_text())
     for group in rules["groups"]:
         group["interval"] = "1s"
@@ -66,6 +67,7 @@ def _prometheus_config(tmp_path: Path, control_plane: int, sidecar: int) -> Path
             {
                 "job_name": "kaizen-control-plane",
                 "static_configs": [{"targets": [f"127.0.0.1:{control_plane}"]}],
+                "authorization": {"type": "Bearer", "credentials": token},
             },
             {
                 "job_name": "kaizen-sidecar",
@@ -98,6 +100,12 @@ def test_prometheus_scrapes_both_runtimes_and_fires_provoked_alerts(
 ) -> None:
     binary = shutil.which("prometheus")
     assert binary, "prometheus missing: scripts/test-deps.sh installs Debian's prometheus package"
+    # As the chart runs it: /metrics (it names tenants) only for Prometheus' bearer token.
+    token = secrets.token_urlsafe(24)
+    control_plane.stop()
+    control_plane.env["KAIZEN_METRICS_TOKEN"] = token
+    control_plane.start()
+    assert httpx.get(f"{control_plane.url}/metrics").status_code == 401
     cp = httpx.Client(base_url=control_plane.url, timeout=30)
     request.addfinalizer(cp.close)
     owner = cp.post(
@@ -113,7 +121,7 @@ def test_prometheus_scrapes_both_runtimes_and_fires_provoked_alerts(
         headers=admin,
     ).json()
     grpc_port, http_port, web = procs.free_port(), procs.free_port(), procs.free_port()
-    config = _prometheus_config(tmp_path, control_plane.port, http_port)
+    config = _prometheus_config(tmp_path, control_plane.port, http_port, token)
     prometheus = f"http://127.0.0.1:{web}"
     sidecar = procs.start_sidecar(
         tmp_path / "sidecar",

@@ -89,3 +89,24 @@ def test_control_plane_metrics_show_shared_counters_and_the_pool() -> None:
     assert samples['kaizen_decisions_ingested_total{organization="org-1",outcome="other"}'] >= 1
     assert samples['kaizen_chain_verifications_total{chain="audit",result="broken"}'] >= 1
     assert samples['kaizen_security_events_total{kind="chain_verification_failed"}'] >= 1
+
+
+async def test_metrics_token_guards_only_metrics() -> None:
+    import httpx
+    from starlette.types import Receive, Scope, Send
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    guarded = observability.RequestMiddleware(
+        app, observability.Metrics(), 1024, 1024, metrics_token="s3cret-token"
+    )
+    transport = httpx.ASGITransport(app=guarded)
+    async with httpx.AsyncClient(transport=transport, base_url="http://cp") as client:
+        assert (await client.get("/metrics")).status_code == 401
+        wrong = {"Authorization": "Bearer s3cret-tokeX"}
+        assert (await client.get("/metrics", headers=wrong)).status_code == 401
+        right = {"Authorization": "Bearer s3cret-token"}
+        assert (await client.get("/metrics", headers=right)).status_code == 200
+        assert (await client.get("/healthz")).status_code == 200

@@ -22,6 +22,10 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- .Values.masterKey.existingSecret | default (printf "%s-master-key" (include "kaizen.fullname" .)) -}}
 {{- end -}}
 
+{{- define "kaizen.metricsSecret" -}}
+{{- .Values.metricsToken.existingSecret | default (printf "%s-metrics-token" (include "kaizen.fullname" .)) -}}
+{{- end -}}
+
 {{- define "kaizen.servicesSecret" -}}
 {{- printf "%s-services" (include "kaizen.fullname" .) -}}
 {{- end -}}
@@ -37,6 +41,9 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 - name: KAIZEN_MASTER_KEY
   valueFrom:
     secretKeyRef: {name: {{ include "kaizen.masterKeySecret" . }}, key: master-key}
+- name: KAIZEN_METRICS_TOKEN
+  valueFrom:
+    secretKeyRef: {name: {{ include "kaizen.metricsSecret" . }}, key: token}
 - name: KAIZEN_DATABASE_URL
   valueFrom:
     secretKeyRef:
