@@ -17,18 +17,20 @@ RUN npm run build
 # -- 2: the wheel, with the built studio and the Envoy template inside -----------------------
 FROM python:3.11-slim-bookworm AS wheel
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md requirements.lock ./
 COPY control_plane/ control_plane/
 COPY policy/ policy/
 COPY authz_sidecar/ authz_sidecar/
 COPY gateways/ gateways/
 COPY kaizen_studio/ kaizen_studio/
-COPY proto/ proto/
 # kaizen_studio/data/envoy.yaml links to deploy/envoy/envoy.yaml: the link is followed here.
 COPY deploy/envoy/envoy.yaml deploy/envoy/envoy.yaml
 COPY --from=ui /src/control_plane/ui/dist/ control_plane/ui/dist/
-RUN pip wheel --no-deps --wheel-dir /wheels . \
- && pip wheel --wheel-dir /wheels "$(ls /wheels/kaizen_studio-*.whl)"
+# Dependencies at requirements.lock's exact versions (the lock also holds the dev extra,
+# which the image does not install; its hashes are for `make`'s --require-hashes install).
+RUN sed -e '/--hash=/d' -e 's/ \\$//' -e '/^#/d' requirements.lock > /tmp/constraints.txt \
+ && pip wheel --no-deps --wheel-dir /wheels . \
+ && pip wheel --constraint /tmp/constraints.txt --wheel-dir /wheels "$(ls /wheels/kaizen_studio-*.whl)"
 
 # -- 3: runtime ------------------------------------------------------------------------------
 FROM python:3.11-slim-bookworm
