@@ -1,8 +1,10 @@
-// The admin pages' one shape: a list (loading, empty, error, "load more"), a row action
-// that removes with a confirmation, and a create form below. Pages give the columns, the
-// removal's words and path, and the form (with `useSubmit` for its busy/error state).
+// The admin lists' one shape: a list (loading, empty, error, "load more"), row actions and
+// a removal behind a confirmation, and a create form below. Pages give the columns, the
+// removal's words and path, any other row actions, and the form (`useSubmit` keeps its
+// busy/error state). The logic is in src/lib/adminTable.ts.
 import { useState, type ReactNode } from "react";
 import { api } from "../api/client";
+import { listView, removeRow } from "../lib/adminTable";
 import { ConfirmDialog, Empty, ErrorMessage, Loading } from "./ui";
 
 export interface Column<T> {
@@ -22,7 +24,7 @@ export interface Rows<T> {
 
 export interface Removal<T> {
   allowed: (row: T) => boolean; // whether this row shows the button
-  verb?: string; // "Delete" (default), "Revoke", …
+  verb?: string; // "Delete" (default), "Revoke", "Remove", …
   path: (row: T) => string;
   title: (row: T) => string; // the confirmation's question
   label?: (row: T) => string; // the button's accessible name, when the text is not enough
@@ -31,31 +33,48 @@ export interface Removal<T> {
 
 interface AdminTableProps<T> {
   title: string;
+  /** "page" (default): a page with an h1; "panel": a card with an h2 inside a page. */
+  variant?: "page" | "panel";
   plural: string; // "teams": "Loading teams", "No teams yet."
   empty?: string; // instead of "No <plural> yet."
   rows: Rows<T>;
   rowKey: (row: T) => string;
   columns: Column<T>[];
+  actions?: (row: T) => ReactNode; // the row's other buttons, before the removal
   remove?: Removal<T>;
-  before?: ReactNode; // between the heading and the list (e.g. a one-time secret)
-  children?: ReactNode; // the create form
+  error?: Error | null; // the refusal of one of the page's own row actions
+  before?: ReactNode; // between the heading and the list (an intro, a one-time secret)
+  children?: ReactNode; // the create form (and the page's own dialogs)
 }
 
 export function AdminTable<T>(props: AdminTableProps<T>) {
-  const { title, plural, empty, rows, rowKey, columns, remove, before, children } = props;
+  const { title, variant = "page", plural, empty, rows, rowKey, columns, actions, remove, error, before, children } = props;
   const [removing, setRemoving] = useState<T | null>(null);
+  const [busy, setBusy] = useState(false);
   const [removeError, setRemoveError] = useState<Error | null>(null);
   const verb = remove?.verb ?? "Delete";
-  const withActions = remove !== undefined;
+  const withActions = actions !== undefined || remove !== undefined;
+  const view = listView(rows);
+  const panel = variant === "panel";
+  const headingId = `${plural.replaceAll(" ", "-")}-heading`;
+
+  const confirmRemoval = async () => {
+    if (!removing || !remove) return;
+    setBusy(true);
+    setRemoveError(null);
+    setRemoveError(await removeRow((path) => api.delete(path), remove.path(removing), rows.reload));
+    setBusy(false);
+    setRemoving(null);
+  };
 
   return (
-    <section>
-      <h1>{title}</h1>
+    <section className={panel ? "card" : undefined} aria-labelledby={panel ? headingId : undefined}>
+      {panel ? <h2 id={headingId}>{title}</h2> : <h1>{title}</h1>}
       {before}
-      <ErrorMessage error={rows.error ?? removeError} />
-      {rows.loading && !rows.data && <Loading what={`Loading ${plural}`} />}
-      {rows.data && rows.data.length === 0 && <Empty>{empty ?? `No ${plural} yet.`}</Empty>}
-      {rows.data && rows.data.length > 0 && (
+      <ErrorMessage error={rows.error ?? removeError ?? error ?? null} />
+      {view === "loading" && <Loading what={`Loading ${plural}`} />}
+      {view === "empty" && <Empty>{empty ?? `No ${plural} yet.`}</Empty>}
+      {view === "rows" && (
         <div className="table-wrap">
           <table>
             <thead>
@@ -65,12 +84,13 @@ export function AdminTable<T>(props: AdminTableProps<T>) {
               </tr>
             </thead>
             <tbody>
-              {rows.data.map((row) => (
+              {rows.data?.map((row) => (
                 <tr key={rowKey(row)}>
                   {columns.map((c) => <td key={c.header}>{c.cell(row)}</td>)}
                   {withActions && (
-                    <td>
-                      {remove.allowed(row) && (
+                    <td className="row-actions">
+                      {actions?.(row)}
+                      {remove?.allowed(row) && (
                         <button type="button" className="button-secondary" aria-label={remove.label?.(row)}
                           onClick={() => setRemoving(row)}>{verb}…</button>
                       )}
@@ -86,19 +106,7 @@ export function AdminTable<T>(props: AdminTableProps<T>) {
       {children}
       {remove && (
         <ConfirmDialog open={removing !== null} title={removing ? remove.title(removing) : ""} confirmLabel={verb} danger
-          onConfirm={async () => {
-            if (!removing) return;
-            setRemoveError(null);
-            try {
-              await api.delete(remove.path(removing));
-              rows.reload();
-            } catch (e) {
-              setRemoveError(e as Error);
-            } finally {
-              setRemoving(null);
-            }
-          }}
-          onCancel={() => setRemoving(null)}>
+          busy={busy} onConfirm={() => void confirmRemoval()} onCancel={() => setRemoving(null)}>
           {removing && remove.consequence(removing)}
         </ConfirmDialog>
       )}

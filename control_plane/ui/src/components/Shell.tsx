@@ -2,6 +2,7 @@ import { useState, type ReactNode } from "react";
 import { NavLink, useNavigate } from "react-router";
 import { useAuth } from "../auth/AuthContext";
 import { visibleNav } from "../lib/nav";
+import { roleLabel } from "../lib/roles";
 
 export function Shell({ children }: { children: ReactNode }) {
   const { me, logout } = useAuth();
@@ -30,7 +31,7 @@ export function Shell({ children }: { children: ReactNode }) {
           {me.organization_name}
         </span>
         <NavLink to="/account" className="whoami">
-          {me.label} <span className="badge">{me.role.replace("_", " ")}</span>
+          {me.label} <span className="badge">{roleLabel(me.role)}</span>
         </NavLink>
         <button
           type="button"

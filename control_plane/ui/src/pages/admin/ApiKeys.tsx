@@ -1,9 +1,10 @@
 import { useState } from "react";
 import { api } from "../../api/client";
-import { ROLES, type ApiKey, type ApiKeyCreated } from "../../api/types";
+import type { ApiKey, ApiKeyCreated } from "../../api/types";
 import { useAuth } from "../../auth/AuthContext";
 import { AdminTable } from "../../components/AdminTable";
 import { CopyButton, ErrorMessage, Field, Select, formatTime } from "../../components/ui";
+import { keyRoles, roleLabel } from "../../lib/roles";
 import { usePaged } from "../../lib/useApi";
 import { useSubmit } from "../../lib/useSubmit";
 
@@ -16,8 +17,7 @@ export function ApiKeysPage() {
   const [expires, setExpires] = useState("");
   // The secret lives only in this component's state: shown once, gone on dismiss or navigation.
   const [created, setCreated] = useState<ApiKeyCreated | null>(null);
-  const myRank = ROLES.indexOf((me?.role ?? "viewer") as (typeof ROLES)[number]);
-  const grantable = ROLES.filter((_, i) => i >= myRank);
+  const grantable = keyRoles(me?.role);
   const create = useSubmit(async () => {
     const body: Record<string, unknown> = { name, role };
     const scopeList = scopes.split(",").map((s) => s.trim()).filter(Boolean);
@@ -50,7 +50,7 @@ export function ApiKeysPage() {
       columns={[
         { header: "Name", cell: (k) => k.name },
         { header: "Prefix", cell: (k) => <code>{k.prefix}…</code> },
-        { header: "Role", cell: (k) => k.role },
+        { header: "Role", cell: (k) => roleLabel(k.role) },
         { header: "Scopes", cell: (k) => (k.scopes.length ? k.scopes.join(", ") : "all of the role") },
         { header: "Created", cell: (k) => formatTime(k.created_at) },
         { header: "Last used", cell: (k) => formatTime(k.last_used_at) },

@@ -1,16 +1,18 @@
-import { useState, type FormEvent } from "react";
-import { api, ApiError } from "../../api/client";
-import { ROLES, type Member } from "../../api/types";
+import { useState } from "react";
+import { api } from "../../api/client";
+import type { Member } from "../../api/types";
 import { useAuth } from "../../auth/AuthContext";
-import { ConfirmDialog, Empty, ErrorMessage, Field, Loading, Select, formatTime } from "../../components/ui";
+import { AdminTable } from "../../components/AdminTable";
+import { ErrorMessage, Field, Select, formatTime } from "../../components/ui";
+import { memberRoles, roleLabel } from "../../lib/roles";
 import { usePaged } from "../../lib/useApi";
+import { useSubmit } from "../../lib/useSubmit";
 
 function RoleCell({ member, onChanged }: { member: Member; onChanged(): void }) {
   const { can, me } = useAuth();
   const [error, setError] = useState<Error | null>(null);
   const [busy, setBusy] = useState(false);
-  if (!can("users:update") || member.id === me?.id) return <>{member.role.replace("_", " ")}</>;
-  const options = can("users:grant_owner") ? ROLES : ROLES.filter((r) => r !== "owner" || member.role === "owner");
+  if (!can("users:update") || member.id === me?.id) return <>{roleLabel(member.role)}</>;
   return (
     <>
       <label className="sr-only" htmlFor={`role-${member.id}`}>Role of {member.email}</label>
@@ -31,7 +33,7 @@ function RoleCell({ member, onChanged }: { member: Member; onChanged(): void }) 
           }
         }}
       >
-        {options.map((r) => <option key={r} value={r}>{r.replace("_", " ")}</option>)}
+        {memberRoles(can("users:grant_owner"), member.role).map((r) => <option key={r} value={r}>{roleLabel(r)}</option>)}
       </select>
       {error && <small className="field-error" role="alert">{error.message}</small>}
     </>
@@ -45,105 +47,51 @@ export function MembersPage() {
   const [displayName, setDisplayName] = useState("");
   const [password, setPassword] = useState("");
   const [role, setRole] = useState("viewer");
-  const [error, setError] = useState<Error | null>(null);
-  const [busy, setBusy] = useState(false);
-  const [removing, setRemoving] = useState<Member | null>(null);
-  const [removeError, setRemoveError] = useState<Error | null>(null);
-  const fields = error instanceof ApiError ? error.fieldErrors : {};
-
-  const add = async (event: FormEvent) => {
-    event.preventDefault();
-    setBusy(true);
-    setError(null);
-    try {
-      await api.post("/api/v1/users", {
-        email,
-        role,
-        ...(displayName ? { display_name: displayName } : {}),
-        ...(password ? { password } : {}),
-      });
-      setEmail("");
-      setDisplayName("");
-      setPassword("");
-      members.reload();
-    } catch (e) {
-      setError(e as Error);
-    } finally {
-      setBusy(false);
-    }
-  };
-
-  const remove = async () => {
-    if (!removing) return;
-    try {
-      await api.delete(`/api/v1/users/${removing.id}`);
-      members.reload();
-    } catch (e) {
-      setRemoveError(e as Error);
-    } finally {
-      setRemoving(null);
-    }
-  };
+  const add = useSubmit(async () => {
+    await api.post("/api/v1/users", {
+      email,
+      role,
+      ...(displayName ? { display_name: displayName } : {}),
+      ...(password ? { password } : {}),
+    });
+    setEmail("");
+    setDisplayName("");
+    setPassword("");
+    members.reload();
+  });
 
   return (
-    <section>
-      <h1>Members and roles</h1>
-      <ErrorMessage error={members.error ?? removeError} />
-      {members.loading && !members.data && <Loading what="Loading members" />}
-      {members.data && members.data.length === 0 && <Empty>No members.</Empty>}
-      {members.data && members.data.length > 0 && (
-        <div className="table-wrap">
-          <table>
-            <thead>
-              <tr>
-                <th scope="col">Email</th>
-                <th scope="col">Name</th>
-                <th scope="col">Role</th>
-                <th scope="col">Joined</th>
-                <th scope="col"><span className="sr-only">Actions</span></th>
-              </tr>
-            </thead>
-            <tbody>
-              {members.data.map((m) => (
-                <tr key={m.id}>
-                  <td>{m.email}{m.id === me?.id && <span className="hint"> (you)</span>}</td>
-                  <td>{m.display_name ?? "—"}</td>
-                  <td><RoleCell member={m} onChanged={members.reload} /></td>
-                  <td>{formatTime(m.joined_at)}</td>
-                  <td>
-                    {can("users:delete") && m.id !== me?.id && (
-                      <button type="button" className="button-secondary" onClick={() => setRemoving(m)}>
-                        Remove…
-                      </button>
-                    )}
-                  </td>
-                </tr>
-              ))}
-            </tbody>
-          </table>
-          {members.more && <button type="button" className="button-secondary" onClick={members.loadMore}>Load more</button>}
-        </div>
-      )}
+    <AdminTable title="Members and roles" plural="members" empty="No members." rows={members} rowKey={(m) => m.id}
+      columns={[
+        { header: "Email", cell: (m) => <>{m.email}{m.id === me?.id && <span className="hint"> (you)</span>}</> },
+        { header: "Name", cell: (m) => m.display_name ?? "—" },
+        { header: "Role", cell: (m) => <RoleCell member={m} onChanged={members.reload} /> },
+        { header: "Joined", cell: (m) => formatTime(m.joined_at) },
+      ]}
+      remove={{
+        allowed: (m) => can("users:delete") && m.id !== me?.id,
+        verb: "Remove",
+        path: (m) => `/api/v1/users/${m.id}`,
+        title: (m) => `Remove ${m.email}?`,
+        label: (m) => `Remove ${m.email}`,
+        consequence: () => <p>They lose access to this organisation at once.</p>,
+      }}>
       {can("users:create") && (
-        <form className="card" onSubmit={add} noValidate>
+        <form className="card" onSubmit={add.submit} noValidate>
           <h2>Add a member</h2>
-          <ErrorMessage error={error} />
+          <ErrorMessage error={add.error} />
           <div className="form-row">
-            <Field label="Email" type="email" value={email} error={fields.email} onChange={(e) => setEmail(e.target.value)} required />
-            <Field label="Display name" value={displayName} error={fields.display_name} onChange={(e) => setDisplayName(e.target.value)} />
+            <Field label="Email" type="email" value={email} error={add.fields.email} onChange={(e) => setEmail(e.target.value)} required />
+            <Field label="Display name" value={displayName} error={add.fields.display_name} onChange={(e) => setDisplayName(e.target.value)} />
             <Field label="Initial password" type="password" autoComplete="new-password" value={password}
-              error={fields.password} hint="Optional; they can also be an existing user"
+              error={add.fields.password} hint="Optional; they can also be an existing user"
               onChange={(e) => setPassword(e.target.value)} />
-            <Select label="Role" value={role} error={fields.role}
-              options={can("users:grant_owner") ? ROLES : ROLES.filter((r) => r !== "owner")} onChange={setRole} />
+            <Select label="Role" value={role} error={add.fields.role}
+              options={memberRoles(can("users:grant_owner"))} onChange={setRole} />
           </div>
-          <button type="submit" disabled={busy}>{busy ? "Adding…" : "Add member"}</button>
+          <button type="submit" disabled={add.busy}>{add.busy ? "Adding…" : "Add member"}</button>
         </form>
       )}
-      <ConfirmDialog open={removing !== null} title={`Remove ${removing?.email}?`} confirmLabel="Remove" danger
-        onConfirm={remove} onCancel={() => setRemoving(null)}>
-        <p>They lose access to this organisation at once.</p>
-      </ConfirmDialog>
-    </section>
+    </AdminTable>
   );
 }

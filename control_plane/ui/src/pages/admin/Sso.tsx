@@ -6,6 +6,7 @@ import { useAuth } from "../../auth/AuthContext";
 import { DomainsPanel } from "../../components/DomainsPanel";
 import { SsoProviderEditor } from "../../components/SsoProviderEditor";
 import { ConfirmDialog, CopyButton, Empty, ErrorMessage, Loading, formatTime } from "../../components/ui";
+import { roleLabel } from "../../lib/roles";
 import { spMetadataUrl } from "../../lib/sso";
 import { toggle } from "../../lib/webhooks";
 import { usePaged, useResource } from "../../lib/useApi";
@@ -188,7 +189,7 @@ function RequireMfa() {
               <div className="field checkbox" key={r}>
                 <input id={`mfa-${r}`} type="checkbox" disabled={!editable} checked={roles.includes(r)}
                   onChange={(e) => setRoles(toggle(roles, r, e.target.checked))} />
-                <label htmlFor={`mfa-${r}`}>{r.replace("_", " ")}</label>
+                <label htmlFor={`mfa-${r}`}>{roleLabel(r)}</label>
               </div>
             ))}
           </fieldset>
