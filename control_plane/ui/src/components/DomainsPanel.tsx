@@ -2,7 +2,8 @@ import { useState } from "react";
 import { api } from "../api/client";
 import type { OrgDomain } from "../api/types";
 import { useAuth } from "../auth/AuthContext";
-import { CopyButton, Empty, ErrorMessage, Field, Loading, formatTime } from "./ui";
+import { AdminTable } from "./AdminTable";
+import { CopyButton, Field, formatTime } from "./ui";
 import { usePaged } from "../lib/useApi";
 
 /** Email domains the organisation proves by DNS: SSO signs in only their addresses. */
@@ -26,49 +27,52 @@ export function DomainsPanel() {
     }
   };
 
+  const intro = (
+    <p className="hint">
+      Identity providers sign in only addresses of domains verified here. Publish the TXT record at the domain, then
+      verify; a claim alone grants nothing, and a domain verified by another organisation cannot be verified here.
+    </p>
+  );
+
   return (
-    <section className="card" aria-labelledby="domains-heading">
-      <h2 id="domains-heading">Verified domains</h2>
-      <p className="hint">
-        Identity providers sign in only addresses of domains verified here. Publish the TXT record at the domain, then
-        verify; a claim alone grants nothing, and a domain verified by another organisation cannot be verified here.
-      </p>
-      <ErrorMessage error={domains.error ?? error} />
-      {domains.loading && !domains.data && <Loading what="Loading email domains" />}
-      {domains.data && domains.data.length === 0 && <Empty>No email domains yet.</Empty>}
-      {domains.data && domains.data.length > 0 && (
-        <table>
-          <thead>
-            <tr><th>Domain</th><th>Status</th><th>TXT record</th><th /></tr>
-          </thead>
-          <tbody>
-            {domains.data.map((d) => (
-              <tr key={d.id}>
-                <td>{d.domain}</td>
-                <td>
-                  {d.verified ? <span className="badge">verified {formatTime(d.verified_at)}</span> : <span className="badge badge-deleted">unverified</span>}
-                </td>
-                <td className="copy-line">
-                  <code>{d.txt_value}</code> <CopyButton text={d.txt_value} label={`Copy the TXT record for ${d.domain}`} />
-                </td>
-                <td className="toolbar">
-                  {!d.verified && can("sso:update") && (
-                    <button type="button" disabled={busy !== null} onClick={() => run(d.id, () => api.post(`/api/v1/domains/${d.id}/verify`))}>
-                      {busy === d.id ? "Checking DNS…" : `Verify ${d.domain}`}
-                    </button>
-                  )}
-                  {can("sso:delete") && (
-                    <button type="button" className="button-secondary" disabled={busy !== null}
-                      onClick={() => run(`delete-${d.id}`, () => api.delete(`/api/v1/domains/${d.id}`))}>
-                      Remove
-                    </button>
-                  )}
-                </td>
-              </tr>
-            ))}
-          </tbody>
-        </table>
-      )}
+    <AdminTable title="Verified domains" variant="panel" plural="email domains" rows={domains} rowKey={(d) => d.id}
+      before={intro} error={error}
+      columns={[
+        { header: "Domain", cell: (d) => d.domain },
+        {
+          header: "Status",
+          cell: (d) =>
+            d.verified ? <span className="badge">verified {formatTime(d.verified_at)}</span> : <span className="badge badge-deleted">unverified</span>,
+        },
+        {
+          header: "TXT record",
+          cell: (d) => (
+            <span className="copy-line">
+              <code>{d.txt_value}</code> <CopyButton text={d.txt_value} label={`Copy the TXT record for ${d.domain}`} />
+            </span>
+          ),
+        },
+      ]}
+      actions={(d) =>
+        !d.verified && can("sso:update") && (
+          <button type="button" disabled={busy !== null} onClick={() => run(d.id, () => api.post(`/api/v1/domains/${d.id}/verify`))}>
+            {busy === d.id ? "Checking DNS…" : `Verify ${d.domain}`}
+          </button>
+        )
+      }
+      remove={{
+        allowed: () => can("sso:delete"),
+        verb: "Remove",
+        path: (d) => `/api/v1/domains/${d.id}`,
+        title: (d) => `Remove ${d.domain}?`,
+        label: (d) => `Remove ${d.domain}`,
+        consequence: (d) => (
+          <p>
+            Single sign-on stops routing and signing in addresses at <strong>{d.domain}</strong>; using it again takes a
+            new claim and DNS proof.
+          </p>
+        ),
+      }}>
       {can("sso:create") && (
         <form className="form-row" onSubmit={(e) => {
           e.preventDefault();
@@ -81,6 +85,6 @@ export function DomainsPanel() {
           <button type="submit" disabled={busy !== null || !domain.trim()}>Claim domain</button>
         </form>
       )}
-    </section>
+    </AdminTable>
   );
 }

@@ -1,7 +1,8 @@
-import { useState, type FormEvent } from "react";
-import { api, ApiError } from "../../api/client";
+import { useState } from "react";
+import { api } from "../../api/client";
 import type { Webhook, WebhookCreated, WebhookDelivery } from "../../api/types";
 import { useAuth } from "../../auth/AuthContext";
+import { AdminTable } from "../../components/AdminTable";
 import {
   ConfirmDialog,
   CopyButton,
@@ -15,6 +16,7 @@ import {
   formatTime,
 } from "../../components/ui";
 import { usePaged } from "../../lib/useApi";
+import { useSubmit } from "../../lib/useSubmit";
 import { WEBHOOK_EVENTS, deliveryOutcome, toggle } from "../../lib/webhooks";
 
 function SecretOnce({ created, rotated, onDismiss }: { created: WebhookCreated; rotated: boolean; onDismiss(): void }) {
@@ -102,34 +104,20 @@ export function WebhooksPage() {
   const [events, setEvents] = useState<string[]>(["approval.requested"]);
   const [description, setDescription] = useState("");
   const [secret, setSecret] = useState("");
-  const [busy, setBusy] = useState(false);
-  const [error, setError] = useState<Error | null>(null);
   // The signing secret lives only in this state: shown once, gone on dismiss or navigation.
   const [created, setCreated] = useState<{ hook: WebhookCreated; rotated: boolean } | null>(null);
   const [rowError, setRowError] = useState<Error | null>(null);
-  const [deleting, setDeleting] = useState<Webhook | null>(null);
   const [rotating, setRotating] = useState<Webhook | null>(null);
   const [viewing, setViewing] = useState<Webhook | null>(null);
-  const fields = error instanceof ApiError ? error.fieldErrors : {};
-
-  const create = async (event: FormEvent) => {
-    event.preventDefault();
-    setBusy(true);
-    setError(null);
-    try {
-      const body: Record<string, unknown> = { url: url.trim(), events, description };
-      if (secret) body.secret = secret;
-      setCreated({ hook: await api.post<WebhookCreated>("/api/v1/webhooks", body), rotated: false });
-      setUrl("");
-      setDescription("");
-      setSecret("");
-      hooks.reload();
-    } catch (e) {
-      setError(e as Error);
-    } finally {
-      setBusy(false);
-    }
-  };
+  const create = useSubmit(async () => {
+    const body: Record<string, unknown> = { url: url.trim(), events, description };
+    if (secret) body.secret = secret;
+    setCreated({ hook: await api.post<WebhookCreated>("/api/v1/webhooks", body), rotated: false });
+    setUrl("");
+    setDescription("");
+    setSecret("");
+    hooks.reload();
+  });
 
   const act = async (action: () => Promise<void>) => {
     setRowError(null);
@@ -141,73 +129,65 @@ export function WebhooksPage() {
     }
   };
 
-  return (
-    <section>
-      <h1>Webhooks</h1>
+  const intro = (
+    <>
       <p className="hint">Kaizen Studio POSTs these events to your URLs, signed with each webhook's secret.</p>
       {created && <SecretOnce created={created.hook} rotated={created.rotated} onDismiss={() => setCreated(null)} />}
-      <ErrorMessage error={hooks.error ?? rowError} />
-      {hooks.loading && !hooks.data && <Loading what="Loading webhooks" />}
-      {hooks.data && hooks.data.length === 0 && <Empty>No webhooks yet.</Empty>}
-      {hooks.data && hooks.data.length > 0 && (
-        <div className="table-wrap">
-          <table>
-            <thead>
-              <tr>
-                <th scope="col">URL</th>
-                <th scope="col">Events</th>
-                <th scope="col">Secret</th>
-                <th scope="col">Enabled</th>
-                <th scope="col">Created</th>
-                <th scope="col"><span className="sr-only">Actions</span></th>
-              </tr>
-            </thead>
-            <tbody>
-              {hooks.data.map((w) => (
-                <tr key={w.id}>
-                  <td>
-                    <code>{w.url}</code>
-                    {w.description && <div className="hint">{w.description}</div>}
-                  </td>
-                  <td>{w.events.join(", ")}</td>
-                  <td>{w.secret_prefix ? <code>{w.secret_prefix}…</code> : <span className="hint">yours</span>}</td>
-                  <td>
-                    {can("webhooks:update") ? (
-                      <input type="checkbox" checked={w.enabled} aria-label={`Enabled: ${w.url}`}
-                        onChange={(e) => act(() => api.patch(`/api/v1/webhooks/${w.id}`, { enabled: e.target.checked }))} />
-                    ) : w.enabled ? "yes" : "no"}
-                  </td>
-                  <td>{formatTime(w.created_at)}</td>
-                  <td className="row-actions">
-                    <button type="button" className="button-secondary" onClick={() => setViewing(w)}>Deliveries</button>
-                    {can("webhooks:update") && (
-                      <button type="button" className="button-secondary" onClick={() => setRotating(w)}>Rotate secret…</button>
-                    )}
-                    {can("webhooks:delete") && (
-                      <button type="button" className="button-secondary" onClick={() => setDeleting(w)}>Delete…</button>
-                    )}
-                  </td>
-                </tr>
-              ))}
-            </tbody>
-          </table>
-          {hooks.more && <button type="button" className="button-secondary" onClick={hooks.loadMore}>Load more</button>}
-        </div>
+    </>
+  );
+
+  return (
+    <AdminTable title="Webhooks" plural="webhooks" rows={hooks} rowKey={(w) => w.id} before={intro} error={rowError}
+      columns={[
+        {
+          header: "URL",
+          cell: (w) => (
+            <>
+              <code>{w.url}</code>
+              {w.description && <div className="hint">{w.description}</div>}
+            </>
+          ),
+        },
+        { header: "Events", cell: (w) => w.events.join(", ") },
+        { header: "Secret", cell: (w) => (w.secret_prefix ? <code>{w.secret_prefix}…</code> : <span className="hint">yours</span>) },
+        {
+          header: "Enabled",
+          cell: (w) =>
+            can("webhooks:update") ? (
+              <input type="checkbox" checked={w.enabled} aria-label={`Enabled: ${w.url}`}
+                onChange={(e) => act(() => api.patch(`/api/v1/webhooks/${w.id}`, { enabled: e.target.checked }))} />
+            ) : w.enabled ? "yes" : "no",
+        },
+        { header: "Created", cell: (w) => formatTime(w.created_at) },
+      ]}
+      actions={(w) => (
+        <>
+          <button type="button" className="button-secondary" onClick={() => setViewing(w)}>Deliveries</button>
+          {can("webhooks:update") && (
+            <button type="button" className="button-secondary" onClick={() => setRotating(w)}>Rotate secret…</button>
+          )}
+        </>
       )}
+      remove={{
+        allowed: () => can("webhooks:delete"),
+        path: (w) => `/api/v1/webhooks/${w.id}`,
+        title: (w) => `Delete the webhook to ${w.url}?`,
+        consequence: () => <p>No more events are sent to it; its delivery log goes with it.</p>,
+      }}>
       {can("webhooks:create") && (
-        <form className="card" onSubmit={create} noValidate>
+        <form className="card" onSubmit={create.submit} noValidate>
           <h2>Add a webhook</h2>
-          <ErrorMessage error={error} />
+          <ErrorMessage error={create.error} />
           <div className="form-row">
-            <Field label="URL" type="url" value={url} error={fields.url} onChange={(e) => setUrl(e.target.value)} required
+            <Field label="URL" type="url" value={url} error={create.fields.url} onChange={(e) => setUrl(e.target.value)} required
               placeholder="https://hooks.example.com/kaizen" />
-            <Field label="Description (optional)" value={description} error={fields.description}
+            <Field label="Description (optional)" value={description} error={create.fields.description}
               onChange={(e) => setDescription(e.target.value)} />
-            <Field label="Signing secret (optional)" type="password" value={secret} error={fields.secret} autoComplete="off"
+            <Field label="Signing secret (optional)" type="password" value={secret} error={create.fields.secret} autoComplete="off"
               hint="At least 16 characters; leave empty to have one generated" onChange={(e) => setSecret(e.target.value)} />
           </div>
-          <EventChoices legend="Events" value={events} onChange={setEvents} error={fields.events} />
-          <button type="submit" disabled={busy}>{busy ? "Adding…" : "Add webhook"}</button>
+          <EventChoices legend="Events" value={events} onChange={setEvents} error={create.fields.events} />
+          <button type="submit" disabled={create.busy}>{create.busy ? "Adding…" : "Add webhook"}</button>
         </form>
       )}
       <Drawer open={viewing !== null} title={`Deliveries to ${viewing?.url ?? ""}`} onClose={() => setViewing(null)}>
@@ -222,15 +202,6 @@ export function WebhooksPage() {
         onCancel={() => setRotating(null)}>
         <p>Deliveries are signed with the new secret from now on; update your receiver with it.</p>
       </ConfirmDialog>
-      <ConfirmDialog open={deleting !== null} title={`Delete the webhook to ${deleting?.url}?`} confirmLabel="Delete" danger
-        onConfirm={() => {
-          const hook = deleting;
-          setDeleting(null);
-          if (hook) void act(() => api.delete(`/api/v1/webhooks/${hook.id}`));
-        }}
-        onCancel={() => setDeleting(null)}>
-        <p>No more events are sent to it; its delivery log goes with it.</p>
-      </ConfirmDialog>
-    </section>
+    </AdminTable>
   );
 }
