@@ -271,6 +271,26 @@ def test_admin_creates_an_api_key_shown_once(control_plane: str, page: Page) -> 
     expect(page.get_by_role("cell", name="ci-bot")).to_be_visible()
     assert key not in page.content(), "the key is shown once, never again"
 
+    # Revoking goes through the admin table's confirmation: cancel keeps the key working,
+    # confirming revokes it at once.
+    row = page.get_by_role("row").filter(has_text="ci-bot")
+    row.get_by_role("button", name="Revoke…").click()
+    page.get_by_role("dialog").get_by_role("button", name="Cancel").click()
+    assert httpx.get(
+        f"{control_plane}/api/v1/me", headers={"Authorization": f"Bearer {key}"}
+    ).is_success
+    row.get_by_role("button", name="Revoke…").click()
+    expect(page.get_by_role("dialog")).to_contain_text("Revoke ci-bot?")
+    page.get_by_role("dialog").get_by_role("button", name="Revoke").click()
+    expect(row).to_contain_text("revoked")
+    expect(row.get_by_role("button", name="Revoke…")).to_have_count(0)
+    assert (
+        httpx.get(
+            f"{control_plane}/api/v1/me", headers={"Authorization": f"Bearer {key}"}
+        ).status_code
+        == 401
+    )
+
     # The admin action is in the audit trail, whose chain verifies.
     nav(page, "Audit events")
     expect(page.get_by_text(re.compile(r"Intact: \d+ events"))).to_be_visible()
@@ -709,6 +729,19 @@ def test_webhook_secret_once_provider_key_write_only_and_sso_routing(
     continue_link = login_page.get_by_role("link", name="Continue with vandelay-okta")
     expect(continue_link).to_be_visible()
     assert "/api/v1/auth/oidc/" in (continue_link.get_attribute("href") or "")
+    login_page.context.close()
+
+    # Removing the domain asks first; once removed, its addresses no longer route to SSO.
+    row.get_by_role("button", name=f"Remove {domain}").click()
+    expect(page.get_by_role("dialog")).to_contain_text("stops routing")
+    page.get_by_role("dialog").get_by_role("button", name="Remove").click()
+    expect(page.get_by_text("No email domains yet.")).to_be_visible()
+    login_page = browser.new_context().new_page()
+    login_page.goto(f"{control_plane}/")
+    with login_page.expect_response(lambda r: "/auth/sso/discover" in r.url) as discovery:
+        login_page.get_by_label("Email").fill(f"kramer@{domain}")
+    assert discovery.value.status == 404, "a removed domain routes to no provider"
+    expect(login_page.get_by_role("link", name="Continue with vandelay-okta")).to_have_count(0)
     login_page.context.close()
 
 
