@@ -271,6 +271,9 @@ def create_app(
                 "resource": base.rstrip("/") + "/mcp",
                 "authorization_servers": [issuer],
                 "bearer_methods_supported": ["header"],
+                # What an MCP client needs here (the sidecar's scope words, authn.py): the
+                # SDK asks for exactly these, not every scope the issuer knows.
+                "scopes_supported": ["mcp:connect", "mcp:list", "agents:invoke"],
                 "resource_name": "Kaizen Studio gateway (MCP)",
                 "resource_documentation": base.rstrip("/")
                 + "/.well-known/oauth-protected-resource",

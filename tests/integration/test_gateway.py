@@ -464,6 +464,8 @@ async def test_protected_resource_metadata(
     # The organisation's own issuer (the control plane serves one per organisation).
     issuers = response.json()["authorization_servers"]
     assert issuers == [f"{standins.url}/oauth/{ORG}"]  # type: ignore[attr-defined]
+    # The scopes an MCP client asks for here: not pipelines:run, which MCP never uses.
+    assert response.json()["scopes_supported"] == ["mcp:connect", "mcp:list", "agents:invoke"]
 
 
 # --- MCP ---------------------------------------------------------------------------------
