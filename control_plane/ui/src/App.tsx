@@ -22,6 +22,9 @@ import { ExecutionsPage } from "./pages/Executions";
 import { ApprovalsPage } from "./pages/Approvals";
 import { DashboardPage } from "./pages/Dashboard";
 import { UsagePage } from "./pages/Usage";
+import { OAuthConsentPage } from "./pages/OAuthConsent";
+import { McpClientsPage } from "./pages/McpClients";
+import { rememberConsent } from "./lib/oauth";
 import { lazy, Suspense, type ReactNode } from "react";
 
 // The editor pages carry CodeMirror; load them only when opened.
@@ -51,11 +54,14 @@ export function App() {
   const ssoCode = ssoCodeFromHash(location.hash);
   if (ssoCode) return <SsoCallbackPage code={ssoCode} />;
   if (!me) {
+    // An MCP client's consent survives the sign-in: password and MFA come back through
+    // `from`, an SSO login (which leaves the page) through sessionStorage.
+    rememberConsent(location.pathname + location.search);
     return (
       <Routes>
         <Route path="/signup" element={<SignupPage />} />
         <Route path="/login" element={<LoginPage />} />
-        <Route path="*" element={<Navigate to="/login" replace state={{ from: location.pathname }} />} />
+        <Route path="*" element={<Navigate to="/login" replace state={{ from: location.pathname + location.search }} />} />
       </Routes>
     );
   }
@@ -67,6 +73,8 @@ export function App() {
         <Route path="/login" element={<Navigate to={homePath(me.permissions)} replace />} />
         <Route path="/signup" element={<Navigate to={homePath(me.permissions)} replace />} />
         <Route path="/account" element={<AccountPage />} />
+        <Route path="/oauth-consent" element={<OAuthConsentPage />} />
+        <Route path="/mcp-clients" element={<McpClientsPage />} />
         <Route path="/policies" element={g("policies:read", <PoliciesPage />)} />
         <Route path="/policies/new" element={g("policies:create", <PolicyEditorPage />)} />
         <Route path="/policies/:id" element={g("policies:read", <PolicyDetailPage />)} />

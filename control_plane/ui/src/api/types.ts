@@ -125,3 +125,11 @@ export type Replay = Schemas["Replay"];
 export type ReplayResult = Schemas["ReplayResult"];
 export type ReplayTransition = Schemas["Transition"];
 export type PolicySettings = Schemas["PolicySettings"];
+
+// OAuth for MCP clients (M11): the consent step and the authorized clients.
+export type ConsentRequest = Schemas["ConsentRequest"];
+export type ConsentAnswer = Schemas["ConsentAnswer"];
+export type OAuthGrant = Schemas["OAuthGrantOut"];
+export type OAuthClient = Schemas["OAuthClientOut"];
+export type OAuthClients = Schemas["OAuthClientsOut"];
+export type OAuthSettings = Schemas["OAuthSettingsOut"];

@@ -30,8 +30,18 @@ describe("navigation by permission", () => {
 describe("usage navigation", () => {
   it("offers usage and budgets only to roles that may read budgets", () => {
     // owner, admin and security_admin hold budgets:read (builtin_roles.yaml); a viewer does not.
-    expect(visibleNav(["organization:read", "budgets:read"]).map((i) => i.to)).toEqual(["/dashboard", "/usage"]);
+    expect(visibleNav(["organization:read", "budgets:read"]).map((i) => i.to)).toEqual([
+      "/dashboard",
+      "/usage",
+      "/mcp-clients",
+    ]);
     expect(visibleNav(["organization:read", "policies:read"]).some((i) => i.to === "/usage")).toBe(false);
+  });
+});
+
+describe("MCP clients navigation", () => {
+  it("is offered to every member (each role reads the organisation)", () => {
+    expect(visibleNav(["organization:read"]).map((i) => i.to)).toContain("/mcp-clients");
   });
 });
 

@@ -16,6 +16,7 @@ export const NAV: NavItem[] = [
   { to: "/pipelines", label: "Pipelines", permission: "pipelines:read", section: "Runtime" },
   { to: "/gateways", label: "Gateways", permission: "gateways:read", section: "Runtime" },
   { to: "/executions", label: "Executions", permission: "executions:read", section: "Runtime" },
+  { to: "/mcp-clients", label: "MCP clients", permission: "organization:read", section: "Runtime" },
   { to: "/decisions", label: "Decisions", permission: "decisions:read", section: "Audit" },
   { to: "/approvals", label: "Approvals", permission: "approvals:read", section: "Audit" },
   { to: "/admin/members", label: "Members", permission: "users:read", section: "Admin" },

@@ -6,6 +6,7 @@ import { useAuth } from "../auth/AuthContext";
 import { TotpEnrolmentFlow } from "../components/TotpEnrolment";
 import { Field, Loading } from "../components/ui";
 import { emailDomain, nextLoginStep, normalizeCode, ssoRetryCode, type LoginStep } from "../lib/login";
+import { takeConsent } from "../lib/oauth";
 import { useSubmit } from "../lib/useSubmit";
 
 /** A sign-in form: the shared submit state, then back to where the user was going. */
@@ -195,7 +196,7 @@ export function SsoCallbackPage({ code }: { code: string }) {
     }
     let live = true;
     exchange
-      .then(() => live && navigate("/", { replace: true }))
+      .then(() => live && navigate(takeConsent() ?? "/", { replace: true }))
       .catch((e: Error) => live && failed(e));
     return () => {
       live = false;
@@ -207,7 +208,7 @@ export function SsoCallbackPage({ code }: { code: string }) {
     setBusy(true);
     try {
       await exchangeSsoCode(retry, normalizeCode(totp));
-      navigate("/", { replace: true });
+      navigate(takeConsent() ?? "/", { replace: true });
     } catch (e) {
       failed(e as Error);
     } finally {
