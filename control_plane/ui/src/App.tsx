@@ -65,12 +65,15 @@ export function App() {
       </Routes>
     );
   }
+  // Signed in on /login: back where the sign-in interrupted (an MCP client's consent).
+  const from = (location.state as { from?: string } | null)?.from;
+  const afterLogin = from && from.startsWith("/") && !from.startsWith("//") && from !== "/login" ? from : null;
   const g = (permission: string, page: ReactNode) => <Guard permission={permission}>{page}</Guard>;
   return (
     <Shell>
       <Routes>
         <Route path="/" element={<Navigate to={homePath(me.permissions)} replace />} />
-        <Route path="/login" element={<Navigate to={homePath(me.permissions)} replace />} />
+        <Route path="/login" element={<Navigate to={afterLogin ?? homePath(me.permissions)} replace />} />
         <Route path="/signup" element={<Navigate to={homePath(me.permissions)} replace />} />
         <Route path="/account" element={<AccountPage />} />
         <Route path="/oauth-consent" element={<OAuthConsentPage />} />
