@@ -238,6 +238,7 @@ _RUNTIME_VARIABLES = {
     "KAIZEN_SIDECAR_URL",
     "KAIZEN_SIDECAR_GRPC_PORT",
     "KAIZEN_SIDECAR_HTTP_PORT",
+    "KAIZEN_SIDECAR_MCP_RESOURCE",
     "KAIZEN_GATEWAY_PORT",
     "KAIZEN_GATEWAY_PUBLIC_URL",
     "KAIZEN_GATEWAY_BUNDLE",
@@ -444,7 +445,7 @@ def run(settings: Settings, *, envoy_port: int = 10000) -> int:
             _command(
                 "control-plane", "--host", settings.cp_host, "--port", str(ports.control_plane)
             ),
-            _child_env(home),
+            _child_env(home, KAIZEN_CONTROL_PLANE_URL=cp),  # the OAuth issuers live under it
         )
         supervisor.wait_ready("control-plane", f"{cp}/healthz")
         envoy = _envoy_config(home, ports)
@@ -475,6 +476,7 @@ def run(settings: Settings, *, envoy_port: int = 10000) -> int:
                 home,
                 KAIZEN_SIDECAR_GRPC_PORT=str(ports.sidecar_grpc),
                 KAIZEN_SIDECAR_HTTP_PORT=str(ports.sidecar_http),
+                KAIZEN_SIDECAR_MCP_RESOURCE=f"{front}/mcp",  # MCP clients' OAuth tokens
                 **runtime,
             ),
         )
