@@ -65,8 +65,11 @@ def page() -> Iterator[Page]:
         assert not errors, f"uncaught errors in the page: {errors}"
 
 
-def test_a_person_approves_an_mcp_client_in_the_studio(studio: str, page: Page) -> None:
+def test_a_person_approves_an_mcp_client_in_the_studio(
+    studio: str, page: Page, request: pytest.FixtureRequest
+) -> None:
     http = httpx.Client(base_url=studio, timeout=30)
+    request.addfinalizer(http.close)
     email = f"owner-{secrets.token_hex(3)}@example.com"
     owner = http.post(
         "/api/v1/auth/signup", json={"email": email, "password": PASSWORD, "organization": "C"}

@@ -24,7 +24,7 @@ import { DashboardPage } from "./pages/Dashboard";
 import { UsagePage } from "./pages/Usage";
 import { OAuthConsentPage } from "./pages/OAuthConsent";
 import { McpClientsPage } from "./pages/McpClients";
-import { rememberConsent } from "./lib/oauth";
+import { isConsentPath, rememberConsent } from "./lib/oauth";
 import { lazy, Suspense, type ReactNode } from "react";
 
 // The editor pages carry CodeMirror; load them only when opened.
@@ -65,9 +65,10 @@ export function App() {
       </Routes>
     );
   }
-  // Signed in on /login: back where the sign-in interrupted (an MCP client's consent).
+  // Signed in on /login: back to an MCP client's consent if the sign-in interrupted one
+  // (anything else lands on the home page, as before).
   const from = (location.state as { from?: string } | null)?.from;
-  const afterLogin = from && from.startsWith("/") && !from.startsWith("//") && from !== "/login" ? from : null;
+  const afterLogin = from && isConsentPath(from) ? from : null;
   const g = (permission: string, page: ReactNode) => <Guard permission={permission}>{page}</Guard>;
   return (
     <Shell>
