@@ -2,7 +2,9 @@
 # `make lock`: re-resolve requirements.lock from pyproject.toml's ranges (runtime + the dev
 # extra, and the build backend and pip that `make` installs with), every file hash-pinned,
 # for CPython 3.11 on x86_64 Linux (glibc 2.36, Debian 12: our machines). uv resolves; it
-# runs from its own venv under .cache/ and is not a dependency of the project.
+# runs from its own venv under .cache/ and is not a dependency of the project. Each entry's
+# `# via` lines say what it is locked for (tests/unit/test_lock.py reads them: nothing stays
+# locked that pyproject.toml no longer asks for).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 UV_VERSION=0.13.9
@@ -17,6 +19,6 @@ fi
 printf 'pip==26.3\nsetuptools==80.9.0\n' |
   "$TOOLS/bin/uv" pip compile pyproject.toml - --extra dev --generate-hashes \
     --python-version 3.11 --python-platform x86_64-manylinux_2_36 \
-    --no-emit-package kaizen-studio --no-annotate --custom-compile-command "make lock" \
+    --no-emit-package kaizen-studio --custom-compile-command "make lock" \
     "$@" -o requirements.lock
 echo "lock: requirements.lock written ($(grep -c '^[A-Za-z]' requirements.lock) packages)"
