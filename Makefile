@@ -12,12 +12,14 @@ BIN := $(VENV)/bin
 UI := control_plane/ui
 
 # Dependencies come from requirements.lock only (exact versions, every file's hash checked);
-# the project itself is then installed without resolving anything.
+# the project itself is then installed without resolving anything, and what the lock does
+# not hold (left from an older lock) is uninstalled: the venv is the lock, as on a fresh machine.
 $(BIN)/kaizen-studio: pyproject.toml requirements.lock
 	@echo "make: installing Kaizen Studio and its dependencies into $(VENV) (first run: a few minutes)"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --progress-bar off --require-hashes -r requirements.lock
 	$(BIN)/pip install --progress-bar off --no-deps --no-build-isolation -e .
+	scripts/prune-venv.sh $(VENV)
 	touch $@
 
 # Re-resolve requirements.lock after a change to pyproject.toml's dependencies.
