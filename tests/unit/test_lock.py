@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import tomllib
+from collections.abc import Set as AbstractSet
 from pathlib import Path
 
 from packaging.requirements import Requirement
@@ -62,7 +63,7 @@ def _declared() -> list[Requirement]:
     ]
 
 
-def _left_over(text: str, declared: set[str]) -> list[str]:
+def _left_over(text: str, declared: AbstractSet[str]) -> list[str]:
     """What the lock holds that pyproject.toml (`declared`) no longer asks for, or mislabels."""
     parents = _parents(text)
     problems = []
