@@ -28,7 +28,7 @@ COPY deploy/envoy/envoy.yaml deploy/envoy/envoy.yaml
 COPY --from=ui /src/control_plane/ui/dist/ control_plane/ui/dist/
 # Dependencies at requirements.lock's exact versions (the lock also holds the dev extra,
 # which the image does not install; its hashes are for `make`'s --require-hashes install).
-RUN sed -e '/--hash=/d' -e 's/ \\$//' -e '/^#/d' requirements.lock > /tmp/constraints.txt \
+RUN sed -e '/--hash=/d' -e 's/ \\$//' -e '/^ *#/d' requirements.lock > /tmp/constraints.txt \
  && pip wheel --no-deps --wheel-dir /wheels . \
  && pip wheel --constraint /tmp/constraints.txt --wheel-dir /wheels "$(ls /wheels/kaizen_studio-*.whl)"
 
