@@ -50,11 +50,10 @@ class EngineHolder:
         issuer: str,
         audience: str,
         gateway_binding: str | None = None,
-        mcp_resource: str | None = None,
         oauth_issuer: str | None = None,
     ) -> None:
         self.ledger = ledger
-        self._mcp_resource, self._oauth_issuer = mcp_resource, oauth_issuer
+        self._oauth_issuer = oauth_issuer
         self._gateway_binding = gateway_binding  # grants.gateway_binding(credential)
         self._issuer = issuer
         self._audience = audience
@@ -77,7 +76,7 @@ class EngineHolder:
             kaizen,
             issuer=self._issuer,
             audience=self._audience,
-            mcp_resource=self._mcp_resource,
+            mcp_resource=self.mcp_resource(kaizen),
             oauth_issuer=self._oauth_issuer,
         )
         return Snapshot(
@@ -91,6 +90,16 @@ class EngineHolder:
                 gateway=self._gateway_binding,
             ),
         )
+
+    def mcp_resource(self, kaizen: Mapping[str, Any]) -> str | None:
+        """This gateway's canonical MCP URL, as the signed bundle names it under our
+        credential's binding: the only audience our OAuth tokens may carry. None (no OAuth
+        token accepted) for a sidecar without a gateway credential or a bundle without it."""
+        resources = kaizen.get("mcp_resources")
+        if self._gateway_binding is None or not isinstance(resources, Mapping):
+            return None
+        resource = resources.get(self._gateway_binding)
+        return resource if isinstance(resource, str) else None
 
     def on_bundle(self, verified: VerifiedBundle) -> None:
         """The BundleStore subscriber: swap to `verified` when it is usable."""

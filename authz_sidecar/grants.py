@@ -46,16 +46,6 @@ def arguments_hash(arguments: Mapping[str, Any] | None) -> str:
     return hashlib.sha256(canonical_json(dict(arguments or {}))).hexdigest()
 
 
-def gateway_binding(gateway_token: str) -> str:
-    """The grant's `gw` claim for the gateway holding `gateway_token`.
-
-    The control plane knows only SHA-256(credential) (its lookup hash); both sides derive
-    this from it, so the grant names the gateway without carrying its lookup hash.
-    """
-    credential_hash = hashlib.sha256(gateway_token.encode()).hexdigest()
-    return hashlib.sha256(f"kaizen-grant-gateway-v1:{credential_hash}".encode()).hexdigest()
-
-
 class GrantVerifier:
     def __init__(
         self,
@@ -68,7 +58,9 @@ class GrantVerifier:
         self._keys = keys
         self._issuer = issuer
         self._organization = organization
-        self._gateway = gateway  # gateway_binding() of this sidecar's credential
+        self._gateway = (
+            gateway  # the binding (policy/gateway_binding.py) of this sidecar's credential
+        )
 
     def verify(self, token: str, input: Mapping[str, Any]) -> dict[str, Any]:
         """The grant's claims if it was issued for exactly this decision input."""

@@ -49,7 +49,6 @@ from authz_sidecar.grants import (
     NoSharedReplayGuard,
     RedisReplayGuard,
     ReplayGuard,
-    gateway_binding,
 )
 from authz_sidecar.grpc_server import start_grpc_server
 from authz_sidecar.http_server import SidecarHttp, start_http_server
@@ -67,6 +66,7 @@ from policy.bundle_sync import (
     check_control_plane_url,
 )
 from policy.errors import BundleVerificationError
+from policy.gateway_binding import binding_of_credential
 from policy.heap import settle_heap
 from policy.logs import configure_logging
 
@@ -161,8 +161,7 @@ class Worker:
             ledger,
             issuer=settings.issuer,
             audience=settings.audience,
-            gateway_binding=gateway_binding(token) if token else None,
-            mcp_resource=settings.sidecar_mcp_resource,
+            gateway_binding=binding_of_credential(token) if token else None,
             oauth_issuer=settings.sidecar_oauth_issuer or settings.control_plane_url,
         )
         self.holder.subscribe(_on_snapshot)

@@ -52,11 +52,9 @@ class SidecarSettings(BaseSettings):
     sidecar_workspace: str | None = None
     sidecar_environment: str | None = None
     sidecar_gateway: str | None = None
-    # OAuth for MCP (M11): this gateway's canonical MCP URL as clients reach it (RFC 8707
-    # resource, e.g. https://gw.example.com/mcp; the control plane's gateway `url` + /mcp),
-    # and the control plane's public URL its issuers live under (default: control_plane_url).
-    # Unset resource: OAuth tokens are refused here and 401s name no metadata.
-    sidecar_mcp_resource: str | None = None
+    # OAuth for MCP (M11): the control plane's public URL its issuers live under (default:
+    # control_plane_url). This gateway's canonical MCP URL (the audience its tokens carry)
+    # comes from the signed bundle, under this credential's binding (engine_holder.py).
     sidecar_oauth_issuer: str | None = None
     # Only when the proxy overwrites it: otherwise a caller could pick its own workspace.
     sidecar_trust_workspace_header: bool = False

@@ -476,7 +476,6 @@ def run(settings: Settings, *, envoy_port: int = 10000) -> int:
                 home,
                 KAIZEN_SIDECAR_GRPC_PORT=str(ports.sidecar_grpc),
                 KAIZEN_SIDECAR_HTTP_PORT=str(ports.sidecar_http),
-                KAIZEN_SIDECAR_MCP_RESOURCE=f"{front}/mcp",  # MCP clients' OAuth tokens
                 **runtime,
             ),
         )

@@ -33,6 +33,10 @@ class CompileContext:
     jwks: Mapping[str, Any] = field(default_factory=lambda: {"keys": []})
     agents: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     pipelines: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    # Each gateway's canonical MCP URL (the RFC 8707 resource its OAuth tokens name), keyed
+    # by its credential's grant binding (authz_sidecar.grants.gateway_binding): a sidecar
+    # finds its own by its credential and accepts OAuth tokens only with that audience.
+    mcp_resources: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -107,6 +111,8 @@ def compile_policy(policy_set: PolicySet, context: CompileContext) -> CompiledPo
         kaizen["approvals"] = dict(sorted(approvals.items()))
     if context.revoked_sessions:
         kaizen["revoked_sessions"] = _revoked_sessions(context.revoked_sessions)
+    if context.mcp_resources:  # absent otherwise, so bundles without gateways keep their bytes
+        kaizen["mcp_resources"] = _mcp_resources(context.mcp_resources)
     modules = {doc.module_path: doc.rego for doc in policy_set.rego_policies}
     return CompiledPolicy.from_bundle_parts({"kaizen": kaizen}, modules)
 
@@ -170,6 +176,15 @@ def _revoked_sessions(sids: Sequence[str]) -> list[str]:
     if not all(isinstance(sid, str) and sid for sid in sids):
         raise CompileError("revoked_sessions must be non-empty session ids")
     return sorted(set(sids))
+
+
+def _mcp_resources(resources: Mapping[str, str]) -> dict[str, str]:
+    for binding, url in resources.items():
+        if not (isinstance(binding, str) and binding and isinstance(url, str)):
+            raise CompileError("mcp_resources maps gateway bindings to URLs")
+        if not url.startswith(("https://", "http://")):
+            raise CompileError(f"mcp_resources: {url!r} is not an http(s) URL")
+    return dict(sorted(resources.items()))
 
 
 def _json_copy(value: Mapping[str, Any], what: str) -> Any:

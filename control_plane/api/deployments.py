@@ -6,22 +6,19 @@ import uuid
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from control_plane.api.deps import (
     Cursor,
     Limit,
     SecretsDep,
     Tenant,
-    get_key_ring,
-    get_settings,
     requires,
 )
-from control_plane.db.models import BundleRevision, Deployment, Gateway
+from control_plane.api.resign import announce, resign
+from control_plane.db.models import Deployment, Gateway
 from control_plane.schemas import workloads as schemas
 from control_plane.schemas.base import Page
-from control_plane.services import deployments, policies, provider_hosts
-from control_plane.services.keys import KeyRing
+from control_plane.services import deployments, provider_hosts
 
 router = APIRouter(prefix="/api/v1/deployments", tags=["deployments"])
 
@@ -47,27 +44,6 @@ def deployment_out(deployment: Deployment, gateway: Gateway) -> schemas.Deployme
         updated_at=deployment.updated_at,
         created_by=deployment.created_by,
     )
-
-
-async def _resign(
-    request: Request, tenant: Tenant, session: AsyncSession, why: str
-) -> BundleRevision | None:
-    """Re-sign the published bundle in the caller's transaction (as API-key changes do), so
-    the deployment and the bundle that carries it commit together; None before any publish."""
-    keys: KeyRing = get_key_ring(request)
-    return await policies.refresh(
-        session,
-        tenant.organization_id,
-        tenant.actor,
-        keys,
-        why=why,
-        issuer=get_settings(request).issuer,
-    )
-
-
-async def _notify(request: Request, row: BundleRevision | None) -> None:
-    if row is not None:
-        await request.app.state.bundle_events.notify(str(row.organization_id), row.revision)
 
 
 @router.post("", status_code=201, responses={**ERRORS, 200: {"model": schemas.DeploymentCreated}})
@@ -106,14 +82,14 @@ async def deploy(
             pins=deployment.requires or {},
         )
         out = deployment_out(deployment, gateway)
-        row = await _resign(
+        row = await resign(
             request,
             tenant,
             session,
             f"{body.kind} {body.name} v{deployment.version} deployed to gateway {gateway.name}",
         )
         revision = row.revision if row is not None else None
-    await _notify(request, row)
+    await announce(request, row)
     if not created:
         response.status_code = 200
     return schemas.DeploymentCreated(**out.model_dump(), bundle_revision=revision)
@@ -149,8 +125,8 @@ async def undeploy(deployment_id: uuid.UUID, tenant: Delete, request: Request) -
         deployment = await deployments.delete(
             session, tenant.organization_id, tenant.actor, deployment_id
         )
-        row = await _resign(
+        row = await resign(
             request, tenant, session, f"{deployment.kind} {deployment.name} undeployed"
         )
-    await _notify(request, row)
+    await announce(request, row)
     return Response(status_code=204)

@@ -10,12 +10,11 @@ from control_plane.api.deps import (
     Cursor,
     DatabaseDep,
     GatewayDep,
-    KeyRingDep,
     Limit,
-    SettingsDep,
     Tenant,
     requires,
 )
+from control_plane.api.resign import announce, resign
 from control_plane.db.base import utcnow
 from control_plane.db.models import Gateway
 from control_plane.schemas import fleet as schemas
@@ -67,8 +66,12 @@ async def report_status(
 
 
 @router.post("", status_code=201, responses={**ERRORS, 402: {}})
-async def create_gateway(body: schemas.GatewayCreate, tenant: Create) -> schemas.GatewayCreated:
-    """Register a gateway; `credential` (shown once) is what it and its sidecar present."""
+async def create_gateway(
+    body: schemas.GatewayCreate, tenant: Create, request: Request
+) -> schemas.GatewayCreated:
+    """Register a gateway; `credential` (shown once) is what it and its sidecar present. The
+    bundle is re-signed with the gateway's MCP URL, so its sidecar knows which OAuth
+    audience is its own."""
     async with tenant.session() as session:
         gateway, credential = await gateways.create(
             session,
@@ -79,7 +82,9 @@ async def create_gateway(body: schemas.GatewayCreate, tenant: Create) -> schemas
             url=body.url,
             mode=body.mode,
         )
-        return _created(gateway, credential)
+        row = await resign(request, tenant, session, f"gateway {body.name} registered")
+    await announce(request, row)
+    return _created(gateway, credential)
 
 
 @router.get("", responses=ERRORS)
@@ -124,37 +129,26 @@ async def get_gateway(gateway_id: uuid.UUID, tenant: Read) -> GatewayWithDeploym
 
 
 @router.post("/{gateway_id}/credential", status_code=201, responses=ERRORS)
-async def rotate_credential(gateway_id: uuid.UUID, tenant: Update) -> schemas.GatewayCreated:
-    """Issue a new credential; the old one stops working at once."""
+async def rotate_credential(
+    gateway_id: uuid.UUID, tenant: Update, request: Request
+) -> schemas.GatewayCreated:
+    """Issue a new credential; the old one stops working at once (and the bundle names the
+    gateway's MCP URL under the new credential's binding only)."""
     async with tenant.session() as session:
         gateway, credential = await gateways.rotate_credential(
             session, tenant.organization_id, tenant.actor, gateway_id
         )
-        return _created(gateway, credential)
+        row = await resign(request, tenant, session, f"gateway {gateway.name} credential rotated")
+    await announce(request, row)
+    return _created(gateway, credential)
 
 
 @router.delete("/{gateway_id}", status_code=204, responses=ERRORS)
-async def delete_gateway(
-    gateway_id: uuid.UUID, tenant: Delete, request: Request, keys: KeyRingDep, settings: SettingsDep
-) -> Response:
-    """Delete a gateway, its credential and its deployments; when it had any, the bundle is
-    re-signed without them."""
+async def delete_gateway(gateway_id: uuid.UUID, tenant: Delete, request: Request) -> Response:
+    """Delete a gateway, its credential and its deployments; the bundle is re-signed without
+    them (and without the gateway's MCP URL)."""
     async with tenant.session() as session:
-        removed = await gateways.delete(session, tenant.organization_id, tenant.actor, gateway_id)
-        resigned = (
-            await policies.refresh(
-                session,
-                tenant.organization_id,
-                tenant.actor,
-                keys,
-                why=f"gateway {gateway_id} deleted",
-                issuer=settings.issuer,
-            )
-            if removed
-            else None
-        )
-    if resigned is not None:
-        await request.app.state.bundle_events.notify(
-            str(resigned.organization_id), resigned.revision
-        )
+        await gateways.delete(session, tenant.organization_id, tenant.actor, gateway_id)
+        row = await resign(request, tenant, session, f"gateway {gateway_id} deleted")
+    await announce(request, row)
     return Response(status_code=204)

@@ -15,6 +15,7 @@ from control_plane.api.deps import (
     get_settings,
     requires,
 )
+from control_plane.api.resign import announce, resign
 from control_plane.db.models import BundleRevision, Policy
 from control_plane.schemas import policies as schemas
 from control_plane.schemas.base import Page
@@ -89,23 +90,11 @@ def _issuer(request: Request) -> str:
     return issuer
 
 
-async def _notify(request: Request, row: BundleRevision | None) -> None:
-    if row is not None:
-        await request.app.state.bundle_events.notify(str(row.organization_id), row.revision)
-
-
 async def refresh_bundle(request: Request, tenant: Tenant, why: str) -> None:
     """Re-sign the published policies after a credential change, and tell the sidecars."""
     async with tenant.session() as session:
-        row = await policies.refresh(
-            session,
-            tenant.organization_id,
-            tenant.actor,
-            _keys(request),
-            why=why,
-            issuer=_issuer(request),
-        )
-    await _notify(request, row)
+        row = await resign(request, tenant, session, why)
+    await announce(request, row)
 
 
 def policy_out(policy: Policy, source: str | None) -> schemas.Policy:
@@ -236,7 +225,7 @@ async def publish(
     row = await release.publish(
         _release(request, tenant), accept_replay=body.accept_replay, message=body.message
     )
-    await _notify(request, row)
+    await announce(request, row)
     return revision_out(row)
 
 
@@ -249,7 +238,7 @@ async def rollback(
     row = await release.rollback(
         _release(request, tenant), revision=body.revision, message=body.message
     )
-    await _notify(request, row)
+    await announce(request, row)
     return revision_out(row)
 
 

@@ -44,6 +44,7 @@ from control_plane.services.keys import KeyRing
 from control_plane.services.pagination import paginate
 from control_plane.services.principal import Principal
 from policy.compiler import canonical_json
+from policy.gateway_binding import binding_of_hash
 
 if TYPE_CHECKING:  # gateways → notifications → approvals: a type only, at run time
     from control_plane.services.gateways import GatewayIdentity
@@ -74,12 +75,6 @@ async def is_requester(session: AsyncSession, caller: Principal, request: Approv
     if request.requester_user_id is None:
         return False
     return await caller_user_id(session, caller) == request.requester_user_id
-
-
-def gateway_binding(credential_hash: str) -> str:
-    """The grant's `gw` claim, as a sidecar derives it from its own gateway credential
-    (authz_sidecar.grants.gateway_binding); the lookup hash itself is never in a grant."""
-    return hashlib.sha256(f"kaizen-grant-gateway-v1:{credential_hash}".encode()).hexdigest()
 
 
 # -- opening requests (from ingest) -----------------------------------------------------------
@@ -300,7 +295,7 @@ async def decide(
 
 
 def grant_claims(request: ApprovalRequest, issuer: str, gateway: str) -> dict[str, Any]:
-    """`gateway`: gateway_binding() of the credential of the gateway that held the call."""
+    """`gateway`: the binding (policy/gateway_binding.py) of the gateway that held the call."""
     assert request.grant_jti is not None
     assert request.grant_issued_at is not None
     assert request.grant_expires_at is not None
@@ -339,7 +334,7 @@ async def grant_for(
     gateway = await session.get(Gateway, request.gateway_id) if request.gateway_id else None
     if gateway is None:
         return None
-    claims = grant_claims(request, issuer, gateway_binding(gateway.credential_hash))
+    claims = grant_claims(request, issuer, binding_of_hash(gateway.credential_hash))
     token = keys.sign(claims, headers={"typ": GRANT_TYP})
     await audit.record(
         session,

@@ -21,8 +21,10 @@ from control_plane.errors import Conflict, NotFound, Unauthenticated
 from control_plane.services import audit, notifications, usage
 from control_plane.services.audit import Actor
 from control_plane.services.auth import sha256_hex
+from control_plane.services.oauth import mcp_resource
 from control_plane.services.pagination import paginate
 from control_plane.services.plans import quotas
+from policy.gateway_binding import binding_of_hash
 
 CREDENTIAL_PREFIX = "kgw_"
 # An instance that has not reported for this long is flagged stale.
@@ -44,6 +46,12 @@ class GatewayIdentity:
     @property
     def actor(self) -> Actor:
         return Actor("gateway", str(self.gateway_id), self.name, None, None)
+
+
+async def mcp_resources(session: AsyncSession) -> dict[str, str]:
+    """Each gateway's canonical MCP URL by binding, for the bundle (the session's tenant)."""
+    rows = await session.execute(select(Gateway.credential_hash, Gateway.url))
+    return {binding_of_hash(credential_hash): mcp_resource(url) for credential_hash, url in rows}
 
 
 async def authenticate(db: Database, token: str) -> GatewayIdentity:

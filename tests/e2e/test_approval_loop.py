@@ -88,6 +88,9 @@ def test_a_held_call_is_approved_and_its_grant_passes_once(
         json={"name": "edge", "environment": "prod", "url": "http://127.0.0.1:1"},
         headers=admin,
     ).json()
+    # What decides: the publish, re-signed when the gateway registered (its MCP URL).
+    deciding = cp.get(f"/api/v1/gateways/{gateway['id']}", headers=admin).json()
+    assert deciding["current_revision"] == published.json()["revision"] + 1
 
     upstream, grpc_port, http_port = procs.free_port(), procs.free_port(), procs.free_port()
     listen, envoy_admin = procs.free_port(), procs.free_port()
@@ -170,7 +173,7 @@ def test_a_held_call_is_approved_and_its_grant_passes_once(
         (call,) = _eventually(allowed, 30, "the granted call in the decision log")
         assert call["resource"] == "agent:deployer"
         detail = cp.get(f"/api/v1/decisions/{call['decision_id']}", headers=auditor).json()
-        assert str(detail["bundle_revision"]) == str(published.json()["revision"])
+        assert str(detail["bundle_revision"]) == str(deciding["current_revision"])
         day = call["time"][:10]
         export = cp.get(
             "/api/v1/decisions/export",

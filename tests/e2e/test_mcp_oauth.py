@@ -20,32 +20,23 @@ import base64
 import secrets
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
-import httpx2
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from mcp import Client
-from mcp.client.auth import OAuthClientProvider
-from mcp.client.streamable_http import streamable_http_client
-from mcp.shared.auth import (
-    AuthorizationCodeResult,
-    OAuthClientInformationFull,
-    OAuthClientMetadata,
-    OAuthToken,
-)
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from control_plane.services.crypto import unseal
 from tests.conftest import PASSWORD, REDIS_PREFIX, REDIS_URL
 from tests.e2e import sidecar_procs as procs
+from tests.e2e.mcp_oauth_client import Browser, Memory, connect
 from tests.integration.oauth_support import query, s256
 
 POLICY = """\
@@ -102,82 +93,6 @@ def authority(database: str, tmp_path: Path) -> Iterator[Authority]:
         yield Authority(cp, master_key, database)
     finally:
         cp.stop()
-
-
-@dataclass
-class Memory:
-    """The SDK's TokenStorage, in memory."""
-
-    tokens: OAuthToken | None = None
-    client: OAuthClientInformationFull | None = None
-
-    async def get_tokens(self) -> OAuthToken | None:
-        return self.tokens
-
-    async def set_tokens(self, tokens: OAuthToken) -> None:
-        self.tokens = tokens
-
-    async def get_client_info(self) -> OAuthClientInformationFull | None:
-        return self.client
-
-    async def set_client_info(self, client_info: OAuthClientInformationFull) -> None:
-        self.client = client_info
-
-
-@dataclass
-class Browser:
-    """What the user's browser and the studio do between the client's two handlers."""
-
-    control_plane: str
-    user: dict[str, str]
-    shown: list[dict[str, Any]] = field(default_factory=list)
-    result: AuthorizationCodeResult | None = None
-
-    async def redirect(self, authorization_url: str) -> None:
-        async with httpx.AsyncClient(timeout=30) as http:
-            started = await http.get(authorization_url)
-            assert started.status_code == 302, started.text
-            consent = started.headers["location"]
-            assert consent.startswith(f"{self.control_plane}/oauth-consent?")
-            request_id = query(consent)["request"]
-            api = f"{self.control_plane}/api/v1/oauth/requests/{request_id}"
-            shown = await http.get(api, headers=self.user)
-            assert shown.status_code == 200, shown.text
-            self.shown.append(shown.json())
-            decided = await http.post(api, json={"approve": True}, headers=self.user)
-            assert decided.status_code == 200, decided.text
-        answer = query(decided.json()["redirect_to"])
-        self.result = AuthorizationCodeResult(
-            code=answer["code"], state=answer.get("state"), iss=answer.get("iss")
-        )
-
-    async def callback(self) -> AuthorizationCodeResult:
-        assert self.result is not None
-        return self.result
-
-
-async def _connect(mcp_url: str, browser: Browser, storage: Memory) -> tuple[set[str], str]:
-    provider = OAuthClientProvider(
-        server_url=mcp_url,
-        client_metadata=OAuthClientMetadata(
-            client_name="E2E IDE",
-            redirect_uris=[CALLBACK],
-            grant_types=["authorization_code", "refresh_token"],
-            response_types=["code"],
-            token_endpoint_auth_method="none",
-        ),
-        storage=storage,
-        redirect_handler=browser.redirect,
-        callback_handler=browser.callback,
-    )
-    async with (
-        httpx2.AsyncClient(auth=provider, timeout=30) as http,
-        Client(streamable_http_client(mcp_url, http_client=http)) as client,
-    ):
-        tools = {tool.name for tool in (await client.list_tools()).tools}
-        result = await client.call_tool("support-bot", {"input": "hello over OAuth"})
-        assert not result.is_error, result
-        return tools, getattr(result.content[0], "text", "")
 
 
 async def _signing_key(authority: Authority, kid: str) -> Ed25519PrivateKey:
@@ -261,14 +176,15 @@ def test_mcp_sdk_connects_by_oauth_from_the_bare_url(
             "/api/v1/deployments", {"gateway_id": gateway_a["id"], "kind": "agent", "name": name}
         )
 
-    def sidecar(home: str, grpc: int, http: int, gateway: dict[str, Any], url: str) -> Any:
+    def sidecar(home: str, grpc: int, http: int, gateway: dict[str, Any]) -> Any:
+        # No MCP URL is configured: each sidecar finds its gateway's in the signed bundle,
+        # under its own credential's binding (the gateways were registered after publish).
         return procs.start_sidecar(
             tmp_path / home,
             grpc,
             http,
             KAIZEN_GATEWAY_TOKEN=gateway["credential"],
             KAIZEN_CONTROL_PLANE_URL=cp_url,
-            KAIZEN_SIDECAR_MCP_RESOURCE=url + "/mcp",
         )
 
     def envoy(listen: int, admin_port: int, grpc: int, http: int) -> Any:
@@ -289,8 +205,8 @@ def test_mcp_sdk_connects_by_oauth_from_the_bare_url(
     )
     with (
         procs.running(gateway_process),
-        procs.running(sidecar("sidecar-a", grpc_a, http_a, gateway_a, envoy_a)),
-        procs.running(sidecar("sidecar-b", grpc_b, http_b, gateway_b, envoy_b)),
+        procs.running(sidecar("sidecar-a", grpc_a, http_a, gateway_a)),
+        procs.running(sidecar("sidecar-b", grpc_b, http_b, gateway_b)),
         procs.running(envoy(listen_a, admin_a, grpc_a, http_a)),
         procs.running(envoy(listen_b, admin_b, grpc_b, http_b)),
     ):
@@ -315,7 +231,9 @@ def test_mcp_sdk_connects_by_oauth_from_the_bare_url(
         # The SDK from nothing but the URL: discover, register, consent, token, list, call.
         browser = Browser(cp_url, admin)
         storage = Memory()
-        tools, answer = asyncio.run(_connect(f"{envoy_a}/mcp", browser, storage))
+        tools, answer = asyncio.run(
+            connect(f"{envoy_a}/mcp", browser, storage, call="support-bot", callback=CALLBACK)
+        )
         assert tools == {"support-bot"}  # payroll-bot is deployed, but policy does not allow it
         assert "demo provider" in answer
         (shown,) = browser.shown

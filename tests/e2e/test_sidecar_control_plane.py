@@ -114,7 +114,8 @@ def test_publish_enforce_survive_an_outage_and_ship_the_logs(
             changed = POLICY % {"email": "sec@example.com", "paused": "support-bot"}
             cp.post("/api/v1/policies", json={"source": changed}, headers=admin)
             assert cp.post("/api/v1/policies/publish", json={}, headers=admin).status_code == 201
-            _eventually(lambda: invoke("support-bot") == 403, 10, "enforcing revision 2")
+            # revision 3: 1 published, 2 re-signed when the gateway registered (its MCP URL)
+            _eventually(lambda: invoke("support-bot") == 403, 10, "enforcing revision 3")
             assert invoke("legacy-bot") == 200
 
             # The control plane goes away: decisions go on, and so does a restarted sidecar.
@@ -127,7 +128,7 @@ def test_publish_enforce_survive_an_outage_and_ship_the_logs(
                 f"http://127.0.0.1:{http_port}/status",
                 headers={"Authorization": f"Bearer {gateway['credential']}"},
             ).json()
-            assert str(status.get("bundle_revision")) == "2", status
+            assert str(status.get("bundle_revision")) == "3", status
             assert invoke("support-bot", during_outage=True) == 403
             assert invoke("legacy-bot", during_outage=True) == 200
 
@@ -165,7 +166,7 @@ def test_publish_enforce_survive_an_outage_and_ship_the_logs(
             assert {d["gateway_id"] for d in decisions} == {gateway["id"]}
 
             detail = cp.get(f"/api/v1/gateways/{gateway['id']}", headers=admin).json()
-            assert detail["current_revision"] == 2
+            assert detail["current_revision"] == 3
             assert detail["last_seen_at"] is not None
         finally:
             procs.stop(sidecar)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -17,6 +18,7 @@ import httpx
 import pytest
 
 from tests.conftest import running_descendants
+from tests.e2e.mcp_oauth_client import Browser, Memory, connect
 
 PASSWORD = "correct horse battery staple"
 
@@ -153,6 +155,27 @@ def test_up_serves_the_done_when_tour_and_stops_on_ctrl_c(
             d["outcome"] for d in http.get("/api/v1/decisions", headers=owner).json()["items"]
         }
         assert {"allow", "deny"} <= outcomes
+
+        # The README tour's OAuth step: an MCP client from nothing but the gateway's URL
+        # (the sidecar knows its MCP URL from the bundle: `up` registered the gateway).
+        switched = http.put(
+            "/api/v1/oauth/settings",
+            json={"dynamic_registration": True, "metadata_documents": True},
+            headers=owner,
+        )
+        assert switched.status_code == 200, switched.text
+        tools, answer = asyncio.run(
+            connect(
+                f"{gateway}/mcp",
+                Browser(url, owner),
+                Memory(),
+                call="demo-bot",
+                callback="http://127.0.0.1:33420/callback",
+            )
+        )
+        assert "demo-bot" in tools
+        assert "restricted-bot" not in tools  # only what policy lets the owner invoke
+        assert "demo provider" in answer
 
     assert (tmp_path / "home" / "kaizen.db").exists()
     assert (tmp_path / "home" / "master.key").stat().st_mode & 0o077 == 0

@@ -17,11 +17,11 @@ from authz_sidecar.grants import (  # noqa: TID251
     GrantError,
     GrantVerifier,
     InMemoryReplayGuard,
-    gateway_binding,
 )
 from control_plane.db.base import utcnow
 from control_plane.db.models import ApprovalRequest
 from control_plane.db.session import SYSTEM
+from policy.gateway_binding import binding_of_credential
 from tests.conftest import Account, Stack, member, signup
 
 POLICY = "kind: RolePolicy\nmetadata: {name: extra-roles}\nspec:\n  roles: [{name: reader}]\n"
@@ -177,7 +177,7 @@ async def test_approval_loop_mints_a_grant_the_sidecar_accepts_once(
         signing_keys(jwks),
         issuer=stack.settings.issuer,
         organization=owner.organization_id,
-        gateway=gateway_binding(credential),
+        gateway=binding_of_credential(credential),
     )
     claims = verifier.verify(grant, held["input"])
     assert claims["approval_request_id"] == "held-1"

@@ -100,7 +100,8 @@ async def test_sidecar_downloads_its_own_bundle_only(
         f"/api/v1/bundles/{owner.organization_id}/bundle.tar.gz", headers=_bearer(credential)
     )
     assert mine.status_code == 200
-    assert mine.headers["x-kaizen-bundle-revision"] == "1"
+    # 1: the publish; 2: re-signed when the gateway registered (its MCP URL, M11)
+    assert mine.headers["x-kaizen-bundle-revision"] == "2"
 
     other = await signup(client, "Other Corp")
     theirs = await client.get(
@@ -140,7 +141,8 @@ async def test_status_reports_show_instances_and_staleness(
     await client.post("/api/v1/policies/publish", json={}, headers=owner.headers)
     created = await _gateway(client, owner)
     credential = created["credential"]
-    for instance, revision in (("sidecar-a", 1), ("sidecar-b", 0)):
+    # Revision 2: the publish, re-signed when the gateway registered (its MCP URL).
+    for instance, revision in (("sidecar-a", 2), ("sidecar-b", 1)):
         reported = await client.post(
             "/api/v1/gateways/self/status",
             json={
@@ -156,7 +158,7 @@ async def test_status_reports_show_instances_and_staleness(
         )
         assert reported.status_code == 204, reported.text
     detail = (await client.get(f"/api/v1/gateways/{created['id']}", headers=owner.headers)).json()
-    assert detail["current_revision"] == 1
+    assert detail["current_revision"] == 2
     by_name = {i["instance"]: i for i in detail["instances"]}
     assert by_name["sidecar-a"]["stale"] is False
     assert by_name["sidecar-a"]["decisions"] == {"allow": 5, "deny": 1}

@@ -239,9 +239,11 @@ async def test_references_to_missing_agents_are_422_naming_the_field(
 async def test_deploy_signs_the_agent_into_the_bundle_and_undeploy_removes_it(
     client: httpx.AsyncClient, owner: Account
 ) -> None:
-    first_revision = await _publish(client, owner)
+    await _publish(client, owner)
     gateway = await _gateway(client, owner)
     other_gateway = await _gateway(client, owner, "other")
+    # each registration re-signed the bundle (the gateway's MCP URL)
+    first_revision = (await _bundle(client, owner)).revision_number
     agents = await _created(client, owner, "agents", RESEARCHER + "---\n" + SUPPORT_BOT)
     bot_id = {a["name"]: a["id"] for a in agents["items"]}["support-bot"]
     pipeline = (await _created(client, owner, "pipelines", PIPELINE))["items"][0]
@@ -455,4 +457,6 @@ async def test_deleting_a_gateway_resigns_the_bundle_without_its_deployments(
     assert (
         await client.delete(f"/api/v1/gateways/{empty['id']}", headers=owner.headers)
     ).status_code == 204
-    assert (await _bundle(client, owner)).revision_number == before  # nothing to re-sign
+    resigned = await _bundle(client, owner)  # without the gateway's MCP URL
+    assert resigned.revision_number == before + 1
+    assert "mcp_resources" not in resigned.compiled.kaizen

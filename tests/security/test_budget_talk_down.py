@@ -27,11 +27,11 @@ from authz_sidecar.budgets import (  # noqa: TID251  (the sidecar under test)
 from authz_sidecar.engine_holder import EngineHolder  # noqa: TID251  (the sidecar under test)
 from authz_sidecar.grants import (  # noqa: TID251  (the sidecar under test)
     InMemoryReplayGuard,
-    gateway_binding,
 )
 from authz_sidecar.mapping import HttpFacts  # noqa: TID251  (the sidecar under test)
 from policy.budgets import BudgetKey, period_window
 from policy.bundle import VerifiedBundle, load_bundle
+from policy.gateway_binding import binding_of_credential
 from policy.workloads import AgentConfig, CallBudget, ModelConfig
 from tests.conftest import Account
 from tests.unit.sidecar.factory import (
@@ -135,7 +135,7 @@ async def sidecar_worker(verified: VerifiedBundle, prefix: str) -> AsyncIterator
         ledger,
         issuer=ISSUER,
         audience=AUDIENCE,
-        gateway_binding=gateway_binding(GATEWAY_TOKEN),
+        gateway_binding=binding_of_credential(GATEWAY_TOKEN),
     )
     holder.on_bundle(verified)
     authorizer = Authorizer(

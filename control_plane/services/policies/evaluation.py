@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from control_plane.db.base import utcnow
 from control_plane.db.models import ApiKey
 from control_plane.errors import NotFound
-from control_plane.services import deployments, rego_tasks
+from control_plane.services import deployments, gateways, rego_tasks
 from control_plane.services import sessions as user_sessions
 from control_plane.services.keys import KeyRing
 from control_plane.services.plans import bundle as plan_bundle
@@ -47,6 +47,7 @@ async def compile_context(
         agents=agents,
         pipelines=pipelines,
         revoked_sessions=await user_sessions.live_revoked_sids(session, now),
+        mcp_resources=await gateways.mcp_resources(session),
     )
 
 

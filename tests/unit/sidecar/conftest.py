@@ -13,9 +13,10 @@ import redis.asyncio as aioredis
 from authz_sidecar.authorizer import Authorizer
 from authz_sidecar.budgets import InMemoryReservationBook
 from authz_sidecar.engine_holder import EngineHolder
-from authz_sidecar.grants import InMemoryReplayGuard, gateway_binding
+from authz_sidecar.grants import InMemoryReplayGuard
 from policy.budgets import InMemoryBudgetLedger
 from policy.bundle import VerifiedBundle, load_bundle
+from policy.gateway_binding import binding_of_credential
 from tests.unit.sidecar.factory import (
     AUDIENCE,
     GATEWAY_TOKEN,
@@ -45,7 +46,7 @@ def holder(verified: VerifiedBundle) -> EngineHolder:
         InMemoryBudgetLedger(),
         issuer=ISSUER,
         audience=AUDIENCE,
-        gateway_binding=gateway_binding(GATEWAY_TOKEN),
+        gateway_binding=binding_of_credential(GATEWAY_TOKEN),
     )
     holder.on_bundle(verified)
     return holder

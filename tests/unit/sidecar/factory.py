@@ -14,9 +14,10 @@ from typing import Any
 
 import jwt
 
-from authz_sidecar.grants import GRANT_AUDIENCE, GRANT_TYP, arguments_hash, gateway_binding
+from authz_sidecar.grants import GRANT_AUDIENCE, GRANT_TYP, arguments_hash
 from policy.bundle import build_bundle
 from policy.compiler import CompileContext, compile_policy
+from policy.gateway_binding import binding_of_credential
 from policy.keys import PrivateKey, generate_ed25519, load_private_key
 from policy.policy_set import PolicySet
 
@@ -88,6 +89,7 @@ def make_bundle(
     policy: str = POLICY,
     token_jwks: dict[str, Any] | None = None,
     agents: dict[str, Any] | None = None,
+    mcp_resources: dict[str, str] | None = None,
 ) -> bytes:
     """A signed bundle whose data.json carries `token_jwks` (default: the signing JWKS)."""
     compiled = compile_policy(
@@ -100,6 +102,7 @@ def make_bundle(
             ],
             jwks=token_jwks if token_jwks is not None else keys.jwks,
             agents=agents or {"ops": {"tools": ["restart-service"]}},
+            mcp_resources=mcp_resources or {},
         ),
     )
     return build_bundle(
@@ -158,7 +161,7 @@ def approval_grant(
         "action": action,
         "resource": resource,
         "args": arguments_hash(arguments),
-        "gw": gateway_binding(gateway_token),
+        "gw": binding_of_credential(gateway_token),
         "body": hashlib.sha256(body).hexdigest() if body is not None else None,
         "approval_request_id": "apr-" + uuid.uuid4().hex[:8],
         "jti": uuid.uuid4().hex,

@@ -18,10 +18,22 @@ from authz_sidecar.budgets import InMemoryBudgetLedger, InMemoryReservationBook
 from authz_sidecar.engine_holder import EngineHolder
 from authz_sidecar.grants import InMemoryReplayGuard
 from authz_sidecar.mapping import HttpFacts
-from policy.bundle import VerifiedBundle
-from tests.unit.sidecar.factory import ALICE, AUDIENCE, ISSUER, ORG, Keys, make_keys
+from policy.bundle import VerifiedBundle, load_bundle
+from policy.gateway_binding import binding_of_credential
+from tests.unit.sidecar.factory import (
+    ALICE,
+    AUDIENCE,
+    GATEWAY_TOKEN,
+    ISSUER,
+    ORG,
+    Keys,
+    make_bundle,
+    make_keys,
+)
 
 RESOURCE = "https://gw-a.example.com/mcp"
+OTHER_RESOURCE = "https://gw-b.example.com/mcp"
+OTHER_GATEWAY_TOKEN = "kgw_the_other_gateway_credential"
 CONTROL_PLANE = "https://cp.example.com"
 OAUTH_ISSUER = f"{CONTROL_PLANE}/oauth/{ORG}"
 METADATA = "https://gw-a.example.com/.well-known/oauth-protected-resource/mcp"
@@ -53,18 +65,36 @@ def mcp_token(keys: Keys, **overrides: Any) -> str:
     return jwt.encode(claims, keys.private, algorithm="EdDSA", headers=header)
 
 
-@pytest.fixture
-def authorizer(verified: VerifiedBundle) -> Authorizer:
+def bundle_naming(keys: Keys, resources: dict[str, str]) -> VerifiedBundle:
+    """A signed bundle whose `mcp_resources` is `resources` (binding → MCP URL)."""
+    return load_bundle(make_bundle(keys, mcp_resources=resources), keys.jwks, scope=ORG)
+
+
+def authorizer_for(bundle: VerifiedBundle, credential: str = GATEWAY_TOKEN) -> Authorizer:
     holder = EngineHolder(
         InMemoryBudgetLedger(),
         issuer=ISSUER,
         audience=AUDIENCE,
-        mcp_resource=RESOURCE,
+        gateway_binding=binding_of_credential(credential),
         oauth_issuer=CONTROL_PLANE,
     )
-    holder.on_bundle(verified)
+    holder.on_bundle(bundle)
     return Authorizer(
         holder, replay_guard=InMemoryReplayGuard(), reservations=InMemoryReservationBook()
+    )
+
+
+@pytest.fixture
+def authorizer(keys: Keys) -> Authorizer:
+    """This gateway's sidecar: the bundle names its MCP URL and another gateway's."""
+    return authorizer_for(
+        bundle_naming(
+            keys,
+            {
+                binding_of_credential(GATEWAY_TOKEN): RESOURCE,
+                binding_of_credential(OTHER_GATEWAY_TOKEN): OTHER_RESOURCE,
+            },
+        )
     )
 
 
@@ -149,3 +179,36 @@ def test_without_a_resource_url_oauth_tokens_are_refused(
     assert holder.current is not None
     with pytest.raises(AuthenticationError, match="no MCP resource URL"):
         holder.current.authenticator.authenticate(f"Bearer {mcp_token(keys)}")
+
+
+def _authenticate(authorizer: Authorizer, token: str) -> Any:
+    snapshot = authorizer.holder.current
+    assert snapshot is not None
+    return snapshot.authenticator.authenticate(f"Bearer {token}")
+
+
+def test_each_sidecar_takes_its_own_audience_from_the_signed_bundle(keys: Keys) -> None:
+    """Two gateways' sidecars over one bundle: each accepts only the token for its own MCP
+    URL, found under its own credential's binding; nothing is configured per sidecar."""
+    both = bundle_naming(
+        keys,
+        {
+            binding_of_credential(GATEWAY_TOKEN): RESOURCE,
+            binding_of_credential(OTHER_GATEWAY_TOKEN): OTHER_RESOURCE,
+        },
+    )
+    ours, theirs = authorizer_for(both), authorizer_for(both, OTHER_GATEWAY_TOKEN)
+    assert _authenticate(ours, mcp_token(keys))["id"] == f"user:{ALICE}"
+    assert _authenticate(theirs, mcp_token(keys, aud=OTHER_RESOURCE))["id"] == f"user:{ALICE}"
+    with pytest.raises(AuthenticationError, match="audience"):
+        _authenticate(theirs, mcp_token(keys))
+    with pytest.raises(AuthenticationError, match="audience"):
+        _authenticate(ours, mcp_token(keys, aud=OTHER_RESOURCE))
+
+
+def test_a_bundle_that_does_not_name_this_gateway_accepts_no_oauth_token(keys: Keys) -> None:
+    """A rotated credential (the bundle names the new binding) or a gateway the bundle does
+    not know: no audience is ours, so every OAuth token is refused."""
+    others_only = bundle_naming(keys, {binding_of_credential(OTHER_GATEWAY_TOKEN): RESOURCE})
+    with pytest.raises(AuthenticationError, match="no MCP resource URL"):
+        _authenticate(authorizer_for(others_only), mcp_token(keys))
