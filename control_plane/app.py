@@ -41,6 +41,7 @@ from control_plane.api import (
     workloads,
     workspaces,
 )
+from control_plane.api.operation_ids import operation_id
 from control_plane.db.migrate import upgrade
 from control_plane.db.session import Database
 from control_plane.errors import Conflict, KaizenError
@@ -195,6 +196,7 @@ def create_app(
         version="0.1.0",
         description="Tenants, identities, policies and signed bundles for AI-agent authorization.",
         lifespan=lifespan,
+        generate_unique_id_function=operation_id,
     )
     app.state.settings = settings
     app.state.metrics = Metrics()

@@ -8,7 +8,7 @@ from pydantic import AwareDatetime
 from control_plane import observability
 from control_plane.api.deps import Limit, Tenant, requires
 from control_plane.schemas.base import Page, QueryText
-from control_plane.schemas.identity import AuditEventOut, ChainVerification
+from control_plane.schemas.identity import AuditEventOut, AuditChainVerification
 from control_plane.services import audit
 
 router = APIRouter(prefix="/api/v1/audit-events", tags=["audit"])
@@ -45,9 +45,9 @@ async def list_audit_events(
 
 
 @router.get("/verify", responses=ERRORS)
-async def verify_audit_chain(tenant: Verify) -> ChainVerification:
+async def verify_audit_chain(tenant: Verify) -> AuditChainVerification:
     """Recompute the hash chain; names the first event that was altered or removed."""
     async with tenant.session() as session:
         report = await audit.verify_chain(session)
     observability.chain_verified("audit", report.valid)
-    return ChainVerification.model_validate(report)
+    return AuditChainVerification.model_validate(report)

@@ -229,11 +229,11 @@ async def aggregate_decisions(
 
 
 @router.get("/api/v1/decisions/verify", responses=ERRORS)
-async def verify_decision_chain(tenant: VerifyChain) -> schemas.ChainVerification:
+async def verify_decision_chain(tenant: VerifyChain) -> schemas.DecisionChainVerification:
     """Recompute the organisation's decision chain; names the first broken link."""
     report = await decision_chain.verify(tenant.session)
     observability.chain_verified("decisions", report.ok)
-    return schemas.ChainVerification.model_validate(report)
+    return schemas.DecisionChainVerification.model_validate(report)
 
 
 @router.get("/api/v1/decisions/retention", responses=ERRORS)

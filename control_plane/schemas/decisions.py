@@ -125,7 +125,7 @@ class BrokenLink(Output):
     reason: Literal["altered", "missing", "duplicate", "head"]
 
 
-class ChainVerification(Output):
+class DecisionChainVerification(Output):
     ok: bool
     checked: int
     head_sequence: int

@@ -176,7 +176,7 @@ class AuditEventOut(Output):
     hash: str
 
 
-class ChainVerification(Output):
+class AuditChainVerification(Output):
     valid: bool
     events: int
     head_hash: str

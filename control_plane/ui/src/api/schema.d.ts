@@ -15,7 +15,7 @@ export interface paths {
          * Healthz
          * @description Ready when the database (and Redis, when configured) answer.
          */
-        get: operations["healthz_healthz_get"];
+        get: operations["system.healthz"];
         put?: never;
         post?: never;
         delete?: never;
@@ -35,7 +35,7 @@ export interface paths {
          * Metrics
          * @description Prometheus exposition.
          */
-        get: operations["metrics_metrics_get"];
+        get: operations["system.metrics"];
         put?: never;
         post?: never;
         delete?: never;
@@ -57,7 +57,7 @@ export interface paths {
          *
          *     Bundle signatures use each organisation's own keys: `/api/v1/bundles/{scope}/jwks.json`.
          */
-        get: operations["jwks__well_known_jwks_json_get"];
+        get: operations["system.jwks"];
         put?: never;
         post?: never;
         delete?: never;
@@ -79,7 +79,7 @@ export interface paths {
          * Signup
          * @description Create an organisation with you as its owner.
          */
-        post: operations["signup_api_v1_auth_signup_post"];
+        post: operations["auth.signup"];
         delete?: never;
         options?: never;
         head?: never;
@@ -100,7 +100,7 @@ export interface paths {
          * @description 401 `mfa_required` asks for `totp`; 403 `mfa_enrolment_required` carries an
          *     enrolment token when your role needs MFA you have not set up yet.
          */
-        post: operations["login_api_v1_auth_login_post"];
+        post: operations["auth.login"];
         delete?: never;
         options?: never;
         head?: never;
@@ -120,7 +120,7 @@ export interface paths {
          * Refresh
          * @description Trade a refresh token for a new pair; each refresh token works once.
          */
-        post: operations["refresh_api_v1_auth_refresh_post"];
+        post: operations["auth.refresh"];
         delete?: never;
         options?: never;
         head?: never;
@@ -140,7 +140,7 @@ export interface paths {
          * Logout
          * @description End this session: its refresh token and access tokens stop working now.
          */
-        post: operations["logout_api_v1_auth_logout_post"];
+        post: operations["auth.logout"];
         delete?: never;
         options?: never;
         head?: never;
@@ -158,7 +158,7 @@ export interface paths {
          * Me
          * @description Who you are, the organisation you act for, and what you may do there.
          */
-        get: operations["me_api_v1_me_get"];
+        get: operations["identity.me"];
         put?: never;
         post?: never;
         delete?: never;
@@ -175,7 +175,7 @@ export interface paths {
             cookie?: never;
         };
         /** Mfa Status */
-        get: operations["mfa_status_api_v1_me_mfa_get"];
+        get: operations["mfa.mfa_status"];
         put?: never;
         post?: never;
         delete?: never;
@@ -198,12 +198,12 @@ export interface paths {
          * @description Start TOTP enrolment: scan `qr_svg` (or type `secret`), then confirm with a code.
          *     To replace an active TOTP, send `code`: a current code or a recovery code.
          */
-        post: operations["start_totp_api_v1_me_mfa_totp_post"];
+        post: operations["mfa.start_totp"];
         /**
          * Disable Totp
          * @description Turn TOTP off, proven with a current code or a recovery code.
          */
-        delete: operations["disable_totp_api_v1_me_mfa_totp_delete"];
+        delete: operations["mfa.disable_totp"];
         options?: never;
         head?: never;
         patch?: never;
@@ -222,7 +222,7 @@ export interface paths {
          * Confirm Totp
          * @description Activate TOTP with its first code; returns ten single-use recovery codes, once.
          */
-        post: operations["confirm_totp_api_v1_me_mfa_totp_confirm_post"];
+        post: operations["mfa.confirm_totp"];
         delete?: never;
         options?: never;
         head?: never;
@@ -237,13 +237,13 @@ export interface paths {
             cookie?: never;
         };
         /** Get Mfa Policy */
-        get: operations["get_mfa_policy_api_v1_organization_mfa_get"];
+        get: operations["mfa.get_policy"];
         /**
          * Put Mfa Policy
          * @description Roles that must have MFA. Their members without it are logged out here now, and
          *     their next login yields only an enrolment token until they have enrolled.
          */
-        put: operations["put_mfa_policy_api_v1_organization_mfa_put"];
+        put: operations["mfa.put_policy"];
         post?: never;
         delete?: never;
         options?: never;
@@ -265,12 +265,12 @@ export interface paths {
          * @description Log in for a browser: sets the HttpOnly `kaizen_session` cookie and the readable
          *     `kaizen_csrf` cookie, whose value every write must echo in `X-CSRF-Token`.
          */
-        post: operations["open_browser_session_api_v1_auth_session_post"];
+        post: operations["sessions.open_browser"];
         /**
          * Close Browser Session
          * @description Log this browser out and clear its cookies.
          */
-        delete: operations["close_browser_session_api_v1_auth_session_delete"];
+        delete: operations["sessions.close_browser"];
         options?: never;
         head?: never;
         patch?: never;
@@ -287,14 +287,14 @@ export interface paths {
          * List Sessions
          * @description Your live sessions in this organisation: token logins and browsers.
          */
-        get: operations["list_sessions_api_v1_me_sessions_get"];
+        get: operations["sessions.list"];
         put?: never;
         post?: never;
         /**
          * Revoke Other Sessions
          * @description End all your sessions in this organisation except the one you are using.
          */
-        delete: operations["revoke_other_sessions_api_v1_me_sessions_delete"];
+        delete: operations["sessions.revoke_other"];
         options?: never;
         head?: never;
         patch?: never;
@@ -311,7 +311,7 @@ export interface paths {
         put?: never;
         post?: never;
         /** Revoke Session */
-        delete: operations["revoke_session_api_v1_me_sessions__session_id__delete"];
+        delete: operations["sessions.revoke"];
         options?: never;
         head?: never;
         patch?: never;
@@ -330,7 +330,7 @@ export interface paths {
          * Change Password
          * @description Change your password; every session and refresh token you have ends, this one too.
          */
-        post: operations["change_password_api_v1_me_password_post"];
+        post: operations["sessions.change_password"];
         delete?: never;
         options?: never;
         head?: never;
@@ -345,13 +345,13 @@ export interface paths {
             cookie?: never;
         };
         /** List Users */
-        get: operations["list_users_api_v1_users_get"];
+        get: operations["users.list"];
         put?: never;
         /**
          * Create User
          * @description Add a member: a new user with a password, or an existing user by email.
          */
-        post: operations["create_user_api_v1_users_post"];
+        post: operations["users.create"];
         delete?: never;
         options?: never;
         head?: never;
@@ -366,14 +366,14 @@ export interface paths {
             cookie?: never;
         };
         /** Get User */
-        get: operations["get_user_api_v1_users__user_id__get"];
+        get: operations["users.get"];
         put?: never;
         post?: never;
         /**
          * Remove User
          * @description Remove the user from this organisation (their account stays; their sessions here end).
          */
-        delete: operations["remove_user_api_v1_users__user_id__delete"];
+        delete: operations["users.remove"];
         options?: never;
         head?: never;
         /**
@@ -381,7 +381,7 @@ export interface paths {
          * @description Change a member. A demotion ends their sessions in this organisation: the sidecars
          *     refuse their tokens within about a second (revoked sessions ride the bundle).
          */
-        patch: operations["update_user_api_v1_users__user_id__patch"];
+        patch: operations["users.update"];
         trace?: never;
     };
     "/api/v1/teams": {
@@ -392,10 +392,10 @@ export interface paths {
             cookie?: never;
         };
         /** List Teams */
-        get: operations["list_teams_api_v1_teams_get"];
+        get: operations["teams.list"];
         put?: never;
         /** Create Team */
-        post: operations["create_team_api_v1_teams_post"];
+        post: operations["teams.create"];
         delete?: never;
         options?: never;
         head?: never;
@@ -410,15 +410,15 @@ export interface paths {
             cookie?: never;
         };
         /** Get Team */
-        get: operations["get_team_api_v1_teams__team_id__get"];
+        get: operations["teams.get"];
         put?: never;
         post?: never;
         /** Delete Team */
-        delete: operations["delete_team_api_v1_teams__team_id__delete"];
+        delete: operations["teams.delete"];
         options?: never;
         head?: never;
         /** Update Team */
-        patch: operations["update_team_api_v1_teams__team_id__patch"];
+        patch: operations["teams.update"];
         trace?: never;
     };
     "/api/v1/teams/{team_id}/members": {
@@ -431,7 +431,7 @@ export interface paths {
         get?: never;
         put?: never;
         /** Add Member */
-        post: operations["add_member_api_v1_teams__team_id__members_post"];
+        post: operations["teams.add_member"];
         delete?: never;
         options?: never;
         head?: never;
@@ -449,7 +449,7 @@ export interface paths {
         put?: never;
         post?: never;
         /** Remove Member */
-        delete: operations["remove_member_api_v1_teams__team_id__members__user_id__delete"];
+        delete: operations["teams.remove_member"];
         options?: never;
         head?: never;
         patch?: never;
@@ -463,10 +463,10 @@ export interface paths {
             cookie?: never;
         };
         /** List Workspaces */
-        get: operations["list_workspaces_api_v1_workspaces_get"];
+        get: operations["workspaces.list"];
         put?: never;
         /** Create Workspace */
-        post: operations["create_workspace_api_v1_workspaces_post"];
+        post: operations["workspaces.create"];
         delete?: never;
         options?: never;
         head?: never;
@@ -481,15 +481,15 @@ export interface paths {
             cookie?: never;
         };
         /** Get Workspace */
-        get: operations["get_workspace_api_v1_workspaces__workspace_id__get"];
+        get: operations["workspaces.get"];
         put?: never;
         post?: never;
         /** Delete Workspace */
-        delete: operations["delete_workspace_api_v1_workspaces__workspace_id__delete"];
+        delete: operations["workspaces.delete"];
         options?: never;
         head?: never;
         /** Update Workspace */
-        patch: operations["update_workspace_api_v1_workspaces__workspace_id__patch"];
+        patch: operations["workspaces.update"];
         trace?: never;
     };
     "/api/v1/api-keys": {
@@ -500,7 +500,7 @@ export interface paths {
             cookie?: never;
         };
         /** List Api Keys */
-        get: operations["list_api_keys_api_v1_api_keys_get"];
+        get: operations["api_keys.list"];
         put?: never;
         /**
          * Create Api Key
@@ -508,7 +508,7 @@ export interface paths {
          *
          *     Sidecars learn of the key with the next bundle revision, signed at once.
          */
-        post: operations["create_api_key_api_v1_api_keys_post"];
+        post: operations["api_keys.create"];
         delete?: never;
         options?: never;
         head?: never;
@@ -523,7 +523,7 @@ export interface paths {
             cookie?: never;
         };
         /** Get Api Key */
-        get: operations["get_api_key_api_v1_api_keys__key_id__get"];
+        get: operations["api_keys.get"];
         put?: never;
         post?: never;
         /**
@@ -531,7 +531,7 @@ export interface paths {
          * @description Revoke the key; it stops working at once here and at the sidecars with the bundle
          *     revision this signs; it stays listed as revoked.
          */
-        delete: operations["revoke_api_key_api_v1_api_keys__key_id__delete"];
+        delete: operations["api_keys.revoke"];
         options?: never;
         head?: never;
         patch?: never;
@@ -548,7 +548,7 @@ export interface paths {
          * List Audit Events
          * @description The organisation's admin actions in chain order (oldest first).
          */
-        get: operations["list_audit_events_api_v1_audit_events_get"];
+        get: operations["audit.list_events"];
         put?: never;
         post?: never;
         delete?: never;
@@ -568,7 +568,7 @@ export interface paths {
          * Verify Audit Chain
          * @description Recompute the hash chain; names the first event that was altered or removed.
          */
-        get: operations["verify_audit_chain_api_v1_audit_events_verify_get"];
+        get: operations["audit.verify_chain"];
         put?: never;
         post?: never;
         delete?: never;
@@ -588,7 +588,7 @@ export interface paths {
          * Whoami
          * @description Who this credential belongs to, and the bundle scope its sidecar follows.
          */
-        get: operations["whoami_api_v1_gateways_self_get"];
+        get: operations["gateways.whoami"];
         put?: never;
         post?: never;
         delete?: never;
@@ -610,7 +610,7 @@ export interface paths {
          * Report Status
          * @description A sidecar's (or gateway's) periodic report: bundle revision, sync, counts, backlog.
          */
-        post: operations["report_status_api_v1_gateways_self_status_post"];
+        post: operations["gateways.report_status"];
         delete?: never;
         options?: never;
         head?: never;
@@ -625,13 +625,15 @@ export interface paths {
             cookie?: never;
         };
         /** List Gateways */
-        get: operations["list_gateways_api_v1_gateways_get"];
+        get: operations["gateways.list"];
         put?: never;
         /**
          * Create Gateway
-         * @description Register a gateway; `credential` (shown once) is what it and its sidecar present.
+         * @description Register a gateway; `credential` (shown once) is what it and its sidecar present. The
+         *     bundle is re-signed with the gateway's MCP URL, so its sidecar knows which OAuth
+         *     audience is its own.
          */
-        post: operations["create_gateway_api_v1_gateways_post"];
+        post: operations["gateways.create"];
         delete?: never;
         options?: never;
         head?: never;
@@ -650,15 +652,15 @@ export interface paths {
          * @description The gateway with each reporting sidecar instance and what is deployed to it; `stale`
          *     flags an instance silent for a minute or serving an older bundle than the current one.
          */
-        get: operations["get_gateway_api_v1_gateways__gateway_id__get"];
+        get: operations["gateways.get"];
         put?: never;
         post?: never;
         /**
          * Delete Gateway
-         * @description Delete a gateway, its credential and its deployments; when it had any, the bundle is
-         *     re-signed without them.
+         * @description Delete a gateway, its credential and its deployments; the bundle is re-signed without
+         *     them (and without the gateway's MCP URL).
          */
-        delete: operations["delete_gateway_api_v1_gateways__gateway_id__delete"];
+        delete: operations["gateways.delete"];
         options?: never;
         head?: never;
         patch?: never;
@@ -675,9 +677,10 @@ export interface paths {
         put?: never;
         /**
          * Rotate Credential
-         * @description Issue a new credential; the old one stops working at once.
+         * @description Issue a new credential; the old one stops working at once (and the bundle names the
+         *     gateway's MCP URL under the new credential's binding only).
          */
-        post: operations["rotate_credential_api_v1_gateways__gateway_id__credential_post"];
+        post: operations["gateways.rotate_credential"];
         delete?: never;
         options?: never;
         head?: never;
@@ -692,14 +695,14 @@ export interface paths {
             cookie?: never;
         };
         /** List Providers */
-        get: operations["list_providers_api_v1_sso_providers_get"];
+        get: operations["sso.list_providers"];
         put?: never;
         /**
          * Create Provider
          * @description Add an OIDC or SAML identity provider; `client_secret` is write-only. Its
          *     `email_domains` must be domains this organisation verified (POST /api/v1/domains).
          */
-        post: operations["create_provider_api_v1_sso_providers_post"];
+        post: operations["sso.create_provider"];
         delete?: never;
         options?: never;
         head?: never;
@@ -714,15 +717,15 @@ export interface paths {
             cookie?: never;
         };
         /** Get Provider */
-        get: operations["get_provider_api_v1_sso_providers__provider_id__get"];
+        get: operations["sso.get_provider"];
         put?: never;
         post?: never;
         /** Delete Provider */
-        delete: operations["delete_provider_api_v1_sso_providers__provider_id__delete"];
+        delete: operations["sso.delete_provider"];
         options?: never;
         head?: never;
         /** Update Provider */
-        patch: operations["update_provider_api_v1_sso_providers__provider_id__patch"];
+        patch: operations["sso.update_provider"];
         trace?: never;
     };
     "/api/v1/sso/settings": {
@@ -733,12 +736,12 @@ export interface paths {
             cookie?: never;
         };
         /** Get Settings */
-        get: operations["get_settings_api_v1_sso_settings_get"];
+        get: operations["sso.get_settings"];
         /**
          * Put Settings
          * @description Require SSO for members; the listed owners may still use their password (break-glass).
          */
-        put: operations["put_settings_api_v1_sso_settings_put"];
+        put: operations["sso.put_settings"];
         post?: never;
         delete?: never;
         options?: never;
@@ -757,7 +760,7 @@ export interface paths {
          * Discover
          * @description Email-domain routing: which identity provider signs this address in.
          */
-        get: operations["discover_api_v1_auth_sso_discover_get"];
+        get: operations["auth.discover"];
         put?: never;
         post?: never;
         delete?: never;
@@ -783,7 +786,7 @@ export interface paths {
          *     with TOTP (or whose role requires it) must send `totp`; the 401 that asks for it
          *     carries a fresh single-use `retry_code`, so the IdP round trip is not repeated.
          */
-        post: operations["exchange_api_v1_auth_sso_exchange_post"];
+        post: operations["auth.exchange"];
         delete?: never;
         options?: never;
         head?: never;
@@ -804,7 +807,7 @@ export interface paths {
          * @description Link an existing account to the identity provider that just refused to attach it,
          *     proven with the account's password (and its second factor, when it has one).
          */
-        post: operations["link_api_v1_auth_sso_link_post"];
+        post: operations["auth.link"];
         delete?: never;
         options?: never;
         head?: never;
@@ -822,7 +825,7 @@ export interface paths {
          * Oidc Login
          * @description Start an OpenID Connect login: a redirect to the IdP (code flow, PKCE S256).
          */
-        get: operations["oidc_login_api_v1_auth_oidc__provider_id__login_get"];
+        get: operations["auth.oidc_login"];
         put?: never;
         post?: never;
         delete?: never;
@@ -842,7 +845,7 @@ export interface paths {
          * Oidc Callback
          * @description Where the IdP sends the browser back: validate, provision (JIT), hand over a code.
          */
-        get: operations["oidc_callback_api_v1_auth_oidc__provider_id__callback_get"];
+        get: operations["auth.oidc_callback"];
         put?: never;
         post?: never;
         delete?: never;
@@ -862,7 +865,7 @@ export interface paths {
          * Saml Metadata
          * @description Our SP metadata for this provider: entity id, ACS URL, signing certificate.
          */
-        get: operations["saml_metadata_api_v1_auth_saml__provider_id__metadata_get"];
+        get: operations["auth.saml_metadata"];
         put?: never;
         post?: never;
         delete?: never;
@@ -882,7 +885,7 @@ export interface paths {
          * Saml Login
          * @description Start a SAML login: a signed AuthnRequest by the HTTP-Redirect binding.
          */
-        get: operations["saml_login_api_v1_auth_saml__provider_id__login_get"];
+        get: operations["auth.saml_login"];
         put?: never;
         post?: never;
         delete?: never;
@@ -904,7 +907,7 @@ export interface paths {
          * Saml Acs
          * @description Assertion consumer (HTTP-POST binding): validate, provision (JIT), hand over a code.
          */
-        post: operations["saml_acs_api_v1_auth_saml__provider_id__acs_post"];
+        post: operations["auth.saml_acs"];
         delete?: never;
         options?: never;
         head?: never;
@@ -919,14 +922,14 @@ export interface paths {
             cookie?: never;
         };
         /** List Domains */
-        get: operations["list_domains_api_v1_domains_get"];
+        get: operations["domains.list"];
         put?: never;
         /**
          * Claim Domain
          * @description Claim a domain: publish `txt_value` as a TXT record at it, then verify. A claim
          *     alone grants nothing.
          */
-        post: operations["claim_domain_api_v1_domains_post"];
+        post: operations["domains.claim"];
         delete?: never;
         options?: never;
         head?: never;
@@ -941,14 +944,14 @@ export interface paths {
             cookie?: never;
         };
         /** Get Domain */
-        get: operations["get_domain_api_v1_domains__domain_id__get"];
+        get: operations["domains.get"];
         put?: never;
         post?: never;
         /**
          * Delete Domain
          * @description Forget the domain; this organisation's SSO stops routing and signing it in.
          */
-        delete: operations["delete_domain_api_v1_domains__domain_id__delete"];
+        delete: operations["domains.delete"];
         options?: never;
         head?: never;
         patch?: never;
@@ -967,7 +970,7 @@ export interface paths {
          * Verify Domain
          * @description Look the TXT record up in DNS; 409 when another organisation verified the domain.
          */
-        post: operations["verify_domain_api_v1_domains__domain_id__verify_post"];
+        post: operations["domains.verify"];
         delete?: never;
         options?: never;
         head?: never;
@@ -985,7 +988,7 @@ export interface paths {
          * List Approvals
          * @description Approval requests, oldest first (needs `approvals:read`).
          */
-        get: operations["list_approvals_api_v1_approvals_get"];
+        get: operations["approvals.list"];
         put?: never;
         post?: never;
         delete?: never;
@@ -1006,7 +1009,7 @@ export interface paths {
          * @description One request. Its requester may always read it, and gets the grant once approved;
          *     anyone else needs `approvals:read` and never sees the grant.
          */
-        get: operations["get_approval_api_v1_approvals__approval_id__get"];
+        get: operations["approvals.get"];
         put?: never;
         post?: never;
         delete?: never;
@@ -1028,7 +1031,7 @@ export interface paths {
          * Approve
          * @description Approve (approvers only, never the requester); mints the requester's grant.
          */
-        post: operations["approve_api_v1_approvals__approval_id__approve_post"];
+        post: operations["approvals.approve"];
         delete?: never;
         options?: never;
         head?: never;
@@ -1048,7 +1051,7 @@ export interface paths {
          * Deny
          * @description Deny (approvers only, never the requester).
          */
-        post: operations["deny_api_v1_approvals__approval_id__deny_post"];
+        post: operations["approvals.deny"];
         delete?: never;
         options?: never;
         head?: never;
@@ -1069,7 +1072,7 @@ export interface paths {
          * @description A sidecar without shared Redis spends a grant here (its gateway's credential): 200 the
          *     first time, 409 once used or expired, 403 for another gateway's grant, 404 unknown.
          */
-        post: operations["redeem_grant_api_v1_approvals_grants_redeem_post"];
+        post: operations["approvals.redeem_grant"];
         delete?: never;
         options?: never;
         head?: never;
@@ -1084,13 +1087,13 @@ export interface paths {
             cookie?: never;
         };
         /** List Webhooks */
-        get: operations["list_webhooks_api_v1_webhooks_get"];
+        get: operations["webhooks.list"];
         put?: never;
         /**
          * Create Webhook
          * @description Subscribe a URL to events; `secret` (given or generated) is shown once.
          */
-        post: operations["create_webhook_api_v1_webhooks_post"];
+        post: operations["webhooks.create"];
         delete?: never;
         options?: never;
         head?: never;
@@ -1105,15 +1108,15 @@ export interface paths {
             cookie?: never;
         };
         /** Get Webhook */
-        get: operations["get_webhook_api_v1_webhooks__webhook_id__get"];
+        get: operations["webhooks.get"];
         put?: never;
         post?: never;
         /** Delete Webhook */
-        delete: operations["delete_webhook_api_v1_webhooks__webhook_id__delete"];
+        delete: operations["webhooks.delete"];
         options?: never;
         head?: never;
         /** Update Webhook */
-        patch: operations["update_webhook_api_v1_webhooks__webhook_id__patch"];
+        patch: operations["webhooks.update"];
         trace?: never;
     };
     "/api/v1/webhooks/{webhook_id}/secret": {
@@ -1129,7 +1132,7 @@ export interface paths {
          * Rotate Secret
          * @description Replace the signing secret (given or generated); the new one is shown once.
          */
-        post: operations["rotate_secret_api_v1_webhooks__webhook_id__secret_post"];
+        post: operations["webhooks.rotate_secret"];
         delete?: never;
         options?: never;
         head?: never;
@@ -1147,7 +1150,7 @@ export interface paths {
          * List Deliveries
          * @description The delivery log: each event sent to this webhook, its attempts and last response.
          */
-        get: operations["list_deliveries_api_v1_webhooks__webhook_id__deliveries_get"];
+        get: operations["webhooks.list_deliveries"];
         put?: never;
         post?: never;
         delete?: never;
@@ -1170,7 +1173,7 @@ export interface paths {
          *     Sidecars report the current window of every budget in the bundle they serve with each
          *     status heartbeat (every 10 s), so a window's `used` lags its counter by at most that.
          */
-        get: operations["list_usage_api_v1_usage_get"];
+        get: operations["budgets.list_usage"];
         put?: never;
         post?: never;
         delete?: never;
@@ -1192,7 +1195,7 @@ export interface paths {
          *
          *     Create, change or delete one by publishing a BudgetPolicy through `/api/v1/policies`.
          */
-        get: operations["list_budgets_api_v1_budgets_get"];
+        get: operations["budgets.list"];
         put?: never;
         post?: never;
         delete?: never;
@@ -1214,7 +1217,7 @@ export interface paths {
          *     so far, UTC), grouped by any of `day`, `workspace`, `agent`, `api_key` (comma-separated;
          *     empty: the organisation's total). CSV with `format=csv` or `Accept: text/csv`.
          */
-        get: operations["usage_totals_api_v1_usage_totals_get"];
+        get: operations["budgets.usage_totals"];
         put?: never;
         post?: never;
         delete?: never;
@@ -1236,7 +1239,7 @@ export interface paths {
          *     counts the executions the gateways reported this calendar month (UTC); the sidecars
          *     enforce it from their own shared counter, which may run a few seconds ahead.
          */
-        get: operations["get_plan_api_v1_plan_get"];
+        get: operations["plans.get"];
         put?: never;
         post?: never;
         delete?: never;
@@ -1256,7 +1259,7 @@ export interface paths {
          * Authorization Server Metadata
          * @description RFC 8414 metadata of the organisation's issuer `…/oauth/{organization_id}`.
          */
-        get: operations["authorization_server_metadata__well_known_oauth_authorization_server_oauth__organization_id__get"];
+        get: operations["oauth.authorization_server_metadata"];
         put?: never;
         post?: never;
         delete?: never;
@@ -1276,7 +1279,7 @@ export interface paths {
          * Openid Configuration
          * @description The same metadata where OIDC-discovery clients look for it.
          */
-        get: operations["openid_configuration__well_known_openid_configuration_oauth__organization_id__get"];
+        get: operations["oauth.openid_configuration"];
         put?: never;
         post?: never;
         delete?: never;
@@ -1297,7 +1300,7 @@ export interface paths {
          * @description Validate the request (client, redirect URI, PKCE S256, `resource`) and send the
          *     browser to the studio's consent page.
          */
-        get: operations["authorize_oauth__organization_id__authorize_get"];
+        get: operations["oauth.authorize"];
         put?: never;
         post?: never;
         delete?: never;
@@ -1320,7 +1323,7 @@ export interface paths {
          * @description Authorization code (with the PKCE verifier) or refresh token → an access token whose
          *     `aud` is the gateway's MCP URL, and a new refresh token (rotation).
          */
-        post: operations["token_oauth__organization_id__token_post"];
+        post: operations["oauth.token"];
         delete?: never;
         options?: never;
         head?: never;
@@ -1340,7 +1343,7 @@ export interface paths {
          * Register
          * @description RFC 7591 dynamic registration of a public client, when the organisation allows it.
          */
-        post: operations["register_oauth__organization_id__register_post"];
+        post: operations["oauth.register"];
         delete?: never;
         options?: never;
         head?: never;
@@ -1358,14 +1361,14 @@ export interface paths {
          * Consent Request
          * @description The pending authorization request the consent page shows.
          */
-        get: operations["consent_request_api_v1_oauth_requests__request_id__get"];
+        get: operations["oauth.consent_request"];
         put?: never;
         /**
          * Decide
          * @description Approve or deny; the answer is where the browser goes next (the client's redirect
          *     URI with a code, or with `error=access_denied`).
          */
-        post: operations["decide_api_v1_oauth_requests__request_id__post"];
+        post: operations["oauth.decide"];
         delete?: never;
         options?: never;
         head?: never;
@@ -1383,7 +1386,7 @@ export interface paths {
          * My Grants
          * @description The MCP clients the caller authorized, one entry per grant.
          */
-        get: operations["my_grants_api_v1_oauth_grants_get"];
+        get: operations["oauth.my_grants"];
         put?: never;
         post?: never;
         delete?: never;
@@ -1407,7 +1410,7 @@ export interface paths {
          * @description Revoke one of the caller's grants: its refresh tokens at once, its access tokens at
          *     the sidecars with the next bundle.
          */
-        delete: operations["revoke_my_grant_api_v1_oauth_grants__grant_id__delete"];
+        delete: operations["oauth.revoke_my_grant"];
         options?: never;
         head?: never;
         patch?: never;
@@ -1424,7 +1427,7 @@ export interface paths {
          * Organization Clients
          * @description Every MCP client the organisation knows and every live grant (administrators).
          */
-        get: operations["organization_clients_api_v1_oauth_clients_get"];
+        get: operations["oauth.organization_clients"];
         put?: never;
         post?: never;
         delete?: never;
@@ -1446,7 +1449,7 @@ export interface paths {
          * @description Block a client (its grants end, new authorizations and refreshes are refused) or
          *     unblock it.
          */
-        put: operations["block_client_api_v1_oauth_clients__client_ref__blocked_put"];
+        put: operations["oauth.block_client"];
         post?: never;
         delete?: never;
         options?: never;
@@ -1462,12 +1465,12 @@ export interface paths {
             cookie?: never;
         };
         /** Get Settings */
-        get: operations["get_settings_api_v1_oauth_settings_get"];
+        get: operations["oauth.get_settings"];
         /**
          * Put Settings
          * @description Turn dynamic client registration and Client ID Metadata Documents on or off.
          */
-        put: operations["put_settings_api_v1_oauth_settings_put"];
+        put: operations["oauth.put_settings"];
         post?: never;
         delete?: never;
         options?: never;
@@ -1483,7 +1486,7 @@ export interface paths {
             cookie?: never;
         };
         /** Get Settings */
-        get: operations["get_settings_api_v1_policies_settings_get"];
+        get: operations["replays.get_settings"];
         put?: never;
         post?: never;
         delete?: never;
@@ -1494,7 +1497,7 @@ export interface paths {
          * @description `require_replay_before_publish`: publish only after a replay of exactly the drafts
          *     shows no allow→deny, allow→require_approval or deny→allow change (or one is accepted).
          */
-        patch: operations["update_settings_api_v1_policies_settings_patch"];
+        patch: operations["replays.update_settings"];
         trace?: never;
     };
     "/api/v1/policies/replay": {
@@ -1511,7 +1514,7 @@ export interface paths {
          * @description Replay stored decisions of a time window against the whole draft set (or, with
          *     `draft: false`, the published set); poll `GET /api/v1/replays/{id}` for the report.
          */
-        post: operations["replay_set_api_v1_policies_replay_post"];
+        post: operations["replays.replay_set"];
         delete?: never;
         options?: never;
         head?: never;
@@ -1532,7 +1535,7 @@ export interface paths {
          * @description Replay against the published set with only this policy at its draft (a deleted
          *     policy: without it), to see this one change's impact.
          */
-        post: operations["replay_policy_api_v1_policies__policy_id__replay_post"];
+        post: operations["replays.replay_policy"];
         delete?: never;
         options?: never;
         head?: never;
@@ -1550,7 +1553,7 @@ export interface paths {
          * List Replays
          * @description Replays, oldest first, without their results (fetch one for its report).
          */
-        get: operations["list_replays_api_v1_replays_get"];
+        get: operations["replays.list"];
         put?: never;
         post?: never;
         delete?: never;
@@ -1571,7 +1574,7 @@ export interface paths {
          * @description Status, progress (`processed`/`total`) and the result: counts of outcome transitions
          *     with examples and the rules responsible (partial while running).
          */
-        get: operations["get_replay_api_v1_replays__replay_id__get"];
+        get: operations["replays.get"];
         put?: never;
         post?: never;
         delete?: never;
@@ -1588,7 +1591,7 @@ export interface paths {
             cookie?: never;
         };
         /** List Policies */
-        get: operations["list_policies_api_v1_policies_get"];
+        get: operations["policies.list"];
         put?: never;
         /**
          * Apply Policies
@@ -1597,7 +1600,7 @@ export interface paths {
          *     A malformed document is a 422 whose `details` name the document, field, line and
          *     column. Drafts take effect only when published.
          */
-        post: operations["apply_policies_api_v1_policies_post"];
+        post: operations["policies.apply"];
         delete?: never;
         options?: never;
         head?: never;
@@ -1617,7 +1620,7 @@ export interface paths {
          * Validate Policies
          * @description Check a source without saving it (for editors): every problem with its location.
          */
-        post: operations["validate_policies_api_v1_policies_validate_post"];
+        post: operations["policies.validate"];
         delete?: never;
         options?: never;
         head?: never;
@@ -1640,7 +1643,7 @@ export interface paths {
          *     Every stage is evaluated (`explain`), nothing is reserved against budgets, and the
          *     principal's organisation defaults to yours.
          */
-        post: operations["simulate_api_v1_policies_simulate_post"];
+        post: operations["policies.simulate"];
         delete?: never;
         options?: never;
         head?: never;
@@ -1660,7 +1663,7 @@ export interface paths {
          * Run Tests
          * @description Run every PolicyTest case against the drafts (or the published set).
          */
-        post: operations["run_tests_api_v1_policies_test_post"];
+        post: operations["policies.run_tests"];
         delete?: never;
         options?: never;
         head?: never;
@@ -1684,7 +1687,7 @@ export interface paths {
          *     `require_replay_before_publish` on, so is a draft set without a clean replay, unless
          *     `accept_replay` names a completed replay of it (an audited acknowledgement).
          */
-        post: operations["publish_api_v1_policies_publish_post"];
+        post: operations["policies.publish"];
         delete?: never;
         options?: never;
         head?: never;
@@ -1704,7 +1707,7 @@ export interface paths {
          * Rollback
          * @description Publish what an earlier revision held as a new, higher revision.
          */
-        post: operations["rollback_api_v1_policies_rollback_post"];
+        post: operations["policies.rollback"];
         delete?: never;
         options?: never;
         head?: never;
@@ -1719,14 +1722,14 @@ export interface paths {
             cookie?: never;
         };
         /** Get Policy */
-        get: operations["get_policy_api_v1_policies__policy_id__get"];
+        get: operations["policies.get"];
         put?: never;
         post?: never;
         /**
          * Delete Policy
          * @description Remove the policy from the drafts; it leaves the bundle at the next publish.
          */
-        delete: operations["delete_policy_api_v1_policies__policy_id__delete"];
+        delete: operations["policies.delete"];
         options?: never;
         head?: never;
         patch?: never;
@@ -1740,7 +1743,7 @@ export interface paths {
             cookie?: never;
         };
         /** List Versions */
-        get: operations["list_versions_api_v1_policies__policy_id__versions_get"];
+        get: operations["policies.list_versions"];
         put?: never;
         post?: never;
         delete?: never;
@@ -1757,7 +1760,7 @@ export interface paths {
             cookie?: never;
         };
         /** Get Version */
-        get: operations["get_version_api_v1_policies__policy_id__versions__version__get"];
+        get: operations["policies.get_version"];
         put?: never;
         post?: never;
         delete?: never;
@@ -1777,7 +1780,7 @@ export interface paths {
          * Diff
          * @description A unified diff between two versions of the policy.
          */
-        get: operations["diff_api_v1_policies__policy_id__diff_get"];
+        get: operations["policies.diff"];
         put?: never;
         post?: never;
         delete?: never;
@@ -1794,7 +1797,7 @@ export interface paths {
             cookie?: never;
         };
         /** List Bundles */
-        get: operations["list_bundles_api_v1_bundles_get"];
+        get: operations["bundles.list"];
         put?: never;
         post?: never;
         delete?: never;
@@ -1819,7 +1822,7 @@ export interface paths {
          *     N seconds pass, so a sidecar learns of a publish at once. `404` while nothing is
          *     published (after the wait, if one was asked for).
          */
-        get: operations["download_api_v1_bundles__scope__bundle_tar_gz_get"];
+        get: operations["bundles.download"];
         put?: never;
         post?: never;
         delete?: never;
@@ -1844,7 +1847,7 @@ export interface paths {
          *     gateway of this scope pins them (`KAIZEN_SIDECAR_JWKS`, `KAIZEN_GATEWAY_JWKS`) or
          *     fetches them at first contact. Access-token keys are at `/.well-known/jwks.json`.
          */
-        get: operations["scope_jwks_api_v1_bundles__scope__jwks_json_get"];
+        get: operations["bundles.scope_jwks"];
         put?: never;
         post?: never;
         delete?: never;
@@ -1867,7 +1870,7 @@ export interface paths {
          * @description Store a sidecar's batch of decisions (plain or `Content-Encoding: gzip`, at most
          *     `KAIZEN_MAX_INGEST_BYTES` either way); idempotent by `decision_id`.
          */
-        post: operations["ingest_decisions_api_v1_decisions_ingest_post"];
+        post: operations["decisions.ingest"];
         delete?: never;
         options?: never;
         head?: never;
@@ -1888,7 +1891,7 @@ export interface paths {
          * @description OPA's decision-log upload (a JSON array, gzip or plain), for stock OPA agents: point
          *     OPA's `decision_logs` service here with the gateway credential as its bearer token.
          */
-        post: operations["ingest_opa_decisions_api_v1_decisions_opa_post"];
+        post: operations["decisions.ingest_opa"];
         delete?: never;
         options?: never;
         head?: never;
@@ -1906,7 +1909,7 @@ export interface paths {
          * List Decisions
          * @description Decisions newest first (time, then decision id, descending), filtered; keyset pages.
          */
-        get: operations["list_decisions_api_v1_decisions_get"];
+        get: operations["decisions.list"];
         put?: never;
         post?: never;
         delete?: never;
@@ -1926,7 +1929,7 @@ export interface paths {
          * Export Decisions
          * @description Every matching decision, newest first, streamed as NDJSON or CSV.
          */
-        get: operations["export_decisions_api_v1_decisions_export_get"];
+        get: operations["decisions.export"];
         put?: never;
         post?: never;
         delete?: never;
@@ -1946,7 +1949,7 @@ export interface paths {
          * Aggregate Decisions
          * @description Decision counts per hour or day by outcome, principal or resource (top keys).
          */
-        get: operations["aggregate_decisions_api_v1_decisions_aggregates_get"];
+        get: operations["decisions.aggregate"];
         put?: never;
         post?: never;
         delete?: never;
@@ -1966,7 +1969,7 @@ export interface paths {
          * Verify Decision Chain
          * @description Recompute the organisation's decision chain; names the first broken link.
          */
-        get: operations["verify_decision_chain_api_v1_decisions_verify_get"];
+        get: operations["decisions.verify_chain"];
         put?: never;
         post?: never;
         delete?: never;
@@ -1983,12 +1986,12 @@ export interface paths {
             cookie?: never;
         };
         /** Get Decision Retention */
-        get: operations["get_decision_retention_api_v1_decisions_retention_get"];
+        get: operations["decisions.get_retention"];
         /**
          * Set Decision Retention
          * @description How many days decisions are kept; `kaizen-studio db expire-decisions` removes older.
          */
-        put: operations["set_decision_retention_api_v1_decisions_retention_put"];
+        put: operations["decisions.set_retention"];
         post?: never;
         delete?: never;
         options?: never;
@@ -2007,7 +2010,7 @@ export interface paths {
          * Get Decision
          * @description One decision: the input as masked at source, the output, and the deciding bundle.
          */
-        get: operations["get_decision_api_v1_decisions__decision_id__get"];
+        get: operations["decisions.get"];
         put?: never;
         post?: never;
         delete?: never;
@@ -2029,7 +2032,7 @@ export interface paths {
          * Ingest Executions
          * @description Store a gateway's batch of execution records; idempotent by `id`.
          */
-        post: operations["ingest_executions_api_v1_executions_ingest_post"];
+        post: operations["decisions.ingest_executions"];
         delete?: never;
         options?: never;
         head?: never;
@@ -2044,7 +2047,7 @@ export interface paths {
             cookie?: never;
         };
         /** List Executions */
-        get: operations["list_executions_api_v1_executions_get"];
+        get: operations["decisions.list_executions"];
         put?: never;
         post?: never;
         delete?: never;
@@ -2064,7 +2067,7 @@ export interface paths {
          * List Secrets
          * @description Every secret of the organisation by name, with when it was created and last replaced.
          */
-        get: operations["list_secrets_api_v1_secrets_get"];
+        get: operations["secrets.list"];
         put?: never;
         post?: never;
         delete?: never;
@@ -2087,10 +2090,10 @@ export interface paths {
          *     it is stored as `providers/<provider>/api_key` and never shown again. The key is bound
          *     to one host (`providers/<provider>/host`): the provider's own, or `base_url`'s (admin).
          */
-        put: operations["put_provider_key_api_v1_secrets_providers__provider__put"];
+        put: operations["secrets.put_provider_key"];
         post?: never;
         /** Delete Provider Key */
-        delete: operations["delete_provider_key_api_v1_secrets_providers__provider__delete"];
+        delete: operations["secrets.delete_provider_key"];
         options?: never;
         head?: never;
         patch?: never;
@@ -2107,13 +2110,13 @@ export interface paths {
          * List Agents
          * @description The organisation's agents, each with its latest config.
          */
-        get: operations["list_agents_api_v1_agents_get"];
+        get: operations["agents.list"];
         put?: never;
         /**
          * Apply Agents
          * @description Create agents or new versions from `kind: Agent` documents, by `metadata.name`; all or nothing. Unchanged configs keep their version. A malformed document, or a reference to an agent that does not exist, is a 422 whose `details` name the document, field, line and column.
          */
-        post: operations["apply_agents_api_v1_agents_post"];
+        post: operations["agents.apply"];
         delete?: never;
         options?: never;
         head?: never;
@@ -2131,14 +2134,14 @@ export interface paths {
          * Get Agent
          * @description The agent with its latest version's config.
          */
-        get: operations["get_agent_api_v1_agents__agent_id__get"];
+        get: operations["agents.get"];
         put?: never;
         post?: never;
         /**
          * Delete Agent
          * @description Delete the agent and every version; 409 while a deployment needs it.
          */
-        delete: operations["delete_agent_api_v1_agents__agent_id__delete"];
+        delete: operations["agents.delete"];
         options?: never;
         head?: never;
         patch?: never;
@@ -2152,7 +2155,7 @@ export interface paths {
             cookie?: never;
         };
         /** List Agent Versions */
-        get: operations["list_agent_versions_api_v1_agents__agent_id__versions_get"];
+        get: operations["agents.list_versions"];
         put?: never;
         post?: never;
         delete?: never;
@@ -2169,7 +2172,7 @@ export interface paths {
             cookie?: never;
         };
         /** Get Agent Version */
-        get: operations["get_agent_version_api_v1_agents__agent_id__versions__version__get"];
+        get: operations["agents.get_version"];
         put?: never;
         post?: never;
         delete?: never;
@@ -2189,7 +2192,7 @@ export interface paths {
          * Export Agent
          * @description The agent's config (latest, or `version`) as YAML that POST takes back.
          */
-        get: operations["export_agent_api_v1_agents__agent_id__export_get"];
+        get: operations["agents.export"];
         put?: never;
         post?: never;
         delete?: never;
@@ -2209,13 +2212,13 @@ export interface paths {
          * List Pipelines
          * @description The organisation's pipelines, each with its latest config.
          */
-        get: operations["list_pipelines_api_v1_pipelines_get"];
+        get: operations["pipelines.list"];
         put?: never;
         /**
          * Apply Pipelines
          * @description Create pipelines or new versions from `kind: Pipeline` documents, by `metadata.name`; all or nothing. Unchanged configs keep their version. A malformed document, or a reference to an agent that does not exist, is a 422 whose `details` name the document, field, line and column.
          */
-        post: operations["apply_pipelines_api_v1_pipelines_post"];
+        post: operations["pipelines.apply"];
         delete?: never;
         options?: never;
         head?: never;
@@ -2233,14 +2236,14 @@ export interface paths {
          * Get Pipeline
          * @description The pipeline with its latest version's config.
          */
-        get: operations["get_pipeline_api_v1_pipelines__pipeline_id__get"];
+        get: operations["pipelines.get"];
         put?: never;
         post?: never;
         /**
          * Delete Pipeline
          * @description Delete the pipeline and every version; 409 while a deployment needs it.
          */
-        delete: operations["delete_pipeline_api_v1_pipelines__pipeline_id__delete"];
+        delete: operations["pipelines.delete"];
         options?: never;
         head?: never;
         patch?: never;
@@ -2254,7 +2257,7 @@ export interface paths {
             cookie?: never;
         };
         /** List Pipeline Versions */
-        get: operations["list_pipeline_versions_api_v1_pipelines__pipeline_id__versions_get"];
+        get: operations["pipelines.list_versions"];
         put?: never;
         post?: never;
         delete?: never;
@@ -2271,7 +2274,7 @@ export interface paths {
             cookie?: never;
         };
         /** Get Pipeline Version */
-        get: operations["get_pipeline_version_api_v1_pipelines__pipeline_id__versions__version__get"];
+        get: operations["pipelines.get_version"];
         put?: never;
         post?: never;
         delete?: never;
@@ -2291,7 +2294,7 @@ export interface paths {
          * Export Pipeline
          * @description The pipeline's config (latest, or `version`) as YAML that POST takes back.
          */
-        get: operations["export_pipeline_api_v1_pipelines__pipeline_id__export_get"];
+        get: operations["pipelines.export"];
         put?: never;
         post?: never;
         delete?: never;
@@ -2308,7 +2311,7 @@ export interface paths {
             cookie?: never;
         };
         /** List Deployments */
-        get: operations["list_deployments_api_v1_deployments_get"];
+        get: operations["deployments.list"];
         put?: never;
         /**
          * Deploy
@@ -2319,7 +2322,7 @@ export interface paths {
          *     ever published (the deployment rides the first publish). Deploying another version of
          *     what a gateway already serves moves it (200); one version per name per organisation.
          */
-        post: operations["deploy_api_v1_deployments_post"];
+        post: operations["deployments.deploy"];
         delete?: never;
         options?: never;
         head?: never;
@@ -2334,14 +2337,14 @@ export interface paths {
             cookie?: never;
         };
         /** Get Deployment */
-        get: operations["get_deployment_api_v1_deployments__deployment_id__get"];
+        get: operations["deployments.get"];
         put?: never;
         post?: never;
         /**
          * Undeploy
          * @description Undeploy; the bundle revision signed at once no longer carries it for that gateway.
          */
-        delete: operations["undeploy_api_v1_deployments__deployment_id__delete"];
+        delete: operations["deployments.undeploy"];
         options?: never;
         head?: never;
         patch?: never;
@@ -2563,6 +2566,21 @@ export interface components {
             grant?: string | null;
             /** Grant Expires At */
             grant_expires_at?: string | null;
+        };
+        /** AuditChainVerification */
+        AuditChainVerification: {
+            /** Valid */
+            valid: boolean;
+            /** Events */
+            events: number;
+            /** Head Hash */
+            head_hash: string;
+            /** First Broken Seq */
+            first_broken_seq: number | null;
+            /** First Broken Id */
+            first_broken_id: string | null;
+            /** Reason */
+            reason: string | null;
         };
         /** AuditEventOut */
         AuditEventOut: {
@@ -2860,6 +2878,20 @@ export interface components {
             result: {
                 [key: string]: unknown;
             };
+        };
+        /** DecisionChainVerification */
+        DecisionChainVerification: {
+            /** Ok */
+            ok: boolean;
+            /** Checked */
+            checked: number;
+            /** Head Sequence */
+            head_sequence: number;
+            /** Head Hash */
+            head_hash: string;
+            /** Expired Ranges */
+            expired_ranges: number;
+            first_broken: components["schemas"]["BrokenLink"] | null;
         };
         /** DecisionDetail */
         DecisionDetail: {
@@ -4853,35 +4885,6 @@ export interface components {
             /** Description */
             description?: string | null;
         };
-        /** ChainVerification */
-        control_plane__schemas__decisions__ChainVerification: {
-            /** Ok */
-            ok: boolean;
-            /** Checked */
-            checked: number;
-            /** Head Sequence */
-            head_sequence: number;
-            /** Head Hash */
-            head_hash: string;
-            /** Expired Ranges */
-            expired_ranges: number;
-            first_broken: components["schemas"]["BrokenLink"] | null;
-        };
-        /** ChainVerification */
-        control_plane__schemas__identity__ChainVerification: {
-            /** Valid */
-            valid: boolean;
-            /** Events */
-            events: number;
-            /** Head Hash */
-            head_hash: string;
-            /** First Broken Seq */
-            first_broken_seq: number | null;
-            /** First Broken Id */
-            first_broken_id: string | null;
-            /** Reason */
-            reason: string | null;
-        };
     };
     responses: never;
     parameters: never;
@@ -4891,7 +4894,7 @@ export interface components {
 }
 export type $defs = Record<string, never>;
 export interface operations {
-    healthz_healthz_get: {
+    "system.healthz": {
         parameters: {
             query?: never;
             header?: never;
@@ -4920,7 +4923,7 @@ export interface operations {
             };
         };
     };
-    metrics_metrics_get: {
+    "system.metrics": {
         parameters: {
             query?: never;
             header?: never;
@@ -4941,7 +4944,7 @@ export interface operations {
             };
         };
     };
-    jwks__well_known_jwks_json_get: {
+    "system.jwks": {
         parameters: {
             query?: never;
             header?: never;
@@ -4963,7 +4966,7 @@ export interface operations {
             };
         };
     };
-    signup_api_v1_auth_signup_post: {
+    "auth.signup": {
         parameters: {
             query?: never;
             header?: never;
@@ -5008,7 +5011,7 @@ export interface operations {
             };
         };
     };
-    login_api_v1_auth_login_post: {
+    "auth.login": {
         parameters: {
             query?: never;
             header?: never;
@@ -5060,7 +5063,7 @@ export interface operations {
             };
         };
     };
-    refresh_api_v1_auth_refresh_post: {
+    "auth.refresh": {
         parameters: {
             query?: never;
             header?: never;
@@ -5105,7 +5108,7 @@ export interface operations {
             };
         };
     };
-    logout_api_v1_auth_logout_post: {
+    "auth.logout": {
         parameters: {
             query?: never;
             header?: never;
@@ -5130,7 +5133,7 @@ export interface operations {
             };
         };
     };
-    me_api_v1_me_get: {
+    "identity.me": {
         parameters: {
             query?: never;
             header?: never;
@@ -5157,7 +5160,7 @@ export interface operations {
             };
         };
     };
-    mfa_status_api_v1_me_mfa_get: {
+    "mfa.mfa_status": {
         parameters: {
             query?: never;
             header?: never;
@@ -5212,7 +5215,7 @@ export interface operations {
             };
         };
     };
-    start_totp_api_v1_me_mfa_totp_post: {
+    "mfa.start_totp": {
         parameters: {
             query?: never;
             header?: never;
@@ -5271,7 +5274,7 @@ export interface operations {
             };
         };
     };
-    disable_totp_api_v1_me_mfa_totp_delete: {
+    "mfa.disable_totp": {
         parameters: {
             query?: never;
             header?: never;
@@ -5328,7 +5331,7 @@ export interface operations {
             };
         };
     };
-    confirm_totp_api_v1_me_mfa_totp_confirm_post: {
+    "mfa.confirm_totp": {
         parameters: {
             query?: never;
             header?: never;
@@ -5387,7 +5390,7 @@ export interface operations {
             };
         };
     };
-    get_mfa_policy_api_v1_organization_mfa_get: {
+    "mfa.get_policy": {
         parameters: {
             query?: never;
             header?: never;
@@ -5442,7 +5445,7 @@ export interface operations {
             };
         };
     };
-    put_mfa_policy_api_v1_organization_mfa_put: {
+    "mfa.put_policy": {
         parameters: {
             query?: never;
             header?: never;
@@ -5501,7 +5504,7 @@ export interface operations {
             };
         };
     };
-    open_browser_session_api_v1_auth_session_post: {
+    "sessions.open_browser": {
         parameters: {
             query?: never;
             header?: never;
@@ -5560,7 +5563,7 @@ export interface operations {
             };
         };
     };
-    close_browser_session_api_v1_auth_session_delete: {
+    "sessions.close_browser": {
         parameters: {
             query?: never;
             header?: never;
@@ -5613,7 +5616,7 @@ export interface operations {
             };
         };
     };
-    list_sessions_api_v1_me_sessions_get: {
+    "sessions.list": {
         parameters: {
             query?: never;
             header?: never;
@@ -5668,7 +5671,7 @@ export interface operations {
             };
         };
     };
-    revoke_other_sessions_api_v1_me_sessions_delete: {
+    "sessions.revoke_other": {
         parameters: {
             query?: never;
             header?: never;
@@ -5725,7 +5728,7 @@ export interface operations {
             };
         };
     };
-    revoke_session_api_v1_me_sessions__session_id__delete: {
+    "sessions.revoke": {
         parameters: {
             query?: never;
             header?: never;
@@ -5780,7 +5783,7 @@ export interface operations {
             };
         };
     };
-    change_password_api_v1_me_password_post: {
+    "sessions.change_password": {
         parameters: {
             query?: never;
             header?: never;
@@ -5837,7 +5840,7 @@ export interface operations {
             };
         };
     };
-    list_users_api_v1_users_get: {
+    "users.list": {
         parameters: {
             query?: {
                 /** @description From the previous page. */
@@ -5896,7 +5899,7 @@ export interface operations {
             };
         };
     };
-    create_user_api_v1_users_post: {
+    "users.create": {
         parameters: {
             query?: never;
             header?: never;
@@ -5962,7 +5965,7 @@ export interface operations {
             };
         };
     };
-    get_user_api_v1_users__user_id__get: {
+    "users.get": {
         parameters: {
             query?: never;
             header?: never;
@@ -6019,7 +6022,7 @@ export interface operations {
             };
         };
     };
-    remove_user_api_v1_users__user_id__delete: {
+    "users.remove": {
         parameters: {
             query?: never;
             header?: never;
@@ -6074,7 +6077,7 @@ export interface operations {
             };
         };
     };
-    update_user_api_v1_users__user_id__patch: {
+    "users.update": {
         parameters: {
             query?: never;
             header?: never;
@@ -6135,7 +6138,7 @@ export interface operations {
             };
         };
     };
-    list_teams_api_v1_teams_get: {
+    "teams.list": {
         parameters: {
             query?: {
                 /** @description From the previous page. */
@@ -6194,7 +6197,7 @@ export interface operations {
             };
         };
     };
-    create_team_api_v1_teams_post: {
+    "teams.create": {
         parameters: {
             query?: never;
             header?: never;
@@ -6253,7 +6256,7 @@ export interface operations {
             };
         };
     };
-    get_team_api_v1_teams__team_id__get: {
+    "teams.get": {
         parameters: {
             query?: never;
             header?: never;
@@ -6310,7 +6313,7 @@ export interface operations {
             };
         };
     };
-    delete_team_api_v1_teams__team_id__delete: {
+    "teams.delete": {
         parameters: {
             query?: never;
             header?: never;
@@ -6365,7 +6368,7 @@ export interface operations {
             };
         };
     };
-    update_team_api_v1_teams__team_id__patch: {
+    "teams.update": {
         parameters: {
             query?: never;
             header?: never;
@@ -6426,7 +6429,7 @@ export interface operations {
             };
         };
     };
-    add_member_api_v1_teams__team_id__members_post: {
+    "teams.add_member": {
         parameters: {
             query?: never;
             header?: never;
@@ -6487,7 +6490,7 @@ export interface operations {
             };
         };
     };
-    remove_member_api_v1_teams__team_id__members__user_id__delete: {
+    "teams.remove_member": {
         parameters: {
             query?: never;
             header?: never;
@@ -6543,7 +6546,7 @@ export interface operations {
             };
         };
     };
-    list_workspaces_api_v1_workspaces_get: {
+    "workspaces.list": {
         parameters: {
             query?: {
                 /** @description From the previous page. */
@@ -6602,7 +6605,7 @@ export interface operations {
             };
         };
     };
-    create_workspace_api_v1_workspaces_post: {
+    "workspaces.create": {
         parameters: {
             query?: never;
             header?: never;
@@ -6661,7 +6664,7 @@ export interface operations {
             };
         };
     };
-    get_workspace_api_v1_workspaces__workspace_id__get: {
+    "workspaces.get": {
         parameters: {
             query?: never;
             header?: never;
@@ -6718,7 +6721,7 @@ export interface operations {
             };
         };
     };
-    delete_workspace_api_v1_workspaces__workspace_id__delete: {
+    "workspaces.delete": {
         parameters: {
             query?: never;
             header?: never;
@@ -6773,7 +6776,7 @@ export interface operations {
             };
         };
     };
-    update_workspace_api_v1_workspaces__workspace_id__patch: {
+    "workspaces.update": {
         parameters: {
             query?: never;
             header?: never;
@@ -6834,7 +6837,7 @@ export interface operations {
             };
         };
     };
-    list_api_keys_api_v1_api_keys_get: {
+    "api_keys.list": {
         parameters: {
             query?: {
                 /** @description From the previous page. */
@@ -6893,7 +6896,7 @@ export interface operations {
             };
         };
     };
-    create_api_key_api_v1_api_keys_post: {
+    "api_keys.create": {
         parameters: {
             query?: never;
             header?: never;
@@ -6952,7 +6955,7 @@ export interface operations {
             };
         };
     };
-    get_api_key_api_v1_api_keys__key_id__get: {
+    "api_keys.get": {
         parameters: {
             query?: never;
             header?: never;
@@ -7009,7 +7012,7 @@ export interface operations {
             };
         };
     };
-    revoke_api_key_api_v1_api_keys__key_id__delete: {
+    "api_keys.revoke": {
         parameters: {
             query?: never;
             header?: never;
@@ -7064,7 +7067,7 @@ export interface operations {
             };
         };
     };
-    list_audit_events_api_v1_audit_events_get: {
+    "audit.list_events": {
         parameters: {
             query?: {
                 cursor?: string | null;
@@ -7112,7 +7115,7 @@ export interface operations {
             };
         };
     };
-    verify_audit_chain_api_v1_audit_events_verify_get: {
+    "audit.verify_chain": {
         parameters: {
             query?: never;
             header?: never;
@@ -7127,7 +7130,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["control_plane__schemas__identity__ChainVerification"];
+                    "application/json": components["schemas"]["AuditChainVerification"];
                 };
             };
             /** @description Unauthorized */
@@ -7153,7 +7156,7 @@ export interface operations {
             };
         };
     };
-    whoami_api_v1_gateways_self_get: {
+    "gateways.whoami": {
         parameters: {
             query?: never;
             header?: never;
@@ -7208,7 +7211,7 @@ export interface operations {
             };
         };
     };
-    report_status_api_v1_gateways_self_status_post: {
+    "gateways.report_status": {
         parameters: {
             query?: never;
             header?: never;
@@ -7265,7 +7268,7 @@ export interface operations {
             };
         };
     };
-    list_gateways_api_v1_gateways_get: {
+    "gateways.list": {
         parameters: {
             query?: {
                 /** @description From the previous page. */
@@ -7324,7 +7327,7 @@ export interface operations {
             };
         };
     };
-    create_gateway_api_v1_gateways_post: {
+    "gateways.create": {
         parameters: {
             query?: never;
             header?: never;
@@ -7390,7 +7393,7 @@ export interface operations {
             };
         };
     };
-    get_gateway_api_v1_gateways__gateway_id__get: {
+    "gateways.get": {
         parameters: {
             query?: never;
             header?: never;
@@ -7447,7 +7450,7 @@ export interface operations {
             };
         };
     };
-    delete_gateway_api_v1_gateways__gateway_id__delete: {
+    "gateways.delete": {
         parameters: {
             query?: never;
             header?: never;
@@ -7502,7 +7505,7 @@ export interface operations {
             };
         };
     };
-    rotate_credential_api_v1_gateways__gateway_id__credential_post: {
+    "gateways.rotate_credential": {
         parameters: {
             query?: never;
             header?: never;
@@ -7559,7 +7562,7 @@ export interface operations {
             };
         };
     };
-    list_providers_api_v1_sso_providers_get: {
+    "sso.list_providers": {
         parameters: {
             query?: {
                 /** @description From the previous page. */
@@ -7618,7 +7621,7 @@ export interface operations {
             };
         };
     };
-    create_provider_api_v1_sso_providers_post: {
+    "sso.create_provider": {
         parameters: {
             query?: never;
             header?: never;
@@ -7677,7 +7680,7 @@ export interface operations {
             };
         };
     };
-    get_provider_api_v1_sso_providers__provider_id__get: {
+    "sso.get_provider": {
         parameters: {
             query?: never;
             header?: never;
@@ -7734,7 +7737,7 @@ export interface operations {
             };
         };
     };
-    delete_provider_api_v1_sso_providers__provider_id__delete: {
+    "sso.delete_provider": {
         parameters: {
             query?: never;
             header?: never;
@@ -7789,7 +7792,7 @@ export interface operations {
             };
         };
     };
-    update_provider_api_v1_sso_providers__provider_id__patch: {
+    "sso.update_provider": {
         parameters: {
             query?: never;
             header?: never;
@@ -7850,7 +7853,7 @@ export interface operations {
             };
         };
     };
-    get_settings_api_v1_sso_settings_get: {
+    "sso.get_settings": {
         parameters: {
             query?: never;
             header?: never;
@@ -7905,7 +7908,7 @@ export interface operations {
             };
         };
     };
-    put_settings_api_v1_sso_settings_put: {
+    "sso.put_settings": {
         parameters: {
             query?: never;
             header?: never;
@@ -7964,7 +7967,7 @@ export interface operations {
             };
         };
     };
-    discover_api_v1_auth_sso_discover_get: {
+    "auth.discover": {
         parameters: {
             query: {
                 email: string;
@@ -8000,7 +8003,7 @@ export interface operations {
             };
         };
     };
-    exchange_api_v1_auth_sso_exchange_post: {
+    "auth.exchange": {
         parameters: {
             query?: never;
             header?: never;
@@ -8045,7 +8048,7 @@ export interface operations {
             };
         };
     };
-    link_api_v1_auth_sso_link_post: {
+    "auth.link": {
         parameters: {
             query?: never;
             header?: never;
@@ -8104,7 +8107,7 @@ export interface operations {
             };
         };
     };
-    oidc_login_api_v1_auth_oidc__provider_id__login_get: {
+    "auth.oidc_login": {
         parameters: {
             query?: never;
             header?: never;
@@ -8159,7 +8162,7 @@ export interface operations {
             };
         };
     };
-    oidc_callback_api_v1_auth_oidc__provider_id__callback_get: {
+    "auth.oidc_callback": {
         parameters: {
             query: {
                 state: string;
@@ -8218,7 +8221,7 @@ export interface operations {
             };
         };
     };
-    saml_metadata_api_v1_auth_saml__provider_id__metadata_get: {
+    "auth.saml_metadata": {
         parameters: {
             query?: never;
             header?: never;
@@ -8254,7 +8257,7 @@ export interface operations {
             };
         };
     };
-    saml_login_api_v1_auth_saml__provider_id__login_get: {
+    "auth.saml_login": {
         parameters: {
             query?: never;
             header?: never;
@@ -8309,7 +8312,7 @@ export interface operations {
             };
         };
     };
-    saml_acs_api_v1_auth_saml__provider_id__acs_post: {
+    "auth.saml_acs": {
         parameters: {
             query?: never;
             header?: never;
@@ -8364,7 +8367,7 @@ export interface operations {
             };
         };
     };
-    list_domains_api_v1_domains_get: {
+    "domains.list": {
         parameters: {
             query?: {
                 /** @description From the previous page. */
@@ -8423,7 +8426,7 @@ export interface operations {
             };
         };
     };
-    claim_domain_api_v1_domains_post: {
+    "domains.claim": {
         parameters: {
             query?: never;
             header?: never;
@@ -8482,7 +8485,7 @@ export interface operations {
             };
         };
     };
-    get_domain_api_v1_domains__domain_id__get: {
+    "domains.get": {
         parameters: {
             query?: never;
             header?: never;
@@ -8539,7 +8542,7 @@ export interface operations {
             };
         };
     };
-    delete_domain_api_v1_domains__domain_id__delete: {
+    "domains.delete": {
         parameters: {
             query?: never;
             header?: never;
@@ -8594,7 +8597,7 @@ export interface operations {
             };
         };
     };
-    verify_domain_api_v1_domains__domain_id__verify_post: {
+    "domains.verify": {
         parameters: {
             query?: never;
             header?: never;
@@ -8658,7 +8661,7 @@ export interface operations {
             };
         };
     };
-    list_approvals_api_v1_approvals_get: {
+    "approvals.list": {
         parameters: {
             query?: {
                 status?: ("pending" | "approved" | "denied" | "expired") | null;
@@ -8718,7 +8721,7 @@ export interface operations {
             };
         };
     };
-    get_approval_api_v1_approvals__approval_id__get: {
+    "approvals.get": {
         parameters: {
             query?: never;
             header?: never;
@@ -8775,7 +8778,7 @@ export interface operations {
             };
         };
     };
-    approve_api_v1_approvals__approval_id__approve_post: {
+    "approvals.approve": {
         parameters: {
             query?: never;
             header?: never;
@@ -8836,7 +8839,7 @@ export interface operations {
             };
         };
     };
-    deny_api_v1_approvals__approval_id__deny_post: {
+    "approvals.deny": {
         parameters: {
             query?: never;
             header?: never;
@@ -8897,7 +8900,7 @@ export interface operations {
             };
         };
     };
-    redeem_grant_api_v1_approvals_grants_redeem_post: {
+    "approvals.redeem_grant": {
         parameters: {
             query?: never;
             header?: never;
@@ -8956,7 +8959,7 @@ export interface operations {
             };
         };
     };
-    list_webhooks_api_v1_webhooks_get: {
+    "webhooks.list": {
         parameters: {
             query?: {
                 /** @description From the previous page. */
@@ -9015,7 +9018,7 @@ export interface operations {
             };
         };
     };
-    create_webhook_api_v1_webhooks_post: {
+    "webhooks.create": {
         parameters: {
             query?: never;
             header?: never;
@@ -9074,7 +9077,7 @@ export interface operations {
             };
         };
     };
-    get_webhook_api_v1_webhooks__webhook_id__get: {
+    "webhooks.get": {
         parameters: {
             query?: never;
             header?: never;
@@ -9131,7 +9134,7 @@ export interface operations {
             };
         };
     };
-    delete_webhook_api_v1_webhooks__webhook_id__delete: {
+    "webhooks.delete": {
         parameters: {
             query?: never;
             header?: never;
@@ -9186,7 +9189,7 @@ export interface operations {
             };
         };
     };
-    update_webhook_api_v1_webhooks__webhook_id__patch: {
+    "webhooks.update": {
         parameters: {
             query?: never;
             header?: never;
@@ -9247,7 +9250,7 @@ export interface operations {
             };
         };
     };
-    rotate_secret_api_v1_webhooks__webhook_id__secret_post: {
+    "webhooks.rotate_secret": {
         parameters: {
             query?: never;
             header?: never;
@@ -9308,7 +9311,7 @@ export interface operations {
             };
         };
     };
-    list_deliveries_api_v1_webhooks__webhook_id__deliveries_get: {
+    "webhooks.list_deliveries": {
         parameters: {
             query?: {
                 status?: ("pending" | "delivered" | "failed") | null;
@@ -9370,7 +9373,7 @@ export interface operations {
             };
         };
     };
-    list_usage_api_v1_usage_get: {
+    "budgets.list_usage": {
         parameters: {
             query?: {
                 /** @description From the previous page. */
@@ -9417,7 +9420,7 @@ export interface operations {
             };
         };
     };
-    list_budgets_api_v1_budgets_get: {
+    "budgets.list": {
         parameters: {
             query?: never;
             header?: never;
@@ -9451,7 +9454,7 @@ export interface operations {
             };
         };
     };
-    usage_totals_api_v1_usage_totals_get: {
+    "budgets.usage_totals": {
         parameters: {
             query?: {
                 from?: string | null;
@@ -9498,7 +9501,7 @@ export interface operations {
             };
         };
     };
-    get_plan_api_v1_plan_get: {
+    "plans.get": {
         parameters: {
             query?: never;
             header?: never;
@@ -9532,7 +9535,7 @@ export interface operations {
             };
         };
     };
-    authorization_server_metadata__well_known_oauth_authorization_server_oauth__organization_id__get: {
+    "oauth.authorization_server_metadata": {
         parameters: {
             query?: never;
             header?: never;
@@ -9563,7 +9566,7 @@ export interface operations {
             };
         };
     };
-    openid_configuration__well_known_openid_configuration_oauth__organization_id__get: {
+    "oauth.openid_configuration": {
         parameters: {
             query?: never;
             header?: never;
@@ -9594,7 +9597,7 @@ export interface operations {
             };
         };
     };
-    authorize_oauth__organization_id__authorize_get: {
+    "oauth.authorize": {
         parameters: {
             query?: never;
             header?: never;
@@ -9625,7 +9628,7 @@ export interface operations {
             };
         };
     };
-    token_oauth__organization_id__token_post: {
+    "oauth.token": {
         parameters: {
             query?: never;
             header?: never;
@@ -9656,7 +9659,7 @@ export interface operations {
             };
         };
     };
-    register_oauth__organization_id__register_post: {
+    "oauth.register": {
         parameters: {
             query?: never;
             header?: never;
@@ -9687,7 +9690,7 @@ export interface operations {
             };
         };
     };
-    consent_request_api_v1_oauth_requests__request_id__get: {
+    "oauth.consent_request": {
         parameters: {
             query?: never;
             header?: never;
@@ -9737,7 +9740,7 @@ export interface operations {
             };
         };
     };
-    decide_api_v1_oauth_requests__request_id__post: {
+    "oauth.decide": {
         parameters: {
             query?: never;
             header?: never;
@@ -9791,7 +9794,7 @@ export interface operations {
             };
         };
     };
-    my_grants_api_v1_oauth_grants_get: {
+    "oauth.my_grants": {
         parameters: {
             query?: never;
             header?: never;
@@ -9839,7 +9842,7 @@ export interface operations {
             };
         };
     };
-    revoke_my_grant_api_v1_oauth_grants__grant_id__delete: {
+    "oauth.revoke_my_grant": {
         parameters: {
             query?: never;
             header?: never;
@@ -9887,7 +9890,7 @@ export interface operations {
             };
         };
     };
-    organization_clients_api_v1_oauth_clients_get: {
+    "oauth.organization_clients": {
         parameters: {
             query?: never;
             header?: never;
@@ -9935,7 +9938,7 @@ export interface operations {
             };
         };
     };
-    block_client_api_v1_oauth_clients__client_ref__blocked_put: {
+    "oauth.block_client": {
         parameters: {
             query?: never;
             header?: never;
@@ -9989,7 +9992,7 @@ export interface operations {
             };
         };
     };
-    get_settings_api_v1_oauth_settings_get: {
+    "oauth.get_settings": {
         parameters: {
             query?: never;
             header?: never;
@@ -10037,7 +10040,7 @@ export interface operations {
             };
         };
     };
-    put_settings_api_v1_oauth_settings_put: {
+    "oauth.put_settings": {
         parameters: {
             query?: never;
             header?: never;
@@ -10089,7 +10092,7 @@ export interface operations {
             };
         };
     };
-    get_settings_api_v1_policies_settings_get: {
+    "replays.get_settings": {
         parameters: {
             query?: never;
             header?: never;
@@ -10151,7 +10154,7 @@ export interface operations {
             };
         };
     };
-    update_settings_api_v1_policies_settings_patch: {
+    "replays.update_settings": {
         parameters: {
             query?: never;
             header?: never;
@@ -10217,7 +10220,7 @@ export interface operations {
             };
         };
     };
-    replay_set_api_v1_policies_replay_post: {
+    "replays.replay_set": {
         parameters: {
             query?: never;
             header?: never;
@@ -10283,7 +10286,7 @@ export interface operations {
             };
         };
     };
-    replay_policy_api_v1_policies__policy_id__replay_post: {
+    "replays.replay_policy": {
         parameters: {
             query?: never;
             header?: never;
@@ -10351,7 +10354,7 @@ export interface operations {
             };
         };
     };
-    list_replays_api_v1_replays_get: {
+    "replays.list": {
         parameters: {
             query?: {
                 /** @description From the previous page. */
@@ -10417,7 +10420,7 @@ export interface operations {
             };
         };
     };
-    get_replay_api_v1_replays__replay_id__get: {
+    "replays.get": {
         parameters: {
             query?: never;
             header?: never;
@@ -10481,7 +10484,7 @@ export interface operations {
             };
         };
     };
-    list_policies_api_v1_policies_get: {
+    "policies.list": {
         parameters: {
             query?: {
                 /** @description From the previous page. */
@@ -10548,7 +10551,7 @@ export interface operations {
             };
         };
     };
-    apply_policies_api_v1_policies_post: {
+    "policies.apply": {
         parameters: {
             query?: never;
             header?: never;
@@ -10614,7 +10617,7 @@ export interface operations {
             };
         };
     };
-    validate_policies_api_v1_policies_validate_post: {
+    "policies.validate": {
         parameters: {
             query?: never;
             header?: never;
@@ -10680,7 +10683,7 @@ export interface operations {
             };
         };
     };
-    simulate_api_v1_policies_simulate_post: {
+    "policies.simulate": {
         parameters: {
             query?: never;
             header?: never;
@@ -10748,7 +10751,7 @@ export interface operations {
             };
         };
     };
-    run_tests_api_v1_policies_test_post: {
+    "policies.run_tests": {
         parameters: {
             query?: never;
             header?: never;
@@ -10814,7 +10817,7 @@ export interface operations {
             };
         };
     };
-    publish_api_v1_policies_publish_post: {
+    "policies.publish": {
         parameters: {
             query?: never;
             header?: never;
@@ -10880,7 +10883,7 @@ export interface operations {
             };
         };
     };
-    rollback_api_v1_policies_rollback_post: {
+    "policies.rollback": {
         parameters: {
             query?: never;
             header?: never;
@@ -10946,7 +10949,7 @@ export interface operations {
             };
         };
     };
-    get_policy_api_v1_policies__policy_id__get: {
+    "policies.get": {
         parameters: {
             query?: never;
             header?: never;
@@ -11010,7 +11013,7 @@ export interface operations {
             };
         };
     };
-    delete_policy_api_v1_policies__policy_id__delete: {
+    "policies.delete": {
         parameters: {
             query?: never;
             header?: never;
@@ -11072,7 +11075,7 @@ export interface operations {
             };
         };
     };
-    list_versions_api_v1_policies__policy_id__versions_get: {
+    "policies.list_versions": {
         parameters: {
             query?: never;
             header?: never;
@@ -11136,7 +11139,7 @@ export interface operations {
             };
         };
     };
-    get_version_api_v1_policies__policy_id__versions__version__get: {
+    "policies.get_version": {
         parameters: {
             query?: never;
             header?: never;
@@ -11201,7 +11204,7 @@ export interface operations {
             };
         };
     };
-    diff_api_v1_policies__policy_id__diff_get: {
+    "policies.diff": {
         parameters: {
             query: {
                 from: number;
@@ -11270,7 +11273,7 @@ export interface operations {
             };
         };
     };
-    list_bundles_api_v1_bundles_get: {
+    "bundles.list": {
         parameters: {
             query?: {
                 /** @description From the previous page. */
@@ -11324,7 +11327,7 @@ export interface operations {
             };
         };
     };
-    download_api_v1_bundles__scope__bundle_tar_gz_get: {
+    "bundles.download": {
         parameters: {
             query?: never;
             header?: {
@@ -11387,7 +11390,7 @@ export interface operations {
             };
         };
     };
-    scope_jwks_api_v1_bundles__scope__jwks_json_get: {
+    "bundles.scope_jwks": {
         parameters: {
             query?: never;
             header?: never;
@@ -11427,7 +11430,7 @@ export interface operations {
             };
         };
     };
-    ingest_decisions_api_v1_decisions_ingest_post: {
+    "decisions.ingest": {
         parameters: {
             query?: never;
             header?: never;
@@ -11508,7 +11511,7 @@ export interface operations {
             };
         };
     };
-    ingest_opa_decisions_api_v1_decisions_opa_post: {
+    "decisions.ingest_opa": {
         parameters: {
             query?: never;
             header?: never;
@@ -11601,7 +11604,7 @@ export interface operations {
             };
         };
     };
-    list_decisions_api_v1_decisions_get: {
+    "decisions.list": {
         parameters: {
             query?: {
                 /** @description RFC 3339; decisions at or after. */
@@ -11678,7 +11681,7 @@ export interface operations {
             };
         };
     };
-    export_decisions_api_v1_decisions_export_get: {
+    "decisions.export": {
         parameters: {
             query?: {
                 /** @description RFC 3339; decisions at or after. */
@@ -11754,7 +11757,7 @@ export interface operations {
             };
         };
     };
-    aggregate_decisions_api_v1_decisions_aggregates_get: {
+    "decisions.aggregate": {
         parameters: {
             query?: {
                 /** @description RFC 3339; decisions at or after. */
@@ -11832,7 +11835,7 @@ export interface operations {
             };
         };
     };
-    verify_decision_chain_api_v1_decisions_verify_get: {
+    "decisions.verify_chain": {
         parameters: {
             query?: never;
             header?: never;
@@ -11847,7 +11850,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["control_plane__schemas__decisions__ChainVerification"];
+                    "application/json": components["schemas"]["DecisionChainVerification"];
                 };
             };
             /** @description Unauthorized */
@@ -11887,7 +11890,7 @@ export interface operations {
             };
         };
     };
-    get_decision_retention_api_v1_decisions_retention_get: {
+    "decisions.get_retention": {
         parameters: {
             query?: never;
             header?: never;
@@ -11942,7 +11945,7 @@ export interface operations {
             };
         };
     };
-    set_decision_retention_api_v1_decisions_retention_put: {
+    "decisions.set_retention": {
         parameters: {
             query?: never;
             header?: never;
@@ -12001,7 +12004,7 @@ export interface operations {
             };
         };
     };
-    get_decision_api_v1_decisions__decision_id__get: {
+    "decisions.get": {
         parameters: {
             query?: never;
             header?: never;
@@ -12058,7 +12061,7 @@ export interface operations {
             };
         };
     };
-    ingest_executions_api_v1_executions_ingest_post: {
+    "decisions.ingest_executions": {
         parameters: {
             query?: never;
             header?: never;
@@ -12117,7 +12120,7 @@ export interface operations {
             };
         };
     };
-    list_executions_api_v1_executions_get: {
+    "decisions.list_executions": {
         parameters: {
             query?: {
                 /** @description From the previous page. */
@@ -12179,7 +12182,7 @@ export interface operations {
             };
         };
     };
-    list_secrets_api_v1_secrets_get: {
+    "secrets.list": {
         parameters: {
             query?: never;
             header?: never;
@@ -12234,7 +12237,7 @@ export interface operations {
             };
         };
     };
-    put_provider_key_api_v1_secrets_providers__provider__put: {
+    "secrets.put_provider_key": {
         parameters: {
             query?: never;
             header?: never;
@@ -12303,7 +12306,7 @@ export interface operations {
             };
         };
     };
-    delete_provider_key_api_v1_secrets_providers__provider__delete: {
+    "secrets.delete_provider_key": {
         parameters: {
             query?: never;
             header?: never;
@@ -12359,7 +12362,7 @@ export interface operations {
             };
         };
     };
-    list_agents_api_v1_agents_get: {
+    "agents.list": {
         parameters: {
             query?: {
                 /** @description From the previous page. */
@@ -12418,7 +12421,7 @@ export interface operations {
             };
         };
     };
-    apply_agents_api_v1_agents_post: {
+    "agents.apply": {
         parameters: {
             query?: never;
             header?: never;
@@ -12484,7 +12487,7 @@ export interface operations {
             };
         };
     };
-    get_agent_api_v1_agents__agent_id__get: {
+    "agents.get": {
         parameters: {
             query?: never;
             header?: never;
@@ -12541,7 +12544,7 @@ export interface operations {
             };
         };
     };
-    delete_agent_api_v1_agents__agent_id__delete: {
+    "agents.delete": {
         parameters: {
             query?: never;
             header?: never;
@@ -12596,7 +12599,7 @@ export interface operations {
             };
         };
     };
-    list_agent_versions_api_v1_agents__agent_id__versions_get: {
+    "agents.list_versions": {
         parameters: {
             query?: never;
             header?: never;
@@ -12653,7 +12656,7 @@ export interface operations {
             };
         };
     };
-    get_agent_version_api_v1_agents__agent_id__versions__version__get: {
+    "agents.get_version": {
         parameters: {
             query?: never;
             header?: never;
@@ -12711,7 +12714,7 @@ export interface operations {
             };
         };
     };
-    export_agent_api_v1_agents__agent_id__export_get: {
+    "agents.export": {
         parameters: {
             query?: {
                 version?: number | null;
@@ -12770,7 +12773,7 @@ export interface operations {
             };
         };
     };
-    list_pipelines_api_v1_pipelines_get: {
+    "pipelines.list": {
         parameters: {
             query?: {
                 /** @description From the previous page. */
@@ -12829,7 +12832,7 @@ export interface operations {
             };
         };
     };
-    apply_pipelines_api_v1_pipelines_post: {
+    "pipelines.apply": {
         parameters: {
             query?: never;
             header?: never;
@@ -12895,7 +12898,7 @@ export interface operations {
             };
         };
     };
-    get_pipeline_api_v1_pipelines__pipeline_id__get: {
+    "pipelines.get": {
         parameters: {
             query?: never;
             header?: never;
@@ -12952,7 +12955,7 @@ export interface operations {
             };
         };
     };
-    delete_pipeline_api_v1_pipelines__pipeline_id__delete: {
+    "pipelines.delete": {
         parameters: {
             query?: never;
             header?: never;
@@ -13007,7 +13010,7 @@ export interface operations {
             };
         };
     };
-    list_pipeline_versions_api_v1_pipelines__pipeline_id__versions_get: {
+    "pipelines.list_versions": {
         parameters: {
             query?: never;
             header?: never;
@@ -13064,7 +13067,7 @@ export interface operations {
             };
         };
     };
-    get_pipeline_version_api_v1_pipelines__pipeline_id__versions__version__get: {
+    "pipelines.get_version": {
         parameters: {
             query?: never;
             header?: never;
@@ -13122,7 +13125,7 @@ export interface operations {
             };
         };
     };
-    export_pipeline_api_v1_pipelines__pipeline_id__export_get: {
+    "pipelines.export": {
         parameters: {
             query?: {
                 version?: number | null;
@@ -13181,7 +13184,7 @@ export interface operations {
             };
         };
     };
-    list_deployments_api_v1_deployments_get: {
+    "deployments.list": {
         parameters: {
             query?: {
                 /** @description From the previous page. */
@@ -13243,7 +13246,7 @@ export interface operations {
             };
         };
     };
-    deploy_api_v1_deployments_post: {
+    "deployments.deploy": {
         parameters: {
             query?: never;
             header?: never;
@@ -13311,7 +13314,7 @@ export interface operations {
             };
         };
     };
-    get_deployment_api_v1_deployments__deployment_id__get: {
+    "deployments.get": {
         parameters: {
             query?: never;
             header?: never;
@@ -13368,7 +13371,7 @@ export interface operations {
             };
         };
     };
-    undeploy_api_v1_deployments__deployment_id__delete: {
+    "deployments.undeploy": {
         parameters: {
             query?: never;
             header?: never;

@@ -10,9 +10,9 @@ export type Workspace = Schemas["Workspace"];
 export type ApiKey = Schemas["ApiKey"];
 export type ApiKeyCreated = Schemas["ApiKeyCreated"];
 export type AuditEvent = Schemas["AuditEventOut"];
-export type ChainVerification = Schemas["control_plane__schemas__identity__ChainVerification"];
+export type AuditChainVerification = Schemas["AuditChainVerification"];
 /** The decision log's hash chain (GET /api/v1/decisions/verify). */
-export type DecisionChainVerification = Schemas["control_plane__schemas__decisions__ChainVerification"];
+export type DecisionChainVerification = Schemas["DecisionChainVerification"];
 
 export interface Page<T> {
   items: T[];

@@ -1,5 +1,5 @@
 import { useState } from "react";
-import type { AuditEvent, ChainVerification } from "../../api/types";
+import type { AuditEvent, AuditChainVerification } from "../../api/types";
 import { useAuth } from "../../auth/AuthContext";
 import { Empty, ErrorMessage, Loading, formatTime } from "../../components/ui";
 import { qs } from "../../api/client";
@@ -7,7 +7,7 @@ import { usePaged, useResource } from "../../lib/useApi";
 
 function Verification() {
   const { can } = useAuth();
-  const verify = useResource<ChainVerification>(can("audit_events:verify") ? "/api/v1/audit-events/verify" : null);
+  const verify = useResource<AuditChainVerification>(can("audit_events:verify") ? "/api/v1/audit-events/verify" : null);
   if (!can("audit_events:verify")) return null;
   return (
     <div className="card" aria-live="polite">
