@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from control_plane.settings import Settings
 from kaizen_studio import backup as backup_cli
+from kaizen_studio import remote_cli
 from policy import cli as policy_cli
 from policy.heap import settle_heap
 
@@ -382,7 +383,11 @@ def build_parser() -> argparse.ArgumentParser:
     sidecar.set_defaults(func=cmd_sidecar)
 
     backup_cli.register(sub)  # `backup DIR`, `restore DIR`
-    policy_cli.register(sub)  # `policy validate|test|compile`, `bundle build|verify|keygen`
+    policy = policy_cli.register(
+        sub
+    )  # `policy validate|test|compile`, `bundle build|verify|keygen`
+    remote_cli.register(sub, policy)  # `login`, `policy push|replay|publish`
+    remote_cli.extend_test(policy.choices["test"])  # `policy test --remote`
     from gateways import cli as gateway_cli  # noqa: TID251  (the launcher starts each runtime)
 
     gateway_cli.register(sub)  # `gateway`, `call AGENT --input TEXT`

@@ -1,8 +1,10 @@
 """`kaizen-studio policy …` and `kaizen-studio bundle …`: offline policy work for CI.
 
-The control plane's CLI calls `register(subparsers)`; `python -m policy.cli` runs the
-same commands on their own. Every command returns its exit code: 0 success, 1 invalid
-policy / failing test / rejected bundle, 2 bad usage.
+The control plane's CLI calls `register(subparsers)` (and adds the commands that talk to
+a running control plane, kaizen_studio/remote_cli.py, to the `policy` group it returns);
+`python -m policy.cli` runs the offline commands on their own. Every command returns its
+exit code: 0 success; 1 the policy is at fault (invalid documents, a failing test, a
+rejected bundle); 2 it could not run (bad usage, unreadable files).
 """
 
 from __future__ import annotations
@@ -13,21 +15,29 @@ import sys
 import urllib.request
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from policy.bundle import build_bundle, load_bundle
 from policy.compiler import CompileContext, CompiledPolicy, CompileError, compile_policy
 from policy.errors import BundleError, BundleVerificationError, PolicyValidationError
 from policy.keys import SigningKeyError, generate_ed25519, jwks_json, load_private_key
 from policy.policy_set import PolicySet
+from policy.report_formats import FORMATS, render
 from policy.testrunner import run_policy_tests
 
 SOURCE_SUFFIXES = (".yaml", ".yml", ".json")
 
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    _register_policy(subparsers)
+if TYPE_CHECKING:  # a generic only to the type checker
+    Commands: TypeAlias = argparse._SubParsersAction[argparse.ArgumentParser]
+POLICY_FAULT, COULD_NOT_RUN = 1, 2
+
+
+def register(subparsers: Commands) -> Commands:
+    """Add `policy …` and `bundle …`; returns the `policy` group's subcommands."""
+    policy = _register_policy(subparsers)
     _register_bundle(subparsers)
+    return policy
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -38,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code
 
 
-def _register_policy(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _register_policy(subparsers: Commands) -> Commands:
     policy = subparsers.add_parser(
         "policy",
         help="validate, test and compile policy documents",
@@ -61,8 +71,9 @@ def _register_policy(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
         help="run the PolicyTest cases; non-zero exit and a diff on failure",
         description="Compile the set and run every PolicyTest case against the decision engine.",
     )
-    _add_sources(test)
+    _add_sources(test, nargs="*")  # none only with --remote (kaizen_studio/remote_cli.py)
     test.add_argument("--org", default="policy-tests", help="organization id to compile for")
+    add_format(test)
     test.set_defaults(func=_test)
 
     compile_ = commands.add_parser(
@@ -75,9 +86,10 @@ def _register_policy(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
     _add_context(compile_)
     compile_.add_argument("--out", type=Path, help="directory to write the compiled files to")
     compile_.set_defaults(func=_compile)
+    return commands
 
 
-def _register_bundle(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _register_bundle(subparsers: Commands) -> None:
     bundle = subparsers.add_parser(
         "bundle",
         help="build, verify and sign OPA-format policy bundles",
@@ -127,8 +139,19 @@ def _register_bundle(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
     keygen.set_defaults(func=_keygen)
 
 
-def _add_sources(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="files or directories")
+def add_format(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="text",
+        help="text (default), json, or junit (JUnit XML for CI test reports)",
+    )
+
+
+def _add_sources(parser: argparse.ArgumentParser, nargs: str = "+") -> None:
+    parser.add_argument(
+        "paths", nargs=nargs, type=Path, metavar="PATH", help="files or directories"
+    )
     parser.add_argument(
         "--no-builtin-roles",
         action="store_true",
@@ -144,7 +167,7 @@ def _add_context(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _source_files(paths: Sequence[Path]) -> Iterator[Path]:
+def source_files(paths: Sequence[Path]) -> Iterator[Path]:
     for path in paths:
         if path.is_dir():
             yield from sorted(
@@ -154,17 +177,25 @@ def _source_files(paths: Sequence[Path]) -> Iterator[Path]:
             yield path
 
 
-def _load_set(args: argparse.Namespace) -> PolicySet | None:
+def read_sources(paths: Sequence[Path]) -> list[tuple[str, str]] | None:
+    """(file name, text) of every source under `paths`; None (said on stderr) if unreadable."""
     try:
-        sources = [(str(p), p.read_text(encoding="utf-8")) for p in _source_files(args.paths)]
+        return [(str(p), p.read_text(encoding="utf-8")) for p in source_files(paths)]
     except (OSError, UnicodeDecodeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return None
+
+
+def _load_set(args: argparse.Namespace) -> PolicySet | int:
+    """The policy set, or the exit code (said on stderr) why there is none."""
+    sources = read_sources(args.paths)
+    if sources is None:
+        return COULD_NOT_RUN
     try:
         return PolicySet.from_sources(sources, builtin_roles=not args.no_builtin_roles)
     except PolicyValidationError as exc:
         print(exc.format(), file=sys.stderr)
-        return None
+        return POLICY_FAULT
 
 
 def _context(args: argparse.Namespace) -> CompileContext:
@@ -180,8 +211,8 @@ def _read_json(path: Path) -> Any:
 
 def _validate(args: argparse.Namespace) -> int:
     policy_set = _load_set(args)
-    if policy_set is None:
-        return 1
+    if isinstance(policy_set, int):
+        return policy_set
     counts: dict[str, int] = {}
     for document in policy_set.documents:
         counts[document.kind] = counts.get(document.kind, 0) + 1
@@ -191,18 +222,29 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _test(args: argparse.Namespace) -> int:
+    if not args.paths:
+        print("error: which policies? give one or more PATHs", file=sys.stderr)
+        return COULD_NOT_RUN
     policy_set = _load_set(args)
-    if policy_set is None:
-        return 1
+    if isinstance(policy_set, int):
+        return policy_set
     report = run_policy_tests(policy_set, context=CompileContext(args.org))
-    print(report.format(), file=sys.stdout if report.passed else sys.stderr)
-    return 0 if report.passed else 1
+    return print_report(report.to_dict(), args.format)
+
+
+def print_report(report: dict[str, Any], fmt: str) -> int:
+    """Print a test report in `fmt`; 0 when every case passed, else POLICY_FAULT. As text, a
+    failing report goes to stderr; json and junit always go to stdout (a CI artefact)."""
+    passed = bool(report["passed"])
+    stream = sys.stdout if passed or fmt != "text" else sys.stderr
+    print(render(report, fmt), file=stream)
+    return 0 if passed else POLICY_FAULT
 
 
 def _compile(args: argparse.Namespace) -> int:
     policy_set = _load_set(args)
-    if policy_set is None:
-        return 1
+    if isinstance(policy_set, int):
+        return policy_set
     try:
         compiled = compile_policy(policy_set, _context(args))
     except (CompileError, OSError, ValueError) as exc:
@@ -239,8 +281,8 @@ def _compiled_json(compiled: CompiledPolicy) -> dict[str, Any]:
 
 def _build(args: argparse.Namespace) -> int:
     policy_set = _load_set(args)
-    if policy_set is None:
-        return 1
+    if isinstance(policy_set, int):
+        return policy_set
     try:
         compiled = compile_policy(policy_set, _context(args))
         if not args.skip_tests:
@@ -276,7 +318,7 @@ def _verify(args: argparse.Namespace) -> int:
         data = args.bundle.read_bytes()
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return COULD_NOT_RUN
     try:
         bundle = load_bundle(data, jwks, scope=args.scope, current_revision=args.current_revision)
     except BundleVerificationError as exc:
@@ -303,7 +345,7 @@ def _keygen(args: argparse.Namespace) -> int:
         args.jwks_out.write_text(jwks_json(jwks), encoding="utf-8")
     except OSError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return COULD_NOT_RUN
     print(f"wrote {args.key_out} (keep it secret) and {args.jwks_out}")
     return 0
 

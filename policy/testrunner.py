@@ -91,6 +91,18 @@ class PolicyTestReport:
     def failures(self) -> tuple[CaseResult, ...]:
         return tuple(r for r in self.results if not r.passed)
 
+    def to_dict(self) -> dict[str, Any]:
+        """The report as the API answers it and `policy test --format json` prints it."""
+        return {
+            "passed": self.passed,
+            "total": len(self.results),
+            "cases": [
+                {"document": r.document, "case": r.case, "passed": r.passed} for r in self.results
+            ],
+            "failures": [r.to_dict() for r in self.failures],
+            "report": self.format(),
+        }
+
     def format(self) -> str:
         parts = [r.explain() for r in self.failures]
         passed = len(self.results) - len(self.failures)

@@ -8,7 +8,7 @@ from pydantic import AwareDatetime
 from control_plane import observability
 from control_plane.api.deps import Limit, Tenant, requires
 from control_plane.schemas.base import Page, QueryText
-from control_plane.schemas.identity import AuditEventOut, AuditChainVerification
+from control_plane.schemas.identity import AuditChainVerification, AuditEventOut
 from control_plane.services import audit
 
 router = APIRouter(prefix="/api/v1/audit-events", tags=["audit"])

@@ -71,9 +71,16 @@ class TestRequest(Input):
     draft: bool = True
 
 
+class TestCaseResult(Output):
+    document: str
+    case: str
+    passed: bool
+
+
 class TestReport(Output):
     passed: bool
     total: int
+    cases: list[TestCaseResult] = Field(description="Every case run, passed or not.")
     failures: list[dict[str, Any]]
     report: str
 

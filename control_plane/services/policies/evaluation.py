@@ -126,15 +126,6 @@ async def simulate(
     return decision
 
 
-def report_dict(report: PolicyTestReport) -> dict[str, Any]:
-    return {
-        "passed": report.passed,
-        "total": len(report.results),
-        "failures": [r.to_dict() for r in report.failures],
-        "report": report.format(),
-    }
-
-
 async def test(
     sandbox: RegoSandbox, organization_id: uuid.UUID, prepared: Prepared
 ) -> dict[str, Any]:
@@ -145,4 +136,4 @@ async def test(
         prepared.sources,
         prepared.context,
     )
-    return report_dict(report)
+    return report.to_dict()
