@@ -33,9 +33,9 @@ from authz_sidecar.budgets import ReservationBook
 from authz_sidecar.engine_holder import EngineHolder, Snapshot
 from authz_sidecar.grants import GrantError, ReplayGuard
 from authz_sidecar.mapping import HttpFacts, MappedRequest, MappingError, map_request
-from policy.budgets import BudgetKey
-from policy.decision_input import Outcome
-from policy.engine import Decision, DecisionEngine, new_decision_id
+from policy.engine.budgets import BudgetKey
+from policy.engine.decide import Decision, DecisionEngine, new_decision_id
+from policy.engine.decision_input import Outcome
 
 log = logging.getLogger(__name__)
 

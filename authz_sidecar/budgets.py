@@ -1,4 +1,4 @@
-"""Budget counters for the engine (policy.budgets.BudgetLedger) and reservations to settle.
+"""Budget counters for the engine (policy.engine.budgets.BudgetLedger) and reservations to settle.
 
 With Redis, every worker and every sidecar on that Redis shares the counters: a Lua
 script adds the reservation and sets the key's expiry in one atomic step, and the
@@ -30,7 +30,7 @@ import redis
 import redis.asyncio as aioredis
 
 from authz_sidecar.redis_batch import BatchUnavailableError, ScriptBatch
-from policy.budgets import BudgetKey, InMemoryBudgetLedger, Reservation, org_tag
+from policy.engine.budgets import BudgetKey, InMemoryBudgetLedger, Reservation, org_tag
 
 # INCRBYFLOAT and the expiry in one step; the expiry outlives the key's period window.
 _RESERVE = """

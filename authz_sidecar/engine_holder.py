@@ -17,9 +17,9 @@ from typing import Any
 
 from authz_sidecar.authn import Authenticator
 from authz_sidecar.grants import GrantVerifier
-from policy.budgets import BudgetLedger
-from policy.bundle import VerifiedBundle
-from policy.engine import DecisionEngine
+from policy.bundles.bundle import VerifiedBundle
+from policy.engine.budgets import BudgetLedger
+from policy.engine.decide import DecisionEngine
 
 log = logging.getLogger(__name__)
 

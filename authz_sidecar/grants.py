@@ -24,7 +24,7 @@ import redis.asyncio as aioredis
 from jwt import PyJWK
 
 from authz_sidecar.authn import AuthenticationError, verify_eddsa
-from policy.compiler import canonical_json
+from policy.compile.compiler import canonical_json
 
 GRANT_TYP = "kaizen-approval+jwt"
 GRANT_AUDIENCE = "kaizen-sidecar"
@@ -59,7 +59,7 @@ class GrantVerifier:
         self._issuer = issuer
         self._organization = organization
         self._gateway = (
-            gateway  # the binding (policy/gateway_binding.py) of this sidecar's credential
+            gateway  # the binding (policy/bundles/gateway_binding.py) of this sidecar's credential
         )
 
     def verify(self, token: str, input: Mapping[str, Any]) -> dict[str, Any]:

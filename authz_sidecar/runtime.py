@@ -55,20 +55,20 @@ from authz_sidecar.http_server import SidecarHttp, start_http_server
 from authz_sidecar.redis_batch import NO_RETRY
 from authz_sidecar.settings import SidecarSettings
 from authz_sidecar.status_report import StatusReporter, budget_usage, status_body
-from policy.budgets import BudgetLedger
-from policy.bundle import claimed_scope, load_bundle
-from policy.bundle_store import BundleStore
-from policy.bundle_sync import (
+from policy.bundles.bundle import claimed_scope, load_bundle
+from policy.bundles.bundle_store import BundleStore
+from policy.bundles.bundle_sync import (
     Backoff,
     BundleSync,
     InsecureControlPlane,
     Reconnect,
     check_control_plane_url,
 )
+from policy.bundles.gateway_binding import binding_of_credential
+from policy.engine.budgets import BudgetLedger
 from policy.errors import BundleVerificationError
-from policy.gateway_binding import binding_of_credential
-from policy.heap import settle_heap
-from policy.logs import configure_logging
+from policy.runtime.heap import settle_heap
+from policy.runtime.logs import configure_logging
 
 log = logging.getLogger(__name__)
 

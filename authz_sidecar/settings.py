@@ -75,7 +75,7 @@ class SidecarSettings(BaseSettings):
     sidecar_http_idle_timeout_seconds: float = Field(default=120.0, gt=0)
     sidecar_reservation_ttl_seconds: int = 3600
     log_level: str = "INFO"
-    log_json: bool = True  # one JSON object per line (policy/logs.py); false: plain text
+    log_json: bool = True  # one JSON object per line (policy/runtime/logs.py); false: plain text
 
     @field_validator("sidecar_mask", mode="before")
     @classmethod

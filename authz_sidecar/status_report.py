@@ -19,9 +19,9 @@ from typing import Any
 import httpx
 
 from authz_sidecar.decision_log import DecisionBuffer
-from policy.budgets import BudgetKey, BudgetLedger, period_window
-from policy.bundle_store import BundleStore
-from policy.bundle_sync import BundleSync, Reconnect, credential_refused_message
+from policy.bundles.bundle_store import BundleStore
+from policy.bundles.bundle_sync import BundleSync, Reconnect, credential_refused_message
+from policy.engine.budgets import BudgetKey, BudgetLedger, period_window
 
 __all__ = ["StatusReporter", "status_body"]
 

@@ -17,12 +17,12 @@ from prometheus_client.metrics_core import Metric
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from control_plane.errors import Invalid, KaizenError, PayloadTooLarge, Unauthenticated
-from policy import logs
-from policy.logs import organization_id_var, request_id_var
+from policy.runtime import logs
+from policy.runtime.logs import organization_id_var, request_id_var
 
 
 def configure_logging(level: str = "INFO", *, json_format: bool = True) -> None:
-    """The control plane's logs, in the one format of every runtime (`policy/logs.py`)."""
+    """The control plane's logs, in the one format of every runtime (`policy/runtime/logs.py`)."""
     logs.configure_logging("control-plane", level, json_format=json_format)
 
 

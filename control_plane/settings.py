@@ -10,7 +10,7 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from policy.outbound import OutboundGuard, parse_cidrs
+from policy.net.outbound import OutboundGuard, parse_cidrs
 
 
 def default_home() -> Path:
@@ -96,7 +96,7 @@ class Settings(BaseSettings):
     # the system resolver (/etc/resolv.conf).
     dns_nameserver: str | None = None
     dns_timeout_seconds: float = Field(default=5.0, gt=0)
-    # -- outbound requests (M8): see policy/outbound.py ---------------------------------------
+    # -- outbound requests (M8): see policy/net/outbound.py ---------------------------------------
     # CIDRs the platform may reach although they are loopback/private/link-local, e.g. an
     # in-cluster webhook receiver or IdP ("10.20.0.0/16,127.0.0.1"). Empty: public only.
     outbound_allow_cidrs: str = ""

@@ -42,8 +42,8 @@ def register(sub: Any) -> None:
 def cmd_gateway(args: argparse.Namespace) -> int:
 
     import uvicorn
-    from policy.heap import settle_heap
-    from policy.logs import configure_logging
+    from policy.runtime.heap import settle_heap
+    from policy.runtime.logs import configure_logging
     from pydantic import ValidationError
 
     from gateways.app import create_app

@@ -1,8 +1,8 @@
 """What this gateway serves: the agents and pipelines a verified bundle deploys to it.
 
 `DeploymentSource` is the seam. `SyncedDeploymentSource` follows the control plane: the
-same long-poll, verification and last-known-good store a sidecar uses (policy.bundle_sync,
-policy.bundle_store), so a deploy reaches the gateway as fast as a policy change reaches
+same long-poll, verification and last-known-good store a sidecar uses (policy.bundles.bundle_sync,
+policy.bundles.bundle_store), so a deploy reaches the gateway as fast as a policy change reaches
 its sidecar, and a restart serves from disk while the control plane is away.
 `StaticDeploymentSource` reads one bundle file and its JWKS (`KAIZEN_GATEWAY_BUNDLE`,
 `KAIZEN_GATEWAY_JWKS`), for air-gapped or test setups.
@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from policy.bundle import VerifiedBundle, claimed_scope, load_bundle
-from policy.bundle_store import BundleStore, write_atomically
-from policy.bundle_sync import BundleSync, InsecureControlPlane, check_control_plane_url
+from policy.bundles.bundle import VerifiedBundle, claimed_scope, load_bundle
+from policy.bundles.bundle_store import BundleStore, write_atomically
+from policy.bundles.bundle_sync import BundleSync, InsecureControlPlane, check_control_plane_url
 from policy.errors import PolicyError, PolicyValidationError
 from policy.workloads import AgentConfig, PipelineConfig, check_references, deployed_to
 

@@ -23,8 +23,8 @@ import httpx
 import jsonschema
 from mcp import Client as McpClient
 from mcp.client.streamable_http import streamable_http_client
-from policy.outbound import OutboundRefused
-from policy.outbound_http import guarded_httpx2_client
+from policy.net.outbound import OutboundRefused
+from policy.net.outbound_http import guarded_httpx2_client
 from policy.workloads import (
     AgentConfig,
     AgentTool,
@@ -142,7 +142,7 @@ class Executor:
     def __init__(self, providers: ProviderRegistry, prices: PriceTable) -> None:
         self.providers = providers
         self.prices = prices
-        # Tool URLs are the tenant's word: the providers' guarded client (policy/outbound.py).
+        # Tool URLs are the tenant's word: the providers' guarded client (policy/net/outbound.py).
         self.http = providers.http
 
     def new_run(self, workload: AgentConfig | PipelineConfig) -> Run:

@@ -7,7 +7,7 @@ from datetime import datetime
 from functools import cached_property
 from pathlib import Path
 
-from policy.outbound import OutboundGuard, parse_cidrs
+from policy.net.outbound import OutboundGuard, parse_cidrs
 from pydantic import AliasChoices, AwareDatetime, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -61,7 +61,7 @@ class GatewaySettings(BaseSettings):
     gateway_ingest_batch: int = 500
     gateway_ingest_buffer: int = 100_000
     log_level: str = "INFO"
-    log_json: bool = True  # one JSON object per line (policy/logs.py); false: plain text
+    log_json: bool = True  # one JSON object per line (policy/runtime/logs.py); false: plain text
     # Provider keys (gateways/providers/secrets.py): `vault` reads them from Vault / OpenBao;
     # otherwise from KAIZEN_SECRET_<NAME> environment variables.
     secrets_backend: str = "database"
@@ -78,7 +78,7 @@ class GatewaySettings(BaseSettings):
     vault_timeout_seconds: float = 5.0
     vault_cache_seconds: float = 60.0
 
-    # Outbound (policy/outbound.py): provider base URLs, HTTP tools and MCP servers come from
+    # Outbound (policy/net/outbound.py): provider base URLs, HTTP tools and MCP servers come from
     # tenants' configs; loopback/private/link-local/metadata addresses are refused unless
     # these CIDRs cover them (e.g. "127.0.0.1" for a vLLM/Ollama on this host).
     outbound_allow_cidrs: str = ""

@@ -13,7 +13,7 @@ from control_plane.settings import Settings
 from kaizen_studio import backup as backup_cli
 from kaizen_studio import remote_cli
 from policy import cli as policy_cli
-from policy.heap import settle_heap
+from policy.runtime.heap import settle_heap
 
 
 def _settings(args: argparse.Namespace) -> Settings:

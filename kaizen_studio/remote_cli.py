@@ -31,10 +31,10 @@ from control_plane.schemas.identity import TokenResponse
 from control_plane.settings import default_home
 from kaizen_studio.client import ApiError, KaizenClient, Unreachable
 from policy.cli import COULD_NOT_RUN, POLICY_FAULT, add_format, print_report, read_sources
-from policy.documents import parse_policy_source
+from policy.compile.report_formats import render
+from policy.documents.parse import parse_policy_source
+from policy.documents.policy_set import PolicySet
 from policy.errors import PolicyValidationError
-from policy.policy_set import PolicySet
-from policy.report_formats import render
 
 if TYPE_CHECKING:
     from policy.cli import Commands

@@ -17,13 +17,13 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 
-from policy.bundle import build_bundle, load_bundle
-from policy.compiler import CompileContext, CompiledPolicy, CompileError, compile_policy
+from policy.bundles.bundle import build_bundle, load_bundle
+from policy.bundles.keys import SigningKeyError, generate_ed25519, jwks_json, load_private_key
+from policy.compile.compiler import CompileContext, CompiledPolicy, CompileError, compile_policy
+from policy.compile.report_formats import FORMATS, render
+from policy.compile.testrunner import run_policy_tests
+from policy.documents.policy_set import PolicySet
 from policy.errors import BundleError, BundleVerificationError, PolicyValidationError
-from policy.keys import SigningKeyError, generate_ed25519, jwks_json, load_private_key
-from policy.policy_set import PolicySet
-from policy.report_formats import FORMATS, render
-from policy.testrunner import run_policy_tests
 
 SOURCE_SUFFIXES = (".yaml", ".yml", ".json")
 

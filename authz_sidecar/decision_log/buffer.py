@@ -38,12 +38,12 @@ from authz_sidecar.decision_log.segments import (
     segment_name,
 )
 from authz_sidecar.decision_log.shipper import Shipper
-from policy.bundle_store import write_atomically
+from policy.bundles.bundle_store import write_atomically
 
 if TYPE_CHECKING:
     import httpx
 
-    from policy.bundle_sync import Backoff
+    from policy.bundles.bundle_sync import Backoff
 
 logger = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ import httpx
 
 from authz_sidecar.decision_log.records import body
 from authz_sidecar.decision_log.segments import Batch, Position
-from policy.bundle_sync import Backoff, credential_refused_message
+from policy.bundles.bundle_sync import Backoff, credential_refused_message
 
 if TYPE_CHECKING:
     from authz_sidecar.decision_log.buffer import DecisionBuffer

@@ -25,7 +25,7 @@ from control_plane.schemas.base import Page
 from control_plane.services import approvals
 from control_plane.services.audit import Actor
 from control_plane.settings import Settings
-from policy.logs import request_id_var
+from policy.runtime.logs import request_id_var
 
 router = APIRouter(prefix="/api/v1/approvals", tags=["approvals"])
 ERRORS: dict[int | str, dict[str, object]] = {401: {}, 403: {}, 404: {}, 409: {}, 422: {}}

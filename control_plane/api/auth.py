@@ -25,7 +25,7 @@ from control_plane.schemas.identity import (
 from control_plane.services import identity, ratelimit, sso
 from control_plane.services.auth import TokenPair
 from control_plane.services.mfa import MfaEnrolmentRequired
-from policy.logs import request_id_var
+from policy.runtime.logs import request_id_var
 
 router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
 

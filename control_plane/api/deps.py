@@ -23,7 +23,7 @@ from control_plane.services.mfa import SecondFactor
 from control_plane.services.principal import Principal
 from control_plane.services.secrets import SecretStore
 from control_plane.settings import Settings
-from policy.logs import organization_id_var, request_id_var
+from policy.runtime.logs import organization_id_var, request_id_var
 
 
 def client_ip(request: Request) -> str | None:

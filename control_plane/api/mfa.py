@@ -36,7 +36,7 @@ from control_plane.schemas.mfa import (
 from control_plane.services import identity, mfa, sessions
 from control_plane.services.audit import Actor
 from control_plane.services.principal import Principal
-from policy.logs import organization_id_var, request_id_var
+from policy.runtime.logs import organization_id_var, request_id_var
 
 router = APIRouter(prefix="/api/v1", tags=["mfa"])
 ERRORS: dict[int | str, dict[str, object]] = {401: {}, 403: {}, 409: {}, 422: {}, 429: {}}

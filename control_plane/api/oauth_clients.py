@@ -18,7 +18,7 @@ from control_plane.services import audit
 from control_plane.services.audit import Actor
 from control_plane.services.oauth import clients, grants
 from control_plane.services.principal import Principal
-from policy.logs import request_id_var
+from policy.runtime.logs import request_id_var
 
 router = APIRouter(prefix="/api/v1/oauth", tags=["oauth"])
 ERRORS: dict[int | str, dict[str, object]] = {401: {}, 403: {}, 404: {}, 422: {}}

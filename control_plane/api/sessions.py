@@ -24,7 +24,7 @@ from control_plane.schemas.mfa import BrowserSession, PasswordChange, SessionOut
 from control_plane.services import ratelimit, sessions
 from control_plane.services.audit import Actor
 from control_plane.services.principal import Principal
-from policy.logs import request_id_var
+from policy.runtime.logs import request_id_var
 
 router = APIRouter(prefix="/api/v1", tags=["sessions"])
 ERRORS: dict[int | str, dict[str, object]] = {401: {}, 403: {}, 404: {}, 422: {}, 429: {}}

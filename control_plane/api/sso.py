@@ -42,7 +42,7 @@ from control_plane.services.kv import KeyValueStore
 from control_plane.services.mfa import MfaInvalid, MfaRequired
 from control_plane.services.secrets import SecretStore
 from control_plane.services.sso import oidc, provision, saml
-from policy.logs import request_id_var
+from policy.runtime.logs import request_id_var
 
 router = APIRouter()
 

@@ -17,7 +17,7 @@ from control_plane.schemas.fleet import BudgetOut, BudgetUsageOut
 from control_plane.schemas.plans import UsageRow, UsageTotalsOut, UsageTotalsTotal
 from control_plane.services import metering, policies, usage
 from control_plane.services.plans.quotas import month_start
-from policy.models import Budget
+from policy.documents.models import Budget
 
 router = APIRouter(tags=["budgets"])
 

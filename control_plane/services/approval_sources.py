@@ -32,7 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from control_plane.db.models import ApiKey, BundleRevision, Membership, User
 from control_plane.services import roles
 from control_plane.services.principal import Principal
-from policy.rego_compile import read_package
+from policy.compile.rego_compile import read_package
 
 log = logging.getLogger(__name__)
 

@@ -43,8 +43,8 @@ from control_plane.services.audit import Actor
 from control_plane.services.keys import KeyRing
 from control_plane.services.pagination import paginate
 from control_plane.services.principal import Principal
-from policy.compiler import canonical_json
-from policy.gateway_binding import binding_of_hash
+from policy.bundles.gateway_binding import binding_of_hash
+from policy.compile.compiler import canonical_json
 
 if TYPE_CHECKING:  # gateways → notifications → approvals: a type only, at run time
     from control_plane.services.gateways import GatewayIdentity
@@ -295,7 +295,8 @@ async def decide(
 
 
 def grant_claims(request: ApprovalRequest, issuer: str, gateway: str) -> dict[str, Any]:
-    """`gateway`: the binding (policy/gateway_binding.py) of the gateway that held the call."""
+    """`gateway`: the binding (policy/bundles/gateway_binding.py) of the gateway that held
+    the call."""
     assert request.grant_jti is not None
     assert request.grant_issued_at is not None
     assert request.grant_expires_at is not None

@@ -8,7 +8,7 @@ is made: the version already in the bundle if there is one, else the latest. Dep
 different version of a name the bundle already holds is a 409 naming who holds it.
 
 Every agent a deployment puts in the bundle (itself or pinned) must have a priced model
-(`policy.prices` or its `spec.budget.price_per_1m_tokens`): budgets count what calls cost,
+(`policy.engine.prices` or its `spec.budget.price_per_1m_tokens`): budgets count what calls cost,
 and a model nobody priced would count as free. Otherwise the deploy is a 422 on `spec.model`.
 """
 
@@ -29,7 +29,7 @@ from control_plane.errors import Conflict, Invalid, NotFound
 from control_plane.services import audit, workloads
 from control_plane.services.audit import Actor
 from control_plane.services.pagination import paginate
-from policy.prices import model_price
+from policy.engine.prices import model_price
 from policy.workloads import AgentConfig, parse_workload
 
 Key = tuple[str, str]  # (kind, name)

@@ -24,7 +24,7 @@ from control_plane.services.auth import sha256_hex
 from control_plane.services.oauth import mcp_resource
 from control_plane.services.pagination import paginate
 from control_plane.services.plans import quotas
-from policy.gateway_binding import binding_of_hash
+from policy.bundles.gateway_binding import binding_of_hash
 
 CREDENTIAL_PREFIX = "kgw_"
 # An instance that has not reported for this long is flagged stale.

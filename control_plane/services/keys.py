@@ -36,7 +36,7 @@ from control_plane.db.models import Organization, SigningKey
 from control_plane.db.session import SYSTEM, Database
 from control_plane.errors import NotFound, Unavailable
 from control_plane.services.crypto import seal, unseal
-from policy.keys import endorse
+from policy.bundles.keys import endorse
 
 ALGORITHM = "EdDSA"
 

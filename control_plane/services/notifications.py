@@ -40,7 +40,7 @@ from control_plane.services import approvals, ingest_hooks, webhooks
 from control_plane.services.audit import Actor
 from control_plane.services.secrets import SecretStore
 from control_plane.settings import Settings
-from policy.outbound_http import guarded_client
+from policy.net.outbound_http import guarded_client
 
 if TYPE_CHECKING:
     from control_plane.services.gateways import GatewayIdentity

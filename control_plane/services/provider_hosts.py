@@ -21,7 +21,7 @@ from control_plane.errors import Forbidden, Invalid, NotFound
 from control_plane.services import roles, workloads
 from control_plane.services.principal import Principal
 from control_plane.services.secrets import SecretStore, check_name
-from policy.outbound import OutboundRefused, parse_target
+from policy.net.outbound import OutboundRefused, parse_target
 
 # The base URL a model config without `base_url` talks to (as the gateway's providers).
 DEFAULT_BASE_URLS = {

@@ -17,13 +17,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from control_plane.errors import Invalid
-from policy.compiler import CompileContext, CompiledPolicy, CompileError, compile_policy
-from policy.documents import parse_policy_source
-from policy.engine import DecisionEngine
+from policy.compile.compiler import CompileContext, CompiledPolicy, CompileError, compile_policy
+from policy.compile.rego_compile import RegoCompileError
+from policy.compile.testrunner import PolicyTestReport, run_policy_tests
+from policy.documents.parse import parse_policy_source
+from policy.documents.policy_set import PolicySet
+from policy.engine.decide import DecisionEngine
 from policy.errors import PolicyValidationError
-from policy.policy_set import PolicySet
-from policy.rego_compile import RegoCompileError
-from policy.testrunner import PolicyTestReport, run_policy_tests
 
 SOURCE_FILE = "source"
 RISKY = frozenset({("allow", "deny"), ("allow", "require_approval"), ("deny", "allow")})

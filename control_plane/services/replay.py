@@ -45,7 +45,7 @@ from control_plane.services.rego_tasks import (
     replay_slice,
     transition_key,
 )
-from policy.compiler import CompileContext
+from policy.compile.compiler import CompileContext
 
 log = logging.getLogger(__name__)
 

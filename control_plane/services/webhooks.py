@@ -38,7 +38,7 @@ from control_plane.services import audit
 from control_plane.services.audit import Actor
 from control_plane.services.pagination import paginate
 from control_plane.services.secrets import SecretStore
-from policy.outbound import OutboundGuard, OutboundRefused
+from policy.net.outbound import OutboundGuard, OutboundRefused
 
 EVENTS = (
     "approval.requested",
@@ -298,7 +298,7 @@ async def send(
     http: httpx.AsyncClient, claimed: Claimed, secret: str, timeout_seconds: float
 ) -> tuple[int | None, str | None]:
     """POST one delivery; the response status, or the network error or refusal. `http` is
-    a guarded client (policy.outbound_http): it refuses internal addresses per connection."""
+    a guarded client (policy.net.outbound_http): it refuses internal addresses per connection."""
     timestamp = int(time.time())
     headers = {
         "content-type": "application/json",

@@ -26,10 +26,10 @@ from control_plane.services import audit
 from control_plane.services.audit import Actor
 from control_plane.services.pagination import paginate
 from control_plane.services.plans import quotas
-from policy.compiler import canonical_json
+from policy.compile.compiler import canonical_json
+from policy.documents.fields import detail_at
+from policy.documents.source import Path, RawDocument, load_documents
 from policy.errors import ErrorDetail, PolicyValidationError
-from policy.fields import detail_at
-from policy.source import Path, RawDocument, load_documents
 from policy.workloads import (
     AgentConfig,
     AgentTool,

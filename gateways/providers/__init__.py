@@ -10,7 +10,7 @@ request goes through the outbound guard (a `GuardedSession`, providers/guarded_a
 from __future__ import annotations
 
 import httpx
-from policy.outbound import OutboundGuard, OutboundRefused, parse_target
+from policy.net.outbound import OutboundGuard, OutboundRefused, parse_target
 from policy.workloads import ModelConfig
 
 from gateways.errors import ProviderError

@@ -1,7 +1,7 @@
-"""An aiohttp client that only reaches what `policy.outbound.OutboundGuard` allows.
+"""An aiohttp client that only reaches what `policy.net.outbound.OutboundGuard` allows.
 
 The providers' calls go over aiohttp (a quarter of httpx's CPU per request here), so they
-need the guard `policy.outbound_http` gives httpx, with every one of its properties:
+need the guard `policy.net.outbound_http` gives httpx, with every one of its properties:
 
 - every request URL passes `parse_target` as given (userinfo, backslashes, whitespace,
   numeric IPv4 forms, schemes) — in `GuardedSession.request`, before aiohttp strips the
@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
-from policy.outbound import OutboundGuard, OutboundRefused, parse_target
+from policy.net.outbound import OutboundGuard, OutboundRefused, parse_target
 
 if TYPE_CHECKING:
     from aiohttp.client_reqrep import ClientRequest

@@ -3,7 +3,7 @@
 Provider base URLs, HTTP tools and MCP servers are the tenant's word. Providers call over
 aiohttp through a `GuardedSession` (providers/guarded_aiohttp.py: ~170 µs of CPU a request
 here against httpx's 660 to 980); HTTP tools over httpx through `outbound_client`
-(policy/outbound_http.py). Both go through the outbound guard (policy/outbound.py):
+(policy/net/outbound_http.py). Both go through the outbound guard (policy/net/outbound.py):
 internal addresses refused per connection, the checked address dialled, no redirects, no
 proxies. `new_client` is for the operator's own services (sidecar, control plane) only."""
 
@@ -19,8 +19,8 @@ from typing import Any
 
 import aiohttp
 import httpx
-from policy.outbound import OutboundGuard, OutboundRefused
-from policy.outbound_http import guarded_client
+from policy.net.outbound import OutboundGuard, OutboundRefused
+from policy.net.outbound_http import guarded_client
 
 from gateways.errors import ProviderError, ProviderTimeout
 from gateways.providers.guarded_aiohttp import GuardedSession

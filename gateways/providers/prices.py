@@ -1,6 +1,6 @@
 """Token usage → cost in USD, from a price table per model (per 1M input/output tokens).
 
-The defaults are `policy.prices.DEFAULT_PRICES` (the table the control plane checks at
+The defaults are `policy.engine.prices.DEFAULT_PRICES` (the table the control plane checks at
 deploy time). An agent's declared `spec.budget.price_per_1m_tokens` comes first, then the
 operator's `KAIZEN_GATEWAY_PRICES` (JSON `{model: [input, output]}`), then the defaults.
 The control plane refuses to deploy an agent priced by none of them; a model that still
@@ -14,7 +14,7 @@ import json
 import logging
 from collections.abc import Mapping
 
-from policy.prices import DEFAULT_PRICES
+from policy.engine.prices import DEFAULT_PRICES
 
 from gateways.providers.base import Usage
 

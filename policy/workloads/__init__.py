@@ -27,7 +27,7 @@ spec:
 organisation's budgets, carried in the signed bundle: `max_cost_usd_per_call` (default:
 `limits.max_cost_usd`) for `cost_usd` budgets, `max_tokens` (default
 `DEFAULT_MAX_TOKENS_PER_CALL`) for `tokens` budgets. The gateway stops a run past either,
-so they are true ceilings. An agent whose model is not in `policy.prices` declares
+so they are true ceilings. An agent whose model is not in `policy.engine.prices` declares
 `price_per_1m_tokens: {input, output}`; otherwise it cannot be deployed.
 
 A pipeline names its pattern and the agents each role is played by; see `PATTERNS` and

@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from policy.fields import FieldReader
-from policy.source import Path
+from policy.documents.fields import FieldReader
+from policy.documents.source import Path
 from policy.workloads.config import (
     PROVIDERS,
     AgentConfig,

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from policy.models import API_VERSION
+from policy.documents.models import API_VERSION
 
 PROVIDERS = ("openai", "vllm", "ollama", "lmstudio", "anthropic", "demo")
 Pattern = Literal[

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from policy.documents.fields import FieldReader
+from policy.documents.models import API_VERSION
+from policy.documents.source import RawDocument, load_documents
 from policy.errors import ErrorDetail, PolicyValidationError
-from policy.fields import FieldReader
-from policy.models import API_VERSION
-from policy.source import RawDocument, load_documents
 from policy.workloads.agent import parse_agent
 from policy.workloads.config import Workload
 from policy.workloads.pipeline import parse_pipeline

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from policy.fields import NAME, FieldReader
-from policy.source import Path
+from policy.documents.fields import NAME, FieldReader
+from policy.documents.source import Path
 from policy.workloads.config import PATTERNS, PipelineConfig
 from policy.workloads.values import (
     MAX_STEPS,

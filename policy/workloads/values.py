@@ -8,8 +8,8 @@ from typing import Any
 
 import jsonschema
 
-from policy.fields import FieldReader
-from policy.source import Path
+from policy.documents.fields import FieldReader
+from policy.documents.source import Path
 from policy.workloads.config import CallBudget, Limits
 
 MAX_TIMEOUT_SECONDS = 3600

@@ -53,9 +53,9 @@ from control_plane.db.partitions import PARENT, ensure_partitions
 from control_plane.schemas.decisions import DecisionQuery
 from control_plane.services import decisions as service
 from control_plane.services.replay import _as_logged
-from policy.compiler import CompileContext, compile_policy
-from policy.engine import DecisionEngine
-from policy.policy_set import PolicySet
+from policy.compile.compiler import CompileContext, compile_policy
+from policy.documents.policy_set import PolicySet
+from policy.engine.decide import DecisionEngine
 from tests.bench.postgres import throwaway_database
 from tests.e2e import sidecar_procs as procs
 

@@ -41,11 +41,11 @@ from tempfile import TemporaryDirectory
 
 import httpx
 
-from policy.bundle import build_bundle
-from policy.compiler import CompileContext, compile_policy
-from policy.documents import parse_policy_source
-from policy.keys import generate_ed25519, load_private_key
-from policy.policy_set import PolicySet
+from policy.bundles.bundle import build_bundle
+from policy.bundles.keys import generate_ed25519, load_private_key
+from policy.compile.compiler import CompileContext, compile_policy
+from policy.documents.parse import parse_policy_source
+from policy.documents.policy_set import PolicySet
 from tests.e2e import sidecar_procs as procs
 from tests.fake_llm import free_port, wait_listening
 from tests.integration.test_gateway import ORG, TOKEN, agent_doc, mint

@@ -22,16 +22,16 @@ from typing import Any
 import hobofan_regorus
 import yaml
 
-from policy.abac import EmbeddedRegoEvaluator
-from policy.bundle import build_bundle, load_bundle
-from policy.casbin_model import casbin_allows, casbin_enforcer
-from policy.compiler import CompileContext, compile_policy
-from policy.documents import parse_policy_source
-from policy.engine import DecisionEngine
-from policy.keys import generate_ed25519, load_private_key
-from policy.policy_set import PolicySet
-from policy.rbac import principal_subjects
-from policy.rego_compile import AGGREGATE_ENTRYPOINT, aggregate_module
+from policy.bundles.bundle import build_bundle, load_bundle
+from policy.bundles.keys import generate_ed25519, load_private_key
+from policy.compile.casbin_model import casbin_allows, casbin_enforcer
+from policy.compile.compiler import CompileContext, compile_policy
+from policy.compile.rego_compile import AGGREGATE_ENTRYPOINT, aggregate_module
+from policy.documents.parse import parse_policy_source
+from policy.documents.policy_set import PolicySet
+from policy.engine.abac import EmbeddedRegoEvaluator
+from policy.engine.decide import DecisionEngine
+from policy.engine.rbac import principal_subjects
 from policy.workloads import AgentConfig, ModelConfig
 
 ROLES, BINDINGS, REGO_MODULES = 50, 10_000, 10  # 2 rules per module: 20 rules

@@ -34,9 +34,9 @@ from typing import Any
 import httpx
 
 from authz_sidecar.engine_holder import EngineHolder  # noqa: TID251
-from policy.budgets import InMemoryBudgetLedger
-from policy.bundle_store import BundleStore
-from policy.bundle_sync import BundleSync
+from policy.bundles.bundle_store import BundleStore
+from policy.bundles.bundle_sync import BundleSync
+from policy.engine.budgets import InMemoryBudgetLedger
 from tests.bench.postgres import throwaway_database
 from tests.e2e import sidecar_procs as procs
 

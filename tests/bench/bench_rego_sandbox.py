@@ -17,7 +17,7 @@ from typing import Any
 
 from control_plane.services import rego_tasks
 from control_plane.services.rego_sandbox import RegoSandbox
-from policy.compiler import CompileContext
+from policy.compile.compiler import CompileContext
 
 N = 200
 SOURCES = [

@@ -21,7 +21,7 @@ from authz_sidecar.grants import (  # noqa: TID251
 from control_plane.db.base import utcnow
 from control_plane.db.models import ApprovalRequest
 from control_plane.db.session import SYSTEM
-from policy.gateway_binding import binding_of_credential
+from policy.bundles.gateway_binding import binding_of_credential
 from tests.conftest import Account, Stack, member, signup
 
 POLICY = "kind: RolePolicy\nmetadata: {name: extra-roles}\nspec:\n  roles: [{name: reader}]\n"

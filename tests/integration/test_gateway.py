@@ -1,7 +1,7 @@
 """The gateway app end to end over real HTTP, with a real signed bundle in static mode.
 
 Real parts: the gateway (uvicorn, FastAPI, the official `mcp` SDK on both sides), a bundle
-built and signed here with policy.compiler/bundle and a fresh Ed25519 key, the fake LLM
+built and signed here with policy.compile.compiler/bundle and a fresh Ed25519 key, the fake LLM
 server speaking the OpenAI wire protocol (tests/fake_llm.py). Decision headers are minted
 here exactly as the sidecar mints them (docs/runtime-protocols.md).
 
@@ -38,10 +38,10 @@ from starlette.routing import Route
 from gateways.app import create_app  # noqa: TID251  (the gateway under test)
 from gateways.deployments import StaticDeploymentSource  # noqa: TID251
 from gateways.settings import GatewaySettings  # noqa: TID251
-from policy.bundle import build_bundle
-from policy.compiler import CompileContext, compile_policy
-from policy.keys import generate_ed25519, load_private_key
-from policy.policy_set import PolicySet
+from policy.bundles.bundle import build_bundle
+from policy.bundles.keys import generate_ed25519, load_private_key
+from policy.compile.compiler import CompileContext, compile_policy
+from policy.documents.policy_set import PolicySet
 from tests.fake_llm import FakeLLM, Reply, ServedApp, running_fake_llm
 
 TOKEN = "kgw_" + "t" * 40

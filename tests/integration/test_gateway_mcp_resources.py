@@ -13,8 +13,8 @@ import httpx
 from sqlalchemy import select
 
 from control_plane.db.models import BundleRevision
-from policy.bundle import load_bundle
-from policy.gateway_binding import binding_of_credential
+from policy.bundles.bundle import load_bundle
+from policy.bundles.gateway_binding import binding_of_credential
 from tests.conftest import Account, Stack, signup
 
 POLICY = """\

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from gateways.deployments import DeploymentError, SyncedDeploymentSource  # noqa: TID251
-from policy.bundle_store import BundleStore
-from policy.compiler import CompileContext, compile_policy
-from policy.policy_set import PolicySet
+from policy.bundles.bundle_store import BundleStore
+from policy.compile.compiler import CompileContext, compile_policy
+from policy.documents.policy_set import PolicySet
 from policy.workloads import parse_workload_source
 from tests.integration.test_sidecar_sync import (
     ORG,

@@ -12,9 +12,9 @@ import httpx
 from sqlalchemy import select
 
 from control_plane.db.models import BundleRevision
-from policy.budgets import BudgetKey, period_window
-from policy.bundle import load_bundle
-from policy.engine import DecisionEngine
+from policy.bundles.bundle import load_bundle
+from policy.engine.budgets import BudgetKey, period_window
+from policy.engine.decide import DecisionEngine
 from tests.conftest import Account, Stack
 from tests.integration.plan_support import put_on
 

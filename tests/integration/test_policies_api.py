@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from control_plane.services import policies
-from policy.bundle import load_bundle
+from policy.bundles.bundle import load_bundle
 from policy.errors import BundleVerificationError
 from tests.conftest import Account, Stack, member
 

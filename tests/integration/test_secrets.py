@@ -54,10 +54,10 @@ from gateways.deployments import StaticDeploymentSource  # noqa: TID251
 from gateways.errors import ProviderError  # noqa: TID251
 from gateways.providers.secrets import VaultSecretResolver  # noqa: TID251
 from gateways.settings import GatewaySettings  # noqa: TID251
-from policy.bundle import build_bundle
-from policy.compiler import CompileContext, compile_policy
-from policy.keys import generate_ed25519, load_private_key
-from policy.policy_set import PolicySet
+from policy.bundles.bundle import build_bundle
+from policy.bundles.keys import generate_ed25519, load_private_key
+from policy.compile.compiler import CompileContext, compile_policy
+from policy.documents.policy_set import PolicySet
 from tests.conftest import (
     Account,
     PostgresDatabases,

@@ -5,7 +5,7 @@ Starlette app, run by uvicorn on a free port, implementing exactly the protocol 
 docs/runtime-protocols.md (`/api/v1/gateways/self`, `/api/v1/bundles/{scope}/jwks.json`,
 the bundle with ETag,
 long-poll, 304 and 404, idempotent decision ingest, status). Bundles are built and signed
-with `policy.bundle.build_bundle`. The real control plane is exercised in the end-to-end
+with `policy.bundles.bundle.build_bundle`. The real control plane is exercised in the end-to-end
 tests; this module checks the sidecar side of the protocol, including a control plane that
 goes away, a refused credential, a tampered bundle and a `kill -9` in the middle of writing.
 """
@@ -37,12 +37,12 @@ from starlette.routing import Route
 
 from authz_sidecar.decision_log import DecisionBuffer  # noqa: TID251
 from authz_sidecar.status_report import StatusReporter  # noqa: TID251
-from policy.bundle import build_bundle
-from policy.bundle_store import BundleStore
-from policy.bundle_sync import Backoff, BundleSync
-from policy.compiler import CompileContext, CompiledPolicy, compile_policy
-from policy.keys import endorse, generate_ed25519, load_private_key
-from policy.policy_set import PolicySet
+from policy.bundles.bundle import build_bundle
+from policy.bundles.bundle_store import BundleStore
+from policy.bundles.bundle_sync import Backoff, BundleSync
+from policy.bundles.keys import endorse, generate_ed25519, load_private_key
+from policy.compile.compiler import CompileContext, CompiledPolicy, compile_policy
+from policy.documents.policy_set import PolicySet
 
 ORG = "org-5e1d"
 TOKEN = "kgw_test-gateway-credential-0123456789"
@@ -332,7 +332,7 @@ async def test_a_configured_scope_that_is_not_this_gateways_is_named(
     control_plane.standin.publish(1)
     store = BundleStore(tmp_path, scope="org-someone-else")
     sync = fast_sync(store, control_plane.url)
-    with caplog.at_level(logging.ERROR, logger="policy.bundle_sync"):
+    with caplog.at_level(logging.ERROR, logger="policy.bundles.bundle_sync"):
         async with background(sync.run()):
             await until(lambda: sync.failures >= 1)
     assert store.current is None
@@ -375,7 +375,7 @@ async def test_tampered_bundle_is_refused_while_the_old_one_keeps_serving(
             kid=standin.kid,
             scope=ORG,
         )
-        with caplog.at_level(logging.ERROR, logger="policy.bundle_sync"):
+        with caplog.at_level(logging.ERROR, logger="policy.bundles.bundle_sync"):
             standin.publish(2, tampered)
             await until(lambda: sync.refused == 1)
             await asyncio.sleep(0.5)
@@ -415,7 +415,7 @@ async def test_refused_credential_backs_off_with_an_actionable_error(
     control_plane.standin.publish(1)
     store = BundleStore(tmp_path)
     sync = fast_sync(store, control_plane.url, token="kgw_revoked-secret")
-    with caplog.at_level(logging.ERROR, logger="policy.bundle_sync"):
+    with caplog.at_level(logging.ERROR, logger="policy.bundles.bundle_sync"):
         async with background(sync.run()):
             await until(lambda: sync.failures >= 3)
     assert store.current is None
@@ -448,11 +448,11 @@ WRITER = textwrap.dedent(
     """
     import json, sys
     from pathlib import Path
-    from policy.bundle_store import BundleStore
-    from policy.bundle import build_bundle
-    from policy.compiler import CompileContext, compile_policy
-    from policy.keys import load_private_key
-    from policy.policy_set import PolicySet
+    from policy.bundles.bundle_store import BundleStore
+    from policy.bundles.bundle import build_bundle
+    from policy.compile.compiler import CompileContext, compile_policy
+    from policy.bundles.keys import load_private_key
+    from policy.documents.policy_set import PolicySet
 
     directory, scope, pem, jwks, first = sys.argv[1:6]
     key = load_private_key(Path(pem).read_bytes())

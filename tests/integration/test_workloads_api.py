@@ -9,7 +9,7 @@ import httpx
 import yaml
 
 from gateways.deployments import deployments_from_bundle  # noqa: TID251  (what a gateway loads)
-from policy.bundle import VerifiedBundle, load_bundle
+from policy.bundles.bundle import VerifiedBundle, load_bundle
 from tests.conftest import Account, member, signup
 
 RESEARCHER = """\

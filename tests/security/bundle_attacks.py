@@ -38,9 +38,9 @@ from starlette.routing import Route
 from control_plane.db.models import SigningKey
 from control_plane.db.session import SYSTEM, Database
 from control_plane.services.crypto import unseal
-from policy.bundle import build_bundle
-from policy.compiler import CompileContext, compile_policy
-from policy.policy_set import PolicySet
+from policy.bundles.bundle import build_bundle
+from policy.compile.compiler import CompileContext, compile_policy
+from policy.documents.policy_set import PolicySet
 from tests.conftest import PASSWORD
 from tests.e2e import sidecar_procs as procs
 

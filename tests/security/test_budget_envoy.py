@@ -27,7 +27,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from policy.budgets import BudgetKey, period_window
+from policy.engine.budgets import BudgetKey, period_window
 from policy.workloads import AgentConfig, CallBudget, ModelConfig
 from tests.e2e import sidecar_procs as procs
 from tests.fake_llm import FakeLLM, Reply, ServedApp, running_fake_llm

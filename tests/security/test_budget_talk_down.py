@@ -29,9 +29,9 @@ from authz_sidecar.grants import (  # noqa: TID251  (the sidecar under test)
     InMemoryReplayGuard,
 )
 from authz_sidecar.mapping import HttpFacts  # noqa: TID251  (the sidecar under test)
-from policy.budgets import BudgetKey, period_window
-from policy.bundle import VerifiedBundle, load_bundle
-from policy.gateway_binding import binding_of_credential
+from policy.bundles.bundle import VerifiedBundle, load_bundle
+from policy.bundles.gateway_binding import binding_of_credential
+from policy.engine.budgets import BudgetKey, period_window
 from policy.workloads import AgentConfig, CallBudget, ModelConfig
 from tests.conftest import Account
 from tests.unit.sidecar.factory import (

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import httpx
 
-from policy.keys import generate_ed25519, load_private_key
+from policy.bundles.keys import generate_ed25519, load_private_key
 from tests.e2e import sidecar_procs as procs
 from tests.security import bundle_attacks as attack
 

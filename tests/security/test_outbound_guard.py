@@ -1,4 +1,4 @@
-"""The outbound-URL guard (policy/outbound.py, policy/outbound_http.py) under attack: URL
+"""The outbound-URL guard (policy/net/outbound.py, policy/net/outbound_http.py) under attack: URL
 tricks, numeric and IPv6 address forms, metadata addresses, redirects and DNS rebinding,
 against a real local server on 127.0.0.1 (reachable only with the operator's allowance)."""
 
@@ -11,8 +11,8 @@ import httpx
 import httpx2
 import pytest
 
-from policy.outbound import OutboundGuard, OutboundRefused, parse_target
-from policy.outbound_http import guarded_client, guarded_httpx2_client
+from policy.net.outbound import OutboundGuard, OutboundRefused, parse_target
+from policy.net.outbound_http import guarded_client, guarded_httpx2_client
 from tests.security.outbound_support import local_server, self_signed
 
 LOOPBACK_ALLOWED = "127.0.0.1/32"

@@ -19,7 +19,7 @@ from gateways.providers.guarded_aiohttp import (  # noqa: TID251  (the gateway u
     GuardedConnector,
     GuardedSession,
 )
-from policy.outbound import OutboundGuard, OutboundRefused
+from policy.net.outbound import OutboundGuard, OutboundRefused
 from tests.security.outbound_support import free_port, local_server, self_signed
 
 LOOPBACK_ALLOWED = "127.0.0.1/32"

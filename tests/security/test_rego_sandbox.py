@@ -76,7 +76,7 @@ SPINNING_CONTROL_PLANE = """
 import asyncio, sys
 from control_plane.services import rego_tasks
 from control_plane.services.rego_sandbox import RegoSandbox
-from policy.compiler import CompileContext
+from policy.compile.compiler import CompileContext
 from tests.security.test_rego_exhaustion import INPUT, ROLES, SPIN
 
 async def main():

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from policy.bundle import build_bundle
-from policy.compiler import CompileContext, compile_policy
-from policy.policy_set import PolicySet
+from policy.bundles.bundle import build_bundle
+from policy.compile.compiler import CompileContext, compile_policy
+from policy.documents.policy_set import PolicySet
 from tests.e2e import sidecar_procs as procs
 from tests.unit.sidecar.factory import ALICE, ORG, Keys, access_token, make_keys
 

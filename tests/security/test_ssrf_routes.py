@@ -23,11 +23,11 @@ from gateways.app import create_app as create_gateway  # noqa: TID251  (the gate
 from gateways.deployments import StaticDeploymentSource  # noqa: TID251
 from gateways.providers import EnvSecretResolver  # noqa: TID251
 from gateways.settings import GatewaySettings  # noqa: TID251
-from policy.bundle import build_bundle
-from policy.compiler import CompileContext, compile_policy
-from policy.keys import generate_ed25519, load_private_key
-from policy.outbound import OutboundGuard
-from policy.policy_set import PolicySet
+from policy.bundles.bundle import build_bundle
+from policy.bundles.keys import generate_ed25519, load_private_key
+from policy.compile.compiler import CompileContext, compile_policy
+from policy.documents.policy_set import PolicySet
+from policy.net.outbound import OutboundGuard
 from tests.conftest import Account, make_settings, member, signup
 from tests.fake_llm import FakeLLM, Reply, ServedApp, running_fake_llm
 from tests.idp.dns_server import LocalDns

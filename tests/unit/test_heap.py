@@ -10,7 +10,7 @@ import sys
 CHECK = """
 import gc
 import control_plane.app
-from policy.heap import YOUNG_GENERATION, settle_heap
+from policy.runtime.heap import YOUNG_GENERATION, settle_heap
 assert gc.get_freeze_count() == 0
 settle_heap()
 assert gc.get_freeze_count() > 100_000, gc.get_freeze_count()

@@ -1,5 +1,5 @@
 """One log format for every runtime: the control plane, the sidecar and the gateway each
-configure `policy/logs.py`, and a record comes out as one JSON object with the same keys."""
+configure `policy/runtime/logs.py`, and a record comes out as one JSON object with the same keys."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 from authz_sidecar.runtime import _configure_logging as sidecar_logging  # noqa: TID251
 from authz_sidecar.settings import SidecarSettings  # noqa: TID251  (each runtime's own setup)
 from control_plane import observability
-from policy import logs
+from policy.runtime import logs
 
 
 @pytest.fixture

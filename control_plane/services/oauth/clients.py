@@ -24,8 +24,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from control_plane.db.models import OAuthClient, OAuthSettings
 from control_plane.services.oauth import SCOPES
-from policy.outbound import OutboundGuard, OutboundRefused
-from policy.outbound_http import guarded_client
+from policy.net.outbound import OutboundGuard, OutboundRefused
+from policy.net.outbound_http import guarded_client
 
 METADATA_DOCUMENT_MAX_BYTES = 5 * 1024
 METADATA_DOCUMENT_TIMEOUT = 5.0

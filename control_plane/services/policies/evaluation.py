@@ -20,8 +20,8 @@ from control_plane.services.plans import bundle as plan_bundle
 from control_plane.services.policies.revisions import current_revision
 from control_plane.services.policies.versions import draft_versions, read_sources
 from control_plane.services.rego_sandbox import RegoSandbox
-from policy.compiler import CompileContext
-from policy.testrunner import PolicyTestReport
+from policy.compile.compiler import CompileContext
+from policy.compile.testrunner import PolicyTestReport
 
 
 def describe(action: str, names: list[str]) -> str:

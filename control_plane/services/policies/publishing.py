@@ -31,10 +31,10 @@ from control_plane.services.policies.evaluation import Prepared, compile_context
 from control_plane.services.policies.revisions import current_revision
 from control_plane.services.rego_sandbox import RegoSandbox
 from control_plane.services.rego_tasks import compile_and_test
-from policy.bundle import build_bundle
-from policy.compiler import CompileContext, CompiledPolicy
+from policy.bundles.bundle import build_bundle
+from policy.compile.compiler import CompileContext, CompiledPolicy
+from policy.compile.testrunner import PolicyTestReport
 from policy.errors import BundleError
-from policy.testrunner import PolicyTestReport
 
 
 @dataclass(frozen=True)

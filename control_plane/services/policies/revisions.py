@@ -10,7 +10,7 @@ from control_plane.errors import NotFound
 from control_plane.services import rego_tasks
 from control_plane.services.pagination import paginate
 from control_plane.services.policies.versions import read_sources
-from policy.models import Budget
+from policy.documents.models import Budget
 
 
 async def current_revision(session: AsyncSession) -> BundleRevision | None:

@@ -23,8 +23,8 @@ from control_plane.errors import Unauthenticated, Unavailable
 from control_plane.services.kv import KeyValueStore
 from control_plane.services.sso import single_use
 from control_plane.services.sso.identity import ExternalIdentity
-from policy.outbound import OutboundGuard, OutboundRefused
-from policy.outbound_http import guarded_httpx2_client, guarded_httpx2_transport
+from policy.net.outbound import OutboundGuard, OutboundRefused
+from policy.net.outbound_http import guarded_httpx2_client, guarded_httpx2_transport
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from gateways.deployments import Deployments  # noqa: TID251  (the gateway under
 from gateways.errors import LimitExceeded, PipelineError, RunTimeout  # noqa: TID251  (the gateway under test)
 from gateways.executor import Executor  # noqa: TID251  (the gateway under test)
 from gateways.providers import EnvSecretResolver, PriceTable, ProviderRegistry  # noqa: TID251  (the gateway under test)
-from policy.outbound import OutboundGuard
+from policy.net.outbound import OutboundGuard
 from policy.workloads import AgentConfig, PipelineConfig, parse_workload
 from tests.fake_llm import FakeLLM, Reply, ServedApp, last_user_text
 

@@ -19,7 +19,7 @@ from gateways.providers import (  # noqa: TID251  (the gateway under test)
     Usage,
 )
 from gateways.providers.base import Provider  # noqa: TID251  (the gateway under test)
-from policy.outbound import OutboundGuard
+from policy.net.outbound import OutboundGuard
 from policy.workloads import ModelConfig
 from tests.fake_llm import FakeLLM, Reply
 

@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from policy.compiler import CompileContext, CompiledPolicy, compile_policy
-from policy.engine import DecisionEngine
-from policy.keys import generate_ed25519, load_private_key
-from policy.policy_set import PolicySet
+from policy.bundles.keys import generate_ed25519, load_private_key
+from policy.compile.compiler import CompileContext, CompiledPolicy, compile_policy
+from policy.documents.policy_set import PolicySet
+from policy.engine.decide import DecisionEngine
 
 EXAMPLE = """\
 apiVersion: kaizen.studio/v1

@@ -4,8 +4,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from policy.budgets import BudgetKey, InMemoryBudgetLedger, period_window
-from policy.engine import DecisionEngine
+from policy.engine.budgets import BudgetKey, InMemoryBudgetLedger, period_window
+from policy.engine.decide import DecisionEngine
 from policy.workloads import AgentConfig, CallBudget, ModelConfig
 
 from .conftest import decision_input, engine_for

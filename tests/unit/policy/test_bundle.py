@@ -14,13 +14,13 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from policy.bundle import build_bundle, load_bundle
-from policy.bundle_hash import file_digest
-from policy.compiler import CompileContext, CompiledPolicy, compile_policy
-from policy.engine import DecisionEngine
+from policy.bundles.bundle import build_bundle, load_bundle
+from policy.bundles.bundle_hash import file_digest
+from policy.bundles.keys import generate_ed25519, public_jwk
+from policy.compile.compiler import CompileContext, CompiledPolicy, compile_policy
+from policy.documents.policy_set import PolicySet
+from policy.engine.decide import DecisionEngine
 from policy.errors import BundleError, BundleVerificationError
-from policy.keys import generate_ed25519, public_jwk
-from policy.policy_set import PolicySet
 
 from .conftest import ORG, decision_input
 

@@ -9,7 +9,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from policy.bundle_hash import canonical_json_text, file_digest
+from policy.bundles.bundle_hash import canonical_json_text, file_digest
 
 
 def sha(text: str) -> str:

@@ -12,8 +12,8 @@ import pytest
 
 from control_plane.errors import Invalid
 from control_plane.services.rego_tasks import compile_and_test
-from policy import rego_compile, rego_lint
-from policy.compiler import CompileContext
+from policy.compile import rego_compile, rego_lint
+from policy.compile.compiler import CompileContext
 
 RULES = {
     "a": 'deny contains "a: no shell" if input.tool.name == "shell"',

@@ -5,10 +5,10 @@ import json
 
 import pytest
 
-from policy.casbin_model import casbin_enforcer
-from policy.compiler import CompileContext, CompiledPolicy, CompileError, compile_policy
-from policy.documents import parse_policy_source
-from policy.policy_set import PolicySet
+from policy.compile.casbin_model import casbin_enforcer
+from policy.compile.compiler import CompileContext, CompiledPolicy, CompileError, compile_policy
+from policy.documents.parse import parse_policy_source
+from policy.documents.policy_set import PolicySet
 
 from .conftest import EXAMPLE, ORG
 

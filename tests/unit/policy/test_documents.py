@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from policy.builtin_roles import BUILTIN_ROLES_YAML, builtin_role_policy
-from policy.documents import (
+from policy.documents.builtin_roles import BUILTIN_ROLES_YAML, builtin_role_policy
+from policy.documents.parse import (
     Binding,
     Budget,
     BudgetPolicy,

@@ -5,10 +5,10 @@ from typing import Any
 
 import pytest
 
-from policy.abac import referenced_data
-from policy.compiler import CompileContext, CompiledPolicy, compile_policy
-from policy.engine import DecisionEngine
-from policy.policy_set import PolicySet
+from policy.compile.compiler import CompileContext, CompiledPolicy, compile_policy
+from policy.documents.policy_set import PolicySet
+from policy.engine.abac import referenced_data
+from policy.engine.decide import DecisionEngine
 
 from .conftest import ORG, decision_input, engine_for
 

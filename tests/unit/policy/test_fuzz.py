@@ -8,9 +8,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from policy.documents import KINDS, parse_policy_source
+from policy.documents.parse import KINDS, parse_policy_source
+from policy.documents.policy_set import PolicySet
 from policy.errors import PolicyValidationError, format_detail
-from policy.policy_set import PolicySet
 
 from .conftest import EXAMPLE
 

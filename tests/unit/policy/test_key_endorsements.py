@@ -1,4 +1,4 @@
-"""`policy.keys.endorsed_jwks`: which offered keys a runtime that already trusts some keys
+"""`policy.bundles.keys.endorsed_jwks`: which offered keys a runtime that already trusts some keys
 of a scope may add (a rotation), and which it must not (anything slipped in)."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from typing import Any
 
 import jwt
 
-from policy.keys import (
+from policy.bundles.keys import (
     ENDORSEMENT_TYP,
     endorse,
     endorsed_jwks,

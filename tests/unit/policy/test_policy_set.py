@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from policy.builtin_roles import BUILTIN_ROLES_NAME, BUILTIN_ROLES_YAML
+from policy.documents.builtin_roles import BUILTIN_ROLES_NAME, BUILTIN_ROLES_YAML
+from policy.documents.policy_set import PolicySet
 from policy.errors import PolicyValidationError
-from policy.policy_set import PolicySet
 
 from .conftest import EXAMPLE
 

@@ -7,8 +7,8 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from policy.casbin_model import casbin_allows, casbin_enforcer, casbin_policy_lines
-from policy.rbac import RbacIndex, principal_subjects
+from policy.compile.casbin_model import casbin_allows, casbin_enforcer, casbin_policy_lines
+from policy.engine.rbac import RbacIndex, principal_subjects
 
 ROLES = ["r0", "r1", "r2", "r3", "r4"]
 ACTIONS = ["invoke", "deploy", "read", "*"]

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from policy.documents import parse_policy_source
+from policy.compile.rego_compile import aggregate_module, read_package
+from policy.documents.parse import parse_policy_source
+from policy.documents.policy_set import PolicySet
 from policy.errors import PolicyValidationError
-from policy.policy_set import PolicySet
-from policy.rego_compile import aggregate_module, read_package
 
 
 def rego_doc(body: str, name: str = "g") -> str:

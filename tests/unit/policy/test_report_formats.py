@@ -7,9 +7,9 @@ from xml.etree import ElementTree as ET
 
 import pytest
 
-from policy.policy_set import PolicySet
-from policy.report_formats import render
-from policy.testrunner import run_policy_tests
+from policy.compile.report_formats import render
+from policy.compile.testrunner import run_policy_tests
+from policy.documents.policy_set import PolicySet
 
 SET = """\
 kind: RolePolicy

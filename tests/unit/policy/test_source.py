@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
+from policy.documents.source import Position, load_documents
 from policy.errors import PolicyValidationError
-from policy.source import Position, load_documents
 
 
 def test_positions_are_one_based_line_and_column_of_each_value() -> None:

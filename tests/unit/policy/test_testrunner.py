@@ -1,7 +1,7 @@
 from __future__ import annotations
 
-from policy.policy_set import PolicySet
-from policy.testrunner import PolicyTestReport, run_policy_tests
+from policy.compile.testrunner import PolicyTestReport, run_policy_tests
+from policy.documents.policy_set import PolicySet
 
 from .conftest import EXAMPLE, NOW
 

@@ -14,9 +14,9 @@ from authz_sidecar.authorizer import Authorizer
 from authz_sidecar.budgets import InMemoryReservationBook
 from authz_sidecar.engine_holder import EngineHolder
 from authz_sidecar.grants import InMemoryReplayGuard
-from policy.budgets import InMemoryBudgetLedger
-from policy.bundle import VerifiedBundle, load_bundle
-from policy.gateway_binding import binding_of_credential
+from policy.bundles.bundle import VerifiedBundle, load_bundle
+from policy.bundles.gateway_binding import binding_of_credential
+from policy.engine.budgets import InMemoryBudgetLedger
 from tests.unit.sidecar.factory import (
     AUDIENCE,
     GATEWAY_TOKEN,

@@ -1,7 +1,8 @@
 """Signed bundles, access tokens, API keys and approval grants for the sidecar's tests.
 
-Real keys (policy.keys.generate_ed25519), real bundles (policy.bundle.build_bundle): the
-sidecar under test verifies them exactly as it would the control plane's.
+Real keys (policy.bundles.keys.generate_ed25519), real bundles
+(policy.bundles.bundle.build_bundle): the sidecar under test verifies them exactly as it
+would the control plane's.
 """
 
 from __future__ import annotations
@@ -15,11 +16,11 @@ from typing import Any
 import jwt
 
 from authz_sidecar.grants import GRANT_AUDIENCE, GRANT_TYP, arguments_hash
-from policy.bundle import build_bundle
-from policy.compiler import CompileContext, compile_policy
-from policy.gateway_binding import binding_of_credential
-from policy.keys import PrivateKey, generate_ed25519, load_private_key
-from policy.policy_set import PolicySet
+from policy.bundles.bundle import build_bundle
+from policy.bundles.gateway_binding import binding_of_credential
+from policy.bundles.keys import PrivateKey, generate_ed25519, load_private_key
+from policy.compile.compiler import CompileContext, compile_policy
+from policy.documents.policy_set import PolicySet
 
 ORG = "org-acme"
 KID = "cp-key-1"

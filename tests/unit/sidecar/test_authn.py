@@ -10,7 +10,7 @@ import jwt
 import pytest
 
 from authz_sidecar.authn import AuthenticationError, Authenticator, scope_refusal
-from policy.bundle import VerifiedBundle
+from policy.bundles.bundle import VerifiedBundle
 from tests.unit.sidecar.factory import (
     ALICE,
     API_KEY,

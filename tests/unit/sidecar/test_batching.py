@@ -27,9 +27,9 @@ from authz_sidecar.engine_holder import EngineHolder
 from authz_sidecar.grants import InMemoryReplayGuard
 from authz_sidecar.mapping import HttpFacts
 from authz_sidecar.redis_batch import NO_RETRY, BatchUnavailableError, ScriptBatch
-from policy.budgets import BudgetKey, InMemoryBudgetLedger, period_window
-from policy.bundle import VerifiedBundle, load_bundle
-from policy.engine import Decision, DecisionEngine
+from policy.bundles.bundle import VerifiedBundle, load_bundle
+from policy.engine.budgets import BudgetKey, InMemoryBudgetLedger, period_window
+from policy.engine.decide import Decision, DecisionEngine
 from policy.workloads import AgentConfig, CallBudget, ModelConfig
 from tests.unit.sidecar.conftest import REDIS_URL
 from tests.unit.sidecar.factory import (

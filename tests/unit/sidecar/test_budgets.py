@@ -20,8 +20,8 @@ from authz_sidecar.budgets import (
 from authz_sidecar.engine_holder import EngineHolder
 from authz_sidecar.grants import InMemoryReplayGuard
 from authz_sidecar.mapping import HttpFacts
-from policy.budgets import BudgetKey, period_window
-from policy.bundle import VerifiedBundle
+from policy.bundles.bundle import VerifiedBundle
+from policy.engine.budgets import BudgetKey, period_window
 from tests.unit.sidecar.conftest import REDIS_URL
 from tests.unit.sidecar.factory import API_KEY, AUDIENCE, ISSUER, ORG, Keys, access_token
 

@@ -18,8 +18,8 @@ from authz_sidecar.budgets import InMemoryBudgetLedger, InMemoryReservationBook
 from authz_sidecar.engine_holder import EngineHolder
 from authz_sidecar.grants import InMemoryReplayGuard
 from authz_sidecar.mapping import HttpFacts
-from policy.bundle import VerifiedBundle, load_bundle
-from policy.gateway_binding import binding_of_credential
+from policy.bundles.bundle import VerifiedBundle, load_bundle
+from policy.bundles.gateway_binding import binding_of_credential
 from tests.unit.sidecar.factory import (
     ALICE,
     AUDIENCE,

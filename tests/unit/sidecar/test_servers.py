@@ -17,7 +17,7 @@ from authz_sidecar.engine_holder import EngineHolder
 from authz_sidecar.grants import InMemoryReplayGuard
 from authz_sidecar.grpc_server import start_grpc_server
 from authz_sidecar.http_server import SidecarHttp, start_http_server
-from policy.budgets import InMemoryBudgetLedger
+from policy.engine.budgets import InMemoryBudgetLedger
 from tests.e2e.sidecar_procs import free_port
 from tests.unit.sidecar.factory import (
     ALICE,
@@ -201,7 +201,7 @@ async def test_grpc_deny_401_and_require_approval(
 
 
 async def test_bundle_swap_is_atomic_and_never_goes_back(keys: Keys) -> None:
-    from policy.bundle import load_bundle
+    from policy.bundles.bundle import load_bundle
     from tests.unit.sidecar.factory import make_bundle
 
     holder = EngineHolder(InMemoryBudgetLedger(), issuer=ISSUER, audience=AUDIENCE)

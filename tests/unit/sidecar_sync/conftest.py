@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from policy.bundle import build_bundle
-from policy.compiler import CompileContext, CompiledPolicy, compile_policy
-from policy.keys import generate_ed25519, load_private_key
-from policy.policy_set import PolicySet
+from policy.bundles.bundle import build_bundle
+from policy.bundles.keys import generate_ed25519, load_private_key
+from policy.compile.compiler import CompileContext, CompiledPolicy, compile_policy
+from policy.documents.policy_set import PolicySet
 
 ORG = "org-7f3a"
 KID = "cp-key-1"

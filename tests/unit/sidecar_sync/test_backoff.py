@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from policy.bundle_sync import Backoff, Reconnect
+from policy.bundles.bundle_sync import Backoff, Reconnect
 
 
 def test_delays_grow_with_jitter_up_to_the_cap() -> None:

@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from policy.bundle import VerifiedBundle
-from policy.bundle_store import LAST_KNOWN_GOOD, BundleStore
+from policy.bundles.bundle import VerifiedBundle
+from policy.bundles.bundle_store import LAST_KNOWN_GOOD, BundleStore
+from policy.bundles.keys import generate_ed25519, load_private_key
 from policy.errors import BundleVerificationError
-from policy.keys import generate_ed25519, load_private_key
 
 from .conftest import KID, ORG, BundleFactory
 

@@ -21,7 +21,7 @@ from authz_sidecar.decision_log import (  # noqa: TID251
     DecisionBuffer,
     DecisionBufferBusy,
 )
-from policy.bundle_sync import Backoff
+from policy.bundles.bundle_sync import Backoff
 
 CP = "http://cp.test"
 

@@ -15,8 +15,8 @@ import pytest
 
 from authz_sidecar.decision_log import ACK, DecisionBuffer  # noqa: TID251
 from authz_sidecar.decision_log import buffer as module  # noqa: TID251
-from policy.bundle_store import write_atomically
-from policy.bundle_sync import Backoff
+from policy.bundles.bundle_store import write_atomically
+from policy.bundles.bundle_sync import Backoff
 from tests.unit.sidecar_sync.test_decision_log import CP, decisions_of, record, until
 
 

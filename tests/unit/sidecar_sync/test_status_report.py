@@ -8,9 +8,9 @@ from typing import Any
 
 from authz_sidecar.decision_log import DecisionBuffer  # noqa: TID251
 from authz_sidecar.status_report import budget_usage, status_body  # noqa: TID251
-from policy.budgets import BudgetKey, InMemoryBudgetLedger
-from policy.bundle_store import BundleStore
-from policy.bundle_sync import BundleSync
+from policy.bundles.bundle_store import BundleStore
+from policy.bundles.bundle_sync import BundleSync
+from policy.engine.budgets import BudgetKey, InMemoryBudgetLedger
 
 from .conftest import ORG, BundleFactory
 

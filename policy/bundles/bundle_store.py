@@ -1,6 +1,6 @@
 """The sidecar's bundle store: verify, persist as last-known-good, swap, notify.
 
-A bundle is used only after `policy.bundle.load_bundle` has verified it against the trust
+A bundle is used only after `policy.bundles.bundle.load_bundle` has verified it against the trust
 anchors (a pinned JWKS when configured, else the control plane's JWKS), the scope and the
 current revision (strictly newer). The last-known-good bundle, the JWKS that verified it and
 its scope live together in one file, replaced by an atomic rename, so worker processes
@@ -28,9 +28,9 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from policy.bundle import VerifiedBundle, load_bundle
+from policy.bundles.bundle import VerifiedBundle, load_bundle
+from policy.bundles.keys import endorsed_jwks
 from policy.errors import BundleVerificationError
-from policy.keys import endorsed_jwks
 
 __all__ = ["LAST_KNOWN_GOOD", "BundleStore", "BundleVerificationError", "ScopeMismatch"]
 
@@ -95,7 +95,7 @@ class BundleStore:
 
         On first contact (nothing trusted yet, nothing on disk) every key is taken: trust on
         first use. After that a key is taken only if it is one already trusted or endorsed
-        by one (`policy.keys.endorsed_jwks`): a rotation by the control plane is followed,
+        by one (`policy.bundles.keys.endorsed_jwks`): a rotation by the control plane is followed,
         a key slipped in by anyone answering in its name is not (`unendorsed` names it).
         An answer with no acceptable key at all leaves the trust as it was.
         """

@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from policy.budgets import BudgetKey, InMemoryBudgetLedger, period_window
-from policy.compiler import CompileContext, CompiledPolicy, compile_policy
-from policy.documents import Expectation, PolicyTestCase
-from policy.engine import Decision, DecisionEngine
-from policy.policy_set import PolicySet
+from policy.compile.compiler import CompileContext, CompiledPolicy, compile_policy
+from policy.documents.parse import Expectation, PolicyTestCase
+from policy.documents.policy_set import PolicySet
+from policy.engine.budgets import BudgetKey, InMemoryBudgetLedger, period_window
+from policy.engine.decide import Decision, DecisionEngine
 
 
 @dataclass(frozen=True)

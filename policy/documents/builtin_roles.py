@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from functools import cache
 
-from policy.documents import RolePolicy, parse_policy_source
+from policy.documents.parse import RolePolicy, parse_policy_source
 
 BUILTIN_ROLES_NAME = "builtin-organization-roles"
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from policy.decision_input import Outcome
+from policy.engine.decision_input import Outcome
 from policy.errors import PolicyValidationError
 from policy.workloads import parse_workload
 

@@ -1,4 +1,4 @@
-"""HTTP clients that only reach what `policy.outbound.OutboundGuard` allows.
+"""HTTP clients that only reach what `policy.net.outbound.OutboundGuard` allows.
 
 The platform speaks two HTTP stacks: `httpx` (webhooks, providers, HTTP tools) and `httpx2`
 (Authlib's OIDC client, the `mcp` SDK). Each gets a transport that
@@ -24,7 +24,7 @@ from typing import Any
 import httpcore
 import httpx
 
-from policy.outbound import OutboundGuard, OutboundRefused, parse_target
+from policy.net.outbound import OutboundGuard, OutboundRefused, parse_target
 
 
 class _PinnedBackend:

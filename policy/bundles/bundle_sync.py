@@ -25,8 +25,8 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
-from policy.bundle import MAX_BUNDLE_BYTES
-from policy.bundle_store import BundleStore, ScopeMismatch
+from policy.bundles.bundle import MAX_BUNDLE_BYTES
+from policy.bundles.bundle_store import BundleStore, ScopeMismatch
 from policy.errors import BundleVerificationError, PolicyError
 
 __all__ = [

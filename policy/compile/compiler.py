@@ -12,9 +12,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from policy.casbin_model import CASBIN_MODEL, casbin_policy_lines
+from policy.compile.casbin_model import CASBIN_MODEL, casbin_policy_lines
+from policy.documents.policy_set import PolicySet
 from policy.errors import PolicyError
-from policy.policy_set import PolicySet
 
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 

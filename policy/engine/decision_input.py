@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from policy.source import Path
+from policy.documents.source import Path
 
 Outcome = Literal["allow", "deny", "require_approval"]
 OUTCOMES: tuple[Outcome, ...] = ("allow", "deny", "require_approval")

@@ -14,8 +14,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from policy.abac import AbacResult, EmbeddedRegoEvaluator, RegoEvaluator
-from policy.budgets import (
+from policy.compile.compiler import CompiledPolicy
+from policy.documents.source import dotted
+from policy.engine.abac import AbacResult, EmbeddedRegoEvaluator, RegoEvaluator
+from policy.engine.budgets import (
     NO_BUDGETS,
     BudgetCheck,
     BudgetIndex,
@@ -25,14 +27,12 @@ from policy.budgets import (
     Reservation,
     call_ceilings,
 )
-from policy.compiler import CompiledPolicy
-from policy.decision_cache import InputProjection, LruCache, full_input_key
-from policy.decision_input import Outcome, input_problems
-from policy.rbac import RbacIndex, RbacResult, principal_subjects
-from policy.source import dotted
+from policy.engine.decision_cache import InputProjection, LruCache, full_input_key
+from policy.engine.decision_input import Outcome, input_problems
+from policy.engine.rbac import RbacIndex, RbacResult, principal_subjects
 
 if TYPE_CHECKING:
-    from policy.bundle import VerifiedBundle
+    from policy.bundles.bundle import VerifiedBundle
 
 _RANK: dict[Outcome, int] = {"allow": 0, "require_approval": 1, "deny": 2}
 

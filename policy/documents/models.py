@@ -7,9 +7,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
-from policy.decision_input import Outcome
-from policy.rego_compile import module_path, read_package
-from policy.source import RawDocument
+from policy.compile.rego_compile import module_path, read_package
+from policy.documents.source import RawDocument
+from policy.engine.decision_input import Outcome
 
 API_VERSION = "kaizen.studio/v1"
 KINDS = ("RolePolicy", "RegoPolicy", "BudgetPolicy", "PolicyTest")

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import regopy
 from regopy import Bundle, Interpreter, LogLevel
 
+from policy.compile.rego_lint import RegoProblem, lint_modules
 from policy.errors import PolicyError
-from policy.rego_lint import RegoProblem, lint_modules
 
 ABAC_PACKAGE = "kaizen.abac"
 RESERVED_SEGMENTS = frozenset({"deny", "require_approval"})

@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
-from policy.builtin_roles import BUILTIN_ROLES_NAME, builtin_role_policy
-from policy.documents import (
+from policy.compile.rego_compile import RegoCompileError, check_modules, compile_rego
+from policy.documents.builtin_roles import BUILTIN_ROLES_NAME, builtin_role_policy
+from policy.documents.fields import detail_at
+from policy.documents.parse import (
     Binding,
     Budget,
     BudgetPolicy,
@@ -18,10 +20,8 @@ from policy.documents import (
     parse_policy_source,
     rego_details,
 )
+from policy.documents.source import Path, dotted
 from policy.errors import ErrorDetail, PolicyValidationError
-from policy.fields import detail_at
-from policy.rego_compile import RegoCompileError, check_modules, compile_rego
-from policy.source import Path, dotted
 
 
 @dataclass(frozen=True)

@@ -29,8 +29,8 @@ from regopy.rego_shared import (
     rego_set_input_term,
 )
 
-from policy.rego_compile import AGGREGATE_ENTRYPOINT, compile_rego, parse_errors
-from policy.rego_lint import token_list
+from policy.compile.rego_compile import AGGREGATE_ENTRYPOINT, compile_rego, parse_errors
+from policy.compile.rego_lint import token_list
 
 Reasons = tuple[tuple[str, str], ...]  # (package, reason)
 

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from policy.casbin_model import role_subject
+from policy.compile.casbin_model import role_subject
 
 
 @dataclass(frozen=True, slots=True)

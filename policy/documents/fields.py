@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from collections.abc import Collection
 
+from policy.documents.source import Path, RawDocument, dotted
 from policy.errors import ErrorDetail
-from policy.source import Path, RawDocument, dotted
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 NAME_HINT = "letters, digits, '.', '_' or '-', starting with a letter or digit, at most 128"

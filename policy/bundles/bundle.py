@@ -21,10 +21,10 @@ from typing import Any
 
 import jwt
 
-from policy.bundle_hash import ALGORITHM, file_digest
-from policy.compiler import CompiledPolicy, CompileError, canonical_json
+from policy.bundles.bundle_hash import ALGORITHM, file_digest
+from policy.bundles.keys import PrivateKey, SigningKeyError, jwk_algorithm, signing_algorithm
+from policy.compile.compiler import CompiledPolicy, CompileError, canonical_json
 from policy.errors import BundleError, BundleVerificationError
-from policy.keys import PrivateKey, SigningKeyError, jwk_algorithm, signing_algorithm
 
 MANIFEST = ".manifest"
 DATA = "data.json"

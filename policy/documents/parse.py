@@ -11,10 +11,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, cast
 
-from policy.decision_input import OUTCOMES, Outcome, input_problems
-from policy.errors import ErrorDetail, PolicyValidationError
-from policy.fields import NAME, FieldReader, detail_at
-from policy.models import (
+from policy.compile.rego_compile import check_modules
+from policy.compile.rego_lint import RegoProblem
+from policy.documents.fields import NAME, FieldReader, detail_at
+from policy.documents.models import (
     ACTION,
     ACTION_HINT,
     API_VERSION,
@@ -44,9 +44,9 @@ from policy.models import (
     Role,
     RolePolicy,
 )
-from policy.rego_compile import check_modules
-from policy.rego_lint import RegoProblem
-from policy.source import Path, RawDocument, dotted, load_documents
+from policy.documents.source import Path, RawDocument, dotted, load_documents
+from policy.engine.decision_input import OUTCOMES, Outcome, input_problems
+from policy.errors import ErrorDetail, PolicyValidationError
 
 __all__ = [
     "API_VERSION",

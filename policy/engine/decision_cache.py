@@ -15,7 +15,7 @@ from collections import OrderedDict
 from collections.abc import Hashable, Iterable, Mapping
 from typing import Any, Generic, TypeVar
 
-from policy.rego_lint import token_list
+from policy.compile.rego_lint import token_list
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")

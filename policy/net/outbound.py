@@ -11,7 +11,7 @@ provider base URLs).
   reserved, otherwise not globally routable, or a cloud metadata address — looking through
   IPv4-mapped, 6to4, Teredo and NAT64 IPv6 forms — unless an operator CIDR
   (`KAIZEN_OUTBOUND_ALLOW_CIDRS`) covers it.
-- The HTTP clients of `policy.outbound_http` call `addresses` inside the connection itself
+- The HTTP clients of `policy.net.outbound_http` call `addresses` inside the connection itself
   and dial the address they checked, so a name cannot resolve to something else between
   the check and the connection (DNS rebinding); every request, redirect hops included, goes
   through `parse_target` again.

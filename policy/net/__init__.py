@@ -1,0 +1,1 @@
+"""The outbound-URL guard and the HTTP clients that obey it."""
