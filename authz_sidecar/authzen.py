@@ -120,11 +120,22 @@ def parse_json(body: bytes) -> dict[str, Any]:
     if not body.strip():
         raise AuthzenError("body", "is empty; send a JSON object")
     try:
-        value = json.loads(body)
+        value = json.loads(body, parse_constant=_refuse_constant, parse_float=_finite)
     except (ValueError, UnicodeDecodeError, RecursionError):
         raise AuthzenError("body", "is not valid JSON") from None
     if not isinstance(value, dict):
         raise AuthzenError("body", "must be a JSON object")
+    return value
+
+
+def _refuse_constant(name: str) -> float:
+    raise ValueError(f"{name} is not JSON")  # NaN, Infinity: RFC 8259 has no such numbers
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e400: a decision record must stay valid JSON
+        raise ValueError("number out of range")
     return value
 
 

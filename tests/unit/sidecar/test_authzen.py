@@ -6,6 +6,8 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from authz_sidecar import authzen
 from authz_sidecar.authzen import AuthzenError, Evaluation
@@ -237,6 +239,12 @@ def test_missing_or_mistyped_fields_name_the_field(
         (b"[1]", "body: must be a JSON object"),
         (b"\xff\xfe", "body: is not valid JSON"),
         (b"[" * 100_000, "body: is not valid JSON"),
+        (
+            b'{"subject": {"type": "user", "id": "a", "properties": {"n": NaN}}}',
+            "body: is not valid JSON",
+        ),
+        (b'{"context": {"estimated_cost_usd": 1e400}}', "body: is not valid JSON"),
+        (b'{"context": {"x": -Infinity}}', "body: is not valid JSON"),
     ],
 )
 def test_bodies_that_are_not_a_json_object(body: bytes, message: str) -> None:
@@ -324,3 +332,53 @@ def test_whole_batch_errors(request_body: dict[str, Any], field: str) -> None:
 def test_every_mapped_input_is_json() -> None:
     decision_input = to_input(authzen.evaluation(SPEC_REQUEST))
     assert json.loads(json.dumps(decision_input)) == decision_input
+
+
+# Any JSON at all: an Evaluation (or a batch of them and their errors) or an AuthzenError
+# naming a field; never another exception (which the server would answer with a 503).
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "subject",
+                    "action",
+                    "resource",
+                    "context",
+                    "type",
+                    "id",
+                    "name",
+                    "properties",
+                    "evaluations",
+                    "options",
+                    "evaluations_semantic",
+                    "estimated_cost_usd",
+                    "x",
+                ]
+            ),
+            children,
+            max_size=6,
+        )
+    ),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_JSON)
+def test_any_json_is_an_evaluation_or_a_named_error(value: Any) -> None:
+    body = json.dumps(value, allow_nan=True).encode()  # NaN and Infinity: refused as JSON
+    try:
+        parsed: authzen.Batch | AuthzenError = authzen.batch(authzen.parse_json(body))
+    except AuthzenError as exc:
+        parsed = exc
+    if isinstance(parsed, AuthzenError):
+        assert parsed.field
+        return
+    for item in (*parsed.items, parsed.single):
+        if isinstance(item, Evaluation):
+            assert input_problems(to_input(item)) == []
+        else:
+            assert item is None or item.field

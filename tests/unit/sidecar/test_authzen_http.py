@@ -7,6 +7,7 @@ scenario's requests sent as a PEP sends them; every evaluation must reach the de
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
@@ -85,29 +86,24 @@ def sink() -> Sink:
     return Sink()
 
 
-@pytest.fixture
-def fixture_authorizer(keys: Keys, sink: Sink) -> Authorizer:
+def authorizer_for(
+    keys: Keys, sink: Sink, organization: str = ORG, api_keys: list[dict[str, Any]] | None = None
+) -> Authorizer:
+    """An Authorizer over the fixture policy, signed for `organization` with these keys."""
     compiled = compile_policy(
         PolicySet.from_sources([("records.yaml", FIXTURE_POLICY)]),
-        CompileContext(
-            organization_id=ORG,
-            api_keys=[
-                {"name": "pep", "key_hash": sha256(PEP_KEY), "scopes": ["decisions:evaluate"]},
-                {"name": "wild", "key_hash": sha256(WILD_KEY), "scopes": ["*:*"]},
-                {"name": "plain", "key_hash": sha256(PLAIN_KEY)},
-                {"name": "other", "key_hash": sha256(OTHER_KEY), "scopes": ["agents:invoke"]},
-            ],
-            jwks=keys.jwks,
-        ),
+        CompileContext(organization_id=organization, api_keys=api_keys or [], jwks=keys.jwks),
     )
-    bundle = build_bundle(compiled, revision=7, signing_key=keys.private, kid=keys.kid, scope=ORG)
+    bundle = build_bundle(
+        compiled, revision=7, signing_key=keys.private, kid=keys.kid, scope=organization
+    )
     holder = EngineHolder(
         InMemoryBudgetLedger(),
         issuer=ISSUER,
         audience=AUDIENCE,
         gateway_binding=gateway_binding(GATEWAY_TOKEN),
     )
-    holder.on_bundle(load_bundle(bundle, keys.jwks, scope=ORG))
+    holder.on_bundle(load_bundle(bundle, keys.jwks, scope=organization))
     return Authorizer(
         holder,
         replay_guard=InMemoryReplayGuard(),
@@ -118,21 +114,40 @@ def fixture_authorizer(keys: Keys, sink: Sink) -> Authorizer:
 
 
 @pytest.fixture
-async def pdp(fixture_authorizer: Authorizer) -> AsyncIterator[httpx.AsyncClient]:
-    port = free_port()
-    app = SidecarHttp(
-        fixture_authorizer,
-        max_body=1 << 20,
-        gateway_token=GATEWAY_TOKEN,
-        authzen_base_url=BASE_URL,
+def fixture_authorizer(keys: Keys, sink: Sink) -> Authorizer:
+    return authorizer_for(
+        keys,
+        sink,
+        api_keys=[
+            {"name": "pep", "key_hash": sha256(PEP_KEY), "scopes": ["decisions:evaluate"]},
+            {"name": "wild", "key_hash": sha256(WILD_KEY), "scopes": ["*:*"]},
+            {"name": "plain", "key_hash": sha256(PLAIN_KEY)},
+            {"name": "other", "key_hash": sha256(OTHER_KEY), "scopes": ["agents:invoke"]},
+        ],
     )
+
+
+@asynccontextmanager
+async def serving(authorizer: Authorizer, **options: Any) -> AsyncIterator[httpx.AsyncClient]:
+    port = free_port()
+    app = SidecarHttp(authorizer, max_body=1 << 20, **options)
     server = await start_http_server(app, "127.0.0.1", port)
-    headers = {"Authorization": f"Bearer {PEP_KEY}"}
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", headers=headers) as client:
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            yield client
+    finally:
+        server.close()
+        await app.close_connections()
+        await server.wait_closed()
+
+
+@pytest.fixture
+async def pdp(fixture_authorizer: Authorizer) -> AsyncIterator[httpx.AsyncClient]:
+    async with serving(
+        fixture_authorizer, gateway_token=GATEWAY_TOKEN, authzen_base_url=BASE_URL
+    ) as client:
+        client.headers["Authorization"] = f"Bearer {PEP_KEY}"
         yield client
-    server.close()
-    await app.close_connections()
-    await server.wait_closed()
 
 
 def ask(who: str, verb: str, record: str, **properties: Any) -> dict[str, Any]:
@@ -516,15 +531,34 @@ async def test_discovery_metadata(pdp: httpx.AsyncClient) -> None:
 
 
 async def test_no_discovery_metadata_without_a_base_url(fixture_authorizer: Authorizer) -> None:
-    port = free_port()
-    app = SidecarHttp(fixture_authorizer, max_body=1 << 20)
-    server = await start_http_server(app, "127.0.0.1", port)
-    try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
-            response = await client.get("/.well-known/authzen-configuration")
-            assert response.status_code == 404
-            assert "KAIZEN_SIDECAR_AUTHZEN_BASE_URL" in response.json()["error"]["message"]
-    finally:
-        server.close()
-        await app.close_connections()
-        await server.wait_closed()
+    async with serving(fixture_authorizer) as client:
+        response = await client.get("/.well-known/authzen-configuration")
+    assert response.status_code == 404
+    assert "KAIZEN_SIDECAR_AUTHZEN_BASE_URL" in response.json()["error"]["message"]
+
+
+async def test_another_organisations_pep_key_is_refused(
+    pdp: httpx.AsyncClient, keys: Keys, sink: Sink
+) -> None:
+    # The cross-tenant attack: a PDP key of organisation B, valid at B's sidecar, at A's.
+    key = "ks_authzen_org_b_pep_0123456789"
+    org_b = authorizer_for(
+        keys,
+        Sink(),
+        "org-b",
+        [{"name": "pep", "key_hash": sha256(key), "scopes": ["decisions:evaluate"]}],
+    )
+    request_body = ask("alice", "read", "record-1")
+    async with serving(org_b) as at_b:
+        answered = await at_b.post(
+            "/access/v1/evaluation",
+            json=request_body,
+            headers={"Authorization": f"Bearer {key}"},
+        )
+    assert answered.json()["decision"] is True  # the key works where it belongs
+    refused = await pdp.post(
+        "/access/v1/evaluation", json=request_body, headers={"Authorization": f"Bearer {key}"}
+    )
+    assert refused.status_code == 401
+    assert "decision" not in refused.json()
+    assert sink.records == []
