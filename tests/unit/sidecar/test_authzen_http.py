@@ -16,11 +16,12 @@ import pytest
 from authz_sidecar.authorizer import Authorizer
 from authz_sidecar.budgets import InMemoryReservationBook
 from authz_sidecar.engine_holder import EngineHolder
-from authz_sidecar.grants import InMemoryReplayGuard, gateway_binding
+from authz_sidecar.grants import InMemoryReplayGuard
 from authz_sidecar.http_server import SidecarHttp, start_http_server
 from policy.budgets import InMemoryBudgetLedger
 from policy.bundle import build_bundle, load_bundle
 from policy.compiler import CompileContext, compile_policy
+from policy.gateway_binding import binding_of_credential
 from policy.policy_set import PolicySet
 from tests.e2e.sidecar_procs import free_port
 from tests.unit.sidecar.factory import AUDIENCE, ISSUER, ORG, Keys, access_token, sha256
@@ -101,7 +102,7 @@ def authorizer_for(
         InMemoryBudgetLedger(),
         issuer=ISSUER,
         audience=AUDIENCE,
-        gateway_binding=gateway_binding(GATEWAY_TOKEN),
+        gateway_binding=binding_of_credential(GATEWAY_TOKEN),
     )
     holder.on_bundle(load_bundle(bundle, keys.jwks, scope=organization))
     return Authorizer(
