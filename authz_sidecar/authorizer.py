@@ -29,7 +29,7 @@ from authz_sidecar.authn import (
     scope_needed,
     scope_refusal,
 )
-from authz_sidecar.authzen import Evaluation
+from authz_sidecar.authzen import Evaluation, as_api_key
 from authz_sidecar.budgets import ReservationBook
 from authz_sidecar.engine_holder import EngineHolder, Snapshot
 from authz_sidecar.grants import GrantError, ReplayGuard
@@ -236,6 +236,12 @@ class Authorizer:
             gateway=self.gateway,
             request={"method": "POST", "path": path, "source_ip": source_ip, "caller": caller},
         )
+        if evaluation.subject_type == "apikey" and (
+            refusal := as_api_key(input, snapshot.authenticator)
+        ):
+            principal = input["principal"]
+            revision = snapshot.bundle.revision
+            return _deny(new_decision_id(), (refusal,), revision, principal, snapshot), input, None
         # No approval grant here: a grant binds a gateway call (body, gateway), not a question.
         decision, result = await self._conclude(snapshot, input, None)
         outcome: Outcome = result["outcome"]

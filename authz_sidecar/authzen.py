@@ -8,7 +8,8 @@ The mapping (authz_sidecar/README.md, "AuthZEN"):
 
 - `subject {type, id, properties}` → `principal {id: "<type>:<id>", type, attributes:
   properties}`. Roles and teams are never the caller's word: RBAC finds the subject's roles
-  in the bundle's bindings (`user:alice@example.com` → its roles), as for any principal.
+  in the bundle's bindings (`user:alice@example.com` → its roles), as for any principal;
+  a subject of type `apikey` is also given that key's own roles and scopes (`as_api_key`).
 - `action {name, properties}` → `action: name`; `properties` → `input.action_properties`.
 - `resource {type, id, properties}` → `resource {type, id: "<type>:<id>", attributes:
   properties}`; the workspace is the sidecar's (KAIZEN_SIDECAR_WORKSPACE), never the caller's.
@@ -27,6 +28,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
+
+from authz_sidecar.authn import AuthenticationError, Authenticator, scope_refusal
 
 MAX_EVALUATIONS = 100
 MAX_ID = 512
@@ -201,6 +204,22 @@ def batch(request: Mapping[str, Any]) -> Batch:
         except AuthzenError as exc:
             parsed.append(exc)
     return Batch(tuple(parsed), semantic)
+
+
+def as_api_key(input: dict[str, Any], authenticator: Authenticator) -> str | None:
+    """A subject of type `apikey` is that key of the bundle, as if it had called: its own
+    roles and scopes (never the caller's `properties.scopes`), which narrow as at the
+    gateway. Sets them in `input`; a refusal (no such key, expired, scope) or None."""
+    principal = input["principal"]
+    name = principal["id"].removeprefix("apikey:")
+    try:
+        key = authenticator.api_key_named(name)
+    except AuthenticationError as exc:
+        return f"subject {principal['id'][:100]}: {exc}"
+    attributes = {k: v for k, v in principal["attributes"].items() if k != "scopes"}
+    principal["attributes"] = {**attributes, **key["attributes"]}
+    principal["roles"] = key["roles"]
+    return scope_refusal(principal, input["action"], input["resource"]["type"])
 
 
 def _entity(

@@ -47,6 +47,7 @@ spec:
   bindings:
     - {subject: "user:alice", role: record-editor}
     - {subject: "user:bob", role: record-editor}
+    - {subject: "apikey:bot", role: record-editor}
 ---
 kind: RegoPolicy
 metadata: {name: record-rules}
@@ -124,6 +125,10 @@ def fixture_authorizer(keys: Keys, sink: Sink) -> Authorizer:
             {"name": "wild", "key_hash": sha256(WILD_KEY), "scopes": ["*:*"]},
             {"name": "plain", "key_hash": sha256(PLAIN_KEY)},
             {"name": "other", "key_hash": sha256(OTHER_KEY), "scopes": ["agents:invoke"]},
+            # Subjects of type apikey (never callers here): a scoped one and one with a role.
+            {"name": "bot", "key_hash": sha256("ks_authzen_bot_0"), "scopes": ["record:read"]},
+            {"name": "roleful", "key_hash": sha256("ks_authzen_r_0"), "roles": ["record-editor"]},
+            {"name": "gone", "key_hash": sha256("ks_authzen_g_0"), "expires_at": 1_000_000_000},
         ],
     )
 
@@ -563,3 +568,34 @@ async def test_another_organisations_pep_key_is_refused(
     assert refused.status_code == 401
     assert "decision" not in refused.json()
     assert sink.records == []
+
+
+async def test_an_api_key_subject_is_that_key_with_its_own_roles_and_scopes(
+    pdp: httpx.AsyncClient, sink: Sink
+) -> None:
+    def about(key: str, verb: str, **properties: Any) -> dict[str, Any]:
+        return {
+            "subject": {"type": "apikey", "id": key, "properties": properties},
+            "action": {"name": verb},
+            "resource": {"type": "record", "id": "record-1"},
+        }
+
+    async def decided(body: dict[str, Any]) -> tuple[bool, list[str]]:
+        answer = (await pdp.post("/access/v1/evaluation", json=body)).json()
+        return answer["decision"], answer["context"]["reasons"]
+
+    assert await decided(about("bot", "read")) == (True, [])
+    # Its scopes narrow, as at the gateway; the caller's word does not widen them.
+    scoped_out = await decided(about("bot", "write", scopes=["*:*"]))
+    assert scoped_out[0] is False
+    assert "do not include record:write" in scoped_out[1][0]
+    assert sink.records[-1]["input"]["principal"]["attributes"]["scopes"] == ["record:read"]
+    assert await decided(about("roleful", "write")) == (True, [])  # its role, no binding
+    assert await decided(about("ghost", "read")) == (
+        False,
+        ["subject apikey:ghost: API key ghost is unknown, revoked or expired"],
+    )
+    assert await decided(about("gone", "read")) == (
+        False,
+        ["subject apikey:gone: API key gone has expired"],
+    )
