@@ -114,6 +114,13 @@ class Authenticator:
         self.keys = signing_keys(kaizen.get("jwks"))
         api_keys = kaizen.get("api_keys")
         self._api_keys: Mapping[str, Any] = api_keys if isinstance(api_keys, Mapping) else {}
+        # By name, for an AuthZEN subject of type apikey (authzen): the key's own roles and
+        # scopes, as if it had called.
+        self._api_key_names = {
+            entry["name"]: entry
+            for entry in self._api_keys.values()
+            if isinstance(entry, Mapping) and isinstance(entry.get("name"), str)
+        }
         revoked = kaizen.get("revoked_sessions")
         self._revoked_sessions = frozenset(
             sid for sid in (revoked if isinstance(revoked, list) else []) if isinstance(sid, str)
@@ -171,6 +178,17 @@ class Authenticator:
         entry = self._api_keys.get(hashlib.sha256(credential.encode()).hexdigest())
         if not isinstance(entry, Mapping) or not isinstance(entry.get("name"), str):
             raise AuthenticationError("API key is unknown, revoked or expired")
+        return self._key_principal(entry)
+
+    def api_key_named(self, name: str) -> dict[str, Any]:
+        """The principal of this bundle's API key `name` (as `authenticate` would give for
+        its secret); AuthenticationError when there is none or it has expired."""
+        entry = self._api_key_names.get(name)
+        if entry is None:
+            raise AuthenticationError(f"API key {name[:64]} is unknown, revoked or expired")
+        return self._key_principal(entry)
+
+    def _key_principal(self, entry: Mapping[str, Any]) -> dict[str, Any]:
         # The expiry travels in the bundle: the key stops at its expiry here, with no
         # re-sign needed (no leeway: the control plane refuses it at the same instant).
         expires_at = entry.get("expires_at")

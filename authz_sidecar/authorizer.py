@@ -29,6 +29,7 @@ from authz_sidecar.authn import (
     scope_needed,
     scope_refusal,
 )
+from authz_sidecar.authzen import Evaluation, as_api_key
 from authz_sidecar.budgets import ReservationBook
 from authz_sidecar.engine_holder import EngineHolder, Snapshot
 from authz_sidecar.grants import GrantError, ReplayGuard
@@ -137,11 +138,24 @@ class Authorizer:
         self._pending: set[asyncio.Task[None]] = set()
 
     async def check(self, facts: HttpFacts) -> Verdict:
+        return await self._logged(self._check(facts))
+
+    async def evaluate(
+        self, evaluation: Evaluation, *, caller: str, path: str, source_ip: str | None
+    ) -> Verdict:
+        """An AuthZEN evaluation (authz_sidecar.authzen): decided, counted and logged as a
+        gateway check is; `caller` (who asked, already authenticated) goes into the record."""
+        return await self._logged(self._evaluate(evaluation, caller, path, source_ip))
+
+    async def _logged(
+        self,
+        step: Coroutine[Any, Any, tuple[Verdict, dict[str, Any] | None, dict[str, Any] | None]],
+    ) -> Verdict:
         started = time.perf_counter()
         input: dict[str, Any] | None = None
         result: dict[str, Any] | None = None
         try:
-            verdict, input, result = await self._check(facts)
+            verdict, input, result = await step
         except Exception:  # a bug here must deny, not crash the server or allow
             log.exception("authorization check failed")
             verdict = _deny(new_decision_id(), ("internal error in the authz sidecar",), None)
@@ -191,10 +205,67 @@ class Authorizer:
             return verdict, input, None
         if mapped.narrowing:
             input = _claim_if_route_allows(snapshot.engine, input, mapped)
+        decision, result = await self._conclude(
+            snapshot, input, facts.headers.get("x-kaizen-approval")
+        )
+        outcome: Outcome = result["outcome"]
+        verdict = Verdict(
+            200 if outcome == "allow" else 403,
+            outcome,
+            decision.decision_id,
+            tuple(result["reasons"]),
+            revision,
+            principal["id"],
+            snapshot.organization,
+            result.get("approval_request_id"),
+            self._signed(decision.decision_id, input, facts) if outcome == "allow" else None,
+            tuple(h for h in facts.headers if h.startswith("x-kaizen-")),
+        )
+        return verdict, input, result
+
+    async def _evaluate(
+        self, evaluation: Evaluation, caller: str, path: str, source_ip: str | None
+    ) -> tuple[Verdict, dict[str, Any] | None, dict[str, Any] | None]:
+        snapshot = self.holder.current
+        if snapshot is None:
+            return _deny(new_decision_id(), (NOT_READY,), None), None, None
+        input = evaluation.decision_input(
+            organization=snapshot.organization,
+            workspace=self.workspace,
+            environment=self.environment,
+            gateway=self.gateway,
+            request={"method": "POST", "path": path, "source_ip": source_ip, "caller": caller},
+        )
+        if evaluation.subject_type == "apikey" and (
+            refusal := as_api_key(input, snapshot.authenticator)
+        ):
+            principal = input["principal"]
+            revision = snapshot.bundle.revision
+            return _deny(new_decision_id(), (refusal,), revision, principal, snapshot), input, None
+        # No approval grant here: a grant binds a gateway call (body, gateway), not a question.
+        decision, result = await self._conclude(snapshot, input, None)
+        outcome: Outcome = result["outcome"]
+        verdict = Verdict(
+            200 if outcome == "allow" else 403,
+            outcome,
+            decision.decision_id,
+            tuple(result["reasons"]),
+            snapshot.bundle.revision,
+            evaluation.principal_id,
+            snapshot.organization,
+            result.get("approval_request_id"),
+        )
+        return verdict, input, result
+
+    async def _conclude(
+        self, snapshot: Snapshot, input: dict[str, Any], grant: str | None
+    ) -> tuple[Decision, dict[str, Any]]:
+        """Decide (RBAC → ABAC → budgets), apply an approval grant, keep the reservations
+        for /settle; the decision and the result a decision record carries."""
         decision = await self._decide(snapshot.engine, input)
         outcome: Outcome = decision.outcome
         reasons: tuple[str, ...] = decision.reasons
-        if outcome == "require_approval" and (grant := facts.headers.get("x-kaizen-approval")):
+        if outcome == "require_approval" and grant:
             outcome, reasons = await self._apply_grant(snapshot, grant, input, decision)
             if outcome == "allow":  # charged like any allowed call: reserved here, settled later
                 decision = await self._decide(snapshot.engine, input, approved=True)
@@ -205,22 +276,9 @@ class Authorizer:
             self._background(self._remember(decision))
         result = decision.to_dict()
         result["outcome"], result["reasons"] = outcome, list(reasons)
-        approval = decision.decision_id if outcome == "require_approval" else None
-        if approval is not None:
-            result["approval_request_id"] = approval
-        verdict = Verdict(
-            200 if outcome == "allow" else 403,
-            outcome,
-            decision.decision_id,
-            reasons,
-            revision,
-            principal["id"],
-            snapshot.organization,
-            approval,
-            self._signed(decision.decision_id, input, facts) if outcome == "allow" else None,
-            tuple(h for h in facts.headers if h.startswith("x-kaizen-")),
-        )
-        return verdict, input, result
+        if outcome == "require_approval":
+            result["approval_request_id"] = decision.decision_id
+        return decision, result
 
     async def _decide(
         self, engine: DecisionEngine, input: Mapping[str, Any], *, approved: bool = False

@@ -28,6 +28,8 @@ from typing import Any
 
 from authz_sidecar import metrics
 from authz_sidecar.authorizer import NOT_READY, Authorizer, Verdict
+from authz_sidecar.authzen_http import PREFIX as AUTHZEN_PREFIX
+from authz_sidecar.authzen_http import AuthzenApi, is_authzen
 from authz_sidecar.http_protocol import (
     HttpProtocol,
     Limits,
@@ -109,10 +111,14 @@ class SidecarHttp:
         trusted_proxies: Sequence[str] = DEFAULT_TRUSTED_PROXIES,
         request_timeout: float = 10.0,
         idle_timeout: float = 120.0,
+        authzen_base_url: str | None = None,
     ) -> None:
         self._authorizer = authorizer
         self._max_body = max_body
         self._gateway_token = gateway_token.encode() if gateway_token else None
+        self._authzen = AuthzenApi(
+            authorizer, gateway_token=self._gateway_token, base_url=authzen_base_url
+        )
         self._proxies = tuple(ipaddress.ip_network(c, strict=False) for c in trusted_proxies)
         self._backlog = backlog or (lambda: None)
         self._sync_status = sync_status or dict
@@ -126,7 +132,7 @@ class SidecarHttp:
         )
 
     def _body_limit(self, path: str) -> int:
-        if path == "/authz" or path.startswith(EXT_AUTHZ_PREFIX):
+        if path == "/authz" or path.startswith((EXT_AUTHZ_PREFIX, AUTHZEN_PREFIX)):
             return self._max_body
         return MAX_CONTROL_BODY
 
@@ -142,6 +148,8 @@ class SidecarHttp:
             if path.startswith(EXT_AUTHZ_PREFIX):
                 facts = self._ext_authz_facts(request)
                 return ext_authz_response(await self._authorizer.check(facts))
+            if is_authzen(path):
+                return await self._authzen.handle(request, path)
             return await self._route(
                 request.method, path, request.headers, request.body, request.peer_ip
             )

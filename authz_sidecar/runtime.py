@@ -205,6 +205,7 @@ class Worker:
             trusted_proxies=settings.sidecar_trusted_proxies,
             request_timeout=settings.sidecar_http_request_timeout_seconds,
             idle_timeout=settings.sidecar_http_idle_timeout_seconds,
+            authzen_base_url=settings.sidecar_authzen_base_url,
         )
 
     def _sync_status(self) -> dict[str, Any]:

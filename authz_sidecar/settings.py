@@ -8,6 +8,7 @@ import os
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, AwareDatetime, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -74,6 +75,10 @@ class SidecarSettings(BaseSettings):
     sidecar_http_request_timeout_seconds: float = Field(default=10.0, gt=0)
     sidecar_http_idle_timeout_seconds: float = Field(default=120.0, gt=0)
     sidecar_reservation_ttl_seconds: int = 3600
+    # AuthZEN (authz_sidecar/authzen_http.py): the URL callers reach this sidecar's HTTP port
+    # at, published as `policy_decision_point` in /.well-known/authzen-configuration. Never
+    # taken from a request's Host header (the identifier guards against PDP mix-up).
+    sidecar_authzen_base_url: str | None = None
     log_level: str = "INFO"
     log_json: bool = True  # one JSON object per line (policy/runtime/logs.py); false: plain text
 
@@ -102,6 +107,26 @@ class SidecarSettings(BaseSettings):
                     f"KAIZEN_SIDECAR_TRUSTED_PROXIES: {cidr!r} is not a CIDR"
                 ) from None
         return value
+
+    @field_validator("sidecar_authzen_base_url")
+    @classmethod
+    def _valid_base_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        parsed = urlsplit(value.strip())
+        loopback = parsed.hostname in ("127.0.0.1", "::1", "localhost")
+        if (
+            parsed.scheme not in ("https", "http")
+            or (parsed.scheme == "http" and not loopback)
+            or not parsed.hostname
+            or parsed.query
+            or parsed.fragment
+        ):
+            raise ValueError(
+                "KAIZEN_SIDECAR_AUTHZEN_BASE_URL must be an https URL without query or "
+                "fragment (http only on loopback)"
+            )
+        return value.strip().rstrip("/")
 
     @property
     def not_before_seconds(self) -> int | None:

@@ -79,6 +79,9 @@ class Settings(BaseSettings):
     webhook_max_attempts: int = Field(default=8, ge=1)
     webhook_retry_base_seconds: float = Field(default=10.0, gt=0)  # doubles per attempt
     webhook_timeout_seconds: float = Field(default=10.0, gt=0)
+    # Also send the pre-Standard-Webhooks `X-Kaizen-Signature` (webhook_signing). Kept on
+    # for one release so receivers can move to `webhook-signature`; then off, then removed.
+    webhook_legacy_signature: bool = True
     notification_poll_seconds: float = Field(default=1.0, gt=0)
     denial_alert_threshold: int = Field(default=10, ge=1)  # security.repeated_denials after N
     denial_alert_window_seconds: int = Field(default=300, ge=1)

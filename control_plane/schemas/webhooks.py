@@ -62,7 +62,10 @@ class Webhook(Output):
 
 
 class WebhookCreated(Webhook):
-    secret: str = Field(description="Shown once: verify X-Kaizen-Signature with it.")
+    secret: str = Field(
+        description="Shown once: verify each delivery's webhook-signature (Standard Webhooks) "
+        "with it."
+    )
 
 
 class Delivery(Output):

@@ -370,6 +370,7 @@ class Notifier:
         self.max_attempts = settings.webhook_max_attempts
         self.retry_base = settings.webhook_retry_base_seconds
         self.timeout = settings.webhook_timeout_seconds
+        self.legacy_signature = settings.webhook_legacy_signature
         host = settings.smtp_host
         self.mailer = Mailer(host, settings.smtp_port, settings.smtp_from) if host else None
         # Webhook URLs are the tenant's word: every connection goes through the outbound
@@ -435,7 +436,9 @@ class Notifier:
             except Exception as exc:  # a missing or unreadable secret is this delivery's error
                 code, error = None, f"signing secret unavailable: {type(exc).__name__}"
             else:
-                code, error = await webhooks.send(self._http, item, secret, self.timeout)
+                code, error = await webhooks.send(
+                    self._http, item, secret, self.timeout, legacy=self.legacy_signature
+                )
             status = await webhooks.record(
                 self.db,
                 item,

@@ -7,17 +7,16 @@ no other replica picks them while a request is in flight), posts them, and recor
 outcome: 2xx is delivered; anything else is retried with exponential back-off until the
 attempt limit, then failed. The rows are the delivery log.
 
-Each request carries `X-Kaizen-Event`, `X-Kaizen-Delivery` (the row id) and
-`X-Kaizen-Signature: t=<unix>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`. The signing
-secret lives in the secret store under `webhooks/<id>/secret`, shown once at creation.
+Each request is signed as Standard Webhooks (`webhook-id` = the row id, `webhook-timestamp`,
+`webhook-signature`; webhook_signing) and carries `X-Kaizen-Event`, `X-Kaizen-Delivery` (the
+row id) and, while KAIZEN_WEBHOOK_LEGACY_SIGNATURE is on (this release's default), our
+former `X-Kaizen-Signature`. The signing secret lives in the secret store under
+`webhooks/<id>/secret`, shown once at creation.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
-import secrets
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -38,6 +37,12 @@ from control_plane.services import audit
 from control_plane.services.audit import Actor
 from control_plane.services.pagination import paginate
 from control_plane.services.secrets import SecretStore
+from control_plane.services.webhook_signing import (
+    SECRET_PREFIX,
+    legacy_signature,
+    new_secret,
+    standard_headers,
+)
 from policy.net.outbound import OutboundGuard, OutboundRefused
 
 EVENTS = (
@@ -48,7 +53,6 @@ EVENTS = (
     "security.repeated_denials",
     "security.bundle_verification_failed",
 )
-SECRET_PREFIX = "whsec_"  # noqa: S105  (a marker, not a secret)
 # A claimed delivery is invisible to other workers this long (far above the HTTP timeout).
 LEASE = timedelta(minutes=5)
 MAX_BACKOFF_SECONDS = 3600.0
@@ -58,18 +62,9 @@ def secret_name(webhook_id: uuid.UUID) -> str:
     return f"webhooks/{webhook_id}/secret"
 
 
-def new_secret() -> str:
-    return SECRET_PREFIX + secrets.token_urlsafe(32)
-
-
 def _prefix(secret: str) -> str:
     """Enough of a generated secret to tell it apart; nothing of one the user chose."""
     return secret[:10] if secret.startswith(SECRET_PREFIX) else ""
-
-
-def signature(secret: str, timestamp: int, body: bytes) -> str:
-    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
-    return f"t={timestamp},v1={mac.hexdigest()}"
 
 
 def _jsonable(value: Any) -> Any:
@@ -295,18 +290,26 @@ async def claim_due(db: Database, now: datetime, limit: int = 50) -> list[Claime
 
 
 async def send(
-    http: httpx.AsyncClient, claimed: Claimed, secret: str, timeout_seconds: float
+    http: httpx.AsyncClient,
+    claimed: Claimed,
+    secret: str,
+    timeout_seconds: float,
+    *,
+    legacy: bool = True,
 ) -> tuple[int | None, str | None]:
     """POST one delivery; the response status, or the network error or refusal. `http` is
-    a guarded client (policy.net.outbound_http): it refuses internal addresses per connection."""
+    a guarded client (policy.net.outbound_http): it refuses internal addresses per connection.
+    `legacy` adds X-Kaizen-Signature beside the Standard Webhooks headers."""
     timestamp = int(time.time())
     headers = {
         "content-type": "application/json",
         "user-agent": "kaizen-studio-webhooks/1",
         "x-kaizen-event": claimed.event,
         "x-kaizen-delivery": str(claimed.id),
-        "x-kaizen-signature": signature(secret, timestamp, claimed.body),
+        **standard_headers(secret, str(claimed.id), timestamp, claimed.body),
     }
+    if legacy:
+        headers["x-kaizen-signature"] = legacy_signature(secret, timestamp, claimed.body)
     try:
         response = await http.post(
             claimed.url, content=claimed.body, headers=headers, timeout=timeout_seconds

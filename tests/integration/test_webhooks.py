@@ -19,6 +19,8 @@ import httpx
 import pytest
 import uvicorn
 from aiosmtpd.controller import Controller
+from standardwebhooks import Webhook as StandardWebhook
+from standardwebhooks import WebhookVerificationError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -418,3 +420,92 @@ async def test_webhook_crud_validation_and_tenancy(
         "webhook.rotate_secret",
         "webhook.delete",
     } <= actions
+
+
+# -- Standard Webhooks: what a receiver using the `standardwebhooks` library sees ---------------
+
+
+async def _held_delivery(
+    client: httpx.AsyncClient, stack: Stack, owner: Account, decision_id: str
+) -> None:
+    credential = await gateway_credential(client, owner)
+    await ingest(client, credential, held_decision(decision_id, "user:someone@example.com"))
+    await _drain(stack)
+
+
+def _tampered(headers: dict[str, str], **changes: str) -> dict[str, str]:
+    return {**headers, **changes}
+
+
+async def test_a_standard_webhooks_receiver_verifies_deliveries_and_rejects_tampering(
+    client: httpx.AsyncClient, stack: Stack, owner: Account, receiver: Receiver
+) -> None:
+    created = await _webhook(client, owner, f"{receiver.base_url}/ok", ["approval.requested"])
+    secret = created["secret"]
+    await _held_delivery(client, stack, owner, "sw-1")
+    (received,) = receiver.on("/ok")
+    verifier = StandardWebhook(secret)  # the secret exactly as shown once, no conversion
+    payload = verifier.verify(received.body, received.headers)
+    assert payload["event"] == "approval.requested"
+    assert payload["data"]["id"] == "sw-1"
+    assert received.headers["webhook-id"] == payload["id"] == received.headers["x-kaizen-delivery"]
+    # This release still sends the former header beside it (KAIZEN_WEBHOOK_LEGACY_SIGNATURE).
+    assert _verify(secret, received) == payload
+
+    headers = received.headers
+    body = received.body
+    stale = str(int(headers["webhook-timestamp"]) - 600)
+    for tampered_body, tampered_headers in (
+        (body.replace(b"sw-1", b"sw-2"), headers),  # another decision
+        (body + b" ", headers),
+        (body, _tampered(headers, **{"webhook-id": str(uuid.uuid4())})),  # replayed as another
+        (body, _tampered(headers, **{"webhook-timestamp": stale})),
+        (body, _tampered(headers, **{"webhook-signature": "v1," + "A" * 44})),
+        (body, {k: v for k, v in headers.items() if k != "webhook-signature"}),
+    ):
+        with pytest.raises(WebhookVerificationError):
+            verifier.verify(tampered_body, tampered_headers)
+    other = await _webhook(client, owner, f"{receiver.base_url}/ok", ["approval.decided"])
+    with pytest.raises(WebhookVerificationError):
+        StandardWebhook(other["secret"]).verify(body, headers)
+
+
+async def test_retries_keep_the_webhook_id_and_the_legacy_header_can_be_turned_off(
+    client: httpx.AsyncClient,
+    stack: Stack,
+    owner: Account,
+    receiver: Receiver,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    notifier = stack.app.state.notifier
+    monkeypatch.setattr(notifier, "retry_base", 0.05)
+    monkeypatch.setattr(notifier, "legacy_signature", False)
+    created = await _webhook(client, owner, f"{receiver.base_url}/fail", ["approval.requested"])
+    await _held_delivery(client, stack, owner, "sw-retry")
+    for _ in range(100):
+        if len(receiver.on("/fail")) >= 2:
+            break
+        await asyncio.sleep(0.05)
+        await _drain(stack)
+    first, second = receiver.on("/fail")[:2]
+    verifier = StandardWebhook(created["secret"])
+    assert verifier.verify(first.body, first.headers) == verifier.verify(
+        second.body, second.headers
+    )
+    # One message, two attempts: receivers deduplicate on webhook-id.
+    assert first.headers["webhook-id"] == second.headers["webhook-id"]
+    assert "x-kaizen-signature" not in first.headers
+    assert "x-kaizen-signature" not in second.headers
+
+
+async def test_a_secret_of_another_form_signs_with_its_bytes(
+    client: httpx.AsyncClient, stack: Stack, owner: Account, receiver: Receiver
+) -> None:
+    chosen = "my-own-signing-secret-123"  # not `whsec_` + base64: the key is its UTF-8 bytes
+    await _webhook(client, owner, f"{receiver.base_url}/ok", ["approval.requested"], secret=chosen)
+    await _held_delivery(client, stack, owner, "sw-own")
+    (received,) = receiver.on("/ok")
+    payload = StandardWebhook(chosen.encode()).verify(received.body, received.headers)
+    assert payload["data"]["id"] == "sw-own"
+    with pytest.raises(WebhookVerificationError):
+        StandardWebhook(b"another-secret-entirely!").verify(received.body, received.headers)

@@ -4741,7 +4741,7 @@ export interface components {
             updated_at: string;
             /**
              * Secret
-             * @description Shown once: verify X-Kaizen-Signature with it.
+             * @description Shown once: verify each delivery's webhook-signature (Standard Webhooks) with it.
              */
             secret: string;
         };

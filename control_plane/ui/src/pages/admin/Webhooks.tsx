@@ -25,7 +25,7 @@ function SecretOnce({ created, rotated, onDismiss }: { created: WebhookCreated; 
       <h2>{rotated ? "New signing secret" : "Webhook created"} for {created.url}</h2>
       <p>
         Copy the signing secret now: it is shown only this once. Verify each delivery's{" "}
-        <code>X-Kaizen-Signature</code> with it.
+        <code>webhook-signature</code> with it (Standard Webhooks: any <code>standardwebhooks</code> library).
       </p>
       <div className="secret-row">
         <label className="sr-only" htmlFor="webhook-secret">Signing secret</label>
