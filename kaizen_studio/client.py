@@ -4,7 +4,7 @@ Written on httpx with the API's own pydantic schemas, so what a method returns i
 API documents (`/openapi.json`); method groups follow the stable operation ids
 (`client.policies.publish()` is `policies.publish`). The CLI's remote commands
 (`kaizen-studio login`, `policy push|test --remote|replay|publish`) use it, so their tests
-exercise it.
+exercise it; `tests/e2e/test_up.py` drives the README tour's API steps with it.
 
     from kaizen_studio.client import KaizenClient
     with KaizenClient("https://cp.example.com", api_key="ks_…") as kaizen:
@@ -32,9 +32,11 @@ from pydantic import BaseModel
 from control_plane.schemas.approvals import Approval
 from control_plane.schemas.base import Page
 from control_plane.schemas.decisions import Decision
+from control_plane.schemas.fleet import Execution, Gateway
 from control_plane.schemas.identity import Me, TokenResponse
 from control_plane.schemas.policies import BundleRevision, PolicyApplied, TestReport
 from control_plane.schemas.replay import Replay
+from control_plane.schemas.workloads import DeploymentCreated, WorkloadApplied
 
 Model = TypeVar("Model", bound=BaseModel)
 
@@ -87,6 +89,10 @@ class KaizenClient:
         self.policies = _Policies(self)
         self.decisions = _Decisions(self)
         self.approvals = _Approvals(self)
+        self.agents = _Agents(self)
+        self.gateways = _Gateways(self)
+        self.deployments = _Deployments(self)
+        self.executions = _Executions(self)
 
     def __enter__(self) -> KaizenClient:
         return self
@@ -269,3 +275,29 @@ class _Approvals(_Group):
         return self._client.call(
             Approval, "POST", f"/api/v1/approvals/{approval_id}/deny", json=body
         )
+
+
+class _Agents(_Group):
+    def apply(self, source: str) -> WorkloadApplied:
+        """`agents.apply`: create or update agents from one source (a new version each)."""
+        return self._client.call(WorkloadApplied, "POST", "/api/v1/agents", json={"source": source})
+
+
+class _Gateways(_Group):
+    def list(self) -> Page[Gateway]:
+        """`gateways.list`."""
+        return self._client.call(Page[Gateway], "GET", "/api/v1/gateways")
+
+
+class _Deployments(_Group):
+    def create(self, gateway_id: uuid.UUID, kind: str, name: str) -> DeploymentCreated:
+        """`deployments.deploy`: serve an agent or pipeline at a gateway (signed into the
+        bundle); the answer carries its API, CLI and MCP endpoints."""
+        body = {"gateway_id": str(gateway_id), "kind": kind, "name": name}
+        return self._client.call(DeploymentCreated, "POST", "/api/v1/deployments", json=body)
+
+
+class _Executions(_Group):
+    def list(self, **filters: Any) -> Page[Execution]:
+        """`decisions.list_executions`: agent and pipeline runs (name, status, principal)."""
+        return self._client.call(Page[Execution], "GET", "/api/v1/executions", params=filters)

@@ -4,7 +4,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, StringConstraints
+from pydantic import AliasChoices, ConfigDict, Field, StringConstraints
 
 from control_plane.schemas.base import Input, Name, Output
 
@@ -178,7 +178,8 @@ class Decision(Output):
 
 
 class Execution(Output):
-    id: str = Field(validation_alias="execution_id")
+    # The row's `execution_id`, answered as `id` (and read back as `id` by the client).
+    id: str = Field(validation_alias=AliasChoices("execution_id", "id"))
     time: datetime
     gateway_id: uuid.UUID | None
     principal: str | None

@@ -17,10 +17,18 @@ from pathlib import Path
 import httpx
 import pytest
 
+from kaizen_studio.client import KaizenClient
 from tests.conftest import running_descendants
 from tests.e2e.mcp_oauth_client import Browser, Memory, connect
 
 PASSWORD = "correct horse battery staple"
+SUPPORT_BOT = """\
+kind: Agent
+metadata: {name: support-bot}
+spec:
+  model: {provider: demo, name: demo}
+  system_prompt: You help.
+"""
 
 
 def free_port() -> int:
@@ -139,31 +147,33 @@ def test_up_serves_the_done_when_tour_and_stops_on_ctrl_c(
         check=False,
     )
     assert cli.returncode == 0, cli.stderr
-    with httpx.Client(base_url=url, timeout=10) as http:
-        login = http.post(
-            "/api/v1/auth/login", json={"email": demo["email"], "password": demo["password"]}
-        )
-        owner = {"Authorization": f"Bearer {login.json()['access_token']}"}
+    # The tour's API steps through the typed client (kaizen_studio.client).
+    with KaizenClient(url) as kaizen:
+        tokens = kaizen.auth.login(demo["email"], demo["password"])
+        owner = {"Authorization": f"Bearer {tokens.access_token}"}
         deadline = time.monotonic() + 30
         channels: set[str] = set()
         while time.monotonic() < deadline and not {"api", "cli"} <= channels:
-            executions = http.get("/api/v1/executions", headers=owner).json()["items"]
-            channels = {e["channel"] for e in executions}
+            channels = {e.channel for e in kaizen.executions.list().items}
             time.sleep(0.2)
         assert {"api", "cli"} <= channels
-        outcomes = {
-            d["outcome"] for d in http.get("/api/v1/decisions", headers=owner).json()["items"]
-        }
-        assert {"allow", "deny"} <= outcomes
+        assert {"allow", "deny"} <= {d.outcome for d in kaizen.decisions.search()}
 
-        # The README tour's OAuth step: an MCP client from nothing but the gateway's URL
-        # (the sidecar knows its MCP URL from the bundle: `up` registered the gateway).
-        switched = http.put(
-            "/api/v1/oauth/settings",
-            json={"dynamic_registration": True, "metadata_documents": True},
-            headers=owner,
-        )
-        assert switched.status_code == 200, switched.text
+        kaizen.agents.apply(SUPPORT_BOT)
+        (local,) = kaizen.gateways.list().items
+        deployed = kaizen.deployments.create(local.id, "agent", "support-bot")
+        assert deployed.endpoints.mcp == f"{gateway}/mcp"
+
+    # The README tour's OAuth step: an MCP client from nothing but the gateway's URL (the
+    # sidecar knows its MCP URL from the bundle: `up` registered the gateway with it).
+    switched = httpx.put(
+        f"{url}/api/v1/oauth/settings",
+        json={"dynamic_registration": True, "metadata_documents": True},
+        headers=owner,
+    )
+    assert switched.status_code == 200, switched.text
+    deadline = time.monotonic() + 30
+    while True:  # the deployment reaches the gateway with the bundle it was signed into
         tools, answer = asyncio.run(
             connect(
                 f"{gateway}/mcp",
@@ -173,9 +183,12 @@ def test_up_serves_the_done_when_tour_and_stops_on_ctrl_c(
                 callback="http://127.0.0.1:33420/callback",
             )
         )
-        assert "demo-bot" in tools
-        assert "restricted-bot" not in tools  # only what policy lets the owner invoke
-        assert "demo provider" in answer
+        if "support-bot" in tools or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert {"demo-bot", "support-bot"} <= tools
+    assert "restricted-bot" not in tools  # only what policy lets the owner invoke
+    assert "demo provider" in answer
 
     assert (tmp_path / "home" / "kaizen.db").exists()
     assert (tmp_path / "home" / "master.key").stat().st_mode & 0o077 == 0
