@@ -6,16 +6,13 @@ and never another organisation's gateways."""
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 import httpx
-from sqlalchemy import select
 
-from control_plane.db.models import BundleRevision
-from policy.bundles.bundle import load_bundle
 from policy.bundles.gateway_binding import binding_of_credential
 from tests.conftest import Account, Stack, signup
+from tests.integration.bundle_support import newest_bundle
 
 POLICY = """\
 kind: RolePolicy
@@ -29,15 +26,8 @@ spec:
 
 async def _bundle(stack: Stack, organization_id: str) -> tuple[int, dict[str, Any]]:
     """The newest revision's `kaizen` data, verified as the organisation's sidecar does."""
-    org = uuid.UUID(organization_id)
-    async with stack.db.session(org) as session:
-        row = await session.scalar(
-            select(BundleRevision).order_by(BundleRevision.revision.desc()).limit(1)
-        )
-    assert row is not None
-    jwks = await stack.app.state.keys.organization_jwks(org)
-    verified = load_bundle(row.bundle, jwks, scope=organization_id)
-    return row.revision, dict(verified.compiled.kaizen)
+    revision, verified = await newest_bundle(stack, organization_id)
+    return revision, dict(verified.compiled.kaizen)
 
 
 async def _publish(client: httpx.AsyncClient, owner: Account) -> None:

@@ -4,18 +4,15 @@ naming the plan, holds past 90 %, and a plan change re-signs it with the new lim
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
-from sqlalchemy import select
 
-from control_plane.db.models import BundleRevision
-from policy.bundles.bundle import load_bundle
 from policy.engine.budgets import BudgetKey, period_window
 from policy.engine.decide import DecisionEngine
 from tests.conftest import Account, Stack
+from tests.integration.bundle_support import newest_bundle
 from tests.integration.plan_support import put_on
 
 POLICY = """\
@@ -50,15 +47,8 @@ async def _publish(client: httpx.AsyncClient, owner: Account, source: str) -> ht
 
 async def _engine(stack: Stack, organization_id: str) -> tuple[int, DecisionEngine]:
     """The current bundle revision as a sidecar of this scope loads it."""
-    org = uuid.UUID(organization_id)
-    async with stack.db.session(org) as session:
-        row = await session.scalar(
-            select(BundleRevision).order_by(BundleRevision.revision.desc()).limit(1)
-        )
-    assert row is not None
-    jwks = await stack.app.state.keys.organization_jwks(org)
-    bundle = load_bundle(row.bundle, jwks, scope=organization_id)
-    return row.revision, DecisionEngine.from_bundle(bundle)
+    revision, bundle = await newest_bundle(stack, organization_id)
+    return revision, DecisionEngine.from_bundle(bundle)
 
 
 def _used(engine: DecisionEngine, organization_id: str, executions: int) -> None:
