@@ -3,7 +3,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 
 from control_plane import observability
 from control_plane.api.deps import (
@@ -39,6 +39,19 @@ ERRORS: dict[int | str, dict[str, object]] = {
     429: {},
 }
 MAX_VERSION = 2**31 - 1  # versions are 32-bit integers in the database
+# A client's key for a publish or rollback it may send again (RFC draft "The
+# Idempotency-Key HTTP Header Field"): a repeat answers the revision the first one stored.
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=255,
+        pattern=r"^[\x21-\x7e]+$",
+        description="Send the request again safely: a repeat within 24 h answers the "
+        "revision the first attempt stored instead of releasing another.",
+    ),
+]
 
 
 def _keys(request: Request) -> KeyRing:
@@ -212,18 +225,26 @@ async def run_tests(
 
 @router.post("/publish", status_code=201, responses=ERRORS)
 async def publish(
-    tenant: Publish, request: Request, body: schemas.PublishRequest | None = None
+    tenant: Publish,
+    request: Request,
+    body: schemas.PublishRequest | None = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> schemas.BundleRevision:
     """Validate the drafts, run their tests, compile and sign a new bundle revision.
 
     Failing tests are a 409 listing them; nothing changes then. With the organisation's
     `require_replay_before_publish` on, so is a draft set without a clean replay, unless
     `accept_replay` names a completed replay of it (an audited acknowledgement).
+    With an `Idempotency-Key` the request is safe to send again (after a lost answer):
+    a repeat within 24 h answers the revision the first one stored.
     """
     body = body or schemas.PublishRequest()  # the contract needs no body: all fields default
     await limit_rate(request, tenant, "publish")
     row = await release.publish(
-        _release(request, tenant), accept_replay=body.accept_replay, message=body.message
+        _release(request, tenant),
+        accept_replay=body.accept_replay,
+        message=body.message,
+        idempotency_key=idempotency_key,
     )
     await announce(request, row)
     return revision_out(row)
@@ -231,12 +252,19 @@ async def publish(
 
 @router.post("/rollback", status_code=201, responses=ERRORS)
 async def rollback(
-    body: schemas.RollbackRequest, tenant: Publish, request: Request
+    body: schemas.RollbackRequest,
+    tenant: Publish,
+    request: Request,
+    idempotency_key: IdempotencyKey = None,
 ) -> schemas.BundleRevision:
-    """Publish what an earlier revision held as a new, higher revision."""
+    """Publish what an earlier revision held as a new, higher revision (with an
+    `Idempotency-Key`, safe to send again, as for publish)."""
     await limit_rate(request, tenant, "publish")
     row = await release.rollback(
-        _release(request, tenant), revision=body.revision, message=body.message
+        _release(request, tenant),
+        revision=body.revision,
+        message=body.message,
+        idempotency_key=idempotency_key,
     )
     await announce(request, row)
     return revision_out(row)

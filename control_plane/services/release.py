@@ -8,6 +8,10 @@ and its tests run (that happens in the sandbox's worker processes, with a time l
 2. outside any transaction: the bundle built and its tests run (`policies.build`);
 3. in a second transaction: the gate checked again (recording an accepted replay), the
    revision signed and stored (`policies.publish` / `policies.rollback`), audited.
+
+With an `idempotency_key` (the `Idempotency-Key` header), a release that already stored a
+revision under that key answers that revision instead: checked before step 1 (no build)
+and again under the organisation's lock in step 3 (`policies.released_under_key`).
 """
 
 from __future__ import annotations
@@ -40,11 +44,26 @@ class Release:
     issuer: str
 
 
+async def _earlier(release: Release, key: str | None, reason: str) -> BundleRevision | None:
+    if key is None:
+        return None
+    async with release.sessions() as session:
+        return await policies.released_under_key(
+            session, release.organization_id, key, reason=reason
+        )
+
+
 async def publish(
-    release: Release, *, accept_replay: uuid.UUID | None = None, message: str = ""
+    release: Release,
+    *,
+    accept_replay: uuid.UUID | None = None,
+    message: str = "",
+    idempotency_key: str | None = None,
 ) -> BundleRevision:
     """The drafts as a new revision: validated, tested, compiled, signed, stored."""
     org = release.organization_id
+    if (earlier := await _earlier(release, idempotency_key, "publish")) is not None:
+        return earlier
     async with release.sessions() as session:
         versions = await replay.publish_gate(
             session, org, release.actor, accept_replay=accept_replay, record=False
@@ -65,12 +84,17 @@ async def publish(
             versions=versions,
             message=message,
             issuer=release.issuer,
+            idempotency_key=idempotency_key,
         )
 
 
-async def rollback(release: Release, *, revision: int, message: str = "") -> BundleRevision:
+async def rollback(
+    release: Release, *, revision: int, message: str = "", idempotency_key: str | None = None
+) -> BundleRevision:
     """What an earlier revision held, released as a new, higher revision."""
     org = release.organization_id
+    if (earlier := await _earlier(release, idempotency_key, "rollback")) is not None:
+        return earlier
     async with release.sessions() as session:
         versions = await policies.revision_versions(session, revision)
         prepared = await policies.prepare(session, org, release.keys, versions)
@@ -86,4 +110,5 @@ async def rollback(release: Release, *, revision: int, message: str = "") -> Bun
             revision=revision,
             message=message,
             issuer=release.issuer,
+            idempotency_key=idempotency_key,
         )

@@ -210,7 +210,9 @@ def envoy_config(
     return yaml.safe_dump(config)
 
 
-def start_envoy(config: str, directory: Path, admin: int) -> subprocess.Popen[bytes]:
+def start_envoy(config: str, directory: Path, admin: int, *options: str) -> subprocess.Popen[bytes]:
+    """Envoy with `config` (written into `directory`), ready when its admin says so;
+    `options` are further command-line options."""
     binary = envoy_binary()
     if binary is None:
         raise RuntimeError(
@@ -219,7 +221,17 @@ def start_envoy(config: str, directory: Path, admin: int) -> subprocess.Popen[by
     path = directory / f"envoy-{admin}.yaml"
     path.write_text(config)
     process = spawn(
-        [binary, "-c", str(path), "--use-dynamic-base-id", "--concurrency", "2", "-l", "error"]
+        [
+            binary,
+            "-c",
+            str(path),
+            "--use-dynamic-base-id",
+            "--concurrency",
+            "2",
+            "-l",
+            "error",
+            *options,
+        ]
     )
     _wait(f"http://127.0.0.1:{admin}/ready", process, "envoy")
     return process

@@ -49,6 +49,7 @@ from control_plane.services.policies.revisions import (
     current_revision,
     list_revisions,
     published_budgets,
+    released_under_key,
     revision_versions,
 )
 from control_plane.services.policies.versions import (
@@ -93,6 +94,7 @@ __all__ = [
     "read_sources",
     "refresh",
     "refresh_everywhere",
+    "released_under_key",
     "resign_with_organization_keys",
     "revision_versions",
     "rollback",

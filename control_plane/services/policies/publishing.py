@@ -28,7 +28,7 @@ from control_plane.services.audit import Actor
 from control_plane.services.keys import KeyRing
 from control_plane.services.plans import bundle as plan_bundle
 from control_plane.services.policies.evaluation import Prepared, compile_context, prepare
-from control_plane.services.policies.revisions import current_revision
+from control_plane.services.policies.revisions import current_revision, released_under_key
 from control_plane.services.rego_sandbox import RegoSandbox
 from control_plane.services.rego_tasks import compile_and_test
 from policy.bundles.bundle import build_bundle
@@ -112,11 +112,17 @@ async def _commit(
     reason: str,
     message: str,
     issuer: str,
+    idempotency_key: str | None = None,
 ) -> BundleRevision:
     # One publisher at a time per organisation: revisions must strictly increase.
     await session.execute(
         select(Organization.id).where(Organization.id == organization_id).with_for_update()
     )
+    if idempotency_key is not None:
+        # Under the lock: a repeat that raced the first attempt finds what it stored.
+        earlier = await released_under_key(session, organization_id, idempotency_key, reason=reason)
+        if earlier is not None:
+            return earlier
     if _canonical(await compile_context(session, organization_id, keys)) != _canonical(
         prepared.context
     ):
@@ -166,6 +172,7 @@ async def _commit(
         sha256=row.sha256,
         tests=len(built.tests.results),
         message=message,
+        **({"idempotency_key": idempotency_key} if idempotency_key is not None else {}),
     )
     return row
 
@@ -181,6 +188,7 @@ async def publish(
     versions: dict[str, int],
     message: str,
     issuer: str,
+    idempotency_key: str | None = None,
 ) -> BundleRevision:
     """Publish the built set, if `versions` (what the publish gate clears now) are still
     exactly the versions that were built and tested."""
@@ -200,6 +208,7 @@ async def publish(
         reason="publish",
         message=message,
         issuer=issuer,
+        idempotency_key=idempotency_key,
     )
 
 
@@ -214,6 +223,7 @@ async def rollback(
     revision: int,
     message: str,
     issuer: str,
+    idempotency_key: str | None = None,
 ) -> BundleRevision:
     """Publish again what `revision` held (as built), as a new revision; drafts are kept."""
     return await _commit(
@@ -226,6 +236,7 @@ async def rollback(
         reason="rollback",
         message=message or f"rollback to revision {revision}",
         issuer=issuer,
+        idempotency_key=idempotency_key,
     )
 
 

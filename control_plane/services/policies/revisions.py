@@ -1,12 +1,17 @@
-"""Published bundle revisions: the current one, its budgets, the versions a revision holds."""
+"""Published bundle revisions: the current one, its budgets, the versions a revision holds,
+and the revision an `Idempotency-Key` already released."""
 
 from __future__ import annotations
+
+import uuid
+from datetime import timedelta
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from control_plane.db.models import BundleRevision
-from control_plane.errors import NotFound
+from control_plane.db.base import utcnow
+from control_plane.db.models import AuditEvent, BundleRevision
+from control_plane.errors import Conflict, NotFound
 from control_plane.services import rego_tasks
 from control_plane.services.pagination import paginate
 from control_plane.services.policies.versions import read_sources
@@ -44,3 +49,39 @@ async def list_revisions(
         session, select(BundleRevision), BundleRevision, cursor, limit
     )
     return list(rows), next_cursor
+
+
+IDEMPOTENCY_WINDOW = timedelta(hours=24)  # how long a publish/rollback key is remembered
+
+
+async def released_under_key(
+    session: AsyncSession, organization_id: uuid.UUID, key: str, *, reason: str
+) -> BundleRevision | None:
+    """The revision a publish or rollback with this `Idempotency-Key` stored in the last 24 h.
+
+    The key is kept in the release's audit event, written in the transaction that stores
+    the revision: either both are there or neither, so a client (or a balancer) that lost
+    the answer to a dying replica can send the request again and get the first revision,
+    never a second one. A key used for the other kind of release is a 409."""
+    event = await session.scalar(
+        select(AuditEvent)
+        .where(
+            AuditEvent.organization_id == organization_id,
+            AuditEvent.action.in_(("bundle.publish", "bundle.rollback")),
+            AuditEvent.summary["idempotency_key"].as_string() == key,
+            AuditEvent.created_at >= utcnow() - IDEMPOTENCY_WINDOW,
+        )
+        .order_by(AuditEvent.seq.desc())
+        .limit(1)
+    )
+    if event is None:
+        return None
+    if event.action != f"bundle.{reason}":
+        raise Conflict(
+            f"Idempotency-Key was already used for a {event.action.removeprefix('bundle.')} "
+            f"(revision {event.summary.get('revision')}); use a new key for this {reason}"
+        )
+    row: BundleRevision | None = await session.scalar(
+        select(BundleRevision).where(BundleRevision.revision == int(event.summary["revision"]))
+    )
+    return row
