@@ -11,6 +11,9 @@ apart from the backups, or a stolen backup is a stolen key.
 the backup was sealed under, refuses a database that is not empty (unless `--force`),
 restores, proves the signing keys unseal, and verifies every organisation's audit and
 decision hash chains end to end; it prints how long the restore and the verification took.
+
+`backup --base DIR` takes a PostgreSQL base backup instead (`base_backup.py`), for
+point-in-time recovery with WAL archiving; PostgreSQL recovers it, `verify` checks it.
 """
 
 from __future__ import annotations
@@ -232,6 +235,11 @@ async def _check(db: Any, organization: uuid.UUID, audit: Any, decision_chain: A
 def restore(settings: Settings, directory: Path, *, force: bool = False) -> dict[str, Any]:
     """Restore `directory` into the configured database, then verify it end to end."""
     manifest = _read_manifest(directory)
+    if manifest.get("kind") == "base":
+        raise BackupError(
+            f"{directory} is a base backup: PostgreSQL recovers it (restore_command and "
+            'recovery_target_time, README "Running at scale"), then run `kaizen-studio verify`'
+        )
     url = settings.resolved_database_url
     kind = "sqlite" if settings.is_sqlite else "postgresql"
     if manifest["database"] != kind:
@@ -283,15 +291,19 @@ def restore(settings: Settings, directory: Path, *, force: bool = False) -> dict
 
 
 def cmd_backup(args: argparse.Namespace) -> int:
+    from kaizen_studio.base_backup import base_backup
+
+    take = base_backup if args.base else backup
     try:
-        manifest = backup(
+        manifest = take(
             Settings(), Path(args.directory), include_master_key=args.include_master_key
         )
     except BackupError as error:
         print(f"backup: {error}", file=sys.stderr)
         return 2
+    what = "base backup of postgresql" if args.base else f"backed up {manifest['database']}"
     print(
-        f"backed up {manifest['database']} ({manifest['bytes']} bytes, {manifest['decisions']} "
+        f"{what} ({manifest['bytes']} bytes, {manifest['decisions']} "
         f"decisions, {manifest['audit_events']} audit events, {manifest['organizations']} "
         f"organisation(s)) to {args.directory} in {manifest['seconds']} s"
     )
@@ -349,10 +361,16 @@ def cmd_verify(_args: argparse.Namespace) -> int:
 
 
 def register(sub: Any) -> None:
-    """`backup DIR [--include-master-key]`, `restore DIR [--force]` and `verify`."""
+    """`backup DIR [--base] [--include-master-key]`, `restore DIR [--force]` and `verify`."""
     help_backup = "back up the database (pg_dump or SQLite's online backup) into a new directory"
     parser = sub.add_parser("backup", help=help_backup, description=help_backup)
     parser.add_argument("directory", help="where to write the backup (new or empty)")
+    parser.add_argument(
+        "--base",
+        action="store_true",
+        help="a PostgreSQL base backup (pg_basebackup) for point-in-time recovery with "
+        "WAL archiving, instead of pg_dump",
+    )
     parser.add_argument(
         "--include-master-key",
         action="store_true",
