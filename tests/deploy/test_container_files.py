@@ -97,3 +97,23 @@ def test_compose_envoy_config_equals_the_charts(tmp_path: Path) -> None:
     config_map = [c for c in by_kind(render(CHART / "ci" / "gateway-values.yaml"), "ConfigMap")]
     charted = yaml.safe_load(config_map[0]["data"]["envoy.yaml"])
     assert composed == charted
+
+
+def test_compose_postgres_archives_wal_for_point_in_time_recovery() -> None:
+    postgres = COMPOSE["services"]["postgres"]
+    command = postgres["command"]
+    assert command[0] == "postgres"
+    settings = dict(arg.split("=", 1) for arg in command[2::2])
+    assert all(flag == "-c" for flag in command[1::2])
+    assert settings["wal_level"] == "replica"
+    assert settings["archive_mode"] == "on"
+    assert settings["archive_timeout"] == "60s"  # RPO: a quiet database still ships a segment
+    archive = "/var/lib/postgresql/wal-archive"
+    assert settings["archive_command"] == f"test ! -f {archive}/%f && cp %p {archive}/%f"
+    mounts = dict(volume.split(":", 1)[::-1] for volume in postgres["volumes"])
+    assert mounts[archive] != mounts["/var/lib/postgresql/data"]  # not beside the data
+    assert "postgres-wal" in COMPOSE["volumes"]
+    # The entrypoint hands the archive to the postgres user, then runs the image's own.
+    script = postgres["entrypoint"][2].replace("$$", "$")
+    assert script.endswith('exec docker-entrypoint.sh "$@"')
+    assert f"-o postgres -g postgres -m 700 {archive}" in script

@@ -3,6 +3,7 @@ Kubernetes' own schemas, and prove the gateway pods run the Envoy config the e2e
 
 from __future__ import annotations
 
+import shlex
 import shutil
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from kaizen_studio.cli import build_parser
 from tests.deploy.helm import CHART, VALUES_FILES, by_kind, render, run
 from tests.e2e.sidecar_procs import ENVOY_TEMPLATE, fill
 
@@ -222,3 +224,39 @@ def test_prometheus_reads_the_control_planes_metrics_with_its_token() -> None:
         assert endpoint["authorization"]["credentials"]["name"] == secret
     made = [s for s in by_kind(objects, "Secret") if s["metadata"]["name"] == secret]
     assert len(made[0]["data"]["token"]) >= 40  # random, made by the chart
+
+
+def test_backup_cronjobs_take_logical_and_base_backups_into_the_pvc() -> None:
+    cronjobs = {c["metadata"]["name"]: c for c in by_kind(_production(), "CronJob")}
+    assert set(cronjobs) == {"kz-kaizen-studio-backup-logical", "kz-kaizen-studio-backup-base"}
+    for kind, flags in (("logical", []), ("base", ["--base"])):
+        job = cronjobs[f"kz-kaizen-studio-backup-{kind}"]
+        assert job["spec"]["concurrencyPolicy"] == "Forbid"
+        pod = job["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        container = pod["containers"][0]
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
+        backup_line = container["args"][0].splitlines()[0]
+        words = shlex.split(backup_line.replace("$(date -u +%Y%m%dT%H%M%SZ)", "T"))
+        assert words == ["kaizen-studio", "backup", *flags, f"/backups/{kind}-T"]
+        parsed = build_parser().parse_args(words[1:])  # a command the CLI knows
+        assert parsed.base is bool(flags)
+        env = {e["name"]: e for e in container["env"]}
+        assert env["KAIZEN_DATABASE_URL"]["valueFrom"]["secretKeyRef"]["name"] == "kaizen-postgres"
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        assert volumes["backups"]["persistentVolumeClaim"]["claimName"] == "kaizen-backups"
+
+
+def test_backups_are_off_by_default_and_need_a_pvc_when_on() -> None:
+    assert by_kind(render(CHART / "ci" / "minimal-values.yaml"), "CronJob") == []
+    done = run(
+        "template",
+        "kz",
+        str(CHART),
+        "-f",
+        str(CHART / "ci" / "minimal-values.yaml"),
+        "--set",
+        "backups.base.enabled=true",
+    )
+    assert done.returncode != 0
+    assert "backups.persistentVolumeClaim" in done.stderr
