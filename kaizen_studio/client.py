@@ -21,6 +21,7 @@ retried; `on_tokens` hears about the new pair (the CLI saves it).
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
@@ -54,6 +55,11 @@ class ApiError(Exception):
 
 class Unreachable(Exception):
     """No answer from the control plane (connection refused, DNS, timeout, TLS)."""
+
+
+# A publish whose answer was lost is sent again with the same Idempotency-Key.
+PUBLISH_ATTEMPTS = 3
+LOST_ANSWER = frozenset({502, 503, 504})  # a proxy's answer when its upstream died
 
 
 def _error(response: httpx.Response) -> ApiError:
@@ -111,12 +117,13 @@ class KaizenClient:
         json: Any = None,
         params: Mapping[str, Any] | None = None,
         authenticated: bool = True,
+        headers: Mapping[str, str] | None = None,
     ) -> httpx.Response:
         """One API call; raises ApiError for any non-2xx answer, Unreachable for none."""
-        response = self._send(method, path, json, params, authenticated)
+        response = self._send(method, path, json, params, authenticated, headers)
         if response.status_code == 401 and authenticated and self._refresh_token:
             self._refresh()
-            response = self._send(method, path, json, params, authenticated)
+            response = self._send(method, path, json, params, authenticated, headers)
         if response.is_error:
             raise _error(response)
         return response
@@ -131,10 +138,11 @@ class KaizenClient:
         json: Any,
         params: Mapping[str, Any] | None,
         authenticated: bool,
+        extra: Mapping[str, str] | None = None,
     ) -> httpx.Response:
-        headers = (
-            {"authorization": f"Bearer {self._bearer}"} if authenticated and self._bearer else {}
-        )
+        headers = dict(extra or {})
+        if authenticated and self._bearer:
+            headers["authorization"] = f"Bearer {self._bearer}"
         query = {k: _param(v) for k, v in (params or {}).items() if v is not None}
         try:
             return self._http.request(method, path, json=json, params=query, headers=headers)
@@ -225,13 +233,36 @@ class _Policies(_Group):
         return self._client.call(Replay, "GET", f"/api/v1/replays/{replay_id}")
 
     def publish(
-        self, *, message: str = "", accept_replay: uuid.UUID | None = None
+        self,
+        *,
+        message: str = "",
+        accept_replay: uuid.UUID | None = None,
+        idempotency_key: str | None = None,
     ) -> BundleRevision:
-        """`policies.publish`: test, compile and sign the drafts as a new revision."""
+        """`policies.publish`: test, compile and sign the drafts as a new revision.
+
+        Sent with an `Idempotency-Key` (a new one unless given), so when the answer is lost
+        (no answer, or 502/503/504 from a proxy whose replica died) it is sent again, up to
+        `PUBLISH_ATTEMPTS` times in all: the control plane answers the revision the first
+        attempt stored, never a second one."""
         body: dict[str, Any] = {"message": message}
         if accept_replay is not None:
             body["accept_replay"] = str(accept_replay)
-        return self._client.call(BundleRevision, "POST", "/api/v1/policies/publish", json=body)
+        headers = {"Idempotency-Key": idempotency_key or str(uuid.uuid4())}
+
+        def send() -> BundleRevision:
+            return self._client.call(
+                BundleRevision, "POST", "/api/v1/policies/publish", json=body, headers=headers
+            )
+
+        for attempt in range(1, PUBLISH_ATTEMPTS):
+            try:
+                return send()
+            except (Unreachable, ApiError) as error:
+                if isinstance(error, ApiError) and error.status not in LOST_ANSWER:
+                    raise
+                time.sleep(0.5 * attempt)
+        return send()
 
 
 class _Decisions(_Group):

@@ -302,3 +302,57 @@ def test_the_client_refreshes_an_expired_login_and_reads_decisions_and_approvals
 
     with pytest.raises(Unreachable), KaizenClient(f"http://127.0.0.1:{procs.free_port()}") as c:
         c.auth.me()
+
+
+class _LosesAnswers(httpx.BaseTransport):
+    """The real control plane behind a network that loses the answers to the first
+    `publishes` publish requests after they were processed (a replica dying mid-answer):
+    the first as no answer at all, the next as the 503 a proxy would send."""
+
+    def __init__(self, publishes: int) -> None:
+        self.inner = httpx.HTTPTransport()
+        self.lost = publishes
+        self.keys: list[str] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = self.inner.handle_request(request)
+        if request.url.path != "/api/v1/policies/publish":
+            return response
+        self.keys.append(request.headers["idempotency-key"])
+        if self.lost == 0:
+            return response
+        response.read()  # processed and stored; only the answer goes missing
+        response.close()
+        self.lost -= 1
+        if self.lost % 2 == 1:
+            raise httpx.RemoteProtocolError("server disconnected without sending a response")
+        return httpx.Response(503, text="upstream connect error or disconnect/reset")
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def test_the_client_sends_a_publish_again_and_gets_the_first_revision(
+    control_plane: procs.ControlPlane,
+) -> None:
+    url = control_plane.url
+    signup = httpx.post(
+        f"{url}/api/v1/auth/signup",
+        json={"email": "lost@example.com", "password": PASSWORD, "organization": "Lossy"},
+    ).json()
+    network = _LosesAnswers(publishes=2)
+    with KaizenClient(url, access_token=signup["access_token"], transport=network) as client:
+        client.policies.apply(ROLES)
+        revision = client.policies.publish(message="through a lossy network")
+        assert revision.revision == 1
+        assert len(network.keys) == 3  # sent thrice…
+        assert len(set(network.keys)) == 1  # …with one key
+        assert client.policies.publish().revision == 2  # a new publish: a new key
+        with pytest.raises(ApiError) as refused:  # a refusal is not a lost answer: no repeat
+            client.policies.publish(idempotency_key="bad key")
+        assert refused.value.status == 422
+        assert network.keys.count("bad key") == 1
+    bundles = httpx.get(
+        f"{url}/api/v1/bundles", headers={"Authorization": f"Bearer {signup['access_token']}"}
+    ).json()
+    assert [b["revision"] for b in bundles["items"]] == [1, 2]
