@@ -1686,6 +1686,8 @@ export interface paths {
          *     Failing tests are a 409 listing them; nothing changes then. With the organisation's
          *     `require_replay_before_publish` on, so is a draft set without a clean replay, unless
          *     `accept_replay` names a completed replay of it (an audited acknowledgement).
+         *     With an `Idempotency-Key` the request is safe to send again (after a lost answer):
+         *     a repeat within 24 h answers the revision the first one stored.
          */
         post: operations["policies.publish"];
         delete?: never;
@@ -1705,7 +1707,8 @@ export interface paths {
         put?: never;
         /**
          * Rollback
-         * @description Publish what an earlier revision held as a new, higher revision.
+         * @description Publish what an earlier revision held as a new, higher revision (with an
+         *     `Idempotency-Key`, safe to send again, as for publish).
          */
         post: operations["policies.rollback"];
         delete?: never;
@@ -4448,12 +4451,26 @@ export interface components {
             /** Description */
             description?: string | null;
         };
+        /** TestCaseResult */
+        TestCaseResult: {
+            /** Document */
+            document: string;
+            /** Case */
+            case: string;
+            /** Passed */
+            passed: boolean;
+        };
         /** TestReport */
         TestReport: {
             /** Passed */
             passed: boolean;
             /** Total */
             total: number;
+            /**
+             * Cases
+             * @description Every case run, passed or not.
+             */
+            cases: components["schemas"]["TestCaseResult"][];
             /** Failures */
             failures: {
                 [key: string]: unknown;
@@ -10820,7 +10837,10 @@ export interface operations {
     "policies.publish": {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Send the request again safely: a repeat within 24 h answers the revision the first attempt stored instead of releasing another. */
+                "Idempotency-Key"?: string | null;
+            };
             path?: never;
             cookie?: never;
         };
@@ -10886,7 +10906,10 @@ export interface operations {
     "policies.rollback": {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Send the request again safely: a repeat within 24 h answers the revision the first attempt stored instead of releasing another. */
+                "Idempotency-Key"?: string | null;
+            };
             path?: never;
             cookie?: never;
         };
