@@ -94,7 +94,7 @@ class Balancer:
         return found
 
     def entries(self) -> list[dict[str, Any]]:
-        # Envoy's file logger flushes every second or so; each line is one finished request.
+        # One line per finished request (flushed every 100 ms, see above).
         if not self.log.exists():
             return []
         return [json.loads(line) for line in self.log.read_text().splitlines() if line.strip()]
@@ -407,6 +407,7 @@ def test_two_replicas_one_killed_mid_traffic(
     entry = _delivered_by(balancer, current)
     assert _port(entry) == survivor.port
     assert int(entry["duration_ms"]) < LONG_POLL_WAIT_MS
+    assert _eventually(lambda: current in channel.revisions(scope), 10, "its Redis announcement")
 
     # 3. No lost decision, none twice: every id the sidecar answered is stored once.
     made = set(traffic.decisions)
