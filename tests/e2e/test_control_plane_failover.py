@@ -38,7 +38,7 @@ from tests.conftest import PASSWORD, REDIS_PREFIX, REDIS_URL
 from tests.e2e import sidecar_procs as procs
 
 BALANCER_TEMPLATE = procs.ROOT / "deploy" / "envoy" / "control-plane-balancer.yaml"
-LONG_POLL_WAIT_MS = 30_000  # the sidecar's `Prefer: wait=30` (policy/bundle_sync.py)
+LONG_POLL_WAIT_MS = 30_000  # the sidecar's `Prefer: wait=30` (policy/bundles/bundle_sync.py)
 POLICY = """\
 kind: RolePolicy
 metadata: {name: roles}
