@@ -19,6 +19,7 @@ from control_plane.api import (
     audit,
     auth,
     bundles,
+    connectors,
     decisions,
     deployments,
     domains,
@@ -211,7 +212,7 @@ def create_app(
     routers = (system, auth, me, mfa, sessions, users, teams, workspaces, api_keys, audit)
     features = (gateways, sso, domains, approvals, webhooks, usage, plans, oauth, oauth_clients)
     # replays before policies: its /api/v1/policies/settings must win over /{policy_id}
-    for module in (*routers, *features, replays, policies, bundles, decisions, secrets):
+    for module in (*routers, *features, replays, policies, bundles, decisions, secrets, connectors):
         app.include_router(module.router)
     for router in (workloads.agents, workloads.pipelines, deployments.router):
         app.include_router(router)

@@ -88,6 +88,12 @@ BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/api/v1/auth/sso/exchange"): {"code": "not-a-code"},
     ("POST", "/api/v1/auth/sso/link"): {"link_code": "not-a-code", "password": PASSWORD},
     ("POST", "/api/v1/domains"): {"domain": "another.example.com"},
+    ("POST", "/api/v1/connectors"): {
+        "name": "another-db",
+        "type": "mysql",
+        "settings": {"host": "127.0.0.1", "port": 9, "database": "shop", "username": "r"},
+    },
+    ("PATCH", "/api/v1/connectors/{connector_id}"): {"password": "taken-over"},
     ("POST", "/api/v1/webhooks"): {
         "url": "https://hooks.example.com/two",
         "events": ["security.bundle_verification_failed"],

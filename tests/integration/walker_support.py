@@ -333,6 +333,25 @@ async def make_objects(client: httpx.AsyncClient, owner: Account, clock: Clock) 
     domain = await _created(
         await client.post("/api/v1/domains", json={"domain": f"{tag}.example.com"}, headers=h)
     )
+    connector = await _created(
+        await client.post(
+            "/api/v1/connectors",
+            json={
+                "name": f"db-{tag}".lower(),
+                "type": "postgresql",
+                # port 9 (discard) refuses at once: a walked test connection fails fast
+                "settings": {
+                    "host": "127.0.0.1",
+                    "port": 9,
+                    "database": "shop",
+                    "username": "reader",
+                    "tls": "disable",
+                },
+                "password": "their-db-password",
+            },
+            headers=h,
+        )
+    )
     reported = await client.post(
         "/api/v1/gateways/self/status",
         json={
@@ -419,6 +438,7 @@ async def make_objects(client: httpx.AsyncClient, owner: Account, clock: Clock) 
         "webhook_id": webhook["id"],
         "provider_id": sso_provider["id"],
         "domain_id": domain["id"],
+        "connector_id": connector["id"],
         "session_id": other,
         "provider": provider,
         "version": "1",

@@ -7,6 +7,7 @@ it registers every table on the metadata, which Alembic relies on)."""
 from __future__ import annotations
 
 from control_plane.db.base import Base
+from control_plane.db.models.connectors import Connector, ConnectorVersion
 from control_plane.db.models.decisions import (
     BudgetUsage,
     DecisionChain,
@@ -78,6 +79,8 @@ __all__ = [
     "AuditEvent",
     "BudgetUsage",
     "BundleRevision",
+    "Connector",
+    "ConnectorVersion",
     "DecisionChain",
     "DecisionLog",
     "Deployment",

@@ -1,0 +1,160 @@
+"""`/api/v1/connectors`: data connectors with versioned settings and a write-only password."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path, Response
+
+from control_plane.api.deps import Cursor, Limit, SecretsDep, SettingsDep, Tenant, requires
+from control_plane.db.models import Connector, ConnectorVersion
+from control_plane.schemas import connectors as schemas
+from control_plane.schemas.base import Page
+from control_plane.services import connectors
+
+router = APIRouter(prefix="/api/v1/connectors", tags=["connectors"])
+
+Read = Annotated[Tenant, Depends(requires("connectors", "read"))]
+Create = Annotated[Tenant, Depends(requires("connectors", "create"))]
+Update = Annotated[Tenant, Depends(requires("connectors", "update"))]
+Delete = Annotated[Tenant, Depends(requires("connectors", "delete"))]
+Test = Annotated[Tenant, Depends(requires("connectors", "test"))]
+Version = Annotated[int, Path(ge=1, le=schemas.MAX_VERSION)]
+ERRORS: dict[int | str, dict[str, object]] = {401: {}, 403: {}, 404: {}, 409: {}, 422: {}}
+
+
+def connector_out(connector: Connector, settings: dict[str, Any]) -> schemas.Connector:
+    return schemas.Connector(
+        id=connector.id,
+        name=connector.name,
+        type=connector.type,
+        latest_version=connector.latest_version,
+        settings={k: v for k, v in settings.items() if k != "type"},
+        has_credential=connector.credential_updated_at is not None,
+        credential_updated_at=connector.credential_updated_at,
+        created_at=connector.created_at,
+        updated_at=connector.updated_at,
+    )
+
+
+def version_out(row: ConnectorVersion) -> schemas.ConnectorVersion:
+    settings = {k: v for k, v in row.settings.items() if k != "type"}
+    return schemas.ConnectorVersion(
+        version=row.version, settings=settings, created_at=row.created_at, created_by=row.created_by
+    )
+
+
+def _settings(body: schemas.ConnectionSettingsIn) -> dict[str, Any]:
+    return body.model_dump(by_alias=True)
+
+
+@router.post("", status_code=201, responses=ERRORS)
+async def create_connector(
+    body: schemas.ConnectorCreate, tenant: Create, store: SecretsDep, settings: SettingsDep
+) -> schemas.Connector:
+    """Create a connector (version 1); `password` is stored in the secret store, never shown."""
+    async with tenant.session() as session:
+        connector = await connectors.create(
+            session,
+            store,
+            tenant.organization_id,
+            tenant.actor,
+            name=body.name,
+            kind=body.type,
+            settings=_settings(body.settings),
+            password=body.password.get_secret_value() if body.password else None,
+            guard=settings.outbound_guard,
+        )
+        row = await connectors.latest(session, connector)
+        return connector_out(connector, row.settings)
+
+
+@router.get("", responses=ERRORS)
+async def list_connectors(
+    tenant: Read, cursor: Cursor = None, limit: Limit = 100
+) -> Page[schemas.Connector]:
+    async with tenant.session() as session:
+        rows, next_cursor = await connectors.list_connectors(session, cursor, limit)
+        latest = await connectors.latest_settings(session, rows)
+        items = [connector_out(c, latest[c.id]) for c in rows]
+    return Page(items=items, next_cursor=next_cursor)
+
+
+@router.get("/{connector_id}", responses=ERRORS)
+async def get_connector(connector_id: uuid.UUID, tenant: Read) -> schemas.Connector:
+    async with tenant.session() as session:
+        connector = await connectors.get(session, connector_id)
+        row = await connectors.latest(session, connector)
+        return connector_out(connector, row.settings)
+
+
+@router.patch("/{connector_id}", responses=ERRORS)
+async def update_connector(
+    connector_id: uuid.UUID,
+    body: schemas.ConnectorUpdate,
+    tenant: Update,
+    store: SecretsDep,
+    settings: SettingsDep,
+) -> schemas.Connector:
+    """New settings are the next version (unchanged ones keep it); `password` replaces the
+    stored one."""
+    async with tenant.session() as session:
+        connector = await connectors.update(
+            session,
+            store,
+            tenant.organization_id,
+            tenant.actor,
+            connector_id,
+            settings=_settings(body.settings) if body.settings else None,
+            password=body.password.get_secret_value() if body.password else None,
+            guard=settings.outbound_guard,
+        )
+        row = await connectors.latest(session, connector)
+        return connector_out(connector, row.settings)
+
+
+@router.delete("/{connector_id}", status_code=204, responses=ERRORS)
+async def delete_connector(connector_id: uuid.UUID, tenant: Delete, store: SecretsDep) -> Response:
+    async with tenant.session() as session:
+        await connectors.delete(session, store, tenant.organization_id, tenant.actor, connector_id)
+    return Response(status_code=204)
+
+
+@router.get("/{connector_id}/versions", responses=ERRORS)
+async def list_versions(connector_id: uuid.UUID, tenant: Read) -> schemas.ConnectorVersionList:
+    async with tenant.session() as session:
+        rows = await connectors.versions(session, connector_id)
+        return schemas.ConnectorVersionList(items=[version_out(r) for r in rows])
+
+
+@router.get("/{connector_id}/versions/{version}", responses=ERRORS)
+async def get_version(
+    connector_id: uuid.UUID, version: Version, tenant: Read
+) -> schemas.ConnectorVersion:
+    async with tenant.session() as session:
+        return version_out(await connectors.get_version(session, connector_id, version))
+
+
+@router.post("/{connector_id}/test", responses=ERRORS)
+async def test_connector(
+    connector_id: uuid.UUID, tenant: Test, store: SecretsDep, settings: SettingsDep
+) -> schemas.ConnectionTest:
+    """Connect and authenticate with the stored password (audited). A failure is `ok: false`
+    with `code`: auth_failed, unreachable, tls, refused (the outbound guard), database,
+    credential_missing."""
+    async with tenant.session() as session:
+        prepared = await connectors.prepare_test(
+            session, store, tenant.organization_id, connector_id
+        )
+    outcome = await connectors.run_test(prepared, settings.outbound_guard)
+    async with tenant.session() as session:
+        await connectors.record_test(
+            session, tenant.organization_id, tenant.actor, prepared, outcome
+        )
+    return schemas.ConnectionTest(
+        ok=outcome.ok,
+        code=outcome.code,
+        message=outcome.message,
+        server_version=outcome.server_version,
+    )

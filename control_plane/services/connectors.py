@@ -1,0 +1,310 @@
+"""Data connectors: a name, a type, versioned connection settings and a write-only password.
+
+A changed set of settings is the next version (unchanged ones stay, like agents); the
+password lives in the secret store as `connectors/<name>/password` (written in the same
+transaction, never returned, never in an audit event or a version). The host is the
+tenant's word: it passes the outbound guard when saved (422 naming `settings.host`) and
+again on every connection (`policy.connectors.network`). Every change is audited.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from control_plane.db.base import utcnow
+from control_plane.db.models import Connector, ConnectorVersion
+from control_plane.errors import Invalid, NotFound
+from control_plane.services import audit
+from control_plane.services.audit import Actor
+from control_plane.services.pagination import paginate
+from control_plane.services.secrets import SecretStore
+from policy.connectors import TYPES, ConnectionSettings, ConnectorError, test_connection
+from policy.outbound import OutboundGuard, OutboundRefused
+
+
+def password_name(name: str) -> str:
+    return f"connectors/{name}/password"
+
+
+def connection_settings(kind: str, raw: dict[str, Any]) -> ConnectionSettings:
+    """The stored form of API settings: the type's default port filled in, all validated."""
+    values = {k: v for k, v in raw.items() if v is not None}
+    values.setdefault("port", TYPES[kind].default_port)
+    try:
+        return ConnectionSettings.from_dict({"type": kind, **values})
+    except ValueError as error:
+        raise Invalid(str(error), details=[{"field": "settings", "message": str(error)}]) from None
+
+
+async def check_host(guard: OutboundGuard, settings: ConnectionSettings) -> None:
+    """Refuse a host the platform would not contact (a name that does not resolve yet is
+    accepted: every connection is checked again)."""
+    literal = f"[{settings.host}]" if ":" in settings.host else settings.host
+    try:
+        await guard.check(f"https://{literal}:{settings.port}/", allow_unresolved=True)
+    except OutboundRefused as refused:
+        raise Invalid(
+            f"settings.host: {refused.message}",
+            details=[{"field": "settings.host", "message": refused.message}],
+        ) from None
+
+
+async def _connector(session: AsyncSession, connector_id: uuid.UUID) -> Connector:
+    connector = await session.get(Connector, connector_id)
+    if connector is None:
+        raise NotFound("no such connector")
+    return connector
+
+
+async def latest(session: AsyncSession, connector: Connector) -> ConnectorVersion:
+    row = await session.scalar(
+        select(ConnectorVersion).where(
+            ConnectorVersion.connector_id == connector.id,
+            ConnectorVersion.version == connector.latest_version,
+        )
+    )
+    assert row is not None, "a connector always has its latest version"
+    return row
+
+
+async def create(
+    session: AsyncSession,
+    store: SecretStore,
+    organization_id: uuid.UUID,
+    actor: Actor,
+    *,
+    name: str,
+    kind: str,
+    settings: dict[str, Any],
+    password: str | None,
+    guard: OutboundGuard,
+) -> Connector:
+    stored = connection_settings(kind, settings)
+    await check_host(guard, stored)
+    if await session.scalar(select(Connector.id).where(Connector.name == name)) is not None:
+        raise Invalid(
+            f"name: a connector named {name!r} exists",
+            details=[{"field": "name", "message": "already exists"}],
+        )
+    now = utcnow()
+    connector = Connector(
+        name=name,
+        type=kind,
+        latest_version=1,
+        credential_updated_at=now if password else None,
+        updated_at=now,
+    )
+    session.add(connector)
+    await session.flush()
+    session.add(
+        ConnectorVersion(
+            connector_id=connector.id,
+            version=1,
+            settings=stored.to_dict(),
+            created_by=actor.label,
+        )
+    )
+    if password:
+        await store.put(organization_id, password_name(name), password, session=session)
+    await audit.record(
+        session,
+        organization_id,
+        actor,
+        "connector.create",
+        "connector",
+        connector.id,
+        name=name,
+        type=kind,
+        host=stored.host,
+        read_only=stored.read_only,
+        credential=bool(password),
+    )
+    return connector
+
+
+async def update(
+    session: AsyncSession,
+    store: SecretStore,
+    organization_id: uuid.UUID,
+    actor: Actor,
+    connector_id: uuid.UUID,
+    *,
+    settings: dict[str, Any] | None,
+    password: str | None,
+    guard: OutboundGuard,
+) -> Connector:
+    connector = await _connector(session, connector_id)
+    changed: dict[str, Any] = {}
+    if settings is not None:
+        stored = connection_settings(connector.type, settings)
+        await check_host(guard, stored)
+        current = await latest(session, connector)
+        if stored.to_dict() != current.settings:
+            connector.latest_version += 1
+            session.add(
+                ConnectorVersion(
+                    connector_id=connector.id,
+                    version=connector.latest_version,
+                    settings=stored.to_dict(),
+                    created_by=actor.label,
+                )
+            )
+            changed["version"] = connector.latest_version
+            changed["host"] = stored.host
+            changed["read_only"] = stored.read_only
+    if password:
+        await store.put(organization_id, password_name(connector.name), password, session=session)
+        connector.credential_updated_at = utcnow()
+        changed["credential"] = "replaced"
+    if changed:
+        connector.updated_at = utcnow()
+        await audit.record(
+            session,
+            organization_id,
+            actor,
+            "connector.update",
+            "connector",
+            connector.id,
+            name=connector.name,
+            **changed,
+        )
+    return connector
+
+
+async def list_connectors(
+    session: AsyncSession, cursor: str | None, limit: int
+) -> tuple[Sequence[Connector], str | None]:
+    return await paginate(session, select(Connector), Connector, cursor, limit)
+
+
+async def latest_settings(
+    session: AsyncSession, connectors: Sequence[Connector]
+) -> dict[uuid.UUID, dict[str, Any]]:
+    if not connectors:
+        return {}
+    rows = await session.execute(
+        select(
+            ConnectorVersion.connector_id, ConnectorVersion.version, ConnectorVersion.settings
+        ).where(ConnectorVersion.connector_id.in_([c.id for c in connectors]))
+    )
+    wanted = {c.id: c.latest_version for c in connectors}
+    return {cid: s for cid, version, s in rows if wanted[cid] == version}
+
+
+async def get(session: AsyncSession, connector_id: uuid.UUID) -> Connector:
+    return await _connector(session, connector_id)
+
+
+async def versions(session: AsyncSession, connector_id: uuid.UUID) -> Sequence[ConnectorVersion]:
+    connector = await _connector(session, connector_id)
+    rows = await session.scalars(
+        select(ConnectorVersion)
+        .where(ConnectorVersion.connector_id == connector.id)
+        .order_by(ConnectorVersion.version)
+    )
+    return rows.all()
+
+
+async def get_version(
+    session: AsyncSession, connector_id: uuid.UUID, version: int
+) -> ConnectorVersion:
+    connector = await _connector(session, connector_id)
+    row = await session.scalar(
+        select(ConnectorVersion).where(
+            ConnectorVersion.connector_id == connector.id, ConnectorVersion.version == version
+        )
+    )
+    if row is None:
+        raise NotFound(f"connector {connector.name} has no version {version}")
+    return row
+
+
+async def delete(
+    session: AsyncSession,
+    store: SecretStore,
+    organization_id: uuid.UUID,
+    actor: Actor,
+    connector_id: uuid.UUID,
+) -> None:
+    connector = await _connector(session, connector_id)
+    await session.delete(connector)
+    await store.delete(organization_id, password_name(connector.name), session=session)
+    await audit.record(
+        session,
+        organization_id,
+        actor,
+        "connector.delete",
+        "connector",
+        connector_id,
+        name=connector.name,
+    )
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What a connection test needs, read in one transaction and used outside any."""
+
+    connector_id: uuid.UUID
+    name: str
+    settings: ConnectionSettings
+    password: str | None
+
+
+async def prepare_test(
+    session: AsyncSession, store: SecretStore, organization_id: uuid.UUID, connector_id: uuid.UUID
+) -> Prepared:
+    connector = await _connector(session, connector_id)
+    row = await latest(session, connector)
+    password = None
+    if connector.credential_updated_at is not None:
+        try:
+            password = await store.get(
+                organization_id, password_name(connector.name), session=session
+            )
+        except NotFound:
+            password = None
+    settings = ConnectionSettings.from_dict(row.settings)
+    return Prepared(connector.id, connector.name, settings, password)
+
+
+@dataclass(frozen=True)
+class TestOutcome:
+    ok: bool
+    code: str | None
+    message: str
+    server_version: str | None = None
+
+
+async def run_test(prepared: Prepared, guard: OutboundGuard) -> TestOutcome:
+    """Connect and authenticate with the stored password; the error says what failed."""
+    try:
+        version = await test_connection(prepared.settings, prepared.password, guard)
+    except ConnectorError as error:
+        return TestOutcome(False, error.code, error.message)
+    return TestOutcome(True, None, "connected and authenticated", version)
+
+
+async def record_test(
+    session: AsyncSession,
+    organization_id: uuid.UUID,
+    actor: Actor,
+    prepared: Prepared,
+    outcome: TestOutcome,
+) -> None:
+    await audit.record(
+        session,
+        organization_id,
+        actor,
+        "connector.test",
+        "connector",
+        prepared.connector_id,
+        name=prepared.name,
+        ok=outcome.ok,
+        code=outcome.code,
+    )
