@@ -31,6 +31,7 @@ spec:
         - {resource: "executions:*", actions: [read]}
         - {resource: "policies:*", actions: [read, simulate]}
         - {resource: "bundles:*", actions: [read]}
+        - {resource: "connectors:*", actions: [read]}
     - name: auditor
       inherits: [viewer]
       permissions:
@@ -45,6 +46,7 @@ spec:
         - {resource: "deployments:*", actions: [create, delete]}
         - {resource: "api_keys:*", actions: [read, create, delete]}
         - {resource: "secrets:*", actions: [read, create, delete]}
+        - {resource: "connectors:*", actions: [create, update, delete, test]}
     - name: operator
       inherits: [viewer]
       permissions:

@@ -21,6 +21,14 @@ SEED = [
     "INSERT INTO customers VALUES (1, 'ada'), (2, 'bob')",
     "INSERT INTO salaries VALUES (1, 'ada', 100000)",
 ]
+# A function that writes, called by a statement that parses as a read.
+PG_WIPE = (
+    "CREATE FUNCTION wipe_orders() RETURNS int AS 'DELETE FROM orders RETURNING 1' LANGUAGE sql"
+)
+MY_WIPE = (
+    "CREATE FUNCTION wipe_orders() RETURNS int MODIFIES SQL DATA "
+    "BEGIN DELETE FROM orders; RETURN 1; END"
+)
 
 
 @dataclass(frozen=True)
@@ -49,7 +57,7 @@ async def seeded_postgres() -> AsyncIterator[SeededDatabase]:
     admin = await asyncpg.connect(**PG_ADMIN)
     await admin.execute(f'CREATE DATABASE "{name}"')
     seeded = await asyncpg.connect(**{**PG_ADMIN, "database": name})
-    for statement in SEED:
+    for statement in (*SEED, PG_WIPE):
         await seeded.execute(statement)
     await seeded.close()
     try:
@@ -69,7 +77,7 @@ async def seeded_mariadb() -> AsyncIterator[SeededDatabase]:
         await cursor.execute(f"CREATE USER '{name}'@'%' IDENTIFIED BY '{password}'")
         await cursor.execute(f"GRANT ALL ON `{name}`.* TO '{name}'@'%'")
         await cursor.execute(f"USE `{name}`")
-        for statement in SEED:
+        for statement in (*SEED, MY_WIPE):
             await cursor.execute(statement)
     try:
         yield SeededDatabase("mysql", name, name, password, 3306)
