@@ -17,6 +17,12 @@ from typing import Any
 NAME = r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}"
 _AGENT_INVOKE = re.compile(rf"/v1/agents/({NAME})/invoke")
 _PIPELINE_RUN = re.compile(rf"/v1/pipelines/({NAME})/run")
+# A connector call the gateway asks about (never a gateway route a caller reaches): the
+# operation and the one object it touches, e.g. /v1/connectors/warehouse/read/table:public.orders
+_IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_$]{0,62}"
+_CONNECTOR_CALL = re.compile(
+    rf"/v1/connectors/({NAME})/(read|write)(?:/table:({_IDENTIFIER})\.({_IDENTIFIER}))?"
+)
 _TOOL_NAME = re.compile(NAME)
 MCP_PATH = "/mcp"
 MCP_SERVER_RESOURCE = "mcp:server"
@@ -117,6 +123,17 @@ def map_request(facts: HttpFacts, agents: Mapping[str, Any] | None = None) -> Ma
             f"pipeline:{match[1]}",
             claimed_channel(facts.headers),
             body_sha256=facts.body_sha256(),
+            route_channel="api",
+        )
+    if match := _CONNECTOR_CALL.fullmatch(path):
+        _require_post(method, path)
+        obj = f"table:{match[3]}.{match[4]}" if match[3] else None
+        return MappedRequest(
+            match[2],
+            "connector",
+            f"connector:{match[1]}",
+            claimed_channel(facts.headers),
+            attributes={"operation": "sql.query", "object": obj},
             route_channel="api",
         )
     if path == MCP_PATH:

@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -25,6 +25,7 @@ from typing import Any, Protocol
 from policy.bundles.bundle import VerifiedBundle, claimed_scope, load_bundle
 from policy.bundles.bundle_store import BundleStore, write_atomically
 from policy.bundles.bundle_sync import BundleSync, InsecureControlPlane, check_control_plane_url
+from policy.connectors import ConnectionSettings
 from policy.errors import PolicyError, PolicyValidationError
 from policy.workloads import AgentConfig, PipelineConfig, check_references, deployed_to
 
@@ -44,6 +45,8 @@ class Deployments:
     key_id: str
     agents: dict[str, AgentConfig] = field(default_factory=dict)
     pipelines: dict[str, PipelineConfig] = field(default_factory=dict)
+    # The settings (never a password) of the connectors the served agents name.
+    connectors: dict[str, ConnectionSettings] = field(default_factory=dict)
 
     def agent(self, name: str) -> AgentConfig:
         agent = self.agents.get(name)
@@ -96,13 +99,33 @@ def deployments_from_bundle(bundle: VerifiedBundle, gateway_id: str | None) -> D
     problems = check_references(agents, typed_pipelines.values())
     if problems:
         raise DeploymentError(f"bundle {bundle.revision}: " + "; ".join(problems))
+    connectors = _connectors(kaizen.get("connectors") or {}, agents.values(), bundle.revision)
     return Deployments(
         organization_id=bundle.compiled.organization_id,
         bundle_revision=bundle.revision,
         key_id=bundle.key_id,
         agents=dict(sorted(agents.items())),
         pipelines=typed_pipelines,
+        connectors=connectors,
     )
+
+
+def _connectors(
+    raw: Mapping[str, Any], agents: Iterable[AgentConfig], revision: str
+) -> dict[str, ConnectionSettings]:
+    """The served agents' connectors that the bundle describes (one it does not is refused
+    when called, saying so)."""
+    out: dict[str, ConnectionSettings] = {}
+    for agent in agents:
+        for name in agent.referenced_connectors():
+            settings = raw.get(name) if isinstance(raw, Mapping) else None
+            if name in out or not isinstance(settings, Mapping):
+                continue
+            try:
+                out[name] = ConnectionSettings.from_dict(settings)
+            except ValueError as error:
+                raise DeploymentError(f"bundle {revision}: connectors.{name}: {error}") from None
+    return out
 
 
 @dataclass(frozen=True)

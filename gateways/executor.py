@@ -29,14 +29,17 @@ from policy.workloads import (
     AgentConfig,
     AgentTool,
     CallBudget,
+    ConnectorTool,
     HttpTool,
     Limits,
     McpTool,
     PipelineConfig,
 )
 
+from gateways import connector_calls
 from gateways.deployments import Deployments
 from gateways.errors import (
+    Forbidden,
     GatewayError,
     InvalidInput,
     LimitExceeded,
@@ -85,6 +88,16 @@ class Run:
     async def authorize(self, caller: str, agent: str) -> None:
         if self.nested is not None:
             await self.nested.check(caller, agent)
+
+    async def authorize_connector(
+        self, caller: str, connector: str, operation: str, table: str | None
+    ) -> None:
+        """Every connector call is a decision; without a sidecar to ask there is none."""
+        if self.nested is None:
+            raise Forbidden(
+                f"{caller} calls connector {connector}, but no sidecar is configured to decide it"
+            )
+        await self.nested.check_connector(caller, connector, operation, table)
 
     def step(self, what: str) -> None:
         self.steps += 1
@@ -136,6 +149,10 @@ class RunResult:
 
 class NestedCheck(Protocol):
     async def check(self, caller: str, agent: str) -> None: ...
+
+    async def check_connector(
+        self, caller: str, connector: str, operation: str, table: str | None
+    ) -> None: ...
 
 
 class Executor:
@@ -289,6 +306,9 @@ class Executor:
                 target = deployments.agents.get(tool.agent)
                 description = (target.description if target else None) or f"Ask {tool.agent}"
                 specs.append(ToolSpec(tool.agent, description, _tool_schema(target)))
+            elif isinstance(tool, ConnectorTool):
+                settings = deployments.connectors.get(tool.connector)
+                specs.append(connector_calls.tool_spec(tool, settings))
             elif isinstance(tool, HttpTool):
                 specs.append(
                     ToolSpec(
@@ -328,6 +348,16 @@ class Executor:
             return await self.call_agent(deployments, target, text, run)
         if isinstance(tool, HttpTool):
             return await self._http_tool(tool, call.arguments, run)
+        if isinstance(tool, ConnectorTool):
+            return await connector_calls.call(
+                tool,
+                call.arguments,
+                caller=f"agent {agent.name}",
+                deployments=deployments,
+                run=run,
+                secrets=self.providers.secrets,
+                guard=self.providers.guard,
+            )
         return await self._mcp_tool(tool, call.arguments, run)
 
     async def _http_tool(self, tool: HttpTool, arguments: Mapping[str, Any], run: Run) -> str:

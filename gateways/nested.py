@@ -11,13 +11,21 @@ principal refuses the nested call, and with it the outer call (403 `forbidden`, 
 agent and the sidecar's reasons). A developer denied B therefore cannot reach B by
 wrapping it in an agent or a pipeline they may call.
 
+Connector calls (`sql.query` of an agent's connector tool) are asked the same way, one
+check per table the statement touches:
+`POST /v1/connectors/<name>/<read|write>/table:<schema>.<table>` (a statement that
+touches no table: without the suffix), which the sidecar maps to action `read`/`write` on
+`connector:<name>` with `resource.attributes.object`. Anything but an allow refuses the
+call (403 naming the table and the sidecar's reasons; a hold carries its
+`approval_request_id`), and nothing reaches the database.
+
 An allowed check may reserve B's estimated cost; the outer call settles the whole run's
 real cost, so the nested reservation is settled at zero at once (no double counting).
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 import httpx
 
@@ -59,18 +67,39 @@ class NestedAuthorizer:
         """Return if the original principal may invoke `agent`; Forbidden otherwise."""
         if agent in self._allowed:
             return
+        await self._ask(
+            f"{caller} calls agent {agent}",
+            f"/v1/agents/{agent}/invoke",
+            f"invoke agent:{agent}",
+            {"agent": agent},
+        )
+        self._allowed.add(agent)
+
+    async def check_connector(
+        self, caller: str, connector: str, operation: str, table: str | None
+    ) -> None:
+        """Return if the original principal may `operation` (read/write) `table` through
+        `connector`; Forbidden otherwise. Asked on every call: unlike an agent, the object
+        differs from call to call and a hold must be asked again."""
+        uri = f"/v1/connectors/{connector}/{operation}" + (f"/table:{table}" if table else "")
+        what = f"{operation} connector:{connector}" + (f" table:{table}" if table else "")
+        await self._ask(
+            f"{caller} calls connector {connector}",
+            uri,
+            what,
+            {"connector": connector, "operation": operation, "table": table},
+        )
+
+    async def _ask(self, doing: str, uri: str, what: str, details: dict[str, Any]) -> None:
         if not self._authorization:
-            raise Forbidden(
-                f"{caller} calls agent {agent}, but the request carried no credential to "
-                f"authorize that call with"
-            )
+            raise Forbidden(f"{doing}, but the request carried no credential to authorize it")
         try:
             response = await self._http.post(
                 self._url,
                 headers={
                     "authorization": self._authorization,
                     "x-original-method": "POST",
-                    "x-original-uri": f"/v1/agents/{agent}/invoke",
+                    "x-original-uri": uri,
                     "x-kaizen-channel": self._channel,
                     GATEWAY_CREDENTIAL_HEADER: self._gateway_token,
                 },
@@ -78,14 +107,22 @@ class NestedAuthorizer:
             )
         except httpx.HTTPError as exc:  # fail closed: an unchecked nested call is refused
             raise Forbidden(
-                f"{caller} calls agent {agent}: the sidecar could not be asked "
-                f"({type(exc).__name__}), so the call is refused"
+                f"{doing}: the sidecar could not be asked ({type(exc).__name__}), "
+                "so the call is refused"
             ) from None
         if response.status_code != 200:
+            outcome = _field(response, "outcome")
+            verb = "held for approval" if outcome == "require_approval" else "denied"
+            extra: dict[str, Any] = {
+                **details,
+                "decision_id": response.headers.get("x-kaizen-decision-id"),
+            }
+            if outcome == "require_approval":
+                extra["outcome"] = outcome
+                extra["approval_request_id"] = _field(response, "approval_request_id")
             raise Forbidden(
-                f"{caller} calls agent {agent}: the sidecar denied invoke agent:{agent} "
-                f"for {self.principal}: {_reasons(response)}",
-                {"agent": agent, "decision_id": response.headers.get("x-kaizen-decision-id")},
+                f"{doing}: the sidecar {verb} {what} for {self.principal}: {_reasons(response)}",
+                extra,
             )
         decision_id = response.headers.get("x-kaizen-decision-id")
         if decision_id:
@@ -94,10 +131,16 @@ class NestedAuthorizer:
         principal = response.headers.get("x-kaizen-principal")
         if principal != self.principal:  # the credential is not the one the proxy checked
             raise Forbidden(
-                f"{caller} calls agent {agent}: the sidecar allowed {principal!r}, "
-                f"not the caller {self.principal}"
+                f"{doing}: the sidecar allowed {principal!r}, not the caller {self.principal}"
             )
-        self._allowed.add(agent)
+
+
+def _field(response: httpx.Response, name: str) -> Any:
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    return body.get(name) if isinstance(body, dict) else None
 
 
 def _reasons(response: httpx.Response) -> str:

@@ -5,13 +5,21 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Response
+from fastapi import APIRouter, Depends, Path, Request, Response
 
-from control_plane.api.deps import Cursor, Limit, SecretsDep, SettingsDep, Tenant, requires
+from control_plane.api.deps import (
+    Cursor,
+    KeyRingDep,
+    Limit,
+    SecretsDep,
+    SettingsDep,
+    Tenant,
+    requires,
+)
 from control_plane.db.models import Connector, ConnectorVersion
 from control_plane.schemas import connectors as schemas
 from control_plane.schemas.base import Page
-from control_plane.services import connectors
+from control_plane.services import connectors, policies
 
 router = APIRouter(prefix="/api/v1/connectors", tags=["connectors"])
 
@@ -96,10 +104,14 @@ async def update_connector(
     tenant: Update,
     store: SecretsDep,
     settings: SettingsDep,
+    keys: KeyRingDep,
+    request: Request,
 ) -> schemas.Connector:
     """New settings are the next version (unchanged ones keep it); `password` replaces the
-    stored one."""
+    stored one. When a deployed agent names the connector, the published bundle is re-signed
+    with the new settings at once (gateways read the password at run time)."""
     async with tenant.session() as session:
+        before = (await connectors.get(session, connector_id)).latest_version
         connector = await connectors.update(
             session,
             store,
@@ -111,11 +123,27 @@ async def update_connector(
             guard=settings.outbound_guard,
         )
         row = await connectors.latest(session, connector)
-        return connector_out(connector, row.settings)
+        revision = None
+        if connector.latest_version != before and await connectors.in_bundle(
+            session, connector.name
+        ):
+            revision = await policies.refresh(
+                session,
+                tenant.organization_id,
+                tenant.actor,
+                keys,
+                why=f"connector {connector.name} v{connector.latest_version}",
+                issuer=settings.issuer,
+            )
+        out = connector_out(connector, row.settings)
+    if revision is not None:
+        await request.app.state.bundle_events.notify(str(tenant.organization_id), revision.revision)
+    return out
 
 
 @router.delete("/{connector_id}", status_code=204, responses=ERRORS)
 async def delete_connector(connector_id: uuid.UUID, tenant: Delete, store: SecretsDep) -> Response:
+    """Delete the connector and its password; 409 while a deployed agent names it."""
     async with tenant.session() as session:
         await connectors.delete(session, store, tenant.organization_id, tenant.actor, connector_id)
     return Response(status_code=204)

@@ -10,7 +10,7 @@ again on every connection (`policy.connectors.network`). Every change is audited
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,8 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from control_plane.db.base import utcnow
 from control_plane.db.models import Connector, ConnectorVersion
-from control_plane.errors import Invalid, NotFound
-from control_plane.services import audit
+from control_plane.errors import Conflict, Invalid, NotFound
+from control_plane.services import audit, deployments
 from control_plane.services.audit import Actor
 from control_plane.services.pagination import paginate
 from control_plane.services.secrets import SecretStore
@@ -128,6 +128,12 @@ async def create(
     return connector
 
 
+async def in_bundle(session: AsyncSession, name: str) -> bool:
+    """Whether a deployed agent names the connector (its settings then ride in the bundle)."""
+    agents, _pipelines = await deployments.bundle_entries(session)
+    return name in named_by(agents)
+
+
 async def update(
     session: AsyncSession,
     store: SecretStore,
@@ -233,6 +239,13 @@ async def delete(
     connector_id: uuid.UUID,
 ) -> None:
     connector = await _connector(session, connector_id)
+    agents, _pipelines = await deployments.bundle_entries(session)
+    users = named_by(agents).get(connector.name)
+    if users:
+        raise Conflict(
+            f"connector {connector.name} is named by deployed agents ({', '.join(users)}); "
+            "undeploy them first"
+        )
     await session.delete(connector)
     await store.delete(organization_id, password_name(connector.name), session=session)
     await audit.record(
@@ -308,3 +321,34 @@ async def record_test(
         ok=outcome.ok,
         code=outcome.code,
     )
+
+
+def named_by(agents: Mapping[str, Mapping[str, Any]]) -> dict[str, list[str]]:
+    """connector name → the agents (stored configs) whose tools name it."""
+    out: dict[str, list[str]] = {}
+    for agent, config in sorted(agents.items()):
+        for tool in (config.get("spec") or {}).get("tools") or []:
+            if isinstance(tool, Mapping) and isinstance(tool.get("connector"), Mapping):
+                out.setdefault(str(tool["connector"].get("name")), []).append(agent)
+    return out
+
+
+async def bundle_entries(
+    session: AsyncSession, agents: Mapping[str, Mapping[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """`kaizen.connectors` for the bundle: the latest settings of each connector a deployed
+    agent names (no password: gateways read it at run time). A name without a connector is
+    left out; the gateway then refuses the call saying so."""
+    names = sorted(named_by(agents))
+    if not names:
+        return {}
+    rows = await session.execute(
+        select(Connector.name, ConnectorVersion.settings)
+        .join(
+            ConnectorVersion,
+            (ConnectorVersion.connector_id == Connector.id)
+            & (ConnectorVersion.version == Connector.latest_version),
+        )
+        .where(Connector.name.in_(names))
+    )
+    return {name: dict(settings) for name, settings in rows}

@@ -85,6 +85,10 @@ class ProviderRegistry:
         self._providers: dict[tuple[str, str, str | None], Provider] = {}
         self._demo = DemoProvider()
 
+    @property
+    def secrets(self) -> SecretResolver:
+        return self._secrets
+
     def get(self, model: ModelConfig) -> Provider:
         if model.provider == "demo":
             return self._demo

@@ -11,6 +11,10 @@
 
 Values are never logged; errors name the secret, never its value.
 
+`connector_password(name)` is a data connector's password, stored by the control plane as
+`connectors/<name>/password` (Vault: `<mount>/<prefix>/<org id>/connectors/<name>/password`;
+environment: `KAIZEN_SECRET_CONNECTOR_<NAME>_PASSWORD`), read at the time of each call.
+
 `bound_host(name)` is the provider host the key may be sent to (see providers/__init__.py):
 Vault's `providers/<name>/host` (written by the control plane with the key), or
 `KAIZEN_SECRET_<NAME>_HOST`; None means "the provider's own host".
@@ -38,6 +42,8 @@ class SecretResolver(Protocol):
 
     def bound_host(self, name: str) -> str | None: ...
 
+    def connector_password(self, name: str) -> str: ...
+
 
 class EnvSecretResolver:
     """`resolve("openai-key")` reads `KAIZEN_SECRET_OPENAI_KEY` (prefix configurable)."""
@@ -58,8 +64,16 @@ class EnvSecretResolver:
     def bound_host(self, name: str) -> str | None:
         return self._environ.get(self.variable(name) + "_HOST") or None
 
+    def connector_password(self, name: str) -> str:
+        variable = self.variable(f"connector_{name}_password")
+        value = self._environ.get(variable)
+        if not value:
+            raise ProviderError(f"connector {name!r} has no password here (set {variable})")
+        return value
+
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_CONNECTOR = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 
 
 class VaultSecretResolver:
@@ -87,7 +101,8 @@ class VaultSecretResolver:
         self._client = hvac.Client(url=url, token=token, timeout=timeout)
         self._approle = (role_id, secret_id, approle_mount) if role_id and secret_id else None
         self._logged_in = self._approle is None
-        self._root = f"{prefix.strip('/')}/{organization_id}/providers"
+        self._organization_root = f"{prefix.strip('/')}/{organization_id}"
+        self._root = f"{self._organization_root}/providers"
         self._mount, self._ttl = mount, ttl
         self._cache: dict[str, tuple[float, str | None]] = {}
         self._lock = threading.Lock()
@@ -101,10 +116,12 @@ class VaultSecretResolver:
         self._client.auth.approle.login(role_id=role_id, secret_id=secret_id, mount_point=mount)
         self._logged_in = True
 
-    def _read(self, name: str, field: str) -> dict[str, Any]:
+    def _read(self, name: str, field: str, path: str | None = None) -> dict[str, Any]:
         def read() -> dict[str, Any]:
             response: dict[str, Any] = self._client.secrets.kv.v2.read_secret_version(
-                path=self.path(name, field), mount_point=self._mount, raise_on_deleted_version=True
+                path=path or self.path(name, field),
+                mount_point=self._mount,
+                raise_on_deleted_version=True,
             )
             return response
 
@@ -128,6 +145,31 @@ class VaultSecretResolver:
 
     def bound_host(self, name: str) -> str | None:
         return self._value(name, "host")
+
+    def connector_password(self, name: str) -> str:
+        """Read on every call (no cache): a password replaced in the control plane is used
+        from the next call on."""
+        if not _CONNECTOR.fullmatch(name):
+            raise ProviderError(f"{name!r} is not a connector name")
+        try:
+            with self._lock:
+                response = self._read(
+                    name, "password", f"{self._organization_root}/connectors/{name}/password"
+                )
+        except hvac.exceptions.InvalidPath:
+            raise ProviderError(f"connector {name!r} has no password stored") from None
+        except requests.exceptions.RequestException as error:
+            raise ProviderError(
+                f"Vault at {self.url} is unreachable ({type(error).__name__})"
+            ) from None
+        except hvac.exceptions.VaultError as error:
+            raise ProviderError(
+                f"Vault refused to read the password of connector {name!r} ({type(error).__name__})"
+            ) from None
+        value = ((response.get("data") or {}).get("data") or {}).get("value")
+        if not isinstance(value, str) or not value:
+            raise ProviderError(f"connector {name!r} has an empty password in Vault")
+        return value
 
     def _value(self, name: str, field: str) -> str | None:
         if not _NAME.match(name):

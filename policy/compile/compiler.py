@@ -37,6 +37,8 @@ class CompileContext:
     # by its credential's grant binding (authz_sidecar.grants.gateway_binding): a sidecar
     # finds its own by its credential and accepts OAuth tokens only with that audience.
     mcp_resources: Mapping[str, str] = field(default_factory=dict)
+    # Connection settings (never a password) of the connectors deployed agents name.
+    connectors: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,8 @@ def compile_policy(policy_set: PolicySet, context: CompileContext) -> CompiledPo
         "agents": _json_copy(context.agents, "agents"),
         "pipelines": _json_copy(context.pipelines, "pipelines"),
     }
+    if context.connectors:  # absent when no deployed agent names one (bundles stay as they were)
+        kaizen["connectors"] = _json_copy(context.connectors, "connectors")
     approvals = {
         doc.package: list(doc.approvers)
         for doc in policy_set.rego_policies

@@ -6,7 +6,10 @@ MERGE, a data-modifying CTE and `SELECT … FOR UPDATE/SHARE` are a `write`. Any
 text that does not parse, several statements, DDL, SET, COPY, CALL, `SELECT … INTO`,
 table functions in FROM — is refused with the reason (`SqlRefused`), never guessed at.
 
-Every table is named `<schema>.<name>`: an unqualified name is the connector's default
+Every table is named `<schema>.<name>` as the database reads it (PostgreSQL folds unquoted
+names to lowercase; MySQL names must be written in lowercase, since whether case matters
+there depends on the server; names outside `[A-Za-z_][A-Za-z0-9_$]*` are refused, as no
+policy object could name them): an unqualified name is the connector's default
 schema (the session pins it: PostgreSQL `search_path`, MySQL the database). Where the
 answer is ambiguous the statement is refused rather than a table left out: on PostgreSQL
 an unqualified `pg_*` name (the catalog is searched first), and references to a CTE are
@@ -18,14 +21,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+import re
+
 import sqlglot
 from sqlglot import exp
 from sqlglot.errors import SqlglotError
+from sqlglot.optimizer.normalize_identifiers import normalize_identifiers
 
 Operation = Literal["read", "write"]
 MAX_SQL_CHARS = 100_000
 _WRITES = (exp.Insert, exp.Update, exp.Delete, exp.Merge)
 _READS = (exp.Select, exp.SetOperation)
+# What a policy object `table:<schema>.<name>` can name (and the sidecar's route accepts).
+IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_$]{0,62}")
 
 
 class SqlRefused(Exception):
@@ -57,7 +65,8 @@ def parse_sql(sql: str, dialect: str, default_schema: str) -> ParsedSql:
         raise SqlRefused("the SQL holds no statement")
     if len(statements) > 1:
         raise SqlRefused(f"the SQL holds {len(statements)} statements; send exactly one")
-    root = statements[0]
+    # As the database reads names: PostgreSQL folds unquoted ones to lowercase.
+    root = normalize_identifiers(statements[0], dialect=dialect)
     operation, statement = _operation(root)
     tables = sorted({_qualified(t, dialect, default_schema) for t in _real_tables(root)})
     return ParsedSql(operation, statement, tuple(tables))
@@ -125,4 +134,15 @@ def _qualified(table: exp.Table, dialect: str, default_schema: str) -> str:
         raise SqlRefused(
             f"table {name} is unqualified and PostgreSQL looks in pg_catalog first; name its schema"
         )
-    return f"{table.db or default_schema}.{name}"
+    schema = table.db or default_schema
+    for part in (schema, name):
+        if not IDENTIFIER.fullmatch(part):
+            raise SqlRefused(
+                f"name {part!r} cannot be named in a policy (letters, digits, '_', '$'; at most 63)"
+            )
+        if dialect == "mysql" and part != part.lower():
+            raise SqlRefused(
+                f"write MySQL name {part!r} in lowercase (whether case matters depends on the "
+                "server, so a policy could not tell which table it is)"
+            )
+    return f"{schema}.{name}"

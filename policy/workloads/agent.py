@@ -8,9 +8,11 @@ from typing import Any
 from policy.documents.fields import FieldReader
 from policy.documents.source import Path
 from policy.workloads.config import (
+    CONNECTOR_OPERATIONS,
     PROVIDERS,
     AgentConfig,
     AgentTool,
+    ConnectorTool,
     HttpTool,
     McpTool,
     ModelConfig,
@@ -125,12 +127,16 @@ def _tools(reader: FieldReader, value: object, path: Path) -> tuple[Tool, ...]:
 
 
 def _tool(reader: FieldReader, value: object, path: Path) -> Tool | None:
-    raw = reader.mapping(value, path, optional=("agent", "http", "mcp"))
+    raw = reader.mapping(value, path, optional=("agent", "http", "mcp", "connector"))
     if raw is None:
         return None
     if len(raw) != 1:
-        reader.error(path, "a tool is exactly one of {agent: …}, {http: …}, {mcp: …}")
+        reader.error(
+            path, "a tool is exactly one of {agent: …}, {http: …}, {mcp: …}, {connector: …}"
+        )
         return None
+    if "connector" in raw:
+        return _connector_tool(reader, raw["connector"], (*path, "connector"))
     if "agent" in raw:
         agent = reader.name(raw["agent"], (*path, "agent"))
         return AgentTool(agent) if agent else None
@@ -180,3 +186,41 @@ def _tool(reader: FieldReader, value: object, path: Path) -> Tool | None:
     if server is None or tool is None:
         return None
     return McpTool(server, tool, alias)
+
+
+CONNECTOR_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+
+
+def _connector_tool(reader: FieldReader, value: object, path: Path) -> ConnectorTool | None:
+    spec = reader.mapping(
+        value, path, required=("name", "operations"), optional=("tool_name", "description")
+    )
+    if spec is None:
+        return None
+    before = len(reader.details)
+    name = reader.string(
+        spec.get("name"),
+        (*path, "name"),
+        pattern=CONNECTOR_NAME,
+        hint="a connector name: lowercase letters, digits, '_' or '-', at most 63",
+    )
+    operations: list[str] = []
+    for i, item in enumerate(reader.sequence(spec.get("operations"), (*path, "operations")) or []):
+        operation = reader.choice(item, (*path, "operations", i), CONNECTOR_OPERATIONS)
+        if operation is not None and operation not in operations:
+            operations.append(operation)
+    if "operations" in spec and not operations and len(reader.details) == before:
+        reader.error((*path, "operations"), "name at least one operation")
+    alias = None
+    if "tool_name" in spec:
+        alias = reader.string(
+            spec["tool_name"], (*path, "tool_name"), pattern=TOOL_NAME, hint=TOOL_NAME_HINT
+        )
+    description = read_optional_string(reader, spec, (*path, "description"))
+    if len(reader.details) != before or name is None:
+        return None
+    tool = ConnectorTool(name, tuple(operations), alias, description)
+    if not TOOL_NAME.fullmatch(tool.name):
+        reader.error((*path, "name"), f"the tool name {tool.name!r} is too long; add tool_name")
+        return None
+    return tool

@@ -155,7 +155,34 @@ class McpTool:
         return {"mcp": out}
 
 
-Tool = AgentTool | HttpTool | McpTool
+CONNECTOR_OPERATIONS = ("sql.query",)  # objects.* need object-store connectors (not built)
+
+
+@dataclass(frozen=True)
+class ConnectorTool:
+    """Operations on a data connector (`/api/v1/connectors`) by its name; the gateway runs
+    them with the connector's settings from the bundle and its password read at run time,
+    each one decided by the sidecar (resource `connector:<name>`, the object it touches)."""
+
+    connector: str
+    operations: tuple[str, ...] = ("sql.query",)
+    alias: str | None = None  # the name the model sees; default `sql_query_<connector>`
+    description: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.alias or f"sql_query_{self.connector}".replace("-", "_")
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.connector, "operations": list(self.operations)}
+        if self.alias is not None:
+            out["tool_name"] = self.alias
+        if self.description is not None:
+            out["description"] = self.description
+        return {"connector": out}
+
+
+Tool = AgentTool | HttpTool | McpTool | ConnectorTool
 
 
 @dataclass(frozen=True)
@@ -188,6 +215,9 @@ class AgentConfig:
 
     def referenced_agents(self) -> tuple[str, ...]:
         return tuple(tool.agent for tool in self.tools if isinstance(tool, AgentTool))
+
+    def referenced_connectors(self) -> tuple[str, ...]:
+        return tuple(tool.connector for tool in self.tools if isinstance(tool, ConnectorTool))
 
 
 @dataclass(frozen=True)

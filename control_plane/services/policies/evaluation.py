@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from control_plane.db.base import utcnow
 from control_plane.db.models import ApiKey
 from control_plane.errors import NotFound
-from control_plane.services import deployments, gateways, rego_tasks
+from control_plane.services import connectors, deployments, gateways, rego_tasks
 from control_plane.services import sessions as user_sessions
 from control_plane.services.keys import KeyRing
 from control_plane.services.plans import bundle as plan_bundle
@@ -41,6 +41,7 @@ async def compile_context(
     )
     agents, pipelines = await deployments.bundle_entries(session)
     return CompileContext(
+        connectors=await connectors.bundle_entries(session, agents),
         organization_id=str(organization_id),
         api_keys=[_api_key_entry(k) for k in api_keys],
         jwks=keys.jwks(),
