@@ -18,10 +18,9 @@ resolved the way the databases do (a non-recursive CTE sees only those defined b
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Literal
-
-import re
 
 import sqlglot
 from sqlglot import exp

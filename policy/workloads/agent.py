@@ -205,7 +205,10 @@ def _connector_tool(reader: FieldReader, value: object, path: Path) -> Connector
         hint="a connector name: lowercase letters, digits, '_' or '-', at most 63",
     )
     operations: list[str] = []
-    for i, item in enumerate(reader.sequence(spec.get("operations"), (*path, "operations")) or []):
+    listed = (
+        reader.sequence(spec["operations"], (*path, "operations")) if "operations" in spec else []
+    )
+    for i, item in enumerate(listed or []):
         operation = reader.choice(item, (*path, "operations", i), CONNECTOR_OPERATIONS)
         if operation is not None and operation not in operations:
             operations.append(operation)

@@ -59,8 +59,13 @@ def spawn(args: list[str], **options: Any) -> subprocess.Popen[bytes]:
 
 
 def output(process: subprocess.Popen[bytes]) -> str:
+    return full_output(process)[-4000:]
+
+
+def full_output(process: subprocess.Popen[bytes]) -> str:
+    """Everything the process wrote (stdout and stderr), e.g. to search its log lines."""
     path = _LOGS.get(process.pid)
-    return path.read_text(errors="replace")[-4000:] if path and path.exists() else ""
+    return path.read_text(errors="replace") if path and path.exists() else ""
 
 
 def _wait(url: str, process: subprocess.Popen[bytes], what: str, timeout: float = 20) -> None:

@@ -1,8 +1,5 @@
 """The control-plane HTTP API as CONTRACTS.md writes it, where a route once differed:
 `POST /policies/publish` needs no body, and every collection the contract names answers.
-
-`connectors` is named by the contract but not built (no data-source connectors exist yet);
-the report to the lead proposes taking it out of the contract until they do.
 """
 
 from __future__ import annotations
@@ -34,7 +31,7 @@ spec:
 COLLECTIONS = (
     *("users", "teams", "api-keys", "workspaces", "agents", "pipelines", "gateways"),
     *("deployments", "executions", "policies", "bundles", "decisions", "approvals"),
-    *("budgets", "usage", "audit-events", "webhooks"),
+    *("budgets", "usage", "audit-events", "webhooks", "connectors"),
 )
 
 

@@ -8,6 +8,7 @@ from policy.errors import PolicyValidationError
 from policy.workloads import (
     AgentConfig,
     AgentTool,
+    ConnectorTool,
     HttpTool,
     McpTool,
     PipelineConfig,
@@ -198,3 +199,50 @@ def test_bad_budgets_are_errors_naming_the_field(budget: str, field: str, messag
     text = f"{head}  budget: {budget}\n"
     found = errors(text)
     assert any(d["field"] == field and message in str(d["message"]) for d in found), found
+
+
+CONNECTOR_AGENT = """\
+kind: Agent
+metadata: {name: analyst}
+spec:
+  model: {provider: demo, name: demo}
+  tools:
+    - connector: {name: warehouse, operations: [sql.query]}
+    - connector: {name: crm-db, operations: [sql.query], tool_name: crm, description: CRM}
+"""
+
+
+def test_connector_tools_name_the_connector_and_round_trip() -> None:
+    (agent,) = parse_workload_source(CONNECTOR_AGENT)
+    assert isinstance(agent, AgentConfig)
+    assert agent.tools == (
+        ConnectorTool("warehouse", ("sql.query",)),
+        ConnectorTool("crm-db", ("sql.query",), "crm", "CRM"),
+    )
+    assert [t.name for t in agent.tools] == ["sql_query_warehouse", "crm"]
+    assert agent.referenced_connectors() == ("warehouse", "crm-db")
+    assert parse_workload(agent.to_dict(), "round trip") == agent
+
+
+@pytest.mark.parametrize(
+    ("tool", "field", "message"),
+    [
+        ("{connector: {name: Warehouse, operations: [sql.query]}}", "name", "connector name"),
+        ("{connector: {name: w, operations: [objects.get]}}", "operations[0]", "sql.query"),
+        ("{connector: {name: w, operations: []}}", "operations", "at least one"),
+        ("{connector: {name: w}}", "", "missing required field 'operations'"),
+        ("{connector: {name: w, operations: [sql.query], password: x}}", "password", "unknown"),
+        (
+            "{connector: {name: " + "w" * 60 + ", operations: [sql.query]}}",
+            "name",
+            "too long; add tool_name",
+        ),
+    ],
+)
+def test_bad_connector_tools_are_errors_naming_the_field(
+    tool: str, field: str, message: str
+) -> None:
+    text = CONNECTOR_AGENT.split("  tools:")[0] + f"  tools:\n    - {tool}\n"
+    (detail,) = errors(text)
+    assert str(detail["field"]).endswith("connector" + (f".{field}" if field else "")), detail
+    assert message in str(detail["message"])

@@ -49,6 +49,38 @@ def test_pipeline_run() -> None:
     )
 
 
+def test_a_connector_call_is_its_operation_on_the_connector_with_the_table_as_object() -> None:
+    mapped = map_request(facts("POST", "/v1/connectors/warehouse/read/table:public.orders"))
+    assert (mapped.action, mapped.resource_type, mapped.resource_id) == (
+        "read",
+        "connector",
+        "connector:warehouse",
+    )
+    assert mapped.attributes == {"operation": "sql.query", "object": "table:public.orders"}
+    write = map_request(
+        facts("POST", "/v1/connectors/warehouse/write/table:s.t", x_kaizen_channel="mcp")
+    )
+    assert (write.action, write.channel, write.narrowing) == ("write", "mcp", True)
+    no_table = map_request(facts("POST", "/v1/connectors/warehouse/read"))
+    assert no_table.attributes == {"operation": "sql.query", "object": None}
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/connectors/warehouse/drop/table:public.orders",  # not an operation
+        "/v1/connectors/warehouse/read/table:public",  # no table name
+        "/v1/connectors/warehouse/read/table:public.orders/extra",
+        "/v1/connectors/warehouse/read/table:pub%2Fx.orders",
+        "/v1/connectors/../read/table:public.orders",
+        "/v1/connectors/warehouse/read/bucket:x",
+    ],
+)
+def test_other_connector_paths_are_refused(path: str) -> None:
+    with pytest.raises(MappingError, match="no gateway route"):
+        map_request(facts("POST", path))
+
+
 def test_mcp_tool_call_names_the_tool_or_its_agent() -> None:
     call = map_request(
         facts("POST", "/mcp", mcp("tools/call", {"name": "search", "arguments": {"q": 1}}))

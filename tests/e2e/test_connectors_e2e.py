@@ -1,0 +1,337 @@
+"""M14 end to end: an agent answers from a PostgreSQL table through a governed connector.
+
+Real parts: a control-plane process (PostgreSQL + Redis, secrets in OpenBao), `kaizen-studio
+sidecar` and `kaizen-studio gateway` following it, Envoy in front, a seeded PostgreSQL
+database, and OpenBao (`bao server -dev`) holding the connector's password. The model is
+the fake LLM speaking the OpenAI wire protocol (tests/fake_llm.py): an LLM provider cannot
+run here; it is scripted to call the connector tool with the SQL of each case.
+
+Through Envoy: a read of `orders` is allowed and answered from the table; a read of
+`salaries` is denied by a Rego rule naming the table; a write is held for approval and
+the database is untouched; publishing a policy that denies `orders` denies the next call.
+The decision log shows the table and operation of every connector call, and the password
+is in no API answer, no bundle and no log line of the three processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import gzip
+import io
+import json
+import secrets
+import tarfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+
+from tests.conftest import REDIS_PREFIX, REDIS_URL, PostgresDatabases
+from tests.e2e import sidecar_procs as procs
+from tests.fake_llm import FakeLLM, Reply, last_user_text, running_fake_llm
+from tests.integration.connector_support import PG_WIPE, SEED
+from tests.integration.test_secrets import Bao, openbao
+
+__all__ = ["openbao"]
+LOCAL = "127.0.0.1/32"
+POLICY = """\
+kind: RolePolicy
+metadata: {name: data-roles}
+spec:
+  roles:
+    - name: analyst
+      permissions:
+        - {resource: "agent:*", actions: [invoke]}
+        - {resource: "connector:warehouse", actions: [read, write]}
+  bindings:
+    - {subject: "user:%(email)s", role: analyst}
+---
+kind: RegoPolicy
+metadata: {name: data-guard}
+spec:
+  rego: |
+    package kaizen.abac.data_guard
+    import rego.v1
+    deny contains "salaries are off limits" if {
+      input.resource.type == "connector"
+      input.resource.attributes.object == "table:public.salaries"
+    }
+    deny contains "orders are closed for audit" if {
+      %(orders_closed)s
+      input.resource.attributes.object == "table:public.orders"
+    }
+    require_approval contains "writes to the warehouse need approval" if {
+      input.resource.type == "connector"
+      input.action == "write"
+    }
+"""
+AGENT = """\
+kind: Agent
+metadata: {name: analyst, description: Answers questions from the warehouse}
+spec:
+  model: {provider: openai, name: fake-model, base_url: "%(llm)s"}
+  system_prompt: Answer from the warehouse.
+  budget: {price_per_1m_tokens: {input: 0.01, output: 0.01}}
+  tools:
+    - connector: {name: warehouse, operations: [sql.query]}
+"""
+SQL = {
+    "orders": "SELECT customer, total FROM orders ORDER BY id",
+    "salaries": "SELECT name, salary FROM salaries",
+    "write": "UPDATE customers SET name = 'mallory' WHERE id = 1",
+}
+
+
+def script(model: str, messages: list[dict[str, Any]]) -> Reply:
+    """Ask the connector for the case's SQL, then answer with what it returned."""
+    if messages[-1].get("role") == "tool":
+        return Reply(text=f"from the warehouse: {last_user_text(messages)}")
+    return Reply(tool_calls=[("sql_query_warehouse", {"sql": SQL[last_user_text(messages)]})])
+
+
+@pytest.fixture
+def fake_llm() -> Iterator[FakeLLM]:
+    yield from running_fake_llm()
+
+
+@pytest.fixture
+async def warehouse(postgres_databases: PostgresDatabases) -> str:
+    """A seeded database of its own: the connector's data (its name)."""
+    url = await postgres_databases.create(f"e2e_wh_{secrets.token_hex(3)}")
+    name = url.rsplit("/", 1)[1]
+    seeded = await asyncpg.connect(host="127.0.0.1", user="postgres", database=name)
+    for statement in (*SEED, PG_WIPE):
+        await seeded.execute(statement)
+    await seeded.close()
+    return name
+
+
+def _eventually(check: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if result := check():
+            return result
+        time.sleep(0.1)
+    pytest.fail(f"{what} did not happen within {timeout} s")
+
+
+def test_an_agent_reads_a_table_through_a_governed_connector(
+    database: str,
+    warehouse: str,
+    openbao: Bao,
+    fake_llm: FakeLLM,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+) -> None:
+    prefix = f"e2e-{secrets.token_hex(4)}"
+    vault = {"VAULT_ADDR": openbao.url, "VAULT_TOKEN": openbao.token}
+    control_plane = procs.ControlPlane.configured(
+        tmp_path / "cp",
+        database_url=database,
+        redis_url=REDIS_URL,
+        redis_prefix=f"{REDIS_PREFIX}{secrets.token_hex(3)}:",
+        master_key=base64.b64encode(secrets.token_bytes(32)).decode(),
+        secrets_backend="vault",
+        vault_path_prefix=prefix,
+        outbound_allow_cidrs=LOCAL,
+        log_level="INFO",
+    )
+    control_plane.env.update(vault)
+    control_plane.start()
+    request.addfinalizer(control_plane.stop)
+    fake_llm.reset(script)
+    password = f"pw-{secrets.token_urlsafe(16)}"
+    answers: list[str] = []
+    cp = httpx.Client(base_url=control_plane.url, timeout=30)
+    request.addfinalizer(cp.close)
+
+    def call(method: str, path: str, **kwargs: Any) -> httpx.Response:
+        response = cp.request(method, path, headers=admin, **kwargs)
+        answers.append(response.text)
+        return response
+
+    email = f"owner-{secrets.token_hex(3)}@example.com"
+    owner = cp.post(
+        "/api/v1/auth/signup",
+        json={"email": email, "password": "correct horse battery staple", "organization": "M14"},
+    ).json()
+    admin = {"Authorization": f"Bearer {owner['access_token']}"}
+    policy = POLICY % {"email": email, "orders_closed": "false"}
+    assert call("POST", "/api/v1/policies", json={"source": policy}).status_code == 201
+    assert call("POST", "/api/v1/policies/publish", json={}).status_code == 201
+    connector = call(
+        "POST",
+        "/api/v1/connectors",
+        json={
+            "name": "warehouse",
+            "type": "postgresql",
+            "settings": {
+                "host": "127.0.0.1",
+                "database": warehouse,
+                "username": "postgres",
+                "tls": "disable",
+                "read_only": False,
+            },
+            "password": password,
+        },
+    )
+    assert connector.status_code == 201, connector.text
+    tested = call("POST", f"/api/v1/connectors/{connector.json()['id']}/test")
+    assert tested.json()["ok"] is True, tested.text
+    agent = call("POST", "/api/v1/agents", json={"source": AGENT % {"llm": fake_llm.openai_url}})
+    assert agent.status_code == 201, agent.text
+
+    listen, admin_port, grpc_port, http_port, gateway_port = (procs.free_port() for _ in range(5))
+    envoy = f"http://127.0.0.1:{listen}"
+    gateway = call(
+        "POST", "/api/v1/gateways", json={"name": "edge", "environment": "prod", "url": envoy}
+    )
+    credential = {
+        "KAIZEN_GATEWAY_TOKEN": gateway.json()["credential"],
+        "KAIZEN_CONTROL_PLANE_URL": control_plane.url,
+        "KAIZEN_LOG_LEVEL": "INFO",
+    }
+    deployed = call(
+        "POST",
+        "/api/v1/deployments",
+        json={"gateway_id": gateway.json()["id"], "kind": "agent", "name": "analyst"},
+    )
+    assert deployed.status_code == 201, deployed.text
+
+    gateway_process = procs.spawn(
+        [str(procs.BIN / "kaizen-studio"), "gateway"],
+        env=procs.clean_env(
+            KAIZEN_HOME=str(tmp_path / "gateway"),
+            KAIZEN_GATEWAY_PORT=str(gateway_port),
+            KAIZEN_SIDECAR_URL=f"http://127.0.0.1:{http_port}",
+            KAIZEN_GATEWAY_PUBLIC_URL=envoy,
+            KAIZEN_OUTBOUND_ALLOW_CIDRS=LOCAL,
+            KAIZEN_SECRETS_BACKEND="vault",
+            KAIZEN_VAULT_PATH_PREFIX=prefix,
+            KAIZEN_GATEWAY_ORGANIZATION_ID=owner["organization_id"],
+            **vault,
+            **credential,
+        ),
+    )
+    sidecar = procs.start_sidecar(tmp_path / "sidecar", grpc_port, http_port, **credential)
+    proxy = procs.start_envoy(
+        procs.envoy_config(listen, admin_port, grpc_port, gateway_port, sidecar_http=http_port),
+        tmp_path,
+        admin_port,
+    )
+    with procs.running(gateway_process), procs.running(sidecar), procs.running(proxy):
+
+        def serving() -> bool:
+            try:
+                health = httpx.get(f"http://127.0.0.1:{gateway_port}/healthz", timeout=2)
+            except httpx.TransportError:
+                return False
+            return health.status_code == 200 and health.json().get("agents") == 1
+
+        _eventually(serving, 30, "the gateway serving the analyst")
+        user = {"Authorization": f"Bearer {owner['access_token']}"}
+
+        def ask(question: str) -> httpx.Response:
+            response = httpx.post(
+                f"{envoy}/v1/agents/analyst/invoke",
+                json={"input": question},
+                headers=user,
+                timeout=30,
+            )
+            answers.append(response.text)
+            return response
+
+        # An allowed read, answered from the table.
+        read = ask("orders")
+        assert read.status_code == 200, read.text
+        answered = json.loads(read.json()["output"].removeprefix("from the warehouse: "))
+        assert answered["rows"] == [["ada", "10.50"], ["bob", "20.00"], ["ada", "5.25"]]
+        assert answered["tables"] == ["public.orders"]
+
+        # A denied table: the whole call is refused, naming the table and the rule.
+        denied = ask("salaries")
+        assert denied.status_code == 403, denied.text
+        error = denied.json()["error"]
+        assert "table:public.salaries" in error["message"]
+        assert "salaries are off limits" in error["message"]
+
+        # A write is held for approval; nothing reached the database.
+        held = ask("write")
+        assert held.status_code == 403, held.text
+        details = held.json()["error"]["details"]
+        assert details["outcome"] == "require_approval"
+        assert details["approval_request_id"]
+        assert details["table"] == "public.customers"
+        untouched = asyncio.run(_name_of_customer(warehouse))
+        assert untouched == "ada"
+
+        # The decision log: table and operation of every connector call.
+        def connector_decisions() -> list[dict[str, Any]] | None:
+            found = call(
+                "GET", "/api/v1/decisions", params={"resource": "connector:warehouse", "limit": 50}
+            ).json()["items"]
+            return found if len(found) >= 3 else None
+
+        logged = _eventually(connector_decisions, 30, "the connector decisions in the log")
+        seen = {
+            (d["action"], d["input"]["resource"]["attributes"]["object"], d["outcome"])
+            for d in logged
+        }
+        assert seen >= {
+            ("read", "table:public.orders", "allow"),
+            ("read", "table:public.salaries", "deny"),
+            ("write", "table:public.customers", "require_approval"),
+        }
+
+        # A policy change denies a table that was allowed.
+        closed = POLICY % {"email": email, "orders_closed": "true"}
+        assert call("POST", "/api/v1/policies", json={"source": closed}).status_code == 201
+        published_at = time.monotonic()
+        assert call("POST", "/api/v1/policies/publish", json={}).status_code == 201
+        _eventually(lambda: ask("orders").status_code == 403, 10, "orders denied after publish")
+        print(f"\norders denied {time.monotonic() - published_at:.2f} s after the publish call")
+
+        bundle = cp.get(
+            f"/api/v1/bundles/{owner['organization_id']}/bundle.tar.gz",
+            headers={"Authorization": f"Bearer {credential['KAIZEN_GATEWAY_TOKEN']}"},
+        )
+        assert bundle.status_code == 200, bundle.text
+        files = _bundle_files(bundle.content)
+        data = json.loads(files["data.json"])
+        assert data["kaizen"]["connectors"]["warehouse"]["database"] == warehouse
+
+    logs = {
+        "control plane": procs.full_output(control_plane.process),
+        "gateway": procs.full_output(gateway_process),
+        "sidecar": procs.full_output(sidecar),
+    }
+    assert all(logs.values()), "every process wrote log lines to search"
+    for where, text in (
+        *(("an API answer", a) for a in answers),
+        *(("the bundle", f) for f in files.values()),
+        *logs.items(),
+    ):
+        assert password not in text, f"the connector password is in {where}"
+    assert password.encode() not in bundle.content
+
+
+async def _name_of_customer(database: str) -> str:
+    connection = await asyncpg.connect(host="127.0.0.1", user="postgres", database=database)
+    try:
+        return str(await connection.fetchval("SELECT name FROM customers WHERE id = 1"))
+    finally:
+        await connection.close()
+
+
+def _bundle_files(content: bytes) -> dict[str, str]:
+    with tarfile.open(fileobj=io.BytesIO(gzip.decompress(content))) as archive:
+        return {
+            m.name.lstrip("/"): archive.extractfile(m).read().decode()  # type: ignore[union-attr]
+            for m in archive.getmembers()
+            if m.isfile()
+        }
