@@ -133,7 +133,8 @@ def map_request(facts: HttpFacts, agents: Mapping[str, Any] | None = None) -> Ma
             "connector",
             f"connector:{match[1]}",
             claimed_channel(facts.headers),
-            attributes={"operation": "sql.query", "object": obj},
+            attributes={"operation": "sql.query", "object": obj, "sql": _statement(facts)},
+            body_sha256=facts.body_sha256(),  # the statement an approval grant binds
             route_channel="api",
         )
     if path == MCP_PATH:
@@ -147,6 +148,22 @@ def map_request(facts: HttpFacts, agents: Mapping[str, Any] | None = None) -> Ma
             )
         return map_mcp(facts.body, agents or {})
     raise MappingError(f"no gateway route {method} {path[:200]!r} is authorized by the sidecar")
+
+
+MAX_STATEMENT_CHARS = 4000
+
+
+def _statement(facts: HttpFacts) -> str | None:
+    """The SQL the gateway sends as `{"sql": …}` with a connector check (for the decision
+    log and approvers; cut at MAX_STATEMENT_CHARS), or None."""
+    if not facts.body or facts.body_truncated:
+        return None
+    try:
+        body = json.loads(facts.body)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None
+    sql = body.get("sql") if isinstance(body, dict) else None
+    return sql[:MAX_STATEMENT_CHARS] if isinstance(sql, str) else None
 
 
 def _require_post(method: str, path: str) -> None:

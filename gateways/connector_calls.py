@@ -81,7 +81,7 @@ async def call(
     if parsed.operation == "write" and settings.read_only:
         return f"error: connector {tool.connector} is read-only; {parsed.statement} writes"
     for table in parsed.tables or (None,):
-        await run.authorize_connector(caller, tool.connector, parsed.operation, table)
+        await run.authorize_connector(caller, tool.connector, parsed.operation, table, sql)
     try:
         password = await asyncio.to_thread(secrets.connector_password, tool.connector)
     except ProviderError as error:

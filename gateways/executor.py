@@ -90,14 +90,14 @@ class Run:
             await self.nested.check(caller, agent)
 
     async def authorize_connector(
-        self, caller: str, connector: str, operation: str, table: str | None
+        self, caller: str, connector: str, operation: str, table: str | None, sql: str
     ) -> None:
         """Every connector call is a decision; without a sidecar to ask there is none."""
         if self.nested is None:
             raise Forbidden(
                 f"{caller} calls connector {connector}, but no sidecar is configured to decide it"
             )
-        await self.nested.check_connector(caller, connector, operation, table)
+        await self.nested.check_connector(caller, connector, operation, table, sql)
 
     def step(self, what: str) -> None:
         self.steps += 1
@@ -151,7 +151,7 @@ class NestedCheck(Protocol):
     async def check(self, caller: str, agent: str) -> None: ...
 
     async def check_connector(
-        self, caller: str, connector: str, operation: str, table: str | None
+        self, caller: str, connector: str, operation: str, table: str | None, sql: str
     ) -> None: ...
 
 

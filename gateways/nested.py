@@ -25,6 +25,7 @@ real cost, so the nested reservation is settled at zero at once (no double count
 
 from __future__ import annotations
 
+import json
 from typing import Any, Protocol
 
 import httpx
@@ -76,11 +77,12 @@ class NestedAuthorizer:
         self._allowed.add(agent)
 
     async def check_connector(
-        self, caller: str, connector: str, operation: str, table: str | None
+        self, caller: str, connector: str, operation: str, table: str | None, sql: str
     ) -> None:
         """Return if the original principal may `operation` (read/write) `table` through
         `connector`; Forbidden otherwise. Asked on every call: unlike an agent, the object
-        differs from call to call and a hold must be asked again."""
+        differs from call to call and a hold must be asked again. The statement is the
+        check's body (`{"sql": …}`): the decision log shows it and a hold's grant binds it."""
         uri = f"/v1/connectors/{connector}/{operation}" + (f"/table:{table}" if table else "")
         what = f"{operation} connector:{connector}" + (f" table:{table}" if table else "")
         await self._ask(
@@ -88,9 +90,12 @@ class NestedAuthorizer:
             uri,
             what,
             {"connector": connector, "operation": operation, "table": table},
+            body=json.dumps({"sql": sql}, separators=(",", ":")).encode(),
         )
 
-    async def _ask(self, doing: str, uri: str, what: str, details: dict[str, Any]) -> None:
+    async def _ask(
+        self, doing: str, uri: str, what: str, details: dict[str, Any], body: bytes = b""
+    ) -> None:
         if not self._authorization:
             raise Forbidden(f"{doing}, but the request carried no credential to authorize it")
         try:
@@ -102,7 +107,9 @@ class NestedAuthorizer:
                     "x-original-uri": uri,
                     "x-kaizen-channel": self._channel,
                     GATEWAY_CREDENTIAL_HEADER: self._gateway_token,
+                    **({"content-type": "application/json"} if body else {}),
                 },
+                content=body,
                 timeout=CHECK_TIMEOUT_SECONDS,
             )
         except httpx.HTTPError as exc:  # fail closed: an unchecked nested call is refused

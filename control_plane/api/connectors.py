@@ -32,7 +32,9 @@ Version = Annotated[int, Path(ge=1, le=schemas.MAX_VERSION)]
 ERRORS: dict[int | str, dict[str, object]] = {401: {}, 403: {}, 404: {}, 409: {}, 422: {}}
 
 
-def connector_out(connector: Connector, settings: dict[str, Any]) -> schemas.Connector:
+def connector_out(
+    connector: Connector, settings: dict[str, Any], agents: dict[str, list[str]]
+) -> schemas.Connector:
     return schemas.Connector(
         id=connector.id,
         name=connector.name,
@@ -41,6 +43,7 @@ def connector_out(connector: Connector, settings: dict[str, Any]) -> schemas.Con
         settings={k: v for k, v in settings.items() if k != "type"},
         has_credential=connector.credential_updated_at is not None,
         credential_updated_at=connector.credential_updated_at,
+        agents=agents.get(connector.name, []),
         created_at=connector.created_at,
         updated_at=connector.updated_at,
     )
@@ -75,7 +78,7 @@ async def create_connector(
             guard=settings.outbound_guard,
         )
         row = await connectors.latest(session, connector)
-        return connector_out(connector, row.settings)
+        return connector_out(connector, row.settings, await connectors.agents_naming(session))
 
 
 @router.get("", responses=ERRORS)
@@ -85,7 +88,8 @@ async def list_connectors(
     async with tenant.session() as session:
         rows, next_cursor = await connectors.list_connectors(session, cursor, limit)
         latest = await connectors.latest_settings(session, rows)
-        items = [connector_out(c, latest[c.id]) for c in rows]
+        agents = await connectors.agents_naming(session)
+        items = [connector_out(c, latest[c.id], agents) for c in rows]
     return Page(items=items, next_cursor=next_cursor)
 
 
@@ -94,7 +98,7 @@ async def get_connector(connector_id: uuid.UUID, tenant: Read) -> schemas.Connec
     async with tenant.session() as session:
         connector = await connectors.get(session, connector_id)
         row = await connectors.latest(session, connector)
-        return connector_out(connector, row.settings)
+        return connector_out(connector, row.settings, await connectors.agents_naming(session))
 
 
 @router.patch("/{connector_id}", responses=ERRORS)
@@ -135,7 +139,7 @@ async def update_connector(
                 why=f"connector {connector.name} v{connector.latest_version}",
                 issuer=settings.issuer,
             )
-        out = connector_out(connector, row.settings)
+        out = connector_out(connector, row.settings, await connectors.agents_naming(session))
     if revision is not None:
         await request.app.state.bundle_events.notify(str(tenant.organization_id), revision.revision)
     return out

@@ -61,6 +61,7 @@ class Connector(Output):
     settings: dict[str, Any]
     has_credential: bool
     credential_updated_at: datetime | None
+    agents: list[str] = Field(description="Agents whose latest config names this connector.")
     created_at: datetime
     updated_at: datetime
 

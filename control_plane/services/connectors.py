@@ -18,9 +18,9 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from control_plane.db.base import utcnow
-from control_plane.db.models import Connector, ConnectorVersion
+from control_plane.db.models import Connector, ConnectorVersion, Workload
 from control_plane.errors import Conflict, Invalid, NotFound
-from control_plane.services import audit, deployments
+from control_plane.services import audit, deployments, workloads
 from control_plane.services.audit import Actor
 from control_plane.services.pagination import paginate
 from control_plane.services.secrets import SecretStore
@@ -331,6 +331,13 @@ def named_by(agents: Mapping[str, Mapping[str, Any]]) -> dict[str, list[str]]:
             if isinstance(tool, Mapping) and isinstance(tool.get("connector"), Mapping):
                 out.setdefault(str(tool["connector"].get("name")), []).append(agent)
     return out
+
+
+async def agents_naming(session: AsyncSession) -> dict[str, list[str]]:
+    """connector name → the agents whose latest config names it (deployed or not)."""
+    rows = list(await session.scalars(select(Workload).where(Workload.kind == "agent")))
+    configs = await workloads.latest_configs(session, rows)
+    return named_by({w.name: configs[w.id] for w in rows if w.id in configs})
 
 
 async def bundle_entries(

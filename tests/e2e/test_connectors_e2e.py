@@ -139,7 +139,7 @@ def test_an_agent_reads_a_table_through_a_governed_connector(
         secrets_backend="vault",
         vault_path_prefix=prefix,
         outbound_allow_cidrs=LOCAL,
-        log_level="INFO",
+        log_level="DEBUG",
     )
     control_plane.env.update(vault)
     control_plane.start()
@@ -194,7 +194,7 @@ def test_an_agent_reads_a_table_through_a_governed_connector(
     credential = {
         "KAIZEN_GATEWAY_TOKEN": gateway.json()["credential"],
         "KAIZEN_CONTROL_PLANE_URL": control_plane.url,
-        "KAIZEN_LOG_LEVEL": "INFO",
+        "KAIZEN_LOG_LEVEL": "DEBUG",
     }
     deployed = call(
         "POST",
@@ -287,6 +287,20 @@ def test_an_agent_reads_a_table_through_a_governed_connector(
             ("read", "table:public.salaries", "deny"),
             ("write", "table:public.customers", "require_approval"),
         }
+        statements = {d["input"]["resource"]["attributes"]["sql"] for d in logged}
+        assert statements >= set(SQL.values()), "the log shows each statement decided"
+
+        # The hold is an approval request for an approver, naming the write.
+        def approval() -> dict[str, Any] | None:
+            items = call("GET", "/api/v1/approvals").json()["items"]
+            return next((a for a in items if a["id"] == details["approval_request_id"]), None)
+
+        held_request = _eventually(approval, 30, "the approval request of the held write")
+        assert (held_request["action"], held_request["resource"], held_request["status"]) == (
+            "write",
+            "connector:warehouse",
+            "pending",
+        )
 
         # A policy change denies a table that was allowed.
         closed = POLICY % {"email": email, "orders_closed": "true"}
@@ -304,12 +318,13 @@ def test_an_agent_reads_a_table_through_a_governed_connector(
         files = _bundle_files(bundle.content)
         data = json.loads(files["data.json"])
         assert data["kaizen"]["connectors"]["warehouse"]["database"] == warehouse
+        # Read while they run: stopping a process removes its log file.
+        logs = {
+            "control plane": procs.full_output(control_plane.process),
+            "gateway": procs.full_output(gateway_process),
+            "sidecar": procs.full_output(sidecar),
+        }
 
-    logs = {
-        "control plane": procs.full_output(control_plane.process),
-        "gateway": procs.full_output(gateway_process),
-        "sidecar": procs.full_output(sidecar),
-    }
     assert all(logs.values()), "every process wrote log lines to search"
     for where, text in (
         *(("an API answer", a) for a in answers),

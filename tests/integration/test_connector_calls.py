@@ -37,7 +37,7 @@ class Authorizer:
         raise AssertionError("no agent is called here")
 
     async def check_connector(
-        self, caller: str, connector: str, operation: str, table: str | None
+        self, caller: str, connector: str, operation: str, table: str | None, sql: str
     ) -> None:
         self.asked.append((operation, table))
         if table in self.deny:

@@ -3,6 +3,9 @@ and a test connection against the real PostgreSQL and MariaDB of this machine.""
 
 from __future__ import annotations
 
+import io
+import json
+import tarfile
 from typing import Any
 
 import httpx
@@ -259,3 +262,73 @@ async def test_a_viewer_reads_but_cannot_create_or_test(
     assert denied.status_code == 403
     tested = await client.post(f"/api/v1/connectors/{created['id']}/test", headers=viewer.headers)
     assert tested.status_code == 403
+
+
+ANALYST = """\
+kind: Agent
+metadata: {name: analyst}
+spec:
+  model: {provider: demo, name: demo}
+  tools:
+    - connector: {name: warehouse, operations: [sql.query]}
+"""
+ROLES = """\
+kind: RolePolicy
+metadata: {name: roles}
+spec:
+  roles:
+    - name: analyst
+      permissions: [{resource: "connector:warehouse", actions: [read]}]
+"""
+
+
+async def _bundle_data(client: httpx.AsyncClient, owner: Account) -> dict[str, Any]:
+    bundle = await client.get(
+        f"/api/v1/bundles/{owner.organization_id}/bundle.tar.gz", headers=owner.headers
+    )
+    assert bundle.status_code == 200, bundle.text
+    with tarfile.open(fileobj=io.BytesIO(bundle.content), mode="r:gz") as archive:
+        member = next(m for m in archive.getmembers() if m.name.endswith("data.json"))
+        extracted = archive.extractfile(member)
+        assert extracted is not None
+        return dict(json.loads(extracted.read()))
+
+
+async def test_a_deployed_agents_connector_rides_the_bundle_and_follows_its_changes(
+    client: httpx.AsyncClient, owner: Account, seeded_postgres: SeededDatabase
+) -> None:
+    connector = await _create(client, owner, seeded_postgres)
+    applied = await client.post("/api/v1/agents", json={"source": ANALYST}, headers=owner.headers)
+    assert applied.status_code == 201, applied.text
+    url = f"/api/v1/connectors/{connector['id']}"
+    assert (await client.get(url, headers=owner.headers)).json()["agents"] == ["analyst"]
+    await client.post("/api/v1/policies", json={"source": ROLES}, headers=owner.headers)
+    assert (await client.post("/api/v1/policies/publish", headers=owner.headers)).status_code == 201
+    gateway = await client.post(
+        "/api/v1/gateways",
+        json={"name": "edge", "environment": "prod", "url": "https://gw.example.com"},
+        headers=owner.headers,
+    )
+    deployed = await client.post(
+        "/api/v1/deployments",
+        json={"gateway_id": gateway.json()["id"], "kind": "agent", "name": "analyst"},
+        headers=owner.headers,
+    )
+    assert deployed.status_code == 201, deployed.text
+    data = await _bundle_data(client, owner)
+    carried = data["kaizen"]["connectors"]["warehouse"]
+    assert carried["database"] == seeded_postgres.database
+    assert seeded_postgres.password not in json.dumps(data)
+
+    changed = await client.patch(
+        url, json={"settings": seeded_postgres.settings(max_rows=7)}, headers=owner.headers
+    )
+    assert changed.status_code == 200, changed.text
+    assert (await _bundle_data(client, owner))["kaizen"]["connectors"]["warehouse"][
+        "max_rows"
+    ] == 7, "the new settings are re-signed into the bundle at once"
+
+    in_use = await client.delete(url, headers=owner.headers)
+    assert in_use.status_code == 409, in_use.text
+    assert "analyst" in in_use.json()["error"]["message"]
+    assert (await client.get(url, headers=owner.headers)).status_code == 200

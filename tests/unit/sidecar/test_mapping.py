@@ -56,13 +56,21 @@ def test_a_connector_call_is_its_operation_on_the_connector_with_the_table_as_ob
         "connector",
         "connector:warehouse",
     )
-    assert mapped.attributes == {"operation": "sql.query", "object": "table:public.orders"}
+    assert mapped.attributes == {
+        "operation": "sql.query",
+        "object": "table:public.orders",
+        "sql": None,
+    }
+    sql = {"sql": "SELECT * FROM orders"}
+    with_body = map_request(facts("POST", "/v1/connectors/w/read/table:public.orders", sql))
+    assert with_body.attributes["sql"] == "SELECT * FROM orders"
+    assert with_body.body_sha256 == hashlib.sha256(json.dumps(sql).encode()).hexdigest()
     write = map_request(
         facts("POST", "/v1/connectors/warehouse/write/table:s.t", x_kaizen_channel="mcp")
     )
     assert (write.action, write.channel, write.narrowing) == ("write", "mcp", True)
     no_table = map_request(facts("POST", "/v1/connectors/warehouse/read"))
-    assert no_table.attributes == {"operation": "sql.query", "object": None}
+    assert no_table.attributes == {"operation": "sql.query", "object": None, "sql": None}
 
 
 @pytest.mark.parametrize(
