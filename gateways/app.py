@@ -37,7 +37,7 @@ from gateways.mcp_server import (
     build_server,
     session_manager,
 )
-from gateways.nested import NestedAuthorizer
+from gateways.nested import NESTED_APPROVAL_HEADER, NestedAuthorizer
 from gateways.providers import PriceTable, ProviderRegistry, SecretResolver
 from gateways.providers.http import new_client
 from gateways.providers.secrets import resolver_for
@@ -78,7 +78,9 @@ class GatewayState:
             self.settler.settle(decision_id, {"cost_usd": 0.0, "tokens": 0.0, "executions": 0})
         return decision_id is not None
 
-    def nested(self, authorization: str | None, decision: Decision) -> NestedAuthorizer:
+    def nested(
+        self, authorization: str | None, decision: Decision, approval: str | None = None
+    ) -> NestedAuthorizer:
         """Nested calls of this request are asked of the sidecar as its caller (nested.py)."""
         return NestedAuthorizer(
             self.http,
@@ -88,6 +90,7 @@ class GatewayState:
             authorization=authorization,
             principal=decision.principal,
             channel=decision.channel,
+            approval=approval,
         )
 
     async def run_agent(
@@ -298,7 +301,11 @@ def create_app(
         wants_stream = body.get("stream") is True or "text/event-stream" in request.headers.get(
             "accept", ""
         )
-        nested = state.nested(request.headers.get("authorization"), decision)
+        nested = state.nested(
+            request.headers.get("authorization"),
+            decision,
+            request.headers.get(NESTED_APPROVAL_HEADER),
+        )
         if wants_stream:
             return _stream(state, deployments, name, body["input"], decision, nested)
         run = state.executor.new_run(deployments.agent(name))
@@ -326,7 +333,11 @@ def create_app(
         body = await _json_body(request)
         deployments = state.deployments()
         run = state.executor.new_run(deployments.pipeline(name))
-        run.nested = state.nested(request.headers.get("authorization"), decision)
+        run.nested = state.nested(
+            request.headers.get("authorization"),
+            decision,
+            request.headers.get(NESTED_APPROVAL_HEADER),
+        )
         work = state.executor.run_pipeline(deployments, name, body["input"], run=run)
         result, error, execution = await state.execute(
             "pipeline", name, decision, decision.channel, run, work

@@ -33,6 +33,13 @@ import httpx
 from gateways.errors import Forbidden
 
 GATEWAY_CREDENTIAL_HEADER = "x-kaizen-gateway-token"
+# The caller's approval grant for a held connector call, on the retry of the outer call.
+# Not an x-kaizen-* header: the proxy removes those before the gateway (they are the
+# sidecar's to set). Forwarded to the sidecar as X-Kaizen-Approval with connector checks only;
+# the sidecar verifies it (principal, action, resource, gateway, the statement's hash) and
+# spends it once.
+NESTED_APPROVAL_HEADER = "kaizen-nested-approval"
+MAX_GRANT_CHARS = 8192
 CHECK_TIMEOUT_SECONDS = 5.0
 
 
@@ -53,8 +60,10 @@ class NestedAuthorizer:
         authorization: str | None,
         principal: str,
         channel: str,
+        approval: str | None = None,
     ) -> None:
         self._http = http
+        self._approval = approval if approval and len(approval) <= MAX_GRANT_CHARS else None
         self._url = sidecar_url.rstrip("/") + "/authz"
         self._gateway_token = gateway_token
         self._settler = settler
@@ -91,10 +100,17 @@ class NestedAuthorizer:
             what,
             {"connector": connector, "operation": operation, "table": table},
             body=json.dumps({"sql": sql}, separators=(",", ":")).encode(),
+            approval=self._approval,
         )
 
     async def _ask(
-        self, doing: str, uri: str, what: str, details: dict[str, Any], body: bytes = b""
+        self,
+        doing: str,
+        uri: str,
+        what: str,
+        details: dict[str, Any],
+        body: bytes = b"",
+        approval: str | None = None,
     ) -> None:
         if not self._authorization:
             raise Forbidden(f"{doing}, but the request carried no credential to authorize it")
@@ -108,6 +124,7 @@ class NestedAuthorizer:
                     "x-kaizen-channel": self._channel,
                     GATEWAY_CREDENTIAL_HEADER: self._gateway_token,
                     **({"content-type": "application/json"} if body else {}),
+                    **({"x-kaizen-approval": approval} if approval else {}),
                 },
                 content=body,
                 timeout=CHECK_TIMEOUT_SECONDS,

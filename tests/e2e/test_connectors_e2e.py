@@ -7,8 +7,9 @@ the fake LLM speaking the OpenAI wire protocol (tests/fake_llm.py): an LLM provi
 run here; it is scripted to call the connector tool with the SQL of each case.
 
 Through Envoy: a read of `orders` is allowed and answered from the table; a read of
-`salaries` is denied by a Rego rule naming the table; a write is held for approval and
-the database is untouched; publishing a policy that denies `orders` denies the next call.
+`salaries` is denied by a Rego rule naming the table; a write is held for approval (the
+database untouched), approved by the owner, and the caller's retry with the grant runs it
+once; publishing a policy that denies `orders` denies the next call.
 The decision log shows the table and operation of every connector call, and the password
 is in no API answer, no bundle and no log line of the three processes.
 """
@@ -31,7 +32,7 @@ import asyncpg
 import httpx
 import pytest
 
-from tests.conftest import REDIS_PREFIX, REDIS_URL, PostgresDatabases
+from tests.conftest import PASSWORD, REDIS_PREFIX, REDIS_URL, PostgresDatabases
 from tests.e2e import sidecar_procs as procs
 from tests.fake_llm import FakeLLM, Reply, last_user_text, running_fake_llm
 from tests.integration.connector_support import PG_WIPE, SEED
@@ -158,10 +159,21 @@ def test_an_agent_reads_a_table_through_a_governed_connector(
     email = f"owner-{secrets.token_hex(3)}@example.com"
     owner = cp.post(
         "/api/v1/auth/signup",
-        json={"email": email, "password": "correct horse battery staple", "organization": "M14"},
+        json={"email": email, "password": PASSWORD, "organization": "M14"},
     ).json()
     admin = {"Authorization": f"Bearer {owner['access_token']}"}
-    policy = POLICY % {"email": email, "orders_closed": "false"}
+    # The caller is a developer: a requester never approves their own held call.
+    analyst_email = f"analyst-{secrets.token_hex(3)}@example.com"
+    member = call(
+        "POST",
+        "/api/v1/users",
+        json={"email": analyst_email, "password": PASSWORD, "role": "developer"},
+    )
+    assert member.status_code == 201, member.text
+    analyst = cp.post(
+        "/api/v1/auth/login", json={"email": analyst_email, "password": PASSWORD}
+    ).json()
+    policy = POLICY % {"email": analyst_email, "orders_closed": "false"}
     assert call("POST", "/api/v1/policies", json={"source": policy}).status_code == 201
     assert call("POST", "/api/v1/policies/publish", json={}).status_code == 201
     connector = call(
@@ -234,13 +246,13 @@ def test_an_agent_reads_a_table_through_a_governed_connector(
             return health.status_code == 200 and health.json().get("agents") == 1
 
         _eventually(serving, 30, "the gateway serving the analyst")
-        user = {"Authorization": f"Bearer {owner['access_token']}"}
+        user = {"Authorization": f"Bearer {analyst['access_token']}"}
 
-        def ask(question: str) -> httpx.Response:
+        def ask(question: str, grant: str | None = None) -> httpx.Response:
             response = httpx.post(
                 f"{envoy}/v1/agents/analyst/invoke",
                 json={"input": question},
-                headers=user,
+                headers={**user, **({"Kaizen-Nested-Approval": grant} if grant else {})},
                 timeout=30,
             )
             answers.append(response.text)
@@ -302,9 +314,26 @@ def test_an_agent_reads_a_table_through_a_governed_connector(
             "pending",
         )
 
+        # The owner approves; the analyst retries with the grant: the write runs, once.
+        approved = call("POST", f"/api/v1/approvals/{held_request['id']}/approve", json={})
+        assert approved.status_code == 200, approved.text
+        mine = cp.get(f"/api/v1/approvals/{held_request['id']}", headers=user).json()
+        answers.append(json.dumps(mine))
+        granted = ask("write", grant=mine["grant"])
+        assert granted.status_code == 200, granted.text
+        assert asyncio.run(_name_of_customer(warehouse)) == "mallory"
+        again = ask("write", grant=mine["grant"])
+        assert again.status_code == 403, again.text
+        assert "already used" in again.json()["error"]["message"]
+
         # A policy change denies a table that was allowed.
-        closed = POLICY % {"email": email, "orders_closed": "true"}
-        assert call("POST", "/api/v1/policies", json={"source": closed}).status_code == 201
+        closed = POLICY % {"email": analyst_email, "orders_closed": "true"}
+        drafted = call("POST", "/api/v1/policies", json={"source": closed})
+        assert drafted.status_code == 201, [
+            line
+            for line in procs.full_output(control_plane.process).splitlines()
+            if '"ERROR"' in line or "Traceback" in line or "Error" in line
+        ][-20:]
         published_at = time.monotonic()
         assert call("POST", "/api/v1/policies/publish", json={}).status_code == 201
         _eventually(lambda: ask("orders").status_code == 403, 10, "orders denied after publish")
