@@ -18,6 +18,7 @@ import { WebhooksPage } from "./pages/admin/Webhooks";
 import { SecretsPage } from "./pages/admin/Secrets";
 import { DecisionsPage } from "./pages/Decisions";
 import { GatewaysPage } from "./pages/Gateways";
+import { ConnectorsPage } from "./pages/Connectors";
 import { ExecutionsPage } from "./pages/Executions";
 import { ApprovalsPage } from "./pages/Approvals";
 import { DashboardPage } from "./pages/Dashboard";
@@ -99,6 +100,7 @@ export function App() {
         <Route path="/admin/audit" element={g("audit_events:read", <AuditPage />)} />
         <Route path="/admin/sso" element={g("sso:read", <SsoPage />)} />
         <Route path="/admin/webhooks" element={g("webhooks:read", <WebhooksPage />)} />
+        <Route path="/connectors" element={g("connectors:read", <ConnectorsPage />)} />
         <Route path="/admin/secrets" element={g("secrets:read", <SecretsPage />)} />
         <Route
           path="*"

@@ -86,6 +86,8 @@ export type GatewayDetail = Schemas["GatewayWithDeployments"];
 export type GatewayInstance = Schemas["Instance"];
 /** A logged decision (GET /api/v1/decisions); `Decision` is the engine's answer. */
 export type DecisionLog = Schemas["Decision"];
+export type Connector = Schemas["Connector"];
+export type ConnectionTest = Schemas["ConnectionTest"];
 export type DecisionDetail = Schemas["DecisionDetail"];
 export type Aggregates = Schemas["Aggregates"];
 export type Execution = Schemas["Execution"];

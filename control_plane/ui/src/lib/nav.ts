@@ -15,6 +15,7 @@ export const NAV: NavItem[] = [
   { to: "/agents", label: "Agents", permission: "agents:read", section: "Runtime" },
   { to: "/pipelines", label: "Pipelines", permission: "pipelines:read", section: "Runtime" },
   { to: "/gateways", label: "Gateways", permission: "gateways:read", section: "Runtime" },
+  { to: "/connectors", label: "Connectors", permission: "connectors:read", section: "Runtime" },
   { to: "/executions", label: "Executions", permission: "executions:read", section: "Runtime" },
   { to: "/mcp-clients", label: "MCP clients", permission: "organization:read", section: "Runtime" },
   { to: "/decisions", label: "Decisions", permission: "decisions:read", section: "Audit" },
