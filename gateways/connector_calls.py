@@ -5,7 +5,8 @@ Order, each step failing closed:
    does (read/write) and every table; a refusal goes back to the model with its reason;
 2. a write on a read-only connector is refused before anything is asked;
 3. the sidecar decides each table as the original caller (`Run.authorize_connector`,
-   gateways/nested.py): a deny or a hold fails the whole call with 403;
+   gateways/nested.py), `write` for the tables the statement writes and `read` for those
+   it only reads: a deny or a hold fails the whole call with 403;
 4. the password is read now, from the secret store the control plane wrote
    (`SecretResolver.connector_password`), never from the bundle;
 5. the statement runs through the outbound guard, in a read-only session for reads, and the
@@ -80,8 +81,8 @@ async def call(
         return f"error: the statement was refused: {refused.reason}"
     if parsed.operation == "write" and settings.read_only:
         return f"error: connector {tool.connector} is read-only; {parsed.statement} writes"
-    for table in parsed.tables or (None,):
-        await run.authorize_connector(caller, tool.connector, parsed.operation, table, sql)
+    for operation, table in parsed.checks():  # INSERT INTO t SELECT … FROM u: write t, read u
+        await run.authorize_connector(caller, tool.connector, operation, table, sql)
     try:
         password = await asyncio.to_thread(secrets.connector_password, tool.connector)
     except ProviderError as error:

@@ -45,9 +45,17 @@ class SqlRefused(Exception):
 
 @dataclass(frozen=True)
 class ParsedSql:
-    operation: Operation
+    operation: Operation  # of the statement: what session it runs in
     statement: str  # SELECT, INSERT, UPDATE, DELETE, MERGE
     tables: tuple[str, ...]  # `<schema>.<name>`, sorted, each once
+    writes: tuple[str, ...] = ()  # those of `tables` it writes (or locks); the others it reads
+
+    def checks(self) -> tuple[tuple[Operation, str | None], ...]:
+        """One (operation, table) per table — `INSERT INTO t SELECT … FROM u` writes t and
+        reads u — or the statement's operation alone when it touches no table."""
+        if not self.tables:
+            return ((self.operation, None),)
+        return tuple(("write" if t in self.writes else "read", t) for t in self.tables)
 
 
 def parse_sql(sql: str, dialect: str, default_schema: str) -> ParsedSql:
@@ -67,8 +75,10 @@ def parse_sql(sql: str, dialect: str, default_schema: str) -> ParsedSql:
     # As the database reads names: PostgreSQL folds unquoted ones to lowercase.
     root = normalize_identifiers(statements[0], dialect=dialect)
     operation, statement = _operation(root)
-    tables = sorted({_qualified(t, dialect, default_schema) for t in _real_tables(root)})
-    return ParsedSql(operation, statement, tuple(tables))
+    real = _real_tables(root)
+    tables = sorted({_qualified(t, dialect, default_schema) for t in real})
+    written = {_qualified(t, dialect, default_schema) for t in _written(root) if t in real}
+    return ParsedSql(operation, statement, tuple(tables), tuple(sorted(written)))
 
 
 def _operation(root: exp.Expr) -> tuple[Operation, str]:
@@ -87,6 +97,27 @@ def _operation(root: exp.Expr) -> tuple[Operation, str]:
     if any(s.args.get("locks") for s in root.find_all(exp.Select)):
         return "write", "SELECT"  # FOR UPDATE / FOR SHARE lock rows
     return "read", "SELECT"
+
+
+def _written(root: exp.Expr) -> list[exp.Table]:
+    """The tables a statement writes: each INSERT/UPDATE/DELETE/MERGE target (all tables of
+    a MySQL multi-table UPDATE/DELETE join), and every table a locking SELECT reads."""
+    out: list[exp.Table] = []
+    for node in root.find_all(*_WRITES):
+        if not isinstance(node, exp.Merge) and node.find_ancestor(exp.Merge) is not None:
+            continue  # a MERGE's WHEN … UPDATE/INSERT/DELETE: the MERGE's target
+        targets = node.args.get("tables") if isinstance(node, exp.Delete) else None
+        target = node.this.this if isinstance(node.this, exp.Schema) else node.this
+        if targets:
+            out.extend(t for t in targets if isinstance(t, exp.Table))
+        elif isinstance(target, exp.Table):
+            out.extend(target.find_all(exp.Table) if target.args.get("joins") else [target])
+        else:
+            raise SqlRefused(f"cannot tell which table this {node.key.upper()} writes")
+    for select in root.find_all(exp.Select):
+        if select.args.get("locks"):
+            out.extend(select.find_all(exp.Table))
+    return out
 
 
 def _real_tables(root: exp.Expr) -> list[exp.Table]:

@@ -98,6 +98,20 @@ async def test_one_denied_table_stops_the_call(seeded_postgres: SeededDatabase) 
     assert authorizer.asked == [("read", "public.orders"), ("read", "public.salaries")]
 
 
+async def test_a_write_asks_write_of_its_target_and_read_of_what_it_reads(
+    seeded_postgres: SeededDatabase,
+) -> None:
+    authorizer = Authorizer(deny=frozenset({"public.salaries"}))
+    with pytest.raises(Forbidden):
+        await _call(
+            "INSERT INTO customers SELECT id, name FROM salaries",
+            _deployments(seeded_postgres, read_only=False),
+            authorizer,
+            {},
+        )
+    assert authorizer.asked == [("write", "public.customers"), ("read", "public.salaries")]
+
+
 async def test_a_statement_without_tables_is_still_asked(
     seeded_postgres: SeededDatabase,
 ) -> None:

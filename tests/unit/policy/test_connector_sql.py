@@ -34,6 +34,40 @@ def test_operation_and_every_table(sql: str, operation: str, tables: tuple[str, 
     assert (parsed.operation, parsed.tables) == (operation, tables)
 
 
+W, R = "write", "read"
+
+
+@pytest.mark.parametrize(
+    ("sql", "dialect", "checks"),
+    [
+        ("INSERT INTO t (a) SELECT a FROM u", "postgres", ((W, "s.t"), (R, "s.u"))),
+        ("UPDATE t SET a = 1 FROM u WHERE t.id = u.id", "postgres", ((W, "s.t"), (R, "s.u"))),
+        ("DELETE FROM t USING u WHERE t.id = u.id", "postgres", ((W, "s.t"), (R, "s.u"))),
+        ("DELETE t1 FROM t1 JOIN t2 ON t1.id = t2.id", "mysql", ((W, "s.t1"), (R, "s.t2"))),
+        # a multi-table UPDATE may write any table it joins
+        ("UPDATE t1 JOIN t2 ON t1.id = t2.id SET t1.a = 1", "mysql", ((W, "s.t1"), (W, "s.t2"))),
+        (
+            "MERGE INTO t USING u ON t.id = u.id WHEN MATCHED THEN UPDATE SET a = 1 "
+            "WHEN NOT MATCHED THEN INSERT (a) VALUES (1)",
+            "postgres",
+            ((W, "s.t"), (R, "s.u")),
+        ),
+        (
+            "WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d JOIN u ON true",
+            "postgres",
+            ((W, "s.t"), (R, "s.u")),
+        ),
+        ("SELECT * FROM t JOIN u ON true FOR UPDATE", "postgres", ((W, "s.t"), (W, "s.u"))),
+        ("SELECT 1", "postgres", ((R, None),)),
+        ("DELETE FROM t WHERE false", "postgres", ((W, "s.t"),)),
+    ],
+)
+def test_each_table_is_checked_for_what_the_statement_does_to_it(
+    sql: str, dialect: str, checks: tuple[tuple[str, str | None], ...]
+) -> None:
+    assert parse_sql(sql, dialect, "s").checks() == checks
+
+
 @pytest.mark.parametrize(
     ("sql", "tables"),
     [
