@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from policy.connectors import ConnectionSettings, ConnectorError, SqlRefused, run_sql
 from policy.connectors.registry import parse_for
-from policy.outbound import OutboundGuard
+from policy.net.outbound import OutboundGuard
 from policy.workloads import ConnectorTool
 
 from gateways.errors import ProviderError, ToolError

@@ -25,7 +25,7 @@ from control_plane.services.audit import Actor
 from control_plane.services.pagination import paginate
 from control_plane.services.secrets import SecretStore
 from policy.connectors import TYPES, ConnectionSettings, ConnectorError, test_connection
-from policy.outbound import OutboundGuard, OutboundRefused
+from policy.net.outbound import OutboundGuard, OutboundRefused
 
 
 def password_name(name: str) -> str:

@@ -14,7 +14,7 @@ import ssl
 from typing import Any
 
 from policy.connectors.base import ConnectionSettings, ConnectorError
-from policy.outbound import OutboundGuard, OutboundRefused, Unresolvable, parse_target
+from policy.net.outbound import OutboundGuard, OutboundRefused, Unresolvable, parse_target
 
 
 async def dial_address(guard: OutboundGuard, settings: ConnectionSettings) -> str:

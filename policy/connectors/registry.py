@@ -9,7 +9,7 @@ from policy.connectors import mysql, postgresql
 from policy.connectors.base import ConnectionSettings, ConnectorError, QueryResult
 from policy.connectors.network import dial_address
 from policy.connectors.sql import ParsedSql, parse_sql
-from policy.outbound import OutboundGuard
+from policy.net.outbound import OutboundGuard
 
 
 @dataclass(frozen=True)

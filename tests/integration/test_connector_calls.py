@@ -17,7 +17,7 @@ from gateways.executor import Run  # noqa: TID251
 from gateways.providers import PriceTable  # noqa: TID251
 from gateways.providers.secrets import EnvSecretResolver  # noqa: TID251
 from policy.connectors import ConnectionSettings
-from policy.outbound import OutboundGuard
+from policy.net.outbound import OutboundGuard
 from policy.workloads import ConnectorTool, Limits
 from tests.integration.connector_support import SeededDatabase, seeded_postgres
 

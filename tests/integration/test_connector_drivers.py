@@ -9,7 +9,7 @@ import pytest
 
 from policy.connectors import ConnectionSettings, ConnectorError, ParsedSql, run_sql
 from policy.connectors.registry import parse_for
-from policy.outbound import OutboundGuard
+from policy.net.outbound import OutboundGuard
 from tests.integration.connector_support import (
     SeededDatabase,
     seeded_mariadb,
