@@ -25,6 +25,7 @@ import pytest
 
 from tests.conftest import PASSWORD, REDIS_PREFIX, REDIS_URL
 from tests.e2e import sidecar_procs as procs
+from tests.e2e.accounts import sign_up
 
 POLICY = """\
 kind: RolePolicy
@@ -60,13 +61,7 @@ def _eventually(check: Callable[[], Any], timeout: float, what: str) -> Any:
 def test_a_held_call_is_approved_and_its_grant_passes_once(
     control_plane: procs.ControlPlane, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    cp = httpx.Client(base_url=control_plane.url, timeout=30)
-    request.addfinalizer(cp.close)
-    owner = cp.post(
-        "/api/v1/auth/signup",
-        json={"email": "owner@example.com", "password": PASSWORD, "organization": "Acme"},
-    ).json()
-    admin = {"Authorization": f"Bearer {owner['access_token']}"}
+    cp, _owner, admin = sign_up(control_plane, request, "owner@example.com", "Acme")
 
     def login_as(email: str, role: str) -> dict[str, str]:
         created = cp.post(

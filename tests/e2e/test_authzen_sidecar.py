@@ -14,8 +14,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import PASSWORD
 from tests.e2e import sidecar_procs as procs
+from tests.e2e.accounts import sign_up
 
 POLICY = """\
 kind: RolePolicy
@@ -49,13 +49,7 @@ def _logged(cp: httpx.Client, admin: dict[str, str]) -> dict[str, dict[str, Any]
 def test_an_authzen_client_gets_decisions_that_reach_the_decision_log(
     control_plane: procs.ControlPlane, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    cp = httpx.Client(base_url=control_plane.url, timeout=30)
-    request.addfinalizer(cp.close)
-    owner = cp.post(
-        "/api/v1/auth/signup",
-        json={"email": "sec@example.com", "password": PASSWORD, "organization": "Acme"},
-    ).json()
-    admin = {"Authorization": f"Bearer {owner['access_token']}"}
+    cp, _owner, admin = sign_up(control_plane, request, "sec@example.com", "Acme")
     assert cp.post("/api/v1/policies", json={"source": POLICY}, headers=admin).status_code == 201
     pep = cp.post(
         "/api/v1/api-keys",

@@ -19,8 +19,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import PASSWORD, REDIS_PREFIX, REDIS_URL
+from tests.conftest import REDIS_PREFIX, REDIS_URL
 from tests.e2e import sidecar_procs as procs
+from tests.e2e.accounts import sign_up
 
 POLICY = """\
 kind: RolePolicy
@@ -51,13 +52,7 @@ def _set_plan(control_plane: procs.ControlPlane, *args: str) -> str:
 def test_the_plans_executions_quota_holds_at_the_sidecar_and_a_new_contract_lifts_it(
     control_plane: procs.ControlPlane, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    cp = httpx.Client(base_url=control_plane.url, timeout=30)
-    request.addfinalizer(cp.close)
-    owner = cp.post(
-        "/api/v1/auth/signup",
-        json={"email": "quota@example.com", "password": PASSWORD, "organization": "Quota"},
-    ).json()
-    admin = {"Authorization": f"Bearer {owner['access_token']}"}
+    cp, _owner, admin = sign_up(control_plane, request, "quota@example.com", "Quota")
     assert cp.post("/api/v1/policies", json={"source": POLICY}, headers=admin).status_code == 201
     assert cp.post("/api/v1/policies/publish", json={}, headers=admin).status_code == 201
     gateway = cp.post(

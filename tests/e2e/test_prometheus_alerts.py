@@ -26,8 +26,9 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest import PASSWORD, POSTGRES_URL
+from tests.conftest import POSTGRES_URL
 from tests.e2e import sidecar_procs as procs
+from tests.e2e.accounts import sign_up
 
 RULES = Path(__file__).resolve().parents[2] / "deploy" / "prometheus" / "kaizen-alerts.yaml"
 POLICY = """\
@@ -106,13 +107,7 @@ def test_prometheus_scrapes_both_runtimes_and_fires_provoked_alerts(
     control_plane.env["KAIZEN_METRICS_TOKEN"] = token
     control_plane.start()
     assert httpx.get(f"{control_plane.url}/metrics").status_code == 401
-    cp = httpx.Client(base_url=control_plane.url, timeout=30)
-    request.addfinalizer(cp.close)
-    owner = cp.post(
-        "/api/v1/auth/signup",
-        json={"email": "ops@example.com", "password": PASSWORD, "organization": "Ops"},
-    ).json()
-    admin = {"Authorization": f"Bearer {owner['access_token']}"}
+    cp, _owner, admin = sign_up(control_plane, request, "ops@example.com", "Ops")
     assert cp.post("/api/v1/policies", json={"source": POLICY}, headers=admin).status_code == 201
     assert cp.post("/api/v1/policies/publish", json={}, headers=admin).status_code == 201
     gateway = cp.post(

@@ -18,8 +18,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import PASSWORD
 from tests.e2e import sidecar_procs as procs
+from tests.e2e.accounts import sign_up
 
 POLICY = """\
 kind: RolePolicy
@@ -53,13 +53,7 @@ def _eventually(check: Callable[[], bool], timeout: float, what: str) -> float:
 def test_publish_enforce_survive_an_outage_and_ship_the_logs(
     control_plane: procs.ControlPlane, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    cp = httpx.Client(base_url=control_plane.url, timeout=30)
-    request.addfinalizer(cp.close)
-    owner = cp.post(
-        "/api/v1/auth/signup",
-        json={"email": "sec@example.com", "password": PASSWORD, "organization": "Acme"},
-    ).json()
-    admin = {"Authorization": f"Bearer {owner['access_token']}"}
+    cp, owner, admin = sign_up(control_plane, request, "sec@example.com", "Acme")
     source = POLICY % {"email": "sec@example.com", "paused": "legacy-bot"}
     assert cp.post("/api/v1/policies", json={"source": source}, headers=admin).status_code == 201
     assert cp.post("/api/v1/policies/publish", json={}, headers=admin).status_code == 201

