@@ -1,7 +1,7 @@
 """Governed data connectors: one module per type, the SQL parser, limits and errors.
 
 Shared by the control plane (test connection) and the gateway (runs `sql.query`), so it
-lives in `policy/` like the outbound guard it dials through (ADR 0013). Types built:
+lives in `policy/` like the outbound guard it dials through (ADR 0011). Types built:
 `postgresql` (asyncpg) and `mysql` (aiomysql; MySQL and MariaDB).
 """
 

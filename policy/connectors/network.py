@@ -1,6 +1,6 @@
 """Where a connector dials, and its TLS: through the one outbound guard, pinned to what it checked.
 
-The host is the tenant's word, so it passes `policy.outbound` like every URL the platform
+The host is the tenant's word, so it passes `policy.net.outbound` like every URL the platform
 fetches: the syntax gate, then every address it resolves to (loopback, private, metadata …
 refused unless `KAIZEN_OUTBOUND_ALLOW_CIDRS` covers them). The driver is then given the
 checked address, never the name (no DNS rebinding between check and connect); with
