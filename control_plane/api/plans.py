@@ -10,8 +10,8 @@ from typing import Annotated
 from fastapi import APIRouter, Depends
 
 from control_plane.api.deps import Tenant, requires
-from control_plane.schemas.plans import PlanLimitOut, PlanOut
-from control_plane.services.plans import quotas
+from control_plane.schemas.plans import PlanLimitOut, PlanOut, PlanWarningOut
+from control_plane.services.plans import quotas, warnings
 from control_plane.services.plans.catalogue import LIMIT_NAMES
 
 router = APIRouter(tags=["plans"])
@@ -23,10 +23,12 @@ Read = Annotated[Tenant, Depends(requires("organization", "read"))]
 async def get_plan(tenant: Read) -> PlanOut:
     """The plan, each limit (null: unlimited) and current usage. `executions_per_month`
     counts the executions the gateways reported this calendar month (UTC); the sidecars
-    enforce it from their own shared counter, which may run a few seconds ahead."""
+    enforce it from their own shared counter, which may run a few seconds ahead. `warning`
+    is this month's 90 % warning once the sidecars reported crossing it."""
     async with tenant.session() as session:
         state = await quotas.plan_of(session)
         used = await quotas.counts(session)
+        warning = await warnings.current(session)
     return PlanOut(
         plan=state.plan.name,
         title=state.plan.title,
@@ -41,4 +43,13 @@ async def get_plan(tenant: Read) -> PlanOut:
             for name in LIMIT_NAMES
         ],
         updated_at=state.updated_at,
+        warning=PlanWarningOut(
+            window=warning.window,
+            plan=warning.plan,
+            used=warning.used,
+            limit=warning.limit,
+            at=warning.created_at,
+        )
+        if warning is not None
+        else None,
     )

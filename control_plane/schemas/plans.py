@@ -16,6 +16,16 @@ class PlanLimitOut(Output):
     enforced_by: str
 
 
+class PlanWarningOut(Output):
+    """This month's executions warning (90 % of the plan's limit), sent once."""
+
+    window: str  # "month:2026-12"
+    plan: str
+    used: int  # the sidecars' counter when it crossed
+    limit: int
+    at: datetime
+
+
 class PlanOut(Output):
     plan: str
     title: str
@@ -23,6 +33,8 @@ class PlanOut(Output):
     overrides: dict[str, int | None]
     limits: list[PlanLimitOut]
     updated_at: datetime | None
+    # Set when this month's executions passed 90 % of the plan's limit.
+    warning: PlanWarningOut | None = None
 
 
 class UsageRow(Output):

@@ -23,7 +23,7 @@ from control_plane.services.audit import Actor
 from control_plane.services.auth import sha256_hex
 from control_plane.services.oauth import mcp_resource
 from control_plane.services.pagination import paginate
-from control_plane.services.plans import quotas
+from control_plane.services.plans import quotas, warnings
 from policy.bundles.gateway_binding import binding_of_hash
 
 CREDENTIAL_PREFIX = "kgw_"
@@ -231,4 +231,5 @@ async def report_status(
     await usage.record(
         session, identity.organization_id, identity.gateway_id, report.get("budgets") or []
     )
+    await warnings.check_report(session, identity.organization_id, report.get("budgets") or [])
     await notifications.bundle_verification_report(session, identity, report)

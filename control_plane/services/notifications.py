@@ -38,6 +38,7 @@ from control_plane.db.models import ApprovalRequest, Membership, NotificationCou
 from control_plane.db.session import SYSTEM, Database
 from control_plane.services import approvals, ingest_hooks, webhooks
 from control_plane.services.audit import Actor
+from control_plane.services.plans import warnings as plan_warnings
 from control_plane.services.secrets import SecretStore
 from control_plane.settings import Settings
 from policy.net.outbound_http import guarded_client
@@ -411,7 +412,12 @@ class Notifier:
         if sweep or now - self._last_sweep >= SWEEP_EVERY:
             expired = await self.sweep(now)
             self._last_sweep = now
-        return {"expired": expired, **await self.deliver_webhooks(), "emailed": await self.email()}
+        return {
+            "expired": expired,
+            **await self.deliver_webhooks(),
+            "emailed": await self.email(),
+            "plan_warnings_emailed": await self.email_plan_warnings(),
+        }
 
     async def sweep(self, now: datetime) -> int:
         async with self.db.session(SYSTEM) as session:
@@ -450,6 +456,11 @@ class Notifier:
             key = "retrying" if status == "pending" else status
             outcomes[key] = outcomes.get(key, 0) + 1
         return outcomes
+
+    async def email_plan_warnings(self) -> int:
+        if self.mailer is None:
+            return 0
+        return await plan_warnings.send_emails(self.db, self.mailer, self.base_url, self.retry_base)
 
     async def email(self) -> int:
         if self.mailer is None:

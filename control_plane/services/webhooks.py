@@ -50,6 +50,7 @@ EVENTS = (
     "approval.decided",
     "budget.soft_limit",
     "budget.hard_limit",
+    "plan.quota_warning",
     "security.repeated_denials",
     "security.bundle_verification_failed",
 )

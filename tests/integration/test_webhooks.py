@@ -36,6 +36,7 @@ ALL_EVENTS = [
     "approval.decided",
     "budget.soft_limit",
     "budget.hard_limit",
+    "plan.quota_warning",
     "security.repeated_denials",
     "security.bundle_verification_failed",
 ]

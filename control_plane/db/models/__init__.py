@@ -7,6 +7,7 @@ it registers every table on the metadata, which Alembic relies on)."""
 from __future__ import annotations
 
 from control_plane.db.base import Base
+from control_plane.db.models.billing import BillingAccount, StripeEvent
 from control_plane.db.models.connectors import Connector, ConnectorVersion
 from control_plane.db.models.decisions import (
     BudgetUsage,
@@ -44,7 +45,7 @@ from control_plane.db.models.notifications import (
     WebhookDelivery,
 )
 from control_plane.db.models.oauth import OAuthClient, OAuthGrant, OAuthSettings
-from control_plane.db.models.plans import OrganizationPlan
+from control_plane.db.models.plans import OrganizationPlan, PlanWarning
 from control_plane.db.models.policies import (
     BundleRevision,
     Policy,
@@ -70,6 +71,8 @@ GLOBAL_MODELS: dict[type[Base], str] = {
     "organisation's bundle keys by organization_id); public halves are published",
     TotpCredential: "a person's second factor, like their password, is the User's",
     RecoveryCode: "belongs to the User's second factor, not to one organisation",
+    StripeEvent: "Stripe event ids are global: a webhook is verified and deduplicated before "
+    "any organisation is known (organization_id is set once it is)",
 }
 
 __all__ = [
@@ -77,6 +80,7 @@ __all__ = [
     "ApiKey",
     "ApprovalRequest",
     "AuditEvent",
+    "BillingAccount",
     "BudgetUsage",
     "BundleRevision",
     "Connector",
@@ -96,6 +100,7 @@ __all__ = [
     "Organization",
     "OrganizationDomain",
     "OrganizationPlan",
+    "PlanWarning",
     "Policy",
     "PolicySettings",
     "PolicyVersion",
@@ -108,6 +113,7 @@ __all__ = [
     "SsoLink",
     "SsoProvider",
     "SsoSettings",
+    "StripeEvent",
     "Team",
     "TeamMember",
     "TotpCredential",

@@ -9,8 +9,8 @@ then fails validation (duplicate name), so a tenant cannot lift its own quota.
 The budget counts every `invoke` / `run` of the organisation (`scope: org`, `metric:
 executions`, `period: month`); past `limit` calls are denied with a reason naming the
 plan's budget. It has no `soft_limit`: the engine holds every call past a soft limit for
-approval, and a plan's 90 % mark must warn, not stop a tenant's traffic. The warning at
-90 % (webhook and email) is not built yet.
+approval, and a plan's 90 % mark must warn, not stop a tenant's traffic: the control
+plane warns from the sidecars' reports instead (`warnings.py`).
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ export const WEBHOOK_EVENTS = [
   ["approval.decided", "An approver approved or denied a held call"],
   ["budget.soft_limit", "A budget passed its soft limit"],
   ["budget.hard_limit", "A budget reached its hard limit"],
+  ["plan.quota_warning", "90% of the plan's monthly executions used"],
   ["security.repeated_denials", "A principal is denied again and again"],
   ["security.bundle_verification_failed", "A sidecar refused a policy bundle"],
 ] as const;
