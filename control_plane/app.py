@@ -18,6 +18,7 @@ from control_plane.api import (
     approvals,
     audit,
     auth,
+    billing,
     bundles,
     connectors,
     decisions,
@@ -49,6 +50,8 @@ from control_plane.errors import Conflict, KaizenError
 from control_plane.observability import Metrics, RequestMiddleware
 from control_plane.services import policies as policy_service
 from control_plane.services.auth import Authenticator
+from control_plane.services.billing.metering import BillingWorker
+from control_plane.services.billing.stripe_api import Billing, StripeConfig
 from control_plane.services.bundle_events import BundleEvents
 from control_plane.services.crypto import load_master_key
 from control_plane.services.keys import KeyRing
@@ -180,9 +183,21 @@ def create_app(
         configure_notifications(db, settings)
         app.state.notifier = Notifier(db, settings, lambda: app.state.secrets)
         await app.state.notifier.start()
+        app.state.billing = Billing(StripeConfig.of(settings))
+        app.state.billing_worker = BillingWorker(
+            db,
+            app.state.billing,
+            keys,
+            issuer=settings.issuer,
+            poll_seconds=settings.billing_poll_seconds,
+            notify=app.state.bundle_events.notify,
+        )
+        await app.state.billing_worker.start()
         try:
             yield
         finally:
+            await app.state.billing_worker.stop()
+            await app.state.billing.close()
             await app.state.notifier.stop()
             await app.state.replays.close()
             await app.state.revocations.close()
@@ -210,9 +225,10 @@ def create_app(
     )
     install_error_handlers(app)
     routers = (system, auth, me, mfa, sessions, users, teams, workspaces, api_keys, audit)
-    features = (gateways, sso, domains, approvals, webhooks, usage, plans, oauth, oauth_clients)
+    features = (gateways, sso, domains, approvals, webhooks, usage, plans, billing, oauth)
+    late = (oauth_clients, replays, policies, bundles, decisions, secrets, connectors)
     # replays before policies: its /api/v1/policies/settings must win over /{policy_id}
-    for module in (*routers, *features, replays, policies, bundles, decisions, secrets, connectors):
+    for module in (*routers, *features, *late):
         app.include_router(module.router)
     for router in (workloads.agents, workloads.pipelines, deployments.router):
         app.include_router(router)

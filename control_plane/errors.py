@@ -42,6 +42,12 @@ class Invalid(KaizenError):
     code = "invalid"
 
 
+class BadRequest(KaizenError):
+    """A request that cannot be read at all, e.g. a webhook whose signature does not verify."""
+
+    code = "bad_request"
+
+
 class Unauthenticated(KaizenError):
     code = "unauthenticated"
 
@@ -88,3 +94,9 @@ class RateLimited(KaizenError):
 
 class Unavailable(KaizenError):
     code = "unavailable"
+
+
+class ProviderError(KaizenError):
+    """An outside service the request needed (Stripe) refused it or did not answer."""
+
+    code = "provider_error"

@@ -86,6 +86,26 @@ class Settings(BaseSettings):
     denial_alert_threshold: int = Field(default=10, ge=1)  # security.repeated_denials after N
     denial_alert_window_seconds: int = Field(default=300, ge=1)
 
+    # -- billing with Stripe (M12): see control_plane/services/billing/ ----------------------
+    # Off while the secret key, the webhook secret or every price is unset (the embedded
+    # default): plans are then set by the operator (`kaizen-studio org set-plan`) only.
+    stripe_secret_key: SecretStr | None = None
+    stripe_webhook_secret: SecretStr | None = None  # whsec_…, verifies Stripe-Signature
+    stripe_api_base: str = "https://api.stripe.com"  # tests point it at a local stand-in
+    # The recurring Price of each plan sold through Checkout (unset: not for sale).
+    stripe_price_pro: str | None = None
+    stripe_price_enterprise: str | None = None
+    # A metered Price on the Meter below, added to each subscription: executions over the
+    # plan are reported to the meter (`stripe_meter_event_name`; unset: nothing reported).
+    stripe_price_executions: str | None = None
+    stripe_meter_event_name: str | None = None
+    stripe_webhook_tolerance_seconds: int = Field(default=300, ge=1, le=3600)
+    stripe_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
+    # A downgrade that leaves the organisation over a limit keeps the previous limits this
+    # long, then enforces the lower plan's (nothing is deleted).
+    billing_grace_days: int = Field(default=14, ge=0, le=90)
+    billing_poll_seconds: float = Field(default=60.0, gt=0)  # meter events, grace endings
+
     # -- MFA and browser sessions (M7): see control_plane/services/{mfa,sessions}.py ---------
     mfa_attempts_per_window: int = Field(default=5, ge=1)  # wrong second-factor codes
     mfa_window_seconds: int = Field(default=300, ge=1)

@@ -155,6 +155,7 @@ def make_settings(home: Path, **overrides: Any) -> Settings:
     # Tests drive the notifier themselves (`notifier.run_once()`) and assert on what a round
     # did: a background round every second would do their work first.
     overrides.setdefault("notification_poll_seconds", 3600)
+    overrides.setdefault("billing_poll_seconds", 3600)  # likewise `billing_worker.run_once()`
     # Organisations the tests sign up are on Enterprise (no limits): they exercise features,
     # not quotas; the plan tests (tests/integration/test_plans*.py) put theirs on Free.
     overrides.setdefault("default_plan", "enterprise")

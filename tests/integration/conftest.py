@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from control_plane.services import mfa
+from tests.integration.billing_support import local_stripe, stripe_on  # noqa: F401  (fixtures)
 from tests.integration.mfa_support import Clock
 
 

@@ -54,6 +54,8 @@ PUBLIC_OPERATIONS = {
     ("GET", "/oauth/{organization_id}/authorize"),
     ("POST", "/oauth/{organization_id}/token"),
     ("POST", "/oauth/{organization_id}/register"),
+    # Stripe's webhook: believed only when its Stripe-Signature verifies (test_billing_stripe).
+    ("POST", "/api/v1/billing/stripe/webhook"),
 }
 # Any member, about themselves (their session, password, second factor); approvals decide
 # per request who may see or decide it (the requester, or `approvals:read`/`decide`).

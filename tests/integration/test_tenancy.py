@@ -94,6 +94,7 @@ BODIES: dict[tuple[str, str], Any] = {
         "settings": {"host": "127.0.0.1", "port": 9, "database": "shop", "username": "r"},
     },
     ("PATCH", "/api/v1/connectors/{connector_id}"): {"password": "taken-over"},
+    ("POST", "/api/v1/billing/checkout"): {"plan": "pro"},
     ("POST", "/api/v1/webhooks"): {
         "url": "https://hooks.example.com/two",
         "events": ["security.bundle_verification_failed"],
@@ -182,6 +183,8 @@ SUMMARIES = {
     "/api/v1/decisions/retention",
     "/api/v1/plan",
     "/api/v1/usage/totals",
+    "/api/v1/billing",
+    "/api/v1/billing/invoices",  # Stripe's, none without it (test_billing_stripe.py)
 }
 # The order DELETEs run in (their positive controls spend the caller's objects).
 DELETE_ORDER = [

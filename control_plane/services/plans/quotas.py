@@ -39,23 +39,43 @@ from control_plane.services.plans.catalogue import (
 class OrganizationPlanState:
     plan: Plan
     overrides: dict[str, int | None]
+    # What is enforced now: the plan's limits, or during a downgrade's grace period the
+    # larger of those and the previous plan's.
     limits: dict[str, int | None]
     updated_at: datetime | None
+    # A downgrade's grace period (billing): the previous limits hold until then.
+    grace_until: datetime | None = None
+    # The plan's own limits (equal to `limits` outside a grace period).
+    plan_limits: dict[str, int | None] | None = None
+
+
+def _larger(a: int | None, b: int | None) -> int | None:
+    return None if a is None or b is None else max(a, b)
+
+
+def with_grace(
+    limits: dict[str, int | None], grace_limits: dict[str, int | None]
+) -> dict[str, int | None]:
+    return {name: _larger(value, grace_limits.get(name, value)) for name, value in limits.items()}
 
 
 def month_start(now: datetime) -> datetime:
     return datetime(now.year, now.month, 1, tzinfo=UTC)
 
 
-async def plan_of(session: AsyncSession) -> OrganizationPlanState:
+async def plan_of(session: AsyncSession, *, now: datetime | None = None) -> OrganizationPlanState:
     """The session's organisation's plan (Free when it has no plan row: fail closed)."""
     row = await session.scalar(select(OrganizationPlan))
     if row is None:
         plan = PLANS[FALLBACK_PLAN]
-        return OrganizationPlanState(plan, {}, effective_limits(plan, {}), None)
+        limits = effective_limits(plan, {})
+        return OrganizationPlanState(plan, {}, limits, None, plan_limits=limits)
     plan = PLANS.get(row.plan, PLANS[FALLBACK_PLAN])
     overrides = dict(row.overrides or {}) if plan.overridable else {}
-    return OrganizationPlanState(plan, overrides, effective_limits(plan, overrides), row.updated_at)
+    own = effective_limits(plan, overrides)
+    grace = row.grace_until if row.grace_until and row.grace_until > (now or utcnow()) else None
+    limits = with_grace(own, row.grace_limits or {}) if grace else own
+    return OrganizationPlanState(plan, overrides, limits, row.updated_at, grace, own)
 
 
 async def count(session: AsyncSession, name: str, *, now: datetime | None = None) -> int:
