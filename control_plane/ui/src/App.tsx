@@ -23,6 +23,7 @@ import { ExecutionsPage } from "./pages/Executions";
 import { ApprovalsPage } from "./pages/Approvals";
 import { DashboardPage } from "./pages/Dashboard";
 import { UsagePage } from "./pages/Usage";
+import { BillingPage } from "./pages/Billing";
 import { OAuthConsentPage } from "./pages/OAuthConsent";
 import { McpClientsPage } from "./pages/McpClients";
 import { isConsentPath, rememberConsent } from "./lib/oauth";
@@ -87,6 +88,7 @@ export function App() {
         <Route path="/bundles" element={g("bundles:read", <BundlesPage />)} />
         <Route path="/dashboard" element={g("organization:read", <DashboardPage />)} />
         <Route path="/usage" element={g("budgets:read", <UsagePage />)} />
+        <Route path="/billing" element={g("billing:read", <BillingPage />)} />
         <Route path="/approvals" element={g("approvals:read", <ApprovalsPage />)} />
         <Route path="/decisions" element={g("decisions:read", <DecisionsPage />)} />
         <Route path="/agents" element={g("agents:read", <AgentsPage />)} />

@@ -135,3 +135,13 @@ export type OAuthGrant = Schemas["OAuthGrantOut"];
 export type OAuthClient = Schemas["OAuthClientOut"];
 export type OAuthClients = Schemas["OAuthClientsOut"];
 export type OAuthSettings = Schemas["OAuthSettingsOut"];
+
+/** The organisation's plan, limits and usage (GET /api/v1/plan). */
+export type PlanOut = Schemas["PlanOut"];
+export type PlanLimit = Schemas["PlanLimitOut"];
+/** Billing with Stripe (GET /api/v1/billing): configured?, subscription, grace period. */
+export type BillingOut = Schemas["BillingOut"];
+export type Invoice = Schemas["InvoiceOut"];
+export type InvoicesOut = Schemas["InvoicesOut"];
+/** A Stripe page to send the browser to (checkout, customer portal). */
+export type Redirect = Schemas["RedirectOut"];

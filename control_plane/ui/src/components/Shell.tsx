@@ -3,6 +3,7 @@ import { NavLink, useNavigate } from "react-router";
 import { useAuth } from "../auth/AuthContext";
 import { visibleNav } from "../lib/nav";
 import { roleLabel } from "../lib/roles";
+import { PlanBanner } from "./PlanBanner";
 
 export function Shell({ children }: { children: ReactNode }) {
   const { me, logout } = useAuth();
@@ -64,6 +65,7 @@ export function Shell({ children }: { children: ReactNode }) {
         {items.length === 0 && <p className="hint">Your role has no pages here yet.</p>}
       </nav>
       <main id="main" tabIndex={-1}>
+        <PlanBanner />
         {children}
       </main>
     </div>

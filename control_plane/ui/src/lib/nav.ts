@@ -28,6 +28,7 @@ export const NAV: NavItem[] = [
   { to: "/admin/webhooks", label: "Webhooks", permission: "webhooks:read", section: "Admin" },
   { to: "/admin/secrets", label: "Provider keys", permission: "secrets:read", section: "Admin" },
   { to: "/admin/audit", label: "Audit events", permission: "audit_events:read", section: "Admin" },
+  { to: "/billing", label: "Plan and billing", permission: "billing:read", section: "Admin" },
 ];
 
 export function visibleNav(permissions: readonly string[]): NavItem[] {
