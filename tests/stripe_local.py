@@ -12,8 +12,9 @@ Endpoints: `POST /v1/customers`, `POST /v1/checkout/sessions`, `POST
 /v1/billing/meter_events`.
 
 What Stripe's side does on its own, the test asks for: `pay` completes a checkout (the
-customer paid; a subscription exists), `change_subscription` is what the customer does in
-the portal, and `deliver` sends an event the way Stripe does: a JSON body with
+customer paid; a subscription exists; `GET /c/pay/{session}`, the hosted page a browser is
+sent to, does it and delivers the events to `webhook_url`), `change_subscription` is what
+the customer does in the portal, and `deliver` sends an event the way Stripe does: a JSON body with
 `Stripe-Signature: t=<unix>,v1=<hex HMAC-SHA256(whsec, "<t>.<body>")>`.
 """
 
@@ -26,9 +27,10 @@ import json
 import re
 import secrets
 import socket
+import threading
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
@@ -37,7 +39,7 @@ import httpx
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 API_VERSION = "2026-10-29.clover"
@@ -103,6 +105,8 @@ class LocalStripe:
     requests: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
     # Set to make every API call answer 500 (Stripe down).
     down: bool = False
+    # Where the hosted checkout page delivers its events (a browser test's control plane).
+    webhook_url: str | None = None
 
     # -- the API ---------------------------------------------------------------------------
 
@@ -262,8 +266,34 @@ class LocalStripe:
                 error["param"] = refusal.param
             return JSONResponse({"error": error}, status_code=refusal.status)
 
+    async def _hosted_checkout(self, request: Request) -> Response:
+        """Stripe's hosted checkout page, reduced to its outcome: the customer pays, Stripe
+        delivers the signed events to the webhook URL, then sends the browser back."""
+        session = self.checkout_sessions.get(request.path_params["session_id"])
+        if session is None or session["status"] != "open":
+            return HTMLResponse("<h1>This checkout session is not open</h1>", status_code=404)
+        events = self.pay(session["id"])
+        if self.webhook_url:
+            async with httpx.AsyncClient() as http:
+                for event in events:
+                    delivered = await self.deliver(http, self.webhook_url, event)
+                    if delivered.status_code != 200:
+                        return HTMLResponse(
+                            f"<h1>Webhook refused</h1><pre>{delivered.status_code}</pre>", 502
+                        )
+        return RedirectResponse(session["success_url"], status_code=303)
+
+    async def _hosted_portal(self, request: Request) -> Response:
+        return HTMLResponse("<h1>Customer portal (local Stripe stand-in)</h1>")
+
     def app(self) -> Starlette:
-        return Starlette(routes=[Route("/v1/{path:path}", self._handle, methods=["GET", "POST"])])
+        return Starlette(
+            routes=[
+                Route("/v1/{path:path}", self._handle, methods=["GET", "POST"]),
+                Route("/c/pay/{session_id}", self._hosted_checkout),
+                Route("/p/session/{token}", self._hosted_portal),
+            ]
+        )
 
     # -- what Stripe does on its own ---------------------------------------------------------
 
@@ -384,6 +414,27 @@ def _free_port() -> int:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
         return port
+
+
+@contextmanager
+def running_in_thread() -> Iterator[LocalStripe]:
+    """`running` for synchronous tests (a browser test): served from a thread."""
+    port = _free_port()
+    stripe = LocalStripe(base_url=f"http://127.0.0.1:{port}")
+    server = uvicorn.Server(
+        uvicorn.Config(stripe.app(), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, name="local-stripe", daemon=True)
+    thread.start()
+    for _ in range(500):
+        if server.started:
+            break
+        time.sleep(0.01)
+    try:
+        yield stripe
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
 
 
 @asynccontextmanager
