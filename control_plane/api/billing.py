@@ -33,7 +33,7 @@ BillingDep = Annotated[Billing, Depends(get_billing)]
 
 
 @router.get("", responses=ERRORS)
-async def get_billing_state(tenant: Read, billing: BillingDep) -> schemas.BillingOut:
+async def get_billing(tenant: Read, billing: BillingDep) -> schemas.BillingOut:
     """The plan, the subscription as Stripe's webhooks last reported it, and a downgrade's
     grace period. Reads no Stripe API: it answers while Stripe is unreachable."""
     async with tenant.session() as session:
