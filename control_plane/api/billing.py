@@ -24,12 +24,12 @@ Manage = Annotated[Tenant, Depends(requires("billing", "manage"))]
 ERRORS: dict[int | str, dict[str, object]] = {401: {}, 403: {}, 409: {}, 422: {}, 502: {}}
 
 
-def get_billing(request: Request) -> Billing:
+def billing_of(request: Request) -> Billing:
     billing: Billing = request.app.state.billing
     return billing
 
 
-BillingDep = Annotated[Billing, Depends(get_billing)]
+BillingDep = Annotated[Billing, Depends(billing_of)]
 
 
 @router.get("", responses=ERRORS)
