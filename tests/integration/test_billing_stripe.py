@@ -90,10 +90,22 @@ async def test_an_upgrade_end_to_end_reaches_the_signed_bundle(
     assert (await plan_limits(client, owner))["plan"] == "free"
     before, _ = await _engine(stack, org)
 
-    events = local_stripe.pay(session["id"])
-    for event in events:
-        delivered = await local_stripe.deliver(client, WEBHOOK, event)
-        assert delivered.status_code == 200, delivered.text
+    # The sidecars are woken with the new revision (Redis pub/sub / in-process).
+    events_bus = stack.app.state.bundle_events
+    woken: list[tuple[str, int]] = []
+    original_notify = events_bus.notify
+
+    async def notify(scope: str, revision: int) -> None:
+        woken.append((scope, revision))
+        await original_notify(scope, revision)
+
+    events_bus.notify = notify
+    try:
+        for event in local_stripe.pay(session["id"]):
+            delivered = await local_stripe.deliver(client, WEBHOOK, event)
+            assert delivered.status_code == 200, delivered.text
+    finally:
+        del events_bus.notify  # the class's method again
     assert (await plan_limits(client, owner)) == {
         "plan": "pro",
         "users": None,
@@ -111,6 +123,7 @@ async def test_an_upgrade_end_to_end_reaches_the_signed_bundle(
     # The signed bundle the sidecars load carries Pro's limit: past Free's 10,000, allowed.
     revision, engine = await _engine(stack, org)
     assert revision == before + 1
+    assert woken == [(org, revision)]
     _used(engine, org, 10_000)
     assert engine.decide(_input(org)).outcome == "allow"
     _used(engine, org, 90_000)
