@@ -69,6 +69,7 @@ spec:
         - {resource: "sso:*", actions: [read, create, update, delete]}
         - {resource: "oauth_clients:*", actions: [read, update]}
         - {resource: "organization:*", actions: [configure_mfa]}
+        - {resource: "billing:*", actions: [read, manage]}
     - name: owner
       inherits: [admin]
       permissions:
