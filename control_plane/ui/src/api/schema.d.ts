@@ -1237,11 +1237,116 @@ export interface paths {
          * Get Plan
          * @description The plan, each limit (null: unlimited) and current usage. `executions_per_month`
          *     counts the executions the gateways reported this calendar month (UTC); the sidecars
-         *     enforce it from their own shared counter, which may run a few seconds ahead.
+         *     enforce it from their own shared counter, which may run a few seconds ahead. `warning`
+         *     is this month's 90 % warning once the sidecars reported crossing it.
          */
         get: operations["plans.get"];
         put?: never;
         post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/billing": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get Billing
+         * @description The plan, the subscription as Stripe's webhooks last reported it, and a downgrade's
+         *     grace period. Reads no Stripe API: it answers while Stripe is unreachable.
+         */
+        get: operations["billing.get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/billing/checkout": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Create Checkout
+         * @description A Stripe Checkout session for an upgrade; send the browser to `url`. The plan
+         *     changes when Stripe's signed webhook reports the paid subscription.
+         */
+        post: operations["billing.create_checkout"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/billing/portal": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Create Portal
+         * @description A Stripe customer-portal session: change or cancel the plan, payment methods.
+         */
+        post: operations["billing.create_portal"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/billing/invoices": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List Invoices
+         * @description The organisation's latest invoices from Stripe, newest first.
+         */
+        get: operations["billing.list_invoices"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/billing/stripe/webhook": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Stripe Webhook
+         * @description Stripe's event delivery. No credential: the `Stripe-Signature` over the raw body is
+         *     the only proof, verified before anything is read; forged or stale is 400, a replayed
+         *     event id changes nothing.
+         */
+        post: operations["billing.stripe_webhook"];
         delete?: never;
         options?: never;
         head?: never;
@@ -2728,6 +2833,19 @@ export interface components {
             /** Hash */
             hash: string;
         };
+        /** BillingOut */
+        BillingOut: {
+            /** Configured */
+            configured: boolean;
+            /** Plan */
+            plan: string;
+            /** For Sale */
+            for_sale: string[];
+            /** Customer */
+            customer: boolean;
+            subscription: components["schemas"]["SubscriptionOut"] | null;
+            grace: components["schemas"]["GraceOut"] | null;
+        };
         /** BlockClient */
         BlockClient: {
             /** Blocked */
@@ -2887,6 +3005,14 @@ export interface components {
             created_by: string | null;
             /** Scope */
             scope: string;
+        };
+        /** CheckoutCreate */
+        CheckoutCreate: {
+            /**
+             * Plan
+             * @enum {string}
+             */
+            plan: "pro" | "enterprise";
         };
         /** ConnectionSettingsIn */
         ConnectionSettingsIn: {
@@ -3659,6 +3785,25 @@ export interface components {
             /** Deployments */
             deployments: components["schemas"]["Deployment"][];
         };
+        /**
+         * GraceOut
+         * @description A downgrade left the organisation over a limit: these limits hold until `until`.
+         */
+        GraceOut: {
+            /**
+             * Until
+             * Format: date-time
+             */
+            until: string;
+            /** Limits */
+            limits: {
+                [key: string]: number | null;
+            };
+            /** Plan Limits */
+            plan_limits: {
+                [key: string]: number | null;
+            };
+        };
         /** GrantRedeem */
         GrantRedeem: {
             /** Jti */
@@ -3732,6 +3877,36 @@ export interface components {
             reported_at: string;
             /** Stale */
             stale: boolean;
+        };
+        /** InvoiceOut */
+        InvoiceOut: {
+            /** Id */
+            id: string;
+            /** Number */
+            number: string | null;
+            /** Status */
+            status: string | null;
+            /** Currency */
+            currency: string | null;
+            /** Amount Due */
+            amount_due: number;
+            /** Amount Paid */
+            amount_paid: number;
+            /** Created */
+            created: string | null;
+            /** Period Start */
+            period_start: string | null;
+            /** Period End */
+            period_end: string | null;
+            /** Hosted Invoice Url */
+            hosted_invoice_url: string | null;
+            /** Invoice Pdf */
+            invoice_pdf: string | null;
+        };
+        /** InvoicesOut */
+        InvoicesOut: {
+            /** Items */
+            items: components["schemas"]["InvoiceOut"][];
         };
         /** LinkRequest */
         LinkRequest: {
@@ -4129,6 +4304,26 @@ export interface components {
             limits: components["schemas"]["PlanLimitOut"][];
             /** Updated At */
             updated_at: string | null;
+            warning?: components["schemas"]["PlanWarningOut"] | null;
+        };
+        /**
+         * PlanWarningOut
+         * @description This month's executions warning (90 % of the plan's limit), sent once.
+         */
+        PlanWarningOut: {
+            /** Window */
+            window: string;
+            /** Plan */
+            plan: string;
+            /** Used */
+            used: number;
+            /** Limit */
+            limit: number;
+            /**
+             * At
+             * Format: date-time
+             */
+            at: string;
         };
         /** Policy */
         Policy: {
@@ -4399,6 +4594,13 @@ export interface components {
              */
             accept_replay?: string | null;
         };
+        /** RedirectOut */
+        RedirectOut: {
+            /** Id */
+            id: string;
+            /** Url */
+            url: string;
+        };
         /** RefreshRequest */
         RefreshRequest: {
             /** Refresh Token */
@@ -4656,6 +4858,17 @@ export interface components {
             last_verification_error?: string | null;
             /** Budgets */
             budgets?: components["schemas"]["BudgetReport"][];
+        };
+        /** SubscriptionOut */
+        SubscriptionOut: {
+            /** Id */
+            id: string;
+            /** Status */
+            status: string;
+            /** Plan */
+            plan: string | null;
+            /** Current Period End */
+            current_period_end: string | null;
         };
         /** Team */
         Team: {
@@ -4967,7 +5180,7 @@ export interface components {
             /** Url */
             url: string;
             /** Events */
-            events: ("approval.requested" | "approval.decided" | "budget.soft_limit" | "budget.hard_limit" | "security.repeated_denials" | "security.bundle_verification_failed")[];
+            events: ("approval.requested" | "approval.decided" | "budget.soft_limit" | "budget.hard_limit" | "plan.quota_warning" | "security.repeated_denials" | "security.bundle_verification_failed")[];
             /**
              * Description
              * @default
@@ -5015,12 +5228,21 @@ export interface components {
              */
             secret: string;
         };
+        /** WebhookReceived */
+        WebhookReceived: {
+            /** Received */
+            received: boolean;
+            /** Duplicate */
+            duplicate: boolean;
+            /** Outcome */
+            outcome: string;
+        };
         /** WebhookUpdate */
         WebhookUpdate: {
             /** Url */
             url?: string | null;
             /** Events */
-            events?: ("approval.requested" | "approval.decided" | "budget.soft_limit" | "budget.hard_limit" | "security.repeated_denials" | "security.bundle_verification_failed")[] | null;
+            events?: ("approval.requested" | "approval.decided" | "budget.soft_limit" | "budget.hard_limit" | "plan.quota_warning" | "security.repeated_denials" | "security.bundle_verification_failed")[] | null;
             /** Description */
             description?: string | null;
             /** Enabled */
@@ -9798,6 +10020,273 @@ export interface operations {
             };
             /** @description Forbidden */
             403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    "billing.get": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["BillingOut"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Unprocessable Entity */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Bad Gateway */
+            502: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    "billing.create_checkout": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["CheckoutCreate"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RedirectOut"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Unprocessable Entity */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Bad Gateway */
+            502: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    "billing.create_portal": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RedirectOut"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Unprocessable Entity */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Bad Gateway */
+            502: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    "billing.list_invoices": {
+        parameters: {
+            query?: {
+                limit?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["InvoicesOut"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Unprocessable Entity */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Bad Gateway */
+            502: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    "billing.stripe_webhook": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WebhookReceived"];
+                };
+            };
+            /** @description Bad Request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Bad Gateway */
+            502: {
                 headers: {
                     [name: string]: unknown;
                 };
