@@ -25,7 +25,7 @@ class OrganizationPlan(TenantScoped, Base):
     overrides: Mapped[dict[str, int | None]] = mapped_column(JSON, default=dict)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
     # A downgrade (by Stripe) that left the organisation over a limit: the previous
-    # effective limits hold until `grace_until`, then the plan's own (ADR 0013).
+    # effective limits hold until `grace_until`, then the plan's own (ADR 0010).
     grace_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
     grace_limits: Mapped[dict[str, int | None] | None] = mapped_column(JSON)
 

@@ -98,7 +98,7 @@ async def set_plan(
     A plan under which the organisation would already be over a limit is a 409 naming each
     such limit with its current count; nothing changes (remove things first). With `grace`
     (a downgrade Stripe already made) it is applied instead, nothing is deleted, and the
-    previous limits hold for `grace` before the plan's own are enforced (ADR 0013)."""
+    previous limits hold for `grace` before the plan's own are enforced (ADR 0010)."""
     plan = plan_named(plan_name)
     checked = check_overrides(plan, overrides)
     await lock_organization(session, organization_id)

@@ -47,7 +47,7 @@ EMAIL_LEASE = timedelta(minutes=5)
 
 
 def month_window(now: datetime) -> str:
-    """The engine's window name for `now`'s calendar month (policy/budgets.py)."""
+    """The engine's window name for `now`'s calendar month (policy/engine/budgets.py)."""
     return f"month:{now:%Y-%m}"
 
 

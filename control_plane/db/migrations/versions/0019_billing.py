@@ -1,7 +1,7 @@
 """billing (M12): the 90 % plan warning, Stripe accounts and events, downgrade grace
 
 Revision ID: 0019
-Revises: 0020 (0019 was this task's number; 0020, connectors, was merged first on 0018)
+Revises: 0018
 Create Date: 2026-12-06 07:00:00.000000
 """
 
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0019"
-down_revision: str | None = "0020"
+down_revision: str | None = "0018"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
