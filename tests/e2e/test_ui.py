@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -23,11 +22,10 @@ import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from tests.conftest import PASSWORD, PostgresDatabases
-from tests.e2e.test_up import _kaizen_studio, free_port
+from tests.e2e.studio_process import require_built_studio, serving
+from tests.e2e.test_up import free_port
 from tests.idp.dns_server import LocalDns
 
-ROOT = Path(__file__).resolve().parents[2]
-DIST = ROOT / "control_plane" / "ui" / "dist"
 ARTIFACTS = Path(__file__).parent / "artifacts"
 CHROMIUM = "/usr/bin/chromium"
 
@@ -75,11 +73,7 @@ def ui_dns() -> Iterator[LocalDns]:
 def control_plane(
     tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest, ui_dns: LocalDns
 ) -> Iterator[str]:
-    if not (DIST / "index.html").is_file():
-        pytest.fail(
-            "the web studio is not built: run `make test` (or `cd control_plane/ui && "
-            "npm ci && npm run build`) first"
-        )
+    require_built_studio()
     home = tmp_path_factory.mktemp("ui")
     env = {k: v for k, v in os.environ.items() if not k.startswith("KAIZEN_")}
     env.update(
@@ -91,31 +85,8 @@ def control_plane(
     if os.environ.get("KAIZEN_TEST_POSTGRES_URL"):
         env["KAIZEN_DATABASE_URL"] = request.getfixturevalue("ui_postgres_database")
     port = free_port()
-    log = home / "control-plane.log"
-    with log.open("w") as sink:
-        process = subprocess.Popen(
-            [_kaizen_studio(), "control-plane", "--port", str(port)],
-            env=env,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
-            assert process.poll() is None, log.read_text()
-        else:
-            pytest.fail(f"control plane did not start: {log.read_text()}")
+    with serving(env, port, home / "control-plane.log") as url:
         yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
-    assert "Traceback" not in log.read_text(), log.read_text()
 
 
 @pytest.fixture(scope="module")

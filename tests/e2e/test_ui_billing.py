@@ -10,7 +10,6 @@ Needs the built studio and `/usr/bin/chromium`, like `test_ui.py`.
 from __future__ import annotations
 
 import os
-import subprocess
 import time
 from collections.abc import Iterator
 
@@ -19,15 +18,15 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from tests.conftest import PASSWORD
+from tests.e2e.studio_process import require_built_studio, serving
 from tests.e2e.test_ui import (  # noqa: F401  (browser and page are fixtures)
-    DIST,
     browser,
     nav,
     page,
     shot,
     sign_up,
 )
-from tests.e2e.test_up import _kaizen_studio, free_port
+from tests.e2e.test_up import free_port
 from tests.stripe_local import LocalStripe, running_in_thread
 
 PRICE_PRO = "price_pro_monthly"
@@ -41,8 +40,7 @@ def local_stripe() -> Iterator[LocalStripe]:
 
 @pytest.fixture(scope="module")
 def studio(tmp_path_factory: pytest.TempPathFactory, local_stripe: LocalStripe) -> Iterator[str]:
-    if not (DIST / "index.html").is_file():
-        pytest.fail("the web studio is not built: cd control_plane/ui && npm ci && npm run build")
+    require_built_studio()
     home = tmp_path_factory.mktemp("ui-billing")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -58,30 +56,8 @@ def studio(tmp_path_factory: pytest.TempPathFactory, local_stripe: LocalStripe) 
         KAIZEN_STRIPE_PRICE_PRO=PRICE_PRO,
     )
     local_stripe.webhook_url = f"{url}/api/v1/billing/stripe/webhook"
-    log = home / "control-plane.log"
-    with log.open("w") as sink:
-        process = subprocess.Popen(
-            [_kaizen_studio(), "control-plane", "--port", str(port)],
-            env=env,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
-            assert process.poll() is None, log.read_text()
-        else:
-            pytest.fail(f"control plane did not start: {log.read_text()}")
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
-    assert "Traceback" not in log.read_text(), log.read_text()
+    with serving(env, port, home / "control-plane.log") as served:
+        yield served
 
 
 def test_a_free_organisation_at_its_limit_upgrades_through_stripe(
