@@ -178,7 +178,8 @@ def _save(url: str, tokens: TokenResponse, email: str | None) -> None:
         "refresh_token": tokens.refresh_token,
     }
     scratch = path.with_suffix(".tmp")
-    fd = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    scratch.unlink(missing_ok=True)  # a leftover keeps its own mode; ours is made 0600
+    fd = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as out:
         json.dump(record, out)
     scratch.replace(path)

@@ -149,6 +149,11 @@ def test_login_push_test_replay_publish_with_ci_exit_codes(
     saved = home / "credentials.json"
     assert stat.S_IMODE(saved.stat().st_mode) == 0o600
     assert PASSWORD not in saved.read_text()
+    # The saved session is for that control plane only: another URL never gets its token.
+    elsewhere = f"http://127.0.0.1:{procs.free_port()}"
+    code, _, err = cli(capsys, "policy", "test", "--remote", "--url", elsewhere)
+    assert code == 2
+    assert f"not logged in to {elsewhere}" in err
 
     code, out, err = cli(capsys, "policy", "push", repo)
     assert (code, err) == (0, ""), err
