@@ -10,7 +10,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from control_plane.api import (
@@ -46,7 +46,7 @@ from control_plane.api import (
 from control_plane.api.operation_ids import operation_id
 from control_plane.db.migrate import upgrade
 from control_plane.db.session import Database
-from control_plane.errors import Conflict, KaizenError
+from control_plane.errors import Conflict, KaizenError, Unavailable
 from control_plane.observability import Metrics, RequestMiddleware
 from control_plane.services import policies as policy_service
 from control_plane.services.auth import Authenticator
@@ -125,10 +125,43 @@ def install_error_handlers(app: FastAPI) -> None:
         conflict = Conflict("conflicts with an existing record; retry")
         return JSONResponse(conflict.body(), status_code=409)
 
+    @app.exception_handler(DBAPIError)
+    async def database_error(_request: Request, error: DBAPIError) -> JSONResponse:
+        # PostgreSQL ends one of two conflicting transactions (deadlock, serialization
+        # failure, a lock it could not take) and expects the client to try again: its
+        # transaction rolled back, so nothing was written. Anything else is a 500.
+        if _transient(error):
+            log.warning("transaction ended by the database (%s); answered 503", _sqlstate(error))
+            busy = Unavailable(
+                "the database ended this request's transaction in favour of a concurrent one "
+                "(nothing was written); retry",
+                headers={"Retry-After": "1"},
+            )
+            return JSONResponse(busy.body(), status_code=503, headers=busy.headers)
+        log.exception("unhandled database error", exc_info=error)
+        return _error(500, "internal", _INTERNAL)
+
     @app.exception_handler(Exception)
     async def unexpected(_request: Request, error: Exception) -> JSONResponse:
         log.exception("unhandled error", exc_info=error)
         return _error(500, "internal", _INTERNAL)
+
+
+# SQLSTATEs that end a transaction for a concurrent one, to be retried by the client:
+# serialization_failure, deadlock_detected, lock_not_available.
+_TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "55P03"})
+
+
+def _sqlstate(error: DBAPIError) -> str | None:
+    state = getattr(error.orig, "sqlstate", None)
+    return state if isinstance(state, str) else None
+
+
+def _transient(error: DBAPIError) -> bool:
+    if _sqlstate(error) in _TRANSIENT_SQLSTATES:
+        return True
+    # SQLite: another writer holds the database past the busy timeout.
+    return "database is locked" in str(error.orig)
 
 
 def create_app(
