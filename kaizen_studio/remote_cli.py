@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from control_plane.schemas.identity import TokenResponse
 from control_plane.settings import default_home
 from kaizen_studio.client import ApiError, KaizenClient, Unreachable
+from policy.bundles.bundle_sync import InsecureControlPlane, check_control_plane_url
 from policy.cli import COULD_NOT_RUN, POLICY_FAULT, add_format, print_report, read_sources
 from policy.compile.report_formats import render
 from policy.documents.parse import parse_policy_source
@@ -185,6 +186,21 @@ def _save(url: str, tokens: TokenResponse, email: str | None) -> None:
     scratch.replace(path)
 
 
+def _checked(url: str) -> str:
+    """`url`, unless a credential would cross the network in clear text to reach it."""
+    try:
+        check_control_plane_url(
+            url,
+            allow_insecure=os.environ.get("KAIZEN_ALLOW_INSECURE_CONTROL_PLANE", "").lower()
+            in ("1", "true", "yes"),
+            setting="the control plane URL",
+            carries="your password, tokens or API key",
+        )
+    except InsecureControlPlane as exc:
+        raise CannotRun(str(exc)) from None
+    return url
+
+
 def connect(args: argparse.Namespace) -> KaizenClient:
     saved = _saved()
     url = args.url or os.environ.get("KAIZEN_URL") or saved.get("url")
@@ -192,6 +208,7 @@ def connect(args: argparse.Namespace) -> KaizenClient:
         raise CannotRun(
             "which control plane? pass --url, set KAIZEN_URL or run kaizen-studio login"
         )
+    _checked(url)
     api_key = args.api_key or os.environ.get("KAIZEN_API_KEY")
     if api_key:
         return KaizenClient(url, api_key=api_key)
@@ -213,6 +230,7 @@ def _login(args: argparse.Namespace) -> int:
     url = args.url or os.environ.get("KAIZEN_URL")
     if not url:
         raise CannotRun("which control plane? pass --url or set KAIZEN_URL")
+    _checked(url)
     if args.password_stdin:
         password = sys.stdin.readline().rstrip("\n")
     else:

@@ -51,24 +51,29 @@ class InsecureControlPlane(PolicyError):
     """A control-plane URL the runtime must not send its credential to or trust bundles from."""
 
 
-def check_control_plane_url(url: str, *, allow_insecure: bool = False) -> None:
+def check_control_plane_url(
+    url: str,
+    *,
+    allow_insecure: bool = False,
+    setting: str = "KAIZEN_CONTROL_PLANE_URL",
+    carries: str = "the gateway credential and the bundles",
+) -> None:
     """Refuse a plain-`http://` control plane unless it is on this host (loopback) or
     `allow_insecure` (KAIZEN_ALLOW_INSECURE_CONTROL_PLANE=true) says so: over plain HTTP
-    anyone on the path reads the gateway credential and answers in the control plane's name.
-    """
+    anyone on the path reads the credential and answers in the control plane's name.
+    `setting` and `carries` name, in the refusal, where the URL came from and what would
+    cross the network."""
     parts = urlsplit(url)
     if parts.scheme == "https" and parts.hostname:
         return
     if parts.scheme != "http" or not parts.hostname:
-        raise InsecureControlPlane(
-            f"KAIZEN_CONTROL_PLANE_URL {url!r} is not an http(s) URL with a host"
-        )
+        raise InsecureControlPlane(f"{setting} {url!r} is not an http(s) URL with a host")
     if _loopback(parts.hostname) or allow_insecure:
         return
     raise InsecureControlPlane(
-        f"KAIZEN_CONTROL_PLANE_URL {url!r} is plain http to another host: the gateway "
-        "credential and the bundles would cross the network unprotected. Use https://, or set "
-        "KAIZEN_ALLOW_INSECURE_CONTROL_PLANE=true for a network you trust (tests, dev)"
+        f"{setting} {url!r} is plain http to another host: {carries} would cross the network "
+        "unprotected. Use https://, or set KAIZEN_ALLOW_INSECURE_CONTROL_PLANE=true for a "
+        "network you trust (tests, dev)"
     )
 
 
