@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -37,13 +38,26 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def free_port_pair() -> int:
+    """A free port whose successor is free too: `up` puts Envoy's admin on port + 1."""
+    while True:
+        with socket.socket() as first, socket.socket() as second:
+            first.bind(("127.0.0.1", 0))
+            port = int(first.getsockname()[1])
+            try:
+                second.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+            return port
+
+
 def _kaizen_studio() -> str:
     return str(Path(sys.executable).with_name("kaizen-studio"))
 
 
 @pytest.fixture
 def running_up(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[str], str]]:
-    port, envoy = free_port(), free_port()
+    port, envoy = free_port(), free_port_pair()
     env = {k: v for k, v in os.environ.items() if not k.startswith("KAIZEN_")}
     env["KAIZEN_HOME"] = str(tmp_path / "home")
     env["KAIZEN_SIDECAR_GRPC_PORT"] = str(free_port())
@@ -117,19 +131,8 @@ def test_up_serves_the_done_when_tour_and_stops_on_ctrl_c(
     # The demo organisation `up` made: its agent answers through Envoy → sidecar → gateway.
     saved = tmp_path / "home" / "demo.json"
     invoke = f"{gateway}/v1/agents/demo-bot/invoke"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            demo = json.loads(saved.read_text())
-            caller = {"Authorization": f"Bearer {demo['api_key']}"}
-            answer = httpx.post(invoke, json={"input": "hello"}, headers=caller, timeout=10)
-            if answer.status_code == 200:
-                break
-        except (OSError, ValueError, httpx.TransportError):
-            pass  # not written yet, or not listening yet
-        time.sleep(0.2)
-    else:
-        pytest.fail("the demo agent never answered through Envoy")
+    demo, answer = _demo_answers(tmp_path / "home", gateway, process)
+    caller = {"Authorization": f"Bearer {demo['api_key']}"}
     assert saved.stat().st_mode & 0o077 == 0
     assert "demo provider" in answer.json()["output"]
     denied = httpx.post(
@@ -152,7 +155,7 @@ def test_up_serves_the_done_when_tour_and_stops_on_ctrl_c(
         tokens = kaizen.auth.login(demo["email"], demo["password"])
         owner = {"Authorization": f"Bearer {tokens.access_token}"}
         deadline = time.monotonic() + 30
-        channels: set[str] = set()
+        channels: set[str | None] = set()
         while time.monotonic() < deadline and not {"api", "cli"} <= channels:
             channels = {e.channel for e in kaizen.executions.list().items}
             time.sleep(0.2)
@@ -174,7 +177,7 @@ def test_up_serves_the_done_when_tour_and_stops_on_ctrl_c(
     assert switched.status_code == 200, switched.text
     deadline = time.monotonic() + 30
     while True:  # the deployment reaches the gateway with the bundle it was signed into
-        tools, answer = asyncio.run(
+        tools, mcp_answer = asyncio.run(
             connect(
                 f"{gateway}/mcp",
                 Browser(url, owner),
@@ -188,7 +191,7 @@ def test_up_serves_the_done_when_tour_and_stops_on_ctrl_c(
         time.sleep(0.5)
     assert {"demo-bot", "support-bot"} <= tools
     assert "restricted-bot" not in tools  # only what policy lets the owner invoke
-    assert "demo provider" in answer
+    assert "demo provider" in mcp_answer
 
     assert (tmp_path / "home" / "kaizen.db").exists()
     assert (tmp_path / "home" / "master.key").stat().st_mode & 0o077 == 0
@@ -220,10 +223,14 @@ def test_db_upgrade_creates_the_schema(tmp_path: Path) -> None:
     assert (tmp_path / "kaizen.db").exists()
 
 
-def _demo_answers(home: Path, gateway: str) -> None:
-    """Wait until `up` has made its demo and the demo agent answers through Envoy."""
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+def _demo_answers(
+    home: Path, gateway: str, process: subprocess.Popen[str]
+) -> tuple[dict[str, Any], httpx.Response]:
+    """Wait until `up` has made its demo and the demo agent answers through Envoy; on
+    failure, say what was seen last and what `up` and its children logged."""
+    deadline = time.monotonic() + 90
+    seen = "demo.json not written"
+    while time.monotonic() < deadline and process.poll() is None:
         try:
             demo = json.loads((home / "demo.json").read_text())
             answer = httpx.post(
@@ -233,11 +240,17 @@ def _demo_answers(home: Path, gateway: str) -> None:
                 timeout=10,
             )
             if answer.status_code == 200:
-                return
-        except (OSError, ValueError, httpx.TransportError):
-            pass  # not written yet, or not listening yet
+                return demo, answer
+            seen = f"{answer.status_code} {answer.text[:300]}"
+        except (OSError, ValueError, httpx.TransportError) as exc:
+            seen = f"{type(exc).__name__}: {exc}"  # not written yet, or not listening yet
         time.sleep(0.2)
-    pytest.fail("the demo agent never answered through Envoy")
+    logs = "\n".join(
+        f"--- {log.name}\n{log.read_text(errors='replace')[-2000:]}"
+        for log in sorted((home / "logs").glob("*.log"))
+    )
+    state = "running" if process.poll() is None else f"exited {process.returncode}"
+    pytest.fail(f"the demo agent never answered through Envoy (up {state}; last: {seen})\n{logs}")
 
 
 def _alive(pid: int) -> bool:
@@ -260,7 +273,7 @@ def test_a_second_sigterm_to_up_still_stops_every_child(
     running_up: tuple[str, subprocess.Popen[str], str], tmp_path: Path
 ) -> None:
     _url, process, gateway = running_up
-    _demo_answers(tmp_path / "home", gateway)
+    _demo_answers(tmp_path / "home", gateway, process)
     children = running_descendants(process.pid)
     names = " ".join(children.values())
     for role in ("control-plane", "sidecar", "gateway", "envoy"):
@@ -280,7 +293,7 @@ def test_a_killed_up_takes_its_children_with_it(
     running_up: tuple[str, subprocess.Popen[str], str], tmp_path: Path
 ) -> None:
     _url, process, gateway = running_up
-    _demo_answers(tmp_path / "home", gateway)
+    _demo_answers(tmp_path / "home", gateway, process)
     children = running_descendants(process.pid)
     assert len(children) >= 4, children
 
