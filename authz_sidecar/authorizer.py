@@ -37,6 +37,7 @@ from authz_sidecar.mapping import HttpFacts, MappedRequest, MappingError, map_re
 from policy.engine.budgets import BudgetKey
 from policy.engine.decide import Decision, DecisionEngine, new_decision_id
 from policy.engine.decision_input import Outcome
+from policy.runtime import tracing
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +161,10 @@ class Authorizer:
             log.exception("authorization check failed")
             verdict = _deny(new_decision_id(), ("internal error in the authz sidecar",), None)
         elapsed = time.perf_counter() - started
+        if tracing.ENABLED:  # one flag read per check when off (ADR 0013)
+            tracing.annotate_decision(
+                verdict.decision_id, verdict.outcome, verdict.organization, verdict.bundle_revision
+            )
         self.counts[verdict.outcome] = self.counts.get(verdict.outcome, 0) + 1
         metrics.decisions(verdict.outcome, verdict.status).inc()
         metrics.DECISION_SECONDS.observe(elapsed)

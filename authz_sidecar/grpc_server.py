@@ -16,6 +16,7 @@ from google.rpc import code_pb2, status_pb2
 from authz_sidecar.authorizer import Authorizer, Verdict
 from authz_sidecar.mapping import HttpFacts
 from policy.errors import grpc_code_for_http
+from policy.runtime import tracing
 
 _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 # The Check status of a denial: the gRPC column of the one error table for its HTTP status.
@@ -98,6 +99,30 @@ class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):  # ty
         return check_response(await self._authorizer.check(facts))
 
 
+class TracedAuthorizationServicer(AuthorizationServicer):
+    """Check in a SERVER span, child of the original request's `traceparent` (the
+    CheckRequest carries its headers); chosen once, only with traces on. Like the HTTP
+    path, an allow for a caller without trace context hands the span's own traceparent on."""
+
+    async def Check(
+        self, request: external_auth_pb2.CheckRequest, context: grpc.aio.ServicerContext
+    ) -> external_auth_pb2.CheckResponse:
+        http = request.attributes.request.http
+        carrier = {h: http.headers[h] for h in tracing.TRACE_HEADERS if h in http.headers}
+        attributes = {
+            "rpc.system": "grpc",
+            "http.request.method": http.method,
+            "url.path": http.path.split("?", 1)[0][:256],
+        }
+        with tracing.server_span("ext_authz", carrier, **attributes):
+            response = await super().Check(request, context)
+            if response.status.code == code_pb2.OK and tracing.extract(carrier) is None:
+                own = tracing.traceparent()
+                if own is not None:
+                    response.ok_response.headers.append(_header("traceparent", own))
+            return response
+
+
 async def start_grpc_server(
     authorizer: Authorizer, host: str, port: int, max_body: int
 ) -> grpc.aio.Server:
@@ -107,8 +132,9 @@ async def start_grpc_server(
             ("grpc.max_receive_message_length", max_body + 64 * 1024),
         ]
     )
+    servicer = TracedAuthorizationServicer if tracing.ENABLED else AuthorizationServicer
     external_auth_pb2_grpc.add_AuthorizationServicer_to_server(
-        AuthorizationServicer(authorizer, max_body), server
+        servicer(authorizer, max_body), server
     )
     if server.add_insecure_port(f"{host}:{port}") == 0:
         raise OSError(f"cannot listen for gRPC on {host}:{port}")

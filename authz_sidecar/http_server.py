@@ -40,6 +40,7 @@ from authz_sidecar.http_protocol import (
     serve,
 )
 from authz_sidecar.mapping import HttpFacts
+from policy.runtime import tracing
 
 log = logging.getLogger(__name__)
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -55,6 +56,8 @@ HEADERS_TO_REMOVE = "x-envoy-auth-headers-to-remove"
 SOURCE_IP_HEADER = "x-ext-authz-source-ip"
 
 
+# Probes and scrapes: many, and nobody's call.
+_UNTRACED = frozenset({"/healthz", "/metrics"})
 _NO_ORIGINAL_URI = "no X-Original-URI: the proxy must name the request it asks about"
 
 
@@ -141,6 +144,29 @@ class SidecarHttp:
         for connection in list(self._connections):
             connection.close()
         await asyncio.sleep(0)
+
+    async def traced_handle(self, request: Request) -> Response:
+        """`handle` in a SERVER span, child of the caller's `traceparent` (traces on only:
+        `start_http_server` picks it once, so with traces off no trace header is read).
+
+        An allowed ext_authz check whose caller sent no valid trace context hands its own
+        span's `traceparent` to Envoy (allowed_upstream_headers), so the gateway's span
+        joins the sidecar's trace; a caller's own context is never replaced."""
+        path = request.target.split("?", 1)[0]
+        if path in _UNTRACED:
+            return await self.handle(request)
+        ext_authz = path.startswith(EXT_AUTHZ_PREFIX)
+        original = path[len(EXT_AUTHZ_PREFIX) :] if ext_authz else path
+        name = "ext_authz" if ext_authz else f"{request.method} {path[:64]}"
+        attributes = {"http.request.method": request.method, "url.path": original[:256]}
+        with tracing.server_span(name, request.headers, **attributes):
+            status, headers, body = await self.handle(request)
+            tracing.set_status(status)
+            if ext_authz and status == 200 and tracing.extract(request.headers) is None:
+                own = tracing.traceparent()
+                if own is not None:
+                    headers = [*headers, ("traceparent", own)]
+            return status, headers, body
 
     async def handle(self, request: Request) -> Response:
         path = request.target.split("?", 1)[0]
@@ -363,4 +389,6 @@ def reuse_port_socket(host: str, port: int) -> socket.socket:
 
 
 async def start_http_server(app: SidecarHttp, host: str, port: int) -> asyncio.Server:
-    return await serve(app.handle, app.limits, reuse_port_socket(host, port), app._connections)
+    # Decided once per process: with traces off the plain handler serves every request.
+    handler = app.traced_handle if tracing.ENABLED else app.handle
+    return await serve(handler, app.limits, reuse_port_socket(host, port), app._connections)

@@ -67,6 +67,7 @@ from policy.bundles.bundle_sync import (
 from policy.bundles.gateway_binding import binding_of_credential
 from policy.engine.budgets import BudgetLedger
 from policy.errors import BundleVerificationError
+from policy.runtime import tracing
 from policy.runtime.heap import settle_heap
 from policy.runtime.logs import configure_logging
 
@@ -108,6 +109,10 @@ def load_static_bundle(
 
 def check_settings(settings: SidecarSettings) -> None:
     """Refusals that must stop the start, with the setting to change."""
+    try:
+        tracing.requested()
+    except tracing.TracingConfigError as exc:
+        raise ConfigurationError(str(exc)) from None
     if settings.gateway_token:
         try:
             check_control_plane_url(
@@ -360,6 +365,7 @@ class Worker:
                 await self.replay_guard.aclose()
             if isinstance(self.ledger, RedisBudgetLedger):
                 self.ledger.client.close()
+            tracing.shutdown()  # the spans still buffered leave now
 
 
 def _on_snapshot(snapshot: Snapshot) -> None:
@@ -375,6 +381,7 @@ def _worker_main(settings_data: dict[str, Any], index: int) -> None:
     settings = SidecarSettings(**settings_data)
     _configure_logging(settings, index)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor forwards SIGTERM
+    tracing.configure("kaizen-sidecar")  # per worker: its own exporter thread
     settle_heap()
     try:
         uvloop.run(Worker(settings, index).run())
@@ -400,6 +407,7 @@ def serve(settings: SidecarSettings) -> int:
         )
         return 2
     if workers == 1:
+        tracing.configure("kaizen-sidecar")
         settle_heap()
         try:
             uvloop.run(Worker(settings, 0).run())

@@ -66,6 +66,8 @@ from control_plane.services.secrets import open_secret_store
 from control_plane.settings import Settings
 from control_plane.ui_assets import mount_ui
 from policy.errors import PolicyError, PolicyValidationError, kind_for_http, kind_of
+from policy.runtime import tracing
+from policy.runtime.tracing_asgi import TracingMiddleware
 
 log = logging.getLogger(__name__)
 
@@ -249,6 +251,8 @@ def create_app(
     )
     app.state.settings = settings
     app.state.metrics = Metrics()
+    if tracing.ENABLED:  # inside RequestMiddleware: it resets the log context after the span
+        app.add_middleware(TracingMiddleware)
     app.add_middleware(
         RequestMiddleware,
         metrics=app.state.metrics,

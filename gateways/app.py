@@ -23,6 +23,8 @@ import httpx
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
+from policy.runtime import tracing
+from policy.runtime.tracing_asgi import TracingMiddleware
 from starlette.routing import Route
 
 from gateways.auth import HEADER, Decision, DecisionVerifier
@@ -163,6 +165,7 @@ class GatewayState:
             error=message,
             decision_id=decision.decision_id,
         )
+        tracing.annotate_decision(decision.decision_id, "allow", decision.organization, None)
         self.recorder.record(execution)
         self.settler.settle(decision.decision_id, run.settlement())
         return execution
@@ -220,6 +223,8 @@ def create_app(
         redoc_url=None,
     )
     app.state.gateway = state
+    if tracing.ENABLED:  # decided once, when the app is built (policy/runtime/tracing.py)
+        app.add_middleware(TracingMiddleware)
     mcp_endpoint = McpEndpoint(
         manager,
         state.verifier,

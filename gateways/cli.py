@@ -42,6 +42,7 @@ def register(sub: Any) -> None:
 def cmd_gateway(args: argparse.Namespace) -> int:
 
     import uvicorn
+    from policy.runtime import tracing
     from policy.runtime.heap import settle_heap
     from policy.runtime.logs import configure_logging
     from pydantic import ValidationError
@@ -74,6 +75,11 @@ def cmd_gateway(args: argparse.Namespace) -> int:
         print(f"kaizen-studio gateway: {exc}", file=sys.stderr)
         return 2
     configure_logging("gateway", settings.log_level, json_format=settings.log_json)
+    try:
+        tracing.configure("kaizen-gateway")
+    except tracing.TracingConfigError as exc:
+        print(f"kaizen-studio gateway: {exc}", file=sys.stderr)
+        return 2
     app = create_app(settings, source)
     settle_heap()
     # uvloop and httptools (both pinned) named, not left to "auto": a missing one fails here

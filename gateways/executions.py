@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 import aiohttp
 import httpx
+from policy.runtime import tracing
 
 log = logging.getLogger(__name__)
 SETTLE_TIMEOUT_SECONDS = 5.0
@@ -75,6 +76,9 @@ class ExecutionRecorder:
         self._linger = linger
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        # With traces on: the span of the call each buffered record came from (by id), so
+        # the ingest joins that call's trace (policy/runtime/tracing.py batch_span).
+        self._spans: dict[str, Any] = {}
         self.dropped = 0
         self.shipped = 0
         self.last_error: str | None = None
@@ -85,10 +89,12 @@ class ExecutionRecorder:
 
     def record(self, execution: Execution) -> None:
         if len(self._buffer) >= self._capacity:
-            self._buffer.popleft()
+            self._spans.pop(self._buffer.popleft().id, None)
             self.dropped += 1
             log.error("execution buffer full (%d); dropped the oldest record", self._capacity)
         self._buffer.append(execution)
+        if tracing.ENABLED:
+            self._spans[execution.id] = tracing.current_span_context()
         self._wake.set()
 
     async def start(self) -> None:
@@ -112,21 +118,24 @@ class ExecutionRecorder:
         if not self._buffer:
             return True
         batch = [self._buffer[i] for i in range(min(self._batch, len(self._buffer)))]
-        try:
-            response = await self._client.post(
-                self._url,
-                json={"executions": [asdict(e) for e in batch]},
-                headers=self._headers,
-                timeout=10.0,
-            )
-        except httpx.HTTPError as exc:
-            self.last_error = f"{type(exc).__name__}"
-            return False
+        spans = (self._spans.get(e.id) for e in batch)
+        with tracing.batch_span("POST executions ingest", spans, **{"kaizen.records": len(batch)}):
+            try:
+                response = await self._client.post(
+                    self._url,
+                    json={"executions": [asdict(e) for e in batch]},
+                    headers=tracing.inject(dict(self._headers)),
+                    timeout=10.0,
+                )
+            except httpx.HTTPError as exc:
+                self.last_error = f"{type(exc).__name__}"
+                return False
+            tracing.set_status(response.status_code)
         if response.status_code != 200:
             self.last_error = f"HTTP {response.status_code}"
             return False
         for _ in batch:
-            self._buffer.popleft()
+            self._spans.pop(self._buffer.popleft().id, None)
         self.shipped += len(batch)
         self.last_error = None
         return True
@@ -177,9 +186,17 @@ class Settler:
                 connector=aiohttp.TCPConnector(limit=500),
                 timeout=aiohttp.ClientTimeout(total=SETTLE_TIMEOUT_SECONDS),
             )
-        async with self._session.post(self._url, data=body, headers=self._headers) as response:
-            await response.read()
-            return response.status
+        if not tracing.ENABLED:
+            async with self._session.post(self._url, data=body, headers=self._headers) as response:
+                await response.read()
+                return response.status
+        # The settle task was made inside the call, so this span is in the call's trace.
+        with tracing.client_span("POST sidecar settle"):
+            headers = tracing.inject(dict(self._headers))
+            async with self._session.post(self._url, data=body, headers=headers) as response:
+                await response.read()
+                tracing.set_status(response.status)
+                return response.status
 
     async def _send(self, decision_id: str, actual: dict[str, float]) -> None:
         body = json.dumps({"decision_id": decision_id, "actual": actual}).encode()

@@ -25,6 +25,7 @@ from mcp import Client as McpClient
 from mcp.client.streamable_http import streamable_http_client
 from policy.net.outbound import OutboundRefused
 from policy.net.outbound_http import guarded_httpx2_client
+from policy.runtime import tracing
 from policy.workloads import (
     AgentConfig,
     AgentTool,
@@ -244,7 +245,21 @@ class Executor:
                 parameters=agent.model.parameters,
                 timeout_seconds=run.remaining(),
             )
-            result = await self._metered(provider, request, run, on_delta)
+            # A span, but no traceparent to the provider: the trace stays ours (ADR 0013).
+            with tracing.client_span(
+                f"chat {agent.model.name}",
+                **{
+                    "gen_ai.provider.name": agent.model.provider,
+                    "gen_ai.request.model": request.model,
+                },
+            ):
+                result = await self._metered(provider, request, run, on_delta)
+                tracing.set_attributes(
+                    **{
+                        "gen_ai.usage.input_tokens": result.usage.input_tokens,
+                        "gen_ai.usage.output_tokens": result.usage.output_tokens,
+                    }
+                )
             run.charge(agent.model.name, result.usage, agent.budget.price_per_1m_tokens)
             if not result.tool_calls:
                 return result.text

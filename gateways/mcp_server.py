@@ -25,6 +25,7 @@ import httpx
 import mcp.types as types
 from mcp.server.lowlevel import Server
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+from policy.runtime import tracing
 from starlette.types import Receive, Scope, Send
 
 from gateways.auth import Decision, DecisionVerifier
@@ -322,14 +323,16 @@ async def ask_sidecar(
         response = await client.post(
             sidecar_url.rstrip("/") + "/authz",
             content=body,
-            headers={
-                "authorization": authorization,
-                "x-original-method": "POST",
-                "x-original-uri": "/mcp",
-                "content-type": "application/json",
-                # The sidecar believes X-Original-* only from its proxy or the gateway.
-                "x-kaizen-gateway-token": gateway_token,
-            },
+            headers=tracing.inject(
+                {
+                    "authorization": authorization,
+                    "x-original-method": "POST",
+                    "x-original-uri": "/mcp",
+                    "content-type": "application/json",
+                    # The sidecar believes X-Original-* only from its proxy or the gateway.
+                    "x-kaizen-gateway-token": gateway_token,
+                }
+            ),
             timeout=5.0,
         )
     except httpx.HTTPError as exc:

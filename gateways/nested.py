@@ -29,6 +29,7 @@ import json
 from typing import Any, Protocol
 
 import httpx
+from policy.runtime import tracing
 
 from gateways.errors import Forbidden
 
@@ -117,15 +118,18 @@ class NestedAuthorizer:
         try:
             response = await self._http.post(
                 self._url,
-                headers={
-                    "authorization": self._authorization,
-                    "x-original-method": "POST",
-                    "x-original-uri": uri,
-                    "x-kaizen-channel": self._channel,
-                    GATEWAY_CREDENTIAL_HEADER: self._gateway_token,
-                    **({"content-type": "application/json"} if body else {}),
-                    **({"x-kaizen-approval": approval} if approval else {}),
-                },
+                # with traces on, the sidecar's check joins this call's trace
+                headers=tracing.inject(
+                    {
+                        "authorization": self._authorization,
+                        "x-original-method": "POST",
+                        "x-original-uri": uri,
+                        "x-kaizen-channel": self._channel,
+                        GATEWAY_CREDENTIAL_HEADER: self._gateway_token,
+                        **({"content-type": "application/json"} if body else {}),
+                        **({"x-kaizen-approval": approval} if approval else {}),
+                    }
+                ),
                 content=body,
                 timeout=CHECK_TIMEOUT_SECONDS,
             )

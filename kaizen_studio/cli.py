@@ -13,6 +13,7 @@ from control_plane.settings import Settings
 from kaizen_studio import backup as backup_cli
 from kaizen_studio import remote_cli
 from policy import cli as policy_cli
+from policy.runtime import tracing
 from policy.runtime.heap import settle_heap
 
 
@@ -28,6 +29,11 @@ def _serve(settings: Settings) -> int:
     from control_plane.observability import configure_logging
 
     configure_logging(settings.log_level, json_format=settings.log_json)
+    try:
+        tracing.configure("kaizen-control-plane")
+    except tracing.TracingConfigError as exc:
+        print(f"kaizen-studio control-plane: {exc}", file=sys.stderr)
+        return 2
     app = create_app(settings)
     settle_heap()
     # Long-polls and streams are cut after 5 s on shutdown: sidecars and gateways reconnect.
