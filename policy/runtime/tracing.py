@@ -4,7 +4,9 @@ On only when `OTEL_TRACES_EXPORTER` names an exporter (`otlp`, `console`, or bot
 comma-separated) and `OTEL_SDK_DISABLED` is not `true`; unset or `none` is off (ADR 0013).
 Each runtime's entry point calls `configure(service)` once before it builds its servers,
 and each server decides then, from `ENABLED`, whether to wrap its handlers: when off no
-span is made, no header is read and nothing of OpenTelemetry is even imported.
+span is made and no trace header is read. The provider is this module's, never the global
+one: libraries that instrument themselves through the global API (redis-py, the `mcp`
+SDK) stay silent, and the spans are only the ones placed here and in the runtimes.
 
 The rest is the SDK's own reading of the standard variables: `OTEL_EXPORTER_OTLP_ENDPOINT`
 / `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` (OTLP over HTTP + protobuf only), `…_HEADERS`,

@@ -297,7 +297,7 @@ def start_helper(kind: str, port: int, *args: str) -> subprocess.Popen[bytes]:
     raise RuntimeError(f"{kind} helper did not listen on {port}")
 
 
-# -- the upstream: answers 200 with the x-kaizen-* headers it received -------------------------
+# -- the upstream: answers 200 with the x-kaizen-* and W3C trace headers it received ----------
 
 
 class _Upstream(asyncio.Protocol):
@@ -319,7 +319,9 @@ class _Upstream(asyncio.Protocol):
                 return
             self.buffer = rest[length:]
             seen = {k: v for k, v in headers.items() if k.startswith("x-kaizen-")}
-            body = json.dumps({"upstream": True, "path": lines[0].split(" ")[1], "headers": seen})
+            trace = {k: v for k, v in headers.items() if k in ("traceparent", "tracestate")}
+            path = lines[0].split(" ")[1]
+            body = json.dumps({"upstream": True, "path": path, "headers": seen, "trace": trace})
             self.transport.write(
                 b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
                 + str(len(body)).encode()

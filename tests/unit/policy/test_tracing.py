@@ -83,7 +83,8 @@ def test_a_server_span_is_the_child_of_the_callers_context(
         own = tracing.traceparent()
         headers = tracing.inject({})
     (span,) = spans.get_finished_spans()
-    assert span.context is not None and span.parent is not None
+    assert span.context is not None
+    assert span.parent is not None
     assert f"{span.context.trace_id:032x}" == CALLER.split("-")[1]
     assert f"{span.parent.span_id:016x}" == CALLER.split("-")[2]
     assert span.attributes == {
@@ -127,9 +128,25 @@ def test_a_batch_of_one_trace_joins_it_and_a_mixed_batch_links_each(
         pass
     one, mixed = [s for s in spans.get_finished_spans() if s.name == "ship"]
     first = contexts[0]
-    assert first is not None and one.parent is not None and one.context is not None
+    assert first is not None
+    assert one.parent is not None
+    assert one.context is not None
     assert (one.context.trace_id, one.parent.span_id) == (first.trace_id, first.span_id)
     assert mixed.parent is None
     assert {link.context.span_id for link in mixed.links} == {
         c.span_id for c in contexts if c is not None
     }
+
+
+def test_the_control_plane_adds_its_tracing_middleware_only_with_traces_on(
+    spans: InMemorySpanExporter,
+) -> None:
+    from control_plane.app import create_app
+    from policy.runtime.tracing_asgi import TracingMiddleware
+
+    def traced(app: object) -> bool:
+        return any(m.cls is TracingMiddleware for m in app.user_middleware)  # type: ignore[attr-defined]
+
+    assert traced(create_app())
+    tracing.use_provider(None)
+    assert not traced(create_app())
