@@ -1,16 +1,19 @@
 """The sidecar's cost through a real Envoy: `python -m tests.bench bench_sidecar`.
 
-Five Envoy configurations in front of the same stand-in gateway, measured in one run:
+Six Envoy configurations in front of the same stand-in gateway, measured in one run:
 (a) no ext_authz; (b) gRPC ext_authz to a no-op server that always says OK, built like
 ours (grpc.aio, same worker count, SO_REUSEPORT); (c) our sidecar over gRPC with a full
 decision: JWT, RBAC, ABAC (Rego) and a budget reserved in Redis; (d) HTTP ext_authz
 (http_service) to a no-op built like ours (the uvloop + httptools protocol server of
 authz_sidecar/http_protocol.py, same workers); (e) our sidecar over HTTP (/ext_authz, the
-default transport), same decision as (c). Loads: 100 and 1,000 req/s (hey, fixed
-rate) and saturation (wrk), `KAIZEN_BENCH_ROUNDS` rounds (default 2) in which the three
-take turns at each load, so background load on a shared machine falls on all alike;
-the table shows medians. Load generator, Envoy and servers share this machine's cores,
-so compare the rows of one run, never numbers across runs or machines.
+default transport), same decision as (c); (f) (e) with traces on (ADR 0013: every check
+sampled and exported over OTLP/HTTP to a sink that drops it; the traced/untraced ratio is
+what traces cost at the worst sampling rate; with traces off the sidecar serves (e)).
+Loads: 100 and 1,000 req/s (hey, fixed rate) and saturation (wrk), `KAIZEN_BENCH_ROUNDS`
+rounds (default 2) in which the configurations take turns at each load, so background load
+on a shared machine falls on all alike; the table shows medians. Load generator, Envoy and
+servers share this machine's cores, so compare the rows of one run, never numbers across
+runs or machines.
 """
 
 from __future__ import annotations
@@ -100,6 +103,7 @@ CONFIGS = (
     "(c) sidecar gRPC",
     "(d) no-op HTTP",
     "(e) sidecar HTTP",
+    "(f) sidecar HTTP, traced",
 )
 # name -> (transport, which server answers the checks); (a) has no ext_authz filter.
 _SERVERS = {
@@ -108,6 +112,7 @@ _SERVERS = {
     CONFIGS[2]: ("grpc", "ours"),
     CONFIGS[3]: ("http", "noop"),
     CONFIGS[4]: ("http", "ours"),
+    CONFIGS[5]: ("http", "traced"),
 }
 LOADS = ("100 req/s", "1000 req/s", "saturation")
 
@@ -146,6 +151,7 @@ def main() -> None:
     token = access_token(keys, exp=2_000_000_000)
     upstream, ours, noop = procs.free_port(), procs.free_port(), procs.free_port()
     ours_http, noop_http = procs.free_port(), procs.free_port()
+    traced, traced_http, sink = procs.free_port(), procs.free_port(), procs.free_port()
     # (config, load) -> one row per round; the configurations take turns within a round,
     # so a neighbour's load on this shared machine hits all three alike.
     rounds: dict[tuple[str, str], list[dict[str, float]]] = {}
@@ -166,8 +172,31 @@ def main() -> None:
             KAIZEN_SIDECAR_WORKERS=str(WORKERS),
         )
         stack.enter_context(procs.running(sidecar))
+        # (f): the same sidecar with traces on, every check sampled (no caller context, the
+        # default parent-based always-on sampler) and exported over OTLP/HTTP to a sink.
+        stack.enter_context(procs.running(procs.start_helper("otlp-sink", sink)))
+        stack.enter_context(
+            procs.running(
+                procs.start_sidecar(
+                    tmp / "home-traced",
+                    traced,
+                    traced_http,
+                    KAIZEN_SIDECAR_BUNDLE=str(tmp / "bundle.tar.gz"),
+                    KAIZEN_SIDECAR_JWKS=str(tmp / "jwks.json"),
+                    KAIZEN_REDIS_URL=REDIS_URL,
+                    KAIZEN_REDIS_PREFIX=prefix,
+                    KAIZEN_SIDECAR_WORKERS=str(WORKERS),
+                    OTEL_TRACES_EXPORTER="otlp",
+                    OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{sink}",
+                )
+            )
+        )
         urls = {}
-        ports = {"ours": (ours, ours_http), "noop": (noop, noop_http)}
+        ports = {
+            "ours": (ours, ours_http),
+            "noop": (noop, noop_http),
+            "traced": (traced, traced_http),
+        }
         for name in CONFIGS:
             transport, server = _SERVERS[name]
             grpc_port, http_port = ports[server or "ours"]
@@ -244,6 +273,7 @@ def _print(rounds: dict[tuple[str, str], list[dict[str, float]]]) -> None:
     print(f"  sidecar/no-op over HTTP = {ratio(CONFIGS[4], CONFIGS[3])}; goal >= 0.60")
     print(f"  sidecar HTTP/sidecar gRPC = {ratio(CONFIGS[4], CONFIGS[2])}")
     print(f"  no-op HTTP/no-op gRPC = {ratio(CONFIGS[3], CONFIGS[1])}")
+    print(f"  sidecar HTTP traced/untraced = {ratio(CONFIGS[5], CONFIGS[4])}")
     for name in CONFIGS[1:]:
         print(f"  {name}/no ext_authz = {_median(saturation[name], 'rps') / base:.2f}")
     for load in ("100 req/s", "1000 req/s"):

@@ -1,9 +1,10 @@
 """Real processes for the sidecar's end-to-end tests and benchmark: the sidecar, Envoy,
 nginx, a small upstream standing in for the gateway, and a no-op ext_authz server.
 
-`python -m tests.e2e.sidecar_procs upstream PORT`, `… noop PORT WORKERS` (gRPC) and
-`… noop-http PORT WORKERS` (HTTP ext_authz) run the helper servers in their own processes
-(so they do not share the test's interpreter).
+`python -m tests.e2e.sidecar_procs upstream PORT`, `… noop PORT WORKERS` (gRPC),
+`… noop-http PORT WORKERS` (HTTP ext_authz) and `… otlp-sink PORT` (an OTLP/HTTP endpoint
+that drops what it gets) run the helper servers in their own processes (so they do not
+share the test's interpreter).
 """
 
 from __future__ import annotations
@@ -401,10 +402,33 @@ def _noop(port: int, workers: int, target: Any = None) -> None:
         process.join()
 
 
+def _otlp_sink(port: int) -> None:
+    """An OTLP/HTTP endpoint that takes every export and keeps nothing (the bench's
+    collector: what the exporter costs the sidecar, not what decoding costs a collector)."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Sink(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("content-length", "0")))
+            self.send_response(200)
+            self.send_header("content-type", "application/x-protobuf")
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            return
+
+    ThreadingHTTPServer(("127.0.0.1", port), Sink).serve_forever()
+
+
 if __name__ == "__main__":
     kind, port = sys.argv[1], int(sys.argv[2])
     if kind == "upstream":
         asyncio.run(_serve_upstream(port))
+    elif kind == "otlp-sink":
+        _otlp_sink(port)
     elif kind == "noop":
         _noop(port, int(sys.argv[3]) if len(sys.argv) > 3 else 1)
     elif kind == "noop-http":
