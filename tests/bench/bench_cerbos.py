@@ -125,9 +125,11 @@ def start_bundle_sidecar(
     policy: str,
     prefix: str,
     workers: int,
+    **env: str,
 ) -> tuple[subprocess.Popen[bytes], str]:
     """A sidecar serving `policy` in a bundle signed by `keys` (whose JWKS is in
-    `tmp/jwks.json`), stopped with `stack`; the process and its `/ext_authz` check URL."""
+    `tmp/jwks.json`), stopped with `stack`; the process and its `/ext_authz` check URL.
+    `env`: more environment for it (traces, another checkout's PYTHONPATH)."""
     (tmp / f"{name}.tar.gz").write_bytes(make_bundle(keys, policy=policy))
     http = procs.free_port()
     process = stack.enter_context(
@@ -141,6 +143,7 @@ def start_bundle_sidecar(
                 KAIZEN_REDIS_URL=REDIS_URL,
                 KAIZEN_REDIS_PREFIX=prefix,
                 KAIZEN_SIDECAR_WORKERS=str(workers),
+                **env,
             )
         )
     )

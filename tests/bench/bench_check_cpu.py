@@ -7,7 +7,12 @@ by the requests they answered. Rows, taking turns in each round:
 (n) the no-op HTTP ext_authz server (same protocol server, answers 200 at once): the floor;
 (r) our sidecar with an RBAC-only bundle (JWT verified, roles from the bundle, logged);
 (f) our sidecar with the full benchmark decision of bench_sidecar (JWT, RBAC, Rego, an org
-    budget reserved in Redis, the decision logged, the signed decision header).
+    budget reserved in Redis, the decision logged, the signed decision header);
+(t) (f) with traces on (OTEL_TRACES_EXPORTER=otlp, every check sampled: wrk sends no trace
+    context; exported to `sidecar_procs otlp-sink`): (t) - (f) is what a traced check costs,
+    the exporter's thread included (ADR 0013);
+(b) only with `KAIZEN_BENCH_BASE=DIR`: (f) run from another checkout (e.g. a worktree of
+    `main`), for a before/after of a change in one interleaved run.
 
 CPU time, unlike throughput, hardly moves when another process shares the machine, so this
 is the figure to compare before and after a change to the check path; (f) - (n) is what
@@ -36,7 +41,14 @@ DURATION = int(os.environ.get("KAIZEN_BENCH_SECONDS", "5"))
 ROUNDS = int(os.environ.get("KAIZEN_BENCH_ROUNDS", "3"))
 PATH = "/ext_authz/v1/agents/support-bot/invoke"
 TICKS = os.sysconf("SC_CLK_TCK")
-ROWS = ("(n) no-op HTTP", "(r) sidecar RBAC", "(f) sidecar full")
+BASE = os.environ.get("KAIZEN_BENCH_BASE")
+ROWS = (
+    "(n) no-op HTTP",
+    "(r) sidecar RBAC",
+    "(f) sidecar full",
+    "(t) sidecar full, traced",
+    *(("(b) sidecar full, base",) if BASE else ()),
+)
 
 
 def _tree(root: int) -> list[int]:
@@ -93,8 +105,21 @@ def main() -> None:
         prefix = f"kaizen-bench-{secrets.token_hex(4)}:"
         stack.callback(_forget, prefix)
         targets = {ROWS[0]: (noop.pid, f"http://127.0.0.1:{noop_port}{PATH}")}
-        for row, policy in ((ROWS[1], RBAC_ONLY_POLICY), (ROWS[2], BENCH_POLICY)):
-            sidecar, url = start_bundle_sidecar(stack, tmp, keys, row[1], policy, prefix, 1)
+        sink = procs.free_port()
+        stack.enter_context(procs.running(procs.start_helper("otlp-sink", sink)))
+        traced = {
+            "OTEL_TRACES_EXPORTER": "otlp",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sink}",
+        }
+        setups: list[tuple[str, str, dict[str, str]]] = [
+            (ROWS[1], RBAC_ONLY_POLICY, {}),
+            (ROWS[2], BENCH_POLICY, {}),
+            (ROWS[3], BENCH_POLICY, traced),
+        ]
+        if BASE:
+            setups.append((ROWS[4], BENCH_POLICY, {"PYTHONPATH": BASE}))
+        for row, policy, env in setups:
+            sidecar, url = start_bundle_sidecar(stack, tmp, keys, row[1], policy, prefix, 1, **env)
             status = httpx.post(url, headers={"Authorization": bearer}).status_code
             if status != 200:  # the positive control: every row measures an allow
                 raise RuntimeError(f"{row} answered {status}, not an allow")
@@ -124,6 +149,12 @@ def _print(rounds: dict[str, list[dict[str, float]]]) -> None:
     full = median(ROWS[2], "cpu_us")
     print(f"\n(f) - (n), our decision over the HTTP server: {full - floor:.0f} µs")
     print(f"(f) ÷ (n) = {full / floor:.2f}   goal: (f) ≈ 100 µs CPU per check")
+    traced = median(ROWS[3], "cpu_us")
+    print(f"(t) - (f), a check traced and exported: {traced - full:+.0f} µs")
+    print(f"(t) ÷ (f) = {traced / full:.2f}")
+    if BASE:
+        base = median(ROWS[4], "cpu_us")
+        print(f"(f) - (b), this checkout over {BASE}: {full - base:+.0f} µs")
 
 
 if __name__ == "__main__":
