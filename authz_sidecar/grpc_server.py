@@ -114,9 +114,10 @@ class TracedAuthorizationServicer(AuthorizationServicer):
             "http.request.method": http.method,
             "url.path": http.path.split("?", 1)[0][:256],
         }
-        with tracing.server_span("ext_authz", carrier, **attributes):
+        parent = tracing.extract(carrier)
+        with tracing.server_span("ext_authz", parent, **attributes):
             response = await super().Check(request, context)
-            if response.status.code == code_pb2.OK and tracing.extract(carrier) is None:
+            if response.status.code == code_pb2.OK and parent is None:
                 own = tracing.traceparent()
                 if own is not None:
                     response.ok_response.headers.append(_header("traceparent", own))

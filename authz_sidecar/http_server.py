@@ -159,10 +159,11 @@ class SidecarHttp:
         original = path[len(EXT_AUTHZ_PREFIX) :] if ext_authz else path
         name = "ext_authz" if ext_authz else f"{request.method} {path[:64]}"
         attributes = {"http.request.method": request.method, "url.path": original[:256]}
-        with tracing.server_span(name, request.headers, **attributes):
+        parent = tracing.extract(request.headers)
+        with tracing.server_span(name, parent, **attributes):
             status, headers, body = await self.handle(request)
             tracing.set_status(status)
-            if ext_authz and status == 200 and tracing.extract(request.headers) is None:
+            if ext_authz and status == 200 and parent is None:
                 own = tracing.traceparent()
                 if own is not None:
                     headers = [*headers, ("traceparent", own)]

@@ -29,11 +29,15 @@ import os
 from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any
 
+# The API only (redis-py imports it anyway); the SDK and the exporter load in `configure`.
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.trace import Link, NonRecordingSpan, SpanKind, Status, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
 if TYPE_CHECKING:
-    from opentelemetry.context import Context
     from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.trace import Span, SpanContext, SpanKind, Tracer
-    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+    from opentelemetry.trace import Span, SpanContext, Tracer
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +55,7 @@ BUNDLE_REVISION = "kaizen.bundle_revision"
 
 _provider: TracerProvider | None = None
 _tracer: Tracer | None = None
-_propagator: TraceContextTextMapPropagator | None = None
+_propagator = TraceContextTextMapPropagator()
 _NOTHING: contextlib.nullcontext[None] = contextlib.nullcontext()
 
 
@@ -94,14 +98,13 @@ def configure(service: str) -> bool:
 
     `service` is the default `service.name` (OTEL_SERVICE_NAME or a `service.name` in
     OTEL_RESOURCE_ATTRIBUTES wins). Idempotent; raises TracingConfigError."""
-    global ENABLED, _provider, _tracer, _propagator
+    global ENABLED, _provider, _tracer
     names = requested()
     if not names or ENABLED:
         return ENABLED
     from opentelemetry.sdk.resources import SERVICE_NAME, OTELResourceDetector, Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
-    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
     detected = OTELResourceDetector().detect()
     ours = {} if detected.attributes.get(SERVICE_NAME) else {SERVICE_NAME: service}
@@ -118,7 +121,6 @@ def configure(service: str) -> bool:
         provider.add_span_processor(BatchSpanProcessor(exporter))
     _provider = provider
     _tracer = provider.get_tracer("kaizen-studio")
-    _propagator = TraceContextTextMapPropagator()
     ENABLED = True
     log.info("traces on: %s exporter(s), service %s", ",".join(names), service)
     return True
@@ -126,20 +128,17 @@ def configure(service: str) -> bool:
 
 def shutdown() -> None:
     """Export what is buffered and stop (also done at interpreter exit)."""
-    global ENABLED, _provider, _tracer, _propagator
+    global ENABLED, _provider, _tracer
     if _provider is not None:
         _provider.shutdown()
-    ENABLED, _provider, _tracer, _propagator = False, None, None, None
+    ENABLED, _provider, _tracer = False, None, None
 
 
 def use_provider(provider: TracerProvider | None) -> None:
     """Tests: trace into `provider` (e.g. with an in-memory exporter); None turns it off."""
-    global ENABLED, _provider, _tracer, _propagator
-    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-
+    global ENABLED, _provider, _tracer
     _provider = provider
     _tracer = provider.get_tracer("kaizen-studio") if provider is not None else None
-    _propagator = TraceContextTextMapPropagator() if provider is not None else None
     ENABLED = provider is not None
 
 
@@ -147,18 +146,17 @@ def use_provider(provider: TracerProvider | None) -> None:
 
 
 def extract(headers: Mapping[str, str]) -> Context | None:
-    """The caller's W3C context from lowercase-named headers; None if absent or malformed."""
-    if _propagator is None or "traceparent" not in headers:
+    """The caller's W3C context from lowercase-named headers; None if absent or malformed
+    (or when traces are off)."""
+    if not ENABLED or "traceparent" not in headers:
         return None
-    from opentelemetry import trace
-
     context = _propagator.extract({h: headers[h] for h in TRACE_HEADERS if h in headers})
     return context if trace.get_current_span(context).get_span_context().is_valid else None
 
 
 def inject(headers: MutableMapping[str, str]) -> MutableMapping[str, str]:
     """Add the current span's traceparent (and tracestate) to `headers`; nothing when off."""
-    if ENABLED and _propagator is not None:
+    if ENABLED:
         _propagator.inject(headers)
     return headers
 
@@ -173,8 +171,6 @@ def traceparent() -> str | None:
 def current_span_context() -> SpanContext | None:
     if not ENABLED:
         return None
-    from opentelemetry import trace
-
     context = trace.get_current_span().get_span_context()
     return context if context.is_valid else None
 
@@ -182,20 +178,15 @@ def current_span_context() -> SpanContext | None:
 # -- spans ------------------------------------------------------------------------------------
 
 
-def _kind(name: str) -> SpanKind:
-    from opentelemetry.trace import SpanKind
-
-    return SpanKind[name]
-
-
 def server_span(
-    name: str, headers: Mapping[str, str], **attributes: Any
+    name: str, parent: Context | None, **attributes: Any
 ) -> contextlib.AbstractContextManager[Span | None]:
-    """A SERVER span, child of the caller's context in `headers`, current while open."""
+    """A SERVER span, child of the caller's context (`extract(headers)`; None: a new
+    trace), current while open."""
     if _tracer is None:
         return _NOTHING
     return _tracer.start_as_current_span(
-        name, context=extract(headers), kind=_kind("SERVER"), attributes=_clean(attributes)
+        name, context=parent, kind=SpanKind.SERVER, attributes=_clean(attributes)
     )
 
 
@@ -203,7 +194,7 @@ def client_span(name: str, **attributes: Any) -> contextlib.AbstractContextManag
     """A CLIENT span (an outbound call), child of the current span; `inject` inside it."""
     if _tracer is None:
         return _NOTHING
-    return _tracer.start_as_current_span(name, kind=_kind("CLIENT"), attributes=_clean(attributes))
+    return _tracer.start_as_current_span(name, kind=SpanKind.CLIENT, attributes=_clean(attributes))
 
 
 def span(name: str, **attributes: Any) -> contextlib.AbstractContextManager[Span | None]:
@@ -225,22 +216,16 @@ def batch_span(
     if _tracer is None:
         yield None
         return
-    from opentelemetry import trace
-    from opentelemetry.trace import Link
-
     valid = [c for c in contexts if c is not None and c.is_valid]
     traces = {c.trace_id for c in valid}
-    parent = None
     links: list[Link] = []
     if len(traces) == 1:
-        parent = trace.set_span_in_context(trace.NonRecordingSpan(valid[0]))
+        parent = trace.set_span_in_context(NonRecordingSpan(valid[0]))
     else:
         links = [Link(c) for c in {c.span_id: c for c in valid}.values()][:128]
-        from opentelemetry.context import Context as EmptyContext
-
-        parent = EmptyContext()  # a new trace, not the shipper task's
+        parent = Context()  # a new trace, not the shipper task's
     with _tracer.start_as_current_span(
-        name, context=parent, kind=_kind("CLIENT"), links=links, attributes=_clean(attributes)
+        name, context=parent, kind=SpanKind.CLIENT, links=links, attributes=_clean(attributes)
     ) as opened:
         yield opened
 
@@ -249,8 +234,6 @@ def set_attributes(**attributes: Any) -> None:
     """On the current span (None values left out); nothing when off."""
     if _tracer is None:
         return
-    from opentelemetry import trace
-
     trace.get_current_span().set_attributes(_clean(attributes))
 
 
@@ -272,9 +255,6 @@ def set_status(status: int) -> None:
     """The HTTP status answered, and ERROR on the span for a 5xx."""
     if _tracer is None:
         return
-    from opentelemetry import trace
-    from opentelemetry.trace import Status, StatusCode
-
     current = trace.get_current_span()
     current.set_attribute("http.response.status_code", status)
     if status >= 500:

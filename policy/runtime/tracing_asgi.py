@@ -50,7 +50,7 @@ class TracingMiddleware:
             await send(message)
 
         attributes = {"http.request.method": method, "url.path": str(scope.get("path", ""))}
-        with tracing.server_span(method, carrier, **attributes) as span:
+        with tracing.server_span(method, tracing.extract(carrier), **attributes) as span:
             try:
                 await self.app(scope, receive, send_status)
             finally:

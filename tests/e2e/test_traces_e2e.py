@@ -28,6 +28,7 @@ from __future__ import annotations
 import base64
 import json
 import secrets
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -363,3 +364,36 @@ def test_with_traces_off_nothing_is_exported_and_no_traceparent_is_invented(
             assert carried.json()["trace"] == {"traceparent": traceparent}  # passed unchanged
             time.sleep(1.0)  # ten export intervals
         assert receiver.requests == 0
+
+
+@pytest.mark.parametrize(
+    ("runtime", "environ", "variable"),
+    [
+        ("control-plane", {"OTEL_TRACES_EXPORTER": "zipkin"}, "OTEL_TRACES_EXPORTER"),
+        (
+            "gateway",
+            {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"},
+            "OTEL_EXPORTER_OTLP_PROTOCOL",
+        ),
+        ("sidecar", {"OTEL_TRACES_EXPORTER": "jaeger"}, "OTEL_TRACES_EXPORTER"),
+    ],
+)
+def test_traces_this_build_cannot_export_stop_the_runtime_naming_the_variable(
+    tmp_path: Path, runtime: str, environ: dict[str, str], variable: str
+) -> None:
+    env = procs.clean_env(
+        KAIZEN_HOME=str(tmp_path),
+        KAIZEN_GATEWAY_TOKEN="kgw_" + "t" * 40,
+        KAIZEN_CONTROL_PLANE_URL="http://127.0.0.1:9",
+        **environ,
+    )
+    done = subprocess.run(
+        [str(procs.BIN / "kaizen-studio"), runtime],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert variable in done.stderr

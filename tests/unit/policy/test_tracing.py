@@ -68,7 +68,8 @@ def test_what_this_build_cannot_export_is_refused_naming_the_variable(
 
 def test_off_means_no_span_no_header_and_no_context() -> None:
     assert not tracing.ENABLED
-    with tracing.server_span("x", {"traceparent": CALLER}) as span:
+    assert tracing.extract({"traceparent": CALLER}) is None
+    with tracing.server_span("x", None) as span:
         assert span is None
         assert tracing.traceparent() is None
         assert tracing.inject({}) == {}
@@ -78,7 +79,8 @@ def test_off_means_no_span_no_header_and_no_context() -> None:
 def test_a_server_span_is_the_child_of_the_callers_context(
     spans: InMemorySpanExporter,
 ) -> None:
-    with tracing.server_span("check", {"traceparent": CALLER, "tracestate": "v=1"}):
+    parent = tracing.extract({"traceparent": CALLER, "tracestate": "v=1"})
+    with tracing.server_span("check", parent):
         tracing.annotate_decision("dec-1", "allow", "org-1", None)
         own = tracing.traceparent()
         headers = tracing.inject({})
@@ -109,7 +111,7 @@ def test_a_malformed_traceparent_starts_a_new_trace(
     spans: InMemorySpanExporter, value: str
 ) -> None:
     assert tracing.extract({"traceparent": value}) is None
-    with tracing.server_span("check", {"traceparent": value}):
+    with tracing.server_span("check", tracing.extract({"traceparent": value})):
         pass
     (span,) = spans.get_finished_spans()
     assert span.parent is None
@@ -120,7 +122,7 @@ def test_a_batch_of_one_trace_joins_it_and_a_mixed_batch_links_each(
 ) -> None:
     contexts = []
     for _ in range(2):
-        with tracing.server_span("call", {}):
+        with tracing.server_span("call", None):
             contexts.append(tracing.current_span_context())
     with tracing.batch_span("ship", [contexts[0], contexts[0], None]):
         pass
