@@ -241,6 +241,7 @@ def create_app(
             await app.state.secrets.close()
             await kv.close()
             await db.dispose()
+            tracing.flush()
 
     app = FastAPI(
         title="Kaizen Studio control plane",

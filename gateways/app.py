@@ -214,6 +214,7 @@ def create_app(
             await state.executor.providers.aclose()
             if http is None:
                 await client.aclose()
+            tracing.flush()  # the last calls' spans, the final ingest's included
 
     app = FastAPI(
         title="Kaizen Studio gateway",

@@ -126,6 +126,13 @@ def configure(service: str) -> bool:
     return True
 
 
+def flush(timeout_seconds: float = 5.0) -> None:
+    """Export what is buffered now: an app stopping calls it, as uvicorn may end the process
+    by its signal, when no exit handler runs."""
+    if _provider is not None:
+        _provider.force_flush(int(timeout_seconds * 1000))
+
+
 def shutdown() -> None:
     """Export what is buffered and stop (also done at interpreter exit)."""
     global ENABLED, _provider, _tracer
