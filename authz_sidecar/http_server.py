@@ -28,8 +28,14 @@ from typing import Any
 
 from authz_sidecar import metrics
 from authz_sidecar.authorizer import NOT_READY, Authorizer, Verdict
+from authz_sidecar.authzen_http import (
+    EVALUATION_PATH,
+    EVALUATIONS_PATH,
+    METADATA_PATH,
+    AuthzenApi,
+    is_authzen,
+)
 from authz_sidecar.authzen_http import PREFIX as AUTHZEN_PREFIX
-from authz_sidecar.authzen_http import AuthzenApi, is_authzen
 from authz_sidecar.http_protocol import (
     HttpProtocol,
     Limits,
@@ -58,6 +64,10 @@ SOURCE_IP_HEADER = "x-ext-authz-source-ip"
 
 # Probes and scrapes: many, and nobody's call.
 _UNTRACED = frozenset({"/healthz", "/metrics"})
+# Span names: these routes by path, anything else one name (a scanner's paths are not names).
+_NAMED = frozenset(
+    {"/authz", "/settle", "/status", EVALUATION_PATH, EVALUATIONS_PATH, METADATA_PATH}
+)
 _NO_ORIGINAL_URI = "no X-Original-URI: the proxy must name the request it asks about"
 
 
@@ -157,7 +167,8 @@ class SidecarHttp:
             return await self.handle(request)
         ext_authz = path.startswith(EXT_AUTHZ_PREFIX)
         original = path[len(EXT_AUTHZ_PREFIX) :] if ext_authz else path
-        name = "ext_authz" if ext_authz else f"{request.method} {path[:64]}"
+        route = path if path in _NAMED else "unknown route"
+        name = "ext_authz" if ext_authz else f"{request.method} {route}"
         attributes = {"http.request.method": request.method, "url.path": original[:256]}
         parent = tracing.extract(request.headers)
         with tracing.server_span(name, parent, **attributes):

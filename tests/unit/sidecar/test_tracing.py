@@ -142,6 +142,9 @@ async def test_probes_are_not_traced_and_authz_and_authzen_are(
     assert (await traced_http.get("/healthz")).status_code == 200
     assert (await traced_http.get("/metrics")).status_code == 200
     assert spans.get_finished_spans() == ()
+    assert (await traced_http.get("/wp-admin/x1")).status_code == 404
+    assert _one(spans).name == "GET unknown route"  # a scanner's paths are not span names
+    spans.clear()
     nginx = await traced_http.post(
         "/authz",
         headers={
