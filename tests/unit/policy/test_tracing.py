@@ -138,17 +138,3 @@ def test_a_batch_of_one_trace_joins_it_and_a_mixed_batch_links_each(
     assert {link.context.span_id for link in mixed.links} == {
         c.span_id for c in contexts if c is not None
     }
-
-
-def test_the_control_plane_adds_its_tracing_middleware_only_with_traces_on(
-    spans: InMemorySpanExporter,
-) -> None:
-    from control_plane.app import create_app
-    from policy.runtime.tracing_asgi import TracingMiddleware
-
-    def traced(app: object) -> bool:
-        return any(m.cls is TracingMiddleware for m in app.user_middleware)  # type: ignore[attr-defined]
-
-    assert traced(create_app())
-    tracing.use_provider(None)
-    assert not traced(create_app())
