@@ -30,6 +30,7 @@ from control_plane.api import (
     oauth,
     oauth_clients,
     plans,
+    platform,
     policies,
     replays,
     secrets,
@@ -264,7 +265,7 @@ def create_app(
     install_error_handlers(app)
     routers = (system, auth, me, mfa, sessions, users, teams, workspaces, api_keys, audit)
     features = (gateways, sso, domains, approvals, webhooks, usage, plans, billing, oauth)
-    late = (oauth_clients, replays, policies, bundles, decisions, secrets, connectors)
+    late = (oauth_clients, replays, policies, bundles, decisions, secrets, connectors, platform)
     # replays before policies: its /api/v1/policies/settings must win over /{policy_id}
     for module in (*routers, *features, *late):
         app.include_router(module.router)

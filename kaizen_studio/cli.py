@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from control_plane.settings import Settings
 from kaizen_studio import backup as backup_cli
+from kaizen_studio import platform_cli
 from kaizen_studio import remote_cli
 from policy import cli as policy_cli
 from policy.runtime import tracing
@@ -389,6 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
     sidecar.set_defaults(func=cmd_sidecar)
 
     backup_cli.register(sub)  # `backup DIR`, `restore DIR`
+    platform_cli.register(sub)  # `platform-gateway create|place`
     policy = policy_cli.register(
         sub
     )  # `policy validate|test|compile`, `bundle build|verify|keygen`

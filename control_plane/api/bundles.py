@@ -25,7 +25,7 @@ from control_plane.db.session import Database
 from control_plane.errors import NotFound
 from control_plane.schemas.base import Page
 from control_plane.schemas.policies import BundleRevision as RevisionOut
-from control_plane.services import bundle_events, gateways, policies
+from control_plane.services import bundle_events, gateways, platform_gateways, policies
 from control_plane.services.bundle_events import BundleEvents
 
 router = APIRouter(prefix="/api/v1/bundles", tags=["bundles"])
@@ -45,8 +45,13 @@ async def list_bundles(
     return Page(items=[revision_out(r) for r in rows], next_cursor=next_cursor)
 
 
-async def _reader_organization(request: Request) -> uuid.UUID:
-    """A gateway credential, or a user/API key allowed to read bundles."""
+async def _reader_organization(request: Request, scope: str) -> uuid.UUID:
+    """A gateway credential, a platform gateway's credential for a scope it serves (ADR
+    0012), or a user/API key allowed to read bundles."""
+    if platform_gateways.is_platform_credential(bearer(request)):
+        db: Database = request.app.state.db
+        identity = await platform_gateways.authenticate(db, bearer(request))
+        return await platform_gateways.served_organization(db, identity, scope)
     if bearer(request).startswith(gateways.CREDENTIAL_PREFIX):
         identity = await get_gateway(request, request.app.state.db)
         return identity.organization_id

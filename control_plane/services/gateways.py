@@ -18,7 +18,7 @@ from control_plane.db.base import utcnow
 from control_plane.db.models import Deployment, Gateway, GatewayInstance
 from control_plane.db.session import SYSTEM, Database
 from control_plane.errors import Conflict, NotFound, Unauthenticated
-from control_plane.services import audit, notifications, usage
+from control_plane.services import audit, notifications, platform_gateways, usage
 from control_plane.services.audit import Actor
 from control_plane.services.auth import sha256_hex
 from control_plane.services.oauth import mcp_resource
@@ -109,6 +109,7 @@ async def create(
     if await session.scalar(select(Gateway.id).where(Gateway.name == name)):
         raise Conflict(f"a gateway named {name!r} exists", details=[{"field": "name"}])
     await quotas.ensure_room(session, organization_id, "gateways")
+    await platform_gateways.refuse_dedicated(session, (await quotas.plan_of(session)).plan)
     credential = new_credential()
     gateway = Gateway(
         name=name,

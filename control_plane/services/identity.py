@@ -12,8 +12,9 @@ from control_plane.db.models import Membership, Organization, OrganizationPlan, 
 from control_plane.db.session import SYSTEM, Database
 from control_plane.errors import Conflict, Unauthenticated
 from control_plane.schemas.identity import LoginRequest, Me, OrganizationRef, SignupRequest
-from control_plane.services import audit, passwords, roles
+from control_plane.services import audit, passwords, platform_gateways, roles
 from control_plane.services.audit import Actor
+from control_plane.services.plans import catalogue
 from control_plane.services.principal import Principal
 
 
@@ -64,6 +65,7 @@ async def signup(
             name=org.name,
             plan=plan,
         )
+        await platform_gateways.place_new(session, org.id, catalogue.plan_named(plan), actor)
     return user.id, org.id
 
 

@@ -46,6 +46,7 @@ from control_plane.db.models.notifications import (
 )
 from control_plane.db.models.oauth import OAuthClient, OAuthGrant, OAuthSettings
 from control_plane.db.models.plans import OrganizationPlan, PlanWarning
+from control_plane.db.models.platform import PlatformGateway, PlatformPlacement
 from control_plane.db.models.policies import (
     BundleRevision,
     Policy,
@@ -71,6 +72,8 @@ GLOBAL_MODELS: dict[type[Base], str] = {
     "organisation's bundle keys by organization_id); public halves are published",
     TotpCredential: "a person's second factor, like their password, is the User's",
     RecoveryCode: "belongs to the User's second factor, not to one organisation",
+    PlatformGateway: "the operator's shared gateway serves many organisations (ADR 0012); "
+    "each organisation it serves is a tenant-scoped PlatformPlacement",
     StripeEvent: "Stripe event ids are global: a webhook is verified and deduplicated before "
     "any organisation is known (organization_id is set once it is)",
 }
@@ -100,6 +103,8 @@ __all__ = [
     "Organization",
     "OrganizationDomain",
     "OrganizationPlan",
+    "PlatformGateway",
+    "PlatformPlacement",
     "PlanWarning",
     "Policy",
     "PolicySettings",

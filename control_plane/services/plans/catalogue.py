@@ -38,6 +38,9 @@ class Plan:
     limits: Limits
     # Whether an organisation on this plan may carry its own limits (a contract).
     overridable: bool = False
+    # Served by the operator's shared platform gateway when one is registered (ADR 0012):
+    # new organisations are placed on it, and one placed there registers no gateway of its own.
+    shared_gateway: bool = False
 
 
 PLANS: Mapping[str, Plan] = MappingProxyType(
@@ -48,6 +51,7 @@ PLANS: Mapping[str, Plan] = MappingProxyType(
             MappingProxyType(
                 {"users": 3, "agents": 10, "gateways": 1, "executions_per_month": 10_000}
             ),
+            shared_gateway=True,
         ),
         "pro": Plan(
             "pro",
