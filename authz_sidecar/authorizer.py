@@ -34,7 +34,8 @@ from authz_sidecar.budgets import ReservationBook
 from authz_sidecar.engine_holder import EngineHolder, Snapshot
 from authz_sidecar.grants import GrantError, ReplayGuard
 from authz_sidecar.mapping import HttpFacts, MappedRequest, MappingError, map_request
-from policy.engine.budgets import BudgetKey
+from authz_sidecar.tenancy import NO_TENANT, Tenants
+from policy.engine.budgets import BudgetKey, Reservation
 from policy.engine.decide import Decision, DecisionEngine, new_decision_id
 from policy.engine.decision_input import Outcome
 from policy.runtime import tracing
@@ -42,6 +43,7 @@ from policy.runtime import tracing
 log = logging.getLogger(__name__)
 
 NOT_READY = "no verified policy bundle loaded"
+SHARED_AUTHZEN = "AuthZEN evaluations are not offered by a shared platform gateway's sidecar"
 DECISION_HEADER_TTL = 30
 
 
@@ -111,7 +113,7 @@ class Verdict:
 class Authorizer:
     def __init__(
         self,
-        holder: EngineHolder,
+        holder: EngineHolder | Tenants,
         *,
         replay_guard: ReplayGuard,
         reservations: ReservationBook,
@@ -124,6 +126,7 @@ class Authorizer:
         budgets: BudgetReserver | None = None,
     ) -> None:
         self.holder = holder
+        self.tenants = holder if isinstance(holder, Tenants) else None
         # Without it the engine reserves through holder.ledger itself (in process, tests).
         self.budgets = budgets
         self.replay_guard = replay_guard
@@ -137,6 +140,13 @@ class Authorizer:
         self.instance = f"{socket.gethostname()}/{os.getpid()}"
         self.counts: dict[str, int] = {}  # decisions by outcome, for status reports
         self._pending: set[asyncio.Task[None]] = set()
+
+    def serving(self) -> str | None:
+        """The bundle revision served (`org:revision,…` on a shared gateway); None: none."""
+        if self.tenants is not None:
+            return self.tenants.serving()
+        snapshot = self.holder.current
+        return snapshot.bundle.revision if snapshot is not None else None
 
     async def check(self, facts: HttpFacts) -> Verdict:
         return await self._logged(self._check(facts))
@@ -175,12 +185,18 @@ class Authorizer:
     async def _check(
         self, facts: HttpFacts
     ) -> tuple[Verdict, dict[str, Any] | None, dict[str, Any] | None]:
-        snapshot = self.holder.current
+        snapshot, route = self.holder.current, facts
+        if self.tenants is not None:  # a shared gateway: the credential's organisation
+            pick = self.tenants.pick(facts)
+            snapshot, route = pick.snapshot, pick.route
+            if snapshot is None and self.tenants.ready:
+                failed = (f"authentication failed: {NO_TENANT}",)
+                return Verdict(401, "deny", new_decision_id(), failed, None), None, None
         if snapshot is None:
             return _deny(new_decision_id(), (NOT_READY,), None), None, None
         revision = snapshot.bundle.revision
         authenticator = snapshot.authenticator
-        on_mcp = _is_mcp(facts.path)
+        on_mcp = _is_mcp(route.path)
         metadata = (
             resource_metadata_url(authenticator.mcp_resource)
             if on_mcp and authenticator.mcp_resource
@@ -197,11 +213,15 @@ class Authorizer:
             verdict = Verdict(401, "deny", new_decision_id(), failed, revision, challenge=challenge)
             return verdict, None, None
         try:
-            mapped = map_request(facts, snapshot.agents)
+            mapped = map_request(route, snapshot.agents)
             input = self.decision_input(facts, principal, mapped)
         except MappingError as exc:
             verdict = _deny(new_decision_id(), (str(exc),), revision, principal, snapshot)
             return verdict, None, None
+        if self.tenants is not None and (
+            refusal := self.tenants.namespace_refusal(facts, principal)
+        ):  # logged under the caller's own organisation
+            return _deny(new_decision_id(), (refusal,), revision, principal, snapshot), input, None
         if refusal := scope_refusal(principal, mapped.action, mapped.resource_type):
             verdict = _deny(new_decision_id(), (refusal,), revision, principal, snapshot)
             if "oauth_client" in principal["attributes"]:
@@ -231,6 +251,8 @@ class Authorizer:
     async def _evaluate(
         self, evaluation: Evaluation, caller: str, path: str, source_ip: str | None
     ) -> tuple[Verdict, dict[str, Any] | None, dict[str, Any] | None]:
+        if self.tenants is not None:
+            return _deny(new_decision_id(), (SHARED_AUTHZEN,), None), None, None
         snapshot = self.holder.current
         if snapshot is None:
             return _deny(new_decision_id(), (NOT_READY,), None), None, None
@@ -418,11 +440,15 @@ class Authorizer:
     async def settle(self, decision_id: str, actual: Mapping[str, float]) -> int:
         """Replace a decision's reservations by real use; the number settled (0: unknown)."""
         await self.drain()
+        served = [s.organization for s in self.tenants.snapshots()] if self.tenants else []
         snapshot = self.holder.current
-        if snapshot is None:
-            return 0
-        # Only this sidecar's organisation's reservations (tenants may share one Redis).
-        reservations = await self.reservations.take(snapshot.organization, decision_id)
+        if snapshot is not None:
+            served = [snapshot.organization]
+        # Only the served organisations' reservations (tenants may share one Redis).
+        reservations: list[Reservation] | None = None
+        for organization in served:
+            if reservations := await self.reservations.take(organization, decision_id):
+                break
         if not reservations:
             return 0
         ledger = self.holder.ledger

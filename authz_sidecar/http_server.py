@@ -209,10 +209,10 @@ class SidecarHttp:
             )
         if path == "/healthz":
             _allow(method, ("GET", "HEAD"))
-            snapshot = self._authorizer.holder.current
-            if snapshot is None:
+            revision = self._authorizer.serving()
+            if revision is None:
                 return _json(503, {"status": "unavailable", "reason": NOT_READY})
-            return _json(200, {"status": "ok", "bundle_revision": snapshot.bundle.revision})
+            return _json(200, {"status": "ok", "bundle_revision": revision})
         if path == "/metrics":
             _allow(method, ("GET",))
             text, content_type = metrics.render()

@@ -55,6 +55,9 @@ from authz_sidecar.http_server import SidecarHttp, start_http_server
 from authz_sidecar.redis_batch import NO_RETRY
 from authz_sidecar.settings import SidecarSettings
 from authz_sidecar.status_report import StatusReporter, budget_usage, status_body
+from authz_sidecar.tenancy import Tenants, shared_status
+from authz_sidecar.tenant_logs import TenantLogs
+from authz_sidecar.tenant_logs import shipper as tenant_shipper
 from policy.bundles.bundle import claimed_scope, load_bundle
 from policy.bundles.bundle_store import BundleStore
 from policy.bundles.bundle_sync import (
@@ -65,6 +68,7 @@ from policy.bundles.bundle_sync import (
     check_control_plane_url,
 )
 from policy.bundles.gateway_binding import binding_of_credential
+from policy.bundles.platform_sync import PlatformSync
 from policy.engine.budgets import BudgetLedger
 from policy.errors import BundleVerificationError
 from policy.runtime import tracing
@@ -113,7 +117,18 @@ def check_settings(settings: SidecarSettings) -> None:
         tracing.requested()
     except tracing.TracingConfigError as exc:
         raise ConfigurationError(str(exc)) from None
-    if settings.gateway_token:
+    if settings.platform_token:
+        if settings.gateway_token or settings.sidecar_bundle is not None:
+            raise ConfigurationError(
+                "KAIZEN_PLATFORM_TOKEN (a shared platform gateway) goes alone: unset "
+                "KAIZEN_GATEWAY_TOKEN and KAIZEN_SIDECAR_BUNDLE"
+            )
+        if not settings.redis_url:
+            raise ConfigurationError(
+                "a shared platform gateway needs KAIZEN_REDIS_URL: each organisation's "
+                "budgets and single-use grants must hold across its workers and pods"
+            )
+    if settings.credential:
         try:
             check_control_plane_url(
                 settings.control_plane_url, allow_insecure=settings.allow_insecure_control_plane
@@ -161,21 +176,29 @@ class Worker:
         self.started_at = datetime.now(UTC)
         ledger, self.reservations, self.replay_guard, self._redis = _budget_backends(settings)
         self.ledger = ledger
-        token = settings.gateway_token
-        self.holder = EngineHolder(
-            ledger,
-            issuer=settings.issuer,
-            audience=settings.audience,
-            gateway_binding=binding_of_credential(token) if token else None,
-            oauth_issuer=settings.sidecar_oauth_issuer or settings.control_plane_url,
-        )
+        token = settings.credential
+
+        def make_holder() -> EngineHolder:
+            return EngineHolder(
+                ledger,
+                issuer=settings.issuer,
+                audience=settings.audience,
+                gateway_binding=binding_of_credential(token) if token else None,
+                oauth_issuer=settings.sidecar_oauth_issuer or settings.control_plane_url,
+            )
+
+        self.holder = make_holder()
         self.holder.subscribe(_on_snapshot)
+        # A shared platform gateway (ADR 0012): one engine per served organisation.
+        self.tenants = Tenants(make_holder, ledger) if settings.platform_token else None
         self.store: BundleStore | None = None
         self.sync: BundleSync | None = None
+        self.platform_sync: PlatformSync | None = None
         self.decision_log: DecisionBuffer | None = None
+        self.tenant_logs: TenantLogs | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()
-        token = settings.gateway_token
+        self._reconnect = Reconnect()  # the first one through after an outage wakes the others
         check_settings(settings)
         if settings.sidecar_bundle is None and not token:
             raise ConfigurationError(
@@ -184,13 +207,21 @@ class Worker:
             )
         if settings.sidecar_bundle is not None and settings.sidecar_jwks is None:
             raise ConfigurationError("static mode needs KAIZEN_SIDECAR_JWKS beside the bundle")
-        if token:
+        if self.tenants is not None and token:
+            self.tenant_logs = TenantLogs(
+                settings.state_dir / "decision-log" / f"shared-worker-{index}",
+                mask=settings.sidecar_mask,
+                ship=tenant_shipper(
+                    settings.control_plane_url, token, lambda: Backoff(reconnect=self._reconnect)
+                ),
+            )
+        elif token:
             self.decision_log = DecisionBuffer(
                 settings.state_dir / "decision-log" / f"worker-{index}",
                 mask=settings.sidecar_mask,
             )
         self.authorizer = Authorizer(
-            self.holder,
+            self.tenants or self.holder,
             replay_guard=self.replay_guard,
             reservations=self.reservations,
             workspace=settings.sidecar_workspace,
@@ -198,7 +229,7 @@ class Worker:
             gateway=settings.sidecar_gateway,
             trust_workspace_header=settings.sidecar_trust_workspace_header,
             decision_key=decision_header_key(token) if token else None,
-            sink=self.decision_log,
+            sink=self.tenant_logs or self.decision_log,
             budgets=RedisBudgetBatch(self._redis, settings.redis_prefix) if self._redis else None,
         )
         self.http = SidecarHttp(
@@ -215,6 +246,8 @@ class Worker:
 
     def _sync_status(self) -> dict[str, Any]:
         """What the bundle sync refused (a foreign scope or key, a replayed old revision)."""
+        if self.tenants is not None:
+            return shared_status(self.tenants, self.platform_sync)
         sync, store = self.sync, self.store
         return {
             "bound_scope": store.scope if store is not None else self.settings.sidecar_scope,
@@ -224,10 +257,25 @@ class Worker:
         }
 
     def _backlog(self) -> int | None:
-        return self.decision_log.backlog if self.decision_log is not None else None
+        log = self.tenant_logs or self.decision_log
+        return log.backlog if log is not None else None
 
     def load_policy(self) -> None:
         settings = self.settings
+        if self.tenants is not None and settings.platform_token:
+            tenants = self.tenants
+            self.platform_sync = PlatformSync(
+                settings.state_dir / "platform-bundles",
+                settings.control_plane_url,
+                settings.platform_token,
+                on_store=lambda org, store: store.subscribe(tenants.on_bundle(org)),
+                on_drop=tenants.drop,
+                min_revision=settings.bundle_min_revision,
+                not_before=settings.not_before_seconds,
+                backoff=lambda: Backoff(reconnect=self._reconnect),
+            )
+            self.platform_sync.load_last_known_good()
+            return
         if settings.sidecar_bundle is not None and settings.sidecar_jwks is not None:
             verified = load_static_bundle(
                 settings.sidecar_bundle,
@@ -257,11 +305,15 @@ class Worker:
         self.store.load_last_known_good()
 
     def _start_background(self) -> None:
-        settings, token = self.settings, self.settings.gateway_token
+        settings, token = self.settings, self.settings.credential
         if token is None:
             return
         url = settings.control_plane_url
-        reconnect = Reconnect()  # the first one through after an outage wakes the others
+        reconnect = self._reconnect
+        if self.platform_sync is not None:
+            self._spawn(self.platform_sync.run())
+        if self.tenant_logs is not None:
+            self.tenant_logs.resume()
         if self.store is not None:
             self.sync = BundleSync(self.store, url, token, backoff=Backoff(reconnect=reconnect))
             self._spawn(self.sync.run())
@@ -303,9 +355,12 @@ class Worker:
                 seen_failures = self.sync.failures
                 if self.sync.last_sync is not None:
                     self.holder.last_sync = self.sync.last_sync.timestamp()
-            if self.decision_log is not None:
-                metrics.LOG_BACKLOG.set(self.decision_log.backlog)
-            observer.observe(sync=self.sync, log=self.decision_log, snapshot=self.holder.current)
+            log_ = self.tenant_logs or self.decision_log
+            if log_ is not None:
+                metrics.LOG_BACKLOG.set(log_.backlog)
+            observer.observe(
+                sync=self.sync or self.platform_sync, log=log_, snapshot=self.holder.current
+            )
             await asyncio.sleep(2.0)
 
     def _spawn(self, coroutine: Any) -> None:
@@ -359,6 +414,8 @@ class Worker:
             await asyncio.gather(*self._tasks, return_exceptions=True)
             if self.decision_log is not None:
                 await self.decision_log.close()
+            if self.tenant_logs is not None:
+                await self.tenant_logs.close()
             if self._redis is not None:
                 await self._redis.aclose()
             if isinstance(self.replay_guard, ControlPlaneReplayGuard):

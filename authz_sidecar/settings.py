@@ -29,6 +29,9 @@ class SidecarSettings(BaseSettings):
     sidecar_workers: int | None = None
     control_plane_url: str = "http://127.0.0.1:8000"
     gateway_token: str | None = Field(default=None, repr=False)
+    # A shared platform gateway's credential (`kgp_…`, ADR 0012) instead of a gateway's:
+    # one engine per organisation the control plane placed on it (authz_sidecar/tenancy.py).
+    platform_token: str | None = Field(default=None, repr=False)
     redis_url: str | None = Field(default=None, repr=False)
     redis_prefix: str = "kaizen:"
     issuer: str = "kaizen-studio"
@@ -132,6 +135,11 @@ class SidecarSettings(BaseSettings):
     def not_before_seconds(self) -> int | None:
         value: datetime | None = self.bundle_not_before
         return int(value.timestamp()) if value is not None else None
+
+    @property
+    def credential(self) -> str | None:
+        """What this sidecar presents to the control plane and the gateway beside it."""
+        return self.platform_token or self.gateway_token
 
     @property
     def state_dir(self) -> Path:

@@ -11,8 +11,7 @@ from collections.abc import Sequence
 
 from control_plane.settings import Settings
 from kaizen_studio import backup as backup_cli
-from kaizen_studio import platform_cli
-from kaizen_studio import remote_cli
+from kaizen_studio import platform_cli, remote_cli
 from policy import cli as policy_cli
 from policy.runtime import tracing
 from policy.runtime.heap import settle_heap

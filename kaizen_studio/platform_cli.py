@@ -64,9 +64,7 @@ def cmd_place(args: argparse.Namespace) -> int:
 
     async def work(db: Database) -> str:
         async with db.session(SYSTEM) as session:
-            organization_id = await platform_gateways.organization_named(
-                session, args.organization
-            )
+            organization_id = await platform_gateways.organization_named(session, args.organization)
             gateway = await platform_gateways.named(session, args.gateway)
         actor = Actor("system", None, "kaizen-studio platform-gateway place", None, None)
         async with db.session(organization_id) as session:

@@ -37,7 +37,7 @@ from authz_sidecar.decision_log.segments import (
     read_ack,
     segment_name,
 )
-from authz_sidecar.decision_log.shipper import Shipper
+from authz_sidecar.decision_log.shipper import INGEST_PATH, Shipper
 from policy.bundles.bundle_store import write_atomically
 
 if TYPE_CHECKING:
@@ -389,6 +389,7 @@ class DecisionBuffer:
         idle_poll: float = 1.0,
         in_flight: int = 2,
         compress: bool = True,
+        path: str = INGEST_PATH,
     ) -> None:
         """Post batches until cancelled; retry with back-off until acknowledged (`Shipper`)."""
         shipper = Shipper(
@@ -400,5 +401,6 @@ class DecisionBuffer:
             backoff=backoff,
             in_flight=in_flight,
             compress=compress,
+            path=path,
         )
         await shipper.run(idle_poll)

@@ -48,6 +48,11 @@ class Outcome(enum.Enum):
 _Request = asyncio.Future[httpx.Response | None]
 
 
+# A shared platform gateway ships each organisation's records to
+# /api/v1/platform/organizations/{org}/decisions/ingest instead (authz_sidecar/tenant_logs.py).
+INGEST_PATH = "/api/v1/decisions/ingest"
+
+
 class Shipper:
     """Drains one buffer: reads, posts, takes answers in order, moves the acknowledgement."""
 
@@ -62,13 +67,14 @@ class Shipper:
         backoff: Backoff | None = None,
         in_flight: int = 2,
         compress: bool = True,
+        path: str = INGEST_PATH,
     ) -> None:
         if not 1 <= batch <= MAX_BATCH:
             raise ValueError(f"batch must be between 1 and {MAX_BATCH} (the ingest limit)")
         if in_flight < 1:
             raise ValueError("in_flight must be at least 1")
         self.buffer = buffer
-        self.url = control_plane_url.rstrip("/") + "/api/v1/decisions/ingest"
+        self.url = control_plane_url.rstrip("/") + path
         self._token = token
         self._client = client
         self._retry = backoff or Backoff()

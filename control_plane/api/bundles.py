@@ -50,8 +50,8 @@ async def _reader_organization(request: Request, scope: str) -> uuid.UUID:
     0012), or a user/API key allowed to read bundles."""
     if platform_gateways.is_platform_credential(bearer(request)):
         db: Database = request.app.state.db
-        identity = await platform_gateways.authenticate(db, bearer(request))
-        return await platform_gateways.served_organization(db, identity, scope)
+        platform = await platform_gateways.authenticate(db, bearer(request))
+        return await platform_gateways.served_organization(db, platform, scope)
     if bearer(request).startswith(gateways.CREDENTIAL_PREFIX):
         identity = await get_gateway(request, request.app.state.db)
         return identity.organization_id

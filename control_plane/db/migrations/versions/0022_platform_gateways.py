@@ -28,9 +28,7 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_platform_gateways")),
         sa.UniqueConstraint("name", name=op.f("uq_platform_gateways_name")),
-        sa.UniqueConstraint(
-            "credential_hash", name=op.f("uq_platform_gateways_credential_hash")
-        ),
+        sa.UniqueConstraint("credential_hash", name=op.f("uq_platform_gateways_credential_hash")),
     )
     op.create_table(
         "platform_placements",
@@ -51,9 +49,7 @@ def upgrade() -> None:
             ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_platform_placements")),
-        sa.UniqueConstraint(
-            "organization_id", name=op.f("uq_platform_placements_organization_id")
-        ),
+        sa.UniqueConstraint("organization_id", name=op.f("uq_platform_placements_organization_id")),
     )
     with op.batch_alter_table("platform_placements", schema=None) as batch_op:
         batch_op.create_index(
