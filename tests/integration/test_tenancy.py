@@ -106,6 +106,9 @@ BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/api/v1/policies/simulate"): {"input": {"action": "invoke"}},
     ("POST", "/api/v1/policies/rollback"): {"revision": 1},
     ("POST", "/api/v1/decisions/ingest"): {"decisions": []},
+    ("POST", "/api/v1/platform/organizations/{organization_id}/decisions/ingest"): {
+        "decisions": []
+    },
     ("PUT", "/api/v1/decisions/retention"): {"retention_days": 90},
     ("POST", "/api/v1/executions/ingest"): {"executions": []},
     ("POST", "/api/v1/agents"): {"source": AGENT},
@@ -168,6 +171,9 @@ PUBLIC_REACH = re.compile(
     # The MCP authorization server: an issuer is public (metadata, authorize, token, and
     # registration where the organisation opened it).
     r"|^(/\.well-known/[a-z-]+)?/oauth/\{organization_id\}"
+    # The operator's shared platform gateway (ADR 0012): no tenant credential reaches it; what
+    # its own credential reaches is tests/integration/test_platform_gateways.py.
+    r"|^/api/v1/platform/"
 )
 # GETs without a path id that answer settings or a summary rather than objects, so there
 # are no ids of the caller's to show (every other list must show some: its positive control).

@@ -121,6 +121,8 @@ def body_schema(app: FastAPI, operation: Operation) -> dict[str, Any] | None:
 # Tables that belong to no organisation, and why they need no snapshot here.
 GLOBAL_TABLES = {
     "alembic_version": "the schema version",
+    "platform_gateways": "the operator's shared gateways (ADR 0012), no tenant's; which "
+    "organisations one serves is the tenant-scoped platform_placements",
 }
 
 

@@ -1,0 +1,202 @@
+"""Shared platform gateways on the control plane (ADR 0012), on both stacks: the operator's
+gateway, which organisations it serves, what its credential may read and what ingest
+files under whom. Each attack is performed: an organisation the gateway does not serve is
+not in its manifest, its bundle is not readable, and a decision forged for it is refused."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+
+from control_plane.db.session import SYSTEM
+from control_plane.schemas.identity import SignupRequest
+from control_plane.services import identity, platform_gateways
+from tests.conftest import PASSWORD, Account, Stack, signup
+from tests.integration.plan_support import OPERATOR, add_gateway
+
+POLICY = """\
+kind: RolePolicy
+metadata: {name: agent-roles}
+spec:
+  roles:
+    - name: agent-user
+      permissions: [{resource: "agent:*", actions: [invoke]}]
+  bindings:
+    - {subject: "apikey:ci-bot", role: agent-user}
+"""
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def shared_gateway(stack: Stack, name: str = "shared-eu") -> str:
+    """The operator registers a platform gateway; its credential."""
+    async with stack.db.session(SYSTEM) as session:
+        _gateway, credential = await platform_gateways.create(
+            session, name=name, url="https://shared.example.test"
+        )
+    return credential
+
+
+async def free_signup(client: httpx.AsyncClient, stack: Stack, organization: str) -> Account:
+    """A new organisation on Free (as the product's sign-up), logged in."""
+    email = f"owner-{uuid.uuid4().hex[:8]}@example.com"
+    body = SignupRequest(email=email, password=PASSWORD, organization=organization)
+    await identity.signup(stack.db, body, None, None, plan="free")
+    login = await client.post("/api/v1/auth/login", json={"email": email, "password": PASSWORD})
+    assert login.status_code == 200, login.text
+    out = login.json()
+    return Account(
+        email, out["user_id"], out["organization_id"], out["access_token"], out["refresh_token"]
+    )
+
+
+async def place(stack: Stack, organization_id: str, name: str = "shared-eu") -> None:
+    org = uuid.UUID(organization_id)
+    async with stack.db.session(org) as session:
+        gateway = await platform_gateways.named(session, name)
+        await platform_gateways.place(session, org, gateway, OPERATOR)
+
+
+async def publish(client: httpx.AsyncClient, owner: Account) -> int:
+    created = await client.post("/api/v1/policies", json={"source": POLICY}, headers=owner.headers)
+    assert created.status_code == 201, created.text
+    published = await client.post("/api/v1/policies/publish", json={}, headers=owner.headers)
+    assert published.status_code == 201, published.text
+    revision: int = published.json()["revision"]
+    return revision
+
+
+def record(decision_id: str, organization: str | None) -> dict[str, Any]:
+    principal: dict[str, Any] = {"id": "apikey:ci-bot", "type": "apikey"}
+    if organization is not None:
+        principal["organization"] = organization
+    return {
+        "decision_id": decision_id,
+        "time": datetime.now(UTC).isoformat(),
+        "input": {"principal": principal, "action": "invoke", "resource": {"id": "agent:bot"}},
+        "result": {"decision_id": decision_id, "outcome": "allow", "reasons": []},
+    }
+
+
+async def ingest(
+    client: httpx.AsyncClient, credential: str, organization: str, *records: dict[str, Any]
+) -> httpx.Response:
+    return await client.post(
+        f"/api/v1/platform/organizations/{organization}/decisions/ingest",
+        json={"decisions": list(records)},
+        headers=bearer(credential),
+    )
+
+
+async def test_free_organisations_are_placed_on_the_shared_gateway_and_get_no_dedicated_one(
+    client: httpx.AsyncClient, stack: Stack
+) -> None:
+    before = await free_signup(client, stack, "Early")  # no platform gateway yet: dedicated
+    credential = await shared_gateway(stack)
+    a = await free_signup(client, stack, "Alpha")
+    b = await free_signup(client, stack, "Beta")
+    paying = await signup(client, "Paying")  # Enterprise in these tests: never placed
+
+    manifest = await client.get("/api/v1/platform/manifest", headers=bearer(credential))
+    assert manifest.status_code == 200, manifest.text
+    served = {entry["organization"] for entry in manifest.json()["organizations"]}
+    assert served == {a.organization_id, b.organization_id}
+
+    refused = await add_gateway(client, a)
+    assert refused.status_code == 402, refused.text
+    error = refused.json()["error"]
+    assert error["code"] == "quota_exceeded"
+    assert "shared platform gateway 'shared-eu'" in error["message"]
+    assert (await add_gateway(client, before)).status_code == 201
+    assert (await add_gateway(client, paying)).status_code == 201
+
+
+async def test_the_manifest_names_each_served_organisations_revision_and_no_other(
+    client: httpx.AsyncClient, stack: Stack
+) -> None:
+    credential = await shared_gateway(stack)
+    other = await shared_gateway(stack, "shared-us")
+    a, b, c = [await signup(client, name) for name in ("A", "B", "C")]
+    for who in (a, b):
+        await place(stack, who.organization_id)
+    await place(stack, c.organization_id, "shared-us")
+    revision = await publish(client, a)
+
+    manifest = (await client.get("/api/v1/platform/manifest", headers=bearer(credential))).json()
+    assert manifest["gateway"] == "shared-eu"
+    assert sorted(manifest["organizations"], key=lambda e: e["revision"] or 0) == sorted(
+        [
+            {"organization": a.organization_id, "revision": revision},
+            {"organization": b.organization_id, "revision": None},
+        ],
+        key=lambda e: e["revision"] or 0,
+    )
+    theirs = (await client.get("/api/v1/platform/manifest", headers=bearer(other))).json()
+    assert [e["organization"] for e in theirs["organizations"]] == [c.organization_id]
+
+    # Neither a tenant's gateway credential nor a made-up platform credential reads it.
+    tenant_gateway = (await add_gateway(client, a)).json()["credential"]
+    for token in (tenant_gateway, "kgp_" + "x" * 43):
+        answer = await client.get("/api/v1/platform/manifest", headers=bearer(token))
+        assert answer.status_code == 401, answer.text
+
+
+async def test_a_platform_credential_reads_only_the_bundles_of_organisations_it_serves(
+    client: httpx.AsyncClient, stack: Stack
+) -> None:
+    credential = await shared_gateway(stack)
+    a, c = await signup(client, "A"), await signup(client, "C")
+    await place(stack, a.organization_id)
+    await publish(client, a)
+    await publish(client, c)
+
+    mine = await client.get(
+        f"/api/v1/bundles/{a.organization_id}/bundle.tar.gz", headers=bearer(credential)
+    )
+    assert mine.status_code == 200, mine.text
+    assert mine.headers["content-type"] == "application/gzip"
+    for scope in (c.organization_id, "not-a-uuid", str(uuid.uuid4())):
+        theirs = await client.get(
+            f"/api/v1/bundles/{scope}/bundle.tar.gz", headers=bearer(credential)
+        )
+        assert theirs.status_code == 404, theirs.text
+
+
+async def test_ingest_files_each_decision_under_its_own_served_organisation_only(
+    client: httpx.AsyncClient, stack: Stack
+) -> None:
+    credential = await shared_gateway(stack)
+    a, b, c = [await signup(client, name) for name in ("A", "B", "C")]
+    for who in (a, b):
+        await place(stack, who.organization_id)
+
+    ok = await ingest(client, credential, a.organization_id, record("a-1", a.organization_id))
+    assert ok.status_code == 200, ok.text
+    assert ok.json() == {"accepted": 1, "duplicates": 0}
+    # An unauthenticated caller's record names no organisation: filed under the one asked.
+    assert (await ingest(client, credential, b.organization_id, record("b-1", None))).is_success
+
+    # Forged by the gateway for an organisation it does not serve: refused, nothing stored.
+    forged = await ingest(client, credential, c.organization_id, record("c-1", c.organization_id))
+    assert forged.status_code == 403, forged.text
+    assert "does not serve" in forged.json()["error"]["message"]
+    # One organisation's decision sent under another's: refused, nothing stored.
+    crossed = await ingest(client, credential, a.organization_id, record("x-1", b.organization_id))
+    assert crossed.status_code == 403, crossed.text
+    assert crossed.json()["error"]["details"][0]["field"] == (
+        "decisions.0.input.principal.organization"
+    )
+
+    async def seen(who: Account) -> list[str]:
+        listed = await client.get("/api/v1/decisions", headers=who.headers)
+        assert listed.status_code == 200, listed.text
+        return [item["decision_id"] for item in listed.json()["items"]]
+
+    assert await seen(a) == ["a-1"]
+    assert await seen(b) == ["b-1"]
+    assert await seen(c) == []
