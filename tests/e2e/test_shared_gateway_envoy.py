@@ -1,0 +1,290 @@
+"""Two organisations on one shared platform gateway (ADR 0012), through real processes:
+the control plane (PostgreSQL, Redis), the operator's `kaizen-studio platform-gateway`,
+one sidecar with the platform credential, Envoy, and a stand-in upstream where the
+gateway would be (it answers with the `x-kaizen-*` headers it received).
+
+Both organisations sign up on Free and are placed on the shared gateway; each publishes
+its own policy for an API key named `ci-bot` with a budget of 3 a day. Every attack is
+performed through Envoy: A's key on B's path, or naming B in a header; A's user token on
+B's path; A spending its budget to the end while B's same-named budget stays whole; and
+A's auditors never seeing a decision of B's. The control plane refuses a decision the
+platform gateway forges for an organisation it does not serve.
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import httpx
+import pytest
+
+from tests.conftest import PASSWORD, REDIS_PREFIX, REDIS_URL, PostgresDatabases
+from tests.e2e import sidecar_procs as procs
+
+
+def policy(agent: str) -> str:
+    return f"""\
+kind: RolePolicy
+metadata: {{name: agent-roles}}
+spec:
+  roles:
+    - name: agent-user
+      permissions: [{{resource: "agent:{agent}", actions: [invoke]}}]
+  bindings:
+    - {{subject: "apikey:ci-bot", role: agent-user}}
+---
+kind: BudgetPolicy
+metadata: {{name: spend}}
+spec:
+  budgets:
+    - {{name: ci-daily, scope: "apikey:ci-bot", metric: executions, limit: 3, period: day}}
+"""
+
+
+@dataclass
+class Org:
+    id: str
+    admin: dict[str, str]  # the owner's Authorization header
+    key: str  # the API key ci-bot
+    agent: str
+
+
+@dataclass
+class Shared:
+    url: str  # Envoy
+    cp: httpx.Client
+    credential: str  # the platform gateway's
+    a: Org
+    b: Org
+    outsider: Org  # signed up before the shared gateway existed: not served by it
+
+
+def _operator(control_plane: procs.ControlPlane, *args: str) -> str:
+    done = subprocess.run(
+        [str(procs.BIN / "kaizen-studio"), "platform-gateway", *args],
+        env=control_plane.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def _organisation(cp: httpx.Client, name: str, agent: str, *, publish: bool = True) -> Org:
+    email = f"{name.lower()}-{secrets.token_hex(3)}@example.com"
+    signed = cp.post(
+        "/api/v1/auth/signup", json={"email": email, "password": PASSWORD, "organization": name}
+    )
+    assert signed.status_code == 201, signed.text
+    owner = signed.json()
+    admin = {"Authorization": f"Bearer {owner['access_token']}"}
+    key = cp.post("/api/v1/api-keys", json={"name": "ci-bot"}, headers=admin)
+    assert key.status_code == 201, key.text
+    if publish:
+        created = cp.post("/api/v1/policies", json={"source": policy(agent)}, headers=admin)
+        assert created.status_code == 201, created.text
+        assert cp.post("/api/v1/policies/publish", json={}, headers=admin).status_code == 201
+    return Org(owner["organization_id"], admin, key.json()["key"], agent)
+
+
+@pytest.fixture(scope="module")
+async def database(postgres_databases: PostgresDatabases) -> str:
+    return await postgres_databases.create(f"e2e_shared_{secrets.token_hex(3)}")
+
+
+@pytest.fixture(scope="module")
+def control_plane(
+    database: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[procs.ControlPlane]:
+    cp = procs.ControlPlane.configured(
+        tmp_path_factory.mktemp("cp"),
+        database_url=database,
+        redis_url=REDIS_URL,
+        redis_prefix=f"{REDIS_PREFIX}{secrets.token_hex(3)}:",
+        master_key=base64.b64encode(secrets.token_bytes(32)).decode(),
+        default_plan="free",  # sign-ups on Free: placed on the shared gateway
+    )
+    cp.start()
+    try:
+        yield cp
+    finally:
+        cp.stop()
+
+
+def _wait_serving(http_port: int, sidecar: subprocess.Popen[bytes], *orgs: Org) -> None:
+    """Until the sidecar serves every one of `orgs` (its /healthz names each)."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            health = httpx.get(f"http://127.0.0.1:{http_port}/healthz", timeout=1).json()
+        except httpx.TransportError:
+            health = {}
+        if all(org.id in str(health.get("bundle_revision")) for org in orgs):
+            return
+        assert sidecar.poll() is None, procs.output(sidecar)
+        assert time.monotonic() < deadline, f"not serving them all: {health}"
+        time.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def shared(
+    control_plane: procs.ControlPlane, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Shared]:
+    tmp = tmp_path_factory.mktemp("shared")
+    cp = httpx.Client(base_url=control_plane.url, timeout=30)
+    outsider = _organisation(cp, "Outsider", "outsider-bot")
+    upstream, grpc_port, http_port = procs.free_port(), procs.free_port(), procs.free_port()
+    listen, envoy_admin = procs.free_port(), procs.free_port()
+    said = _operator(control_plane, "create", "shared-eu", "--url", f"http://127.0.0.1:{listen}")
+    credential = said.split("KAIZEN_PLATFORM_TOKEN of its sidecars): ", 1)[1].strip()
+    assert credential.startswith("kgp_"), said
+    a = _organisation(cp, "Alpha", "alpha-bot")
+    b = _organisation(cp, "Beta", "beta-bot")
+    with (
+        procs.running(procs.start_helper("upstream", upstream)),
+        procs.running(
+            procs.start_sidecar(
+                tmp / "home",
+                grpc_port,
+                http_port,
+                KAIZEN_PLATFORM_TOKEN=credential,
+                KAIZEN_CONTROL_PLANE_URL=control_plane.url,
+                KAIZEN_REDIS_URL=REDIS_URL,
+                KAIZEN_REDIS_PREFIX=f"{REDIS_PREFIX}shared-{secrets.token_hex(3)}:",
+                wait=False,
+            )
+        ) as sidecar,
+        procs.running(
+            procs.start_envoy(
+                procs.envoy_config(
+                    listen, envoy_admin, grpc_port, upstream, sidecar_http=http_port
+                ),
+                tmp,
+                envoy_admin,
+            )
+        ),
+    ):
+        _wait_serving(http_port, sidecar, a, b)
+        try:
+            yield Shared(f"http://127.0.0.1:{listen}", cp, credential, a, b, outsider)
+        finally:
+            cp.close()
+
+
+def invoke(shared: Shared, path: str, token: str, **headers: str) -> httpx.Response:
+    return httpx.post(
+        f"{shared.url}{path}",
+        headers={"Authorization": f"Bearer {token}", **headers},
+        json={"input": "hi"},
+        timeout=10,
+    )
+
+
+def decision_id(response: httpx.Response) -> str:
+    if response.status_code == 200:
+        return str(response.json()["headers"]["x-kaizen-decision-id"])
+    return str(response.headers["x-kaizen-decision-id"])
+
+
+def test_each_organisations_key_reaches_only_its_own_agents(shared: Shared) -> None:
+    a, b = shared.a, shared.b
+    mine = invoke(shared, f"/o/{a.id}/v1/agents/alpha-bot/invoke", a.key)
+    assert mine.status_code == 200, mine.text
+    assert mine.json()["headers"]["x-kaizen-organization"] == a.id
+    theirs = invoke(shared, f"/o/{b.id}/v1/agents/beta-bot/invoke", b.key)
+    assert theirs.status_code == 200, theirs.text
+    assert theirs.json()["headers"]["x-kaizen-organization"] == b.id
+
+    # A's key naming B: in the path, in a header, or B's agent without a namespace.
+    on_their_path = invoke(shared, f"/o/{b.id}/v1/agents/beta-bot/invoke", a.key)
+    assert on_their_path.status_code == 403, on_their_path.text
+    assert "the path names organisation" in " ".join(on_their_path.json()["reasons"])
+    in_a_header = invoke(
+        shared, "/v1/agents/beta-bot/invoke", a.key, **{"X-Kaizen-Organization": b.id}
+    )
+    assert in_a_header.status_code == 403, in_a_header.text
+    assert "X-Kaizen-Organization" in " ".join(in_a_header.json()["reasons"])
+    their_agent = invoke(shared, "/v1/agents/beta-bot/invoke", a.key)
+    assert their_agent.status_code == 403, their_agent.text
+
+    # A's owner's own access token on B's path: the same.
+    token = a.admin["Authorization"].removeprefix("Bearer ")
+    assert invoke(shared, f"/o/{b.id}/v1/agents/beta-bot/invoke", token).status_code == 403
+    # The outsider's key is no organisation this gateway serves.
+    outsider = invoke(
+        shared, f"/o/{shared.outsider.id}/v1/agents/outsider-bot/invoke", shared.outsider.key
+    )
+    assert outsider.status_code == 401, outsider.text
+
+
+def test_one_organisation_spending_its_budget_never_moves_the_others(shared: Shared) -> None:
+    a, b = shared.a, shared.b
+    # A's ci-bot spends what is left of its 3 a day (one went in the test above), then more.
+    outcomes = [invoke(shared, "/v1/agents/alpha-bot/invoke", a.key).status_code for _ in range(4)]
+    assert outcomes == [200, 200, 403, 403], outcomes
+    refused = invoke(shared, "/v1/agents/alpha-bot/invoke", a.key)
+    assert any("ci-daily" in r for r in refused.json()["reasons"]), refused.text
+    # B's budget of the same name, for a key of the same name: one spent above, two left.
+    assert [invoke(shared, "/v1/agents/beta-bot/invoke", b.key).status_code for _ in range(3)] == [
+        200,
+        200,
+        403,
+    ]
+
+
+def test_each_organisations_auditors_see_its_decisions_and_none_of_the_others(
+    shared: Shared,
+) -> None:
+    a, b = shared.a, shared.b
+    own = decision_id(invoke(shared, f"/o/{a.id}/v1/agents/beta-bot/invoke", a.key))
+    attempt = decision_id(invoke(shared, f"/o/{b.id}/v1/agents/beta-bot/invoke", a.key))
+    theirs = decision_id(invoke(shared, f"/o/{b.id}/v1/agents/alpha-bot/invoke", b.key))
+
+    def listed(org: Org) -> set[str]:
+        answer = shared.cp.get("/api/v1/decisions", params={"limit": 500}, headers=org.admin)
+        assert answer.status_code == 200, answer.text
+        return {item["decision_id"] for item in answer.json()["items"]}
+
+    deadline = time.monotonic() + 30
+    while not ({own, attempt} <= listed(a) and theirs in listed(b)):
+        assert time.monotonic() < deadline, "the decision logs never arrived"
+        time.sleep(0.2)
+    # The attempt on B's path is A's record: A's auditors see it, B's never do.
+    assert theirs not in listed(a)
+    assert not {own, attempt} & listed(b)
+
+
+def test_a_decision_forged_for_an_organisation_the_gateway_does_not_serve_is_refused(
+    shared: Shared,
+) -> None:
+    now = datetime.now(UTC).isoformat()
+    forged = {
+        "decision_id": f"forged-{secrets.token_hex(4)}",
+        "time": now,
+        "input": {"principal": {"id": "apikey:ci-bot", "organization": shared.outsider.id}},
+        "result": {"outcome": "allow", "reasons": []},
+    }
+    answer = shared.cp.post(
+        f"/api/v1/platform/organizations/{shared.outsider.id}/decisions/ingest",
+        json={"decisions": [forged]},
+        headers={"Authorization": f"Bearer {shared.credential}"},
+    )
+    assert answer.status_code == 403, answer.text
+    stored = shared.cp.get(
+        "/api/v1/decisions", params={"limit": 500}, headers=shared.outsider.admin
+    ).json()["items"]
+    assert forged["decision_id"] not in {item["decision_id"] for item in stored}
+    # Nor may its bundle be read with the platform credential.
+    bundle = shared.cp.get(
+        f"/api/v1/bundles/{shared.outsider.id}/bundle.tar.gz",
+        headers={"Authorization": f"Bearer {shared.credential}"},
+    )
+    assert bundle.status_code == 404, bundle.text
