@@ -140,10 +140,15 @@ class PlatformSync:
                     delay = self.backoff.next_delay()
                 await asyncio.sleep(delay)
         finally:
-            for task in self._tasks.values():
-                task.cancel()
-            await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+            await self.stop()
             await client.aclose()
+
+    async def stop(self) -> None:
+        """Cancel every organisation's sync (the stores keep what they serve)."""
+        tasks, self._tasks = list(self._tasks.values()), {}
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def fetch_manifest(self, client: httpx.AsyncClient) -> list[str]:
         """The organisation ids the control plane placed on this gateway."""
