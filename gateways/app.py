@@ -44,6 +44,12 @@ from gateways.providers import PriceTable, ProviderRegistry, SecretResolver
 from gateways.providers.http import new_client
 from gateways.providers.secrets import resolver_for
 from gateways.settings import GatewaySettings
+from gateways.tenancy import (
+    NoSharedSecrets,
+    SharedDeploymentSource,
+    TenantRecorders,
+    check_namespace,
+)
 
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 4 * 1024 * 1024
@@ -58,11 +64,22 @@ class GatewayState:
     settler: Settler
     verifier: DecisionVerifier
     http: httpx.AsyncClient
+    # A shared platform gateway (gateways/tenancy.py): executions by organisation.
+    tenant_recorders: TenantRecorders | None = None
 
     def deployments(self) -> Deployments:
         return self.source.current()
 
+    def deployments_for(self, decision: Decision, path: str) -> Deployments:
+        """The deployments of the decision's organisation (one organisation's, unless shared)."""
+        if isinstance(self.source, SharedDeploymentSource):
+            check_namespace(path, decision.organization)
+            return self.source.for_organization(decision.organization)
+        return self.source.current()
+
     def organization(self) -> str | None:
+        if isinstance(self.source, SharedDeploymentSource):
+            return None  # any served organisation's decision; its deployments only
         try:
             return self.deployments().organization_id
         except DeploymentError:
@@ -166,7 +183,10 @@ class GatewayState:
             decision_id=decision.decision_id,
         )
         tracing.annotate_decision(decision.decision_id, "allow", decision.organization, None)
-        self.recorder.record(execution)
+        if self.tenant_recorders is not None:
+            self.tenant_recorders.record(execution, decision.organization)
+        else:
+            self.recorder.record(execution)
         self.settler.settle(decision.decision_id, run.settlement())
         return execution
 
@@ -181,6 +201,9 @@ def create_app(
     client = http or new_client()
     prices = PriceTable.from_json(settings.gateway_prices)
     token = settings.gateway_token.get_secret_value()
+    shared = isinstance(source, SharedDeploymentSource)
+    if shared:
+        secrets = NoSharedSecrets()
     state = GatewayState(
         settings=settings,
         source=source,
@@ -197,6 +220,9 @@ def create_app(
         settler=Settler(settings.sidecar_url, token),
         verifier=DecisionVerifier(token),
         http=client,
+        tenant_recorders=TenantRecorders(settings.control_plane_url, token, client)
+        if shared
+        else None,
     )
     manager = session_manager(build_server(state))
 
@@ -204,12 +230,16 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await source.start()
         await state.recorder.start()
+        if state.tenant_recorders is not None:
+            await state.tenant_recorders.start()
         try:
             async with manager.run():
                 yield
         finally:
             await state.settler.stop()
             await state.recorder.stop()
+            if state.tenant_recorders is not None:
+                await state.tenant_recorders.stop()
             await source.stop()
             await state.executor.providers.aclose()
             if http is None:
@@ -232,7 +262,8 @@ def create_app(
         state.organization,
         allowed_origins(settings.gateway_mcp_allowed_origins),
     )
-    app.router.routes.append(Route("/mcp", endpoint=mcp_endpoint, methods=None))
+    if not shared:  # MCP is not offered on a shared gateway (ADR 0012)
+        app.router.routes.append(Route("/mcp", endpoint=mcp_endpoint, methods=None))
 
     @app.exception_handler(GatewayError)
     async def gateway_error(_request: Request, exc: GatewayError) -> JSONResponse:
@@ -252,6 +283,11 @@ def create_app(
 
     @app.get("/healthz")
     async def healthz() -> JSONResponse:
+        if isinstance(source, SharedDeploymentSource):
+            summary = source.summary()
+            if summary is None:
+                return JSONResponse({"status": "unavailable", "reason": "no organisation"}, 503)
+            return JSONResponse(summary)
         try:
             deployments = state.deployments()
         except DeploymentError as exc:
@@ -302,7 +338,7 @@ def create_app(
             body=await request.body(),
         )
         body = await _json_body(request)
-        deployments = state.deployments()
+        deployments = state.deployments_for(decision, request.url.path)
         deployments.agent(name)
         wants_stream = body.get("stream") is True or "text/event-stream" in request.headers.get(
             "accept", ""
@@ -337,7 +373,7 @@ def create_app(
             body=await request.body(),
         )
         body = await _json_body(request)
-        deployments = state.deployments()
+        deployments = state.deployments_for(decision, request.url.path)
         run = state.executor.new_run(deployments.pipeline(name))
         run.nested = state.nested(
             request.headers.get("authorization"),
@@ -353,6 +389,12 @@ def create_app(
         assert result is not None
         return JSONResponse(_success(result, execution))
 
+    # A shared gateway's organisation namespace (the sidecar checked it against the
+    # caller's credential; `deployments_for` against the decision).
+    app.add_api_route(
+        "/o/{organization}/v1/agents/{name}/invoke", invoke, methods=["POST"], response_model=None
+    )
+    app.add_api_route("/o/{organization}/v1/pipelines/{name}/run", run_pipeline, methods=["POST"])
     return app
 
 

@@ -50,13 +50,14 @@ def cmd_gateway(args: argparse.Namespace) -> int:
     from gateways.app import create_app
     from gateways.deployments import BundleFloor, DeploymentError, deployment_source
     from gateways.settings import GatewaySettings
+    from gateways.tenancy import shared_or_dedicated
 
     try:
         overrides = {
             k: v for k, v in (("gateway_host", args.host), ("gateway_port", args.port)) if v
         }
         settings = GatewaySettings(**overrides)
-        source = deployment_source(
+        source = shared_or_dedicated(settings) or deployment_source(
             bundle=settings.gateway_bundle,
             jwks=settings.gateway_jwks,
             scope=settings.gateway_bundle_scope,

@@ -65,8 +65,9 @@ class ExecutionRecorder:
         capacity: int = 100_000,
         max_backoff: float = 30.0,
         linger: float = 0.1,
+        path: str = "/api/v1/executions/ingest",  # a shared gateway: its organisation's
     ) -> None:
-        self._url = control_plane_url.rstrip("/") + "/api/v1/executions/ingest"
+        self._url = control_plane_url.rstrip("/") + path
         self._headers = {"authorization": f"Bearer {token}"}
         self._client = client
         self._batch = batch

@@ -84,3 +84,19 @@ async def ingest_platform_decisions(
 
     accepted, duplicates = await _into_partitions(db, times, store)
     return fleet.IngestResult(accepted=accepted, duplicates=duplicates)
+
+
+@router.post("/organizations/{organization_id}/executions/ingest", responses=ERRORS)
+async def ingest_platform_executions(
+    organization_id: uuid.UUID,
+    body: fleet.ExecutionBatch,
+    identity: PlatformDep,
+    db: DatabaseDep,
+) -> fleet.IngestResult:
+    """A shared gateway's batch of one organisation's executions: `403` unless this platform
+    gateway serves that organisation; idempotent by `id`."""
+    await platform_gateways.check_served(db, identity, {organization_id})
+    reporter = GatewayIdentity(identity.gateway_id, organization_id, identity.name)
+    async with db.session(organization_id) as session:
+        accepted, duplicates = await ingest.executions(session, reporter, body.executions)
+    return fleet.IngestResult(accepted=accepted, duplicates=duplicates)

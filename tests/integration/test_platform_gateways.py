@@ -200,3 +200,40 @@ async def test_ingest_files_each_decision_under_its_own_served_organisation_only
     assert await seen(a) == ["a-1"]
     assert await seen(b) == ["b-1"]
     assert await seen(c) == []
+
+
+async def test_executions_are_filed_only_under_a_served_organisation(
+    client: httpx.AsyncClient, stack: Stack
+) -> None:
+    credential = await shared_gateway(stack)
+    a, c = await signup(client, "A"), await signup(client, "C")
+    await place(stack, a.organization_id)
+
+    def execution(execution_id: str) -> dict[str, Any]:
+        return {
+            "id": execution_id,
+            "time": datetime.now(UTC).isoformat(),
+            "principal": "apikey:ci-bot",
+            "kind": "agent",
+            "name": "bot",
+            "status": "succeeded",
+        }
+
+    async def post(organization: str, execution_id: str) -> httpx.Response:
+        return await client.post(
+            f"/api/v1/platform/organizations/{organization}/executions/ingest",
+            json={"executions": [execution(execution_id)]},
+            headers=bearer(credential),
+        )
+
+    assert (await post(a.organization_id, "e-a")).json() == {"accepted": 1, "duplicates": 0}
+    refused = await post(c.organization_id, "e-c")
+    assert refused.status_code == 403, refused.text
+
+    async def seen(who: Account) -> list[str]:
+        listed = await client.get("/api/v1/executions", headers=who.headers)
+        assert listed.status_code == 200, listed.text
+        return [item["id"] for item in listed.json()["items"]]
+
+    assert await seen(a) == ["e-a"]
+    assert await seen(c) == []

@@ -109,6 +109,9 @@ BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/api/v1/platform/organizations/{organization_id}/decisions/ingest"): {
         "decisions": []
     },
+    ("POST", "/api/v1/platform/organizations/{organization_id}/executions/ingest"): {
+        "executions": []
+    },
     ("PUT", "/api/v1/decisions/retention"): {"retention_days": 90},
     ("POST", "/api/v1/executions/ingest"): {"executions": []},
     ("POST", "/api/v1/agents"): {"source": AGENT},
