@@ -3,8 +3,8 @@
 With the operator's platform credential (`kgp_…`) as `KAIZEN_GATEWAY_TOKEN`, the gateway
 follows the platform manifest exactly as the sidecar beside it does
 (`policy/bundles/platform_sync.py`: one store per organisation, each bundle verified with
-its own organisation's keys) and serves every agent and pipeline of each placed
-organisation — a placed organisation has no gateway of its own to deploy to.
+its own organisation's keys) and serves what each placed organisation deployed to its
+handle on this gateway (the `Gateway` of mode `platform` the manifest names).
 
 Which organisation a request runs for is the sidecar's signed decision header (`org`,
 HMAC-keyed by the credential), never the request: an `/o/{org}/…` path must name the same
@@ -53,7 +53,7 @@ def is_platform_credential(token: str) -> bool:
 class SharedDeploymentSource:
     """Deployments by organisation, from the manifest's organisations' verified bundles."""
 
-    gateway_id: str | None = None  # every agent of a placed organisation is served
+    gateway_id: str | None = None  # one per organisation: its handle (the manifest's)
 
     def __init__(
         self, directory: Path, control_plane_url: str, token: str, *, floor: BundleFloor
@@ -64,11 +64,14 @@ class SharedDeploymentSource:
             token,
             on_store=self._on_store,
             on_drop=self._on_drop,
+            on_placement=self._on_placement,
             min_revision=floor.min_revision,
             not_before=floor.not_before,
         )
         self.by_organization: dict[str, Deployments] = {}
         self.errors: dict[str, str] = {}
+        self._bundles: dict[str, VerifiedBundle] = {}
+        self._handles: dict[str, str] = {}  # organisation -> the gateway id it deploys to
         self._task: asyncio.Task[None] | None = None
 
     def _on_store(self, organization: str, store: BundleStore) -> None:
@@ -77,8 +80,22 @@ class SharedDeploymentSource:
     def _on_bundle(self, organization: str, verified: VerifiedBundle) -> None:
         if verified.scope != organization:  # the store is bound to it; never mix
             raise ValueError(f"bundle of scope {verified.scope!r} for {organization!r}: refused")
+        self._bundles[organization] = verified
+        self._deploy(organization)
+
+    def _on_placement(self, organization: str, gateway_id: str | None) -> None:
+        if gateway_id is not None and self._handles.get(organization) != gateway_id:
+            self._handles[organization] = gateway_id
+            self._deploy(organization)
+
+    def _deploy(self, organization: str) -> None:
+        """What the organisation deployed to its handle on this gateway, once both its
+        bundle and its handle's id are known."""
+        verified, handle = self._bundles.get(organization), self._handles.get(organization)
+        if verified is None or handle is None:
+            return
         try:
-            self.by_organization[organization] = deployments_from_bundle(verified, None)
+            self.by_organization[organization] = deployments_from_bundle(verified, handle)
         except DeploymentError as exc:
             self.errors[organization] = str(exc)
             logger.error("organisation %s: %s; keeping what it had", organization, exc)
@@ -87,6 +104,8 @@ class SharedDeploymentSource:
 
     def _on_drop(self, organization: str) -> None:
         self.by_organization.pop(organization, None)
+        self._bundles.pop(organization, None)
+        self._handles.pop(organization, None)
         self.errors.pop(organization, None)
 
     async def start(self) -> None:

@@ -18,7 +18,7 @@ from control_plane.api.resign import announce, resign
 from control_plane.db.models import Deployment, Gateway
 from control_plane.schemas import workloads as schemas
 from control_plane.schemas.base import Page
-from control_plane.services import deployments, provider_hosts
+from control_plane.services import deployments, platform_gateways, provider_hosts
 
 router = APIRouter(prefix="/api/v1/deployments", tags=["deployments"])
 
@@ -38,12 +38,20 @@ def deployment_out(deployment: Deployment, gateway: Gateway) -> schemas.Deployme
         version=deployment.version,
         requires=deployment.requires or {},
         endpoints=schemas.Endpoints.model_validate(
-            deployments.endpoints(gateway.url, deployment.kind, deployment.name)
+            deployments.endpoints(_base_url(gateway), deployment.kind, deployment.name)
         ),
         created_at=deployment.created_at,
         updated_at=deployment.updated_at,
         created_by=deployment.created_by,
     )
+
+
+def _base_url(gateway: Gateway) -> str:
+    """Where callers reach the gateway's agents: a shared platform gateway namespaces them
+    by organisation (ADR 0012)."""
+    if gateway.mode == platform_gateways.PLATFORM_MODE:
+        return f"{gateway.url.rstrip('/')}/o/{gateway.organization_id}"
+    return gateway.url
 
 
 @router.post("", status_code=201, responses={**ERRORS, 200: {"model": schemas.DeploymentCreated}})

@@ -17,7 +17,7 @@ from control_plane import observability
 from control_plane.db.base import utcnow
 from control_plane.db.models import Deployment, Gateway, GatewayInstance
 from control_plane.db.session import SYSTEM, Database
-from control_plane.errors import Conflict, NotFound, Unauthenticated
+from control_plane.errors import Conflict, Forbidden, NotFound, Unauthenticated
 from control_plane.services import audit, notifications, platform_gateways, usage
 from control_plane.services.audit import Actor
 from control_plane.services.auth import sha256_hex
@@ -96,6 +96,17 @@ async def _gateway(session: AsyncSession, gateway_id: uuid.UUID) -> Gateway:
     return gateway
 
 
+def _own(gateway: Gateway, doing: str) -> None:
+    """The handle on a shared platform gateway (ADR 0012) is the operator's to run: no
+    credential of the organisation's to rotate, nothing of its own to delete."""
+    if gateway.mode == platform_gateways.PLATFORM_MODE:
+        raise Forbidden(
+            f"gateway {gateway.name} is the operator's shared gateway: you cannot {doing} it "
+            "(the operator removes the placement)",
+            details=[{"field": "gateway_id"}],
+        )
+
+
 async def create(
     session: AsyncSession,
     organization_id: uuid.UUID,
@@ -151,6 +162,7 @@ async def rotate_credential(
     session: AsyncSession, organization_id: uuid.UUID, actor: Actor, gateway_id: uuid.UUID
 ) -> tuple[Gateway, str]:
     gateway = await _gateway(session, gateway_id)
+    _own(gateway, "rotate the credential of")
     credential = new_credential()
     gateway.credential_prefix, gateway.credential_hash = credential[:10], sha256_hex(credential)
     await audit.record(
@@ -165,6 +177,7 @@ async def delete(
     """Delete the gateway and its deployments; how many deployments went with it (the
     caller re-signs the bundle when any did, so no entry names a gateway that is gone)."""
     gateway = await _gateway(session, gateway_id)
+    _own(gateway, "delete")
     deployed = await session.scalar(
         select(func.count()).select_from(Deployment).where(Deployment.gateway_id == gateway_id)
     )

@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from control_plane.db.base import utcnow
-from control_plane.db.models import Organization, PlatformGateway, PlatformPlacement
+from control_plane.db.models import Gateway, Organization, PlatformGateway, PlatformPlacement
 from control_plane.db.session import SYSTEM, Database
 from control_plane.errors import (
     Conflict,
@@ -89,16 +89,51 @@ async def first(session: AsyncSession) -> PlatformGateway | None:
     return min(gateways, key=lambda g: load[g.id])
 
 
-async def place(
-    session: AsyncSession, organization_id: uuid.UUID, gateway: PlatformGateway, actor: Actor
+PLATFORM_MODE = "platform"  # a Gateway row that is an organisation's handle on a shared one
+
+
+def _handle(organization_id: uuid.UUID, shared: PlatformGateway) -> Gateway:
+    """The organisation's `Gateway` row standing for `shared`: deployments name it; its
+    credential hash is of a random secret nobody holds, so nothing authenticates as it."""
+    return Gateway(
+        organization_id=organization_id,
+        name=shared.name,
+        environment="prod",
+        url=shared.url,
+        mode=PLATFORM_MODE,
+        credential_prefix=CREDENTIAL_PREFIX + "shared",
+        credential_hash=sha256_hex(secrets.token_urlsafe(32)),
+    )
+
+
+async def _placed(
+    session: AsyncSession,
+    organization_id: uuid.UUID,
+    shared: PlatformGateway,
+    actor: Actor,
+    placement: PlatformPlacement | None,
 ) -> PlatformPlacement:
-    """Serve the session's organisation from `gateway` (replacing an earlier placement)."""
-    placement = await session.scalar(select(PlatformPlacement))
+    taken = await session.scalar(
+        select(Gateway).where(
+            Gateway.organization_id == organization_id, Gateway.name == shared.name
+        )
+    )
+    if taken is not None and taken.mode != PLATFORM_MODE:
+        raise Conflict(
+            f"the organisation has a gateway named {shared.name!r} of its own; rename it first",
+            details=[{"field": "gateway"}],
+        )
+    handle = taken or _handle(organization_id, shared)
+    handle.url = shared.url
+    session.add(handle)
+    await session.flush()
     if placement is None:
-        placement = PlatformPlacement(platform_gateway_id=gateway.id)
+        placement = PlatformPlacement(
+            organization_id=organization_id, platform_gateway_id=shared.id, gateway_id=handle.id
+        )
         session.add(placement)
     else:
-        placement.platform_gateway_id = gateway.id
+        placement.platform_gateway_id, placement.gateway_id = shared.id, handle.id
     await session.flush()
     await audit.record(
         session,
@@ -106,10 +141,19 @@ async def place(
         actor,
         "gateway.place_shared",
         "platform_gateway",
-        gateway.id,
-        name=gateway.name,
+        shared.id,
+        name=shared.name,
+        gateway_id=str(handle.id),
     )
     return placement
+
+
+async def place(
+    session: AsyncSession, organization_id: uuid.UUID, gateway: PlatformGateway, actor: Actor
+) -> PlatformPlacement:
+    """Serve the session's organisation from `gateway` (replacing an earlier placement)."""
+    placement = await session.scalar(select(PlatformPlacement))
+    return await _placed(session, organization_id, gateway, actor, placement)
 
 
 async def place_new(
@@ -122,16 +166,7 @@ async def place_new(
     gateway = await first(session)
     if gateway is None:
         return None
-    session.add(PlatformPlacement(organization_id=organization_id, platform_gateway_id=gateway.id))
-    await audit.record(
-        session,
-        organization_id,
-        actor,
-        "gateway.place_shared",
-        "platform_gateway",
-        gateway.id,
-        name=gateway.name,
-    )
+    await _placed(session, organization_id, gateway, actor, None)
     return gateway
 
 
@@ -209,12 +244,27 @@ async def check_served(
 
 
 async def manifest(db: Database, identity: PlatformIdentity) -> dict[str, object]:
-    """What the platform gateway's sidecars load: each served organisation and its newest
-    bundle revision (None before its first publish)."""
+    """What the platform gateway's sidecars and gateways load: each served organisation,
+    its newest bundle revision (None before its first publish) and the id of its handle
+    on this gateway (the `Gateway` its deployments name)."""
+    async with db.session(SYSTEM) as session:
+        rows = list(
+            await session.execute(
+                select(PlatformPlacement.organization_id, PlatformPlacement.gateway_id)
+                .where(PlatformPlacement.platform_gateway_id == identity.gateway_id)
+                .order_by(PlatformPlacement.organization_id)
+            )
+        )
     organizations = []
-    for organization_id in await served(db, identity):
+    for organization_id, gateway_id in rows:
         revision = await newest_revision(db, organization_id)
-        organizations.append({"organization": str(organization_id), "revision": revision})
+        organizations.append(
+            {
+                "organization": str(organization_id),
+                "revision": revision,
+                "gateway_id": str(gateway_id),
+            }
+        )
     return {"gateway": identity.name, "organizations": organizations}
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import re
 import shutil
@@ -27,7 +28,7 @@ from typing import Any
 
 import httpx
 
-from policy.bundles.bundle_store import BundleStore
+from policy.bundles.bundle_store import BundleStore, write_atomically
 from policy.bundles.bundle_sync import (
     Backoff,
     BundleSync,
@@ -66,6 +67,7 @@ class PlatformSync:
         *,
         on_store: Callable[[str, BundleStore], None],
         on_drop: Callable[[str], None],
+        on_placement: Callable[[str, str | None], None] | None = None,
         interval: float = 5.0,
         wait_seconds: int = 30,
         min_revision: int | None = None,
@@ -77,6 +79,10 @@ class PlatformSync:
         self._token = token
         self._on_store = on_store
         self._on_drop = on_drop
+        self._on_placement = on_placement
+        # The manifest's id of each organisation's handle on this gateway (the `Gateway`
+        # its deployments name), kept beside its bundle for a restart without the CP.
+        self.placements: dict[str, str | None] = {}
         self.interval = interval
         self.wait_seconds = wait_seconds
         self.min_revision = min_revision
@@ -120,8 +126,10 @@ class PlatformSync:
         served = []
         if self.directory.is_dir():
             for entry in sorted(self.directory.iterdir()):
-                known = entry.is_dir() and _ORGANIZATION.fullmatch(entry.name)
-                if known and self.store(entry.name).load_last_known_good() is not None:
+                if not (entry.is_dir() and _ORGANIZATION.fullmatch(entry.name)):
+                    continue
+                self._placed(entry.name, _read_placement(entry / PLACEMENT_FILE))
+                if self.store(entry.name).load_last_known_good() is not None:
                     served.append(entry.name)
         return served
 
@@ -161,12 +169,20 @@ class PlatformSync:
                 credential_refused_message(response.status_code, "fetching the platform manifest")
             )
         response.raise_for_status()
-        return organizations_of(response.json())
+        manifest = response.json()
+        organizations = organizations_of(manifest)
+        for entry in manifest["organizations"]:
+            gateway_id = entry.get("gateway_id")
+            self.placements[entry["organization"]] = (
+                gateway_id if isinstance(gateway_id, str) else None
+            )
+        return organizations
 
     async def follow(self, organizations: list[str], client: httpx.AsyncClient) -> None:
         """Start a sync for each new organisation, stop and drop each one gone."""
         self.last_error = None
         for organization in organizations:
+            self._placed(organization, self.placements.get(organization))
             if organization not in self._tasks:
                 sync = ServedBundleSync(
                     self.store(organization),
@@ -191,6 +207,30 @@ class PlatformSync:
             # Not served again from disk after a restart: it is no longer placed here.
             shutil.rmtree(self.directory / organization, ignore_errors=True)
             logger.info("organisation %s is no longer placed here; not serving it", organization)
+
+    def _placed(self, organization: str, gateway_id: str | None) -> None:
+        """Tell `on_placement` the organisation's handle id, and keep it on disk."""
+        if self._on_placement is None or gateway_id is None:
+            return
+        path = self.directory / organization / PLACEMENT_FILE
+        if _read_placement(path) != gateway_id:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                write_atomically(path, json.dumps({"gateway_id": gateway_id}).encode())
+            except OSError as exc:  # serving goes on; only a restart without the CP suffers
+                logger.error("cannot keep the placement of %s: %s", organization, exc)
+        self._on_placement(organization, gateway_id)
+
+
+PLACEMENT_FILE = "placement.json"
+
+
+def _read_placement(path: Path) -> str | None:
+    try:
+        value = json.loads(path.read_bytes()).get("gateway_id")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None
 
 
 def organizations_of(manifest: Any) -> list[str]:

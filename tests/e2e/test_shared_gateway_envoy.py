@@ -1,14 +1,16 @@
 """Two organisations on one shared platform gateway (ADR 0012), through real processes:
 the control plane (PostgreSQL, Redis), the operator's `kaizen-studio platform-gateway`,
-one sidecar with the platform credential, Envoy, and a stand-in upstream where the
-gateway would be (it answers with the `x-kaizen-*` headers it received).
+one `kaizen-studio sidecar` and one `kaizen-studio gateway` holding the platform
+credential, and Envoy in front.
 
-Both organisations sign up on Free and are placed on the shared gateway; each publishes
-its own policy for an API key named `ci-bot` with a budget of 3 a day. Every attack is
-performed through Envoy: A's key on B's path, or naming B in a header; A's user token on
-B's path; A spending its budget to the end while B's same-named budget stays whole; and
-A's auditors never seeing a decision of B's. The control plane refuses a decision the
-platform gateway forges for an organisation it does not serve.
+Both organisations sign up on Free and are placed on the shared gateway; each creates its
+own agent (the demo provider) and publishes its own policy for an API key named `ci-bot`
+with a budget of 3 a day. Every attack is performed through Envoy: A's key on B's path,
+or naming B in a header, or calling B's agent; A's user token on B's path; A spending its
+budget to the end while B's same-named budget stays whole; A's auditors never seeing a
+decision or execution of B's; and a call around Envoy straight to the gateway. The
+control plane refuses a decision the platform gateway forges for an organisation it does
+not serve, and its bundle.
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ class Org:
 @dataclass
 class Shared:
     url: str  # Envoy
+    gateway: str  # the gateway itself, around Envoy
     cp: httpx.Client
     credential: str  # the platform gateway's
     a: Org
@@ -78,6 +81,13 @@ def _operator(control_plane: procs.ControlPlane, *args: str) -> str:
     return done.stdout
 
 
+def agent_source(name: str) -> str:
+    return (
+        f"kind: Agent\nmetadata: {{name: {name}}}\nspec:\n"
+        "  model: {provider: demo, name: demo}\n  system_prompt: You help.\n"
+    )
+
+
 def _organisation(cp: httpx.Client, name: str, agent: str, *, publish: bool = True) -> Org:
     email = f"{name.lower()}-{secrets.token_hex(3)}@example.com"
     signed = cp.post(
@@ -89,9 +99,22 @@ def _organisation(cp: httpx.Client, name: str, agent: str, *, publish: bool = Tr
     key = cp.post("/api/v1/api-keys", json={"name": "ci-bot"}, headers=admin)
     assert key.status_code == 201, key.text
     if publish:
+        made = cp.post("/api/v1/agents", json={"source": agent_source(agent)}, headers=admin)
+        assert made.status_code == 201, made.text
         created = cp.post("/api/v1/policies", json={"source": policy(agent)}, headers=admin)
         assert created.status_code == 201, created.text
         assert cp.post("/api/v1/policies/publish", json={}, headers=admin).status_code == 201
+    gateways = cp.get("/api/v1/gateways", headers=admin).json()["items"]
+    shared = [g for g in gateways if g["mode"] == "platform"]
+    if shared:  # placed on the shared gateway at sign-up: deploy there as anywhere
+        deployed = cp.post(
+            "/api/v1/deployments",
+            json={"gateway_id": shared[0]["id"], "kind": "agent", "name": agent},
+            headers=admin,
+        )
+        assert deployed.status_code == 201, deployed.text
+        endpoint = deployed.json()["endpoints"]["api"]
+        assert endpoint.endswith(f"/o/{owner['organization_id']}/v1/agents/{agent}/invoke")
     return Org(owner["organization_id"], admin, key.json()["key"], agent)
 
 
@@ -119,17 +142,18 @@ def control_plane(
         cp.stop()
 
 
-def _wait_serving(http_port: int, sidecar: subprocess.Popen[bytes], *orgs: Org) -> None:
-    """Until the sidecar serves every one of `orgs` (its /healthz names each)."""
+def _wait_serving(port: int, process: subprocess.Popen[bytes], *orgs: Org) -> None:
+    """Until the sidecar or gateway on `port` serves every one of `orgs` (its /healthz
+    names each organisation's revision)."""
     deadline = time.monotonic() + 30
     while True:
         try:
-            health = httpx.get(f"http://127.0.0.1:{http_port}/healthz", timeout=1).json()
-        except httpx.TransportError:
+            health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).json()
+        except (httpx.TransportError, ValueError):
             health = {}
         if all(org.id in str(health.get("bundle_revision")) for org in orgs):
             return
-        assert sidecar.poll() is None, procs.output(sidecar)
+        assert process.poll() is None, procs.output(process)
         assert time.monotonic() < deadline, f"not serving them all: {health}"
         time.sleep(0.1)
 
@@ -141,15 +165,24 @@ def shared(
     tmp = tmp_path_factory.mktemp("shared")
     cp = httpx.Client(base_url=control_plane.url, timeout=30)
     outsider = _organisation(cp, "Outsider", "outsider-bot")
-    upstream, grpc_port, http_port = procs.free_port(), procs.free_port(), procs.free_port()
+    gateway_port, grpc_port, http_port = procs.free_port(), procs.free_port(), procs.free_port()
     listen, envoy_admin = procs.free_port(), procs.free_port()
     said = _operator(control_plane, "create", "shared-eu", "--url", f"http://127.0.0.1:{listen}")
     credential = said.split("KAIZEN_PLATFORM_TOKEN of its sidecars): ", 1)[1].strip()
     assert credential.startswith("kgp_"), said
     a = _organisation(cp, "Alpha", "alpha-bot")
     b = _organisation(cp, "Beta", "beta-bot")
+    gateway_env = procs.clean_env(
+        KAIZEN_HOME=str(tmp / "gateway"),
+        KAIZEN_GATEWAY_PORT=str(gateway_port),
+        KAIZEN_GATEWAY_TOKEN=credential,  # the platform credential: shared mode
+        KAIZEN_CONTROL_PLANE_URL=control_plane.url,
+        KAIZEN_SIDECAR_URL=f"http://127.0.0.1:{http_port}",
+    )
     with (
-        procs.running(procs.start_helper("upstream", upstream)),
+        procs.running(
+            procs.spawn([str(procs.BIN / "kaizen-studio"), "gateway"], env=gateway_env)
+        ) as gateway,
         procs.running(
             procs.start_sidecar(
                 tmp / "home",
@@ -165,7 +198,7 @@ def shared(
         procs.running(
             procs.start_envoy(
                 procs.envoy_config(
-                    listen, envoy_admin, grpc_port, upstream, sidecar_http=http_port
+                    listen, envoy_admin, grpc_port, gateway_port, sidecar_http=http_port
                 ),
                 tmp,
                 envoy_admin,
@@ -173,8 +206,17 @@ def shared(
         ),
     ):
         _wait_serving(http_port, sidecar, a, b)
+        _wait_serving(gateway_port, gateway, a, b)
         try:
-            yield Shared(f"http://127.0.0.1:{listen}", cp, credential, a, b, outsider)
+            yield Shared(
+                f"http://127.0.0.1:{listen}",
+                f"http://127.0.0.1:{gateway_port}",
+                cp,
+                credential,
+                a,
+                b,
+                outsider,
+            )
         finally:
             cp.close()
 
@@ -189,8 +231,6 @@ def invoke(shared: Shared, path: str, token: str, **headers: str) -> httpx.Respo
 
 
 def decision_id(response: httpx.Response) -> str:
-    if response.status_code == 200:
-        return str(response.json()["headers"]["x-kaizen-decision-id"])
     return str(response.headers["x-kaizen-decision-id"])
 
 
@@ -198,10 +238,9 @@ def test_each_organisations_key_reaches_only_its_own_agents(shared: Shared) -> N
     a, b = shared.a, shared.b
     mine = invoke(shared, f"/o/{a.id}/v1/agents/alpha-bot/invoke", a.key)
     assert mine.status_code == 200, mine.text
-    assert mine.json()["headers"]["x-kaizen-organization"] == a.id
+    assert "demo provider" in mine.text  # the agent ran, from A's own bundle
     theirs = invoke(shared, f"/o/{b.id}/v1/agents/beta-bot/invoke", b.key)
     assert theirs.status_code == 200, theirs.text
-    assert theirs.json()["headers"]["x-kaizen-organization"] == b.id
 
     # A's key naming B: in the path, in a header, or B's agent without a namespace.
     on_their_path = invoke(shared, f"/o/{b.id}/v1/agents/beta-bot/invoke", a.key)
@@ -218,6 +257,14 @@ def test_each_organisations_key_reaches_only_its_own_agents(shared: Shared) -> N
     # A's owner's own access token on B's path: the same.
     token = a.admin["Authorization"].removeprefix("Bearer ")
     assert invoke(shared, f"/o/{b.id}/v1/agents/beta-bot/invoke", token).status_code == 403
+    # Around Envoy, straight to the gateway: no sidecar decision, no call.
+    direct = httpx.post(
+        f"{shared.gateway}/o/{b.id}/v1/agents/beta-bot/invoke",
+        headers={"Authorization": f"Bearer {a.key}"},
+        json={"input": "hi"},
+        timeout=10,
+    )
+    assert direct.status_code == 401, direct.text
     # The outsider's key is no organisation this gateway serves.
     outsider = invoke(
         shared, f"/o/{shared.outsider.id}/v1/agents/outsider-bot/invoke", shared.outsider.key
@@ -260,6 +307,19 @@ def test_each_organisations_auditors_see_its_decisions_and_none_of_the_others(
     # The attempt on B's path is A's record: A's auditors see it, B's never do.
     assert theirs not in listed(a)
     assert not {own, attempt} & listed(b)
+
+    # What ran is each organisation's own execution record, shipped by the gateway.
+    def executed(org: Org) -> set[str]:
+        answer = shared.cp.get("/api/v1/executions", params={"limit": 500}, headers=org.admin)
+        assert answer.status_code == 200, answer.text
+        return {item["name"] for item in answer.json()["items"]}
+
+    deadline = time.monotonic() + 30
+    while not (executed(a) and executed(b)):
+        assert time.monotonic() < deadline, "the executions never arrived"
+        time.sleep(0.2)
+    assert executed(a) == {"alpha-bot"}
+    assert executed(b) == {"beta-bot"}
 
 
 def test_a_decision_forged_for_an_organisation_the_gateway_does_not_serve_is_refused(

@@ -129,13 +129,18 @@ async def test_the_manifest_names_each_served_organisations_revision_and_no_othe
 
     manifest = (await client.get("/api/v1/platform/manifest", headers=bearer(credential))).json()
     assert manifest["gateway"] == "shared-eu"
-    assert sorted(manifest["organizations"], key=lambda e: e["revision"] or 0) == sorted(
-        [
-            {"organization": a.organization_id, "revision": revision},
-            {"organization": b.organization_id, "revision": None},
-        ],
-        key=lambda e: e["revision"] or 0,
+    entries = {e["organization"]: e for e in manifest["organizations"]}
+    assert sorted(entries) == sorted([a.organization_id, b.organization_id])
+    assert (entries[a.organization_id]["revision"], entries[b.organization_id]["revision"]) == (
+        revision,
+        None,
     )
+    # Each names the organisation's own handle on the shared gateway: what it deploys to.
+    for who in (a, b):
+        listed = (await client.get("/api/v1/gateways", headers=who.headers)).json()["items"]
+        assert [(g["id"], g["mode"]) for g in listed] == [
+            (entries[who.organization_id]["gateway_id"], "platform")
+        ]
     theirs = (await client.get("/api/v1/platform/manifest", headers=bearer(other))).json()
     assert [e["organization"] for e in theirs["organizations"]] == [c.organization_id]
 
@@ -237,3 +242,22 @@ async def test_executions_are_filed_only_under_a_served_organisation(
 
     assert await seen(a) == ["e-a"]
     assert await seen(c) == []
+
+
+async def test_the_handle_on_the_shared_gateway_is_the_operators_not_the_organisations(
+    client: httpx.AsyncClient, stack: Stack
+) -> None:
+    await shared_gateway(stack)
+    a = await free_signup(client, stack, "Alpha")
+    [handle] = (await client.get("/api/v1/gateways", headers=a.headers)).json()["items"]
+    assert (handle["name"], handle["mode"]) == ("shared-eu", "platform")
+    # No credential of the organisation's to rotate (it would be a dedicated gateway), and
+    # nothing of its own to delete.
+    rotated = await client.post(f"/api/v1/gateways/{handle['id']}/credential", headers=a.headers)
+    assert rotated.status_code == 403, rotated.text
+    deleted = await client.delete(f"/api/v1/gateways/{handle['id']}", headers=a.headers)
+    assert deleted.status_code == 403, deleted.text
+    # The handle is not one of the plan's gateways (the usage shows none of its own).
+    plan = (await client.get("/api/v1/plan", headers=a.headers)).json()
+    gateways = next(limit for limit in plan["limits"] if limit["name"] == "gateways")
+    assert gateways["used"] == 0, plan

@@ -26,11 +26,18 @@ class PlatformGateway(Base):
 
 
 class PlatformPlacement(TenantScoped, Base):
-    """The organisation is served by this platform gateway (at most one per organisation)."""
+    """The organisation is served by this platform gateway (at most one per organisation).
+
+    `gateway_id` is the organisation's own handle on it: a `Gateway` row of mode `platform`
+    (no usable credential) that its deployments name, so deploying to the shared gateway
+    is the ordinary deploy, with its price and provider-key checks."""
 
     __tablename__ = "platform_placements"
     __table_args__ = (UniqueConstraint("organization_id"),)
 
     platform_gateway_id: Mapped[uuid.UUID] = mapped_column(
         Uuid, ForeignKey("platform_gateways.id", ondelete="CASCADE"), index=True
+    )
+    gateway_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("gateways.id", ondelete="CASCADE")
     )

@@ -85,7 +85,8 @@ async def count(session: AsyncSession, name: str, *, now: datetime | None = None
     elif name == "agents":
         query = select(func.count(Workload.id)).where(Workload.kind == "agent")
     elif name == "gateways":
-        query = select(func.count(Gateway.id))
+        # An organisation's handle on a shared platform gateway (ADR 0012) is not its own.
+        query = select(func.count(Gateway.id)).where(Gateway.mode != "platform")
     elif name == "executions_per_month":
         start = month_start(now or utcnow())
         query = select(func.count(Execution.id)).where(Execution.time >= start)

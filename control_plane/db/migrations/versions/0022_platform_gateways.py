@@ -33,6 +33,7 @@ def upgrade() -> None:
     op.create_table(
         "platform_placements",
         sa.Column("platform_gateway_id", sa.Uuid(), nullable=False),
+        sa.Column("gateway_id", sa.Uuid(), nullable=False),
         sa.Column("organization_id", sa.Uuid(), nullable=False),
         sa.Column("id", sa.Uuid(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
@@ -40,6 +41,12 @@ def upgrade() -> None:
             ["organization_id"],
             ["organizations.id"],
             name=op.f("fk_platform_placements_organization_id_organizations"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["gateway_id"],
+            ["gateways.id"],
+            name=op.f("fk_platform_placements_gateway_id_gateways"),
             ondelete="CASCADE",
         ),
         sa.ForeignKeyConstraint(
