@@ -58,6 +58,7 @@ from authz_sidecar.status_report import StatusReporter, budget_usage, status_bod
 from authz_sidecar.tenancy import Tenants, shared_status
 from authz_sidecar.tenant_logs import TenantLogs
 from authz_sidecar.tenant_logs import shipper as tenant_shipper
+from authz_sidecar.tenant_status import TenantStatusReporter
 from policy.bundles.bundle import claimed_scope, load_bundle
 from policy.bundles.bundle_store import BundleStore
 from policy.bundles.bundle_sync import (
@@ -310,8 +311,18 @@ class Worker:
             return
         url = settings.control_plane_url
         reconnect = self._reconnect
-        if self.platform_sync is not None:
+        if self.platform_sync is not None and self.tenants is not None:
             self._spawn(self.platform_sync.run())
+            shared_reporter = TenantStatusReporter(
+                url,
+                token,
+                instance=self.authorizer.instance,
+                tenants=self.tenants,
+                platform=self.platform_sync,
+                logs=self.tenant_logs,
+                reconnect=reconnect,
+            )
+            self._spawn(shared_reporter.run())
         if self.tenant_logs is not None:
             self.tenant_logs.resume()
         if self.store is not None:

@@ -101,8 +101,9 @@ class StatusReporter:
         *,
         client: httpx.AsyncClient | None = None,
         reconnect: Reconnect | None = None,
+        path: str = "/api/v1/gateways/self/status",  # a shared sidecar: per organisation
     ) -> None:
-        self.url = control_plane_url.rstrip("/") + "/api/v1/gateways/self/status"
+        self.url = control_plane_url.rstrip("/") + path
         self._token = token
         self.snapshot = snapshot
         self.interval = interval

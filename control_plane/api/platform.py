@@ -11,13 +11,13 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Request, Response
 
 from control_plane.api.decisions import INGEST_BODY, _ingest_batch, _into_partitions
 from control_plane.api.deps import DatabaseDep, SettingsDep, bearer
 from control_plane.errors import Forbidden, Unauthenticated
 from control_plane.schemas import fleet
-from control_plane.services import ingest, platform_gateways
+from control_plane.services import gateways, ingest, platform_gateways
 from control_plane.services.gateways import GatewayIdentity
 from control_plane.services.platform_gateways import PlatformIdentity
 
@@ -100,3 +100,20 @@ async def ingest_platform_executions(
     async with db.session(organization_id) as session:
         accepted, duplicates = await ingest.executions(session, reporter, body.executions)
     return fleet.IngestResult(accepted=accepted, duplicates=duplicates)
+
+
+@router.post("/organizations/{organization_id}/status", status_code=204, responses=ERRORS)
+async def report_platform_status(
+    organization_id: uuid.UUID,
+    body: fleet.StatusReport,
+    identity: PlatformDep,
+    db: DatabaseDep,
+) -> Response:
+    """A shared sidecar's report for one organisation it serves, filed under that
+    organisation's handle on the shared gateway (its instances, budgets' usage and the
+    plan's 90 % warning, as from a dedicated sidecar); `403` unless it serves it."""
+    handle = await platform_gateways.handle_of(db, identity, organization_id)
+    reporter = GatewayIdentity(handle, organization_id, identity.name)
+    async with db.session(organization_id) as session:
+        await gateways.report_status(session, reporter, body.model_dump(mode="json"))
+    return Response(status_code=204)

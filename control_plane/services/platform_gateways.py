@@ -243,6 +243,26 @@ async def check_served(
         )
 
 
+async def handle_of(
+    db: Database, identity: PlatformIdentity, organization_id: uuid.UUID
+) -> uuid.UUID:
+    """The id of the organisation's handle on this platform gateway; Forbidden when the
+    gateway does not serve it."""
+    async with db.session(organization_id) as session:
+        handle = await session.scalar(
+            select(PlatformPlacement.gateway_id).where(
+                PlatformPlacement.platform_gateway_id == identity.gateway_id
+            )
+        )
+    if handle is None:
+        raise Forbidden(
+            f"platform gateway {identity.name} does not serve organization {organization_id}: "
+            "its reports are refused",
+            details=[{"field": "organization", "message": "not served by this gateway"}],
+        )
+    return handle
+
+
 async def manifest(db: Database, identity: PlatformIdentity) -> dict[str, object]:
     """What the platform gateway's sidecars and gateways load: each served organisation,
     its newest bundle revision (None before its first publish) and the id of its handle

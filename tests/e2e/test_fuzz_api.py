@@ -40,7 +40,7 @@ from schemathesis.specs.openapi.checks import (
 from control_plane.app import create_app
 from tests.conftest import PASSWORD, REDIS_PREFIX, PostgresDatabases, make_settings
 from tests.e2e.test_up import _kaizen_studio, free_port
-from tests.integration.walker_support import GATEWAY, PUBLIC, operations
+from tests.integration.walker_support import GATEWAY, PLATFORM, PUBLIC, operations
 
 EXAMPLES = int(os.environ.get("KAIZEN_FUZZ_EXAMPLES", "25"))
 STATEFUL = int(os.environ.get("KAIZEN_FUZZ_STATEFUL", "15"))
@@ -101,6 +101,22 @@ def control_plane(
             headers=owner,
         ).json()
         credentials["gateway"] = {"Authorization": f"Bearer {gateway['credential']}"}
+        # The operator's shared platform gateway, serving the fuzzed organisation (ADR 0012).
+        said = subprocess.run(
+            [_kaizen_studio(), "platform-gateway", "create", "fuzz-shared", "--url", url],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        platform = said.rsplit(": ", 1)[1].strip()
+        subprocess.run(
+            [_kaizen_studio(), "platform-gateway", "place", "Fuzz", "fuzz-shared"],
+            env=env,
+            capture_output=True,
+            check=True,
+        )
+        credentials["platform"] = {"Authorization": f"Bearer {platform}"}
         yield url, credentials
     finally:
         process.terminate()
@@ -115,6 +131,8 @@ def _who_may_call() -> dict[tuple[str, str], tuple[str, ...]]:
     for operation in operations(app):
         if operation.auth == GATEWAY:
             plan[(operation.method, operation.path)] = ("gateway",)
+        elif operation.auth == PLATFORM:
+            plan[(operation.method, operation.path)] = ("platform",)
         elif operation.auth == PUBLIC:
             plan[(operation.method, operation.path)] = ("owner",)
         else:
@@ -125,7 +143,9 @@ def _who_may_call() -> dict[tuple[str, str], tuple[str, ...]]:
 def _examples(credential: str) -> int:
     # The gateway-facing operations are few and take the richest bodies; a viewer mostly
     # meets 403s, so it gets a third.
-    return {"gateway": 2 * EXAMPLES, "viewer": max(5, EXAMPLES // 3)}.get(credential, EXAMPLES)
+    return {"gateway": 2 * EXAMPLES, "platform": 2 * EXAMPLES, "viewer": max(5, EXAMPLES // 3)}.get(
+        credential, EXAMPLES
+    )
 
 
 def _fuzzer(
@@ -171,11 +191,11 @@ def test_no_input_makes_the_api_fail(control_plane: tuple[str, Credentials]) -> 
     print(f"\nfuzzed: operations per credential {dict(by_credential)}, calls {dict(calls)}")
     # Positive control: every gateway-facing operation was reached past authentication.
     stuck = [
-        label
+        f"{credential} {label}"
         for (credential, label), seen in statuses.items()
-        if credential == "gateway" and set(seen) <= {401}  # also: never called at all
+        if credential in ("gateway", "platform") and set(seen) <= {401}  # or never called
     ]
-    assert not stuck, f"the gateway credential never got past a 401 at {stuck}"
+    assert not stuck, f"the gateway credentials never got past a 401 at {stuck}"
     assert by_credential["gateway"] >= 5
     assert len(plan) == sum(1 for _ in api.get_all_operations())
     assert not failures, "\n\n".join(f"{label}:\n{text}" for label, text in failures.items())

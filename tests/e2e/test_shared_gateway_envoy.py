@@ -348,3 +348,17 @@ def test_a_decision_forged_for_an_organisation_the_gateway_does_not_serve_is_ref
         headers={"Authorization": f"Bearer {shared.credential}"},
     )
     assert bundle.status_code == 404, bundle.text
+
+
+def test_each_organisation_sees_the_shared_sidecar_in_its_own_fleet_view(shared: Shared) -> None:
+    def instances(org: Org) -> list[dict[str, object]]:
+        [handle] = shared.cp.get("/api/v1/gateways", headers=org.admin).json()["items"]
+        shown = shared.cp.get(f"/api/v1/gateways/{handle['id']}", headers=org.admin).json()
+        return list(shown["instances"])
+
+    deadline = time.monotonic() + 30
+    while not (instances(shared.a) and instances(shared.b)):
+        assert time.monotonic() < deadline, "the shared sidecar never reported"
+        time.sleep(0.2)
+    for org in (shared.a, shared.b):  # one per sidecar worker that reported so far
+        assert all(i["bundle_revision"] is not None for i in instances(org)), instances(org)

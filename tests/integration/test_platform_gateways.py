@@ -261,3 +261,40 @@ async def test_the_handle_on_the_shared_gateway_is_the_operators_not_the_organis
     plan = (await client.get("/api/v1/plan", headers=a.headers)).json()
     gateways = next(limit for limit in plan["limits"] if limit["name"] == "gateways")
     assert gateways["used"] == 0, plan
+
+
+async def test_a_shared_sidecars_report_is_filed_under_the_organisations_handle_only(
+    client: httpx.AsyncClient, stack: Stack
+) -> None:
+    credential = await shared_gateway(stack)
+    a = await free_signup(client, stack, "Alpha")
+    c = await signup(client, "C")  # Enterprise here: never placed
+    report = {
+        "instance": "shared-pod-1/7",
+        "bundle_revision": 3,
+        "budgets": [
+            {
+                "name": "free-plan-executions",
+                "scope": "org",
+                "metric": "executions",
+                "period": "month",
+                "window": "month:2026-12",
+                "used": 12,
+                "limit": 10000,
+            }
+        ],
+    }
+    path = "/api/v1/platform/organizations/{}/status"
+    taken = await client.post(
+        path.format(a.organization_id), json=report, headers=bearer(credential)
+    )
+    assert taken.status_code == 204, taken.text
+    [handle] = (await client.get("/api/v1/gateways", headers=a.headers)).json()["items"]
+    shown = (await client.get(f"/api/v1/gateways/{handle['id']}", headers=a.headers)).json()
+    assert [i["instance"] for i in shown["instances"]] == ["shared-pod-1/7"], shown
+
+    refused = await client.post(
+        path.format(c.organization_id), json=report, headers=bearer(credential)
+    )
+    assert refused.status_code == 403, refused.text
+    assert (await client.get("/api/v1/gateways", headers=c.headers)).json()["items"] == []

@@ -25,6 +25,7 @@ from tests.integration.walker_support import (
     GATEWAY,
     MEMBER,
     PERMISSION,
+    PLATFORM,
     PUBLIC,
     Operation,
     operations,
@@ -104,6 +105,15 @@ GATEWAY_OPERATIONS = {
     ("POST", "/api/v1/decisions/opa"),
     ("POST", "/api/v1/executions/ingest"),
 }
+# A shared platform gateway's sidecars and gateways, with their `kgp_…` credential: no
+# member, API key or tenant gateway credential reaches them (what the platform credential
+# reaches is tests/integration/test_platform_gateways.py).
+PLATFORM_OPERATIONS = {
+    ("GET", "/api/v1/platform/manifest"),
+    ("POST", "/api/v1/platform/organizations/{organization_id}/decisions/ingest"),
+    ("POST", "/api/v1/platform/organizations/{organization_id}/executions/ingest"),
+    ("POST", "/api/v1/platform/organizations/{organization_id}/status"),
+}
 # Gateway credentials also read their own organisation's bundle.
 GATEWAY_ALSO = {("GET", "/api/v1/bundles/{scope}/bundle.tar.gz")}
 # Operations that end the credential that calls them: each call gets a fresh one.
@@ -142,6 +152,7 @@ def _expected_auth(op: Operation) -> str:
             (PUBLIC, PUBLIC_OPERATIONS),
             (MEMBER, SELF_OPERATIONS),
             (GATEWAY, GATEWAY_OPERATIONS),
+            (PLATFORM, PLATFORM_OPERATIONS),
         )
         if key in table
     ]

@@ -22,6 +22,7 @@ from tests.integration.walker_support import (
     AGENT,
     GATEWAY,
     PIPELINE,
+    PLATFORM,
     POLICY,
     PUBLIC,
     Operation,
@@ -112,6 +113,7 @@ BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/api/v1/platform/organizations/{organization_id}/executions/ingest"): {
         "executions": []
     },
+    ("POST", "/api/v1/platform/organizations/{organization_id}/status"): {"instance": "shared-1"},
     ("PUT", "/api/v1/decisions/retention"): {"retention_days": 90},
     ("POST", "/api/v1/executions/ingest"): {"executions": []},
     ("POST", "/api/v1/agents"): {"source": AGENT},
@@ -174,8 +176,8 @@ PUBLIC_REACH = re.compile(
     # The MCP authorization server: an issuer is public (metadata, authorize, token, and
     # registration where the organisation opened it).
     r"|^(/\.well-known/[a-z-]+)?/oauth/\{organization_id\}"
-    # The operator's shared platform gateway (ADR 0012): no tenant credential reaches it; what
-    # its own credential reaches is tests/integration/test_platform_gateways.py.
+    # The operator's shared platform gateway (ADR 0012; PLATFORM): no tenant credential
+    # reaches it; what its own credential reaches is tests/integration/test_platform_gateways.py.
     r"|^/api/v1/platform/"
 )
 # GETs without a path id that answer settings or a summary rather than objects, so there
@@ -342,7 +344,7 @@ async def test_every_operation_hides_other_tenants_objects(
         op = walk.op
         sent = headers.get(op.auth, bob.headers)
         key = (op.method, op.path)
-        if op.method == "GET" and "{" not in op.path and op.auth != PUBLIC:
+        if op.method == "GET" and "{" not in op.path and op.auth not in (PUBLIC, PLATFORM):
             # A list: 200, and nothing of the victim's, even when filtered by their ids.
             for swapped in [None, *walk.references]:
                 path, query, _ = walk.request(swapped)
@@ -354,7 +356,7 @@ async def test_every_operation_hides_other_tenants_objects(
                     assert _shows_any(listed, mine), f"{op} shows none of the caller's objects"
             lists += 1
             continue
-        if op.auth == PUBLIC and PUBLIC_REACH.match(op.path):
+        if op.auth in (PUBLIC, PLATFORM) and PUBLIC_REACH.match(op.path):
             path, query = _fill(walk.path, theirs), _fill(walk.query, theirs)
             answered = await client.request(op.method, path, params=query, json=walk.body)
             assert answered.status_code < 500, f"{op}: {answered.text}"

@@ -19,6 +19,7 @@ from sqlalchemy import Table, select
 
 from control_plane.api.deps import get_gateway, get_principal
 from control_plane.api.mfa import get_enroller
+from control_plane.api.platform import get_platform
 from control_plane.db.base import Base
 from control_plane.db.session import SYSTEM
 from tests.conftest import PASSWORD, Account, Stack
@@ -27,6 +28,7 @@ from tests.integration.test_approvals import held_decision
 
 # How an operation authenticates, read from its dependencies.
 PUBLIC, MEMBER, GATEWAY, PERMISSION = "public", "member", "gateway", "permission"
+PLATFORM = "platform"  # a shared platform gateway's `kgp_…` credential (ADR 0012)
 
 
 @dataclass(frozen=True)
@@ -34,7 +36,7 @@ class Operation:
     method: str
     path: str
     spec: dict[str, Any]  # the operation object of /openapi.json
-    auth: str  # PUBLIC | MEMBER | GATEWAY | PERMISSION
+    auth: str  # PUBLIC | MEMBER | GATEWAY | PLATFORM | PERMISSION
     permission: tuple[str, str] | None  # (collection, action) of its `requires(...)`
 
     def __str__(self) -> str:
@@ -86,6 +88,8 @@ def operations(app: FastAPI) -> list[Operation]:
                 auth = PERMISSION
             elif get_gateway in calls:
                 auth = GATEWAY
+            elif get_platform in calls:
+                auth = PLATFORM
             elif get_principal in calls or get_enroller in calls:
                 auth = MEMBER
             else:
