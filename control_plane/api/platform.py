@@ -59,8 +59,11 @@ async def ingest_platform_decisions(
     db: DatabaseDep,
 ) -> fleet.IngestResult:
     """A shared sidecar's batch of one organisation's decisions: `403` unless this platform
-    gateway serves that organisation, or when a record's principal belongs to another."""
-    await platform_gateways.check_served(db, identity, {organization_id})
+    gateway serves that organisation, or when a record's principal belongs to another.
+    Filed under the organisation's handle on the shared gateway, like its executions and
+    reports (an approval request held there names it, and its grant binds the platform
+    credential)."""
+    handle = await platform_gateways.handle_of(db, identity, organization_id)
     raw = ingest.inflate(
         await request.body(), request.headers.get("content-encoding"), settings.max_ingest_bytes
     )
@@ -76,7 +79,7 @@ async def ingest_platform_decisions(
             )
     times = [record.time for record in body.decisions]
     ingest.check_times(times, "decisions")
-    reporter = GatewayIdentity(identity.gateway_id, organization_id, identity.name)
+    reporter = GatewayIdentity(handle, organization_id, identity.name)
 
     async def store() -> tuple[int, int]:
         async with db.session(organization_id) as session:
@@ -95,8 +98,8 @@ async def ingest_platform_executions(
 ) -> fleet.IngestResult:
     """A shared gateway's batch of one organisation's executions: `403` unless this platform
     gateway serves that organisation; idempotent by `id`."""
-    await platform_gateways.check_served(db, identity, {organization_id})
-    reporter = GatewayIdentity(identity.gateway_id, organization_id, identity.name)
+    handle = await platform_gateways.handle_of(db, identity, organization_id)
+    reporter = GatewayIdentity(handle, organization_id, identity.name)
     async with db.session(organization_id) as session:
         accepted, duplicates = await ingest.executions(session, reporter, body.executions)
     return fleet.IngestResult(accepted=accepted, duplicates=duplicates)

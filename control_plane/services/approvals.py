@@ -30,7 +30,7 @@ from control_plane import observability
 from control_plane.db.base import utcnow
 from control_plane.db.models import ApprovalRequest, Gateway
 from control_plane.errors import Conflict, Forbidden, Invalid, NotFound
-from control_plane.services import audit, roles, webhooks
+from control_plane.services import audit, platform_gateways, roles, webhooks
 from control_plane.services.approval_sources import (
     NotAttributable,
     attribute,
@@ -335,7 +335,13 @@ async def grant_for(
     gateway = await session.get(Gateway, request.gateway_id) if request.gateway_id else None
     if gateway is None:
         return None
-    claims = grant_claims(request, issuer, binding_of_hash(gateway.credential_hash))
+    credential_hash: str | None = gateway.credential_hash
+    if gateway.mode == platform_gateways.PLATFORM_MODE:  # held at a shared gateway (ADR 0012)
+        shared = await platform_gateways.placement_of(session)
+        credential_hash = shared.credential_hash if shared is not None else None
+    if credential_hash is None:
+        return None
+    claims = grant_claims(request, issuer, binding_of_hash(credential_hash))
     token = keys.sign(claims, headers={"typ": GRANT_TYP})
     await audit.record(
         session,

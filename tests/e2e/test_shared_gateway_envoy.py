@@ -30,16 +30,29 @@ from tests.conftest import PASSWORD, REDIS_PREFIX, REDIS_URL, PostgresDatabases
 from tests.e2e import sidecar_procs as procs
 
 
-def policy(agent: str) -> str:
+def policy(agent: str, owner: str) -> str:
     return f"""\
 kind: RolePolicy
 metadata: {{name: agent-roles}}
 spec:
   roles:
     - name: agent-user
-      permissions: [{{resource: "agent:{agent}", actions: [invoke]}}]
+      permissions:
+        - {{resource: "agent:{agent}", actions: [invoke]}}
+        - {{resource: "agent:{agent}-gated", actions: [invoke]}}
   bindings:
     - {{subject: "apikey:ci-bot", role: agent-user}}
+    - {{subject: "user:{owner}", role: agent-user}}
+---
+kind: RegoPolicy
+metadata: {{name: guardrails}}
+spec:
+  rego: |
+    package kaizen.abac.guardrails
+    import rego.v1
+    require_approval contains "the gated agent needs approval" if {{
+      input.resource.id == "agent:{agent}-gated"
+    }}
 ---
 kind: BudgetPolicy
 metadata: {{name: spend}}
@@ -55,6 +68,7 @@ class Org:
     admin: dict[str, str]  # the owner's Authorization header
     key: str  # the API key ci-bot
     agent: str
+    email: str  # the owner's
 
 
 @dataclass
@@ -99,23 +113,26 @@ def _organisation(cp: httpx.Client, name: str, agent: str, *, publish: bool = Tr
     key = cp.post("/api/v1/api-keys", json={"name": "ci-bot"}, headers=admin)
     assert key.status_code == 201, key.text
     if publish:
-        made = cp.post("/api/v1/agents", json={"source": agent_source(agent)}, headers=admin)
-        assert made.status_code == 201, made.text
-        created = cp.post("/api/v1/policies", json={"source": policy(agent)}, headers=admin)
+        for name in (agent, f"{agent}-gated"):
+            made = cp.post("/api/v1/agents", json={"source": agent_source(name)}, headers=admin)
+            assert made.status_code == 201, made.text
+        source = policy(agent, email)
+        created = cp.post("/api/v1/policies", json={"source": source}, headers=admin)
         assert created.status_code == 201, created.text
         assert cp.post("/api/v1/policies/publish", json={}, headers=admin).status_code == 201
     gateways = cp.get("/api/v1/gateways", headers=admin).json()["items"]
     shared = [g for g in gateways if g["mode"] == "platform"]
-    if shared:  # placed on the shared gateway at sign-up: deploy there as anywhere
+    for name in (agent, f"{agent}-gated") if shared else ():
+        # Placed on the shared gateway at sign-up: deploy there as anywhere.
         deployed = cp.post(
             "/api/v1/deployments",
-            json={"gateway_id": shared[0]["id"], "kind": "agent", "name": agent},
+            json={"gateway_id": shared[0]["id"], "kind": "agent", "name": name},
             headers=admin,
         )
         assert deployed.status_code == 201, deployed.text
         endpoint = deployed.json()["endpoints"]["api"]
-        assert endpoint.endswith(f"/o/{owner['organization_id']}/v1/agents/{agent}/invoke")
-    return Org(owner["organization_id"], admin, key.json()["key"], agent)
+        assert endpoint.endswith(f"/o/{owner['organization_id']}/v1/agents/{name}/invoke")
+    return Org(owner["organization_id"], admin, key.json()["key"], agent, email)
 
 
 @pytest.fixture(scope="module")
@@ -362,3 +379,48 @@ def test_each_organisation_sees_the_shared_sidecar_in_its_own_fleet_view(shared:
         time.sleep(0.2)
     for org in (shared.a, shared.b):  # one per sidecar worker that reported so far
         assert all(i["bundle_revision"] is not None for i in instances(org)), instances(org)
+
+
+def test_an_approval_grant_works_for_its_own_organisation_only(shared: Shared) -> None:
+    a, b = shared.a, shared.b
+    email = f"approver-{secrets.token_hex(3)}@example.com"
+    made = shared.cp.post(
+        "/api/v1/users",
+        json={"email": email, "password": PASSWORD, "role": "security_admin"},
+        headers=a.admin,
+    )
+    assert made.status_code == 201, made.text
+    login = shared.cp.post("/api/v1/auth/login", json={"email": email, "password": PASSWORD})
+    approver = {"Authorization": f"Bearer {login.json()['access_token']}"}
+    token = a.admin["Authorization"].removeprefix("Bearer ")
+    gated = f"/o/{a.id}/v1/agents/alpha-bot-gated/invoke"
+
+    held = invoke(shared, gated, token)
+    assert held.status_code == 403, held.text
+    assert held.json()["outcome"] == "require_approval"
+    request_id = held.json()["approval_request_id"]
+    deadline = time.monotonic() + 30  # the request opens when the decision is ingested
+    while (
+        answer := shared.cp.post(f"/api/v1/approvals/{request_id}/approve", headers=approver)
+    ).status_code == 404:
+        assert time.monotonic() < deadline, "the approval request never opened"
+        time.sleep(0.2)
+    assert answer.status_code == 200, answer.text
+    grant = shared.cp.get(f"/api/v1/approvals/{request_id}", headers=a.admin).json()["grant"]
+    assert grant
+
+    # B's owner presenting A's grant for B's own gated agent: still held.
+    b_token = b.admin["Authorization"].removeprefix("Bearer ")
+    theirs = invoke(
+        shared,
+        f"/o/{b.id}/v1/agents/beta-bot-gated/invoke",
+        b_token,
+        **{"X-Kaizen-Approval": grant},
+    )
+    assert theirs.status_code == 403, theirs.text
+    assert theirs.json()["outcome"] == "require_approval"
+    # A's owner, with it, once.
+    retried = invoke(shared, gated, token, **{"X-Kaizen-Approval": grant})
+    assert retried.status_code == 200, retried.text
+    again = invoke(shared, gated, token, **{"X-Kaizen-Approval": grant})
+    assert again.status_code == 403, again.text

@@ -10,12 +10,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+import jwt
 
 from control_plane.db.session import SYSTEM
 from control_plane.schemas.identity import SignupRequest
 from control_plane.services import identity, platform_gateways
-from tests.conftest import PASSWORD, Account, Stack, signup
+from policy.bundles.gateway_binding import binding_of_credential
+from tests.conftest import PASSWORD, Account, Stack, member, signup
 from tests.integration.plan_support import OPERATOR, add_gateway
+from tests.integration.test_approvals import held_decision
 
 POLICY = """\
 kind: RolePolicy
@@ -298,3 +301,25 @@ async def test_a_shared_sidecars_report_is_filed_under_the_organisations_handle_
     )
     assert refused.status_code == 403, refused.text
     assert (await client.get("/api/v1/gateways", headers=c.headers)).json()["items"] == []
+
+
+async def test_a_call_held_at_the_shared_gateway_gets_a_grant_bound_to_it(
+    client: httpx.AsyncClient, stack: Stack
+) -> None:
+    credential = await shared_gateway(stack)
+    owner = await signup(client, "A")
+    await place(stack, owner.organization_id)
+    requester = await member(client, owner, "developer")
+    await publish(client, owner)
+    held = held_decision("held-shared", f"user:{requester.email}")
+    assert (await ingest(client, credential, owner.organization_id, held)).is_success
+    listed = (await client.get("/api/v1/approvals", headers=owner.headers)).json()["items"]
+    assert [a["id"] for a in listed] == ["held-shared"]
+
+    approved = await client.post("/api/v1/approvals/held-shared/approve", headers=owner.headers)
+    assert approved.status_code == 200, approved.text
+    grant = (await client.get("/api/v1/approvals/held-shared", headers=requester.headers)).json()
+    claims = jwt.decode(grant["grant"], options={"verify_signature": False})
+    # The shared sidecar verifies grants against its own credential's binding.
+    assert claims["gw"] == binding_of_credential(credential)
+    assert claims["org"] == owner.organization_id
