@@ -2348,6 +2348,9 @@ export interface paths {
          * Ingest Platform Decisions
          * @description A shared sidecar's batch of one organisation's decisions: `403` unless this platform
          *     gateway serves that organisation, or when a record's principal belongs to another.
+         *     Filed under the organisation's handle on the shared gateway, like its executions and
+         *     reports (an approval request held there names it, and its grant binds the platform
+         *     credential).
          */
         post: operations["platform.ingest_decisions"];
         delete?: never;
