@@ -5,12 +5,13 @@ A provider key goes only to the host it is bound to (`SecretResolver.bound_host`
 recorded when the key was stored, else the provider's own — api.openai.com,
 api.anthropic.com, or the local default of vLLM/Ollama/LM Studio); a model config whose
 `base_url` names another host is refused before any request is built. Every provider
-request goes through the outbound guard (a `GuardedSession`, providers/guarded_aiohttp.py)."""
+request goes through the outbound guard (a `GuardedSession`, policy/net/outbound_aiohttp.py)."""
 
 from __future__ import annotations
 
 import httpx
 from policy.net.outbound import OutboundGuard, OutboundRefused, parse_target
+from policy.net.outbound_aiohttp import GuardedSession
 from policy.workloads import ModelConfig
 
 from gateways.errors import ProviderError
@@ -26,7 +27,6 @@ from gateways.providers.base import (
     Usage,
 )
 from gateways.providers.demo import DemoProvider
-from gateways.providers.guarded_aiohttp import GuardedSession
 from gateways.providers.http import outbound_client
 from gateways.providers.openai import DEFAULT_BASE_URLS, OpenAIProvider
 from gateways.providers.prices import PriceTable

@@ -7,6 +7,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
+from policy.net.outbound_aiohttp import GuardedSession
+
 from gateways.errors import ProviderError
 from gateways.providers.base import (
     ChatRequest,
@@ -16,7 +18,6 @@ from gateways.providers.base import (
     ToolCall,
     Usage,
 )
-from gateways.providers.guarded_aiohttp import GuardedSession
 from gateways.providers.http import HttpProvider, load_json
 
 DEFAULT_BASE_URL = "https://api.anthropic.com/v1"

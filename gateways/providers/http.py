@@ -1,7 +1,7 @@
 """Shared HTTP plumbing for providers: typed errors, an SSE reader, the clients.
 
 Provider base URLs, HTTP tools and MCP servers are the tenant's word. Providers call over
-aiohttp through a `GuardedSession` (providers/guarded_aiohttp.py: ~170 µs of CPU a request
+aiohttp through a `GuardedSession` (policy/net/outbound_aiohttp.py: ~170 µs of CPU a request
 here against httpx's 660 to 980); HTTP tools over httpx through `outbound_client`
 (policy/net/outbound_http.py). Both go through the outbound guard (policy/net/outbound.py):
 internal addresses refused per connection, the checked address dialled, no redirects, no
@@ -20,10 +20,10 @@ from typing import Any
 import aiohttp
 import httpx
 from policy.net.outbound import OutboundGuard, OutboundRefused
+from policy.net.outbound_aiohttp import GuardedSession
 from policy.net.outbound_http import guarded_client
 
 from gateways.errors import ProviderError, ProviderTimeout
-from gateways.providers.guarded_aiohttp import GuardedSession
 
 MAX_ERROR_TEXT = 300
 # Without TCP_NODELAY, a POST's headers and body leave in two writes and Nagle's algorithm

@@ -10,6 +10,8 @@ import json
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
+from policy.net.outbound_aiohttp import GuardedSession
+
 from gateways.errors import ProviderError
 from gateways.providers.base import (
     ChatRequest,
@@ -19,7 +21,6 @@ from gateways.providers.base import (
     ToolCall,
     Usage,
 )
-from gateways.providers.guarded_aiohttp import GuardedSession
 from gateways.providers.http import HttpProvider, load_json
 
 DEFAULT_BASE_URLS = {

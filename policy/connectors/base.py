@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 ErrorCode = Literal[
-    "auth_failed",  # the database refused the user or password
+    "auth_failed",  # the database refused the user or password (the store: the key)
     "unreachable",  # no connection: refused, timed out, name does not resolve
     "tls",  # TLS was asked for and failed (unsupported, bad certificate, wrong host)
     "refused",  # the outbound guard will not contact the host
@@ -23,6 +23,11 @@ ErrorCode = Literal[
     "read_only",  # a write on a read-only connector
     "query_failed",  # the statement ran and the database refused it
     "timeout",  # the statement ran past the connector's timeout
+    "no_bucket",  # the bucket (Azure: container) does not exist
+    "not_found",  # no such object
+    "bucket_not_served",  # the bucket is not among the connector's `buckets`
+    "too_large",  # an objects.put over the connector's max_bytes
+    "request_failed",  # the object store refused the request otherwise
 ]
 TLS_MODES = ("disable", "require", "verify-full")
 NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")

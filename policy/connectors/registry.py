@@ -1,13 +1,23 @@
-"""The connector types and the two things one does: test a connection, run a statement."""
+"""The connector types and what one does: test a connection, run a statement (SQL types)
+or an object call (object-store types)."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
-from policy.connectors import mysql, postgresql
+from policy.connectors import azure_blob, mysql, postgresql, s3
 from policy.connectors.base import ConnectionSettings, ConnectorError, QueryResult
 from policy.connectors.network import dial_address
+from policy.connectors.objects import (
+    OPERATIONS,
+    AzureBlobSettings,
+    ObjectCall,
+    ObjectResult,
+    ObjectStoreSettings,
+    S3Settings,
+)
 from policy.connectors.sql import ParsedSql, parse_sql
 from policy.net.outbound import OutboundGuard
 
@@ -29,6 +39,45 @@ TYPES: dict[str, ConnectorType] = {
 }
 
 
+@dataclass(frozen=True)
+class ObjectStoreType:
+    name: str
+    settings: type[ObjectStoreSettings]
+    test: Callable[[Any, str, OutboundGuard], Awaitable[str]]
+    run: Callable[[Any, str, OutboundGuard, ObjectCall], Awaitable[ObjectResult]]
+
+
+OBJECT_TYPES: dict[str, ObjectStoreType] = {
+    "s3": ObjectStoreType("s3", S3Settings, s3.test, s3.run),
+    "azure_blob": ObjectStoreType("azure_blob", AzureBlobSettings, azure_blob.test, azure_blob.run),
+}
+KINDS = (*TYPES, *OBJECT_TYPES)
+Settings = ConnectionSettings | ObjectStoreSettings
+
+
+def settings_from_dict(raw: Any) -> Settings:
+    """A connector's stored or bundled settings, by their `type`; ValueError naming the field."""
+    kind = raw.get("type") if isinstance(raw, dict) else None
+    if kind in TYPES:
+        return ConnectionSettings.from_dict(raw)
+    if kind in OBJECT_TYPES:
+        return OBJECT_TYPES[kind].settings.from_dict(raw)
+    raise ValueError(f"unknown connector type {kind!r} (one of {', '.join(KINDS)})")
+
+
+def operations_of(settings: Settings) -> tuple[str, ...]:
+    """The operations an agent's tool may name on a connector of these settings."""
+    return OPERATIONS if isinstance(settings, ObjectStoreSettings) else ("sql.query",)
+
+
+def endpoint_url(settings: Settings) -> str:
+    """The URL the outbound guard judges for these settings (a database: its host and port)."""
+    if isinstance(settings, ObjectStoreSettings):
+        return settings.endpoint
+    literal = f"[{settings.host}]" if ":" in settings.host else settings.host
+    return f"https://{literal}:{settings.port}/"
+
+
 def connector_type(settings: ConnectionSettings) -> ConnectorType:
     try:
         return TYPES[settings.type]
@@ -36,12 +85,13 @@ def connector_type(settings: ConnectionSettings) -> ConnectorType:
         raise ValueError(f"unknown connector type {settings.type!r}") from None
 
 
-async def test_connection(
-    settings: ConnectionSettings, password: str | None, guard: OutboundGuard
-) -> str:
-    """The server's version string, or ConnectorError saying what failed."""
+async def test_connection(settings: Settings, password: str | None, guard: OutboundGuard) -> str:
+    """The server's version string (a store: what it reached), or ConnectorError saying what
+    failed."""
     if not password:
-        raise ConnectorError("credential_missing", "no password is stored for this connector")
+        raise ConnectorError("credential_missing", "no credential is stored for this connector")
+    if isinstance(settings, ObjectStoreSettings):
+        return await OBJECT_TYPES[settings.type].test(settings, password, guard)
     kind = connector_type(settings)
     address = await dial_address(guard, settings)
     return await kind.test(settings, password, address)
@@ -68,3 +118,26 @@ async def run_sql(
     kind = connector_type(settings)
     address = await dial_address(guard, settings)
     return await kind.run(settings, password, address, sql, parsed)
+
+
+async def run_object_call(
+    settings: ObjectStoreSettings, secret: str | None, guard: OutboundGuard, call: ObjectCall
+) -> ObjectResult:
+    """Run an object call already authorized by the caller, within the connector's own
+    bounds (read-only, its buckets, max_bytes for a put), each refused before any request."""
+    if call.action == "write" and settings.read_only:
+        raise ConnectorError("read_only", f"the connector is read-only; {call.operation} writes")
+    if settings.buckets and call.bucket not in settings.buckets:
+        raise ConnectorError(
+            "bucket_not_served",
+            f"bucket {call.bucket!r} is not one this connector serves "
+            f"({', '.join(settings.buckets)})",
+        )
+    if call.content is not None and len(call.content) > settings.max_bytes:
+        raise ConnectorError(
+            "too_large",
+            f"the content is {len(call.content)} bytes, over max_bytes={settings.max_bytes}",
+        )
+    if not secret:
+        raise ConnectorError("credential_missing", "no credential is stored for this connector")
+    return await OBJECT_TYPES[settings.type].run(settings, secret, guard, call)

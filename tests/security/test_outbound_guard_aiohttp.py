@@ -1,4 +1,4 @@
-"""The outbound guard on aiohttp (gateways/providers/guarded_aiohttp.py: the providers'
+"""The outbound guard on aiohttp (policy/net/outbound_aiohttp.py: the providers'
 client) under every attack the httpx guard's tests make (test_outbound_guard.py): URL
 tricks, numeric and IPv6 address forms, names resolving inside, a name with one public and
 one internal address, DNS rebinding between check and connect, redirects, proxies from the
@@ -15,11 +15,11 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from gateways.providers.guarded_aiohttp import (  # noqa: TID251  (the gateway under test)
+from policy.net.outbound import OutboundGuard, OutboundRefused
+from policy.net.outbound_aiohttp import (
     GuardedConnector,
     GuardedSession,
 )
-from policy.net.outbound import OutboundGuard, OutboundRefused
 from tests.security.outbound_support import free_port, local_server, self_signed
 
 LOOPBACK_ALLOWED = "127.0.0.1/32"

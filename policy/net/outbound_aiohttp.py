@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
+
 from policy.net.outbound import OutboundGuard, OutboundRefused, parse_target
 
 if TYPE_CHECKING:
