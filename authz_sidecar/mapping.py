@@ -23,6 +23,14 @@ _IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_$]{0,62}"
 _CONNECTOR_CALL = re.compile(
     rf"/v1/connectors/({NAME})/(read|write)(?:/table:({_IDENTIFIER})\.({_IDENTIFIER}))?"
 )
+# An object-store call: its operation in the path, the object in the body (ADR 0014):
+# {"bucket", "key"} (a list: {"bucket", "prefix"}; a put also "bytes" and "sha256").
+_OBJECT_CALL = re.compile(rf"/v1/connectors/({NAME})/(read|write)/objects\.(list|get|put)")
+_OBJECT_ACTION = {"list": "read", "get": "read", "put": "write"}
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+MAX_KEY_BYTES = 1024
 _TOOL_NAME = re.compile(NAME)
 MCP_PATH = "/mcp"
 MCP_SERVER_RESOURCE = "mcp:server"
@@ -137,6 +145,21 @@ def map_request(facts: HttpFacts, agents: Mapping[str, Any] | None = None) -> Ma
             body_sha256=facts.body_sha256(),  # the statement an approval grant binds
             route_channel="api",
         )
+    if match := _OBJECT_CALL.fullmatch(path):
+        _require_post(method, path)
+        if _OBJECT_ACTION[match[3]] != match[2]:
+            raise MappingError(
+                f"objects.{match[3]} is a {_OBJECT_ACTION[match[3]]}, not a {match[2]}"
+            )
+        return MappedRequest(
+            match[2],
+            "connector",
+            f"connector:{match[1]}",
+            claimed_channel(facts.headers),
+            attributes=_object_attributes(facts, match[3]),
+            body_sha256=facts.body_sha256(),  # the object (and a put's content) a grant binds
+            route_channel="api",
+        )
     if path == MCP_PATH:
         _require_post(method, path)
         if facts.body_truncated:
@@ -164,6 +187,42 @@ def _statement(facts: HttpFacts) -> str | None:
         return None
     sql = body.get("sql") if isinstance(body, dict) else None
     return sql[:MAX_STATEMENT_CHARS] if isinstance(sql, str) else None
+
+
+def _object_attributes(facts: HttpFacts, operation: str) -> dict[str, Any]:
+    """`operation`, `object` (`<bucket>/<key>`; a list `<bucket>/<prefix>`), `bucket` and
+    `key` or `prefix` (a put also `bytes`, `sha256`) from the check's body; anything else
+    is not authorized (MappingError)."""
+    if facts.body_truncated or not facts.body:
+        raise MappingError("an object call's check needs its object in the body")
+    try:
+        body = json.loads(facts.body)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise MappingError("an object call's check body is not JSON") from None
+    name = "prefix" if operation == "list" else "key"
+    expected = {"bucket", name} | ({"bytes", "sha256"} if operation == "put" else set())
+    if not isinstance(body, dict) or set(body) != expected:
+        raise MappingError(f"an objects.{operation} check body has exactly {sorted(expected)}")
+    bucket, key = body["bucket"], body[name]
+    if not isinstance(bucket, str) or not _BUCKET.fullmatch(bucket):
+        raise MappingError("an object call names no valid bucket")
+    valid_key = isinstance(key, str) and (bool(key) or operation == "list")
+    if not valid_key or len(key.encode()) > MAX_KEY_BYTES or _CONTROL.search(key):
+        raise MappingError(f"an object call names no valid {name}")
+    out: dict[str, Any] = {
+        "operation": f"objects.{operation}",
+        "object": f"{bucket}/{key}",
+        "bucket": bucket,
+        name: key,
+    }
+    if operation == "put":
+        size, digest = body["bytes"], body["sha256"]
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise MappingError("an objects.put check names no valid bytes")
+        if not isinstance(digest, str) or not _SHA256.fullmatch(digest):
+            raise MappingError("an objects.put check names no valid sha256")
+        out.update(bytes=size, sha256=digest)
+    return out
 
 
 def _require_post(method: str, path: str) -> None:

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 from policy.bundles.bundle import VerifiedBundle, claimed_scope, load_bundle
 from policy.bundles.bundle_store import BundleStore, write_atomically
 from policy.bundles.bundle_sync import BundleSync, InsecureControlPlane, check_control_plane_url
-from policy.connectors import ConnectionSettings
+from policy.connectors.registry import Settings, settings_from_dict
 from policy.errors import PolicyError, PolicyValidationError
 from policy.workloads import AgentConfig, PipelineConfig, check_references, deployed_to
 
@@ -46,7 +46,7 @@ class Deployments:
     agents: dict[str, AgentConfig] = field(default_factory=dict)
     pipelines: dict[str, PipelineConfig] = field(default_factory=dict)
     # The settings (never a password) of the connectors the served agents name.
-    connectors: dict[str, ConnectionSettings] = field(default_factory=dict)
+    connectors: dict[str, Settings] = field(default_factory=dict)
 
     def agent(self, name: str) -> AgentConfig:
         agent = self.agents.get(name)
@@ -112,17 +112,17 @@ def deployments_from_bundle(bundle: VerifiedBundle, gateway_id: str | None) -> D
 
 def _connectors(
     raw: Mapping[str, Any], agents: Iterable[AgentConfig], revision: str
-) -> dict[str, ConnectionSettings]:
+) -> dict[str, Settings]:
     """The served agents' connectors that the bundle describes (one it does not is refused
     when called, saying so)."""
-    out: dict[str, ConnectionSettings] = {}
+    out: dict[str, Settings] = {}
     for agent in agents:
         for name in agent.referenced_connectors():
             settings = raw.get(name) if isinstance(raw, Mapping) else None
             if name in out or not isinstance(settings, Mapping):
                 continue
             try:
-                out[name] = ConnectionSettings.from_dict(settings)
+                out[name] = settings_from_dict(dict(settings))
             except ValueError as error:
                 raise DeploymentError(f"bundle {revision}: connectors.{name}: {error}") from None
     return out

@@ -100,6 +100,16 @@ class Run:
             )
         await self.nested.check_connector(caller, connector, operation, table, sql)
 
+    async def authorize_object(
+        self, caller: str, connector: str, action: str, operation: str, body: dict[str, Any]
+    ) -> None:
+        """Every object call is a decision; without a sidecar to ask there is none."""
+        if self.nested is None:
+            raise Forbidden(
+                f"{caller} calls connector {connector}, but no sidecar is configured to decide it"
+            )
+        await self.nested.check_object(caller, connector, action, operation, body)
+
     def step(self, what: str) -> None:
         self.steps += 1
         if self.steps > self.limits.max_steps:
@@ -153,6 +163,10 @@ class NestedCheck(Protocol):
 
     async def check_connector(
         self, caller: str, connector: str, operation: str, table: str | None, sql: str
+    ) -> None: ...
+
+    async def check_object(
+        self, caller: str, connector: str, action: str, operation: str, body: dict[str, Any]
     ) -> None: ...
 
 

