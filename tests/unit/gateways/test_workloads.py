@@ -209,6 +209,7 @@ spec:
   tools:
     - connector: {name: warehouse, operations: [sql.query]}
     - connector: {name: crm-db, operations: [sql.query], tool_name: crm, description: CRM}
+    - connector: {name: files, operations: [objects.list, objects.get]}
 """
 
 
@@ -218,9 +219,10 @@ def test_connector_tools_name_the_connector_and_round_trip() -> None:
     assert agent.tools == (
         ConnectorTool("warehouse", ("sql.query",)),
         ConnectorTool("crm-db", ("sql.query",), "crm", "CRM"),
+        ConnectorTool("files", ("objects.list", "objects.get")),
     )
-    assert [t.name for t in agent.tools] == ["sql_query_warehouse", "crm"]
-    assert agent.referenced_connectors() == ("warehouse", "crm-db")
+    assert [t.name for t in agent.tools] == ["sql_query_warehouse", "crm", "objects_files"]
+    assert agent.referenced_connectors() == ("warehouse", "crm-db", "files")
     assert parse_workload(agent.to_dict(), "round trip") == agent
 
 
@@ -228,7 +230,12 @@ def test_connector_tools_name_the_connector_and_round_trip() -> None:
     ("tool", "field", "message"),
     [
         ("{connector: {name: Warehouse, operations: [sql.query]}}", "name", "connector name"),
-        ("{connector: {name: w, operations: [objects.get]}}", "operations[0]", "sql.query"),
+        ("{connector: {name: w, operations: [objects.copy]}}", "operations[0]", "objects.get"),
+        (
+            "{connector: {name: w, operations: [sql.query, objects.get]}}",
+            "operations",
+            "one tool names one",
+        ),
         ("{connector: {name: w, operations: []}}", "operations", "at least one"),
         ("{connector: {name: w}}", "", "missing required field 'operations'"),
         ("{connector: {name: w, operations: [sql.query], password: x}}", "password", "unknown"),

@@ -89,6 +89,61 @@ def test_other_connector_paths_are_refused(path: str) -> None:
         map_request(facts("POST", path))
 
 
+def test_an_object_call_names_the_bucket_and_key_from_its_body() -> None:
+    body = {"bucket": "docs", "key": "reports/q1.txt"}
+    mapped = map_request(facts("POST", "/v1/connectors/files/read/objects.get", body))
+    assert (mapped.action, mapped.resource_id) == ("read", "connector:files")
+    assert mapped.attributes == {
+        "operation": "objects.get",
+        "object": "docs/reports/q1.txt",
+        "bucket": "docs",
+        "key": "reports/q1.txt",
+    }
+    assert mapped.body_sha256 == hashlib.sha256(json.dumps(body).encode()).hexdigest()
+    listed = map_request(
+        facts("POST", "/v1/connectors/files/read/objects.list", {"bucket": "docs", "prefix": ""})
+    )
+    assert listed.attributes["object"] == "docs/"
+    put = {"bucket": "inbox", "key": "a.txt", "bytes": 2, "sha256": "ab" * 32}
+    written = map_request(facts("POST", "/v1/connectors/files/write/objects.put", put))
+    assert (written.action, written.attributes["sha256"], written.attributes["bytes"]) == (
+        "write",
+        "ab" * 32,
+        2,
+    )
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "why"),
+    [
+        ("/v1/connectors/f/read/objects.put", {"bucket": "docs", "key": "a"}, "is a write"),
+        ("/v1/connectors/f/write/objects.get", {"bucket": "docs", "key": "a"}, "is a read"),
+        ("/v1/connectors/f/read/objects.get", b"", "in the body"),
+        ("/v1/connectors/f/read/objects.get", {"bucket": "docs"}, "exactly"),
+        ("/v1/connectors/f/read/objects.get", {"bucket": "docs", "key": "a", "x": 1}, "exactly"),
+        ("/v1/connectors/f/read/objects.get", {"bucket": "Docs", "key": "a"}, "bucket"),
+        ("/v1/connectors/f/read/objects.get", {"bucket": "docs", "key": ""}, "key"),
+        ("/v1/connectors/f/read/objects.get", {"bucket": "docs", "key": "a\nb"}, "key"),
+        ("/v1/connectors/f/read/objects.get", {"bucket": "docs", "key": ["a"]}, "key"),
+        (
+            "/v1/connectors/f/write/objects.put",
+            {"bucket": "docs", "key": "a", "bytes": -1, "sha256": "ab" * 32},
+            "bytes",
+        ),
+        (
+            "/v1/connectors/f/write/objects.put",
+            {"bucket": "docs", "key": "a", "bytes": 1, "sha256": "nothex"},
+            "sha256",
+        ),
+    ],
+)
+def test_an_object_call_without_one_valid_object_is_refused(
+    path: str, body: dict[str, object] | bytes, why: str
+) -> None:
+    with pytest.raises(MappingError, match=why):
+        map_request(facts("POST", path, body))
+
+
 def test_mcp_tool_call_names_the_tool_or_its_agent() -> None:
     call = map_request(
         facts("POST", "/mcp", mcp("tools/call", {"name": "search", "arguments": {"q": 1}}))
