@@ -1,0 +1,330 @@
+"""M14 end to end for object stores: an agent reads and writes objects through a governed
+S3 connector, each call decided by the sidecar for its bucket and key.
+
+Real parts as in tests/e2e/test_connectors_e2e.py — a control-plane process (PostgreSQL +
+Redis, secrets in OpenBao), `kaizen-studio sidecar` and `kaizen-studio gateway`, Envoy in
+front — and, since S3 cannot run here, moto's S3 server (tests/object_stores.py: a local
+server speaking the S3 API, request signatures checked). The model is the fake LLM,
+scripted to call the connector's tool with the arguments of each case.
+
+Through Envoy: a get under `docs/reports/` is allowed and answered from the object; a get
+outside that prefix and any call on the `secret` bucket are denied by Rego rules; a put is
+held for approval (nothing written), approved by the owner, and the caller's retry with the
+grant writes it once. The decision log shows the object and operation of every call, and
+the secret access key is in no API answer, no bundle and no log line of the three processes.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import PASSWORD, REDIS_PREFIX, REDIS_URL
+from tests.e2e import sidecar_procs as procs
+from tests.e2e.test_connectors_e2e import LOCAL, _bundle_files, _eventually
+from tests.fake_llm import FakeLLM, Reply, last_user_text, running_fake_llm
+from tests.integration.test_secrets import Bao, openbao
+from tests.object_stores import S3Server, moto_s3
+
+__all__ = ["moto_s3", "openbao"]
+POLICY = """\
+kind: RolePolicy
+metadata: {name: file-roles}
+spec:
+  roles:
+    - name: clerk
+      permissions:
+        - {resource: "agent:*", actions: [invoke]}
+        - {resource: "connector:files", actions: [read, write]}
+  bindings:
+    - {subject: "user:%(email)s", role: clerk}
+---
+kind: RegoPolicy
+metadata: {name: file-guard}
+spec:
+  rego: |
+    package kaizen.abac.file_guard
+    import rego.v1
+    deny contains "the secret bucket is off limits" if {
+      input.resource.type == "connector"
+      input.resource.attributes.bucket == "secret"
+    }
+    deny contains "docs are read under reports/ only" if {
+      input.resource.type == "connector"
+      input.action == "read"
+      input.resource.attributes.bucket == "docs"
+      not startswith(input.resource.attributes.object, "docs/reports/")
+    }
+    require_approval contains "puts need approval" if {
+      input.resource.type == "connector"
+      input.action == "write"
+    }
+"""
+AGENT = """\
+kind: Agent
+metadata: {name: clerk, description: Files reports}
+spec:
+  model: {provider: openai, name: fake-model, base_url: "%(llm)s"}
+  system_prompt: Answer from the files.
+  budget: {price_per_1m_tokens: {input: 0.01, output: 0.01}}
+  tools:
+    - connector: {name: files, operations: [objects.list, objects.get, objects.put]}
+"""
+CALLS: dict[str, dict[str, Any]] = {
+    "q1": {"operation": "objects.get", "bucket": "docs", "key": "reports/q1.txt"},
+    "list": {"operation": "objects.list", "bucket": "docs", "prefix": "reports/"},
+    "draft": {"operation": "objects.get", "bucket": "docs", "key": "drafts/plan.txt"},
+    "payroll": {"operation": "objects.get", "bucket": "secret", "key": "payroll.csv"},
+    "put": {"operation": "objects.put", "bucket": "inbox", "key": "e2e/note.txt",
+            "content": "filed by the clerk"},
+}  # fmt: skip
+
+
+def script(model: str, messages: list[dict[str, Any]]) -> Reply:
+    """Call the connector with the case's arguments, then answer with what it returned."""
+    if messages[-1].get("role") == "tool":
+        return Reply(text=f"from the files: {last_user_text(messages)}")
+    return Reply(tool_calls=[("objects_files", CALLS[last_user_text(messages)])])
+
+
+@pytest.fixture
+def fake_llm() -> Iterator[FakeLLM]:
+    yield from running_fake_llm()
+
+
+def test_an_agent_reads_and_writes_objects_through_a_governed_connector(
+    database: str,
+    moto_s3: S3Server,
+    openbao: Bao,
+    fake_llm: FakeLLM,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+) -> None:
+    prefix = f"e2e-{secrets.token_hex(4)}"
+    vault = {"VAULT_ADDR": openbao.url, "VAULT_TOKEN": openbao.token}
+    control_plane = procs.ControlPlane.configured(
+        tmp_path / "cp",
+        database_url=database,
+        redis_url=REDIS_URL,
+        redis_prefix=f"{REDIS_PREFIX}{secrets.token_hex(3)}:",
+        master_key=base64.b64encode(secrets.token_bytes(32)).decode(),
+        secrets_backend="vault",
+        vault_path_prefix=prefix,
+        outbound_allow_cidrs=LOCAL,
+        log_level="DEBUG",
+    )
+    control_plane.env.update(vault)
+    control_plane.start()
+    request.addfinalizer(control_plane.stop)
+    fake_llm.reset(script)
+    credential_secret = moto_s3.secret_access_key
+    answers: list[str] = []
+    cp = httpx.Client(base_url=control_plane.url, timeout=30)
+    request.addfinalizer(cp.close)
+
+    def call(method: str, path: str, **kwargs: Any) -> httpx.Response:
+        response = cp.request(method, path, headers=admin, **kwargs)
+        answers.append(response.text)
+        return response
+
+    email = f"owner-{secrets.token_hex(3)}@example.com"
+    owner = cp.post(
+        "/api/v1/auth/signup",
+        json={"email": email, "password": PASSWORD, "organization": "M14 objects"},
+    ).json()
+    admin = {"Authorization": f"Bearer {owner['access_token']}"}
+    clerk_email = f"clerk-{secrets.token_hex(3)}@example.com"
+    member = call(
+        "POST",
+        "/api/v1/users",
+        json={"email": clerk_email, "password": PASSWORD, "role": "developer"},
+    )
+    assert member.status_code == 201, member.text
+    clerk = cp.post("/api/v1/auth/login", json={"email": clerk_email, "password": PASSWORD}).json()
+    assert call("POST", "/api/v1/policies", json={"source": POLICY % {"email": clerk_email}})
+    assert call("POST", "/api/v1/policies/publish", json={}).status_code == 201
+    connector = call(
+        "POST",
+        "/api/v1/connectors",
+        json={
+            "name": "files",
+            "type": "s3",
+            "settings": {
+                "endpoint_url": moto_s3.url,
+                "access_key_id": moto_s3.access_key_id,
+                "read_only": False,
+                "max_bytes": 4096,
+            },
+            "password": credential_secret,
+        },
+    )
+    assert connector.status_code == 201, connector.text
+    tested = call("POST", f"/api/v1/connectors/{connector.json()['id']}/test")
+    assert tested.json()["ok"] is True, tested.text
+    agent = call("POST", "/api/v1/agents", json={"source": AGENT % {"llm": fake_llm.openai_url}})
+    assert agent.status_code == 201, agent.text
+
+    listen, admin_port, grpc_port, http_port, gateway_port = (procs.free_port() for _ in range(5))
+    envoy = f"http://127.0.0.1:{listen}"
+    gateway = call(
+        "POST", "/api/v1/gateways", json={"name": "edge", "environment": "prod", "url": envoy}
+    )
+    credential = {
+        "KAIZEN_GATEWAY_TOKEN": gateway.json()["credential"],
+        "KAIZEN_CONTROL_PLANE_URL": control_plane.url,
+        "KAIZEN_LOG_LEVEL": "DEBUG",
+    }
+    deployed = call(
+        "POST",
+        "/api/v1/deployments",
+        json={"gateway_id": gateway.json()["id"], "kind": "agent", "name": "clerk"},
+    )
+    assert deployed.status_code == 201, deployed.text
+
+    gateway_process = procs.spawn(
+        [str(procs.BIN / "kaizen-studio"), "gateway"],
+        env=procs.clean_env(
+            KAIZEN_HOME=str(tmp_path / "gateway"),
+            KAIZEN_GATEWAY_PORT=str(gateway_port),
+            KAIZEN_SIDECAR_URL=f"http://127.0.0.1:{http_port}",
+            KAIZEN_GATEWAY_PUBLIC_URL=envoy,
+            KAIZEN_OUTBOUND_ALLOW_CIDRS=LOCAL,
+            KAIZEN_SECRETS_BACKEND="vault",
+            KAIZEN_VAULT_PATH_PREFIX=prefix,
+            KAIZEN_GATEWAY_ORGANIZATION_ID=owner["organization_id"],
+            **vault,
+            **credential,
+        ),
+    )
+    sidecar = procs.start_sidecar(tmp_path / "sidecar", grpc_port, http_port, **credential)
+    proxy = procs.start_envoy(
+        procs.envoy_config(listen, admin_port, grpc_port, gateway_port, sidecar_http=http_port),
+        tmp_path,
+        admin_port,
+    )
+    with procs.running(gateway_process), procs.running(sidecar), procs.running(proxy):
+
+        def serving() -> bool:
+            try:
+                health = httpx.get(f"http://127.0.0.1:{gateway_port}/healthz", timeout=2)
+            except httpx.TransportError:
+                return False
+            return health.status_code == 200 and health.json().get("agents") == 1
+
+        _eventually(serving, 30, "the gateway serving the clerk")
+        user = {"Authorization": f"Bearer {clerk['access_token']}"}
+
+        def ask(question: str, grant: str | None = None) -> httpx.Response:
+            response = httpx.post(
+                f"{envoy}/v1/agents/clerk/invoke",
+                json={"input": question},
+                headers={**user, **({"Kaizen-Nested-Approval": grant} if grant else {})},
+                timeout=30,
+            )
+            answers.append(response.text)
+            return response
+
+        def answered(response: httpx.Response) -> dict[str, Any]:
+            assert response.status_code == 200, response.text
+            return dict(json.loads(response.json()["output"].removeprefix("from the files: ")))
+
+        # Allowed: a get and a listing under docs/reports/.
+        assert answered(ask("q1"))["content"] == "q1 revenue: 10"
+        listed = answered(ask("list"))
+        assert [o["key"] for o in listed["objects"]] == [
+            "reports/q1.txt",
+            "reports/q2.txt",
+            "reports/q3.txt",
+        ]
+
+        # Denied: outside the prefix, and the secret bucket; the call is refused naming why.
+        draft = ask("draft")
+        assert draft.status_code == 403, draft.text
+        assert "docs are read under reports/ only" in draft.json()["error"]["message"]
+        payroll = ask("payroll")
+        assert payroll.status_code == 403, payroll.text
+        message = payroll.json()["error"]["message"]
+        assert "the secret bucket is off limits" in message
+        assert "secret/payroll.csv" in message
+        assert "ada,100000" not in payroll.text
+
+        # A put is held for approval: nothing is written.
+        held = ask("put")
+        assert held.status_code == 403, held.text
+        details = held.json()["error"]["details"]
+        assert details["outcome"] == "require_approval"
+        assert details["object"] == "inbox/e2e/note.txt"
+        assert moto_s3.read("inbox", "e2e/note.txt") is None
+
+        # The decision log: the object and operation of every call.
+        def decisions() -> list[dict[str, Any]] | None:
+            found = call(
+                "GET", "/api/v1/decisions", params={"resource": "connector:files", "limit": 50}
+            ).json()["items"]
+            return found if len(found) >= 5 else None
+
+        logged = _eventually(decisions, 30, "the connector decisions in the log")
+        seen = {
+            (
+                d["action"],
+                d["input"]["resource"]["attributes"]["operation"],
+                d["input"]["resource"]["attributes"]["object"],
+                d["outcome"],
+            )
+            for d in logged
+        }
+        assert seen >= {
+            ("read", "objects.get", "docs/reports/q1.txt", "allow"),
+            ("read", "objects.list", "docs/reports/", "allow"),
+            ("read", "objects.get", "docs/drafts/plan.txt", "deny"),
+            ("read", "objects.get", "secret/payroll.csv", "deny"),
+            ("write", "objects.put", "inbox/e2e/note.txt", "require_approval"),
+        }
+
+        # The owner approves; the clerk retries with the grant: written, once.
+        def approval() -> dict[str, Any] | None:
+            items = call("GET", "/api/v1/approvals").json()["items"]
+            return next((a for a in items if a["id"] == details["approval_request_id"]), None)
+
+        held_request = _eventually(approval, 30, "the approval request of the held put")
+        assert (held_request["action"], held_request["resource"]) == ("write", "connector:files")
+        approved = call("POST", f"/api/v1/approvals/{held_request['id']}/approve", json={})
+        assert approved.status_code == 200, approved.text
+        mine = cp.get(f"/api/v1/approvals/{held_request['id']}", headers=user).json()
+        answers.append(json.dumps(mine))
+        written = answered(ask("put", grant=mine["grant"]))
+        assert (written["key"], written["size"]) == ("e2e/note.txt", 18)
+        assert moto_s3.read("inbox", "e2e/note.txt") == b"filed by the clerk"
+        again = ask("put", grant=mine["grant"])
+        assert again.status_code == 403, again.text
+        assert "already used" in again.json()["error"]["message"]
+
+        bundle = cp.get(
+            f"/api/v1/bundles/{owner['organization_id']}/bundle.tar.gz",
+            headers={"Authorization": f"Bearer {credential['KAIZEN_GATEWAY_TOKEN']}"},
+        )
+        assert bundle.status_code == 200, bundle.text
+        files = _bundle_files(bundle.content)
+        data = json.loads(files["data.json"])
+        assert data["kaizen"]["connectors"]["files"]["endpoint_url"] == moto_s3.url
+        logs = {
+            "control plane": procs.full_output(control_plane.process),
+            "gateway": procs.full_output(gateway_process),
+            "sidecar": procs.full_output(sidecar),
+        }
+
+    assert all(logs.values()), "every process wrote log lines to search"
+    for where, text in (
+        *(("an API answer", a) for a in answers),
+        *(("the bundle", f) for f in files.values()),
+        *logs.items(),
+    ):
+        assert credential_secret not in text, f"the secret access key is in {where}"
+    assert credential_secret.encode() not in bundle.content
