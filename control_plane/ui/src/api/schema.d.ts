@@ -2219,7 +2219,8 @@ export interface paths {
         put?: never;
         /**
          * Create Connector
-         * @description Create a connector (version 1); `password` is stored in the secret store, never shown.
+         * @description Create a connector (version 1); `password` (the credential) is stored in the secret
+         *     store, never shown. Types: postgresql, mysql (`sql.query`); s3, azure_blob (`objects.*`).
          */
         post: operations["connectors.create"];
         delete?: never;
@@ -2924,6 +2925,59 @@ export interface components {
             /** Hash */
             hash: string;
         };
+        /** AzureBlobConnectorCreate */
+        AzureBlobConnectorCreate: {
+            /** Name */
+            name: string;
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "azure_blob";
+            settings: components["schemas"]["AzureBlobSettingsIn"];
+            /**
+             * Password
+             * @description Write-only: stored in the secret store, never returned. The database password; for s3 the secret access key; for azure_blob the account key.
+             */
+            password?: string | null;
+        };
+        /** AzureBlobSettingsIn */
+        AzureBlobSettingsIn: {
+            /**
+             * Buckets
+             * @description The only buckets (Azure: containers) served; empty: any. A connection test reaches each.
+             */
+            buckets?: string[];
+            /**
+             * Read Only
+             * @default true
+             */
+            read_only: boolean;
+            /**
+             * Max Bytes
+             * @description objects.get is cut here; a larger objects.put refused.
+             * @default 1000000
+             */
+            max_bytes: number;
+            /**
+             * Max Objects
+             * @description objects.list is cut here.
+             * @default 1000
+             */
+            max_objects: number;
+            /**
+             * Timeout Seconds
+             * @default 10
+             */
+            timeout_seconds: number;
+            /** Account Name */
+            account_name: string;
+            /**
+             * Account Url
+             * @description Default https://<account_name>.blob.core.windows.net.
+             */
+            account_url?: string | null;
+        };
         /** BillingOut */
         BillingOut: {
             /** Configured */
@@ -3156,7 +3210,7 @@ export interface components {
             ok: boolean;
             /**
              * Code
-             * @description When not ok: auth_failed, unreachable, tls, refused, database, credential_missing.
+             * @description When not ok: auth_failed, unreachable, tls, refused, database, credential_missing; object stores also no_bucket, request_failed, timeout.
              */
             code?: string | null;
             /** Message */
@@ -3201,25 +3255,13 @@ export interface components {
              */
             updated_at: string;
         };
-        /** ConnectorCreate */
-        ConnectorCreate: {
-            /** Name */
-            name: string;
-            /**
-             * Type
-             * @enum {string}
-             */
-            type: "postgresql" | "mysql";
-            settings: components["schemas"]["ConnectionSettingsIn"];
-            /**
-             * Password
-             * @description Write-only: stored in the secret store, never returned.
-             */
-            password?: string | null;
-        };
         /** ConnectorUpdate */
         ConnectorUpdate: {
-            settings?: components["schemas"]["ConnectionSettingsIn"] | null;
+            /**
+             * Settings
+             * @description The whole settings of the connector's type: the next version.
+             */
+            settings?: components["schemas"]["ConnectionSettingsIn"] | components["schemas"]["S3SettingsIn"] | components["schemas"]["AzureBlobSettingsIn"] | null;
             /**
              * Password
              * @description Write-only; replaces it.
@@ -4834,6 +4876,64 @@ export interface components {
              */
             message: string;
         };
+        /** S3ConnectorCreate */
+        S3ConnectorCreate: {
+            /** Name */
+            name: string;
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "s3";
+            settings: components["schemas"]["S3SettingsIn"];
+            /**
+             * Password
+             * @description Write-only: stored in the secret store, never returned. The database password; for s3 the secret access key; for azure_blob the account key.
+             */
+            password?: string | null;
+        };
+        /** S3SettingsIn */
+        S3SettingsIn: {
+            /**
+             * Buckets
+             * @description The only buckets (Azure: containers) served; empty: any. A connection test reaches each.
+             */
+            buckets?: string[];
+            /**
+             * Read Only
+             * @default true
+             */
+            read_only: boolean;
+            /**
+             * Max Bytes
+             * @description objects.get is cut here; a larger objects.put refused.
+             * @default 1000000
+             */
+            max_bytes: number;
+            /**
+             * Max Objects
+             * @description objects.list is cut here.
+             * @default 1000
+             */
+            max_objects: number;
+            /**
+             * Timeout Seconds
+             * @default 10
+             */
+            timeout_seconds: number;
+            /** Access Key Id */
+            access_key_id: string;
+            /**
+             * Region
+             * @default us-east-1
+             */
+            region: string;
+            /**
+             * Endpoint Url
+             * @description A service speaking the S3 API; default AWS's https://s3.<region>.amazonaws.com.
+             */
+            endpoint_url?: string | null;
+        };
         /** SecretInfo */
         SecretInfo: {
             /** Name */
@@ -4901,6 +5001,22 @@ export interface components {
              * @default true
              */
             draft: boolean;
+        };
+        /** SqlConnectorCreate */
+        SqlConnectorCreate: {
+            /** Name */
+            name: string;
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "postgresql" | "mysql";
+            settings: components["schemas"]["ConnectionSettingsIn"];
+            /**
+             * Password
+             * @description Write-only: stored in the secret store, never returned. The database password; for s3 the secret access key; for azure_blob the account key.
+             */
+            password?: string | null;
         };
         /** SsoSettingsOut */
         SsoSettingsOut: {
@@ -13286,7 +13402,7 @@ export interface operations {
         };
         requestBody: {
             content: {
-                "application/json": components["schemas"]["ConnectorCreate"];
+                "application/json": components["schemas"]["SqlConnectorCreate"] | components["schemas"]["S3ConnectorCreate"] | components["schemas"]["AzureBlobConnectorCreate"];
             };
         };
         responses: {

@@ -1,5 +1,6 @@
-// Data connectors (M14): create one (the password is write-only), test it, see which agents
-// name it and the latest decisions on it (each connector call is decided per table).
+// Data connectors (M14): create one (the password or secret key is write-only), test it, see
+// which agents name it and the latest decisions on it (each SQL call is decided per table,
+// each object call for its bucket/key).
 import { useState } from "react";
 import { api, ApiError } from "../api/client";
 import type { Connector, DecisionLog, Page } from "../api/types";
@@ -11,7 +12,9 @@ import {
   DEFAULT_PORTS,
   EMPTY_FORM,
   TLS_MODES,
+  TYPE_LABELS,
   createBody,
+  isObjectStore,
   decisionsPath,
   describeTest,
   formProblems,
@@ -36,7 +39,7 @@ function RecentDecisions({ connector }: { connector: Connector }) {
             <th>Time</th>
             <th>Principal</th>
             <th>Operation</th>
-            <th>Table</th>
+            <th>Object</th>
             <th>Outcome</th>
           </tr>
         </thead>
@@ -47,7 +50,7 @@ function RecentDecisions({ connector }: { connector: Connector }) {
               <tr key={d.decision_id}>
                 <td>{formatTime(d.time)}</td>
                 <td>{d.principal ?? "—"}</td>
-                <td>{d.action ?? "—"}</td>
+                <td>{String(attributes.operation ?? d.action ?? "—")} ({d.action ?? "—"})</td>
                 <td><code>{String(attributes.object ?? "—")}</code></td>
                 <td><StatusBadge status={d.outcome} /></td>
               </tr>
@@ -64,7 +67,7 @@ export function ConnectorsPage() {
   const connectors = usePaged<Connector>("/api/v1/connectors");
   const [form, setForm] = useState<ConnectorForm>(EMPTY_FORM);
   const [problems, setProblems] = useState<Record<string, string>>({});
-  const [tested, setTested] = useState<{ name: string; result: TestResult } | null>(null);
+  const [tested, setTested] = useState<{ name: string; type: string; result: TestResult } | null>(null);
   const [testError, setTestError] = useState<Error | null>(null);
   const [testing, setTesting] = useState<string | null>(null);
   const [watching, setWatching] = useState<Connector | null>(null);
@@ -88,7 +91,7 @@ export function ConnectorsPage() {
     setTested(null);
     try {
       const result = await api.post<TestResult>(`/api/v1/connectors/${connector.id}/test`, {});
-      setTested({ name: connector.name, result });
+      setTested({ name: connector.name, type: connector.type, result });
     } catch (e) {
       setTestError(e as Error);
     } finally {
@@ -101,11 +104,14 @@ export function ConnectorsPage() {
       <p className="hint">
         Databases agents may query with <code>sql.query</code>. Every statement is parsed and each table it touches is a
         decision on <code>connector:&lt;name&gt;</code> (action <code>read</code> or <code>write</code>, object{" "}
-        <code>table:&lt;schema&gt;.&lt;table&gt;</code>). Passwords are write-only; gateways read them at run time.
+        <code>table:&lt;schema&gt;.&lt;table&gt;</code>). Object stores (S3, Azure Blob) serve{" "}
+        <code>objects.list</code>, <code>objects.get</code> and <code>objects.put</code>, each a decision with object{" "}
+        <code>&lt;bucket&gt;/&lt;key&gt;</code> (a listing: <code>&lt;bucket&gt;/&lt;prefix&gt;</code>). Passwords and
+        secret keys are write-only; gateways read them at run time.
       </p>
       {tested && (
         <div className={`alert ${tested.result.ok ? "alert-ok" : "alert-error"}`} role="status" data-testid="connector-test">
-          <strong>{tested.name}:</strong> {describeTest(tested.result)}
+          <strong>{tested.name}:</strong> {describeTest(tested.result, tested.type)}
         </div>
       )}
     </>
@@ -116,10 +122,10 @@ export function ConnectorsPage() {
       rows={connectors} rowKey={(c) => c.id}
       columns={[
         { header: "Name", cell: (c) => <strong>{c.name}</strong> },
-        { header: "Type", cell: (c) => c.type },
-        { header: "Target", cell: (c) => <code>{target(c.settings)}</code> },
+        { header: "Type", cell: (c) => TYPE_LABELS[c.type] ?? c.type },
+        { header: "Target", cell: (c) => <code>{target(c.settings, c.type)}</code> },
         { header: "Access", cell: (c) => (c.settings.read_only ? "read-only" : "read-write") },
-        { header: "Password", cell: (c) => (c.has_credential ? "stored" : <span className="field-error">missing</span>) },
+        { header: "Credential", cell: (c) => (c.has_credential ? "stored" : <span className="field-error">missing</span>) },
         { header: "Used by", cell: (c) => (c.agents.length ? c.agents.join(", ") : <span className="hint">no agent</span>) },
         { header: "Version", cell: (c) => c.latest_version },
       ]}
@@ -143,7 +149,7 @@ export function ConnectorsPage() {
         path: (c) => `/api/v1/connectors/${c.id}`,
         title: (c) => `Delete connector ${c.name}?`,
         label: (c) => `Delete ${c.name}`,
-        consequence: (c) => <p>Its password is deleted too. Refused while a deployed agent names {c.name}.</p>,
+        consequence: (c) => <p>Its credential is deleted too. Refused while a deployed agent names {c.name}.</p>,
       }}>
       <Drawer open={watching !== null} title={`Latest decisions on ${watching?.name ?? ""}`} onClose={() => setWatching(null)}>
         {watching && <RecentDecisions connector={watching} />}
@@ -156,8 +162,51 @@ export function ConnectorsPage() {
             <Field label="Name" value={form.name} error={error("name")} onChange={(e) => set({ name: e.target.value })}
               required hint="what agents name: lowercase, digits, _ -" autoComplete="off" />
             <Select label="Type" value={form.type} options={CONNECTOR_TYPES} onChange={(type) => set({ type })}
-              labels={{ postgresql: "PostgreSQL", mysql: "MySQL / MariaDB" }} />
+              labels={TYPE_LABELS} />
           </div>
+          {isObjectStore(form.type) ? (
+            <>
+              <div className="form-row">
+                {form.type === "s3" ? (
+                  <>
+                    <Field label="Access key ID" value={form.accessKeyId} error={error("settings.access_key_id")}
+                      onChange={(e) => set({ accessKeyId: e.target.value })} required autoComplete="off" />
+                    <Field label="Secret access key" type="password" value={form.password} error={error("password")}
+                      onChange={(e) => set({ password: e.target.value })} autoComplete="new-password" hint="write-only" />
+                    <Field label="Region" value={form.region} error={error("settings.region")}
+                      onChange={(e) => set({ region: e.target.value })} autoComplete="off" />
+                  </>
+                ) : (
+                  <>
+                    <Field label="Account name" value={form.accountName} error={error("settings.account_name")}
+                      onChange={(e) => set({ accountName: e.target.value })} required autoComplete="off" />
+                    <Field label="Account key" type="password" value={form.password} error={error("password")}
+                      onChange={(e) => set({ password: e.target.value })} autoComplete="new-password" hint="write-only" />
+                  </>
+                )}
+              </div>
+              <div className="form-row">
+                <Field label={form.type === "s3" ? "Endpoint URL" : "Account URL"} value={form.endpointUrl}
+                  error={error(form.type === "s3" ? "settings.endpoint_url" : "settings.account_url")}
+                  onChange={(e) => set({ endpointUrl: e.target.value })} autoComplete="off"
+                  hint={form.type === "s3" ? "empty: AWS; or an S3-compatible service" : "empty: https://<account>.blob.core.windows.net"} />
+                <Field label={form.type === "s3" ? "Buckets" : "Containers"} value={form.buckets} error={error("settings.buckets")}
+                  onChange={(e) => set({ buckets: e.target.value })} autoComplete="off" hint="comma-separated; empty: any" />
+              </div>
+              <div className="form-row">
+                <Field label="Byte limit" value={form.maxBytes} error={error("settings.max_bytes")}
+                  onChange={(e) => set({ maxBytes: e.target.value })} inputMode="numeric" hint="a get is cut here" />
+                <Field label="Object limit" value={form.maxObjects} error={error("settings.max_objects")}
+                  onChange={(e) => set({ maxObjects: e.target.value })} inputMode="numeric" hint="a listing is cut here" />
+                <div className="field">
+                  <label>
+                    <input type="checkbox" checked={form.readOnly} onChange={(e) => set({ readOnly: e.target.checked })} /> Read-only
+                  </label>
+                </div>
+              </div>
+            </>
+          ) : (
+            <>
           <div className="form-row">
             <Field label="Host" value={form.host} error={error("settings.host")} onChange={(e) => set({ host: e.target.value })}
               required autoComplete="off" />
@@ -182,6 +231,8 @@ export function ConnectorsPage() {
               </label>
             </div>
           </div>
+            </>
+          )}
           <button type="submit" disabled={create.busy}>{create.busy ? "Creating…" : "Create connector"}</button>
         </form>
       )}
