@@ -120,9 +120,12 @@ class GatewayState:
         decision: Decision,
         channel: str,
         authorization: str | None,
+        approval: str | None = None,
     ) -> Any:
+        """Run an agent for the MCP server; `approval` is a grant for a held connector call
+        of a previous try (`Kaizen-Nested-Approval`, as on the HTTP routes)."""
         run = self.executor.new_run(deployments.agent(name))
-        run.nested = self.nested(authorization, decision)
+        run.nested = self.nested(authorization, decision, approval)
         work = self.executor.invoke_agent(deployments, name, value, run=run)
         result, error, _ = await self.execute("agent", name, decision, channel, run, work)
         if error is not None:

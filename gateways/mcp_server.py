@@ -31,6 +31,7 @@ from starlette.types import Receive, Scope, Send
 from gateways.auth import Decision, DecisionVerifier
 from gateways.errors import GatewayError, Unauthenticated
 from gateways.executor import agent_tool_schema, tool_arguments_to_input
+from gateways.nested import NESTED_APPROVAL_HEADER
 
 if TYPE_CHECKING:
     from gateways.app import GatewayState
@@ -92,10 +93,16 @@ def build_server(state: GatewayState) -> Server[Any]:
             agent = deployments.agent(params.name)
             value = tool_arguments_to_input(agent, params.arguments or {})
             output = await state.run_agent(
-                deployments, params.name, value, decision, "mcp", _header(ctx, "authorization")
+                deployments,
+                params.name,
+                value,
+                decision,
+                "mcp",
+                _header(ctx, "authorization"),
+                _header(ctx, NESTED_APPROVAL_HEADER),
             )
         except GatewayError as exc:
-            return _error_result(f"{exc.code}: {exc.message}")
+            return _gateway_error(exc)
         if isinstance(output, str):
             return types.CallToolResult(content=[types.TextContent(text=output)])
         return types.CallToolResult(
@@ -225,6 +232,26 @@ def _scope(ctx: Any) -> dict[str, Any]:
     request = getattr(ctx, "request", None)
     scope = getattr(request, "scope", None)
     return scope if isinstance(scope, dict) else {}
+
+
+def _gateway_error(exc: GatewayError) -> types.CallToolResult:
+    """A failed call as a tool error; a held connector call says how to retry it, and its
+    details (`approval_request_id`, the connector and object) are the structured content."""
+    text = f"{exc.code}: {exc.message}"
+    details = exc.details if isinstance(exc.details, dict) else {}
+    request_id = details.get("approval_request_id")
+    if request_id:
+        text += (
+            f" (approval request {request_id}: once approved, call again with its grant in "
+            f"the {NESTED_APPROVAL_HEADER} header)"
+        )
+    return types.CallToolResult(
+        content=[types.TextContent(text=text)],
+        structured_content={
+            "error": {"code": exc.code, "message": exc.message, "details": details}
+        },
+        is_error=True,
+    )
 
 
 def _error_result(message: str) -> types.CallToolResult:

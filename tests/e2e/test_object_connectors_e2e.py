@@ -10,12 +10,14 @@ scripted to call the connector's tool with the arguments of each case.
 Through Envoy: a get under `docs/reports/` is allowed and answered from the object; a get
 outside that prefix and any call on the `secret` bucket are denied by Rego rules; a put is
 held for approval (nothing written), approved by the owner, and the caller's retry with the
-grant writes it once. The decision log shows the object and operation of every call, and
+grant writes it once; the same over MCP (the gateway's MCP server through Envoy, the grant
+in the same header). The decision log shows the object and operation of every call, and
 the secret access key is in no API answer, no bundle and no log line of the three processes.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import secrets
@@ -24,7 +26,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import httpx2
 import pytest
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
 
 from tests.conftest import PASSWORD, REDIS_PREFIX, REDIS_URL
 from tests.e2e import sidecar_procs as procs
@@ -43,6 +48,7 @@ spec:
       permissions:
         - {resource: "agent:*", actions: [invoke]}
         - {resource: "connector:files", actions: [read, write]}
+        - {resource: "mcp:server", actions: [connect, list]}
   bindings:
     - {subject: "user:%(email)s", role: clerk}
 ---
@@ -84,6 +90,8 @@ CALLS: dict[str, dict[str, Any]] = {
     "payroll": {"operation": "objects.get", "bucket": "secret", "key": "payroll.csv"},
     "put": {"operation": "objects.put", "bucket": "inbox", "key": "e2e/note.txt",
             "content": "filed by the clerk"},
+    "put over mcp": {"operation": "objects.put", "bucket": "inbox", "key": "e2e/mcp.txt",
+                     "content": "filed over MCP"},
 }  # fmt: skip
 
 
@@ -305,6 +313,49 @@ def test_an_agent_reads_and_writes_objects_through_a_governed_connector(
         again = ask("put", grant=mine["grant"])
         assert again.status_code == 403, again.text
         assert "already used" in again.json()["error"]["message"]
+
+        # Over MCP (the gateway's MCP server, through Envoy): a held put names its approval
+        # request, and the retry with the grant in the same header writes it once.
+        def over_mcp(grant: str | None = None) -> Any:
+            headers = {**user, **({"Kaizen-Nested-Approval": grant} if grant else {})}
+
+            async def call_tool() -> Any:
+                async with (
+                    httpx2.AsyncClient(headers=headers, timeout=30) as http,
+                    Client(streamable_http_client(f"{envoy}/mcp", http_client=http)) as client,
+                ):
+                    return await client.call_tool("clerk", {"input": "put over mcp"})
+
+            result = asyncio.run(call_tool())
+            answers.append(str(result))
+            return result
+
+        held_mcp = over_mcp()
+        assert held_mcp.is_error, held_mcp
+        error = held_mcp.structured_content["error"]
+        request_id = error["details"]["approval_request_id"]
+        assert "Kaizen-Nested-Approval".lower() in held_mcp.content[0].text
+        assert error["details"]["object"] == "inbox/e2e/mcp.txt"
+        assert moto_s3.read("inbox", "e2e/mcp.txt") is None
+        held_mcp_request = _eventually(
+            lambda: next(
+                (
+                    a
+                    for a in call("GET", "/api/v1/approvals").json()["items"]
+                    if a["id"] == request_id
+                ),
+                None,
+            ),
+            30,
+            "the approval request of the put held over MCP",
+        )
+        approved = call("POST", f"/api/v1/approvals/{held_mcp_request['id']}/approve", json={})
+        assert approved.status_code == 200, approved.text
+        grant = cp.get(f"/api/v1/approvals/{request_id}", headers=user).json()["grant"]
+        written_mcp = over_mcp(grant)
+        assert not written_mcp.is_error, written_mcp
+        assert moto_s3.read("inbox", "e2e/mcp.txt") == b"filed over MCP"
+        assert over_mcp(grant).is_error, "a grant writes once"
 
         bundle = cp.get(
             f"/api/v1/bundles/{owner['organization_id']}/bundle.tar.gz",
