@@ -1,10 +1,11 @@
 """M14 end to end for object stores: an agent reads and writes objects through a governed
-S3 connector, each call decided by the sidecar for its bucket and key.
+S3 or Azure Blob connector, each call decided by the sidecar for its bucket and key.
 
 Real parts as in tests/e2e/test_connectors_e2e.py — a control-plane process (PostgreSQL +
 Redis, secrets in OpenBao), `kaizen-studio sidecar` and `kaizen-studio gateway`, Envoy in
-front — and, since S3 cannot run here, moto's S3 server (tests/object_stores.py: a local
-server speaking the S3 API, request signatures checked). The model is the fake LLM,
+front — and, since neither service can run here, moto's S3 server and Microsoft's azurite
+(tests/object_stores.py: local servers speaking their APIs, request signatures checked;
+the test runs once against each). The model is the fake LLM,
 scripted to call the connector's tool with the arguments of each case.
 
 Through Envoy: a get under `docs/reports/` is allowed and answered from the object; a get
@@ -12,7 +13,7 @@ outside that prefix and any call on the `secret` bucket are denied by Rego rules
 held for approval (nothing written), approved by the owner, and the caller's retry with the
 grant writes it once; the same over MCP (the gateway's MCP server through Envoy, the grant
 in the same header). The decision log shows the object and operation of every call, and
-the secret access key is in no API answer, no bundle and no log line of the three processes.
+the secret key is in no API answer, no bundle and no log line of the three processes.
 """
 
 from __future__ import annotations
@@ -36,9 +37,9 @@ from tests.e2e import sidecar_procs as procs
 from tests.e2e.test_connectors_e2e import LOCAL, _bundle_files, _eventually
 from tests.fake_llm import FakeLLM, Reply, last_user_text, running_fake_llm
 from tests.integration.test_secrets import Bao, openbao
-from tests.object_stores import S3Server, moto_s3
+from tests.object_stores import AzuriteServer, S3Server, azurite, moto_s3
 
-__all__ = ["moto_s3", "openbao"]
+__all__ = ["azurite", "moto_s3", "openbao"]
 POLICY = """\
 kind: RolePolicy
 metadata: {name: file-roles}
@@ -107,9 +108,24 @@ def fake_llm() -> Iterator[FakeLLM]:
     yield from running_fake_llm()
 
 
+@pytest.fixture(params=["s3", "azure_blob"])
+def store(request: pytest.FixtureRequest) -> tuple[str, S3Server | AzuriteServer]:
+    fixture = "moto_s3" if request.param == "s3" else "azurite"
+    return request.param, request.getfixturevalue(fixture)
+
+
+def _connector(kind: str, server: S3Server | AzuriteServer) -> tuple[dict[str, Any], str, str]:
+    """The connector's settings, its secret key and the setting naming its endpoint."""
+    if isinstance(server, S3Server):
+        settings = {"endpoint_url": server.url, "access_key_id": server.access_key_id}
+        return settings, server.secret_access_key, "endpoint_url"
+    settings = {"account_url": server.url, "account_name": server.account_name}
+    return settings, server.account_key, "account_url"
+
+
 def test_an_agent_reads_and_writes_objects_through_a_governed_connector(
     database: str,
-    moto_s3: S3Server,
+    store: tuple[str, S3Server | AzuriteServer],
     openbao: Bao,
     fake_llm: FakeLLM,
     tmp_path: Path,
@@ -132,7 +148,8 @@ def test_an_agent_reads_and_writes_objects_through_a_governed_connector(
     control_plane.start()
     request.addfinalizer(control_plane.stop)
     fake_llm.reset(script)
-    credential_secret = moto_s3.secret_access_key
+    kind, server = store
+    endpoint, credential_secret, endpoint_field = _connector(kind, server)
     answers: list[str] = []
     cp = httpx.Client(base_url=control_plane.url, timeout=30)
     request.addfinalizer(cp.close)
@@ -163,10 +180,9 @@ def test_an_agent_reads_and_writes_objects_through_a_governed_connector(
         "/api/v1/connectors",
         json={
             "name": "files",
-            "type": "s3",
+            "type": kind,
             "settings": {
-                "endpoint_url": moto_s3.url,
-                "access_key_id": moto_s3.access_key_id,
+                **endpoint,
                 "read_only": False,
                 "max_bytes": 4096,
             },
@@ -269,7 +285,7 @@ def test_an_agent_reads_and_writes_objects_through_a_governed_connector(
         details = held.json()["error"]["details"]
         assert details["outcome"] == "require_approval"
         assert details["object"] == "inbox/e2e/note.txt"
-        assert moto_s3.read("inbox", "e2e/note.txt") is None
+        assert server.read("inbox", "e2e/note.txt") is None
 
         # The decision log: the object and operation of every call.
         def decisions() -> list[dict[str, Any]] | None:
@@ -309,7 +325,7 @@ def test_an_agent_reads_and_writes_objects_through_a_governed_connector(
         answers.append(json.dumps(mine))
         written = answered(ask("put", grant=mine["grant"]))
         assert (written["key"], written["size"]) == ("e2e/note.txt", 18)
-        assert moto_s3.read("inbox", "e2e/note.txt") == b"filed by the clerk"
+        assert server.read("inbox", "e2e/note.txt") == b"filed by the clerk"
         again = ask("put", grant=mine["grant"])
         assert again.status_code == 403, again.text
         assert "already used" in again.json()["error"]["message"]
@@ -336,7 +352,7 @@ def test_an_agent_reads_and_writes_objects_through_a_governed_connector(
         request_id = error["details"]["approval_request_id"]
         assert "Kaizen-Nested-Approval".lower() in held_mcp.content[0].text
         assert error["details"]["object"] == "inbox/e2e/mcp.txt"
-        assert moto_s3.read("inbox", "e2e/mcp.txt") is None
+        assert server.read("inbox", "e2e/mcp.txt") is None
         held_mcp_request = _eventually(
             lambda: next(
                 (
@@ -354,7 +370,7 @@ def test_an_agent_reads_and_writes_objects_through_a_governed_connector(
         grant = cp.get(f"/api/v1/approvals/{request_id}", headers=user).json()["grant"]
         written_mcp = over_mcp(grant)
         assert not written_mcp.is_error, written_mcp
-        assert moto_s3.read("inbox", "e2e/mcp.txt") == b"filed over MCP"
+        assert server.read("inbox", "e2e/mcp.txt") == b"filed over MCP"
         assert over_mcp(grant).is_error, "a grant writes once"
 
         bundle = cp.get(
@@ -364,7 +380,7 @@ def test_an_agent_reads_and_writes_objects_through_a_governed_connector(
         assert bundle.status_code == 200, bundle.text
         files = _bundle_files(bundle.content)
         data = json.loads(files["data.json"])
-        assert data["kaizen"]["connectors"]["files"]["endpoint_url"] == moto_s3.url
+        assert data["kaizen"]["connectors"]["files"][endpoint_field] == server.url
         logs = {
             "control plane": procs.full_output(control_plane.process),
             "gateway": procs.full_output(gateway_process),
@@ -377,5 +393,5 @@ def test_an_agent_reads_and_writes_objects_through_a_governed_connector(
         *(("the bundle", f) for f in files.values()),
         *logs.items(),
     ):
-        assert credential_secret not in text, f"the secret access key is in {where}"
+        assert credential_secret not in text, f"the secret key is in {where}"
     assert credential_secret.encode() not in bundle.content
