@@ -14,6 +14,7 @@ secret key, and the messages here carry neither.
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -39,6 +40,12 @@ from policy.net.outbound_aiohttp import GuardedConnector
 _AUTH = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403", "Forbidden"}
 _NO_BUCKET = {"NoSuchBucket", "404", "NotFound"}
 _CHUNK = 64 * 1024
+# botocore's session variables: (config name, environment variables, default, conversion).
+_NO_HOST_CONFIG = {
+    "profile": (None, None, None, None),
+    "config_file": (None, None, os.devnull, None),
+    "credentials_file": (None, None, os.devnull, None),
+}
 
 
 def _session_class(guard: OutboundGuard) -> type[AIOHTTPSession]:
@@ -62,7 +69,9 @@ async def _client(settings: S3Settings, secret: str, guard: OutboundGuard) -> As
         proxies={},
         signature_version="s3v4",
     )
-    session = aiobotocore.session.get_session()
+    # The connector's settings are the whole configuration: no AWS profile, config or
+    # credentials file of the host running it (AWS_PROFILE naming none would fail the call).
+    session = aiobotocore.session.AioSession(session_vars=_NO_HOST_CONFIG)
     async with session.create_client(
         "s3",
         region_name=settings.region,

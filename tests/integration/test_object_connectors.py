@@ -199,3 +199,16 @@ async def test_the_outbound_guard_refuses_loopback_without_the_operators_allowan
 async def _call_with(store: Store, guard: OutboundGuard) -> None:
     call = ObjectCall.parse("objects.get", {"bucket": "docs", "key": "reports/q1.txt"})
     await run_object_call(store.settings(), store.secret, guard, call)
+
+
+async def test_the_hosts_aws_configuration_is_not_the_connectors(
+    moto_s3: S3Server, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    """A gateway host's AWS_PROFILE or config file neither breaks nor steers a connector."""
+    config = tmp_path / "config"
+    config.write_text("[default]\nregion = eu-west-3\nendpoint_url = http://127.0.0.1:1\n")
+    monkeypatch.setenv("AWS_PROFILE", "not-on-this-host")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
+    store = Store("s3", moto_s3)
+    answer = await _call(store, "objects.get", bucket="docs", key="reports/q3.txt")
+    assert answer["content"] == "q3 revenue: 30"
