@@ -36,6 +36,11 @@ from control_plane.app import create_app
 from control_plane.db.base import Base
 from control_plane.db.session import SYSTEM
 from control_plane.settings import Settings
+from tests.object_stores import azurite, moto_s3
+
+# The emulators are session fixtures here, one of each per run (moto's state is global to
+# the process: a second server would share it).
+__all__ = ["azurite", "moto_s3"]
 
 POSTGRES_URL = os.environ.get(
     "KAIZEN_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"

@@ -12,6 +12,7 @@ Both stop with the fixture.
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -22,9 +23,8 @@ import boto3
 import httpx
 import pytest
 from azure.storage.blob import BlobServiceClient
+from moto import settings as moto_settings
 from moto.server import ThreadedMotoServer
-
-from tests.e2e.sidecar_procs import free_port
 
 EMULATORS = Path(__file__).parent / "emulators"
 AZURITE = EMULATORS / "node_modules" / ".bin" / "azurite-blob"
@@ -46,6 +46,12 @@ BUCKETS = ("docs", "secret", "inbox")
 _S3_ALL = json.dumps(
     {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}
 )
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 @dataclass(frozen=True)
@@ -76,6 +82,9 @@ def moto_s3() -> Iterator[S3Server]:
     try:
         host, port = server.get_host_and_port()
         url = f"http://{host}:{port}"
+        # moto's backends and its authentication switch are global to the process.
+        httpx.post(f"{url}/moto-api/reset").raise_for_status()
+        moto_settings.INITIAL_NO_AUTH_ACTION_COUNT = float("inf")
         setup = {
             "endpoint_url": url,
             "region_name": "us-east-1",

@@ -37,9 +37,9 @@ from tests.e2e import sidecar_procs as procs
 from tests.e2e.test_connectors_e2e import LOCAL, _bundle_files, _eventually
 from tests.fake_llm import FakeLLM, Reply, last_user_text, running_fake_llm
 from tests.integration.test_secrets import Bao, openbao
-from tests.object_stores import AzuriteServer, S3Server, azurite, moto_s3
+from tests.object_stores import AzuriteServer, S3Server
 
-__all__ = ["azurite", "moto_s3", "openbao"]
+__all__ = ["openbao"]
 POLICY = """\
 kind: RolePolicy
 metadata: {name: file-roles}

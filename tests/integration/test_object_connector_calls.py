@@ -21,9 +21,8 @@ from gateways.providers.secrets import EnvSecretResolver  # noqa: TID251
 from policy.connectors.registry import settings_from_dict
 from policy.net.outbound import OutboundGuard
 from policy.workloads import ConnectorTool, Limits
-from tests.object_stores import S3Server, moto_s3
+from tests.object_stores import S3Server
 
-__all__ = ["moto_s3"]
 TOOL = ConnectorTool("files", ("objects.list", "objects.get", "objects.put"))
 GUARD = OutboundGuard.from_setting("127.0.0.1/32")
 

@@ -16,9 +16,8 @@ from policy.connectors.objects import ObjectCall, ObjectStoreSettings
 from policy.connectors.registry import run_object_call, settings_from_dict
 from policy.net.outbound import OutboundGuard
 from tests.e2e.sidecar_procs import free_port
-from tests.object_stores import OBJECTS, AzuriteServer, S3Server, azurite, moto_s3
+from tests.object_stores import OBJECTS, AzuriteServer, S3Server
 
-__all__ = ["azurite", "moto_s3"]
 LOCAL = OutboundGuard.from_setting("127.0.0.1/32")
 
 

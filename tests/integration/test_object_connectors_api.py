@@ -11,9 +11,7 @@ import httpx
 import pytest
 
 from tests.conftest import Account
-from tests.object_stores import AzuriteServer, S3Server, azurite, moto_s3
-
-__all__ = ["azurite", "moto_s3"]
+from tests.object_stores import AzuriteServer, S3Server
 
 
 def _body(kind: str, server: S3Server | AzuriteServer, **settings: Any) -> dict[str, Any]:
