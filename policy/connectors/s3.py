@@ -9,11 +9,13 @@ the tenant chose. One attempt per call (no retries): a connector call is a decis
 its failure goes back to the caller at once.
 
 Errors are re-worded (`ConnectorError`): botocore's carry the request URL but never the
-secret key, and the messages here carry neither.
+secret key, and the messages here carry neither; botocore's DEBUG lines (signed headers)
+are not written.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -40,6 +42,13 @@ from policy.net.outbound_aiohttp import GuardedConnector
 _AUTH = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403", "Forbidden"}
 _NO_BUCKET = {"NoSuchBucket", "404", "NotFound"}
 _CHUNK = 64 * 1024
+# botocore logs each request's Authorization header, signature and string to sign at DEBUG:
+# not the secret key, but a signed request is a credential while it is valid. A process
+# run at DEBUG (KAIZEN_LOG_LEVEL) must not write them, so these loggers stop at INFO.
+for _name in ("botocore", "aiobotocore"):
+    _logger = logging.getLogger(_name)
+    if _logger.level < logging.INFO:
+        _logger.setLevel(logging.INFO)
 # botocore's session variables: (config name, environment variables, default, conversion).
 _NO_HOST_CONFIG = {
     "profile": (None, None, None, None),

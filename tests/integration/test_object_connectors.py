@@ -6,6 +6,7 @@ not exist, an endpoint nothing listens on, an endpoint the outbound guard refuse
 from __future__ import annotations
 
 import base64
+import logging
 from typing import Any
 
 import pytest
@@ -211,3 +212,26 @@ async def test_the_hosts_aws_configuration_is_not_the_connectors(
     store = Store("s3", moto_s3)
     answer = await _call(store, "objects.get", bucket="docs", key="reports/q3.txt")
     assert answer["content"] == "q3 revenue: 30"
+
+
+async def test_no_signed_request_is_logged_even_at_debug(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A signed request is a credential while it is valid: neither the key nor a signature
+    nor an Authorization header reaches a log line, whatever the level."""
+    with caplog.at_level(logging.DEBUG):
+        await _call(store, "objects.get", bucket="docs", key="reports/q1.txt")
+        with pytest.raises(ConnectorError):
+            await _call_with_secret(store, "V3JvbmdLZXlXcm9uZ0tleQ==")
+    # moto serves in this process and logs what it receives: its lines are the server's.
+    ours = [r for r in caplog.records if not r.name.startswith(("moto", "werkzeug"))]
+    logged = "\n".join(r.getMessage() for r in ours)
+    assert store.secret not in logged
+    assert "Signature=" not in logged
+    assert "SharedKey " not in logged
+    assert "StringToSign" not in logged
+
+
+async def _call_with_secret(store: Store, secret: str) -> None:
+    call = ObjectCall.parse("objects.get", {"bucket": "docs", "key": "reports/q1.txt"})
+    await run_object_call(store.settings(), secret, LOCAL, call)
