@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import re
 import uuid
 from typing import Annotated, Any
@@ -34,6 +33,9 @@ Read = Annotated[Tenant, Depends(requires("bundles", "read"))]
 ERRORS: dict[int | str, dict[str, object]] = {401: {}, 403: {}, 404: {}}
 MAX_WAIT_SECONDS = 60
 _WAIT = re.compile(r"(?:^|[;,\s])wait=(\d{1,4})(?:$|[;,\s])")
+# nginx's status for "the client closed the connection before the answer": logged and
+# counted, never read by anyone.
+CLIENT_CLOSED_REQUEST = 499
 
 
 @router.get("", responses=ERRORS)
@@ -75,6 +77,26 @@ def _wait_seconds(prefer: str | None) -> int:
     return min(int(match.group(1)), MAX_WAIT_SECONDS) if match else 0
 
 
+async def _disconnected(request: Request) -> None:
+    """Returns once the client has gone (after its body, ASGI's next message is the
+    disconnect)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _client_left_during(request: Request, published: asyncio.Future[int], wait: int) -> bool:
+    """Waits up to `wait` s for `published`; True, at once, if the client leaves meanwhile.
+
+    A stopped sidecar's long-poll otherwise runs to its end (up to a minute), holding a
+    restart of the control plane for its whole graceful-shutdown period."""
+    gone = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait((published, gone), timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+    return gone.done() and not gone.cancelled() and gone.exception() is None
+
+
 @router.get(
     "/{scope}/bundle.tar.gz",
     responses={
@@ -106,8 +128,8 @@ async def download(
     with events.waiter(scope) as published:
         revision = await bundle_events.newest_revision(db, organization_id)
         if wait and (revision is None or _etag(revision) in known):
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(published), wait)
+            if await _client_left_during(request, published, wait):
+                return Response(status_code=CLIENT_CLOSED_REQUEST)
             revision = await bundle_events.newest_revision(db, organization_id)
     if revision is None:
         raise NotFound("nothing is published for this scope yet")

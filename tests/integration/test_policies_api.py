@@ -308,6 +308,54 @@ async def test_long_poll_times_out_with_304(client: httpx.AsyncClient, owner: Ac
     assert answer.status_code == 304
 
 
+async def test_a_long_poll_ends_when_its_client_leaves(
+    stack: Stack, client: httpx.AsyncClient, owner: Account
+) -> None:
+    """A sidecar stopped mid long-poll: its request ends then, not at the end of its wait
+    (which held every restart of the control plane for its graceful-shutdown period)."""
+    await _apply(client, owner, POLICIES)
+    assert (await _publish(client, owner)).status_code == 201
+    left = asyncio.Event()
+    received = 0
+
+    async def receive() -> dict[str, Any]:
+        nonlocal received
+        received += 1
+        if received == 1:
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await left.wait()
+        return {"type": "http.disconnect"}
+
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    path = _bundle_url(owner)
+    headers = {**owner.headers, "If-None-Match": '"1"', "Prefer": "wait=60", "Host": "cp.test"}
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
+        "client": ("203.0.113.7", 4711),
+        "server": ("cp.test", 80),
+    }
+    polling = asyncio.create_task(stack.app(scope, receive, send))
+    await asyncio.sleep(0.3)
+    assert not polling.done()  # parked in its wait
+    left.set()
+    await asyncio.wait_for(polling, 10)  # the wait asked for was 60 s
+    statuses = [m["status"] for m in sent if m["type"] == "http.response.start"]
+    assert statuses == [499]  # no bundle built for nobody
+
+
 async def test_nothing_published_is_a_404(client: httpx.AsyncClient, owner: Account) -> None:
     answer = await client.get(_bundle_url(owner), headers=owner.headers)
     assert answer.status_code == 404
