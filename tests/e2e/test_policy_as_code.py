@@ -12,6 +12,7 @@ import os
 import stat
 import subprocess
 import sys
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -86,11 +87,23 @@ def _recorded(decision_id: str, principal: str, time: str) -> dict[str, Any]:
     }
 
 
+@pytest.fixture(scope="module")
+def control_plane(module_control_plane: procs.ControlPlane) -> procs.ControlPlane:
+    """Shared by this module's tests (none stops it); each test signs up its own
+    organisation, with an email of its own."""
+    return module_control_plane
+
+
 @pytest.fixture
-def owner(control_plane: procs.ControlPlane) -> dict[str, str]:
+def email() -> str:
+    return f"sec-{uuid.uuid4().hex[:8]}@example.com"
+
+
+@pytest.fixture
+def owner(control_plane: procs.ControlPlane, email: str) -> dict[str, str]:
     answer = httpx.post(
         f"{control_plane.url}/api/v1/auth/signup",
-        json={"email": "sec@example.com", "password": PASSWORD, "organization": "PaC"},
+        json={"email": email, "password": PASSWORD, "organization": "PaC"},
     )
     assert answer.status_code == 201, answer.text
     return {"Authorization": f"Bearer {answer.json()['access_token']}"}
@@ -134,6 +147,7 @@ def junit_cases(xml: str) -> dict[str, bool]:
 
 def test_login_push_test_replay_publish_with_ci_exit_codes(
     control_plane: procs.ControlPlane,
+    email: str,
     owner: dict[str, str],
     repo: Path,
     home: Path,
@@ -141,7 +155,7 @@ def test_login_push_test_replay_publish_with_ci_exit_codes(
 ) -> None:
     url = control_plane.url
     code, out, err = cli(
-        capsys, "login", "--url", url, "--email", "sec@example.com", "--password-stdin",
+        capsys, "login", "--url", url, "--email", email, "--password-stdin",
         stdin=PASSWORD + "\n",
     )  # fmt: skip
     assert code == 0, err
@@ -218,6 +232,7 @@ def test_login_push_test_replay_publish_with_ci_exit_codes(
 
 def test_could_not_run_is_2_and_a_bad_policy_is_1(
     control_plane: procs.ControlPlane,
+    email: str,
     owner: dict[str, str],
     repo: Path,
     tmp_path: Path,
@@ -238,7 +253,7 @@ def test_could_not_run_is_2_and_a_bad_policy_is_1(
     assert "did not answer" in err
 
     code, _, err = cli(
-        capsys, "login", "--url", url, "--email", "sec@example.com", "--password-stdin",
+        capsys, "login", "--url", url, "--email", email, "--password-stdin",
         stdin="wrong password\n",
     )  # fmt: skip
     assert code == 2
@@ -280,12 +295,14 @@ def test_the_client_refreshes_an_expired_login_and_reads_decisions_and_approvals
     control_plane: procs.ControlPlane, home: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     url = control_plane.url
-    httpx.post(
+    email = f"aud-{uuid.uuid4().hex[:8]}@example.com"
+    signed_up = httpx.post(
         f"{url}/api/v1/auth/signup",
-        json={"email": "aud@example.com", "password": PASSWORD, "organization": "Client"},
+        json={"email": email, "password": PASSWORD, "organization": "Client"},
     )
+    assert signed_up.status_code == 201, signed_up.text
     with KaizenClient(url) as client:
-        tokens = client.auth.login("aud@example.com", PASSWORD)
+        tokens = client.auth.login(email, PASSWORD)
         assert client.auth.me().kind == "user"
         assert client.decisions.list(outcome="deny").items == []
         assert list(client.decisions.search()) == []
@@ -343,7 +360,11 @@ def test_the_client_sends_a_publish_again_and_gets_the_first_revision(
     url = control_plane.url
     signup = httpx.post(
         f"{url}/api/v1/auth/signup",
-        json={"email": "lost@example.com", "password": PASSWORD, "organization": "Lossy"},
+        json={
+            "email": f"lost-{uuid.uuid4().hex[:8]}@example.com",
+            "password": PASSWORD,
+            "organization": "Lossy",
+        },
     ).json()
     network = _LosesAnswers(publishes=2)
     with KaizenClient(url, access_token=signup["access_token"], transport=network) as client:
