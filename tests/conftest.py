@@ -28,6 +28,7 @@ import asyncpg
 import httpx
 import pytest
 import redis.asyncio as aioredis
+from argon2 import PasswordHasher
 from fastapi import FastAPI
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
@@ -35,6 +36,7 @@ from sqlalchemy.exc import DBAPIError
 from control_plane.app import create_app
 from control_plane.db.base import Base
 from control_plane.db.session import SYSTEM
+from control_plane.services import passwords
 from control_plane.settings import Settings
 from tests.object_stores import azurite, moto_s3
 
@@ -100,6 +102,21 @@ def no_process_outlives_the_suite() -> Iterator[None]:
     if survivors:
         listed = "\n".join(f"  {pid}: {command}" for pid, command in sorted(survivors.items()))
         pytest.fail(f"processes started by the tests were still running at the end:\n{listed}")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def cheap_password_hashing() -> Iterator[None]:
+    """argon2id at a test's cost in the control planes the tests run in-process.
+
+    At its production cost (64 MiB, 3 passes) a hash or a check takes 50-500 ms of CPU, and
+    the in-process suites do ~1,500 (every sign-up, member and login): minutes of the run.
+    The algorithm and the code paths are the same; only the cost parameters, which the
+    hashes carry, differ. The control-plane processes of tests/e2e hash at the production
+    cost, and tests/unit/test_passwords.py holds the production parameters."""
+    production = passwords._hasher
+    passwords._hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+    yield
+    passwords._hasher = production
 
 
 class PostgresDatabases:
