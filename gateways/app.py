@@ -29,7 +29,7 @@ from starlette.routing import Route
 
 from gateways.auth import HEADER, Decision, DecisionVerifier
 from gateways.deployments import DeploymentError, Deployments, DeploymentSource
-from gateways.errors import GatewayError, InvalidInput
+from gateways.errors import Forbidden, GatewayError, InvalidInput
 from gateways.executions import Execution, ExecutionRecorder, Settler
 from gateways.executor import Executor, Run, RunResult
 from gateways.mcp_server import (
@@ -43,6 +43,7 @@ from gateways.nested import NESTED_APPROVAL_HEADER, NestedAuthorizer
 from gateways.providers import PriceTable, ProviderRegistry, SecretResolver
 from gateways.providers.http import new_client
 from gateways.providers.secrets import resolver_for
+from gateways.providers.tenant_secrets import TenantSecrets, tenant_secrets_for
 from gateways.settings import GatewaySettings
 from gateways.tenancy import (
     NoSharedSecrets,
@@ -74,7 +75,10 @@ class GatewayState:
         """The deployments of the decision's organisation (one organisation's, unless shared)."""
         if isinstance(self.source, SharedDeploymentSource):
             check_namespace(path, decision.organization)
-            return self.source.for_organization(decision.organization)
+            deployments = self.source.for_organization(decision.organization)
+            if deployments.organization_id != decision.organization:  # provider keys follow it
+                raise Forbidden("the deployments served are not the decision's organisation's")
+            return deployments
         return self.source.current()
 
     def organization(self) -> str | None:
@@ -199,20 +203,24 @@ def create_app(
     source: DeploymentSource,
     *,
     secrets: SecretResolver | None = None,
+    tenants: TenantSecrets | None = None,
     http: httpx.AsyncClient | None = None,
 ) -> FastAPI:
     client = http or new_client()
     prices = PriceTable.from_json(settings.gateway_prices)
     token = settings.gateway_token.get_secret_value()
     shared = isinstance(source, SharedDeploymentSource)
-    if shared:
-        secrets = NoSharedSecrets()
+    if shared:  # each organisation's provider keys; no connector password, no fallback
+        secrets, tenants = NoSharedSecrets(), tenants or tenant_secrets_for(settings)
+    else:
+        tenants = None
+    registry = ProviderRegistry(
+        secrets or resolver_for(settings), settings.outbound_guard, tenants=tenants
+    )
     state = GatewayState(
         settings=settings,
         source=source,
-        executor=Executor(
-            ProviderRegistry(secrets or resolver_for(settings), settings.outbound_guard), prices
-        ),
+        executor=Executor(registry, prices),
         recorder=ExecutionRecorder(
             settings.control_plane_url,
             token,

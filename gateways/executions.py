@@ -102,15 +102,17 @@ class ExecutionRecorder:
         self._task = asyncio.create_task(self._run(), name="execution-shipper")
 
     async def stop(self, drain_seconds: float = 5.0) -> None:
-        """Ship what is buffered (for up to `drain_seconds`), then stop."""
-        deadline = time.monotonic() + drain_seconds
-        while self._buffer and time.monotonic() < deadline:
-            if not await self.flush():
-                await asyncio.sleep(0.2)
+        """Stop the shipper, then ship what is buffered (for up to `drain_seconds`). The
+        shipper goes first: two flushes of one batch at once would both pop it (a batch
+        cut mid-send is sent again; the ingest counts it as duplicates)."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        deadline = time.monotonic() + drain_seconds
+        while self._buffer and time.monotonic() < deadline:
+            if not await self.flush():
+                await asyncio.sleep(0.2)
         if self._buffer:
             log.error("stopping with %d executions not acknowledged", len(self._buffer))
 

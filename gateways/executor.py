@@ -244,7 +244,7 @@ class Executor:
         on_delta: Delta | None = None,
     ) -> str:
         """One agent turn-loop: model → tool calls → model … until it answers in text."""
-        provider = self.providers.get(agent.model)
+        provider = self.providers.get(agent.model, deployments.organization_id)
         tools = self._tool_specs(deployments, agent)
         messages: list[dict[str, Any]] = []
         if agent.system_prompt:

@@ -11,9 +11,9 @@ HMAC-keyed by the credential), never the request: an `/o/{org}/…` path must na
 organisation, and the agent is looked up in that organisation's deployments only. Each
 organisation's executions go to its own ingest
 (`/api/v1/platform/organizations/{org}/executions/ingest`), which refuses an organisation
-not placed here. Provider keys are not served: the operator's environment keys would
-let any tenant spend them, so a shared gateway runs only keyless providers (a refusal
-naming the key, never another organisation's secret).
+not placed here. Provider keys are the decision's organisation's own, read from Vault at
+run time (gateways/providers/tenant_secrets.py); environment keys are refused, and
+connector passwords are not served (`NoSharedSecrets`).
 """
 
 from __future__ import annotations
@@ -219,12 +219,14 @@ class TenantRecorders:
 
 
 class NoSharedSecrets:
-    """A shared gateway's secret resolver: none. The operator's keys are not the tenants'."""
+    """A shared gateway's gateway-wide resolver: none (the operator's keys are not the
+    tenants'). Provider keys come per organisation (`ProviderRegistry.secrets_for`); what
+    still asks this one — connector passwords — is refused."""
 
     def resolve(self, name: str) -> str:
         raise ProviderError(
-            f"secret {name!r}: provider keys are not served on the shared gateway; "
-            "use a keyless provider or a plan with a dedicated gateway"
+            f"secret {name!r}: a shared gateway has no gateway-wide provider keys, only "
+            "each organisation's own"
         )
 
     def bound_host(self, name: str) -> str | None:

@@ -31,6 +31,7 @@ from gateways.providers.http import outbound_client
 from gateways.providers.openai import DEFAULT_BASE_URLS, OpenAIProvider
 from gateways.providers.prices import PriceTable
 from gateways.providers.secrets import EnvSecretResolver, SecretResolver
+from gateways.providers.tenant_secrets import TenantSecrets
 
 __all__ = [
     "ChatRequest",
@@ -75,32 +76,56 @@ def check_key_binding(model: ModelConfig, base_url: str, bound_host: str | None)
 
 class ProviderRegistry:
     """One provider per (kind, base URL, secret), sharing one guarded aiohttp connection
-    pool (`session`); `http` is the guarded httpx client of the executor's HTTP tools."""
+    pool (`session`); `http` is the guarded httpx client of the executor's HTTP tools.
 
-    def __init__(self, secrets: SecretResolver, guard: OutboundGuard | None = None) -> None:
+    On a shared gateway (`tenants` given) a provider key is always the one of the
+    organisation `get` is called for — the decision's — read from that organisation's own
+    store, and each provider built with a key is kept under that organisation only."""
+
+    def __init__(
+        self,
+        secrets: SecretResolver,
+        guard: OutboundGuard | None = None,
+        *,
+        tenants: TenantSecrets | None = None,
+    ) -> None:
         self._secrets = secrets
+        self._tenants = tenants
         self.guard = guard or OutboundGuard()  # no allowance: public addresses only
         self.session = GuardedSession(self.guard)
         self.http: httpx.AsyncClient = outbound_client(self.guard)
-        self._providers: dict[tuple[str, str, str | None], Provider] = {}
+        self._providers: dict[tuple[str | None, str, str, str | None], Provider] = {}
         self._demo = DemoProvider()
 
     @property
     def secrets(self) -> SecretResolver:
         return self._secrets
 
-    def get(self, model: ModelConfig) -> Provider:
+    def secrets_for(self, organization: str | None) -> SecretResolver:
+        """Whose keys a call may use: the gateway's own, or on a shared gateway the
+        organisation's named by the call's verified decision (never a fallback)."""
+        if self._tenants is None:
+            return self._secrets
+        if not organization:
+            raise ProviderError("no organisation named: a shared gateway has no own keys")
+        return self._tenants.for_organization(organization)
+
+    def get(self, model: ModelConfig, organization: str | None = None) -> Provider:
         if model.provider == "demo":
             return self._demo
         base_url = model.base_url or default_base_url(model.provider)
+        owner = organization if self._tenants is not None else None
+        key = (owner, model.provider, base_url, model.api_key_secret)
+        provider = self._providers.get(key)
+        api_key = None
         if model.api_key_secret:
+            secrets = self.secrets_for(organization)
+            if provider is None:  # a missing key says so before anything is checked
+                api_key = secrets.resolve(model.api_key_secret)
             # Defence in depth behind the control plane's deploy-time check: a bundle or a
             # Vault entry that disagrees still never gets the key sent elsewhere.
-            check_key_binding(model, base_url, self._secrets.bound_host(model.api_key_secret))
-        key = (model.provider, base_url, model.api_key_secret)
-        provider = self._providers.get(key)
+            check_key_binding(model, base_url, secrets.bound_host(model.api_key_secret))
         if provider is None:
-            api_key = self._secrets.resolve(model.api_key_secret) if model.api_key_secret else None
             if model.provider == "anthropic":
                 provider = AnthropicProvider(base_url, api_key, self.session)
             else:

@@ -76,10 +76,60 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _CONNECTOR = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 
 
+class VaultConnection:
+    """One authenticated Vault / OpenBao client (token or AppRole, logging in again when an
+    AppRole token expired). Shared by the resolvers of every organisation a shared gateway
+    serves (gateways/providers/tenant_secrets.py); `lock` serialises its use."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        token: str | None = None,
+        role_id: str | None = None,
+        secret_id: str | None = None,
+        approle_mount: str = "approle",
+        mount: str = "secret",
+        timeout: float = 5.0,
+    ) -> None:
+        if not token and not (role_id and secret_id):
+            raise ProviderError("Vault needs VAULT_TOKEN, or VAULT_ROLE_ID and VAULT_SECRET_ID")
+        self.url = url
+        self.mount = mount
+        self.lock = threading.Lock()
+        self._client = hvac.Client(url=url, token=token, timeout=timeout)
+        self._approle = (role_id, secret_id, approle_mount) if role_id and secret_id else None
+        self._logged_in = self._approle is None
+
+    def _login(self) -> None:
+        assert self._approle is not None
+        role_id, secret_id, mount = self._approle
+        self._client.auth.approle.login(role_id=role_id, secret_id=secret_id, mount_point=mount)
+        self._logged_in = True
+
+    def read(self, path: str) -> dict[str, Any]:
+        """KV v2 `path` under the mount; the caller holds `lock`."""
+
+        def read() -> dict[str, Any]:
+            response: dict[str, Any] = self._client.secrets.kv.v2.read_secret_version(
+                path=path, mount_point=self.mount, raise_on_deleted_version=True
+            )
+            return response
+
+        if not self._logged_in:
+            self._login()
+        try:
+            return read()
+        except hvac.exceptions.Forbidden:
+            if self._approle is None:
+                raise
+            self._login()
+            return read()
+
+
 class VaultSecretResolver:
-    """Provider keys from Vault / OpenBao KV v2, as the control plane's `vault` backend
-    stores them. Keys are cached for `ttl` seconds; an AppRole token that expired is renewed
-    by logging in again."""
+    """Provider keys of one organisation from Vault / OpenBao KV v2, as the control plane's
+    `vault` backend stores them. Keys are cached for `ttl` seconds."""
 
     def __init__(
         self,
@@ -94,46 +144,30 @@ class VaultSecretResolver:
         prefix: str = "kaizen",
         timeout: float = 5.0,
         ttl: float = 60.0,
+        connection: VaultConnection | None = None,
     ) -> None:
-        if not token and not (role_id and secret_id):
-            raise ProviderError("Vault needs VAULT_TOKEN, or VAULT_ROLE_ID and VAULT_SECRET_ID")
-        self.url = url
-        self._client = hvac.Client(url=url, token=token, timeout=timeout)
-        self._approle = (role_id, secret_id, approle_mount) if role_id and secret_id else None
-        self._logged_in = self._approle is None
+        self._connection = connection or VaultConnection(
+            url,
+            token=token,
+            role_id=role_id,
+            secret_id=secret_id,
+            approle_mount=approle_mount,
+            mount=mount,
+            timeout=timeout,
+        )
+        self.url = self._connection.url
+        self.organization_id = organization_id
         self._organization_root = f"{prefix.strip('/')}/{organization_id}"
         self._root = f"{self._organization_root}/providers"
-        self._mount, self._ttl = mount, ttl
+        self._ttl = ttl
         self._cache: dict[str, tuple[float, str | None]] = {}
-        self._lock = threading.Lock()
+        self._lock = self._connection.lock
 
     def path(self, name: str, field: str = "api_key") -> str:
         return f"{self._root}/{name}/{field}"
 
-    def _login(self) -> None:
-        assert self._approle is not None
-        role_id, secret_id, mount = self._approle
-        self._client.auth.approle.login(role_id=role_id, secret_id=secret_id, mount_point=mount)
-        self._logged_in = True
-
     def _read(self, name: str, field: str, path: str | None = None) -> dict[str, Any]:
-        def read() -> dict[str, Any]:
-            response: dict[str, Any] = self._client.secrets.kv.v2.read_secret_version(
-                path=path or self.path(name, field),
-                mount_point=self._mount,
-                raise_on_deleted_version=True,
-            )
-            return response
-
-        if not self._logged_in:
-            self._login()
-        try:
-            return read()
-        except hvac.exceptions.Forbidden:
-            if self._approle is None:
-                raise
-            self._login()
-            return read()
+        return self._connection.read(path or self.path(name, field))
 
     def resolve(self, name: str) -> str:
         value = self._value(name, "api_key")

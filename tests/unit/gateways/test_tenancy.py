@@ -112,9 +112,9 @@ async def test_an_organisation_gone_from_the_manifest_is_no_longer_served(
     assert source.for_organization(A).agents
 
 
-def test_no_provider_key_is_served_on_a_shared_gateway() -> None:
-    secrets = NoSharedSecrets()
-    with pytest.raises(ProviderError, match="not served on the shared gateway"):
+def test_no_gateway_wide_key_nor_connector_password_on_a_shared_gateway() -> None:
+    secrets = NoSharedSecrets()  # each organisation's keys: tests/unit/gateways/test_shared_keys.py
+    with pytest.raises(ProviderError, match="no gateway-wide provider keys"):
         secrets.resolve("openai")
     with pytest.raises(ProviderError, match="not served on the shared gateway"):
         secrets.connector_password("warehouse")
