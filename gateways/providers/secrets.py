@@ -8,6 +8,7 @@
 - `database` (the embedded default): a gateway has no database access, so it keeps reading
   `KAIZEN_SECRET_<NAME>` from its environment (`EnvSecretResolver`). Deployments that want
   provider keys managed centrally use `vault`.
+- A shared platform gateway reads each organisation's keys instead (tenant_secrets.py).
 
 Values are never logged; errors name the secret, never its value.
 
