@@ -209,6 +209,30 @@ def standins() -> Iterator[str]:
     served.stop()
 
 
+def shared_gateway(directory: Path, standins: str, tenants: InMemoryTenants) -> Any:
+    source = SharedDeploymentSource(directory, standins, PLATFORM, floor=BundleFloor())
+    settings = GatewaySettings(
+        gateway_token=SecretStr(PLATFORM),
+        control_plane_url=standins,
+        sidecar_url=standins,
+        outbound_allow_cidrs="127.0.0.1/32",
+    )
+    return create_app(settings, source, tenants=tenants)
+
+
+async def invoke(http: httpx.AsyncClient, organization: str, name: str) -> httpx.Response:
+    """POST /v1/agents/{name}/invoke with the decision the sidecar signs for `organization`."""
+    body = b'{"input": "hi"}'
+    return await http.post(
+        f"/v1/agents/{name}/invoke",
+        content=body,
+        headers={
+            "x-kaizen-decision": decision(organization, name, body),
+            "content-type": "application/json",
+        },
+    )
+
+
 async def test_through_the_gateway_each_organisation_calls_with_its_own_key(
     fake: FakeLLM, tmp_path: Path, standins: str
 ) -> None:
@@ -230,33 +254,18 @@ async def test_through_the_gateway_each_organisation_calls_with_its_own_key(
             "beta-other": agent("beta-other", HANDLE_B, "other-prod", fake),
         },
     )
-    source = SharedDeploymentSource(tmp_path, standins, PLATFORM, floor=BundleFloor())
-    settings = GatewaySettings(
-        gateway_token=SecretStr(PLATFORM),
-        control_plane_url=standins,
-        sidecar_url=standins,
-        outbound_allow_cidrs="127.0.0.1/32",
-    )
     # B also stored "other-prod"; A did not.
     tenants = InMemoryTenants(
         {A: {"openai-prod": KEY_A}, B: {"openai-prod": KEY_B, "other-prod": "sk-b-other"}}
     )
-    gateway = create_app(settings, source, tenants=tenants)
+    gateway = shared_gateway(tmp_path, standins, tenants)
     fake.reset(lambda model, messages: Reply("answered"))
     async with gateway.router.lifespan_context(gateway):
         transport = httpx.ASGITransport(app=gateway)
         async with httpx.AsyncClient(transport=transport, base_url="http://gw.test") as http:
 
             async def call(organization: str, name: str) -> httpx.Response:
-                body = b'{"input": "hi"}'
-                return await http.post(
-                    f"/v1/agents/{name}/invoke",
-                    content=body,
-                    headers={
-                        "x-kaizen-decision": decision(organization, name, body),
-                        "content-type": "application/json",
-                    },
-                )
+                return await invoke(http, organization, name)
 
             for organization, name, key in ((A, "alpha", KEY_A), (B, "beta", KEY_B)) * 2:
                 answered = await call(organization, name)
@@ -275,3 +284,27 @@ async def test_through_the_gateway_each_organisation_calls_with_its_own_key(
             assert (await call(A, "beta-other")).status_code == 404
             assert len(fake.headers) == sent + 1  # nothing went out for A
     assert set(tenants.asked) == {A, B}
+
+
+async def test_a_bundle_compiled_for_another_organisation_never_spends_its_keys(
+    fake: FakeLLM, tmp_path: Path, standins: str
+) -> None:
+    """A's store holds a bundle signed for A's scope whose policy names B: its agents run
+    for A's callers, so they must not run with B's keys (nor with A's: refused)."""
+    on_disk(
+        tmp_path,
+        A,
+        HANDLE_A,
+        {"alpha": agent("alpha", HANDLE_A, "openai-prod", fake)},
+        compiled_for=B,
+    )
+    tenants = InMemoryTenants({A: {"openai-prod": KEY_A}, B: {"openai-prod": KEY_B}})
+    gateway = shared_gateway(tmp_path, standins, tenants)
+    async with gateway.router.lifespan_context(gateway):
+        transport = httpx.ASGITransport(app=gateway)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw.test") as http:
+            refused = await invoke(http, A, "alpha")
+    assert refused.status_code == 403, refused.text
+    assert "not the decision's organisation's" in refused.text
+    assert fake.headers == []
+    assert tenants.asked == []

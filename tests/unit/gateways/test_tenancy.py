@@ -40,12 +40,20 @@ def agent(name: str, gateways: list[str]) -> dict[str, Any]:
     }
 
 
-def on_disk(directory: Path, organization: str, handle: str, agents: dict[str, Any]) -> None:
+def on_disk(
+    directory: Path,
+    organization: str,
+    handle: str,
+    agents: dict[str, Any],
+    *,
+    compiled_for: str | None = None,
+) -> None:
     """What a shared gateway left on disk for `organization`: its verified bundle (signed
-    with its own key) and its handle's id."""
+    with its own key) and its handle's id. `compiled_for`: a bundle of that scope whose
+    compiled policy names another organisation (as only a faulty signer would make)."""
     pem, jwks = generate_ed25519(f"key-{organization[:8]}")
     compiled = compile_policy(
-        PolicySet.from_documents([]), CompileContext(organization, agents=agents)
+        PolicySet.from_documents([]), CompileContext(compiled_for or organization, agents=agents)
     )
     data = build_bundle(
         compiled,
