@@ -49,6 +49,7 @@ def cmd_gateway(args: argparse.Namespace) -> int:
 
     from gateways.app import create_app
     from gateways.deployments import BundleFloor, DeploymentError, deployment_source
+    from gateways.errors import ProviderError
     from gateways.settings import GatewaySettings
     from gateways.tenancy import shared_or_dedicated
 
@@ -81,7 +82,11 @@ def cmd_gateway(args: argparse.Namespace) -> int:
     except tracing.TracingConfigError as exc:
         print(f"kaizen-studio gateway: {exc}", file=sys.stderr)
         return 2
-    app = create_app(settings, source)
+    try:
+        app = create_app(settings, source)
+    except ProviderError as exc:  # the secrets backend's settings (Vault address, credential)
+        print(f"kaizen-studio gateway: {exc.message}", file=sys.stderr)
+        return 2
     settle_heap()
     # uvloop and httptools (both pinned) named, not left to "auto": a missing one fails here
     # instead of silently serving on asyncio's loop and the pure-Python h11 parser.

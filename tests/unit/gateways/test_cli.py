@@ -115,3 +115,16 @@ def test_gateway_refuses_to_start_without_its_settings(
     monkeypatch.delenv("KAIZEN_GATEWAY_JWKS", raising=False)
     assert main(["gateway"]) == 2  # static deployments need the bundle and its JWKS
     assert "KAIZEN_GATEWAY_JWKS" in capsys.readouterr().err
+
+
+def test_a_shared_gateway_with_vault_but_no_address_refuses_to_start(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    monkeypatch.setenv("KAIZEN_HOME", str(tmp_path))
+    monkeypatch.setenv("KAIZEN_GATEWAY_TOKEN", "kgp_" + "x" * 40)  # a platform credential
+    monkeypatch.delenv("KAIZEN_GATEWAY_BUNDLE", raising=False)
+    monkeypatch.setenv("KAIZEN_SECRETS_BACKEND", "vault")
+    monkeypatch.delenv("VAULT_ADDR", raising=False)
+    monkeypatch.delenv("KAIZEN_VAULT_ADDR", raising=False)
+    assert main(["gateway"]) == 2
+    assert "KAIZEN_SECRETS_BACKEND=vault needs VAULT_ADDR" in capsys.readouterr().err
