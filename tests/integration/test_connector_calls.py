@@ -13,12 +13,12 @@ import pytest
 from gateways import connector_calls  # noqa: TID251  (the gateway under test)
 from gateways.deployments import Deployments  # noqa: TID251
 from gateways.errors import Forbidden, ToolError  # noqa: TID251
-from gateways.executor import Run  # noqa: TID251
-from gateways.providers import PriceTable  # noqa: TID251
+from gateways.executor import Executor, Run  # noqa: TID251
+from gateways.providers import PriceTable, ProviderRegistry  # noqa: TID251
 from gateways.providers.secrets import EnvSecretResolver  # noqa: TID251
 from policy.connectors import ConnectionSettings
 from policy.net.outbound import OutboundGuard
-from policy.workloads import ConnectorTool, Limits
+from policy.workloads import AgentConfig, ConnectorTool, Limits, parse_workload_source
 from tests.integration.connector_support import SeededDatabase, seeded_postgres
 
 __all__ = ["seeded_postgres"]
@@ -180,3 +180,39 @@ async def test_sql_the_database_refuses_goes_back_to_the_model(
         _env(seeded_postgres),
     )
     assert answer.startswith("error: query_failed: PostgreSQL:")
+
+
+DEMO_ANALYST = """\
+kind: Agent
+metadata: {name: analyst}
+spec:
+  model: {provider: demo, name: demo}
+  tools:
+    - connector: {name: warehouse, operations: [sql.query]}
+"""
+
+
+async def test_the_demo_models_sql_takes_the_same_path_as_a_real_models(
+    seeded_postgres: SeededDatabase,
+) -> None:
+    """The README tour's offline model: its tool call runs through the executor's loop and
+    this module, every table asked, a denied one stopping the call (no demo exception)."""
+    (agent,) = parse_workload_source(DEMO_ANALYST)
+    assert isinstance(agent, AgentConfig)
+    deployments = _deployments(seeded_postgres)
+    secrets = EnvSecretResolver(environ=_env(seeded_postgres))
+    executor = Executor(ProviderRegistry(secrets, GUARD), PriceTable())
+    authorizer = Authorizer(deny=frozenset({"public.salaries"}))
+    run = Run(Limits(), PriceTable())
+    run.nested = authorizer
+    answer = await executor.call_agent(
+        deployments, agent, "sql: SELECT customer, total FROM orders ORDER BY id", run
+    )
+    assert "customer=ada, total=10.50; customer=bob, total=20.00" in answer
+    assert authorizer.asked == [("read", "public.orders")]
+
+    run = Run(Limits(), PriceTable())
+    run.nested = authorizer
+    with pytest.raises(Forbidden, match=r"table:public\.salaries"):
+        await executor.call_agent(deployments, agent, "sql: SELECT * FROM salaries", run)
+    assert authorizer.asked[-1] == ("read", "public.salaries")
