@@ -18,6 +18,10 @@ $(BIN)/kaizen-studio: pyproject.toml requirements.lock
 	@echo "make: installing Kaizen Studio and its dependencies into $(VENV) (first run: a few minutes)"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --progress-bar off --require-hashes -r requirements.lock
+	@# xds-protos (Envoy's gRPC API) ships an old copy of opentelemetry-proto's modules at the
+	@# same paths; whichever installs last wins. OpenTelemetry's own must (ADR 0013).
+	grep -A2 '^opentelemetry-proto==' requirements.lock > $(VENV)/opentelemetry-proto.txt
+	$(BIN)/pip install --progress-bar off --require-hashes --no-deps --force-reinstall -r $(VENV)/opentelemetry-proto.txt
 	$(BIN)/pip install --progress-bar off --no-deps --no-build-isolation -e .
 	scripts/prune-venv.sh $(VENV)
 	touch $@

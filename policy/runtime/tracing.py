@@ -37,6 +37,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SpanExporter
     from opentelemetry.trace import Span, SpanContext, Tracer
 
 log = logging.getLogger(__name__)
@@ -104,26 +105,35 @@ def configure(service: str) -> bool:
         return ENABLED
     from opentelemetry.sdk.resources import SERVICE_NAME, OTELResourceDetector, Resource
     from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
 
     detected = OTELResourceDetector().detect()
     ours = {} if detected.attributes.get(SERVICE_NAME) else {SERVICE_NAME: service}
     # The sampler comes from OTEL_TRACES_SAMPLER (default: parent-based, always on).
     provider = TracerProvider(resource=Resource.create(ours))
     for name in names:
-        exporter: SpanExporter
-        if name == "otlp":
-            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
-            exporter = OTLPSpanExporter()
-        else:
-            exporter = ConsoleSpanExporter(service_name=service)
+        exporter: SpanExporter = (
+            _otlp_exporter() if name == "otlp" else ConsoleSpanExporter(service_name=service)
+        )
         provider.add_span_processor(BatchSpanProcessor(exporter))
     _provider = provider
     _tracer = provider.get_tracer("kaizen-studio")
     ENABLED = True
     log.info("traces on: %s exporter(s), service %s", ",".join(names), service)
     return True
+
+
+def _otlp_exporter() -> SpanExporter:
+    try:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    except ImportError as error:  # xds-protos installed over opentelemetry-proto's modules
+        raise TracingConfigError(
+            f"OTEL_TRACES_EXPORTER=otlp: the OTLP exporter cannot load ({error}); "
+            "xds-protos carries an older copy of opentelemetry-proto's modules and was "
+            "installed after it: pip install --force-reinstall --no-deps "
+            "opentelemetry-proto (make does this)"
+        ) from error
+    return OTLPSpanExporter()
 
 
 def flush(timeout_seconds: float = 5.0) -> None:

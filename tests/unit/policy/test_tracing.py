@@ -3,6 +3,7 @@ start, W3C propagation, and the batch span that puts a shipped batch in its call
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -138,3 +139,15 @@ def test_a_batch_of_one_trace_joins_it_and_a_mixed_batch_links_each(
     assert {link.context.span_id for link in mixed.links} == {
         c.span_id for c in contexts if c is not None
     }
+
+
+def test_an_otlp_exporter_that_cannot_load_is_a_config_error_saying_how_to_fix_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # What a venv with xds-protos's older opentelemetry/proto modules on top gave: an
+    # ImportError deep in the exporter, a traceback at every runtime's start.
+    monkeypatch.setitem(sys.modules, "opentelemetry.exporter.otlp.proto.http.trace_exporter", None)
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "otlp")
+    with pytest.raises(tracing.TracingConfigError, match="force-reinstall --no-deps"):
+        tracing.configure("kaizen-test")
+    assert not tracing.ENABLED
