@@ -19,13 +19,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -104,6 +105,16 @@ def running(process: subprocess.Popen[bytes]) -> Iterator[subprocess.Popen[bytes
         yield process
     finally:
         stop(process)
+
+
+def eventually(check: Callable[[], Any], timeout: float, what: str, poll: float = 0.1) -> Any:
+    """`check()`'s first truthy answer within `timeout` s; the test fails naming `what`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if result := check():
+            return result
+        time.sleep(poll)
+    pytest.fail(f"{what} did not happen within {timeout} s")
 
 
 def clean_env(**env: str) -> dict[str, str]:

@@ -18,13 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import gzip
-import io
 import json
 import secrets
-import tarfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +31,12 @@ import pytest
 
 from tests.conftest import PASSWORD, REDIS_PREFIX, REDIS_URL, PostgresDatabases
 from tests.e2e import sidecar_procs as procs
+from tests.e2e.connector_pod import LOCAL, bundle_files, serving_pod
 from tests.fake_llm import FakeLLM, Reply, last_user_text, running_fake_llm
 from tests.integration.connector_support import PG_WIPE, SEED
 from tests.integration.test_secrets import Bao, openbao
 
 __all__ = ["openbao"]
-LOCAL = "127.0.0.1/32"
 POLICY = """\
 kind: RolePolicy
 metadata: {name: data-roles}
@@ -110,15 +107,6 @@ async def warehouse(postgres_databases: PostgresDatabases) -> str:
         await seeded.execute(statement)
     await seeded.close()
     return name
-
-
-def _eventually(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if result := check():
-            return result
-        time.sleep(0.1)
-    pytest.fail(f"{what} did not happen within {timeout} s")
 
 
 def test_an_agent_reads_a_table_through_a_governed_connector(
@@ -198,54 +186,16 @@ def test_an_agent_reads_a_table_through_a_governed_connector(
     agent = call("POST", "/api/v1/agents", json={"source": AGENT % {"llm": fake_llm.openai_url}})
     assert agent.status_code == 201, agent.text
 
-    listen, admin_port, grpc_port, http_port, gateway_port = (procs.free_port() for _ in range(5))
-    envoy = f"http://127.0.0.1:{listen}"
-    gateway = call(
-        "POST", "/api/v1/gateways", json={"name": "edge", "environment": "prod", "url": envoy}
-    )
-    credential = {
-        "KAIZEN_GATEWAY_TOKEN": gateway.json()["credential"],
-        "KAIZEN_CONTROL_PLANE_URL": control_plane.url,
-        "KAIZEN_LOG_LEVEL": "DEBUG",
-    }
-    deployed = call(
-        "POST",
-        "/api/v1/deployments",
-        json={"gateway_id": gateway.json()["id"], "kind": "agent", "name": "analyst"},
-    )
-    assert deployed.status_code == 201, deployed.text
-
-    gateway_process = procs.spawn(
-        [str(procs.BIN / "kaizen-studio"), "gateway"],
-        env=procs.clean_env(
-            KAIZEN_HOME=str(tmp_path / "gateway"),
-            KAIZEN_GATEWAY_PORT=str(gateway_port),
-            KAIZEN_SIDECAR_URL=f"http://127.0.0.1:{http_port}",
-            KAIZEN_GATEWAY_PUBLIC_URL=envoy,
-            KAIZEN_OUTBOUND_ALLOW_CIDRS=LOCAL,
-            KAIZEN_SECRETS_BACKEND="vault",
-            KAIZEN_VAULT_PATH_PREFIX=prefix,
-            KAIZEN_GATEWAY_ORGANIZATION_ID=owner["organization_id"],
-            **vault,
-            **credential,
-        ),
-    )
-    sidecar = procs.start_sidecar(tmp_path / "sidecar", grpc_port, http_port, **credential)
-    proxy = procs.start_envoy(
-        procs.envoy_config(listen, admin_port, grpc_port, gateway_port, sidecar_http=http_port),
+    with serving_pod(
+        call,
+        control_plane.url,
         tmp_path,
-        admin_port,
-    )
-    with procs.running(gateway_process), procs.running(sidecar), procs.running(proxy):
-
-        def serving() -> bool:
-            try:
-                health = httpx.get(f"http://127.0.0.1:{gateway_port}/healthz", timeout=2)
-            except httpx.TransportError:
-                return False
-            return health.status_code == 200 and health.json().get("agents") == 1
-
-        _eventually(serving, 30, "the gateway serving the analyst")
+        agent="analyst",
+        organization_id=owner["organization_id"],
+        vault=vault,
+        vault_prefix=prefix,
+    ) as pod:
+        envoy = pod.envoy
         user = {"Authorization": f"Bearer {analyst['access_token']}"}
 
         def ask(question: str, grant: str | None = None) -> httpx.Response:
@@ -289,7 +239,7 @@ def test_an_agent_reads_a_table_through_a_governed_connector(
             ).json()["items"]
             return found if len(found) >= 3 else None
 
-        logged = _eventually(connector_decisions, 30, "the connector decisions in the log")
+        logged = procs.eventually(connector_decisions, 30, "the connector decisions in the log")
         seen = {
             (d["action"], d["input"]["resource"]["attributes"]["object"], d["outcome"])
             for d in logged
@@ -307,7 +257,7 @@ def test_an_agent_reads_a_table_through_a_governed_connector(
             items = call("GET", "/api/v1/approvals").json()["items"]
             return next((a for a in items if a["id"] == details["approval_request_id"]), None)
 
-        held_request = _eventually(approval, 30, "the approval request of the held write")
+        held_request = procs.eventually(approval, 30, "the approval request of the held write")
         assert (held_request["action"], held_request["resource"], held_request["status"]) == (
             "write",
             "connector:warehouse",
@@ -335,22 +285,24 @@ def test_an_agent_reads_a_table_through_a_governed_connector(
         assert drafted.status_code == 201, drafted.text
         published_at = time.monotonic()
         assert call("POST", "/api/v1/policies/publish", json={}).status_code == 201
-        _eventually(lambda: ask("orders").status_code == 403, 10, "orders denied after publish")
+        procs.eventually(
+            lambda: ask("orders").status_code == 403, 10, "orders denied after publish"
+        )
         print(f"\norders denied {time.monotonic() - published_at:.2f} s after the publish call")
 
         bundle = cp.get(
             f"/api/v1/bundles/{owner['organization_id']}/bundle.tar.gz",
-            headers={"Authorization": f"Bearer {credential['KAIZEN_GATEWAY_TOKEN']}"},
+            headers={"Authorization": f"Bearer {pod.token}"},
         )
         assert bundle.status_code == 200, bundle.text
-        files = _bundle_files(bundle.content)
+        files = bundle_files(bundle.content)
         data = json.loads(files["data.json"])
         assert data["kaizen"]["connectors"]["warehouse"]["database"] == warehouse
         # Read while they run: stopping a process removes its log file.
         logs = {
             "control plane": procs.full_output(control_plane.process),
-            "gateway": procs.full_output(gateway_process),
-            "sidecar": procs.full_output(sidecar),
+            "gateway": procs.full_output(pod.gateway),
+            "sidecar": procs.full_output(pod.sidecar),
         }
 
     assert all(logs.values()), "every process wrote log lines to search"
@@ -369,12 +321,3 @@ async def _name_of_customer(database: str) -> str:
         return str(await connection.fetchval("SELECT name FROM customers WHERE id = 1"))
     finally:
         await connection.close()
-
-
-def _bundle_files(content: bytes) -> dict[str, str]:
-    with tarfile.open(fileobj=io.BytesIO(gzip.decompress(content))) as archive:
-        return {
-            m.name.lstrip("/"): archive.extractfile(m).read().decode()  # type: ignore[union-attr]
-            for m in archive.getmembers()
-            if m.isfile()
-        }

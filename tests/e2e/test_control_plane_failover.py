@@ -51,16 +51,6 @@ spec:
 """
 
 
-def _eventually(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.1)
-    pytest.fail(f"{what} did not happen within {timeout} s")
-
-
 class Balancer:
     """The Envoy in front of both replicas: its admin API and its JSON access log."""
 
@@ -247,7 +237,7 @@ def _revision(sidecar_http: int) -> int | None:
 
 
 def _pushed(sidecar_http: int, revision: int) -> None:
-    _eventually(lambda: _revision(sidecar_http) == revision, 30, f"revision {revision} pushed")
+    procs.eventually(lambda: _revision(sidecar_http) == revision, 30, f"revision {revision} pushed")
 
 
 def _bundle_polls(balancer: Balancer) -> list[dict[str, Any]]:
@@ -265,7 +255,9 @@ def _delivered_by(balancer: Balancer, revision: int) -> dict[str, Any]:
                 return entry
         return None
 
-    entry: dict[str, Any] = _eventually(found, 10, f"the long-poll answer of revision {revision}")
+    entry: dict[str, Any] = procs.eventually(
+        found, 10, f"the long-poll answer of revision {revision}"
+    )
     return entry
 
 
@@ -326,13 +318,13 @@ def test_two_replicas_one_killed_mid_traffic(
         KAIZEN_CONTROL_PLANE_URL=balancer.url,
     )
     request.addfinalizer(lambda: procs.stop(sidecar))
-    _eventually(lambda: _revision(http_port) == current, 30, "the sidecar's first bundle")
+    procs.eventually(lambda: _revision(http_port) == current, 30, "the sidecar's first bundle")
 
     # 1. Cross-replica push: publish straight on the replica that does NOT hold the
     # sidecar's long-poll; the held poll on the other one is woken through Redis.
     crossed = None
     for _ in range(4):
-        holder = _eventually(
+        holder = procs.eventually(
             lambda: [p for p, n in balancer.active().items() if n == 1] or None,
             10,
             "the sidecar's long-poll at one replica",
@@ -350,7 +342,9 @@ def test_two_replicas_one_killed_mid_traffic(
             break
     assert crossed is not None, "no long-poll was ever held at the other replica"
     assert int(crossed["duration_ms"]) < LONG_POLL_WAIT_MS  # woken, not timed out
-    assert _eventually(lambda: current in channel.revisions(scope), 10, "the Redis announcement")
+    assert procs.eventually(
+        lambda: current in channel.revisions(scope), 10, "the Redis announcement"
+    )
 
     # 2. Traffic, then SIGKILL the replica holding the sidecar's long-poll while it also
     # answers another request.
@@ -358,7 +352,7 @@ def test_two_replicas_one_killed_mid_traffic(
     traffic = Traffic(balancer.url, check_url, admin)
     traffic.start()
     try:
-        _eventually(lambda: len(traffic.publishes) >= 3, 60, "three publishes before the kill")
+        procs.eventually(lambda: len(traffic.publishes) >= 3, 60, "three publishes before the kill")
 
         def busy() -> list[int] | None:
             # A publish has been in flight for a while (its sandbox build takes longer)
@@ -368,13 +362,13 @@ def test_two_replicas_one_killed_mid_traffic(
                 return None
             return [p for p, n in balancer.active().items() if n >= 2] or None
 
-        victim_port = _eventually(busy, 30, "a replica answering a publish and a long-poll")[0]
+        victim_port = procs.eventually(busy, 30, "a replica answering a publish and a long-poll")[0]
         victim = by_port[victim_port]
         survivor = b if victim is a else a
         before = len(traffic.publishes)
         victim.process.send_signal(signal.SIGKILL)
         victim.process.wait(10)
-        _eventually(
+        procs.eventually(
             lambda: len(traffic.publishes) >= before + 3, 90, "three publishes after the kill"
         )
     finally:
@@ -407,7 +401,9 @@ def test_two_replicas_one_killed_mid_traffic(
     entry = _delivered_by(balancer, current)
     assert _port(entry) == survivor.port
     assert int(entry["duration_ms"]) < LONG_POLL_WAIT_MS
-    assert _eventually(lambda: current in channel.revisions(scope), 10, "its Redis announcement")
+    assert procs.eventually(
+        lambda: current in channel.revisions(scope), 10, "its Redis announcement"
+    )
 
     # 3. No lost decision, none twice: every id the sidecar answered is stored once.
     made = set(traffic.decisions)
@@ -417,7 +413,7 @@ def test_two_replicas_one_killed_mid_traffic(
         stored = asyncio.run(_stored_ids(database))
         return stored if made <= set(stored) else None
 
-    stored = _eventually(all_stored, 60, "every decision in the decision store")
+    stored = procs.eventually(all_stored, 60, "every decision in the decision store")
     assert len(stored) == len(set(stored)) == len(made)
     verify = cp.get("/api/v1/decisions/verify", headers=admin)
     assert verify.status_code == 200, verify.text

@@ -34,7 +34,7 @@ from mcp.client.streamable_http import streamable_http_client
 
 from tests.conftest import PASSWORD, REDIS_PREFIX, REDIS_URL
 from tests.e2e import sidecar_procs as procs
-from tests.e2e.test_connectors_e2e import LOCAL, _bundle_files, _eventually
+from tests.e2e.connector_pod import LOCAL, bundle_files, serving_pod
 from tests.fake_llm import FakeLLM, Reply, last_user_text, running_fake_llm
 from tests.integration.test_secrets import Bao, openbao
 from tests.object_stores import AzuriteServer, S3Server
@@ -195,54 +195,16 @@ def test_an_agent_reads_and_writes_objects_through_a_governed_connector(
     agent = call("POST", "/api/v1/agents", json={"source": AGENT % {"llm": fake_llm.openai_url}})
     assert agent.status_code == 201, agent.text
 
-    listen, admin_port, grpc_port, http_port, gateway_port = (procs.free_port() for _ in range(5))
-    envoy = f"http://127.0.0.1:{listen}"
-    gateway = call(
-        "POST", "/api/v1/gateways", json={"name": "edge", "environment": "prod", "url": envoy}
-    )
-    credential = {
-        "KAIZEN_GATEWAY_TOKEN": gateway.json()["credential"],
-        "KAIZEN_CONTROL_PLANE_URL": control_plane.url,
-        "KAIZEN_LOG_LEVEL": "DEBUG",
-    }
-    deployed = call(
-        "POST",
-        "/api/v1/deployments",
-        json={"gateway_id": gateway.json()["id"], "kind": "agent", "name": "clerk"},
-    )
-    assert deployed.status_code == 201, deployed.text
-
-    gateway_process = procs.spawn(
-        [str(procs.BIN / "kaizen-studio"), "gateway"],
-        env=procs.clean_env(
-            KAIZEN_HOME=str(tmp_path / "gateway"),
-            KAIZEN_GATEWAY_PORT=str(gateway_port),
-            KAIZEN_SIDECAR_URL=f"http://127.0.0.1:{http_port}",
-            KAIZEN_GATEWAY_PUBLIC_URL=envoy,
-            KAIZEN_OUTBOUND_ALLOW_CIDRS=LOCAL,
-            KAIZEN_SECRETS_BACKEND="vault",
-            KAIZEN_VAULT_PATH_PREFIX=prefix,
-            KAIZEN_GATEWAY_ORGANIZATION_ID=owner["organization_id"],
-            **vault,
-            **credential,
-        ),
-    )
-    sidecar = procs.start_sidecar(tmp_path / "sidecar", grpc_port, http_port, **credential)
-    proxy = procs.start_envoy(
-        procs.envoy_config(listen, admin_port, grpc_port, gateway_port, sidecar_http=http_port),
+    with serving_pod(
+        call,
+        control_plane.url,
         tmp_path,
-        admin_port,
-    )
-    with procs.running(gateway_process), procs.running(sidecar), procs.running(proxy):
-
-        def serving() -> bool:
-            try:
-                health = httpx.get(f"http://127.0.0.1:{gateway_port}/healthz", timeout=2)
-            except httpx.TransportError:
-                return False
-            return health.status_code == 200 and health.json().get("agents") == 1
-
-        _eventually(serving, 30, "the gateway serving the clerk")
+        agent="clerk",
+        organization_id=owner["organization_id"],
+        vault=vault,
+        vault_prefix=prefix,
+    ) as pod:
+        envoy = pod.envoy
         user = {"Authorization": f"Bearer {clerk['access_token']}"}
 
         def ask(question: str, grant: str | None = None) -> httpx.Response:
@@ -294,7 +256,7 @@ def test_an_agent_reads_and_writes_objects_through_a_governed_connector(
             ).json()["items"]
             return found if len(found) >= 5 else None
 
-        logged = _eventually(decisions, 30, "the connector decisions in the log")
+        logged = procs.eventually(decisions, 30, "the connector decisions in the log")
         seen = {
             (
                 d["action"],
@@ -317,7 +279,7 @@ def test_an_agent_reads_and_writes_objects_through_a_governed_connector(
             items = call("GET", "/api/v1/approvals").json()["items"]
             return next((a for a in items if a["id"] == details["approval_request_id"]), None)
 
-        held_request = _eventually(approval, 30, "the approval request of the held put")
+        held_request = procs.eventually(approval, 30, "the approval request of the held put")
         assert (held_request["action"], held_request["resource"]) == ("write", "connector:files")
         approved = call("POST", f"/api/v1/approvals/{held_request['id']}/approve", json={})
         assert approved.status_code == 200, approved.text
@@ -353,7 +315,7 @@ def test_an_agent_reads_and_writes_objects_through_a_governed_connector(
         assert "Kaizen-Nested-Approval".lower() in held_mcp.content[0].text
         assert error["details"]["object"] == "inbox/e2e/mcp.txt"
         assert server.read("inbox", "e2e/mcp.txt") is None
-        held_mcp_request = _eventually(
+        held_mcp_request = procs.eventually(
             lambda: next(
                 (
                     a
@@ -375,16 +337,16 @@ def test_an_agent_reads_and_writes_objects_through_a_governed_connector(
 
         bundle = cp.get(
             f"/api/v1/bundles/{owner['organization_id']}/bundle.tar.gz",
-            headers={"Authorization": f"Bearer {credential['KAIZEN_GATEWAY_TOKEN']}"},
+            headers={"Authorization": f"Bearer {pod.token}"},
         )
         assert bundle.status_code == 200, bundle.text
-        files = _bundle_files(bundle.content)
+        files = bundle_files(bundle.content)
         data = json.loads(files["data.json"])
         assert data["kaizen"]["connectors"]["files"][endpoint_field] == server.url
         logs = {
             "control plane": procs.full_output(control_plane.process),
-            "gateway": procs.full_output(gateway_process),
-            "sidecar": procs.full_output(sidecar),
+            "gateway": procs.full_output(pod.gateway),
+            "sidecar": procs.full_output(pod.sidecar),
         }
 
     assert all(logs.values()), "every process wrote log lines to search"

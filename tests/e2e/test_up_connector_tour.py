@@ -16,7 +16,7 @@ import secrets
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ import httpx
 import pytest
 
 from tests.conftest import PostgresDatabases
+from tests.e2e import sidecar_procs as procs
 from tests.e2e.test_up import _demo_answers, _kaizen_studio, free_port, free_port_pair
 
 SEED = (
@@ -120,15 +121,6 @@ def up_for_connectors(
             process.stdout.close()
 
 
-def _eventually(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if result := check():
-            return result
-        time.sleep(0.05)
-    pytest.fail(f"{what} did not happen within {timeout} s")
-
-
 def test_the_tour_answers_from_a_postgresql_table_and_a_published_deny_stops_it(
     up_for_connectors: tuple[str, subprocess.Popen[str], str, str],
     shop: str,
@@ -177,8 +169,8 @@ def test_the_tour_answers_from_a_postgresql_table_and_a_published_deny_stops_it(
             )
 
         # The deployment reaches the gateway with the next bundle: ask until it serves it.
-        answered = _eventually(
-            lambda: (r := ask()).status_code == 200 and r, 60, "the analyst answering"
+        answered = procs.eventually(
+            lambda: (r := ask()).status_code == 200 and r, 60, "the analyst answering", poll=0.05
         )
         output = answered.json()["output"]
         assert "2 row(s) from public.orders" in output, output
@@ -187,8 +179,11 @@ def test_the_tour_answers_from_a_postgresql_table_and_a_published_deny_stops_it(
         ok(cp.post("/policies", json={"source": CLOSE_ORDERS}))
         published_at = time.monotonic()
         ok(cp.post("/policies/publish", json={}))
-        denied = _eventually(
-            lambda: (r := ask()).status_code == 403 and r, 30, "orders denied after the publish"
+        denied = procs.eventually(
+            lambda: (r := ask()).status_code == 403 and r,
+            30,
+            "orders denied after the publish",
+            poll=0.05,
         )
         took = time.monotonic() - published_at
         print(f"\nthe deny of table:public.orders reached the sidecar {took:.2f} s after publish")
@@ -206,7 +201,7 @@ def test_the_tour_answers_from_a_postgresql_table_and_a_published_deny_stops_it(
             }
             return seen if {"allow", "deny"} <= {outcome for *_, outcome in seen} else None
 
-        seen = _eventually(logged, 30, "both connector decisions in the log")
+        seen = procs.eventually(logged, 30, "both connector decisions in the log", poll=0.05)
         assert seen == {
             ("read", "table:public.orders", "allow"),
             ("read", "table:public.orders", "deny"),
