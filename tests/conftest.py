@@ -14,6 +14,7 @@ import asyncio
 import base64
 import contextlib
 import ctypes
+import logging
 import os
 import secrets
 import signal
@@ -82,6 +83,18 @@ def running_descendants(root: int) -> dict[int, str]:
         found[pid] = command.replace(b"\0", b" ").decode(errors="replace").strip()
         pending.extend(children.get(pid, []))
     return found
+
+
+@pytest.fixture(autouse=True)
+def root_logger_restored() -> Iterator[None]:
+    """A runtime's `main` run in-process (a CLI test) points the root logger at that test's
+    captured stderr, at INFO; once pytest closes that stream, every later log record fails
+    ("I/O operation on closed file") into whatever the next test captures. Put it back."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture(scope="session", autouse=True)
