@@ -128,11 +128,17 @@ def clean_env(**env: str) -> dict[str, str]:
 def start_sidecar(
     home: Path, grpc_port: int, http_port: int, *, wait: bool = True, **env: str
 ) -> subprocess.Popen[bytes]:
+    """One worker unless `KAIZEN_SIDECAR_WORKERS` is given: with Redis a sidecar runs one
+    worker per core, each loading its own bundle, and `/healthz` answers for whichever
+    worker took the connection, so "healthy" does not yet mean every worker holds the
+    bundle (a check on a sibling still loading is a fail-closed deny: a known gap in the
+    sidecar's readiness, see authz_sidecar/README.md). tests/e2e/test_sidecar_process.py
+    runs two workers on purpose."""
     environ = clean_env(
         KAIZEN_HOME=str(home),
         KAIZEN_SIDECAR_GRPC_PORT=str(grpc_port),
         KAIZEN_SIDECAR_HTTP_PORT=str(http_port),
-        **env,
+        **{"KAIZEN_SIDECAR_WORKERS": "1", **env},
     )
     process = spawn([str(BIN / "kaizen-studio"), "sidecar"], env=environ)
     if wait:

@@ -159,19 +159,29 @@ def control_plane(
         cp.stop()
 
 
-def _wait_serving(port: int, process: subprocess.Popen[bytes], *orgs: Org) -> None:
-    """Until the sidecar or gateway on `port` serves every one of `orgs` (its /healthz
-    names each organisation's revision)."""
+def _wait_serving(
+    port: int, process: subprocess.Popen[bytes], control_plane: str, credential: str, *orgs: Org
+) -> None:
+    """Until the sidecar or gateway on `port` serves every one of `orgs` at the newest
+    revision the platform manifest names (its /healthz lists `organisation:revision`): an
+    older one may lack the API key or deployment the test made last."""
     deadline = time.monotonic() + 30
     while True:
+        manifest = httpx.get(
+            f"{control_plane}/api/v1/platform/manifest",
+            headers={"Authorization": f"Bearer {credential}"},
+            timeout=5,
+        ).json()
+        newest = {o["organization"]: o["revision"] for o in manifest["organizations"]}
         try:
             health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).json()
         except (httpx.TransportError, ValueError):
             health = {}
-        if all(org.id in str(health.get("bundle_revision")) for org in orgs):
+        served = set(str(health.get("bundle_revision")).split(","))
+        if all(f"{org.id}:{newest.get(org.id)}" in served for org in orgs):
             return
         assert process.poll() is None, procs.output(process)
-        assert time.monotonic() < deadline, f"not serving them all: {health}"
+        assert time.monotonic() < deadline, f"not serving them all at {newest}: {health}"
         time.sleep(0.1)
 
 
@@ -222,8 +232,8 @@ def shared(
             )
         ),
     ):
-        _wait_serving(http_port, sidecar, a, b)
-        _wait_serving(gateway_port, gateway, a, b)
+        _wait_serving(http_port, sidecar, control_plane.url, credential, a, b)
+        _wait_serving(gateway_port, gateway, control_plane.url, credential, a, b)
         try:
             yield Shared(
                 f"http://127.0.0.1:{listen}",

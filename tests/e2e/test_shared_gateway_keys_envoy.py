@@ -194,8 +194,8 @@ def test_each_organisation_reaches_the_llm_with_its_own_key_only(
                 )
             ),
         ):
-            _wait_serving(http_port, sidecar, a, b)
-            _wait_serving(gateway_port, gateway, a, b)
+            _wait_serving(http_port, sidecar, control_plane.url, credential, a, b)
+            _wait_serving(gateway_port, gateway, control_plane.url, credential, a, b)
             fake.reset(lambda model, messages: Reply("answered"))
 
             def invoke(org: Org, agent: str) -> httpx.Response:
