@@ -30,7 +30,7 @@ from starlette.routing import Route
 from gateways.auth import HEADER, Decision, DecisionVerifier
 from gateways.deployments import DeploymentError, Deployments, DeploymentSource
 from gateways.errors import Forbidden, GatewayError, InvalidInput
-from gateways.executions import Execution, ExecutionRecorder, Settler
+from gateways.executions import Execution, ExecutionRecorder, OperatorSession, Settler
 from gateways.executor import Executor, Run, RunResult
 from gateways.mcp_server import (
     McpEndpoint,
@@ -217,6 +217,7 @@ def create_app(
     registry = ProviderRegistry(
         secrets or resolver_for(settings), settings.outbound_guard, tenants=tenants
     )
+    operator = OperatorSession()  # ingest and /settle: the operator's own services
     state = GatewayState(
         settings=settings,
         source=source,
@@ -224,14 +225,14 @@ def create_app(
         recorder=ExecutionRecorder(
             settings.control_plane_url,
             token,
-            client,
+            operator,
             batch=settings.gateway_ingest_batch,
             capacity=settings.gateway_ingest_buffer,
         ),
-        settler=Settler(settings.sidecar_url, token),
+        settler=Settler(settings.sidecar_url, token, operator),
         verifier=DecisionVerifier(token),
         http=client,
-        tenant_recorders=TenantRecorders(settings.control_plane_url, token, client)
+        tenant_recorders=TenantRecorders(settings.control_plane_url, token, operator)
         if shared
         else None,
     )
@@ -251,6 +252,7 @@ def create_app(
             await state.recorder.stop()
             if state.tenant_recorders is not None:
                 await state.tenant_recorders.stop()
+            await operator.close()
             await source.stop()
             await state.executor.providers.aclose()
             if http is None:

@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import httpx
 from policy.bundles.bundle import VerifiedBundle
 from policy.bundles.bundle_store import BundleStore
 from policy.bundles.bundle_sync import InsecureControlPlane, check_control_plane_url
@@ -38,7 +37,7 @@ from gateways.deployments import (
     deployments_from_bundle,
 )
 from gateways.errors import Forbidden, NotFound, ProviderError
-from gateways.executions import Execution, ExecutionRecorder
+from gateways.executions import Execution, ExecutionRecorder, OperatorSession
 from gateways.settings import GatewaySettings
 
 logger = logging.getLogger(__name__)
@@ -180,10 +179,10 @@ def check_namespace(path: str, organization: str | None) -> None:
 class TenantRecorders:
     """One `ExecutionRecorder` per organisation, each shipping to its own ingest."""
 
-    def __init__(self, control_plane_url: str, token: str, client: httpx.AsyncClient) -> None:
+    def __init__(self, control_plane_url: str, token: str, session: OperatorSession) -> None:
         self._url = control_plane_url
         self._token = token
-        self._client = client
+        self._session = session
         self.recorders: dict[str, ExecutionRecorder] = {}
         self._started = False
 
@@ -196,7 +195,7 @@ class TenantRecorders:
         if recorder is None:
             path = f"/api/v1/platform/organizations/{quote(organization, safe='')}"
             recorder = self.recorders[organization] = ExecutionRecorder(
-                self._url, self._token, self._client, path=f"{path}/executions/ingest"
+                self._url, self._token, self._session, path=f"{path}/executions/ingest"
             )
             if self._started:
                 asyncio.get_running_loop().create_task(recorder.start())

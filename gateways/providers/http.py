@@ -38,7 +38,7 @@ def _limits(max_connections: int) -> httpx.Limits:
 
 
 def new_client(max_connections: int = 500) -> httpx.AsyncClient:
-    """The HTTP client for the operator's services: the sidecar and executions ingest."""
+    """The httpx client for the sidecar's checks of nested calls and `tools/list`."""
     return httpx.AsyncClient(
         transport=httpx.AsyncHTTPTransport(limits=_limits(max_connections), socket_options=NODELAY)
     )
