@@ -20,12 +20,12 @@ slow, not down).
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
+import orjson
 import redis
 import redis.asyncio as aioredis
 
@@ -147,9 +147,15 @@ class ReservationBook(Protocol):
     """Reservations by organisation and decision id: a sidecar settles only its own
     organisation's decisions, even when tenants share one Redis."""
 
-    async def remember(
+    def remember(
         self, organization: str, decision_id: str, reservations: Sequence[Reservation]
-    ) -> None: ...
+    ) -> None:
+        """Keep a decision's reservations: at once, or queued (`flushed` waits for them)."""
+        ...
+
+    async def flushed(self) -> None:
+        """Return once what `remember` was given so far is stored (or failed, logged)."""
+        ...
 
     async def take(self, organization: str, decision_id: str) -> list[Reservation] | None:
         """The reservations of a decision, forgetting them (settle happens once)."""
@@ -163,7 +169,7 @@ class InMemoryReservationBook:
         self._max = max_entries
         self._entries: dict[tuple[str, str], tuple[float, list[Reservation]]] = {}
 
-    async def remember(
+    def remember(
         self, organization: str, decision_id: str, reservations: Sequence[Reservation]
     ) -> None:
         now = time.monotonic()
@@ -171,6 +177,9 @@ class InMemoryReservationBook:
             if len(self._entries) >= self._max:
                 self._entries = {k: v for k, v in self._entries.items() if v[0] > now}
             self._entries[(organization, decision_id)] = (now + self._ttl, list(reservations))
+
+    async def flushed(self) -> None:
+        return None
 
     async def take(self, organization: str, decision_id: str) -> list[Reservation] | None:
         with self._lock:
@@ -183,28 +192,34 @@ class InMemoryReservationBook:
 class RedisReservationBook:
     """Reservations by decision id in Redis, so any worker can settle them.
 
-    Async (unlike the ledger): storing one waits on Redis without holding up the other
-    requests this worker is serving, and the records of concurrent requests are written
-    in one script call (redis_batch).
+    Queued, not awaited (unlike the ledger): a record costs the check no Redis round
+    trip, no task and no future, and the records of concurrent requests are written in
+    one script call (redis_batch). `take` on this worker waits for them (`flushed`);
+    a gateway settles only after the call it forwarded, long after the write.
     """
 
     def __init__(self, client: aioredis.Redis, prefix: str, ttl_seconds: int = 3600) -> None:
         self._client = client
         self._prefix = prefix
         self._ttl = ttl_seconds
-        self._batch = ScriptBatch(client, _REMEMBER_MANY, args_per_key=2, timeout=0.5)
+        self._batch = ScriptBatch(
+            client, _REMEMBER_MANY, args_per_key=2, timeout=0.5, what="reservation record"
+        )
 
-    async def remember(
+    def remember(
         self, organization: str, decision_id: str, reservations: Sequence[Reservation]
     ) -> None:
-        value = json.dumps([_encode(r) for r in reservations])
-        await self._batch.call([self._name(organization, decision_id)], [value, self._ttl])
+        value = orjson.dumps([_encode(r) for r in reservations])
+        self._batch.submit([self._name(organization, decision_id)], [value, self._ttl])
+
+    async def flushed(self) -> None:
+        await self._batch.idle()
 
     async def take(self, organization: str, decision_id: str) -> list[Reservation] | None:
         raw = await self._client.getdel(self._name(organization, decision_id))
         if raw is None:
             return None
-        return [_decode(item) for item in json.loads(raw)]
+        return [_decode(item) for item in orjson.loads(raw)]
 
     def _name(self, organization: str, decision_id: str) -> str:
         return f"{self._prefix}reservation:{org_tag(organization)}:{decision_id}"

@@ -46,7 +46,7 @@ def new_decision_id() -> str:
     return f"{value:032x}"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # built per check: not frozen (5x the init cost)
 class Decision:
     decision_id: str
     outcome: Outcome
@@ -72,14 +72,14 @@ class Decision:
         return out
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # built per check: not frozen (5x the init cost)
 class _Stage:
     outcome: Outcome
     reasons: tuple[str, ...]
     rules: tuple[str, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # built per check: not frozen (5x the init cost)
 class PendingBudgets:
     """A decision that waits only for its budget reservations: `begin` → reserve → `finish`.
 

@@ -296,6 +296,39 @@ async def test_script_batch_keeps_order_and_checks_arguments(
     await async_redis.delete(key)
 
 
+
+async def test_submitted_writes_share_the_batch_and_idle_waits_for_them(
+    async_redis: aioredis.Redis, redis_prefix: str
+) -> None:
+    batch = ScriptBatch(
+        async_redis,
+        "for i, k in ipairs(KEYS) do redis.call('SET', k, ARGV[i]) end return KEYS",
+        args_per_key=1,
+    )
+    keys = [f"{redis_prefix}record:{i}" for i in range(5)]
+    for i, key in enumerate(keys):  # nobody waits: no future, no task per write
+        batch.submit([key], [f"value-{i}".encode()])
+    await batch.idle()
+    assert [await async_redis.get(key) for key in keys] == [f"value-{i}".encode() for i in range(5)]
+    assert (batch.items, batch.calls) == (5, 1)
+    await batch.idle()  # idle again: returns at once
+    await async_redis.delete(*keys)
+
+
+async def test_a_submitted_write_that_fails_is_logged_not_raised(
+    silent_redis: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = aioredis.Redis(host="127.0.0.1", port=silent_redis, retry=NO_RETRY)
+    batch = ScriptBatch(client, "return KEYS", args_per_key=0, timeout=0.1, what="record")
+    batch.submit(["k"], [])
+    batch.submit(["j"], [])
+    await batch.idle()
+    failed = [r for r in caplog.records if r.name == "authz_sidecar.redis_batch"]
+    assert [r.getMessage() for r in failed] == [
+        "2 record(s) not written to Redis: no answer within 0.1 s"
+    ]
+    await client.aclose()
+
 # -- the token cache -----------------------------------------------------------------------------
 
 
