@@ -30,7 +30,7 @@ from authz_sidecar.authn import (
     scope_refusal,
 )
 from authz_sidecar.authzen import Evaluation, as_api_key
-from authz_sidecar.budgets import ReservationBook
+from authz_sidecar.budgets import ReservationBook, ReservationRecord
 from authz_sidecar.engine_holder import EngineHolder, Snapshot
 from authz_sidecar.grants import GrantError, ReplayGuard
 from authz_sidecar.mapping import HttpFacts, MappedRequest, MappingError, map_request
@@ -53,11 +53,16 @@ def decision_header_key(gateway_token: str) -> bytes:
 
 
 class BudgetReserver(Protocol):
-    """Non-blocking budget reservations (authz_sidecar.budgets.RedisBudgetBatch)."""
+    """Non-blocking budget reservations (authz_sidecar.budgets.RedisBudgetBatch) that store
+    a decision's reservation record (for /settle) in the same step as the reservations."""
 
-    async def reserve_many(self, items: Sequence[tuple[BudgetKey, float]]) -> list[float]: ...
+    async def reserve_many(
+        self, items: Sequence[tuple[BudgetKey, float]], record: ReservationRecord | None = None
+    ) -> list[float]: ...
 
     async def release(self, key: BudgetKey, amount: float) -> None: ...
+
+    async def forget(self, organization: str, decision_id: str) -> None: ...
 
 
 class DecisionSink(Protocol):
@@ -298,8 +303,8 @@ class Authorizer:
                 decision = await self._decide(snapshot.engine, input, approved=True)
                 if decision.outcome != "allow":  # a hard limit reached meanwhile
                     outcome, reasons = decision.outcome, decision.reasons
-        if outcome == "allow" and decision.reservations:
-            # Queued, off the response path: the gateway settles after the call it forwards.
+        if outcome == "allow" and decision.reservations and self.budgets is None:
+            # (A budget reserver stored the record with the reservations.)
             self._remember(decision)
         result = decision.to_dict()
         result["outcome"], result["reasons"] = outcome, list(reasons)
@@ -315,11 +320,23 @@ class Authorizer:
         step = engine.begin(input, approved=approved)
         if isinstance(step, Decision):
             return step
+        organization = step.needs[0][0].organization
+        record = (organization, step.decision_id, step.reservations())
         try:
-            totals = await self.budgets.reserve_many(step.needs)
+            totals = await self.budgets.reserve_many(step.needs, record)
         except Exception as exc:  # fail closed: the budget could not be checked
             return engine.fail_budgets(step, exc)
-        return metrics.count_budget(engine.finish(step, totals, release=self._release))
+        decision = engine.finish(step, totals, release=self._release)
+        if decision.outcome != "allow":  # its reservations are given back: so is its record
+            self._background(self._forget(organization, step.decision_id))
+        return metrics.count_budget(decision)
+
+    async def _forget(self, organization: str, decision_id: str) -> None:
+        assert self.budgets is not None
+        try:
+            await self.budgets.forget(organization, decision_id)
+        except Exception as exc:  # it expires; a gateway settles only allowed calls
+            log.warning("cannot drop the reservation record of %s: %s", decision_id, exc)
 
     def _release(self, key: BudgetKey, amount: float) -> None:
         assert self.budgets is not None

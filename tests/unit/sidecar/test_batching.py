@@ -22,6 +22,7 @@ from authz_sidecar.budgets import (
     RedisBudgetBatch,
     RedisBudgetLedger,
     RedisReservationBook,
+    reservation_key,
 )
 from authz_sidecar.engine_holder import EngineHolder
 from authz_sidecar.grants import InMemoryReplayGuard
@@ -224,6 +225,27 @@ async def test_concurrent_checks_share_round_trips_and_never_pass_the_limit(
     assert float(sync_redis.get(counter) or 0) == 2.0
 
 
+async def test_a_reservation_record_is_stored_with_its_reservations(
+    batched: list[Authorizer], sync_redis: redis.Redis, redis_prefix: str
+) -> None:
+    one, two = batched
+    assert one.budgets is not None
+    batch: ScriptBatch = one.budgets._batch  # type: ignore[attr-defined]
+    verdicts = [await one.check(ci_call()) for _ in range(4)]
+    assert [v.status for v in verdicts] == [200, 200, 200, 403]  # ci-daily: 3 a day
+    assert (batch.items, batch.calls) == (4, 4)  # one script call each, record included
+    # Stored by the call that reserved: another worker settles it, nothing drained first.
+    assert await two.settle(verdicts[0].decision_id, {"executions": 0}) == 1
+    # The fourth reserved, went over the limit and gave its reservation back: and its record.
+    await one.drain()
+    denied = reservation_key(redis_prefix, ORG, verdicts[3].decision_id)
+    assert sync_redis.exists(denied) == 0
+    assert await two.settle(verdicts[3].decision_id, {"executions": 0}) == 0
+    window = period_window("day", datetime.now(UTC))
+    counter = f"{redis_prefix}kaizen:budget:{{{ORG}}}:apikey:ci-bot:executions:{window}"
+    assert float(sync_redis.get(counter) or 0) == 2.0  # three allowed, one settled at 0
+
+
 async def test_unreachable_redis_denies_budgeted_callers_at_once(
     verified: VerifiedBundle, keys: Keys
 ) -> None:
@@ -296,7 +318,6 @@ async def test_script_batch_keeps_order_and_checks_arguments(
     await async_redis.delete(key)
 
 
-
 async def test_submitted_writes_share_the_batch_and_idle_waits_for_them(
     async_redis: aioredis.Redis, redis_prefix: str
 ) -> None:
@@ -328,6 +349,7 @@ async def test_a_submitted_write_that_fails_is_logged_not_raised(
         "2 record(s) not written to Redis: no answer within 0.1 s"
     ]
     await client.aclose()
+
 
 # -- the token cache -----------------------------------------------------------------------------
 
