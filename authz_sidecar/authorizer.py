@@ -16,7 +16,6 @@ import socket
 import time
 from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import jwt
@@ -37,7 +36,7 @@ from authz_sidecar.mapping import HttpFacts, MappedRequest, MappingError, map_re
 from authz_sidecar.tenancy import NO_TENANT, Tenants
 from policy.engine.budgets import BudgetKey, Reservation
 from policy.engine.decide import Decision, DecisionEngine, new_decision_id
-from policy.engine.decision_input import Outcome
+from policy.engine.decision_input import Outcome, now_text
 from policy.runtime import tracing
 
 log = logging.getLogger(__name__)
@@ -420,7 +419,7 @@ class Authorizer:
         if workspace is None and self.trust_workspace_header:
             workspace = facts.headers.get("x-kaizen-workspace") or None
         context: dict[str, Any] = {
-            "time": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+            "time": now_text(),
             "environment": self.environment or workspace,
             "gateway": self.gateway,
         }
@@ -483,7 +482,7 @@ class Authorizer:
         assert self.sink is not None
         record = {
             "decision_id": verdict.decision_id,
-            "time": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+            "time": now_text(),
             "input": input if input is not None else {},
             "result": result if result is not None else verdict.body(),
             "duration_us": int(elapsed * 1_000_000),
