@@ -163,14 +163,32 @@ class ScriptBatch:
             self._connection = await self._pool.get_connection()  # type: ignore[no-untyped-call]
         connection = self._connection
         try:
-            await connection.send_command("EVALSHA", self._sha, len(keys), *keys, *args)
+            await connection.send_packed_command(_resp("EVALSHA", self._sha, len(keys), keys, args))
             try:
                 return await connection.read_response()
             except redis.exceptions.NoScriptError:  # a new or flushed server: send the body
-                await connection.send_command("EVAL", self._body, len(keys), *keys, *args)
+                await connection.send_packed_command(
+                    _resp("EVAL", self._body, len(keys), keys, args)
+                )
                 return await connection.read_response()
         except redis.ResponseError:
             raise  # an answer: the connection is in step
         except BaseException:  # mid-call (a timeout too): its state is unknown, so reconnect
             await connection.disconnect(nowait=True)
             raise
+
+
+def _resp(
+    command: str,
+    script: str,
+    count: int,
+    keys: Sequence[str],
+    args: Sequence[bytes | str | int | float],
+) -> bytes:
+    """The command as RESP (an array of bulk strings), packed in one pass: redis-py's
+    general `pack_command` was a visible share of a check's CPU."""
+    parts = [b"*%d\r\n" % (3 + len(keys) + len(args))]
+    for item in (command, script, count, *keys, *args):
+        data = item if isinstance(item, bytes) else str(item).encode()
+        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(parts)

@@ -351,6 +351,18 @@ async def test_a_submitted_write_that_fails_is_logged_not_raised(
     await client.aclose()
 
 
+def test_script_calls_are_packed_as_redis_py_packs_them() -> None:
+    from redis.asyncio.connection import Connection
+
+    from authz_sidecar.redis_batch import _resp
+
+    keys = ["kaizen:budget:{org-1}:org:executions:month:2026-12", "k{é}"]
+    args: list[bytes | str | int | float] = ["add", "1.5", 3600, b"\x00[1]\r\n", 0.25, -3]
+    ours = _resp("EVALSHA", "a" * 40, len(keys), keys, args)
+    theirs = b"".join(Connection().pack_command("EVALSHA", "a" * 40, len(keys), *keys, *args))
+    assert ours == theirs
+
+
 # -- the token cache -----------------------------------------------------------------------------
 
 
