@@ -390,6 +390,7 @@ class DecisionBuffer:
         in_flight: int = 2,
         compress: bool = True,
         path: str = INGEST_PATH,
+        linger: float = 0.05,
     ) -> None:
         """Post batches until cancelled; retry with back-off until acknowledged (`Shipper`)."""
         shipper = Shipper(
@@ -402,5 +403,6 @@ class DecisionBuffer:
             in_flight=in_flight,
             compress=compress,
             path=path,
+            linger=linger,
         )
         await shipper.run(idle_poll)

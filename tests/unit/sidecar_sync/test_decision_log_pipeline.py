@@ -60,7 +60,9 @@ class SlowIngest:
 
 
 @contextlib.asynccontextmanager
-async def shipping(log: DecisionBuffer, ingest: SlowIngest, batch: int, in_flight: int = 2) -> Any:
+async def shipping(
+    log: DecisionBuffer, ingest: SlowIngest, batch: int, in_flight: int = 2, linger: float = 0.05
+) -> Any:
     client = httpx.AsyncClient(transport=httpx.MockTransport(ingest.handler))
     task = asyncio.create_task(
         log.ship_forever(
@@ -70,6 +72,7 @@ async def shipping(log: DecisionBuffer, ingest: SlowIngest, batch: int, in_fligh
             client=client,
             backoff=Backoff(0.01, 0.05),
             in_flight=in_flight,
+            linger=linger,
         )
     )
     try:
@@ -221,4 +224,37 @@ async def test_a_control_plane_that_cannot_read_gzip_gets_plain_bodies_and_nothi
         await until(lambda: log.backlog == 0)
     assert sorted(ingest.ids) == [f"d-{n:06d}" for n in range(30)]
     assert log.rejected == 0
+    await log.close()
+
+
+class Counting(SlowIngest):
+    """Records the size of each post."""
+
+    def __init__(self, directory: Path) -> None:
+        super().__init__(directory)
+        self.sizes: list[int] = []
+
+    async def handler(self, request: httpx.Request) -> httpx.Response:
+        self.sizes.append(len(decisions_of(request)))
+        return await super().handler(request)
+
+
+async def test_full_batches_go_at_once_and_a_partial_one_lingers(tmp_path: Path) -> None:
+    log = DecisionBuffer(tmp_path)
+    ingest = Counting(tmp_path)
+    for n in range(12):
+        await log.append(record(n))
+    # A long linger: were a full batch held by it, `until` would time out.
+    async with shipping(log, ingest, batch=5, linger=30.0):
+        await until(lambda: ingest.sizes == [5, 5], within=5)
+        await asyncio.sleep(0.3)
+        assert ingest.sizes == [5, 5]  # the last two wait for more, or for the linger
+    async with shipping(log, ingest, batch=5, linger=0.05):
+        await until(lambda: log.backlog == 0, within=5)
+    assert ingest.sizes == [5, 5, 2]
+    async with shipping(log, ingest, batch=5, linger=30.0):
+        await log.append(record(12))  # nothing posted yet by this shipper: at once
+        await until(lambda: log.backlog == 0, within=5)
+    assert ingest.sizes == [5, 5, 2, 1]
+    assert sorted(ingest.ids) == [f"d-{n:06d}" for n in range(13)]
     await log.close()
