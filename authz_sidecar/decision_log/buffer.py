@@ -391,6 +391,7 @@ class DecisionBuffer:
         compress: bool = True,
         path: str = INGEST_PATH,
         linger: float = 0.05,
+        ack_interval: float = 1.0,
     ) -> None:
         """Post batches until cancelled; retry with back-off until acknowledged (`Shipper`)."""
         shipper = Shipper(
@@ -404,5 +405,6 @@ class DecisionBuffer:
             compress=compress,
             path=path,
             linger=linger,
+            ack_interval=ack_interval,
         )
         await shipper.run(idle_poll)

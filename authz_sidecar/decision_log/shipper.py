@@ -22,6 +22,12 @@ thread hop, a gzip stream, an HTTP request and an fsync'd acknowledgement; witho
 sidecar answering thousands of checks a second posted batches of a dozen records, and
 shipping cost more CPU than the decisions. Records wait on disk meanwhile, so nothing is
 at risk; shipping lags by at most `linger`.
+
+`ack_interval`: the acknowledged position is persisted (a file written and fsync'd twice)
+at most once per `ack_interval` seconds, at once when a segment can be deleted or a batch
+skipped unreadable lines, and when shipping stops. After a crash the records acknowledged
+since come again and the control plane counts them as duplicates (ingest is idempotent by
+`decision_id`); nothing is lost, and the disk holds at most that much more.
 """
 
 from __future__ import annotations
@@ -79,6 +85,7 @@ class Shipper:
         compress: bool = True,
         path: str = INGEST_PATH,
         linger: float = 0.0,
+        ack_interval: float = 0.0,
     ) -> None:
         if not 1 <= batch <= MAX_BATCH:
             raise ValueError(f"batch must be between 1 and {MAX_BATCH} (the ingest limit)")
@@ -100,6 +107,9 @@ class Shipper:
         self._releasing = 0  # records of the batch whose acknowledgement is being persisted
         self._linger = linger
         self._last_post = float("-inf")  # loop time of the last post
+        self._ack_interval = ack_interval
+        self._persisted_at = float("-inf")  # loop time the acknowledgement was last written
+        self._unpersisted: Batch | None = None  # acknowledged since, not yet written
 
     async def run(self, idle_poll: float = 1.0) -> None:
         """Ship until cancelled."""
@@ -128,6 +138,9 @@ class Shipper:
             if self._persisting is not None:  # let an acknowledgement being written land
                 with contextlib.suppress(OSError):
                     await self._settle()
+            if self._unpersisted is not None:  # and write the last one held back
+                with contextlib.suppress(OSError):
+                    await asyncio.to_thread(self.buffer.acknowledge, self._unpersisted)
             if self._client is None:
                 await http.aclose()
 
@@ -248,7 +261,16 @@ class Shipper:
                 self._batch_size = self._full_batch
 
     async def _persist(self, batch: Batch) -> None:
-        await asyncio.to_thread(self.buffer.acknowledge, batch)
+        now = asyncio.get_running_loop().time()
+        if (
+            now - self._persisted_at >= self._ack_interval
+            or batch.end.segment > self.buffer.acknowledged.segment  # a segment to delete
+            or batch.skipped
+        ):
+            await asyncio.to_thread(self.buffer.acknowledge, batch)
+            self._persisted_at, self._unpersisted = now, None
+        else:
+            self._unpersisted = batch
         await self.buffer.release_space(batch)
         self._releasing = 0
 
