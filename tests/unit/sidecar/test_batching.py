@@ -29,7 +29,7 @@ from authz_sidecar.grants import InMemoryReplayGuard
 from authz_sidecar.mapping import HttpFacts
 from authz_sidecar.redis_batch import NO_RETRY, BatchUnavailableError, ScriptBatch
 from policy.bundles.bundle import VerifiedBundle, load_bundle
-from policy.engine.budgets import BudgetKey, InMemoryBudgetLedger, period_window
+from policy.engine.budgets import BudgetKey, InMemoryBudgetLedger, Reservation, period_window
 from policy.engine.decide import Decision, DecisionEngine
 from policy.workloads import AgentConfig, CallBudget, ModelConfig
 from tests.unit.sidecar.conftest import REDIS_URL
@@ -361,6 +361,18 @@ def test_script_calls_are_packed_as_redis_py_packs_them() -> None:
     ours = _resp("EVALSHA", "a" * 40, len(keys), keys, args)
     theirs = b"".join(Connection().pack_command("EVALSHA", "a" * 40, len(keys), *keys, *args))
     assert ours == theirs
+
+
+async def test_the_reservation_book_alone_queues_records_and_takes_them_once(
+    async_redis: aioredis.Redis, redis_prefix: str
+) -> None:
+    """Without a budget batch (one that writes records with the reservations)."""
+    book = RedisReservationBook(async_redis, redis_prefix)
+    key = BudgetKey(ORG, "org", "executions", "day:2026-12-04")
+    book.remember(ORG, "d-1", [Reservation("org-runs", key, 1.0)])
+    await book.flushed()
+    assert await book.take(ORG, "d-1") == [Reservation("org-runs", key, 1.0)]
+    assert await book.take(ORG, "d-1") is None
 
 
 # -- the token cache -----------------------------------------------------------------------------
