@@ -26,10 +26,10 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, Literal
 
 from authz_sidecar.authn import AuthenticationError, Authenticator, scope_refusal
+from policy.engine.decision_input import now_text
 
 MAX_EVALUATIONS = 100
 MAX_ID = 512
@@ -79,7 +79,7 @@ class Evaluation:
         context = {
             **self.context,
             # The PDP's clock and this sidecar's configuration, as for a gateway check.
-            "time": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+            "time": now_text(),
             "environment": environment or workspace,
             "gateway": gateway,
         }

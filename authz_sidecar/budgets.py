@@ -20,12 +20,12 @@ slow, not down).
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
+import orjson
 import redis
 import redis.asyncio as aioredis
 
@@ -38,14 +38,26 @@ local total = redis.call('INCRBYFLOAT', KEYS[1], ARGV[1])
 if redis.call('TTL', KEYS[1]) < 0 then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
 return total
 """
-# Many reservations in one step: KEYS[i] += ARGV[2i-1], expiry ARGV[2i]; the totals, in order.
+# Many writes in one step, three arguments per key (op, value, expiry): "add" adds to a
+# counter and returns its total (INCRBYFLOAT, expiry set once); "set" stores a reservation
+# record with its expiry; "del" forgets one. A decision's reservations and its record go
+# in the same call, so /settle on any worker finds the record once the check has answered.
 _RESERVE_MANY = """
-local totals = {}
+local out = {}
 for i, key in ipairs(KEYS) do
-  totals[i] = redis.call('INCRBYFLOAT', key, ARGV[2 * i - 1])
-  if redis.call('TTL', key) < 0 then redis.call('EXPIRE', key, ARGV[2 * i]) end
+  local op, value, expiry = ARGV[3 * i - 2], ARGV[3 * i - 1], ARGV[3 * i]
+  if op == 'add' then
+    out[i] = redis.call('INCRBYFLOAT', key, value)
+    if redis.call('TTL', key) < 0 then redis.call('EXPIRE', key, expiry) end
+  elseif op == 'set' then
+    redis.call('SET', key, value, 'EX', expiry)
+    out[i] = 0
+  else
+    redis.call('DEL', key)
+    out[i] = 0
+  end
 end
-return totals
+return out
 """
 _PERIOD_SECONDS = {"hour": 3600, "day": 86_400, "week": 7 * 86_400, "month": 31 * 86_400}
 _GRACE_SECONDS = 86_400
@@ -121,35 +133,81 @@ class RedisBudgetBatch:
 
     Each reservation is the same atomic INCRBYFLOAT (+ EXPIRE) as `RedisBudgetLedger`'s,
     in the order the checks asked, so totals and limits behave exactly as one at a time.
+    A decision's reservation record (what `RedisReservationBook.take` reads for /settle)
+    is written in the same script call as its reservations: no second round trip.
     """
 
-    def __init__(self, client: aioredis.Redis, prefix: str = "", timeout: float = 0.5) -> None:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        prefix: str = "",
+        timeout: float = 0.5,
+        record_ttl_seconds: int = 3600,
+    ) -> None:
         self._prefix = prefix
-        self._batch = ScriptBatch(client, _RESERVE_MANY, args_per_key=2, timeout=timeout)
+        self._record_ttl = record_ttl_seconds
+        self._batch = ScriptBatch(
+            client, _RESERVE_MANY, args_per_key=3, timeout=timeout, what="budget write"
+        )
 
-    async def reserve_many(self, items: Sequence[tuple[BudgetKey, float]]) -> list[float]:
-        """Add each amount to its key; the totals including them, in order."""
+    async def reserve_many(
+        self,
+        items: Sequence[tuple[BudgetKey, float]],
+        record: ReservationRecord | None = None,
+    ) -> list[float]:
+        """Add each amount to its key; the totals including them, in order. With `record`,
+        the decision's reservation record is stored in the same atomic step."""
         keys = [self._prefix + key.redis_key for key, _ in items]
-        args: list[str | int | float] = []
+        args: list[bytes | str | int | float] = []
         for key, amount in items:
-            args += [repr(amount), window_ttl(key.window)]
+            args += ["add", repr(amount), window_ttl(key.window)]
+        if record is not None:
+            organization, decision_id, reservations = record
+            keys.append(reservation_key(self._prefix, organization, decision_id))
+            args += ["set", _record_value(reservations), self._record_ttl]
         try:
             totals = await self._batch.call(keys, args)
         except BatchUnavailableError as exc:
             raise LedgerUnavailableError(f"Redis budget store is unreachable: {exc}") from None
-        return [float(total) for total in totals]
+        return [float(total) for total in totals[: len(items)]]
 
     async def release(self, key: BudgetKey, amount: float) -> None:
         await self.reserve_many([(key, -amount)])
+
+    async def forget(self, organization: str, decision_id: str) -> None:
+        """Drop the record of a decision that reserved and was then not allowed."""
+        name = reservation_key(self._prefix, organization, decision_id)
+        try:
+            await self._batch.call([name], ["del", "", 0])
+        except BatchUnavailableError as exc:
+            raise LedgerUnavailableError(f"Redis budget store is unreachable: {exc}") from None
+
+
+# A decision's reservations, under its organisation and id (ReservationBook.take).
+ReservationRecord = tuple[str, str, Sequence[Reservation]]
+
+
+def reservation_key(prefix: str, organization: str, decision_id: str) -> str:
+    return f"{prefix}reservation:{org_tag(organization)}:{decision_id}"
+
+
+def _record_value(reservations: Sequence[Reservation]) -> bytes:
+    return orjson.dumps([_encode(r) for r in reservations])
 
 
 class ReservationBook(Protocol):
     """Reservations by organisation and decision id: a sidecar settles only its own
     organisation's decisions, even when tenants share one Redis."""
 
-    async def remember(
+    def remember(
         self, organization: str, decision_id: str, reservations: Sequence[Reservation]
-    ) -> None: ...
+    ) -> None:
+        """Keep a decision's reservations: at once, or queued (`flushed` waits for them)."""
+        ...
+
+    async def flushed(self) -> None:
+        """Return once what `remember` was given so far is stored (or failed, logged)."""
+        ...
 
     async def take(self, organization: str, decision_id: str) -> list[Reservation] | None:
         """The reservations of a decision, forgetting them (settle happens once)."""
@@ -163,7 +221,7 @@ class InMemoryReservationBook:
         self._max = max_entries
         self._entries: dict[tuple[str, str], tuple[float, list[Reservation]]] = {}
 
-    async def remember(
+    def remember(
         self, organization: str, decision_id: str, reservations: Sequence[Reservation]
     ) -> None:
         now = time.monotonic()
@@ -171,6 +229,9 @@ class InMemoryReservationBook:
             if len(self._entries) >= self._max:
                 self._entries = {k: v for k, v in self._entries.items() if v[0] > now}
             self._entries[(organization, decision_id)] = (now + self._ttl, list(reservations))
+
+    async def flushed(self) -> None:
+        return None
 
     async def take(self, organization: str, decision_id: str) -> list[Reservation] | None:
         with self._lock:
@@ -183,31 +244,34 @@ class InMemoryReservationBook:
 class RedisReservationBook:
     """Reservations by decision id in Redis, so any worker can settle them.
 
-    Async (unlike the ledger): storing one waits on Redis without holding up the other
-    requests this worker is serving, and the records of concurrent requests are written
-    in one script call (redis_batch).
+    Queued, not awaited (unlike the ledger): a record costs the check no Redis round
+    trip, no task and no future, and the records of concurrent requests are written in
+    one script call (redis_batch). `take` on this worker waits for them (`flushed`);
+    a gateway settles only after the call it forwarded, long after the write.
     """
 
     def __init__(self, client: aioredis.Redis, prefix: str, ttl_seconds: int = 3600) -> None:
         self._client = client
         self._prefix = prefix
         self._ttl = ttl_seconds
-        self._batch = ScriptBatch(client, _REMEMBER_MANY, args_per_key=2, timeout=0.5)
+        self._batch = ScriptBatch(
+            client, _REMEMBER_MANY, args_per_key=2, timeout=0.5, what="reservation record"
+        )
 
-    async def remember(
+    def remember(
         self, organization: str, decision_id: str, reservations: Sequence[Reservation]
     ) -> None:
-        value = json.dumps([_encode(r) for r in reservations])
-        await self._batch.call([self._name(organization, decision_id)], [value, self._ttl])
+        name = reservation_key(self._prefix, organization, decision_id)
+        self._batch.submit([name], [_record_value(reservations), self._ttl])
+
+    async def flushed(self) -> None:
+        await self._batch.idle()
 
     async def take(self, organization: str, decision_id: str) -> list[Reservation] | None:
-        raw = await self._client.getdel(self._name(organization, decision_id))
+        raw = await self._client.getdel(reservation_key(self._prefix, organization, decision_id))
         if raw is None:
             return None
-        return [_decode(item) for item in json.loads(raw)]
-
-    def _name(self, organization: str, decision_id: str) -> str:
-        return f"{self._prefix}reservation:{org_tag(organization)}:{decision_id}"
+        return [_decode(item) for item in orjson.loads(raw)]
 
 
 def _encode(reservation: Reservation) -> dict[str, Any]:
@@ -235,5 +299,7 @@ __all__ = [
     "RedisBudgetLedger",
     "RedisReservationBook",
     "ReservationBook",
+    "ReservationRecord",
+    "reservation_key",
     "window_ttl",
 ]

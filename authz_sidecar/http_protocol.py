@@ -23,7 +23,6 @@ unread bytes would reset the connection and could destroy the refusal before it 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -31,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httptools
+import orjson
 
 from policy.errors import kind_for_http
 
@@ -58,7 +58,7 @@ REASONS = {
 }
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # built per check: not frozen (5x the init cost)
 class Request:
     method: str
     target: str  # the request-target as sent: path and query
@@ -83,7 +83,7 @@ Handler = Callable[[Request], Awaitable[Response]]
 def json_response(
     status: int, value: Any, headers: list[tuple[str, str]] | None = None
 ) -> Response:
-    body = json.dumps(value, separators=(",", ":")).encode()
+    body = orjson.dumps(value)  # compact, UTF-8
     return status, [("content-type", "application/json"), *(headers or [])], body
 
 

@@ -231,7 +231,15 @@ class Worker:
             trust_workspace_header=settings.sidecar_trust_workspace_header,
             decision_key=decision_header_key(token) if token else None,
             sink=self.tenant_logs or self.decision_log,
-            budgets=RedisBudgetBatch(self._redis, settings.redis_prefix) if self._redis else None,
+            budgets=(
+                RedisBudgetBatch(
+                    self._redis,
+                    settings.redis_prefix,
+                    record_ttl_seconds=settings.sidecar_reservation_ttl_seconds,
+                )
+                if self._redis
+                else None
+            ),
         )
         self.http = SidecarHttp(
             self.authorizer,

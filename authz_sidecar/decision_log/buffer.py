@@ -390,6 +390,8 @@ class DecisionBuffer:
         in_flight: int = 2,
         compress: bool = True,
         path: str = INGEST_PATH,
+        linger: float = 0.05,
+        ack_interval: float = 1.0,
     ) -> None:
         """Post batches until cancelled; retry with back-off until acknowledged (`Shipper`)."""
         shipper = Shipper(
@@ -402,5 +404,7 @@ class DecisionBuffer:
             in_flight=in_flight,
             compress=compress,
             path=path,
+            linger=linger,
+            ack_interval=ack_interval,
         )
         await shipper.run(idle_poll)

@@ -142,14 +142,14 @@ def period_window(period: str, now: datetime) -> str:
     raise ValueError(f"unknown budget period {period!r}")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # built per check: not frozen (5x the init cost)
 class Reservation:
     budget: str
     key: BudgetKey
     amount: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # built per check: not frozen (5x the init cost)
 class BudgetCheck:
     outcome: Outcome
     reasons: tuple[str, ...]

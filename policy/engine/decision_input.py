@@ -6,6 +6,7 @@ this runs on every decision, hence plain dict lookups rather than a generic walk
 
 from __future__ import annotations
 
+import time
 from typing import Any, Literal
 
 from policy.documents.source import Path
@@ -26,6 +27,17 @@ _OPTIONAL_MAPPINGS = {
     "tool": ("arguments",),
 }
 _ESTIMATES = ("estimated_cost_usd", "estimated_tokens")
+_SECOND: list[Any] = [None, ""]  # the last second formatted, and its text
+
+
+def now_text() -> str:
+    """Now as RFC 3339 UTC with microseconds (`2026-12-04T13:19:37.123456Z`), the form of
+    `context.time` and of a decision record's time; the seconds part formatted once a second."""
+    seconds, nanos = divmod(time.time_ns(), 1_000_000_000)
+    if seconds != _SECOND[0]:
+        _SECOND[1] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+        _SECOND[0] = seconds
+    return f"{_SECOND[1]}.{nanos // 1000:06d}Z"
 
 
 def input_problems(value: object) -> list[tuple[Path, str]]:

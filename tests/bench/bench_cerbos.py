@@ -129,7 +129,8 @@ def start_bundle_sidecar(
 ) -> tuple[subprocess.Popen[bytes], str]:
     """A sidecar serving `policy` in a bundle signed by `keys` (whose JWKS is in
     `tmp/jwks.json`), stopped with `stack`; the process and its `/ext_authz` check URL.
-    `env`: more environment for it (traces, another checkout's PYTHONPATH)."""
+    `env`: more environment for it (traces, another checkout's PYTHONPATH, and
+    `stand_in.control_plane_env` for a production-shaped one that logs and signs)."""
     (tmp / f"{name}.tar.gz").write_bytes(make_bundle(keys, policy=policy))
     http = procs.free_port()
     process = stack.enter_context(

@@ -8,6 +8,9 @@ by the requests they answered. Rows, taking turns in each round:
 (r) our sidecar with an RBAC-only bundle (JWT verified, roles from the bundle, logged);
 (f) our sidecar with the full benchmark decision of bench_sidecar (JWT, RBAC, Rego, an org
     budget reserved in Redis, the decision logged, the signed decision header);
+    every sidecar row runs as in production, with a gateway credential and a control plane
+    (`stand_in`): without one a sidecar neither logs nor signs (before 2026-12-04 these rows
+    ran without, and so measured neither);
 (t) (f) with traces on (OTEL_TRACES_EXPORTER=otlp, every check sampled: wrk sends no trace
     context; exported to `sidecar_procs otlp-sink`): (t) - (f) is what a traced check costs,
     the exporter's thread included (ADR 0013);
@@ -34,6 +37,7 @@ import httpx
 
 from tests.bench.bench_cerbos import RBAC_ONLY_POLICY, start_bundle_sidecar, wrk_run
 from tests.bench.bench_sidecar import BENCH_POLICY, _forget
+from tests.bench.stand_in import control_plane_env
 from tests.e2e import sidecar_procs as procs
 from tests.unit.sidecar.factory import access_token, make_keys
 
@@ -118,8 +122,11 @@ def main() -> None:
         ]
         if BASE:
             setups.append((ROWS[4], BENCH_POLICY, {"PYTHONPATH": BASE}))
+        production = control_plane_env(stack)
         for row, policy, env in setups:
-            sidecar, url = start_bundle_sidecar(stack, tmp, keys, row[1], policy, prefix, 1, **env)
+            sidecar, url = start_bundle_sidecar(
+                stack, tmp, keys, row[1], policy, prefix, 1, **production, **env
+            )
             status = httpx.post(url, headers={"Authorization": bearer}).status_code
             if status != 200:  # the positive control: every row measures an allow
                 raise RuntimeError(f"{row} answered {status}, not an allow")

@@ -3,7 +3,9 @@
 Six Envoy configurations in front of the same stand-in gateway, measured in one run:
 (a) no ext_authz; (b) gRPC ext_authz to a no-op server that always says OK, built like
 ours (grpc.aio, same worker count, SO_REUSEPORT); (c) our sidecar over gRPC with a full
-decision: JWT, RBAC, ABAC (Rego) and a budget reserved in Redis; (d) HTTP ext_authz
+decision: JWT, RBAC, ABAC (Rego), a budget reserved in Redis, the decision logged and the
+signed decision header (a gateway credential and a control-plane stand-in, `stand_in`:
+before 2026-12-04 the sidecars ran without, so neither logged nor signed); (d) HTTP ext_authz
 (http_service) to a no-op built like ours (the uvloop + httptools protocol server of
 authz_sidecar/http_protocol.py, same workers); (e) our sidecar over HTTP (/ext_authz, the
 default transport), same decision as (c); (f) (e) with traces on (ADR 0013: every check
@@ -32,6 +34,7 @@ from pathlib import Path
 import redis
 import yaml
 
+from tests.bench.stand_in import control_plane_env
 from tests.e2e import sidecar_procs as procs
 from tests.unit.sidecar.factory import POLICY, access_token, make_bundle, make_keys
 
@@ -161,6 +164,7 @@ def main() -> None:
         stack.enter_context(procs.running(procs.start_helper("noop-http", noop_http, str(WORKERS))))
         prefix = f"kaizen-bench-{secrets.token_hex(4)}:"
         stack.callback(_forget, prefix)
+        production = control_plane_env(stack)  # logs and signs, as in production
         sidecar = procs.start_sidecar(
             tmp / "home",
             ours,
@@ -170,6 +174,7 @@ def main() -> None:
             KAIZEN_REDIS_URL=REDIS_URL,
             KAIZEN_REDIS_PREFIX=prefix,
             KAIZEN_SIDECAR_WORKERS=str(WORKERS),
+            **production,
         )
         stack.enter_context(procs.running(sidecar))
         # (f): the same sidecar with traces on, every check sampled (no caller context, the
@@ -186,6 +191,7 @@ def main() -> None:
                     KAIZEN_REDIS_URL=REDIS_URL,
                     KAIZEN_REDIS_PREFIX=prefix,
                     KAIZEN_SIDECAR_WORKERS=str(WORKERS),
+                    **production,
                     OTEL_TRACES_EXPORTER="otlp",
                     OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{sink}",
                 )

@@ -22,13 +22,14 @@ from authz_sidecar.budgets import (
     RedisBudgetBatch,
     RedisBudgetLedger,
     RedisReservationBook,
+    reservation_key,
 )
 from authz_sidecar.engine_holder import EngineHolder
 from authz_sidecar.grants import InMemoryReplayGuard
 from authz_sidecar.mapping import HttpFacts
 from authz_sidecar.redis_batch import NO_RETRY, BatchUnavailableError, ScriptBatch
 from policy.bundles.bundle import VerifiedBundle, load_bundle
-from policy.engine.budgets import BudgetKey, InMemoryBudgetLedger, period_window
+from policy.engine.budgets import BudgetKey, InMemoryBudgetLedger, Reservation, period_window
 from policy.engine.decide import Decision, DecisionEngine
 from policy.workloads import AgentConfig, CallBudget, ModelConfig
 from tests.unit.sidecar.conftest import REDIS_URL
@@ -224,6 +225,27 @@ async def test_concurrent_checks_share_round_trips_and_never_pass_the_limit(
     assert float(sync_redis.get(counter) or 0) == 2.0
 
 
+async def test_a_reservation_record_is_stored_with_its_reservations(
+    batched: list[Authorizer], sync_redis: redis.Redis, redis_prefix: str
+) -> None:
+    one, two = batched
+    assert one.budgets is not None
+    batch: ScriptBatch = one.budgets._batch  # type: ignore[attr-defined]
+    verdicts = [await one.check(ci_call()) for _ in range(4)]
+    assert [v.status for v in verdicts] == [200, 200, 200, 403]  # ci-daily: 3 a day
+    assert (batch.items, batch.calls) == (4, 4)  # one script call each, record included
+    # Stored by the call that reserved: another worker settles it, nothing drained first.
+    assert await two.settle(verdicts[0].decision_id, {"executions": 0}) == 1
+    # The fourth reserved, went over the limit and gave its reservation back: and its record.
+    await one.drain()
+    denied = reservation_key(redis_prefix, ORG, verdicts[3].decision_id)
+    assert sync_redis.exists(denied) == 0
+    assert await two.settle(verdicts[3].decision_id, {"executions": 0}) == 0
+    window = period_window("day", datetime.now(UTC))
+    counter = f"{redis_prefix}kaizen:budget:{{{ORG}}}:apikey:ci-bot:executions:{window}"
+    assert float(sync_redis.get(counter) or 0) == 2.0  # three allowed, one settled at 0
+
+
 async def test_unreachable_redis_denies_budgeted_callers_at_once(
     verified: VerifiedBundle, keys: Keys
 ) -> None:
@@ -294,6 +316,63 @@ async def test_script_batch_keeps_order_and_checks_arguments(
     with pytest.raises(ValueError, match="2 keys need 2 args"):
         await batch.call([key, key], [1])
     await async_redis.delete(key)
+
+
+async def test_submitted_writes_share_the_batch_and_idle_waits_for_them(
+    async_redis: aioredis.Redis, redis_prefix: str
+) -> None:
+    batch = ScriptBatch(
+        async_redis,
+        "for i, k in ipairs(KEYS) do redis.call('SET', k, ARGV[i]) end return KEYS",
+        args_per_key=1,
+    )
+    keys = [f"{redis_prefix}record:{i}" for i in range(5)]
+    for i, key in enumerate(keys):  # nobody waits: no future, no task per write
+        batch.submit([key], [f"value-{i}".encode()])
+    await batch.idle()
+    assert [await async_redis.get(key) for key in keys] == [f"value-{i}".encode() for i in range(5)]
+    assert (batch.items, batch.calls) == (5, 1)
+    await batch.idle()  # idle again: returns at once
+    await async_redis.delete(*keys)
+
+
+async def test_a_submitted_write_that_fails_is_logged_not_raised(
+    silent_redis: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = aioredis.Redis(host="127.0.0.1", port=silent_redis, retry=NO_RETRY)
+    batch = ScriptBatch(client, "return KEYS", args_per_key=0, timeout=0.1, what="record")
+    batch.submit(["k"], [])
+    batch.submit(["j"], [])
+    await batch.idle()
+    failed = [r for r in caplog.records if r.name == "authz_sidecar.redis_batch"]
+    assert [r.getMessage() for r in failed] == [
+        "2 record(s) not written to Redis: no answer within 0.1 s"
+    ]
+    await client.aclose()
+
+
+def test_script_calls_are_packed_as_redis_py_packs_them() -> None:
+    from redis.asyncio.connection import Connection
+
+    from authz_sidecar.redis_batch import _resp
+
+    keys = ["kaizen:budget:{org-1}:org:executions:month:2026-12", "k{é}"]
+    args: list[bytes | str | int | float] = ["add", "1.5", 3600, b"\x00[1]\r\n", 0.25, -3]
+    ours = _resp("EVALSHA", "a" * 40, len(keys), keys, args)
+    theirs = b"".join(Connection().pack_command("EVALSHA", "a" * 40, len(keys), *keys, *args))
+    assert ours == theirs
+
+
+async def test_the_reservation_book_alone_queues_records_and_takes_them_once(
+    async_redis: aioredis.Redis, redis_prefix: str
+) -> None:
+    """Without a budget batch (one that writes records with the reservations)."""
+    book = RedisReservationBook(async_redis, redis_prefix)
+    key = BudgetKey(ORG, "org", "executions", "day:2026-12-04")
+    book.remember(ORG, "d-1", [Reservation("org-runs", key, 1.0)])
+    await book.flushed()
+    assert await book.take(ORG, "d-1") == [Reservation("org-runs", key, 1.0)]
+    assert await book.take(ORG, "d-1") is None
 
 
 # -- the token cache -----------------------------------------------------------------------------

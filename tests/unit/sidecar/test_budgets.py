@@ -130,6 +130,6 @@ async def test_unreachable_redis_denies_budgeted_callers_only(
 
 async def test_in_memory_reservation_book_forgets_after_take() -> None:
     book = InMemoryReservationBook(ttl_seconds=60)
-    await book.remember("org-1", "d1", [])
+    book.remember("org-1", "d1", [])
     assert await book.take("org-1", "d1") == []
     assert await book.take("org-1", "d1") is None

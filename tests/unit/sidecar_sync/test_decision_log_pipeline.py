@@ -60,7 +60,14 @@ class SlowIngest:
 
 
 @contextlib.asynccontextmanager
-async def shipping(log: DecisionBuffer, ingest: SlowIngest, batch: int, in_flight: int = 2) -> Any:
+async def shipping(
+    log: DecisionBuffer,
+    ingest: SlowIngest,
+    batch: int,
+    in_flight: int = 2,
+    linger: float = 0.05,
+    ack_interval: float = 0.0,
+) -> Any:
     client = httpx.AsyncClient(transport=httpx.MockTransport(ingest.handler))
     task = asyncio.create_task(
         log.ship_forever(
@@ -70,6 +77,8 @@ async def shipping(log: DecisionBuffer, ingest: SlowIngest, batch: int, in_fligh
             client=client,
             backoff=Backoff(0.01, 0.05),
             in_flight=in_flight,
+            linger=linger,
+            ack_interval=ack_interval,
         )
     )
     try:
@@ -221,4 +230,58 @@ async def test_a_control_plane_that_cannot_read_gzip_gets_plain_bodies_and_nothi
         await until(lambda: log.backlog == 0)
     assert sorted(ingest.ids) == [f"d-{n:06d}" for n in range(30)]
     assert log.rejected == 0
+    await log.close()
+
+
+class Counting(SlowIngest):
+    """Records the size of each post."""
+
+    def __init__(self, directory: Path) -> None:
+        super().__init__(directory)
+        self.sizes: list[int] = []
+
+    async def handler(self, request: httpx.Request) -> httpx.Response:
+        self.sizes.append(len(decisions_of(request)))
+        return await super().handler(request)
+
+
+async def test_full_batches_go_at_once_and_a_partial_one_lingers(tmp_path: Path) -> None:
+    log = DecisionBuffer(tmp_path)
+    ingest = Counting(tmp_path)
+    for n in range(12):
+        await log.append(record(n))
+    # A long linger: were a full batch held by it, `until` would time out.
+    async with shipping(log, ingest, batch=5, linger=30.0):
+        await until(lambda: ingest.sizes == [5, 5], within=5)
+        await asyncio.sleep(0.3)
+        assert ingest.sizes == [5, 5]  # the last two wait for more, or for the linger
+    async with shipping(log, ingest, batch=5, linger=0.05):
+        await until(lambda: log.backlog == 0, within=5)
+    assert ingest.sizes == [5, 5, 2]
+    async with shipping(log, ingest, batch=5, linger=30.0):
+        await log.append(record(12))  # nothing posted yet by this shipper: at once
+        await until(lambda: log.backlog == 0, within=5)
+    assert ingest.sizes == [5, 5, 2, 1]
+    assert sorted(ingest.ids) == [f"d-{n:06d}" for n in range(13)]
+    await log.close()
+
+
+async def test_the_acknowledgement_is_written_once_an_interval_and_when_shipping_stops(
+    tmp_path: Path,
+) -> None:
+    log = DecisionBuffer(tmp_path)
+    ingest = Counting(tmp_path)
+    for n in range(15):
+        await log.append(record(n))
+    async with shipping(log, ingest, batch=5, ack_interval=30.0):
+        await until(lambda: log.backlog == 0, within=5)
+        assert ingest.sizes == [5, 5, 5]
+        first = json.loads((tmp_path / ACK).read_bytes())  # written once, early on
+        assert log.acknowledged.offset == first["offset"]
+        unwritten = log.read_batch(log.acknowledged, 100)  # what a crash now would resend
+        assert unwritten is not None
+        assert len(unwritten.lines) >= 10  # at least the last two batches
+    stopped = json.loads((tmp_path / ACK).read_bytes())  # the last, written on the way out
+    assert stopped["offset"] > first["offset"]
+    assert log.read_batch(log.acknowledged, 100) is None  # nothing left to resend
     await log.close()
