@@ -58,7 +58,8 @@ from control_plane.services.crypto import load_master_key
 from control_plane.services.keys import KeyRing
 from control_plane.services.kv import open_store
 from control_plane.services.mfa import SecondFactor
-from control_plane.services.notifications import Notifier, configure_notifications
+from control_plane.services.notifications import configure_notifications
+from control_plane.services.notifier import Notifier
 from control_plane.services.oauth.flow import OAuthFlow
 from control_plane.services.rego_sandbox import RegoSandbox
 from control_plane.services.replay import ReplayRunner

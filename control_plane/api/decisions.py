@@ -23,7 +23,14 @@ from control_plane.schemas import decisions as schemas
 from control_plane.schemas import fleet
 from control_plane.schemas.base import Page, QueryText
 from control_plane.schemas.fleet import Identifier
-from control_plane.services import audit, decision_chain, executions, ingest, ingest_opa
+from control_plane.services import (
+    audit,
+    decision_chain,
+    decision_retention,
+    executions,
+    ingest,
+    ingest_opa,
+)
 from control_plane.services import decisions as service
 
 router = APIRouter(tags=["decisions"])
@@ -192,7 +199,7 @@ async def verify_decision_chain(tenant: VerifyChain) -> schemas.DecisionChainVer
 @router.get("/api/v1/decisions/retention", responses=ERRORS)
 async def get_decision_retention(tenant: ReadDecisions) -> schemas.Retention:
     async with tenant.session() as session:
-        chain = await decision_chain.get_retention(session)
+        chain = await decision_retention.get_retention(session)
     if chain is None:
         return schemas.Retention(
             retention_days=decision_chain.DEFAULT_RETENTION_DAYS, expired_before=None
@@ -206,7 +213,7 @@ async def set_decision_retention(
 ) -> schemas.Retention:
     """How many days decisions are kept; `kaizen-studio db expire-decisions` removes older."""
     async with tenant.session() as session:
-        chain = await decision_chain.set_retention(
+        chain = await decision_retention.set_retention(
             session, tenant.organization_id, tenant.actor, body.retention_days
         )
     return schemas.Retention.model_validate(chain)
