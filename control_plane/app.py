@@ -47,7 +47,7 @@ from control_plane.api import (
 from control_plane.api.operation_ids import operation_id
 from control_plane.db.migrate import upgrade
 from control_plane.db.session import Database
-from control_plane.errors import Conflict, KaizenError, Unavailable
+from control_plane.errors import Conflict, KaizenError, Unavailable, invalid_fields
 from control_plane.observability import Metrics, RequestMiddleware
 from control_plane.services import policies as policy_service
 from control_plane.services.auth import Authenticator
@@ -58,7 +58,8 @@ from control_plane.services.crypto import load_master_key
 from control_plane.services.keys import KeyRing
 from control_plane.services.kv import open_store
 from control_plane.services.mfa import SecondFactor
-from control_plane.services.notifications import Notifier, configure_notifications
+from control_plane.services.notifications import configure_notifications
+from control_plane.services.notifier import Notifier
 from control_plane.services.oauth.flow import OAuthFlow
 from control_plane.services.rego_sandbox import RegoSandbox
 from control_plane.services.replay import ReplayRunner
@@ -85,11 +86,6 @@ def _error(
     return JSONResponse({"error": body}, status_code=status, headers=headers)
 
 
-def _field_path(loc: tuple[Any, ...]) -> str:
-    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
-    return ".".join(parts) or str(loc[0] if loc else "body")
-
-
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(KaizenError)
     async def kaizen_error(_request: Request, error: KaizenError) -> JSONResponse:
@@ -97,12 +93,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_request: Request, error: RequestValidationError) -> JSONResponse:
-        details = [
-            {"field": _field_path(tuple(e.get("loc", ()))), "message": e.get("msg", "invalid")}
-            for e in error.errors()
-        ]
-        message = "; ".join(f"{d['field']}: {d['message']}" for d in details[:5])
-        return _error(422, "invalid", message or "invalid request", details)
+        invalid = invalid_fields(error.errors())
+        return JSONResponse(invalid.body(), status_code=invalid.status)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request: Request, error: StarletteHTTPException) -> JSONResponse:

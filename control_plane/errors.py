@@ -8,6 +8,7 @@ table.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
 
 from starlette.exceptions import HTTPException
@@ -100,3 +101,20 @@ class ProviderError(KaizenError):
     """An outside service the request needed (Stripe) refused it or did not answer."""
 
     code = "provider_error"
+
+
+def field_path(loc: tuple[Any, ...]) -> str:
+    """A validation error's location as the field a client sent (`decisions.0.time`)."""
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    return ".".join(parts) or str(loc[0] if loc else "body")
+
+
+def invalid_fields(errors: Iterable[Mapping[str, Any]]) -> Invalid:
+    """The 422 for pydantic-style errors (`loc`, `msg`), each detail naming its field; the
+    answer FastAPI's own request validation gets."""
+    details = [
+        {"field": field_path(tuple(e.get("loc", ()))), "message": e.get("msg", "invalid")}
+        for e in errors
+    ]
+    message = "; ".join(f"{d['field']}: {d['message']}" for d in details[:5])
+    return Invalid(message or "invalid request", details=details)

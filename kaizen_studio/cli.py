@@ -81,7 +81,7 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 def cmd_db_expire_decisions(_args: argparse.Namespace) -> int:
     from control_plane.db.migrate import upgrade
     from control_plane.db.session import Database
-    from control_plane.services.decision_chain import ExpiryReport, expire
+    from control_plane.services.decision_retention import ExpiryReport, expire
 
     settings = Settings()
 

@@ -10,11 +10,18 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 
-from control_plane.api.deps import DatabaseDep, KeyRingDep, SettingsDep, Tenant, requires
+from control_plane.api.deps import (
+    BillingDep,
+    BundleEventsDep,
+    DatabaseDep,
+    KeyRingDep,
+    SettingsDep,
+    Tenant,
+    requires,
+)
 from control_plane.errors import NotFound
 from control_plane.schemas import billing as schemas
 from control_plane.services.billing import accounts, events
-from control_plane.services.billing.stripe_api import Billing
 from control_plane.services.plans import quotas
 
 router = APIRouter(prefix="/api/v1/billing", tags=["billing"])
@@ -22,14 +29,6 @@ router = APIRouter(prefix="/api/v1/billing", tags=["billing"])
 Read = Annotated[Tenant, Depends(requires("billing", "read"))]
 Manage = Annotated[Tenant, Depends(requires("billing", "manage"))]
 ERRORS: dict[int | str, dict[str, object]] = {401: {}, 403: {}, 409: {}, 422: {}, 502: {}}
-
-
-def billing_of(request: Request) -> Billing:
-    billing: Billing = request.app.state.billing
-    return billing
-
-
-BillingDep = Annotated[Billing, Depends(billing_of)]
 
 
 @router.get("", responses=ERRORS)
@@ -103,6 +102,7 @@ async def stripe_webhook(
     db: DatabaseDep,
     keys: KeyRingDep,
     settings: SettingsDep,
+    bundle_events: BundleEventsDep,
 ) -> schemas.WebhookReceived:
     """Stripe's event delivery. No credential: the `Stripe-Signature` over the raw body is
     the only proof, verified before anything is read; forged or stale is 400, a replayed
@@ -118,9 +118,7 @@ async def stripe_webhook(
         issuer=settings.issuer,
     )
     if received.revision is not None and received.organization_id is not None:
-        await request.app.state.bundle_events.notify(
-            str(received.organization_id), received.revision
-        )
+        await bundle_events.notify(str(received.organization_id), received.revision)
     return schemas.WebhookReceived(
         received=True, duplicate=received.duplicate, outcome=received.outcome
     )

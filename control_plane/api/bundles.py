@@ -10,9 +10,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Request, Response
 
 from control_plane.api.deps import (
+    AuthenticatorDep,
+    BundleEventsDep,
     Cursor,
+    DatabaseDep,
     KeyRingDep,
+    KeyValueDep,
     Limit,
+    SettingsDep,
     Tenant,
     bearer,
     get_gateway,
@@ -20,12 +25,10 @@ from control_plane.api.deps import (
     requires,
 )
 from control_plane.api.policies import revision_out
-from control_plane.db.session import Database
 from control_plane.errors import NotFound
 from control_plane.schemas.base import Page
 from control_plane.schemas.policies import BundleRevision as RevisionOut
 from control_plane.services import bundle_events, gateways, platform_gateways, policies
-from control_plane.services.bundle_events import BundleEvents
 
 router = APIRouter(prefix="/api/v1/bundles", tags=["bundles"])
 
@@ -47,17 +50,23 @@ async def list_bundles(
     return Page(items=[revision_out(r) for r in rows], next_cursor=next_cursor)
 
 
-async def _reader_organization(request: Request, scope: str) -> uuid.UUID:
+async def _reader_organization(
+    request: Request,
+    scope: str,
+    db: DatabaseDep,
+    auth: AuthenticatorDep,
+    kv: KeyValueDep,
+    settings: SettingsDep,
+) -> uuid.UUID:
     """A gateway credential, a platform gateway's credential for a scope it serves (ADR
     0012), or a user/API key allowed to read bundles."""
     if platform_gateways.is_platform_credential(bearer(request)):
-        db: Database = request.app.state.db
         platform = await platform_gateways.authenticate(db, bearer(request))
         return await platform_gateways.served_organization(db, platform, scope)
     if bearer(request).startswith(gateways.CREDENTIAL_PREFIX):
-        identity = await get_gateway(request, request.app.state.db)
+        identity = await get_gateway(request, db)
         return identity.organization_id
-    principal = await get_principal(request, request.app.state.auth)
+    principal = await get_principal(request, auth, kv, settings)
     principal.require("bundles", "read")
     return principal.organization_id
 
@@ -109,6 +118,8 @@ async def download(
     scope: str,
     request: Request,
     organization_id: Annotated[uuid.UUID, Depends(_reader_organization)],
+    db: DatabaseDep,
+    events: BundleEventsDep,
     if_none_match: Annotated[str | None, Header()] = None,
     prefer: Annotated[str | None, Header()] = None,
 ) -> Response:
@@ -121,8 +132,8 @@ async def download(
     """
     if scope != str(organization_id):
         raise NotFound("no such bundle scope")
-    db: Database = request.app.state.db
-    events: BundleEvents = request.app.state.bundle_events
+    # The dependencies hold no session: each read below is its own short transaction, so
+    # a long-poll ties up no connection while it waits.
     known = _tags(if_none_match)
     wait = _wait_seconds(prefer)
     with events.waiter(scope) as published:

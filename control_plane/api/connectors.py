@@ -5,9 +5,10 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Request, Response
+from fastapi import APIRouter, Depends, Path, Response
 
 from control_plane.api.deps import (
+    BundleEventsDep,
     Cursor,
     KeyRingDep,
     Limit,
@@ -110,7 +111,7 @@ async def update_connector(
     store: SecretsDep,
     settings: SettingsDep,
     keys: KeyRingDep,
-    request: Request,
+    bundle_events: BundleEventsDep,
 ) -> schemas.Connector:
     """New settings are the next version (unchanged ones keep it); `password` replaces the
     stored one. When a deployed agent names the connector, the published bundle is re-signed
@@ -142,7 +143,7 @@ async def update_connector(
             )
         out = connector_out(connector, row.settings, await connectors.agents_naming(session))
     if revision is not None:
-        await request.app.state.bundle_events.notify(str(tenant.organization_id), revision.revision)
+        await bundle_events.notify(str(tenant.organization_id), revision.revision)
     return out
 
 

@@ -3,16 +3,10 @@ chain verification for auditors; retention for owners."""
 
 from __future__ import annotations
 
-import json
-from collections.abc import Awaitable, Callable
-from datetime import datetime
 from typing import Annotated
 
-import pydantic_core
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
-from pydantic import ValidationError
 
 from control_plane import observability
 from control_plane.api.deps import (
@@ -24,20 +18,19 @@ from control_plane.api.deps import (
     Tenant,
     requires,
 )
-from control_plane.db.partitions import (
-    ensure_partitions,
-    forget_partitions,
-    missing_partition,
-    months_needed,
-    partition_name,
-)
-from control_plane.db.session import Database
-from control_plane.errors import Invalid, NotFound
+from control_plane.errors import NotFound
 from control_plane.schemas import decisions as schemas
 from control_plane.schemas import fleet
 from control_plane.schemas.base import Page, QueryText
 from control_plane.schemas.fleet import Identifier
-from control_plane.services import audit, decision_chain, executions, ingest, ingest_opa
+from control_plane.services import (
+    audit,
+    decision_chain,
+    decision_retention,
+    executions,
+    ingest,
+    ingest_opa,
+)
 from control_plane.services import decisions as service
 
 router = APIRouter(tags=["decisions"])
@@ -95,7 +88,7 @@ async def ingest_decisions(
     raw = ingest.inflate(
         await request.body(), request.headers.get("content-encoding"), settings.max_ingest_bytes
     )
-    body = _ingest_batch(raw)
+    body = ingest.parse_batch(raw)
     times = [record.time for record in body.decisions]
     ingest.check_times(times, "decisions")
 
@@ -103,41 +96,8 @@ async def ingest_decisions(
         async with db.session(identity.organization_id) as session:
             return await ingest.decisions(session, identity, body.decisions)
 
-    accepted, duplicates = await _into_partitions(db, times, store)
+    accepted, duplicates = await ingest.into_partitions(db, times, store)
     return fleet.IngestResult(accepted=accepted, duplicates=duplicates)
-
-
-def _ingest_batch(raw: bytes) -> schemas.IngestBatch:
-    try:
-        document = pydantic_core.from_json(raw)  # the fastest parser at hand, to Python
-    except ValueError:
-        try:  # the standard parser also takes lone surrogates, which ingest then names
-            document = json.loads(raw)
-        except ValueError:
-            raise Invalid(
-                "body: not JSON", details=[{"field": "body", "message": "not JSON"}]
-            ) from None
-    try:
-        return schemas.IngestBatch.model_validate(document)
-    except ValidationError as error:
-        errors = error.errors(include_url=False, include_input=False)
-        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in errors]) from None
-
-
-async def _into_partitions(
-    db: Database, times: list[datetime], store: Callable[[], Awaitable[tuple[int, int]]]
-) -> tuple[int, int]:
-    """Run `store` once the partitions of `times` exist; again if one was dropped meanwhile
-    by another process (this one remembers which partitions it saw for a minute)."""
-    await ensure_partitions(db.engine, times)
-    try:
-        return await store()
-    except Exception as error:
-        if not missing_partition(error):
-            raise
-    forget_partitions(partition_name(month) for month in months_needed(times))
-    await ensure_partitions(db.engine, times)
-    return await store()
 
 
 @router.post("/api/v1/decisions/opa", responses=ERRORS, openapi_extra=OPA_BODY)
@@ -164,7 +124,7 @@ async def ingest_opa_decisions(
                 accepted, duplicates = accepted + new, duplicates + again
         return accepted, duplicates
 
-    accepted, duplicates = await _into_partitions(db, [row["time"] for row in rows], store)
+    accepted, duplicates = await ingest.into_partitions(db, [row["time"] for row in rows], store)
     return fleet.IngestResult(accepted=accepted, duplicates=duplicates)
 
 
@@ -239,7 +199,7 @@ async def verify_decision_chain(tenant: VerifyChain) -> schemas.DecisionChainVer
 @router.get("/api/v1/decisions/retention", responses=ERRORS)
 async def get_decision_retention(tenant: ReadDecisions) -> schemas.Retention:
     async with tenant.session() as session:
-        chain = await decision_chain.get_retention(session)
+        chain = await decision_retention.get_retention(session)
     if chain is None:
         return schemas.Retention(
             retention_days=decision_chain.DEFAULT_RETENTION_DAYS, expired_before=None
@@ -253,7 +213,7 @@ async def set_decision_retention(
 ) -> schemas.Retention:
     """How many days decisions are kept; `kaizen-studio db expire-decisions` removes older."""
     async with tenant.session() as session:
-        chain = await decision_chain.set_retention(
+        chain = await decision_retention.set_retention(
             session, tenant.organization_id, tenant.actor, body.retention_days
         )
     return schemas.Retention.model_validate(chain)

@@ -13,14 +13,20 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from control_plane.db.session import Database
 from control_plane.errors import Unauthenticated
+from control_plane.observability import Metrics
 from control_plane.services import gateways, sessions
 from control_plane.services.audit import Actor
 from control_plane.services.auth import Authenticator
+from control_plane.services.billing.stripe_api import Billing
+from control_plane.services.bundle_events import BundleEvents
 from control_plane.services.gateways import GatewayIdentity
 from control_plane.services.keys import KeyRing
 from control_plane.services.kv import KeyValueStore
 from control_plane.services.mfa import SecondFactor
+from control_plane.services.oauth.flow import OAuthFlow
 from control_plane.services.principal import Principal
+from control_plane.services.rego_sandbox import RegoSandbox
+from control_plane.services.replay import ReplayRunner
 from control_plane.services.secrets import SecretStore
 from control_plane.settings import Settings
 from policy.runtime.logs import organization_id_var, request_id_var
@@ -69,6 +75,36 @@ def get_secrets(request: Request) -> SecretStore:
     return store
 
 
+def get_bundle_events(request: Request) -> BundleEvents:
+    events: BundleEvents = request.app.state.bundle_events
+    return events
+
+
+def get_rego(request: Request) -> RegoSandbox:
+    rego: RegoSandbox = request.app.state.rego
+    return rego
+
+
+def get_replays(request: Request) -> ReplayRunner:
+    runner: ReplayRunner = request.app.state.replays
+    return runner
+
+
+def get_billing(request: Request) -> Billing:
+    billing: Billing = request.app.state.billing
+    return billing
+
+
+def get_oauth_flow(request: Request) -> OAuthFlow:
+    flow: OAuthFlow = request.app.state.oauth
+    return flow
+
+
+def get_metrics(request: Request) -> Metrics:
+    metrics: Metrics = request.app.state.metrics
+    return metrics
+
+
 # What the app's lifespan set up, as dependencies (routes never read `app.state` themselves).
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 KeyValueDep = Annotated[KeyValueStore, Depends(get_kv)]
@@ -77,9 +113,17 @@ SecretsDep = Annotated[SecretStore, Depends(get_secrets)]
 DatabaseDep = Annotated[Database, Depends(get_db)]
 AuthenticatorDep = Annotated[Authenticator, Depends(get_authenticator)]
 SecondFactorDep = Annotated[SecondFactor, Depends(get_second_factor)]
+BundleEventsDep = Annotated[BundleEvents, Depends(get_bundle_events)]
+RegoDep = Annotated[RegoSandbox, Depends(get_rego)]
+ReplaysDep = Annotated[ReplayRunner, Depends(get_replays)]
+BillingDep = Annotated[Billing, Depends(get_billing)]
+OAuthFlowDep = Annotated[OAuthFlow, Depends(get_oauth_flow)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 
 
-async def get_principal(request: Request, auth: AuthenticatorDep) -> Principal:
+async def get_principal(
+    request: Request, auth: AuthenticatorDep, kv: KeyValueDep, settings: SettingsDep
+) -> Principal:
     """A bearer credential, else a browser session cookie (whose writes need CSRF)."""
     authorization = request.headers.get("authorization")
     session_cookie = request.cookies.get(sessions.SESSION_COOKIE)
@@ -90,11 +134,11 @@ async def get_principal(request: Request, auth: AuthenticatorDep) -> Principal:
             request.cookies.get(sessions.CSRF_COOKIE),
             request.headers.get(sessions.CSRF_HEADER),
         )
-        principal = await sessions.authenticate_cookie(auth, request.app.state.kv, cookie_request)
+        principal = await sessions.authenticate_cookie(auth, kv, cookie_request)
     else:
         principal = await auth.authenticate(authorization)
     if principal.session_id:
-        await sessions.touch(request.app.state.kv, request.app.state.settings, principal.session_id)
+        await sessions.touch(kv, settings, principal.session_id)
     organization_id_var.set(str(principal.organization_id))
     return principal
 

@@ -14,6 +14,7 @@ from control_plane.api.deps import (
     KeyValueDep,
     PrincipalDep,
     SecondFactorDep,
+    SettingsDep,
     Tenant,
     bearer,
     client_ip,
@@ -61,11 +62,16 @@ def _user(principal: Principal) -> Principal:
 
 
 async def get_enroller(
-    request: Request, db: DatabaseDep, auth: AuthenticatorDep, second_factor: SecondFactorDep
+    request: Request,
+    db: DatabaseDep,
+    auth: AuthenticatorDep,
+    second_factor: SecondFactorDep,
+    kv: KeyValueDep,
+    settings: SettingsDep,
 ) -> Enroller:
     credential = bearer(request)
     if not credential.startswith(mfa.ENROLMENT_PREFIX):
-        principal = _user(await get_principal(request, auth))
+        principal = _user(await get_principal(request, auth, kv, settings))
         actor = Actor.of(principal, client_ip(request), request_id_var.get())
         via_sso = await second_factor.is_sso_session(principal.session_id)
         return Enroller(

@@ -7,24 +7,17 @@ JSON (`error`, `error_description`), never a 500."""
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any
+from typing import Any
 from urllib.parse import parse_qs
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 
-from control_plane.services.oauth.flow import NO_STORE, OAuthFlow
+from control_plane.api.deps import OAuthFlowDep
+from control_plane.services.oauth.flow import NO_STORE
 
 router = APIRouter(tags=["oauth"])
 MAX_FORM_BYTES = 16 * 1024
-
-
-def get_flow(request: Request) -> OAuthFlow:
-    flow: OAuthFlow = request.app.state.oauth
-    return flow
-
-
-FlowDep = Annotated[OAuthFlow, Depends(get_flow)]
 
 
 def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -32,19 +25,19 @@ def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> JSON
 
 
 @router.get("/.well-known/oauth-authorization-server/oauth/{organization_id}")
-async def authorization_server_metadata(organization_id: uuid.UUID, flow: FlowDep) -> Any:
+async def authorization_server_metadata(organization_id: uuid.UUID, flow: OAuthFlowDep) -> Any:
     """RFC 8414 metadata of the organisation's issuer `…/oauth/{organization_id}`."""
     return await flow.metadata(organization_id)
 
 
 @router.get("/.well-known/openid-configuration/oauth/{organization_id}")
-async def openid_configuration(organization_id: uuid.UUID, flow: FlowDep) -> Any:
+async def openid_configuration(organization_id: uuid.UUID, flow: OAuthFlowDep) -> Any:
     """The same metadata where OIDC-discovery clients look for it."""
     return await flow.metadata(organization_id)
 
 
 @router.get("/oauth/{organization_id}/authorize", response_model=None)
-async def authorize(organization_id: uuid.UUID, request: Request, flow: FlowDep) -> Response:
+async def authorize(organization_id: uuid.UUID, request: Request, flow: OAuthFlowDep) -> Response:
     """Validate the request (client, redirect URI, PKCE S256, `resource`) and send the
     browser to the studio's consent page."""
     params = parse_qs(request.url.query, keep_blank_values=True)
@@ -69,7 +62,7 @@ async def _form(request: Request) -> dict[str, list[str]] | None:
 
 
 @router.post("/oauth/{organization_id}/token", response_model=None)
-async def token(organization_id: uuid.UUID, request: Request, flow: FlowDep) -> Response:
+async def token(organization_id: uuid.UUID, request: Request, flow: OAuthFlowDep) -> Response:
     """Authorization code (with the PKCE verifier) or refresh token → an access token whose
     `aud` is the gateway's MCP URL, and a new refresh token (rotation)."""
     form = await _form(request)
@@ -85,7 +78,7 @@ async def token(organization_id: uuid.UUID, request: Request, flow: FlowDep) -> 
 
 
 @router.post("/oauth/{organization_id}/register", response_model=None)
-async def register(organization_id: uuid.UUID, request: Request, flow: FlowDep) -> Response:
+async def register(organization_id: uuid.UUID, request: Request, flow: OAuthFlowDep) -> Response:
     """RFC 7591 dynamic registration of a public client, when the organisation allows it."""
     try:
         body = await request.json()

@@ -7,14 +7,11 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response
-from sqlalchemy import select
 
-from control_plane.api.deps import PrincipalDep, Tenant, client_ip, requires
-from control_plane.api.oauth import FlowDep
-from control_plane.db.models import OAuthClient, OAuthGrant, OAuthSettings
+from control_plane.api.deps import OAuthFlowDep, PrincipalDep, Tenant, client_ip, requires
+from control_plane.db.models import OAuthClient, OAuthGrant
 from control_plane.errors import Forbidden
 from control_plane.schemas import oauth as schemas
-from control_plane.services import audit
 from control_plane.services.audit import Actor
 from control_plane.services.oauth import clients, grants
 from control_plane.services.principal import Principal
@@ -58,7 +55,7 @@ def _grant_out(
 
 @router.get("/requests/{request_id}", responses=ERRORS)
 async def consent_request(
-    request_id: str, principal: PersonDep, flow: FlowDep
+    request_id: str, principal: PersonDep, flow: OAuthFlowDep
 ) -> schemas.ConsentRequest:
     """The pending authorization request the consent page shows."""
     pending = await flow.pending(request_id, principal)
@@ -79,7 +76,7 @@ async def decide(
     body: schemas.ConsentDecision,
     principal: PersonDep,
     request: Request,
-    flow: FlowDep,
+    flow: OAuthFlowDep,
 ) -> schemas.ConsentAnswer:
     """Approve or deny; the answer is where the browser goes next (the client's redirect
     URI with a code, or with `error=access_denied`)."""
@@ -89,7 +86,7 @@ async def decide(
 
 
 @router.get("/grants", responses=ERRORS)
-async def my_grants(principal: PersonDep, flow: FlowDep) -> list[schemas.OAuthGrantOut]:
+async def my_grants(principal: PersonDep, flow: OAuthFlowDep) -> list[schemas.OAuthGrantOut]:
     """The MCP clients the caller authorized, one entry per grant."""
     async with flow.db.session(principal.organization_id) as session:
         rows = await grants.for_user(session, principal.id)
@@ -98,7 +95,7 @@ async def my_grants(principal: PersonDep, flow: FlowDep) -> list[schemas.OAuthGr
 
 @router.delete("/grants/{grant_id}", status_code=204, responses=ERRORS)
 async def revoke_my_grant(
-    grant_id: uuid.UUID, principal: PersonDep, request: Request, flow: FlowDep
+    grant_id: uuid.UUID, principal: PersonDep, request: Request, flow: OAuthFlowDep
 ) -> Response:
     """Revoke one of the caller's grants: its refresh tokens at once, its access tokens at
     the sidecars with the next bundle."""
@@ -136,7 +133,7 @@ async def organization_clients(tenant: Read) -> schemas.OAuthClientsOut:
 
 @router.put("/clients/{client_ref}/blocked", responses=ERRORS)
 async def block_client(
-    client_ref: uuid.UUID, body: schemas.BlockClient, tenant: Update, flow: FlowDep
+    client_ref: uuid.UUID, body: schemas.BlockClient, tenant: Update, flow: OAuthFlowDep
 ) -> schemas.OAuthClientOut:
     """Block a client (its grants end, new authorizations and refreshes are refused) or
     unblock it."""
@@ -159,7 +156,7 @@ async def block_client(
 
 
 @router.get("/settings", responses=ERRORS)
-async def get_settings(tenant: Read, flow: FlowDep) -> schemas.OAuthSettingsOut:
+async def get_settings(tenant: Read, flow: OAuthFlowDep) -> schemas.OAuthSettingsOut:
     async with tenant.session() as session:
         row = await clients.settings_of(session)
     return schemas.OAuthSettingsOut(
@@ -171,24 +168,15 @@ async def get_settings(tenant: Read, flow: FlowDep) -> schemas.OAuthSettingsOut:
 
 @router.put("/settings", responses=ERRORS)
 async def put_settings(
-    body: schemas.OAuthSettingsBody, tenant: Update, flow: FlowDep
+    body: schemas.OAuthSettingsBody, tenant: Update, flow: OAuthFlowDep
 ) -> schemas.OAuthSettingsOut:
     """Turn dynamic client registration and Client ID Metadata Documents on or off."""
     async with tenant.session() as session:
-        row = await session.scalar(select(OAuthSettings))
-        if row is None:
-            row = OAuthSettings(organization_id=tenant.organization_id)
-            session.add(row)
-        row.dynamic_registration = body.dynamic_registration
-        row.metadata_documents = body.metadata_documents
-        await session.flush()
-        await audit.record(
+        await clients.update_settings(
             session,
             tenant.organization_id,
             tenant.actor,
-            "oauth_settings.updated",
-            "organization",
-            tenant.organization_id,
-            **body.model_dump(),
+            dynamic_registration=body.dynamic_registration,
+            metadata_documents=body.metadata_documents,
         )
     return schemas.OAuthSettingsOut(**body.model_dump(), issuer=flow.issuer(tenant.organization_id))

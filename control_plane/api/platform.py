@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
 
-from control_plane.api.decisions import INGEST_BODY, _ingest_batch, _into_partitions
+from control_plane.api.decisions import INGEST_BODY
 from control_plane.api.deps import DatabaseDep, SettingsDep, bearer
 from control_plane.errors import Forbidden, Unauthenticated
 from control_plane.schemas import fleet
@@ -67,7 +67,7 @@ async def ingest_platform_decisions(
     raw = ingest.inflate(
         await request.body(), request.headers.get("content-encoding"), settings.max_ingest_bytes
     )
-    body = _ingest_batch(raw)
+    body = ingest.parse_batch(raw)
     for index, record in enumerate(body.decisions):
         principal = record.input.get("principal")
         named = principal.get("organization") if isinstance(principal, dict) else None
@@ -85,7 +85,7 @@ async def ingest_platform_decisions(
         async with db.session(organization_id) as session:
             return await ingest.decisions(session, reporter, body.decisions)
 
-    accepted, duplicates = await _into_partitions(db, times, store)
+    accepted, duplicates = await ingest.into_partitions(db, times, store)
     return fleet.IngestResult(accepted=accepted, duplicates=duplicates)
 
 

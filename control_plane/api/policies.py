@@ -9,6 +9,7 @@ from control_plane import observability
 from control_plane.api.deps import (
     Cursor,
     Limit,
+    RegoDep,
     Tenant,
     get_key_ring,
     get_kv,
@@ -59,11 +60,6 @@ def _keys(request: Request) -> KeyRing:
     return keys
 
 
-def sandbox(request: Request) -> RegoSandbox:
-    rego: RegoSandbox = request.app.state.rego
-    return rego
-
-
 # Route kind -> (its setting, what a refusal says was refused).
 _RATES = {
     "simulate": ("rego_simulations_per_window", "policy simulations and validations"),
@@ -87,13 +83,13 @@ async def limit_rate(request: Request, tenant: Tenant, kind: str) -> None:
     )
 
 
-def _release(request: Request, tenant: Tenant) -> release.Release:
+def _release(request: Request, tenant: Tenant, rego: RegoSandbox) -> release.Release:
     return release.Release(
         tenant.organization_id,
         tenant.actor,
         tenant.session,
         _keys(request),
-        sandbox(request),
+        rego,
         _issuer(request),
     )
 
@@ -157,7 +153,7 @@ async def list_policies(
 
 @router.post("", status_code=201, responses=ERRORS)
 async def apply_policies(
-    body: schemas.PolicySource, tenant: Create, request: Request
+    body: schemas.PolicySource, tenant: Create, rego: RegoDep
 ) -> schemas.PolicyApplied:
     """Create or update drafts, one per document, by `metadata.name`; all or nothing.
 
@@ -166,10 +162,10 @@ async def apply_policies(
     """
     # Parsed and checked in the sandbox between short transactions (no lock held while
     # tenant Rego compiles); the write refuses if the drafts changed meanwhile.
-    documents = await policies.parse(sandbox(request), tenant.organization_id, body.source)
+    documents = await policies.parse(rego, tenant.organization_id, body.source)
     async with tenant.session() as session:
         drafts = await policies.applied_drafts(session, documents)
-    await policies.check(sandbox(request), tenant.organization_id, drafts)
+    await policies.check(rego, tenant.organization_id, drafts)
     async with tenant.session() as session:
         applied = await policies.apply(
             session, tenant.organization_id, tenant.actor, documents, checked=drafts
@@ -182,17 +178,17 @@ async def apply_policies(
 
 @router.post("/validate", responses=ERRORS)
 async def validate_policies(
-    body: schemas.PolicySource, tenant: Read, request: Request
+    body: schemas.PolicySource, tenant: Read, request: Request, rego: RegoDep
 ) -> schemas.ValidationReport:
     """Check a source without saving it (for editors): every problem with its location."""
     await limit_rate(request, tenant, "simulate")
-    details = await policies.validate(sandbox(request), tenant.organization_id, body.source)
+    details = await policies.validate(rego, tenant.organization_id, body.source)
     return schemas.ValidationReport(valid=not details, details=details)
 
 
 @router.post("/simulate", responses=ERRORS)
 async def simulate(
-    body: schemas.SimulateRequest, tenant: Simulate, request: Request
+    body: schemas.SimulateRequest, tenant: Simulate, request: Request, rego: RegoDep
 ) -> dict[str, Any]:
     """The decision the drafts (`draft: true`) or the published set would make, explained.
 
@@ -205,12 +201,12 @@ async def simulate(
             session, tenant.organization_id, _keys(request), draft=body.draft
         )
     # Evaluated after the transaction ended: no lock or connection is held meanwhile.
-    return await policies.simulate(sandbox(request), tenant.organization_id, prepared, body.input)
+    return await policies.simulate(rego, tenant.organization_id, prepared, body.input)
 
 
 @router.post("/test", responses=ERRORS)
 async def run_tests(
-    body: schemas.TestRequest, tenant: Simulate, request: Request
+    body: schemas.TestRequest, tenant: Simulate, request: Request, rego: RegoDep
 ) -> schemas.TestReport:
     """Run every PolicyTest case against the drafts (or the published set)."""
     await limit_rate(request, tenant, "test")
@@ -218,7 +214,7 @@ async def run_tests(
         prepared = await policies.prepare_selected(
             session, tenant.organization_id, _keys(request), draft=body.draft
         )
-    report = await policies.test(sandbox(request), tenant.organization_id, prepared)
+    report = await policies.test(rego, tenant.organization_id, prepared)
     observability.policy_tests(report["passed"], report["total"], len(report["failures"]))
     return schemas.TestReport.model_validate(report)
 
@@ -227,6 +223,7 @@ async def run_tests(
 async def publish(
     tenant: Publish,
     request: Request,
+    rego: RegoDep,
     body: schemas.PublishRequest | None = None,
     idempotency_key: IdempotencyKey = None,
 ) -> schemas.BundleRevision:
@@ -241,7 +238,7 @@ async def publish(
     body = body or schemas.PublishRequest()  # the contract needs no body: all fields default
     await limit_rate(request, tenant, "publish")
     row = await release.publish(
-        _release(request, tenant),
+        _release(request, tenant, rego),
         accept_replay=body.accept_replay,
         message=body.message,
         idempotency_key=idempotency_key,
@@ -255,13 +252,14 @@ async def rollback(
     body: schemas.RollbackRequest,
     tenant: Publish,
     request: Request,
+    rego: RegoDep,
     idempotency_key: IdempotencyKey = None,
 ) -> schemas.BundleRevision:
     """Publish what an earlier revision held as a new, higher revision (with an
     `Idempotency-Key`, safe to send again, as for publish)."""
     await limit_rate(request, tenant, "publish")
     row = await release.rollback(
-        _release(request, tenant),
+        _release(request, tenant, rego),
         revision=body.revision,
         message=body.message,
         idempotency_key=idempotency_key,
@@ -278,11 +276,11 @@ async def get_policy(policy_id: uuid.UUID, tenant: Read) -> schemas.Policy:
 
 
 @router.delete("/{policy_id}", status_code=204, responses=ERRORS)
-async def delete_policy(policy_id: uuid.UUID, tenant: Delete, request: Request) -> Response:
+async def delete_policy(policy_id: uuid.UUID, tenant: Delete, rego: RegoDep) -> Response:
     """Remove the policy from the drafts; it leaves the bundle at the next publish."""
     async with tenant.session() as session:
         drafts = await policies.drafts_without(session, policy_id)
-    await policies.check(sandbox(request), tenant.organization_id, drafts)
+    await policies.check(rego, tenant.organization_id, drafts)
     async with tenant.session() as session:
         await policies.delete(
             session, tenant.organization_id, tenant.actor, policy_id, checked=drafts

@@ -7,17 +7,27 @@ Included before the policies router: `/api/v1/policies/settings` must win over
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response
 
-from control_plane.api.deps import Cursor, Limit, Tenant, get_key_ring, requires
-from control_plane.api.policies import limit_rate, sandbox
+from control_plane.api.deps import (
+    Cursor,
+    KeyRingDep,
+    Limit,
+    RegoDep,
+    ReplaysDep,
+    Tenant,
+    requires,
+)
+from control_plane.api.policies import limit_rate
 from control_plane.db.models import ReplayJob
 from control_plane.schemas import replay as schemas
 from control_plane.schemas.base import Page
 from control_plane.services import replay
 from control_plane.services.keys import KeyRing
+from control_plane.services.rego_sandbox import RegoSandbox
 
 router = APIRouter(tags=["replays"])
 
@@ -59,20 +69,36 @@ def replay_out(job: ReplayJob, *, with_result: bool = True) -> schemas.Replay:
     )
 
 
+@dataclass(frozen=True)
+class Replayer:
+    """What starting a replay uses of what the lifespan set up."""
+
+    keys: KeyRing
+    rego: RegoSandbox
+    runner: replay.ReplayRunner
+
+
+def get_replayer(keys: KeyRingDep, rego: RegoDep, runner: ReplaysDep) -> Replayer:
+    return Replayer(keys, rego, runner)
+
+
+ReplayerDep = Annotated[Replayer, Depends(get_replayer)]
+
+
 async def _start(
     request: Request,
     response: Response,
     tenant: Tenant,
+    replayer: Replayer,
     body: schemas.ReplayRequest,
     policy_id: uuid.UUID | None,
 ) -> schemas.Replay:
-    keys: KeyRing = get_key_ring(request)
     await limit_rate(request, tenant, "replay")
     async with tenant.session() as session:
         plan = await replay.plan(
             session,
             tenant.organization_id,
-            keys,
+            replayer.keys,
             policy_id=policy_id,
             since=body.since,
             until=body.until,
@@ -81,12 +107,11 @@ async def _start(
             examples=body.examples,
         )
     # Probed with no transaction open: no lock or connection is held while Rego runs.
-    await replay.probe(sandbox(request), tenant.organization_id, plan)
+    await replay.probe(replayer.rego, tenant.organization_id, plan)
     async with tenant.session() as session:
         job = await replay.create(session, tenant.organization_id, tenant.actor, plan)
     # Started only once the job row is committed, so the task always finds it.
-    runner: replay.ReplayRunner = request.app.state.replays
-    runner.submit(job, plan)
+    replayer.runner.submit(job, plan)
     response.headers["Location"] = f"/api/v1/replays/{job.id}"
     return replay_out(job)
 
@@ -116,11 +141,15 @@ async def update_settings(
 
 @router.post("/api/v1/policies/replay", status_code=202, responses=ERRORS, tags=["policies"])
 async def replay_set(
-    body: schemas.ReplayRequest, tenant: Simulate, request: Request, response: Response
+    body: schemas.ReplayRequest,
+    tenant: Simulate,
+    replayer: ReplayerDep,
+    request: Request,
+    response: Response,
 ) -> schemas.Replay:
     """Replay stored decisions of a time window against the whole draft set (or, with
     `draft: false`, the published set); poll `GET /api/v1/replays/{id}` for the report."""
-    return await _start(request, response, tenant, body, None)
+    return await _start(request, response, tenant, replayer, body, None)
 
 
 @router.post(
@@ -130,12 +159,13 @@ async def replay_policy(
     policy_id: uuid.UUID,
     body: schemas.ReplayRequest,
     tenant: Simulate,
+    replayer: ReplayerDep,
     request: Request,
     response: Response,
 ) -> schemas.Replay:
     """Replay against the published set with only this policy at its draft (a deleted
     policy: without it), to see this one change's impact."""
-    return await _start(request, response, tenant, body, policy_id)
+    return await _start(request, response, tenant, replayer, body, policy_id)
 
 
 @router.get("/api/v1/replays", responses=ERRORS)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from fastapi import Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from control_plane.api.deps import Tenant, get_key_ring, get_settings
+from control_plane.api.deps import Tenant, get_bundle_events, get_key_ring, get_settings
 from control_plane.db.models import BundleRevision
 from control_plane.services import policies
 
@@ -33,4 +33,4 @@ async def resign(
 async def announce(request: Request, row: BundleRevision | None) -> None:
     """Tell the sidecars about `row` (after its transaction committed)."""
     if row is not None:
-        await request.app.state.bundle_events.notify(str(row.organization_id), row.revision)
+        await get_bundle_events(request).notify(str(row.organization_id), row.revision)

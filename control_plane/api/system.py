@@ -2,14 +2,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
-from sqlalchemy import text
 
-from control_plane.api.deps import KeyRingDep
-from control_plane.db.session import SYSTEM
+from control_plane.api.deps import DatabaseDep, KeyRingDep, KeyValueDep, MetricsDep, SettingsDep
+from control_plane.services import health
 
 router = APIRouter(tags=["system"])
 
@@ -20,18 +19,9 @@ class HealthOut(BaseModel):
 
 
 @router.get("/healthz", response_model=HealthOut, responses={503: {"model": HealthOut}})
-async def healthz(request: Request) -> JSONResponse:
+async def healthz(db: DatabaseDep, kv: KeyValueDep, settings: SettingsDep) -> JSONResponse:
     """Ready when the database (and Redis, when configured) answer."""
-    state = request.app.state
-    checks: dict[str, str] = {}
-    try:
-        async with state.db.session(SYSTEM) as session:
-            await session.execute(text("SELECT 1"))
-        checks["database"] = "ok"
-    except Exception as error:  # any failure means not ready; say which
-        checks["database"] = f"error: {type(error).__name__}"
-    if state.settings.redis_url:
-        checks["redis"] = "ok" if await state.kv.ping() else "error"
+    checks = await health.readiness(db, kv, redis=bool(settings.redis_url))
     healthy = all(v == "ok" for v in checks.values())
     return JSONResponse(
         {"status": "ok" if healthy else "unavailable", "checks": checks},
@@ -44,11 +34,9 @@ async def healthz(request: Request) -> JSONResponse:
     response_class=PlainTextResponse,
     responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}},
 )
-async def metrics(request: Request) -> Response:
+async def metrics(metrics: MetricsDep) -> Response:
     """Prometheus exposition."""
-    return Response(
-        generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST
-    )
+    return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get("/.well-known/jwks.json")

@@ -4,19 +4,23 @@ The organisation comes from the reporting gateway's credential, never from the r
 A record whose id was already stored is counted as a duplicate and left as it was, so a
 sender may resend a batch until it is acknowledged. New decisions are hash-chained per
 organisation (`decision_chain.py`) and handed to `ingest_hooks` in the same transaction;
-the API makes sure their monthly partitions exist first (`db/partitions.py`).
+the ingest routes parse a sidecar's batch with `parse_batch` and store it through
+`into_partitions`, which makes sure its monthly partitions exist first (`db/partitions.py`).
 """
 
 from __future__ import annotations
 
+import json
 import uuid
 import zlib
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from operator import itemgetter
 from typing import Any
 
+import pydantic_core
+from pydantic import ValidationError
 from sqlalchemy import Column, MetaData, Table, Text, insert, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -24,9 +28,17 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from control_plane import observability
 from control_plane.db.base import Base, utcnow
 from control_plane.db.models import DecisionLog, Execution
-from control_plane.db.partitions import PARENT
-from control_plane.errors import Invalid, PayloadTooLarge
-from control_plane.schemas.decisions import EARLIEST, LATEST, IngestRecord
+from control_plane.db.partitions import (
+    PARENT,
+    ensure_partitions,
+    forget_partitions,
+    missing_partition,
+    months_needed,
+    partition_name,
+)
+from control_plane.db.session import Database
+from control_plane.errors import Invalid, PayloadTooLarge, invalid_fields
+from control_plane.schemas.decisions import EARLIEST, LATEST, IngestBatch, IngestRecord
 from control_plane.schemas.fleet import ExecutionRecord
 from control_plane.services import ingest_hooks
 from control_plane.services.decision_chain import Canonical, append, encode, lock_chain, prepare
@@ -294,3 +306,40 @@ def inflate(body: bytes, content_encoding: str | None, limit: int) -> bytes:
             "body: truncated gzip", details=[{"field": "body", "message": "truncated gzip"}]
         )
     return plain
+
+
+def parse_batch(raw: bytes) -> IngestBatch:
+    """A sidecar's batch of decisions (`POST …/decisions/ingest`, JSON already inflated):
+    only the envelope is validated, `input` and `result` stay as sent. Not JSON is a 422
+    naming `body`; a bad envelope a 422 naming each field (`decisions.3.time`)."""
+    try:
+        document = pydantic_core.from_json(raw)  # the fastest parser at hand, to Python
+    except ValueError:
+        try:  # the standard parser also takes lone surrogates, which ingest then names
+            document = json.loads(raw)
+        except ValueError:
+            raise Invalid(
+                "body: not JSON", details=[{"field": "body", "message": "not JSON"}]
+            ) from None
+    try:
+        return IngestBatch.model_validate(document)
+    except ValidationError as error:
+        errors = error.errors(include_url=False, include_input=False)
+        raise invalid_fields([{**e, "loc": ("body", *e["loc"])} for e in errors]) from None
+
+
+async def into_partitions(
+    db: Database, times: list[datetime], store: Callable[[], Awaitable[tuple[int, int]]]
+) -> tuple[int, int]:
+    """Run `store` (a transaction storing decisions of `times`; it answers accepted and
+    duplicates) once the monthly partitions of `times` exist; again if one was dropped
+    meanwhile by another process (this one remembers which partitions it saw for a minute)."""
+    await ensure_partitions(db.engine, times)
+    try:
+        return await store()
+    except Exception as error:
+        if not missing_partition(error):
+            raise
+    forget_partitions(partition_name(month) for month in months_needed(times))
+    await ensure_partitions(db.engine, times)
+    return await store()

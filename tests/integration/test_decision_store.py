@@ -506,7 +506,7 @@ async def test_retention_expires_old_decisions_and_the_chain_still_verifies(
     )
     assert changed.status_code == 200
     assert changed.json()["retention_days"] == 30
-    from control_plane.services.decision_chain import expire
+    from control_plane.services.decision_retention import expire
 
     expired = await expire(stack.db)
     assert expired.deleted == 1

@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 from control_plane.db.base import utcnow
 from control_plane.db.models import PlanWarning, WebhookDelivery
 from control_plane.db.session import SYSTEM
-from control_plane.services.notifications import Mailer
+from control_plane.services.notifier import Mailer
 from control_plane.services.plans.warnings import month_window
 from tests.conftest import Account, Stack, member, signup
 from tests.integration.plan_support import put_on

@@ -27,7 +27,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from control_plane.errors import NotFound
-from control_plane.services.notifications import Mailer, Notifier
+from control_plane.services.notifier import Mailer, Notifier
 from tests.conftest import Account, Stack, member, signup
 from tests.integration.test_approvals import gateway_credential, held_decision, ingest
 

@@ -23,6 +23,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from control_plane.db.models import OAuthClient, OAuthSettings
+from control_plane.services import audit
+from control_plane.services.audit import Actor
 from control_plane.services.oauth import SCOPES
 from policy.net.outbound import OutboundGuard, OutboundRefused
 from policy.net.outbound_http import guarded_client
@@ -134,6 +136,35 @@ async def settings_of(session: AsyncSession) -> OAuthSettings:
     """The organisation's switches (the session is bound to it); defaults when unset."""
     row = await session.scalar(select(OAuthSettings))
     return row or OAuthSettings(dynamic_registration=False, metadata_documents=True)
+
+
+async def update_settings(
+    session: AsyncSession,
+    organization_id: uuid.UUID,
+    actor: Actor,
+    *,
+    dynamic_registration: bool,
+    metadata_documents: bool,
+) -> OAuthSettings:
+    """Turn dynamic registration and Client ID Metadata Documents on or off (audited)."""
+    row = await session.scalar(select(OAuthSettings))
+    if row is None:
+        row = OAuthSettings(organization_id=organization_id)
+        session.add(row)
+    row.dynamic_registration = dynamic_registration
+    row.metadata_documents = metadata_documents
+    await session.flush()
+    await audit.record(
+        session,
+        organization_id,
+        actor,
+        "oauth_settings.updated",
+        "organization",
+        organization_id,
+        dynamic_registration=dynamic_registration,
+        metadata_documents=metadata_documents,
+    )
+    return row
 
 
 async def find(session: AsyncSession, client_id: str) -> OAuthClient | None:

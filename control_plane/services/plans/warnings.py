@@ -34,7 +34,7 @@ from control_plane.services.plans.bundle import budget_name
 from control_plane.services.plans.quotas import plan_of
 
 if TYPE_CHECKING:
-    from control_plane.services.notifications import Mailer
+    from control_plane.services.notifier import Mailer
 
 log = logging.getLogger(__name__)
 
