@@ -433,6 +433,8 @@ class Worker:
         return self.ready and self.fleet_ready.is_set()
 
     def _waiting_for(self) -> str:
+        if self.ready:
+            return "it holds a bundle; worker 0, which answers /healthz 503 meanwhile, does not yet"
         status = self._sync_status()
         return str(
             status.get("sync_error")
