@@ -11,6 +11,14 @@ Each worker process runs one uvloop event loop with the gRPC and the HTTP server
 same ports (SO_REUSEPORT, the kernel spreads connections); HTTP (`/ext_authz`) is the
 default transport for Envoy, gRPC stays for meshes that speak only it. Several workers
 need Redis, so budgets and grant reuse are shared; without Redis there is exactly one worker.
+
+Readiness with several workers: a connection may land on any worker in the SO_REUSEPORT
+group, so a worker joins the group only once it can decide. Worker 0 of a fresh start (the
+herald) listens at once, to answer `/healthz` 503 and deny every check while nobody holds a
+bundle; it raises the supervisor's `fleet_ready` event once its own bundle verifies. Every
+other worker, and any worker the supervisor restarts after that, binds its ports only when
+it holds a verified bundle and `fleet_ready` is set. So after `/healthz` first says ready,
+every listening worker holds a bundle (authz_sidecar/README.md, "Process model and modes").
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ import signal
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from multiprocessing.synchronize import Event as ProcessEvent
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +88,10 @@ from policy.runtime.logs import configure_logging
 log = logging.getLogger(__name__)
 
 SHUTDOWN_GRACE_SECONDS = 2.0
+# How often a worker that waits for its first verified bundle looks again, and how often it
+# says (as a warning naming the sync's last error) that it still waits.
+READY_POLL_SECONDS = 0.05
+READY_WAIT_WARNING_SECONDS = 30.0
 
 
 class ConfigurationError(Exception):
@@ -171,9 +184,17 @@ def _budget_backends(
 class Worker:
     """One worker process: servers, bundle source, decision log, background tasks."""
 
-    def __init__(self, settings: SidecarSettings, index: int = 0) -> None:
+    def __init__(
+        self,
+        settings: SidecarSettings,
+        index: int = 0,
+        fleet_ready: ProcessEvent | None = None,
+    ) -> None:
+        """`fleet_ready`: with several workers, the supervisor's event "a listening worker
+        holds a verified bundle" (None for a single worker, which listens at once)."""
         self.settings = settings
         self.index = index
+        self.fleet_ready = fleet_ready
         self.started_at = datetime.now(UTC)
         ledger, self.reservations, self.replay_guard, self._redis = _budget_backends(settings)
         self.ledger = ledger
@@ -394,39 +415,115 @@ class Worker:
     def stop(self) -> None:
         self._stop.set()
 
+    @property
+    def ready(self) -> bool:
+        """This worker holds a verified bundle (a shared gateway: some organisation's)."""
+        return self.tenants.ready if self.tenants is not None else self.holder.ready
+
+    def _listens_at_once(self) -> bool:
+        """A single worker, or the herald of a fleet nobody in which is ready yet: it
+        answers `/healthz` 503 and denies every check until its bundle verifies, and no
+        sibling listens beside it before then, so what a probe sees is what a check gets."""
+        if self.fleet_ready is None:
+            return True
+        return self.index == 0 and not self.fleet_ready.is_set()
+
+    def _may_listen(self) -> bool:
+        assert self.fleet_ready is not None
+        return self.ready and self.fleet_ready.is_set()
+
+    def _waiting_for(self) -> str:
+        if self.ready:
+            return "it holds a bundle; worker 0, which answers /healthz 503 meanwhile, does not yet"
+        status = self._sync_status()
+        return str(
+            status.get("sync_error")
+            or status.get("last_verification_error")
+            or self.holder.last_error
+            or "no bundle from the control plane yet"
+        )
+
+    async def _until(self, condition: Callable[[], bool], waiting: str) -> bool:
+        """Poll `condition` until it holds (True) or the worker is stopped (False); warn
+        every READY_WAIT_WARNING_SECONDS that it still does not, naming why."""
+        started = time.monotonic()
+        warn_at = started + READY_WAIT_WARNING_SECONDS
+        while not condition():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), READY_POLL_SECONDS)
+            if self._stop.is_set():
+                return False
+            if time.monotonic() >= warn_at:
+                warn_at += READY_WAIT_WARNING_SECONDS
+                log.warning(
+                    "sidecar worker %d %s after %.0f s: %s",
+                    self.index,
+                    waiting,
+                    time.monotonic() - started,
+                    self._waiting_for(),
+                )
+        return True
+
+    async def _announce_ready(self) -> None:
+        """The herald: raise `fleet_ready` once its bundle verifies, letting siblings in."""
+        assert self.fleet_ready is not None
+        if await self._until(lambda: self.ready, "still has no verified policy bundle"):
+            self.fleet_ready.set()
+            log.info(
+                "sidecar worker %d holds a verified bundle: the other workers may listen",
+                self.index,
+            )
+
     async def run(self, on_ready: Callable[[], None] | None = None) -> None:
         settings = self.settings
         self.load_policy()
-        grpc_server = await start_grpc_server(
-            self.authorizer,
-            settings.sidecar_host,
-            settings.sidecar_grpc_port,
-            settings.sidecar_max_body_bytes,
-        )
-        http_server = await start_http_server(
-            self.http, settings.sidecar_host, settings.sidecar_http_port
-        )
-        self._start_background()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(signum, self.stop)
-        log.info(
-            "sidecar worker %d listening: gRPC %s:%d, HTTP %s:%d",
-            self.index,
-            settings.sidecar_host,
-            settings.sidecar_grpc_port,
-            settings.sidecar_host,
-            settings.sidecar_http_port,
-        )
-        if on_ready is not None:
-            on_ready()
+        grpc_server = None
+        http_server = None
         try:
+            self._start_background()
+            at_once = self._listens_at_once()
+            if not at_once:
+                if not self._may_listen():
+                    log.info(
+                        "sidecar worker %d waits for a verified policy bundle before it "
+                        "listens (several workers share the ports: none may take a "
+                        "connection it would deny for want of a bundle)",
+                        self.index,
+                    )
+                if not await self._until(self._may_listen, "is not listening yet"):
+                    return
+            grpc_server = await start_grpc_server(
+                self.authorizer,
+                settings.sidecar_host,
+                settings.sidecar_grpc_port,
+                settings.sidecar_max_body_bytes,
+            )
+            http_server = await start_http_server(
+                self.http, settings.sidecar_host, settings.sidecar_http_port
+            )
+            log.info(
+                "sidecar worker %d listening: gRPC %s:%d, HTTP %s:%d",
+                self.index,
+                settings.sidecar_host,
+                settings.sidecar_grpc_port,
+                settings.sidecar_host,
+                settings.sidecar_http_port,
+            )
+            if at_once and self.fleet_ready is not None:
+                self._spawn(self._announce_ready())
+            if on_ready is not None:
+                on_ready()
             await self._stop.wait()
         finally:
-            http_server.close()
-            await self.http.close_connections()
-            await grpc_server.stop(SHUTDOWN_GRACE_SECONDS)
+            if http_server is not None:
+                http_server.close()
+                await self.http.close_connections()
+            if grpc_server is not None:
+                await grpc_server.stop(SHUTDOWN_GRACE_SECONDS)
             await self.authorizer.drain()
             for task in self._tasks:
                 task.cancel()
@@ -453,14 +550,14 @@ def _configure_logging(settings: SidecarSettings, index: int) -> None:
     configure_logging("sidecar", settings.log_level, json_format=settings.log_json, worker=index)
 
 
-def _worker_main(settings_data: dict[str, Any], index: int) -> None:
+def _worker_main(settings_data: dict[str, Any], index: int, fleet_ready: ProcessEvent) -> None:
     settings = SidecarSettings(**settings_data)
     _configure_logging(settings, index)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor forwards SIGTERM
     tracing.configure("kaizen-sidecar")  # per worker: its own exporter thread
     settle_heap()
     try:
-        uvloop.run(Worker(settings, index).run())
+        uvloop.run(Worker(settings, index, fleet_ready).run())
     except ConfigurationError as exc:
         log.error("%s", exc)
         raise SystemExit(2) from None
@@ -503,9 +600,14 @@ def _supervise(settings: SidecarSettings, workers: int) -> int:
     data = settings.model_dump()
     processes: dict[int, multiprocessing.process.BaseProcess] = {}
     stopping = False
+    # Set by worker 0 once it holds a verified bundle, never cleared: until then only it
+    # listens; after it, every worker (a restarted one too) listens once it holds one.
+    fleet_ready = context.Event()
 
     def start(index: int) -> None:
-        process = context.Process(target=_worker_main, args=(data, index), daemon=False)
+        process = context.Process(
+            target=_worker_main, args=(data, index, fleet_ready), daemon=False
+        )
         process.start()
         processes[index] = process
 

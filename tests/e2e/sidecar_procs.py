@@ -128,12 +128,10 @@ def clean_env(**env: str) -> dict[str, str]:
 def start_sidecar(
     home: Path, grpc_port: int, http_port: int, *, wait: bool = True, **env: str
 ) -> subprocess.Popen[bytes]:
-    """One worker unless `KAIZEN_SIDECAR_WORKERS` is given: with Redis a sidecar runs one
-    worker per core, each loading its own bundle, and `/healthz` answers for whichever
-    worker took the connection, so "healthy" does not yet mean every worker holds the
-    bundle (a check on a sibling still loading is a fail-closed deny: a known gap in the
-    sidecar's readiness, see authz_sidecar/README.md). tests/e2e/test_sidecar_process.py
-    runs two workers on purpose."""
+    """One worker unless `KAIZEN_SIDECAR_WORKERS` is given (with Redis a sidecar runs one
+    worker per core, each loading its own bundle; a worker listens only once it holds one,
+    see authz_sidecar/README.md). tests/e2e/test_sidecar_process.py and
+    tests/e2e/test_sidecar_readiness.py run two workers on purpose."""
     environ = clean_env(
         KAIZEN_HOME=str(home),
         KAIZEN_SIDECAR_GRPC_PORT=str(grpc_port),
