@@ -1,4 +1,7 @@
-"""`kaizen-studio sidecar`: wiring, the worker processes and a clean shutdown.
+"""One sidecar worker (`Worker`): wiring, readiness, the servers and a clean shutdown.
+
+The process model (one worker, or a supervisor of several) is `supervisor.py`; what the
+settings ask for, checked at start, is `configuration.py`.
 
 Two ways to get policy:
 - **static** (`KAIZEN_SIDECAR_BUNDLE` + `KAIZEN_SIDECAR_JWKS`): verify that one bundle
@@ -27,63 +30,47 @@ import asyncio
 import contextlib
 import json
 import logging
-import multiprocessing
-import os
-import shutil
 import signal
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from multiprocessing.synchronize import Event as ProcessEvent
-from pathlib import Path
 from typing import Any
-
-import redis.asyncio as aioredis
-import uvloop
 
 from authz_sidecar import metrics
 from authz_sidecar.authorizer import Authorizer, decision_header_key
 from authz_sidecar.budgets import (
-    InMemoryBudgetLedger,
-    InMemoryReservationBook,
     RedisBudgetBatch,
     RedisBudgetLedger,
-    RedisReservationBook,
-    ReservationBook,
+)
+from authz_sidecar.configuration import (
+    ConfigurationError,
+    budget_backends,
+    check_settings,
+    load_static_bundle,
 )
 from authz_sidecar.decision_log import DecisionBuffer
 from authz_sidecar.engine_holder import EngineHolder, Snapshot
 from authz_sidecar.grants import (
     ControlPlaneReplayGuard,
-    NoSharedReplayGuard,
-    RedisReplayGuard,
-    ReplayGuard,
 )
 from authz_sidecar.grpc_server import start_grpc_server
 from authz_sidecar.http_server import SidecarHttp, start_http_server
-from authz_sidecar.redis_batch import NO_RETRY
 from authz_sidecar.settings import SidecarSettings
 from authz_sidecar.status_report import StatusReporter, budget_usage, status_body
 from authz_sidecar.tenancy import Tenants, shared_status
 from authz_sidecar.tenant_logs import TenantLogs
 from authz_sidecar.tenant_logs import shipper as tenant_shipper
 from authz_sidecar.tenant_status import TenantStatusReporter
-from policy.bundles.bundle import claimed_scope, load_bundle
 from policy.bundles.bundle_store import BundleStore
 from policy.bundles.bundle_sync import (
     Backoff,
     BundleSync,
-    InsecureControlPlane,
     Reconnect,
-    check_control_plane_url,
 )
 from policy.bundles.gateway_binding import binding_of_credential
 from policy.bundles.platform_sync import PlatformSync
-from policy.engine.budgets import BudgetLedger
-from policy.errors import BundleVerificationError
 from policy.runtime import tracing
-from policy.runtime.heap import settle_heap
-from policy.runtime.logs import configure_logging
 
 log = logging.getLogger(__name__)
 
@@ -92,93 +79,6 @@ SHUTDOWN_GRACE_SECONDS = 2.0
 # says (as a warning naming the sync's last error) that it still waits.
 READY_POLL_SECONDS = 0.05
 READY_WAIT_WARNING_SECONDS = 30.0
-
-
-class ConfigurationError(Exception):
-    """The sidecar cannot start as configured; the message says what to set."""
-
-
-def load_static_bundle(
-    bundle_path: Path,
-    jwks_path: Path,
-    scope: str | None,
-    *,
-    min_revision: int | None = None,
-    not_before: int | None = None,
-) -> Any:
-    """Verify a bundle file with a JWKS file (static mode)."""
-    try:
-        data = bundle_path.read_bytes()
-        jwks = json.loads(jwks_path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigurationError(f"cannot read static bundle or JWKS: {exc}") from None
-    except ValueError as exc:
-        raise ConfigurationError(f"KAIZEN_SIDECAR_JWKS {jwks_path} is not JSON: {exc}") from None
-    scope = scope or claimed_scope(data)
-    if scope is None:
-        raise ConfigurationError("cannot tell the bundle's scope: set KAIZEN_SCOPE")
-    try:
-        return load_bundle(
-            data, jwks, scope=scope, min_revision=min_revision, not_before=not_before
-        )
-    except BundleVerificationError as exc:
-        raise ConfigurationError(f"static bundle {bundle_path} refused: {exc}") from None
-
-
-def check_settings(settings: SidecarSettings) -> None:
-    """Refusals that must stop the start, with the setting to change."""
-    try:
-        tracing.requested()
-    except tracing.TracingConfigError as exc:
-        raise ConfigurationError(str(exc)) from None
-    if settings.platform_token:
-        if settings.gateway_token or settings.sidecar_bundle is not None:
-            raise ConfigurationError(
-                "KAIZEN_PLATFORM_TOKEN (a shared platform gateway) goes alone: unset "
-                "KAIZEN_GATEWAY_TOKEN and KAIZEN_SIDECAR_BUNDLE"
-            )
-        if not settings.redis_url:
-            raise ConfigurationError(
-                "a shared platform gateway needs KAIZEN_REDIS_URL: each organisation's "
-                "budgets and single-use grants must hold across its workers and pods"
-            )
-    if settings.credential:
-        try:
-            check_control_plane_url(
-                settings.control_plane_url, allow_insecure=settings.allow_insecure_control_plane
-            )
-        except InsecureControlPlane as exc:
-            raise ConfigurationError(str(exc)) from None
-
-
-def _budget_backends(
-    settings: SidecarSettings,
-) -> tuple[BudgetLedger, ReservationBook, ReplayGuard, aioredis.Redis | None]:
-    ttl = settings.sidecar_reservation_ttl_seconds
-    if not settings.redis_url:
-        # One process's memory is not single use across a fleet or a restart: grants are
-        # redeemed at the control plane, or refused when there is none to ask.
-        token = settings.gateway_token
-        guard: ReplayGuard = (
-            ControlPlaneReplayGuard(settings.control_plane_url, token)
-            if token
-            else NoSharedReplayGuard()
-        )
-        return InMemoryBudgetLedger(), InMemoryReservationBook(ttl), guard, None
-    ledger = RedisBudgetLedger.from_url(settings.redis_url, settings.redis_prefix)
-    # Blocking pool: a burst waits for a free connection instead of failing. No retries:
-    # a resent reservation, grant use or settle could count twice (redis_batch.NO_RETRY).
-    pool = aioredis.BlockingConnectionPool.from_url(
-        settings.redis_url,
-        max_connections=64,
-        timeout=1.0,
-        socket_timeout=0.5,
-        socket_connect_timeout=0.5,
-        retry=NO_RETRY,
-    )
-    client = aioredis.Redis(connection_pool=pool)
-    book = RedisReservationBook(client, settings.redis_prefix, ttl)
-    return ledger, book, RedisReplayGuard(client, settings.redis_prefix), client
 
 
 class Worker:
@@ -196,7 +96,7 @@ class Worker:
         self.index = index
         self.fleet_ready = fleet_ready
         self.started_at = datetime.now(UTC)
-        ledger, self.reservations, self.replay_guard, self._redis = _budget_backends(settings)
+        ledger, self.reservations, self.replay_guard, self._redis = budget_backends(settings)
         self.ledger = ledger
         token = settings.credential
 
@@ -546,103 +446,4 @@ def _on_snapshot(snapshot: Snapshot) -> None:
     metrics.BUNDLE_ISSUED.set(snapshot.bundle.issued_at)
 
 
-def _configure_logging(settings: SidecarSettings, index: int) -> None:
-    configure_logging("sidecar", settings.log_level, json_format=settings.log_json, worker=index)
-
-
-def _worker_main(settings_data: dict[str, Any], index: int, fleet_ready: ProcessEvent) -> None:
-    settings = SidecarSettings(**settings_data)
-    _configure_logging(settings, index)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor forwards SIGTERM
-    tracing.configure("kaizen-sidecar")  # per worker: its own exporter thread
-    settle_heap()
-    try:
-        uvloop.run(Worker(settings, index, fleet_ready).run())
-    except ConfigurationError as exc:
-        log.error("%s", exc)
-        raise SystemExit(2) from None
-
-
-def serve(settings: SidecarSettings) -> int:
-    """Run the sidecar until SIGINT/SIGTERM; the exit code."""
-    _configure_logging(settings, 0)
-    try:
-        check_settings(settings)
-    except ConfigurationError as exc:
-        log.error("%s", exc)
-        return 2
-    workers = settings.workers
-    if workers > 1 and not settings.redis_url:
-        log.error(
-            "KAIZEN_SIDECAR_WORKERS=%d needs KAIZEN_REDIS_URL: budgets and single-use grants "
-            "must be shared between workers; unset it to run one worker",
-            workers,
-        )
-        return 2
-    if workers == 1:
-        tracing.configure("kaizen-sidecar")
-        settle_heap()
-        try:
-            uvloop.run(Worker(settings, 0).run())
-        except ConfigurationError as exc:
-            log.error("%s", exc)
-            return 2
-        return 0
-    return _supervise(settings, workers)
-
-
-def _supervise(settings: SidecarSettings, workers: int) -> int:
-    metrics_dir = settings.state_dir / "metrics" / str(os.getpid())
-    shutil.rmtree(metrics_dir, ignore_errors=True)
-    metrics_dir.mkdir(parents=True)
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
-    context = multiprocessing.get_context("spawn")
-    data = settings.model_dump()
-    processes: dict[int, multiprocessing.process.BaseProcess] = {}
-    stopping = False
-    # Set by worker 0 once it holds a verified bundle, never cleared: until then only it
-    # listens; after it, every worker (a restarted one too) listens once it holds one.
-    fleet_ready = context.Event()
-
-    def start(index: int) -> None:
-        process = context.Process(
-            target=_worker_main, args=(data, index, fleet_ready), daemon=False
-        )
-        process.start()
-        processes[index] = process
-
-    def on_signal(signum: int, _frame: Any) -> None:
-        nonlocal stopping
-        stopping = True
-        for process in processes.values():
-            if process.is_alive() and process.pid is not None:
-                os.kill(process.pid, signal.SIGTERM)
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
-    for index in range(workers):
-        start(index)
-    log.info("sidecar supervisor %d started %d workers", os.getpid(), workers)
-    exit_code = 0
-    try:
-        while processes:
-            time.sleep(0.2)
-            for index, process in list(processes.items()):
-                if process.is_alive():
-                    continue
-                del processes[index]
-                if stopping:
-                    continue
-                if process.exitcode == 2:  # a configuration error: restarting cannot help
-                    exit_code = 2
-                    on_signal(signal.SIGTERM, None)
-                    continue
-                log.error("worker %d exited with %s; restarting it", index, process.exitcode)
-                time.sleep(1.0)
-                start(index)
-    finally:
-        shutil.rmtree(metrics_dir, ignore_errors=True)
-    return exit_code
-
-
-__all__ = ["ConfigurationError", "Worker", "check_settings", "load_static_bundle", "serve"]
+__all__ = ["Worker"]

@@ -280,8 +280,8 @@ def cmd_org_set_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_sidecar(args: argparse.Namespace) -> int:
-    from authz_sidecar.runtime import serve  # noqa: TID251  (the launcher starts each runtime)
     from authz_sidecar.settings import SidecarSettings  # noqa: TID251
+    from authz_sidecar.supervisor import serve  # noqa: TID251  (the launcher starts each runtime)
 
     options = (
         ("sidecar_host", args.host),

@@ -10,8 +10,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from authz_sidecar.runtime import _configure_logging as sidecar_logging  # noqa: TID251
 from authz_sidecar.settings import SidecarSettings  # noqa: TID251  (each runtime's own setup)
+from authz_sidecar.supervisor import _configure_logging as sidecar_logging  # noqa: TID251
 from control_plane import observability
 from policy.runtime import logs
 
