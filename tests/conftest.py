@@ -117,6 +117,10 @@ def no_process_outlives_the_suite() -> Iterator[None]:
         pytest.fail(f"processes started by the tests were still running at the end:\n{listed}")
 
 
+# The control plane's own hasher, at the production cost (`cheap_password_hashing` swaps it).
+PRODUCTION_HASHER = passwords._hasher
+
+
 @pytest.fixture(scope="session", autouse=True)
 def cheap_password_hashing() -> Iterator[None]:
     """argon2id at a test's cost in the control planes the tests run in-process.
@@ -126,10 +130,9 @@ def cheap_password_hashing() -> Iterator[None]:
     The algorithm and the code paths are the same; only the cost parameters, which the
     hashes carry, differ. The control-plane processes of tests/e2e hash at the production
     cost, and tests/unit/test_passwords.py holds the production parameters."""
-    production = passwords._hasher
     passwords._hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
     yield
-    passwords._hasher = production
+    passwords._hasher = PRODUCTION_HASHER
 
 
 class PostgresDatabases:
