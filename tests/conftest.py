@@ -184,10 +184,11 @@ async def redis_url() -> str:
 
 
 def running_control_plane(
-    database: str, home: Path, **settings: str
+    database: str, home: Path, env: dict[str, str] | None = None, **settings: str
 ) -> Iterator[procs.ControlPlane]:
     """`kaizen-studio control-plane` on `database`, the test Redis (a prefix of its own) and
-    a master key of its own, with `KAIZEN_<NAME>` for each further setting; stopped after."""
+    a master key of its own, with `KAIZEN_<NAME>` for each further setting and `env` as
+    given (e.g. VAULT_ADDR); stopped after."""
     cp = procs.ControlPlane.configured(
         home,
         database_url=database,
@@ -196,6 +197,7 @@ def running_control_plane(
         master_key=base64.b64encode(secrets.token_bytes(32)).decode(),
         **settings,
     )
+    cp.env.update(env or {})
     cp.start()
     try:
         yield cp

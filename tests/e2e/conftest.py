@@ -8,12 +8,18 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import PostgresDatabases, running_control_plane
 from tests.e2e import sidecar_procs as procs
+from tests.e2e.connector_pod import LOCAL
+from tests.integration.test_secrets import Bao, openbao
+
+# One OpenBao dev server for the e2e tests that keep secrets in it.
+__all__ = ["openbao"]
 
 
 @pytest.fixture
@@ -26,3 +32,37 @@ async def database(postgres_databases: PostgresDatabases) -> str:
 def control_plane(database: str, tmp_path: Path) -> Iterator[procs.ControlPlane]:
     """`kaizen-studio control-plane` on `database` and the test Redis; stop/start at will."""
     yield from running_control_plane(database, tmp_path / "cp")
+
+
+@dataclass(frozen=True)
+class VaultControlPlane:
+    process: procs.ControlPlane
+    prefix: str  # KAIZEN_VAULT_PATH_PREFIX: the gateways reading its secrets take it too
+    vault: dict[str, str]  # VAULT_ADDR and VAULT_TOKEN (the root token)
+
+
+@pytest.fixture(scope="session")
+async def vault_control_plane_database(postgres_databases: PostgresDatabases) -> str:
+    return await postgres_databases.create("e2e_vault")
+
+
+@pytest.fixture(scope="session")
+def vault_control_plane(
+    vault_control_plane_database: str, openbao: Bao, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[VaultControlPlane]:
+    """One control plane with its secrets in OpenBao (the `vault` backend), the loopback
+    allowed outbound (the emulators, the fake LLM) and DEBUG logs (the tests search them
+    for secrets), shared by the connector tests: each signs up an organisation of its own."""
+    prefix = f"e2e-{secrets.token_hex(4)}"
+    vault = {"VAULT_ADDR": openbao.url, "VAULT_TOKEN": openbao.token}
+    home = tmp_path_factory.mktemp("vault-cp")
+    for process in running_control_plane(
+        vault_control_plane_database,
+        home,
+        vault,
+        secrets_backend="vault",
+        vault_path_prefix=prefix,
+        outbound_allow_cidrs=LOCAL,
+        log_level="DEBUG",
+    ):
+        yield VaultControlPlane(process, prefix, vault)

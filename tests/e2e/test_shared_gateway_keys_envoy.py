@@ -25,9 +25,7 @@ from tests.conftest import PASSWORD, REDIS_PREFIX, REDIS_URL, PostgresDatabases
 from tests.e2e import sidecar_procs as procs
 from tests.e2e.shared_pod import Org, create_platform_gateway, serving_shared_pod
 from tests.fake_llm import FakeLLM, Reply, running_fake_llm
-from tests.integration.test_secrets import Bao, openbao
-
-__all__ = ["openbao"]
+from tests.integration.test_secrets import Bao
 
 LOCAL = "127.0.0.1/32"  # the fake LLM listens there
 
