@@ -1,21 +1,21 @@
 """Fixtures of the end-to-end tests: a real control-plane process on PostgreSQL + Redis.
 
-Most tests share one process (tests/conftest.py `shared_control_plane`); these give a test
-a process of its own, to stop, restart or configure.
+Most tests share one process (tests/conftest.py `shared_control_plane`); `control_plane`
+gives a test a process of its own, to stop, restart or configure, and the connector tests
+share `vault_control_plane` (their secrets in OpenBao).
 """
 
 from __future__ import annotations
 
 import secrets
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import PostgresDatabases, running_control_plane
 from tests.e2e import sidecar_procs as procs
-from tests.e2e.connector_pod import LOCAL
+from tests.e2e.connector_pod import LOCAL, VaultControlPlane
 from tests.integration.test_secrets import Bao, openbao
 
 # One OpenBao dev server for the e2e tests that keep secrets in it.
@@ -32,13 +32,6 @@ async def database(postgres_databases: PostgresDatabases) -> str:
 def control_plane(database: str, tmp_path: Path) -> Iterator[procs.ControlPlane]:
     """`kaizen-studio control-plane` on `database` and the test Redis; stop/start at will."""
     yield from running_control_plane(database, tmp_path / "cp")
-
-
-@dataclass(frozen=True)
-class VaultControlPlane:
-    process: procs.ControlPlane
-    prefix: str  # KAIZEN_VAULT_PATH_PREFIX: the gateways reading its secrets take it too
-    vault: dict[str, str]  # VAULT_ADDR and VAULT_TOKEN (the root token)
 
 
 @pytest.fixture(scope="session")

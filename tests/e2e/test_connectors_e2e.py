@@ -30,8 +30,7 @@ import pytest
 
 from tests.conftest import PASSWORD, PostgresDatabases
 from tests.e2e import sidecar_procs as procs
-from tests.e2e.conftest import VaultControlPlane
-from tests.e2e.connector_pod import bundle_files, serving_pod
+from tests.e2e.connector_pod import VaultControlPlane, bundle_files, serving_pod
 from tests.fake_llm import FakeLLM, Reply, last_user_text, running_fake_llm
 from tests.integration.connector_support import PG_WIPE, SEED
 

@@ -33,8 +33,7 @@ from mcp.client.streamable_http import streamable_http_client
 
 from tests.conftest import PASSWORD
 from tests.e2e import sidecar_procs as procs
-from tests.e2e.conftest import VaultControlPlane
-from tests.e2e.connector_pod import bundle_files, serving_pod
+from tests.e2e.connector_pod import VaultControlPlane, bundle_files, serving_pod
 from tests.fake_llm import FakeLLM, Reply, last_user_text, running_fake_llm
 from tests.object_stores import AzuriteServer, S3Server
 
