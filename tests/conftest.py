@@ -39,6 +39,7 @@ from control_plane.db.base import Base
 from control_plane.db.session import SYSTEM
 from control_plane.services import passwords
 from control_plane.settings import Settings
+from tests.e2e import sidecar_procs as procs
 from tests.object_stores import azurite, moto_s3
 
 # The emulators are session fixtures here, one of each per run (moto's state is global to
@@ -117,6 +118,10 @@ def no_process_outlives_the_suite() -> Iterator[None]:
         pytest.fail(f"processes started by the tests were still running at the end:\n{listed}")
 
 
+# The control plane's own hasher, at the production cost (`cheap_password_hashing` swaps it).
+PRODUCTION_HASHER = passwords._hasher
+
+
 @pytest.fixture(scope="session", autouse=True)
 def cheap_password_hashing() -> Iterator[None]:
     """argon2id at a test's cost in the control planes the tests run in-process.
@@ -126,10 +131,9 @@ def cheap_password_hashing() -> Iterator[None]:
     The algorithm and the code paths are the same; only the cost parameters, which the
     hashes carry, differ. The control-plane processes of tests/e2e hash at the production
     cost, and tests/unit/test_passwords.py holds the production parameters."""
-    production = passwords._hasher
     passwords._hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
     yield
-    passwords._hasher = production
+    passwords._hasher = PRODUCTION_HASHER
 
 
 class PostgresDatabases:
@@ -177,6 +181,51 @@ async def redis_url() -> str:
     finally:
         await client.aclose()
     return REDIS_URL
+
+
+def running_control_plane(
+    database: str, home: Path, env: dict[str, str] | None = None, **settings: str
+) -> Iterator[procs.ControlPlane]:
+    """`kaizen-studio control-plane` on `database`, the test Redis (a prefix of its own) and
+    a master key of its own, with `KAIZEN_<NAME>` for each further setting and `env` as
+    given (e.g. VAULT_ADDR); stopped after."""
+    cp = procs.ControlPlane.configured(
+        home,
+        database_url=database,
+        redis_url=REDIS_URL,
+        redis_prefix=f"{REDIS_PREFIX}{secrets.token_hex(3)}:",
+        master_key=base64.b64encode(secrets.token_bytes(32)).decode(),
+        **settings,
+    )
+    cp.env.update(env or {})
+    cp.start()
+    try:
+        yield cp
+    finally:
+        cp.stop()
+
+
+@pytest.fixture(scope="session")
+async def shared_control_plane_database(postgres_databases: PostgresDatabases) -> str:
+    return await postgres_databases.create("e2e_shared")
+
+
+@pytest.fixture(scope="session")
+def shared_control_plane(
+    shared_control_plane_database: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[procs.ControlPlane]:
+    """One control-plane process for the tests of tests/security and tests/e2e that neither
+    stop it nor change its settings (a process costs ~2 s of CPU to start). Each test signs
+    up organisations of its own under names and emails no other test uses
+    (tests/e2e/accounts.py `unique`), so none sees another's data; `kaizen-studio org
+    set-plan` and `keys rotate` name their organisation. Sign-ups and logins all come from
+    127.0.0.1: the per-address limit is raised, as for the in-process stacks
+    (tests/integration/test_auth.py tests the limit). A test that needs a process of its
+    own takes tests/e2e/conftest.py `control_plane`."""
+    home = tmp_path_factory.mktemp("shared-cp")
+    yield from running_control_plane(
+        shared_control_plane_database, home, login_attempts_per_window="1000"
+    )
 
 
 # The test doubles the platform fetches (webhook receivers, the local IdPs, the fake LLM)

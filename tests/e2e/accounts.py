@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 
 import httpx
@@ -9,6 +10,12 @@ import pytest
 
 from tests.conftest import PASSWORD
 from tests.e2e import sidecar_procs as procs
+
+
+def unique(name: str) -> str:
+    """`name` with a random suffix: on the shared control plane an email or an organisation
+    name a test picks is no other test's (`unique("dev") + "@example.com"`)."""
+    return f"{name}-{secrets.token_hex(3)}"
 
 
 def sign_up(

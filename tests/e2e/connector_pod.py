@@ -23,6 +23,15 @@ LOCAL = "127.0.0.1/32"
 
 
 @dataclass(frozen=True)
+class VaultControlPlane:
+    """The connector tests' control plane (tests/e2e/conftest.py `vault_control_plane`)."""
+
+    process: procs.ControlPlane
+    prefix: str  # KAIZEN_VAULT_PATH_PREFIX: the gateways reading its secrets take it too
+    vault: dict[str, str]  # VAULT_ADDR and VAULT_TOKEN (the root token)
+
+
+@dataclass(frozen=True)
 class Pod:
     envoy: str  # the URL callers use
     token: str  # the gateway credential (reads the organisation's bundle)

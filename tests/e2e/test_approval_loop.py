@@ -25,7 +25,7 @@ import pytest
 
 from tests.conftest import PASSWORD, REDIS_PREFIX, REDIS_URL
 from tests.e2e import sidecar_procs as procs
-from tests.e2e.accounts import sign_up
+from tests.e2e.accounts import sign_up, unique
 
 POLICY = """\
 kind: RolePolicy
@@ -35,7 +35,7 @@ spec:
     - name: agent-user
       permissions: [{resource: "agent:*", actions: [invoke]}]
   bindings:
-    - {subject: "user:dev@example.com", role: agent-user}
+    - {subject: "user:%(developer)s", role: agent-user}
 ---
 kind: RegoPolicy
 metadata: {name: prod-changes}
@@ -59,9 +59,10 @@ def _eventually(check: Callable[[], Any], timeout: float, what: str) -> Any:
 
 
 def test_a_held_call_is_approved_and_its_grant_passes_once(
-    control_plane: procs.ControlPlane, tmp_path: Path, request: pytest.FixtureRequest
+    shared_control_plane: procs.ControlPlane, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    cp, _owner, admin = sign_up(control_plane, request, "owner@example.com", "Acme")
+    cp, _owner, admin = sign_up(shared_control_plane, request, unique("owner") + "@example.com")
+    dev_email = unique("dev") + "@example.com"
 
     def login_as(email: str, role: str) -> dict[str, str]:
         created = cp.post(
@@ -73,9 +74,10 @@ def test_a_held_call_is_approved_and_its_grant_passes_once(
         tokens = cp.post("/api/v1/auth/login", json={"email": email, "password": PASSWORD})
         return {"Authorization": f"Bearer {tokens.json()['access_token']}"}
 
-    developer = login_as("dev@example.com", "developer")
-    auditor = login_as("audit@example.com", "auditor")
-    assert cp.post("/api/v1/policies", json={"source": POLICY}, headers=admin).status_code == 201
+    developer = login_as(dev_email, "developer")
+    auditor = login_as(unique("audit") + "@example.com", "auditor")
+    source = POLICY % {"developer": dev_email}
+    assert cp.post("/api/v1/policies", json={"source": source}, headers=admin).status_code == 201
     published = cp.post("/api/v1/policies/publish", json={}, headers=admin)
     assert published.status_code == 201, published.text
     gateway = cp.post(
@@ -107,7 +109,7 @@ def test_a_held_call_is_approved_and_its_grant_passes_once(
                 grpc_port,
                 http_port,
                 KAIZEN_GATEWAY_TOKEN=gateway["credential"],
-                KAIZEN_CONTROL_PLANE_URL=control_plane.url,
+                KAIZEN_CONTROL_PLANE_URL=shared_control_plane.url,
                 # Grants are single use fleet-wide through shared Redis (refused without it).
                 KAIZEN_REDIS_URL=REDIS_URL,
                 KAIZEN_REDIS_PREFIX=f"{REDIS_PREFIX}loop-{secrets.token_hex(3)}:",
@@ -127,7 +129,7 @@ def test_a_held_call_is_approved_and_its_grant_passes_once(
 
         opened = _eventually(pending, 30, "the approval request")
         assert opened["status"] == "pending"
-        assert opened["principal"] == "user:dev@example.com"
+        assert opened["principal"] == f"user:{dev_email}"
         assert opened["resource"] == "agent:deployer"
         assert opened["reasons"] == ["prod deployments need a second pair of eyes"]
 
@@ -156,7 +158,7 @@ def test_a_held_call_is_approved_and_its_grant_passes_once(
             found = cp.get(
                 "/api/v1/decisions",
                 params={
-                    "principal": "user:dev@example.com",
+                    "principal": f"user:{dev_email}",
                     "outcome": "allow",
                     "since": asked_at.isoformat().replace("+00:00", "Z"),
                 },

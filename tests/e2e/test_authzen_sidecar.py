@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from tests.e2e import sidecar_procs as procs
-from tests.e2e.accounts import sign_up
+from tests.e2e.accounts import sign_up, unique
 
 POLICY = """\
 kind: RolePolicy
@@ -47,9 +47,9 @@ def _logged(cp: httpx.Client, admin: dict[str, str]) -> dict[str, dict[str, Any]
 
 
 def test_an_authzen_client_gets_decisions_that_reach_the_decision_log(
-    control_plane: procs.ControlPlane, tmp_path: Path, request: pytest.FixtureRequest
+    shared_control_plane: procs.ControlPlane, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    cp, _owner, admin = sign_up(control_plane, request, "sec@example.com", "Acme")
+    cp, _owner, admin = sign_up(shared_control_plane, request, unique("sec") + "@example.com")
     assert cp.post("/api/v1/policies", json={"source": POLICY}, headers=admin).status_code == 201
     pep = cp.post(
         "/api/v1/api-keys",
@@ -72,7 +72,7 @@ def test_an_authzen_client_gets_decisions_that_reach_the_decision_log(
         grpc_port,
         http_port,
         KAIZEN_GATEWAY_TOKEN=gateway["credential"],
-        KAIZEN_CONTROL_PLANE_URL=control_plane.url,
+        KAIZEN_CONTROL_PLANE_URL=shared_control_plane.url,
         KAIZEN_SIDECAR_AUTHZEN_BASE_URL=base_url,
     )
     with procs.running(sidecar), httpx.Client(base_url=base_url, timeout=10) as pdp:

@@ -17,7 +17,6 @@ is in no API answer, no bundle and no log line of the three processes.
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import secrets
 import time
@@ -29,14 +28,12 @@ import asyncpg
 import httpx
 import pytest
 
-from tests.conftest import PASSWORD, REDIS_PREFIX, REDIS_URL, PostgresDatabases
+from tests.conftest import PASSWORD, PostgresDatabases
 from tests.e2e import sidecar_procs as procs
-from tests.e2e.connector_pod import LOCAL, bundle_files, serving_pod
+from tests.e2e.connector_pod import VaultControlPlane, bundle_files, serving_pod
 from tests.fake_llm import FakeLLM, Reply, last_user_text, running_fake_llm
 from tests.integration.connector_support import PG_WIPE, SEED
-from tests.integration.test_secrets import Bao, openbao
 
-__all__ = ["openbao"]
 POLICY = """\
 kind: RolePolicy
 metadata: {name: data-roles}
@@ -110,29 +107,17 @@ async def warehouse(postgres_databases: PostgresDatabases) -> str:
 
 
 def test_an_agent_reads_a_table_through_a_governed_connector(
-    database: str,
     warehouse: str,
-    openbao: Bao,
+    vault_control_plane: VaultControlPlane,
     fake_llm: FakeLLM,
     tmp_path: Path,
     request: pytest.FixtureRequest,
 ) -> None:
-    prefix = f"e2e-{secrets.token_hex(4)}"
-    vault = {"VAULT_ADDR": openbao.url, "VAULT_TOKEN": openbao.token}
-    control_plane = procs.ControlPlane.configured(
-        tmp_path / "cp",
-        database_url=database,
-        redis_url=REDIS_URL,
-        redis_prefix=f"{REDIS_PREFIX}{secrets.token_hex(3)}:",
-        master_key=base64.b64encode(secrets.token_bytes(32)).decode(),
-        secrets_backend="vault",
-        vault_path_prefix=prefix,
-        outbound_allow_cidrs=LOCAL,
-        log_level="DEBUG",
+    control_plane, prefix, vault = (
+        vault_control_plane.process,
+        vault_control_plane.prefix,
+        vault_control_plane.vault,
     )
-    control_plane.env.update(vault)
-    control_plane.start()
-    request.addfinalizer(control_plane.stop)
     fake_llm.reset(script)
     password = f"pw-{secrets.token_urlsafe(16)}"
     answers: list[str] = []

@@ -108,9 +108,9 @@ async def _mcp(url: str, authorization: str) -> tuple[set[str], str]:
 
 
 def test_deploy_and_call_over_api_cli_and_mcp_through_envoy(
-    control_plane: procs.ControlPlane, tmp_path: Path, request: pytest.FixtureRequest
+    shared_control_plane: procs.ControlPlane, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    cp = httpx.Client(base_url=control_plane.url, timeout=30)
+    cp = httpx.Client(base_url=shared_control_plane.url, timeout=30)
     request.addfinalizer(cp.close)
     email = f"owner-{secrets.token_hex(3)}@example.com"
     owner = cp.post(
@@ -135,7 +135,7 @@ def test_deploy_and_call_over_api_cli_and_mcp_through_envoy(
     gateway = created("/api/v1/gateways", {"name": "edge", "environment": "prod", "url": envoy})
     credential = {
         "KAIZEN_GATEWAY_TOKEN": gateway["credential"],
-        "KAIZEN_CONTROL_PLANE_URL": control_plane.url,
+        "KAIZEN_CONTROL_PLANE_URL": shared_control_plane.url,
     }
     agent = created(
         "/api/v1/deployments", {"gateway_id": gateway["id"], "kind": "agent", "name": "support-bot"}

@@ -21,7 +21,7 @@ import pytest
 
 from tests.conftest import REDIS_PREFIX, REDIS_URL
 from tests.e2e import sidecar_procs as procs
-from tests.e2e.accounts import sign_up
+from tests.e2e.accounts import sign_up, unique
 
 POLICY = """\
 kind: RolePolicy
@@ -31,15 +31,15 @@ spec:
     - name: agent-user
       permissions: [{resource: "agent:*", actions: [invoke]}]
   bindings:
-    - {subject: "user:quota@example.com", role: agent-user}
+    - {subject: "user:%(owner)s", role: agent-user}
 """
 
 
-def _set_plan(control_plane: procs.ControlPlane, *args: str) -> str:
+def _set_plan(shared_control_plane: procs.ControlPlane, *args: str) -> str:
     """The operator's command, on the control plane's own database, Redis and key."""
     done = subprocess.run(
         [str(procs.BIN / "kaizen-studio"), "org", "set-plan", *args],
-        env=control_plane.env,
+        env=shared_control_plane.env,
         capture_output=True,
         text=True,
         timeout=120,
@@ -50,17 +50,21 @@ def _set_plan(control_plane: procs.ControlPlane, *args: str) -> str:
 
 
 def test_the_plans_executions_quota_holds_at_the_sidecar_and_a_new_contract_lifts_it(
-    control_plane: procs.ControlPlane, tmp_path: Path, request: pytest.FixtureRequest
+    shared_control_plane: procs.ControlPlane, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    cp, _owner, admin = sign_up(control_plane, request, "quota@example.com", "Quota")
-    assert cp.post("/api/v1/policies", json={"source": POLICY}, headers=admin).status_code == 201
+    email, organization = unique("quota") + "@example.com", unique("Quota")
+    cp, _owner, admin = sign_up(shared_control_plane, request, email, organization)
+    source = POLICY % {"owner": email}
+    assert cp.post("/api/v1/policies", json={"source": source}, headers=admin).status_code == 201
     assert cp.post("/api/v1/policies/publish", json={}, headers=admin).status_code == 201
     gateway = cp.post(
         "/api/v1/gateways",
         json={"name": "edge", "environment": "prod", "url": "http://127.0.0.1:1"},
         headers=admin,
     ).json()
-    said = _set_plan(control_plane, "Quota", "enterprise", "--limit", "executions_per_month=3")
+    said = _set_plan(
+        shared_control_plane, organization, "enterprise", "--limit", "executions_per_month=3"
+    )
     assert "executions_per_month 3" in said, said
 
     upstream, grpc_port, http_port = procs.free_port(), procs.free_port(), procs.free_port()
@@ -68,7 +72,7 @@ def test_the_plans_executions_quota_holds_at_the_sidecar_and_a_new_contract_lift
     home = tmp_path / "sidecar"
     sidecar_env = {
         "KAIZEN_GATEWAY_TOKEN": gateway["credential"],
-        "KAIZEN_CONTROL_PLANE_URL": control_plane.url,
+        "KAIZEN_CONTROL_PLANE_URL": shared_control_plane.url,
         # the budget counters in Redis, as in production (a process's own memory would
         # start the month again at every restart)
         "KAIZEN_REDIS_URL": REDIS_URL,
@@ -106,7 +110,13 @@ def test_the_plans_executions_quota_holds_at_the_sidecar_and_a_new_contract_lift
             assert invoke().status_code == 403
 
             # The new contract re-signs the bundle and pushes it: no sidecar restart.
-            _set_plan(control_plane, "Quota", "enterprise", "--limit", "executions_per_month=100")
+            _set_plan(
+                shared_control_plane,
+                organization,
+                "enterprise",
+                "--limit",
+                "executions_per_month=100",
+            )
             upgraded = time.monotonic()
             deadline = upgraded + 15
             while invoke().status_code != 200:

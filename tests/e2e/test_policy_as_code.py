@@ -88,10 +88,10 @@ def _recorded(decision_id: str, principal: str, time: str) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def control_plane(module_control_plane: procs.ControlPlane) -> procs.ControlPlane:
-    """Shared by this module's tests (none stops it); each test signs up its own
-    organisation, with an email of its own."""
-    return module_control_plane
+def control_plane(shared_control_plane: procs.ControlPlane) -> procs.ControlPlane:
+    """The suite's shared control plane (none of these tests stops it); each test signs up
+    its own organisation, with an email of its own."""
+    return shared_control_plane
 
 
 @pytest.fixture

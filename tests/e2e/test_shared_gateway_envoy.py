@@ -15,9 +15,7 @@ not serve, and its bundle.
 
 from __future__ import annotations
 
-import base64
 import secrets
-import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,8 +24,9 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
-from tests.conftest import PASSWORD, REDIS_PREFIX, REDIS_URL, PostgresDatabases
+from tests.conftest import PASSWORD, PostgresDatabases, running_control_plane
 from tests.e2e import sidecar_procs as procs
+from tests.e2e.shared_pod import Org, create_platform_gateway, serving_shared_pod
 
 
 def policy(agent: str, owner: str) -> str:
@@ -63,15 +62,6 @@ spec:
 
 
 @dataclass
-class Org:
-    id: str
-    admin: dict[str, str]  # the owner's Authorization header
-    key: str  # the API key ci-bot
-    agent: str
-    email: str  # the owner's
-
-
-@dataclass
 class Shared:
     url: str  # Envoy
     gateway: str  # the gateway itself, around Envoy
@@ -80,19 +70,6 @@ class Shared:
     a: Org
     b: Org
     outsider: Org  # signed up before the shared gateway existed: not served by it
-
-
-def _operator(control_plane: procs.ControlPlane, *args: str) -> str:
-    done = subprocess.run(
-        [str(procs.BIN / "kaizen-studio"), "platform-gateway", *args],
-        env=control_plane.env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout
 
 
 def agent_source(name: str) -> str:
@@ -144,45 +121,9 @@ async def database(postgres_databases: PostgresDatabases) -> str:
 def control_plane(
     database: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[procs.ControlPlane]:
-    cp = procs.ControlPlane.configured(
-        tmp_path_factory.mktemp("cp"),
-        database_url=database,
-        redis_url=REDIS_URL,
-        redis_prefix=f"{REDIS_PREFIX}{secrets.token_hex(3)}:",
-        master_key=base64.b64encode(secrets.token_bytes(32)).decode(),
-        default_plan="free",  # sign-ups on Free: placed on the shared gateway
-    )
-    cp.start()
-    try:
-        yield cp
-    finally:
-        cp.stop()
-
-
-def _wait_serving(
-    port: int, process: subprocess.Popen[bytes], control_plane: str, credential: str, *orgs: Org
-) -> None:
-    """Until the sidecar or gateway on `port` serves every one of `orgs` at the newest
-    revision the platform manifest names (its /healthz lists `organisation:revision`): an
-    older one may lack the API key or deployment the test made last."""
-    deadline = time.monotonic() + 30
-    while True:
-        manifest = httpx.get(
-            f"{control_plane}/api/v1/platform/manifest",
-            headers={"Authorization": f"Bearer {credential}"},
-            timeout=5,
-        ).json()
-        newest = {o["organization"]: o["revision"] for o in manifest["organizations"]}
-        try:
-            health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).json()
-        except (httpx.TransportError, ValueError):
-            health = {}
-        served = set(str(health.get("bundle_revision")).split(","))
-        if all(f"{org.id}:{newest.get(org.id)}" in served for org in orgs):
-            return
-        assert process.poll() is None, procs.output(process)
-        assert time.monotonic() < deadline, f"not serving them all at {newest}: {health}"
-        time.sleep(0.1)
+    # Sign-ups on Free: placed on the shared gateway (its own process: the shared control
+    # plane's sign-ups are on Enterprise).
+    yield from running_control_plane(database, tmp_path_factory.mktemp("cp"), default_plan="free")
 
 
 @pytest.fixture(scope="module")
@@ -192,58 +133,13 @@ def shared(
     tmp = tmp_path_factory.mktemp("shared")
     cp = httpx.Client(base_url=control_plane.url, timeout=30)
     outsider = _organisation(cp, "Outsider", "outsider-bot")
-    gateway_port, grpc_port, http_port = procs.free_port(), procs.free_port(), procs.free_port()
     listen, envoy_admin = procs.free_port(), procs.free_port()
-    said = _operator(control_plane, "create", "shared-eu", "--url", f"http://127.0.0.1:{listen}")
-    credential = said.split("KAIZEN_PLATFORM_TOKEN of its sidecars): ", 1)[1].strip()
-    assert credential.startswith("kgp_"), said
+    credential = create_platform_gateway(control_plane, "shared-eu", f"http://127.0.0.1:{listen}")
     a = _organisation(cp, "Alpha", "alpha-bot")
     b = _organisation(cp, "Beta", "beta-bot")
-    gateway_env = procs.clean_env(
-        KAIZEN_HOME=str(tmp / "gateway"),
-        KAIZEN_GATEWAY_PORT=str(gateway_port),
-        KAIZEN_GATEWAY_TOKEN=credential,  # the platform credential: shared mode
-        KAIZEN_CONTROL_PLANE_URL=control_plane.url,
-        KAIZEN_SIDECAR_URL=f"http://127.0.0.1:{http_port}",
-    )
-    with (
-        procs.running(
-            procs.spawn([str(procs.BIN / "kaizen-studio"), "gateway"], env=gateway_env)
-        ) as gateway,
-        procs.running(
-            procs.start_sidecar(
-                tmp / "home",
-                grpc_port,
-                http_port,
-                KAIZEN_PLATFORM_TOKEN=credential,
-                KAIZEN_CONTROL_PLANE_URL=control_plane.url,
-                KAIZEN_REDIS_URL=REDIS_URL,
-                KAIZEN_REDIS_PREFIX=f"{REDIS_PREFIX}shared-{secrets.token_hex(3)}:",
-                wait=False,
-            )
-        ) as sidecar,
-        procs.running(
-            procs.start_envoy(
-                procs.envoy_config(
-                    listen, envoy_admin, grpc_port, gateway_port, sidecar_http=http_port
-                ),
-                tmp,
-                envoy_admin,
-            )
-        ),
-    ):
-        _wait_serving(http_port, sidecar, control_plane.url, credential, a, b)
-        _wait_serving(gateway_port, gateway, control_plane.url, credential, a, b)
+    with serving_shared_pod(control_plane.url, credential, tmp, listen, envoy_admin, (a, b)) as pod:
         try:
-            yield Shared(
-                f"http://127.0.0.1:{listen}",
-                f"http://127.0.0.1:{gateway_port}",
-                cp,
-                credential,
-                a,
-                b,
-                outsider,
-            )
+            yield Shared(pod.envoy, pod.gateway_url, cp, credential, a, b, outsider)
         finally:
             cp.close()
 

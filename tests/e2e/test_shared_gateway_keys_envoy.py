@@ -23,11 +23,9 @@ import pytest
 
 from tests.conftest import PASSWORD, REDIS_PREFIX, REDIS_URL, PostgresDatabases
 from tests.e2e import sidecar_procs as procs
-from tests.e2e.test_shared_gateway_envoy import Org, _operator, _wait_serving
+from tests.e2e.shared_pod import Org, create_platform_gateway, serving_shared_pod
 from tests.fake_llm import FakeLLM, Reply, running_fake_llm
-from tests.integration.test_secrets import Bao, openbao
-
-__all__ = ["openbao"]
+from tests.integration.test_secrets import Bao
 
 LOCAL = "127.0.0.1/32"  # the fake LLM listens there
 
@@ -143,10 +141,9 @@ def test_each_organisation_reaches_the_llm_with_its_own_key_only(
     cp = httpx.Client(base_url=control_plane.url, timeout=30)
     try:
         listen, envoy_admin = procs.free_port(), procs.free_port()
-        said = _operator(
-            control_plane, "create", "shared-eu", "--url", f"http://127.0.0.1:{listen}"
+        credential = create_platform_gateway(
+            control_plane, "shared-eu", f"http://127.0.0.1:{listen}"
         )
-        credential = said.split("KAIZEN_PLATFORM_TOKEN of its sidecars): ", 1)[1].strip()
         key_a, key_b = f"sk-alpha-{secrets.token_hex(8)}", f"sk-beta-{secrets.token_hex(8)}"
         a_other, b_other = f"sk-a2-{secrets.token_hex(8)}", f"sk-b2-{secrets.token_hex(8)}"
         llm = fake.openai_url
@@ -154,48 +151,19 @@ def test_each_organisation_reaches_the_llm_with_its_own_key_only(
             cp, "Alpha", "alpha-bot", {"openai-prod": key_a, "other-prod": a_other}, llm
         )
         b = organisation(cp, "Beta", "beta-bot", {"openai-prod": key_b, "other-prod": b_other}, llm)
-
-        gateway_port, grpc_port, http_port = (procs.free_port() for _ in range(3))
-        gateway_env = procs.clean_env(
-            KAIZEN_HOME=str(tmp_path / "gateway"),
-            KAIZEN_GATEWAY_PORT=str(gateway_port),
-            KAIZEN_GATEWAY_TOKEN=credential,  # the platform credential: shared mode
-            KAIZEN_CONTROL_PLANE_URL=control_plane.url,
-            KAIZEN_SIDECAR_URL=f"http://127.0.0.1:{http_port}",
+        with serving_shared_pod(
+            control_plane.url,
+            credential,
+            tmp_path,
+            listen,
+            envoy_admin,
+            (a, b),
             KAIZEN_OUTBOUND_ALLOW_CIDRS=LOCAL,
             KAIZEN_SECRETS_BACKEND="vault",
             KAIZEN_VAULT_PATH_PREFIX=prefix,
             VAULT_TOKEN=gateway_vault_token(openbao, prefix),
             **vault,
-        )
-        with (
-            procs.running(
-                procs.spawn([str(procs.BIN / "kaizen-studio"), "gateway"], env=gateway_env)
-            ) as gateway,
-            procs.running(
-                procs.start_sidecar(
-                    tmp_path / "sidecar",
-                    grpc_port,
-                    http_port,
-                    KAIZEN_PLATFORM_TOKEN=credential,
-                    KAIZEN_CONTROL_PLANE_URL=control_plane.url,
-                    KAIZEN_REDIS_URL=REDIS_URL,
-                    KAIZEN_REDIS_PREFIX=f"{REDIS_PREFIX}shk-{secrets.token_hex(3)}:",
-                    wait=False,
-                )
-            ) as sidecar,
-            procs.running(
-                procs.start_envoy(
-                    procs.envoy_config(
-                        listen, envoy_admin, grpc_port, gateway_port, sidecar_http=http_port
-                    ),
-                    tmp_path,
-                    envoy_admin,
-                )
-            ),
-        ):
-            _wait_serving(http_port, sidecar, control_plane.url, credential, a, b)
-            _wait_serving(gateway_port, gateway, control_plane.url, credential, a, b)
+        ) as pod:
             fake.reset(lambda model, messages: Reply("answered"))
 
             def invoke(org: Org, agent: str) -> httpx.Response:
@@ -208,7 +176,7 @@ def test_each_organisation_reaches_the_llm_with_its_own_key_only(
 
             for org, agent, key in ((a, "alpha-bot", key_a), (b, "beta-bot", key_b)) * 2:
                 answered = invoke(org, agent)
-                assert answered.status_code == 200, (answered.text, procs.output(gateway))
+                assert answered.status_code == 200, (answered.text, procs.output(pod.gateway))
                 assert fake.headers[-1]["authorization"] == f"Bearer {key}"
                 assert key not in answered.text
 

@@ -17,6 +17,7 @@ import gzip
 import io
 import json
 import resource
+import secrets
 import tarfile
 import threading
 import time
@@ -88,7 +89,9 @@ class Tenant:
 
 
 def tenant(cp: httpx.Client, name: str) -> Tenant:
-    email = f"owner@{name.lower()}.example.com"
+    """Signs up organisation `name` (its owner's email no other test's: the control plane
+    may be the suite's shared one) and registers its gateway."""
+    email = f"owner-{secrets.token_hex(3)}@{name.lower()}.example.com"
     owner = cp.post(
         "/api/v1/auth/signup", json={"email": email, "password": PASSWORD, "organization": name}
     )

@@ -45,10 +45,10 @@ def _issued_at(bundle: bytes) -> int:
 
 
 def test_replayed_old_revision_is_refused_by_a_fresh_sidecar(
-    control_plane: procs.ControlPlane, tmp_path: Path
+    shared_control_plane: procs.ControlPlane, tmp_path: Path
 ) -> None:
-    cp, acme, recorded = _recorded_then_superseded(control_plane)
-    mitm = attack.Interceptor(control_plane.url, bundle=recorded, bundle_etag='"1"')
+    cp, acme, recorded = _recorded_then_superseded(shared_control_plane)
+    mitm = attack.Interceptor(shared_control_plane.url, bundle=recorded, bundle_etag='"1"')
     with (
         mitm.running(),
         attack.sidecar(
@@ -72,9 +72,9 @@ def test_replayed_old_revision_is_refused_by_a_fresh_sidecar(
 
 
 def test_replayed_bundle_signed_before_not_before_is_refused_by_a_fresh_sidecar(
-    control_plane: procs.ControlPlane, tmp_path: Path
+    shared_control_plane: procs.ControlPlane, tmp_path: Path
 ) -> None:
-    cp = httpx.Client(base_url=control_plane.url, timeout=30)
+    cp = httpx.Client(base_url=shared_control_plane.url, timeout=30)
     acme = attack.tenant(cp, "Acme")
     acme.publish(cp, "revision 1")
     recorded = acme.bundle(cp)
@@ -82,7 +82,7 @@ def test_replayed_bundle_signed_before_not_before_is_refused_by_a_fresh_sidecar(
     while time.time() < not_before:  # the next revision must be signed after the cut-off
         time.sleep(0.1)
     acme.publish(cp, "revision 2")
-    mitm = attack.Interceptor(control_plane.url, bundle=recorded, bundle_etag='"1"')
+    mitm = attack.Interceptor(shared_control_plane.url, bundle=recorded, bundle_etag='"1"')
     with (
         mitm.running(),
         attack.sidecar(
@@ -106,10 +106,10 @@ def test_replayed_bundle_signed_before_not_before_is_refused_by_a_fresh_sidecar(
 
 
 def test_replayed_old_revision_is_refused_by_a_fresh_gateway(
-    control_plane: procs.ControlPlane, tmp_path: Path
+    shared_control_plane: procs.ControlPlane, tmp_path: Path
 ) -> None:
-    cp, acme, recorded = _recorded_then_superseded(control_plane)
-    mitm = attack.Interceptor(control_plane.url, bundle=recorded, bundle_etag='"1"')
+    cp, acme, recorded = _recorded_then_superseded(shared_control_plane)
+    mitm = attack.Interceptor(shared_control_plane.url, bundle=recorded, bundle_etag='"1"')
     with (
         mitm.running(),
         attack.gateway(

