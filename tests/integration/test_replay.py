@@ -13,6 +13,7 @@ import pytest
 from control_plane.db.models import ReplayJob
 from control_plane.services import replay
 from control_plane.services.audit import Actor
+from control_plane.services.replay_runner import ReplayRunner
 from tests.conftest import Account, Stack, member, signup
 
 ROLES = """kind: RolePolicy
@@ -309,7 +310,7 @@ async def test_interrupted_jobs_end_failed_not_running(
         left_behind = orphan()
         session.add(left_behind)
     # The next process start fails what the previous one left behind.
-    assert await replay.ReplayRunner(stack.db, stack.app.state.rego).start() >= 1
+    assert await ReplayRunner(stack.db, stack.app.state.rego).start() >= 1
     started = await _finished(client, owner, str(left_behind.id))
     assert started["status"] == "failed"
     assert "restarted" in started["error"]
@@ -324,7 +325,7 @@ async def test_interrupted_jobs_end_failed_not_running(
     assert "stopped" in read["error"]
 
     # A process shutting down records its own running jobs as failed.
-    runner = replay.ReplayRunner(stack.db, stack.app.state.rego)
+    runner = ReplayRunner(stack.db, stack.app.state.rego)
     actor = Actor("user", owner.user_id, owner.email)
     async with stack.db.session(organization_id) as session:
         plan = await replay.plan(
