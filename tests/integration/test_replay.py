@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from control_plane.db.models import ReplayJob
-from control_plane.services import replay
+from control_plane.services import replay, replay_runner
 from control_plane.services.audit import Actor
 from control_plane.services.replay_runner import ReplayRunner
 from tests.conftest import Account, Stack, member, signup
@@ -264,7 +264,7 @@ async def test_batches_cover_the_window_once_even_across_equal_times(
         "/api/v1/decisions/ingest", json={"decisions": same_time}, headers=_bearer(credential)
     )
     assert ingested.json()["accepted"] == 2
-    monkeypatch.setattr(replay, "BATCH", 2)
+    monkeypatch.setattr(replay_runner, "BATCH", 2)
     done = await _replayed(client, owner)
     assert done["processed"] == 9
     assert done["result"]["counts"] == {
