@@ -62,7 +62,7 @@ from control_plane.services.notifications import configure_notifications
 from control_plane.services.notifier import Notifier
 from control_plane.services.oauth.flow import OAuthFlow
 from control_plane.services.rego_sandbox import RegoSandbox
-from control_plane.services.replay import ReplayRunner
+from control_plane.services.replay_runner import ReplayRunner
 from control_plane.services.revocations import RevocationPublisher
 from control_plane.services.secrets import open_secret_store
 from control_plane.settings import Settings

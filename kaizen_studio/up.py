@@ -8,6 +8,7 @@ is on PATH. Every process is a child; Ctrl-C (or SIGTERM) stops them in reverse 
 
 The demo's owner password, API key and gateway credential are written once to
 `$KAIZEN_HOME/demo.json` (mode 0600) and shown in the banner of the run that created them.
+The demo organisation is `demo.py`, the Envoy config `envoy.py`.
 """
 
 from __future__ import annotations
@@ -16,75 +17,23 @@ import contextlib
 import ctypes
 import json
 import os
-import secrets
-import shutil
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from control_plane.settings import Settings
+from kaizen_studio.demo import DEMO_FILE, Demo, demo_for
+from kaizen_studio.envoy import envoy_config
+from kaizen_studio.errors import UpError
 
-DEMO_FILE = "demo.json"
-DEMO_EMAIL = "owner@demo.example.com"
-# Package data (deploy/envoy/envoy.yaml, linked into the package), so an installed wheel has it.
-ENVOY_TEMPLATE = resources.files("kaizen_studio") / "data" / "envoy.yaml"
-DEMO_POLICY = """\
-kind: RolePolicy
-metadata: {name: agent-access}
-spec:
-  roles:
-    - name: agent-user
-      permissions:
-        - {resource: "agent:*", actions: [invoke]}
-        - {resource: "pipeline:*", actions: [run]}
-        - {resource: "mcp:*", actions: [connect, list]}
-  bindings:
-    - {subject: "user:%(email)s", role: agent-user}
-    - {subject: "apikey:demo-cli", role: agent-user}
----
-kind: RegoPolicy
-metadata: {name: guardrails}
-spec:
-  rego: |
-    package kaizen.abac.guardrails
-    import rego.v1
-    deny contains "restricted-bot is only for the sre team" if {
-      input.resource.id == "agent:restricted-bot"
-      not "sre" in input.principal.teams
-    }
----
-kind: BudgetPolicy
-metadata: {name: demo-spend}
-spec:
-  budgets:
-    - {name: demo-daily, scope: org, metric: executions, limit: 1000, period: day}
-"""
-DEMO_AGENTS = """\
-kind: Agent
-metadata: {name: demo-bot, description: "Echoes what you send, through the offline demo provider"}
-spec:
-  model: {provider: demo, name: demo}
-  system_prompt: You are the Kaizen Studio demo agent.
-  cost_estimate_usd: 0.001
----
-kind: Agent
-metadata: {name: restricted-bot, description: Only the sre team may call it (see guardrails)}
-spec:
-  model: {provider: demo, name: demo}
-  system_prompt: You are restricted.
-"""
-
-
-class UpError(Exception):
-    """Something the user must fix before `up` can run; the message says what."""
+__all__ = ["UpError", "banner", "run"]
 
 
 @dataclass(frozen=True)
@@ -95,16 +44,6 @@ class Ports:
     gateway: int
     envoy: int
     envoy_admin: int
-
-
-@dataclass(frozen=True)
-class Demo:
-    organization_id: str
-    email: str
-    password: str
-    api_key: str
-    gateway_id: str
-    gateway_credential: str
 
 
 class Supervisor:
@@ -275,97 +214,6 @@ def _bundle_trust(control_plane: str, home: Path, demo: Demo) -> dict[str, str]:
     return trust
 
 
-def _load_demo(path: Path) -> Demo | None:
-    try:
-        return Demo(**json.loads(path.read_text()))
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError, TypeError) as exc:
-        raise UpError(f"{path} is unreadable ({exc}); move it away to create a new demo") from None
-
-
-def _save_demo(path: Path, demo: Demo) -> None:
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w") as handle:
-        json.dump(demo.__dict__, handle, indent=2)
-
-
-def _still_valid(control_plane: str, demo: Demo) -> bool:
-    """Whether the saved demo's gateway credential is still this control plane's."""
-    answer = httpx.get(
-        f"{control_plane}/api/v1/gateways/self",
-        headers={"Authorization": f"Bearer {demo.gateway_credential}"},
-        timeout=10,
-    )
-    return answer.status_code == 200
-
-
-def create_demo(control_plane: str, gateway_url: str) -> Demo:
-    """The demo organisation, made through the public API as any client would."""
-    with httpx.Client(base_url=control_plane, timeout=60) as http:
-
-        def call(method: str, path: str, body: Any, token: str | None = None) -> dict[str, Any]:
-            headers = {"Authorization": f"Bearer {token}"} if token else {}
-            response = http.request(method, path, json=body, headers=headers)
-            if response.status_code >= 300:
-                raise UpError(f"creating the demo: {method} {path} → {response.text[:300]}")
-            return dict(response.json())
-
-        password = secrets.token_urlsafe(12)
-        owner = call(
-            "POST",
-            "/api/v1/auth/signup",
-            {"email": DEMO_EMAIL, "password": password, "organization": "Demo"},
-        )
-        token = owner["access_token"]
-        call("POST", "/api/v1/policies", {"source": DEMO_POLICY % {"email": DEMO_EMAIL}}, token)
-        call("POST", "/api/v1/policies/publish", {}, token)
-        key = call("POST", "/api/v1/api-keys", {"name": "demo-cli", "role": "developer"}, token)
-        gateway = call(
-            "POST",
-            "/api/v1/gateways",
-            {"name": "local", "environment": "dev", "url": gateway_url},
-            token,
-        )
-        call("POST", "/api/v1/agents", {"source": DEMO_AGENTS}, token)
-        for name in ("demo-bot", "restricted-bot"):
-            deployment = {"gateway_id": gateway["id"], "kind": "agent", "name": name}
-            call("POST", "/api/v1/deployments", deployment, token)
-        return Demo(
-            organization_id=owner["organization_id"],
-            email=DEMO_EMAIL,
-            password=password,
-            api_key=key["key"],
-            gateway_id=gateway["id"],
-            gateway_credential=gateway["credential"],
-        )
-
-
-def _envoy_config(home: Path, ports: Ports) -> Path | None:
-    binary = shutil.which("envoy") or (
-        str(Path(sys.executable).with_name("envoy"))
-        if Path(sys.executable).with_name("envoy").exists()
-        else None
-    )
-    if binary is None:
-        return None
-    if not ENVOY_TEMPLATE.is_file():
-        raise UpError(f"the Envoy template {ENVOY_TEMPLATE} is missing: reinstall kaizen-studio")
-    text = ENVOY_TEMPLATE.read_text()
-    for name, value in (
-        ("LISTEN_PORT", ports.envoy),
-        ("ADMIN_PORT", ports.envoy_admin),
-        # Envoy asks the sidecar over HTTP ext_authz (/ext_authz on its HTTP port).
-        ("SIDECAR_HTTP_PORT", ports.sidecar_http),
-        ("SIDECAR_GRPC_PORT", ports.sidecar_grpc),
-        ("UPSTREAM_PORT", ports.gateway),
-    ):
-        text = text.replace("${" + name + "}", str(value))
-    path = home / "envoy.yaml"
-    path.write_text(text)
-    return Path(binary)
-
-
 def banner(settings: Settings, ports: Ports, demo: Demo, *, envoy: bool, new: bool) -> str:
     cp = f"http://{settings.cp_host}:{ports.control_plane}"
     front = f"http://127.0.0.1:{ports.envoy}"
@@ -448,22 +296,16 @@ def run(settings: Settings, *, envoy_port: int = 10000) -> int:
             _child_env(home, KAIZEN_CONTROL_PLANE_URL=cp),  # the OAuth issuers live under it
         )
         supervisor.wait_ready("control-plane", f"{cp}/healthz")
-        envoy = _envoy_config(home, ports)
+        envoy = envoy_config(
+            home,
+            listen=ports.envoy,
+            admin=ports.envoy_admin,
+            sidecar_http=ports.sidecar_http,
+            sidecar_grpc=ports.sidecar_grpc,
+            upstream=ports.gateway,
+        )
         front = f"http://127.0.0.1:{ports.envoy if envoy else ports.gateway}"
-        demo = _load_demo(home / DEMO_FILE)
-        if demo is not None and not _still_valid(cp, demo):
-            stale = home / f"{DEMO_FILE}.stale"
-            (home / DEMO_FILE).replace(stale)
-            # The old gateway's bundles and unshipped decisions belong to an organisation
-            # this database no longer has: the new gateway must not serve or ship them.
-            for state in ("sidecar", "gateway"):
-                shutil.rmtree(home / state, ignore_errors=True)
-            print(f"the saved demo no longer matches this database; moved it to {stale}")
-            demo = None
-        new = demo is None
-        if demo is None:
-            demo = create_demo(cp, front)
-            _save_demo(home / DEMO_FILE, demo)
+        demo, new = demo_for(cp, front, home)
         runtime = {
             "KAIZEN_GATEWAY_TOKEN": demo.gateway_credential,
             "KAIZEN_CONTROL_PLANE_URL": cp,

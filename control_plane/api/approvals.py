@@ -67,16 +67,13 @@ async def get_approval(
     """One request. Its requester may always read it, and gets the grant once approved;
     anyone else needs `approvals:read` and never sees the grant."""
     async with tenant.session() as session:
-        found = await approvals.get(session, approval_id)
-        if not await approvals.is_requester(session, tenant.principal, found):
-            tenant.principal.require("approvals", "read")
-        grant = await approvals.grant_for(
-            session, tenant.principal, tenant.actor, found, keys, _settings(request).issuer
+        found = await approvals.detail(
+            session, tenant.principal, tenant.actor, approval_id, keys, _settings(request).issuer
         )
         return schemas.ApprovalDetail(
-            **approvals.view(found),
-            grant=grant,
-            grant_expires_at=found.grant_expires_at if grant else None,
+            **approvals.view(found.request),
+            grant=found.grant,
+            grant_expires_at=found.request.grant_expires_at if found.grant else None,
         )
 
 

@@ -22,7 +22,6 @@ from control_plane.api.deps import (
 from control_plane.errors import NotFound
 from control_plane.schemas import billing as schemas
 from control_plane.services.billing import accounts, events
-from control_plane.services.plans import quotas
 
 router = APIRouter(prefix="/api/v1/billing", tags=["billing"])
 
@@ -36,29 +35,7 @@ async def get_billing(tenant: Read, billing: BillingDep) -> schemas.BillingOut:
     """The plan, the subscription as Stripe's webhooks last reported it, and a downgrade's
     grace period. Reads no Stripe API: it answers while Stripe is unreachable."""
     async with tenant.session() as session:
-        state = await quotas.plan_of(session)
-        row = await accounts.account(session)
-    subscription = None
-    if row is not None and row.subscription_id and row.subscription_status:
-        subscription = schemas.SubscriptionOut(
-            id=row.subscription_id,
-            status=row.subscription_status,
-            plan=billing.config.plan_of_price(row.price_id) if billing.config else None,
-            current_period_end=row.current_period_end,
-        )
-    grace = None
-    if state.grace_until is not None:
-        grace = schemas.GraceOut(
-            until=state.grace_until, limits=state.limits, plan_limits=state.plan_limits or {}
-        )
-    return schemas.BillingOut(
-        configured=billing.configured,
-        plan=state.plan.name,
-        for_sale=accounts.for_sale(billing),
-        customer=row is not None,
-        subscription=subscription,
-        grace=grace,
-    )
+        return await accounts.overview(session, billing)
 
 
 @router.post("/checkout", status_code=201, responses=ERRORS)

@@ -17,10 +17,10 @@ from control_plane.api.deps import (
     Tenant,
     requires,
 )
-from control_plane.db.models import Connector, ConnectorVersion
+from control_plane.db.models import ConnectorVersion
 from control_plane.schemas import connectors as schemas
 from control_plane.schemas.base import Page
-from control_plane.services import connectors, policies
+from control_plane.services import connectors
 
 router = APIRouter(prefix="/api/v1/connectors", tags=["connectors"])
 
@@ -33,18 +33,17 @@ Version = Annotated[int, Path(ge=1, le=schemas.MAX_VERSION)]
 ERRORS: dict[int | str, dict[str, object]] = {401: {}, 403: {}, 404: {}, 409: {}, 422: {}}
 
 
-def connector_out(
-    connector: Connector, settings: dict[str, Any], agents: dict[str, list[str]]
-) -> schemas.Connector:
+def connector_out(view: connectors.ConnectorView) -> schemas.Connector:
+    connector = view.connector
     return schemas.Connector(
         id=connector.id,
         name=connector.name,
         type=connector.type,
         latest_version=connector.latest_version,
-        settings={k: v for k, v in settings.items() if k != "type"},
+        settings={k: v for k, v in view.settings.items() if k != "type"},
         has_credential=connector.credential_updated_at is not None,
         credential_updated_at=connector.credential_updated_at,
-        agents=agents.get(connector.name, []),
+        agents=view.agents,
         created_at=connector.created_at,
         updated_at=connector.updated_at,
     )
@@ -68,7 +67,7 @@ async def create_connector(
     """Create a connector (version 1); `password` (the credential) is stored in the secret
     store, never shown. Types: postgresql, mysql (`sql.query`); s3, azure_blob (`objects.*`)."""
     async with tenant.session() as session:
-        connector = await connectors.create(
+        view = await connectors.create(
             session,
             store,
             tenant.organization_id,
@@ -79,8 +78,7 @@ async def create_connector(
             password=body.password.get_secret_value() if body.password else None,
             guard=settings.outbound_guard,
         )
-        row = await connectors.latest(session, connector)
-        return connector_out(connector, row.settings, await connectors.agents_naming(session))
+    return connector_out(view)
 
 
 @router.get("", responses=ERRORS)
@@ -88,19 +86,15 @@ async def list_connectors(
     tenant: Read, cursor: Cursor = None, limit: Limit = 100
 ) -> Page[schemas.Connector]:
     async with tenant.session() as session:
-        rows, next_cursor = await connectors.list_connectors(session, cursor, limit)
-        latest = await connectors.latest_settings(session, rows)
-        agents = await connectors.agents_naming(session)
-        items = [connector_out(c, latest[c.id], agents) for c in rows]
-    return Page(items=items, next_cursor=next_cursor)
+        views, next_cursor = await connectors.list_connectors(session, cursor, limit)
+    return Page(items=[connector_out(v) for v in views], next_cursor=next_cursor)
 
 
 @router.get("/{connector_id}", responses=ERRORS)
 async def get_connector(connector_id: uuid.UUID, tenant: Read) -> schemas.Connector:
     async with tenant.session() as session:
-        connector = await connectors.get(session, connector_id)
-        row = await connectors.latest(session, connector)
-        return connector_out(connector, row.settings, await connectors.agents_naming(session))
+        view = await connectors.get(session, connector_id)
+    return connector_out(view)
 
 
 @router.patch("/{connector_id}", responses=ERRORS)
@@ -117,8 +111,7 @@ async def update_connector(
     stored one. When a deployed agent names the connector, the published bundle is re-signed
     with the new settings at once (gateways read the password at run time)."""
     async with tenant.session() as session:
-        before = (await connectors.get(session, connector_id)).latest_version
-        connector = await connectors.update(
+        updated = await connectors.update(
             session,
             store,
             tenant.organization_id,
@@ -127,24 +120,12 @@ async def update_connector(
             settings=_settings(body.settings) if body.settings else None,
             password=body.password.get_secret_value() if body.password else None,
             guard=settings.outbound_guard,
+            keys=keys,
+            issuer=settings.issuer,
         )
-        row = await connectors.latest(session, connector)
-        revision = None
-        if connector.latest_version != before and await connectors.in_bundle(
-            session, connector.name
-        ):
-            revision = await policies.refresh(
-                session,
-                tenant.organization_id,
-                tenant.actor,
-                keys,
-                why=f"connector {connector.name} v{connector.latest_version}",
-                issuer=settings.issuer,
-            )
-        out = connector_out(connector, row.settings, await connectors.agents_naming(session))
-    if revision is not None:
-        await bundle_events.notify(str(tenant.organization_id), revision.revision)
-    return out
+    if updated.revision is not None:
+        await bundle_events.notify(str(tenant.organization_id), updated.revision.revision)
+    return connector_out(updated.view)
 
 
 @router.delete("/{connector_id}", status_code=204, responses=ERRORS)

@@ -26,7 +26,7 @@ from control_plane.services.mfa import SecondFactor
 from control_plane.services.oauth.flow import OAuthFlow
 from control_plane.services.principal import Principal
 from control_plane.services.rego_sandbox import RegoSandbox
-from control_plane.services.replay import ReplayRunner
+from control_plane.services.replay_runner import ReplayRunner
 from control_plane.services.secrets import SecretStore
 from control_plane.settings import Settings
 from policy.runtime.logs import organization_id_var, request_id_var

@@ -20,7 +20,7 @@ from control_plane.db.models import Gateway
 from control_plane.schemas import fleet as schemas
 from control_plane.schemas.base import Page
 from control_plane.schemas.workloads import GatewayWithDeployments
-from control_plane.services import deployments, gateways, policies
+from control_plane.services import gateways
 
 router = APIRouter(prefix="/api/v1/gateways", tags=["gateways"])
 
@@ -101,15 +101,12 @@ async def get_gateway(gateway_id: uuid.UUID, tenant: Read) -> GatewayWithDeploym
     """The gateway with each reporting sidecar instance and what is deployed to it; `stale`
     flags an instance silent for a minute or serving an older bundle than the current one."""
     async with tenant.session() as session:
-        gateway = await gateways.get(session, gateway_id)
-        current = await policies.current_revision(session)
-        rows = await gateways.instances(session, gateway_id)
-        deployed = await deployments.for_gateway(session, gateway_id)
-    revision = current.revision if current else None
+        found = await gateways.detail(session, gateway_id)
+    gateway, revision = found.gateway, found.current_revision
     now = utcnow()
     return GatewayWithDeployments(
         **schemas.Gateway.model_validate(gateway).model_dump(),
-        deployments=[deployment_out(d, gateway) for d in deployed],
+        deployments=[deployment_out(d, gateway) for d in found.deployments],
         current_revision=revision,
         instances=[
             schemas.Instance(
@@ -123,7 +120,7 @@ async def get_gateway(gateway_id: uuid.UUID, tenant: Read) -> GatewayWithDeploym
                 reported_at=r.reported_at,
                 stale=gateways.is_stale(r, revision, now),
             )
-            for r in rows
+            for r in found.instances
         ],
     )
 

@@ -112,8 +112,7 @@ async def revoke_my_grant(
 async def organization_clients(tenant: Read) -> schemas.OAuthClientsOut:
     """Every MCP client the organisation knows and every live grant (administrators)."""
     async with tenant.session() as session:
-        rows = await grants.clients(session)
-        live = await grants.for_user(session, None)
+        known = await grants.organization_clients(session)
     return schemas.OAuthClientsOut(
         clients=[
             schemas.OAuthClientOut(
@@ -125,9 +124,9 @@ async def organization_clients(tenant: Read) -> schemas.OAuthClientsOut:
                 blocked=c.blocked_at is not None,
                 created_at=c.created_at,
             )
-            for c in rows
+            for c in known.clients
         ],
-        grants=[_grant_out(g, c, gw.name, email) for g, c, gw, email in live],
+        grants=[_grant_out(g, c, gw.name, email) for g, c, gw, email in known.grants],
     )
 
 

@@ -11,8 +11,8 @@ from fastapi import APIRouter, Depends
 
 from control_plane.api.deps import Tenant, requires
 from control_plane.schemas.plans import PlanLimitOut, PlanOut, PlanWarningOut
-from control_plane.services.plans import quotas, warnings
 from control_plane.services.plans.catalogue import LIMIT_NAMES
+from control_plane.services.plans.overview import overview
 
 router = APIRouter(tags=["plans"])
 
@@ -26,9 +26,8 @@ async def get_plan(tenant: Read) -> PlanOut:
     enforce it from their own shared counter, which may run a few seconds ahead. `warning`
     is this month's 90 % warning once the sidecars reported crossing it."""
     async with tenant.session() as session:
-        state = await quotas.plan_of(session)
-        used = await quotas.counts(session)
-        warning = await warnings.current(session)
+        found = await overview(session)
+    state, used, warning = found.state, found.used, found.warning
     return PlanOut(
         plan=state.plan.name,
         title=state.plan.title,

@@ -17,7 +17,7 @@ from control_plane.api.deps import (
     requires,
 )
 from control_plane.api.resign import announce, resign
-from control_plane.db.models import BundleRevision, Policy
+from control_plane.db.models import BundleRevision
 from control_plane.schemas import policies as schemas
 from control_plane.schemas.base import Page
 from control_plane.services import policies, ratelimit, release
@@ -106,7 +106,8 @@ async def refresh_bundle(request: Request, tenant: Tenant, why: str) -> None:
     await announce(request, row)
 
 
-def policy_out(policy: Policy, source: str | None) -> schemas.Policy:
+def policy_out(item: policies.PolicySource) -> schemas.Policy:
+    policy = item.policy
     return schemas.Policy(
         id=policy.id,
         name=policy.name,
@@ -116,7 +117,7 @@ def policy_out(policy: Policy, source: str | None) -> schemas.Policy:
         status=policies.status(policy),
         created_at=policy.created_at,
         updated_at=policy.updated_at,
-        source=source,
+        source=item.source,
     )
 
 
@@ -147,7 +148,7 @@ async def list_policies(
         rows, next_cursor = await policies.list_policies(
             session, cursor, limit, include_deleted=include_deleted
         )
-        items = [policy_out(p, await policies.latest_source(session, p)) for p in rows]
+        items = [policy_out(p) for p in rows]
     return Page(items=items, next_cursor=next_cursor)
 
 
@@ -170,7 +171,7 @@ async def apply_policies(
         applied = await policies.apply(
             session, tenant.organization_id, tenant.actor, documents, checked=drafts
         )
-        items = [policy_out(p, await policies.latest_source(session, p)) for p in applied.policies]
+        items = [policy_out(p) for p in applied.policies]
     return schemas.PolicyApplied(
         items=items, created=applied.created, updated=applied.updated, unchanged=applied.unchanged
     )
@@ -271,8 +272,7 @@ async def rollback(
 @router.get("/{policy_id}", responses=ERRORS)
 async def get_policy(policy_id: uuid.UUID, tenant: Read) -> schemas.Policy:
     async with tenant.session() as session:
-        policy = await policies.get_policy(session, policy_id)
-        return policy_out(policy, await policies.latest_source(session, policy))
+        return policy_out(await policies.get_policy_source(session, policy_id))
 
 
 @router.delete("/{policy_id}", status_code=204, responses=ERRORS)

@@ -25,9 +25,10 @@ from control_plane.api.policies import limit_rate
 from control_plane.db.models import ReplayJob
 from control_plane.schemas import replay as schemas
 from control_plane.schemas.base import Page
-from control_plane.services import replay
+from control_plane.services import replay, replay_gate
 from control_plane.services.keys import KeyRing
 from control_plane.services.rego_sandbox import RegoSandbox
+from control_plane.services.replay_runner import ReplayRunner
 
 router = APIRouter(tags=["replays"])
 
@@ -75,7 +76,7 @@ class Replayer:
 
     keys: KeyRing
     rego: RegoSandbox
-    runner: replay.ReplayRunner
+    runner: ReplayRunner
 
 
 def get_replayer(keys: KeyRingDep, rego: RegoDep, runner: ReplaysDep) -> Replayer:
@@ -119,7 +120,7 @@ async def _start(
 @router.get("/api/v1/policies/settings", responses=ERRORS, tags=["policies"])
 async def get_settings(tenant: Read) -> schemas.PolicySettings:
     async with tenant.session() as session:
-        row = await replay.get_settings(session)
+        row = await replay_gate.get_settings(session)
     return schemas.PolicySettings.model_validate(row)
 
 
@@ -130,7 +131,7 @@ async def update_settings(
     """`require_replay_before_publish`: publish only after a replay of exactly the drafts
     shows no allow→deny, allow→require_approval or deny→allow change (or one is accepted)."""
     async with tenant.session() as session:
-        row = await replay.update_settings(
+        row = await replay_gate.update_settings(
             session,
             tenant.organization_id,
             tenant.actor,

@@ -78,8 +78,7 @@ async def list_providers(
     request: Request, tenant: Read, cursor: Cursor = None, limit: Limit = 100
 ) -> Page[schemas.Provider]:
     async with tenant.session() as session:
-        rows, next_cursor = await sso.list_providers(session, cursor, limit)
-        items = [await sso.out(session, p, _base_url(request)) for p in rows]
+        items, next_cursor = await sso.list_providers(session, cursor, limit, _base_url(request))
     return Page(items=items, next_cursor=next_cursor)
 
 
@@ -90,17 +89,20 @@ async def create_provider(
     """Add an OIDC or SAML identity provider; `client_secret` is write-only. Its
     `email_domains` must be domains this organisation verified (POST /api/v1/domains)."""
     async with tenant.session() as session:
-        provider = await sso.create_provider(
-            session, _secrets(request), tenant.organization_id, tenant.actor, body
+        return await sso.create_provider(
+            session,
+            _secrets(request),
+            tenant.organization_id,
+            tenant.actor,
+            body,
+            _base_url(request),
         )
-        return await sso.out(session, provider, _base_url(request))
 
 
 @router.get("/api/v1/sso/providers/{provider_id}", tags=["sso"], responses=ERRORS)
 async def get_provider(provider_id: uuid.UUID, request: Request, tenant: Read) -> schemas.Provider:
     async with tenant.session() as session:
-        provider = await sso.get_provider(session, provider_id)
-        return await sso.out(session, provider, _base_url(request))
+        return await sso.show_provider(session, provider_id, _base_url(request))
 
 
 @router.patch("/api/v1/sso/providers/{provider_id}", tags=["sso"], responses=ERRORS)
@@ -108,10 +110,15 @@ async def update_provider(
     provider_id: uuid.UUID, body: schemas.ProviderUpdate, request: Request, tenant: Update
 ) -> schemas.Provider:
     async with tenant.session() as session:
-        provider = await sso.update_provider(
-            session, _secrets(request), tenant.organization_id, tenant.actor, provider_id, body
+        return await sso.update_provider(
+            session,
+            _secrets(request),
+            tenant.organization_id,
+            tenant.actor,
+            provider_id,
+            body,
+            _base_url(request),
         )
-        return await sso.out(session, provider, _base_url(request))
 
 
 @router.delete(

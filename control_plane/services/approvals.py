@@ -317,6 +317,29 @@ def grant_claims(request: ApprovalRequest, issuer: str, gateway: str) -> dict[st
     }
 
 
+@dataclass(frozen=True)
+class Detail:
+    """A request as its reader may see it: the grant only for its requester, once approved."""
+
+    request: ApprovalRequest
+    grant: str | None
+
+
+async def detail(
+    session: AsyncSession,
+    caller: Principal,
+    actor: Actor,
+    request_id: str,
+    keys: KeyRing,
+    issuer: str,
+) -> Detail:
+    """One request. Its requester may always read it; anyone else needs `approvals:read`."""
+    request = await get(session, request_id)
+    if not await is_requester(session, caller, request):
+        caller.require("approvals", "read")
+    return Detail(request, await grant_for(session, caller, actor, request, keys, issuer))
+
+
 async def grant_for(
     session: AsyncSession,
     caller: Principal,

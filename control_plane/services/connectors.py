@@ -20,16 +20,34 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from control_plane.db.base import utcnow
-from control_plane.db.models import Connector, ConnectorVersion, Workload
+from control_plane.db.models import BundleRevision, Connector, ConnectorVersion, Workload
 from control_plane.errors import Conflict, Invalid, NotFound
-from control_plane.services import audit, deployments, workloads
+from control_plane.services import audit, deployments, policies, workloads
 from control_plane.services.audit import Actor
+from control_plane.services.keys import KeyRing
 from control_plane.services.pagination import paginate
 from control_plane.services.secrets import SecretStore
 from policy.connectors import TYPES, ConnectorError, test_connection
 from policy.connectors.objects import ObjectStoreSettings
 from policy.connectors.registry import Settings, endpoint_url, settings_from_dict
 from policy.net.outbound import OutboundGuard, OutboundRefused
+
+
+@dataclass(frozen=True)
+class ConnectorView:
+    """A connector as the API shows it: its latest settings and the agents naming it."""
+
+    connector: Connector
+    settings: dict[str, Any]
+    agents: list[str]
+
+
+@dataclass(frozen=True)
+class Updated:
+    """An updated connector and the bundle revision re-signed for it, if any."""
+
+    view: ConnectorView
+    revision: BundleRevision | None
 
 
 def password_name(name: str) -> str:
@@ -92,7 +110,7 @@ async def create(
     settings: dict[str, Any],
     password: str | None,
     guard: OutboundGuard,
-) -> Connector:
+) -> ConnectorView:
     stored = connection_settings(kind, settings)
     await check_host(guard, stored)
     if await session.scalar(select(Connector.id).where(Connector.name == name)) is not None:
@@ -133,7 +151,7 @@ async def create(
         read_only=stored.read_only,
         credential=bool(password),
     )
-    return connector
+    return await _view(session, connector)
 
 
 async def in_bundle(session: AsyncSession, name: str) -> bool:
@@ -152,8 +170,14 @@ async def update(
     settings: dict[str, Any] | None,
     password: str | None,
     guard: OutboundGuard,
-) -> Connector:
+    keys: KeyRing,
+    issuer: str,
+) -> Updated:
+    """New settings are the next version (unchanged ones keep it); a password replaces the
+    stored one. When a deployed agent names the connector and its version changed, the
+    published bundle is re-signed with the new settings in the same transaction."""
     connector = await _connector(session, connector_id)
+    before = connector.latest_version
     changed: dict[str, Any] = {}
     if settings is not None:
         stored = connection_settings(connector.type, settings)
@@ -190,16 +214,31 @@ async def update(
             name=connector.name,
             **changed,
         )
-    return connector
+    view = await _view(session, connector)
+    revision = None
+    if connector.latest_version != before and await in_bundle(session, connector.name):
+        revision = await policies.refresh(
+            session,
+            organization_id,
+            actor,
+            keys,
+            why=f"connector {connector.name} v{connector.latest_version}",
+            issuer=issuer,
+        )
+    return Updated(view, revision)
 
 
 async def list_connectors(
     session: AsyncSession, cursor: str | None, limit: int
-) -> tuple[Sequence[Connector], str | None]:
-    return await paginate(session, select(Connector), Connector, cursor, limit)
+) -> tuple[list[ConnectorView], str | None]:
+    rows, next_cursor = await paginate(session, select(Connector), Connector, cursor, limit)
+    settings = await _latest_settings(session, rows)
+    agents = await agents_naming(session)
+    views = [ConnectorView(c, settings[c.id], agents.get(c.name, [])) for c in rows]
+    return views, next_cursor
 
 
-async def latest_settings(
+async def _latest_settings(
     session: AsyncSession, connectors: Sequence[Connector]
 ) -> dict[uuid.UUID, dict[str, Any]]:
     if not connectors:
@@ -213,8 +252,14 @@ async def latest_settings(
     return {cid: s for cid, version, s in rows if wanted[cid] == version}
 
 
-async def get(session: AsyncSession, connector_id: uuid.UUID) -> Connector:
-    return await _connector(session, connector_id)
+async def _view(session: AsyncSession, connector: Connector) -> ConnectorView:
+    row = await latest(session, connector)
+    agents = await agents_naming(session)
+    return ConnectorView(connector, row.settings, agents.get(connector.name, []))
+
+
+async def get(session: AsyncSession, connector_id: uuid.UUID) -> ConnectorView:
+    return await _view(session, await _connector(session, connector_id))
 
 
 async def versions(session: AsyncSession, connector_id: uuid.UUID) -> Sequence[ConnectorVersion]:

@@ -18,7 +18,14 @@ from control_plane.db.base import utcnow
 from control_plane.db.models import Deployment, Gateway, GatewayInstance
 from control_plane.db.session import SYSTEM, Database
 from control_plane.errors import Conflict, Forbidden, NotFound, Unauthenticated
-from control_plane.services import audit, notifications, platform_gateways, usage
+from control_plane.services import (
+    audit,
+    deployments,
+    notifications,
+    platform_gateways,
+    policies,
+    usage,
+)
 from control_plane.services.audit import Actor
 from control_plane.services.auth import sha256_hex
 from control_plane.services.oauth import mcp_resource
@@ -203,6 +210,28 @@ async def instances(session: AsyncSession, gateway_id: uuid.UUID) -> list[Gatewa
         .order_by(GatewayInstance.instance)
     )
     return list(rows)
+
+
+@dataclass(frozen=True)
+class GatewayDetail:
+    """A gateway with its reporting instances, what is deployed to it, and the current
+    bundle revision the instances are compared with (None before the first publish)."""
+
+    gateway: Gateway
+    instances: list[GatewayInstance]
+    deployments: list[Deployment]
+    current_revision: int | None
+
+
+async def detail(session: AsyncSession, gateway_id: uuid.UUID) -> GatewayDetail:
+    gateway = await _gateway(session, gateway_id)
+    current = await policies.current_revision(session)
+    return GatewayDetail(
+        gateway,
+        await instances(session, gateway_id),
+        await deployments.for_gateway(session, gateway_id),
+        current.revision if current else None,
+    )
 
 
 def is_stale(instance: GatewayInstance, current_revision: int | None, now: datetime) -> bool:

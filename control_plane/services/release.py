@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from control_plane.db.models import BundleRevision
-from control_plane.services import policies, replay
+from control_plane.services import policies, replay_gate
 from control_plane.services.audit import Actor
 from control_plane.services.keys import KeyRing
 from control_plane.services.rego_sandbox import RegoSandbox
@@ -65,13 +65,13 @@ async def publish(
     if (earlier := await _earlier(release, idempotency_key, "publish")) is not None:
         return earlier
     async with release.sessions() as session:
-        versions = await replay.publish_gate(
+        versions = await replay_gate.publish_gate(
             session, org, release.actor, accept_replay=accept_replay, record=False
         )
         prepared = await policies.prepare(session, org, release.keys, versions)
     built = await policies.build(release.sandbox, org, prepared, reason="publish")
     async with release.sessions() as session:
-        versions = await replay.publish_gate(
+        versions = await replay_gate.publish_gate(
             session, org, release.actor, accept_replay=accept_replay
         )
         return await policies.publish(

@@ -11,8 +11,9 @@ import httpx
 import pytest
 
 from control_plane.db.models import ReplayJob
-from control_plane.services import replay
+from control_plane.services import replay, replay_runner
 from control_plane.services.audit import Actor
+from control_plane.services.replay_runner import ReplayRunner
 from tests.conftest import Account, Stack, member, signup
 
 ROLES = """kind: RolePolicy
@@ -263,7 +264,7 @@ async def test_batches_cover_the_window_once_even_across_equal_times(
         "/api/v1/decisions/ingest", json={"decisions": same_time}, headers=_bearer(credential)
     )
     assert ingested.json()["accepted"] == 2
-    monkeypatch.setattr(replay, "BATCH", 2)
+    monkeypatch.setattr(replay_runner, "BATCH", 2)
     done = await _replayed(client, owner)
     assert done["processed"] == 9
     assert done["result"]["counts"] == {
@@ -309,7 +310,7 @@ async def test_interrupted_jobs_end_failed_not_running(
         left_behind = orphan()
         session.add(left_behind)
     # The next process start fails what the previous one left behind.
-    assert await replay.ReplayRunner(stack.db, stack.app.state.rego).start() >= 1
+    assert await ReplayRunner(stack.db, stack.app.state.rego).start() >= 1
     started = await _finished(client, owner, str(left_behind.id))
     assert started["status"] == "failed"
     assert "restarted" in started["error"]
@@ -324,7 +325,7 @@ async def test_interrupted_jobs_end_failed_not_running(
     assert "stopped" in read["error"]
 
     # A process shutting down records its own running jobs as failed.
-    runner = replay.ReplayRunner(stack.db, stack.app.state.rego)
+    runner = ReplayRunner(stack.db, stack.app.state.rego)
     actor = Actor("user", owner.user_id, owner.email)
     async with stack.db.session(organization_id) as session:
         plan = await replay.plan(

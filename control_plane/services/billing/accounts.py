@@ -24,6 +24,7 @@ from stripe.params.checkout import SessionCreateParams, SessionCreateParamsLineI
 from control_plane.db.base import utcnow
 from control_plane.db.models import BillingAccount, Organization
 from control_plane.errors import Conflict, Invalid
+from control_plane.schemas import billing as schemas
 from control_plane.services import audit
 from control_plane.services.audit import Actor
 from control_plane.services.billing.stripe_api import Billing, failed
@@ -36,6 +37,34 @@ PAYING = frozenset({"active", "trialing", "past_due"})
 
 async def account(session: AsyncSession) -> BillingAccount | None:
     return await session.scalar(select(BillingAccount))
+
+
+async def overview(session: AsyncSession, billing: Billing) -> schemas.BillingOut:
+    """The plan, the subscription as Stripe's webhooks last reported it, and a downgrade's
+    grace period. Reads no Stripe API: it answers while Stripe is unreachable."""
+    state = await plan_of(session)
+    row = await account(session)
+    subscription = None
+    if row is not None and row.subscription_id and row.subscription_status:
+        subscription = schemas.SubscriptionOut(
+            id=row.subscription_id,
+            status=row.subscription_status,
+            plan=billing.config.plan_of_price(row.price_id) if billing.config else None,
+            current_period_end=row.current_period_end,
+        )
+    grace = None
+    if state.grace_until is not None:
+        grace = schemas.GraceOut(
+            until=state.grace_until, limits=state.limits, plan_limits=state.plan_limits or {}
+        )
+    return schemas.BillingOut(
+        configured=billing.configured,
+        plan=state.plan.name,
+        for_sale=for_sale(billing),
+        customer=row is not None,
+        subscription=subscription,
+        grace=grace,
+    )
 
 
 async def ensure_customer(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import secrets
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -121,6 +122,18 @@ async def revoke(
 
 async def clients(session: AsyncSession) -> Sequence[OAuthClient]:
     return list(await session.scalars(select(OAuthClient).order_by(OAuthClient.created_at)))
+
+
+@dataclass(frozen=True)
+class OrganizationClients:
+    """Every MCP client the organisation knows and every live grant (as `for_user` lists)."""
+
+    clients: Sequence[OAuthClient]
+    grants: Sequence[tuple[OAuthGrant, OAuthClient, Gateway, str]]
+
+
+async def organization_clients(session: AsyncSession) -> OrganizationClients:
+    return OrganizationClients(await clients(session), await for_user(session, None))
 
 
 async def block(

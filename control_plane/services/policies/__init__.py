@@ -53,9 +53,11 @@ from control_plane.services.policies.revisions import (
     revision_versions,
 )
 from control_plane.services.policies.versions import (
+    PolicySource,
     diff,
     draft_versions,
     get_policy,
+    get_policy_source,
     get_version,
     latest_source,
     list_policies,
@@ -68,6 +70,7 @@ __all__ = [
     "Applied",
     "Built",
     "Drafts",
+    "PolicySource",
     "Prepared",
     "applied_drafts",
     "apply",
@@ -81,6 +84,7 @@ __all__ = [
     "draft_versions",
     "drafts_without",
     "get_policy",
+    "get_policy_source",
     "get_version",
     "latest_source",
     "list_policies",

@@ -17,7 +17,12 @@ from control_plane.errors import Conflict, Invalid, NotFound
 from control_plane.services import audit, rego_tasks
 from control_plane.services.audit import Actor
 from control_plane.services.policies.evaluation import describe
-from control_plane.services.policies.versions import draft_versions, get_policy, read_sources
+from control_plane.services.policies.versions import (
+    PolicySource,
+    draft_versions,
+    get_policy,
+    read_sources,
+)
 from control_plane.services.rego_sandbox import RegoSandbox
 
 
@@ -37,7 +42,7 @@ async def validate(
 
 @dataclass(frozen=True)
 class Applied:
-    policies: list[Policy]
+    policies: list[PolicySource]
     created: list[str]
     updated: list[str]
     unchanged: list[str]
@@ -116,7 +121,7 @@ async def apply(
     for name, (kind, text) in incoming.items():
         policy = existing.get(name)
         if policy is not None and policy.deleted_at is None and drafts.get(name) == text:
-            result.policies.append(policy)
+            result.policies.append(PolicySource(policy, text))
             result.unchanged.append(name)
             continue
         if policy is None:
@@ -137,7 +142,7 @@ async def apply(
                 created_by=actor.label,
             )
         )
-        result.policies.append(policy)
+        result.policies.append(PolicySource(policy, text))
         await audit.record(
             session,
             organization_id,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -12,6 +13,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from control_plane.db.models import Policy, PolicyVersion
 from control_plane.errors import NotFound
 from control_plane.services.pagination import paginate
+
+
+@dataclass(frozen=True)
+class PolicySource:
+    """A policy with its latest version's source (None once the policy is deleted)."""
+
+    policy: Policy
+    source: str | None
 
 
 def status(policy: Policy) -> str:
@@ -46,16 +55,21 @@ async def latest_source(session: AsyncSession, policy: Policy) -> str | None:
 
 async def list_policies(
     session: AsyncSession, cursor: str | None, limit: int, *, include_deleted: bool = False
-) -> tuple[list[Policy], str | None]:
+) -> tuple[list[PolicySource], str | None]:
     query = select(Policy)
     if not include_deleted:
         query = query.where(Policy.deleted_at.is_(None))
     rows, next_cursor = await paginate(session, query, Policy, cursor, limit)
-    return list(rows), next_cursor
+    return [PolicySource(p, await latest_source(session, p)) for p in rows], next_cursor
 
 
 async def get_policy(session: AsyncSession, policy_id: uuid.UUID) -> Policy:
     return await _policy(session, policy_id)
+
+
+async def get_policy_source(session: AsyncSession, policy_id: uuid.UUID) -> PolicySource:
+    policy = await _policy(session, policy_id)
+    return PolicySource(policy, await latest_source(session, policy))
 
 
 async def list_versions(

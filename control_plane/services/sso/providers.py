@@ -171,7 +171,8 @@ async def create_provider(
     organization_id: uuid.UUID,
     actor: Actor,
     body: schemas.ProviderCreate,
-) -> SsoProvider:
+    base_url: str,
+) -> schemas.Provider:
     await _unique_name(session, body.name)
     provider = SsoProvider(
         id=uuid.uuid4(),
@@ -221,7 +222,7 @@ async def create_provider(
         provider.id,
         after=_summary(provider, body.email_domains),
     )
-    return provider
+    return await out(session, provider, base_url)
 
 
 async def get_provider(session: AsyncSession, provider_id: uuid.UUID) -> SsoProvider:
@@ -231,10 +232,17 @@ async def get_provider(session: AsyncSession, provider_id: uuid.UUID) -> SsoProv
     return provider
 
 
+async def show_provider(
+    session: AsyncSession, provider_id: uuid.UUID, base_url: str
+) -> schemas.Provider:
+    return await out(session, await get_provider(session, provider_id), base_url)
+
+
 async def list_providers(
-    session: AsyncSession, cursor: str | None, limit: int
-) -> tuple[Sequence[SsoProvider], str | None]:
-    return await paginate(session, select(SsoProvider), SsoProvider, cursor, limit)
+    session: AsyncSession, cursor: str | None, limit: int, base_url: str
+) -> tuple[list[schemas.Provider], str | None]:
+    rows, next_cursor = await paginate(session, select(SsoProvider), SsoProvider, cursor, limit)
+    return [await out(session, p, base_url) for p in rows], next_cursor
 
 
 async def update_provider(
@@ -244,7 +252,8 @@ async def update_provider(
     actor: Actor,
     provider_id: uuid.UUID,
     body: schemas.ProviderUpdate,
-) -> SsoProvider:
+    base_url: str,
+) -> schemas.Provider:
     provider = await get_provider(session, provider_id)
     domains_before = await provider_domains(session, provider.id)
     before = _summary(provider, domains_before)
@@ -298,7 +307,7 @@ async def update_provider(
         before=before,
         after=after,
     )
-    return provider
+    return await out(session, provider, base_url)
 
 
 async def delete_provider(
