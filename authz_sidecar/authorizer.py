@@ -7,19 +7,14 @@ path ends in a Verdict with a decision id; anything unexpected is a deny, never 
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
-import hmac
 import logging
 import math
 import os
 import socket
 import time
 from collections.abc import Coroutine, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any, Protocol
-
-import orjson
 
 from authz_sidecar import metrics
 from authz_sidecar.authn import (
@@ -34,6 +29,14 @@ from authz_sidecar.engine_holder import EngineHolder, Snapshot
 from authz_sidecar.grants import GrantError, ReplayGuard
 from authz_sidecar.mapping import HttpFacts, MappedRequest, MappingError, map_request
 from authz_sidecar.tenancy import NO_TENANT, Tenants
+from authz_sidecar.verdict import (
+    DECISION_HEADER_TTL,
+    Verdict,
+    deny,
+    hs256_jwt,
+    scope_challenge,
+    token_challenge,
+)
 from policy.engine.budgets import BudgetKey, Reservation
 from policy.engine.decide import Decision, DecisionEngine, new_decision_id
 from policy.engine.decision_input import Outcome, now_text
@@ -43,25 +46,6 @@ log = logging.getLogger(__name__)
 
 NOT_READY = "no verified policy bundle loaded"
 SHARED_AUTHZEN = "AuthZEN evaluations are not offered by a shared platform gateway's sidecar"
-DECISION_HEADER_TTL = 30
-
-
-def decision_header_key(gateway_token: str) -> bytes:
-    """The HS256 key of `x-kaizen-decision` (docs/runtime-protocols.md), shared with the gateway."""
-    return hmac.new(gateway_token.encode(), b"kaizen-decision-v1", hashlib.sha256).digest()
-
-
-_HS256_HEADER = base64.urlsafe_b64encode(b'{"alg":"HS256","typ":"JWT"}').rstrip(b"=")
-
-
-def hs256_jwt(claims: Mapping[str, Any], key: bytes) -> str:
-    """A compact JWS (RFC 7515) of `claims` signed HS256, built with `hmac` directly: the
-    header is constant and PyJWT's general path was ~5 % of a check (any JWT library
-    verifies it; the gateway uses PyJWT)."""
-    payload = base64.urlsafe_b64encode(orjson.dumps(claims)).rstrip(b"=")
-    signing_input = _HS256_HEADER + b"." + payload
-    signature = hmac.new(key, signing_input, hashlib.sha256).digest()
-    return (signing_input + b"." + base64.urlsafe_b64encode(signature).rstrip(b"=")).decode()
 
 
 class BudgetReserver(Protocol):
@@ -81,50 +65,6 @@ class DecisionSink(Protocol):
     """Where decision records go (authz_sidecar.decision_log.DecisionBuffer)."""
 
     async def append(self, record: dict[str, Any]) -> None: ...
-
-
-@dataclass(slots=True)  # built per check: not frozen (5x the init cost)
-class Verdict:
-    status: int  # 200 allow, 401 unauthenticated, 403 deny or require_approval
-    outcome: Outcome
-    decision_id: str
-    reasons: tuple[str, ...]
-    bundle_revision: str | None
-    principal: str | None = None
-    organization: str | None = None
-    approval_request_id: str | None = None
-    signed_decision: str | None = None  # x-kaizen-decision for the gateway (allow only)
-    remove_headers: tuple[str, ...] = ()  # the caller's own x-kaizen-* headers
-    challenge: str | None = None  # WWW-Authenticate of a 401 / insufficient_scope 403
-
-    @property
-    def allowed(self) -> bool:
-        return self.status == 200
-
-    def body(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "decision_id": self.decision_id,
-            "outcome": self.outcome,
-            "reasons": list(self.reasons),
-            "bundle_revision": self.bundle_revision,
-        }
-        if self.approval_request_id is not None:
-            out["approval_request_id"] = self.approval_request_id
-        return out
-
-    def body_bytes(self) -> bytes:
-        return orjson.dumps(self.body())
-
-    def upstream_headers(self) -> list[tuple[str, str]]:
-        """Headers the proxy adds to the request it forwards (allow only)."""
-        headers = [("x-kaizen-decision-id", self.decision_id)]
-        if self.principal is not None:
-            headers.append(("x-kaizen-principal", self.principal))
-        if self.organization is not None:
-            headers.append(("x-kaizen-organization", self.organization))
-        if self.signed_decision is not None:
-            headers.append(("x-kaizen-decision", self.signed_decision))
-        return headers
 
 
 class Authorizer:
@@ -186,7 +126,7 @@ class Authorizer:
             verdict, input, result = await step
         except Exception:  # a bug here must deny, not crash the server or allow
             log.exception("authorization check failed")
-            verdict = _deny(new_decision_id(), ("internal error in the authz sidecar",), None)
+            verdict = deny(new_decision_id(), ("internal error in the authz sidecar",), None)
         elapsed = time.perf_counter() - started
         if tracing.ENABLED:  # one flag read per check when off (ADR 0013)
             tracing.annotate_decision(
@@ -210,7 +150,7 @@ class Authorizer:
                 failed = (f"authentication failed: {NO_TENANT}",)
                 return Verdict(401, "deny", new_decision_id(), failed, None), None, None
         if snapshot is None:
-            return _deny(new_decision_id(), (NOT_READY,), None), None, None
+            return deny(new_decision_id(), (NOT_READY,), None), None, None
         revision = snapshot.bundle.revision
         authenticator = snapshot.authenticator
         on_mcp = _is_mcp(route.path)
@@ -226,24 +166,24 @@ class Authorizer:
                 raise AuthenticationError("an MCP client's token is only for /mcp")
         except AuthenticationError as exc:
             failed = (f"authentication failed: {exc}",)
-            challenge = _challenge(metadata, None if not authorization else str(exc))
+            challenge = token_challenge(metadata, None if not authorization else str(exc))
             verdict = Verdict(401, "deny", new_decision_id(), failed, revision, challenge=challenge)
             return verdict, None, None
         try:
             mapped = map_request(route, snapshot.agents)
             input = self.decision_input(facts, principal, mapped)
         except MappingError as exc:
-            verdict = _deny(new_decision_id(), (str(exc),), revision, principal, snapshot)
+            verdict = deny(new_decision_id(), (str(exc),), revision, principal, snapshot)
             return verdict, None, None
         if self.tenants is not None and (
             refusal := self.tenants.namespace_refusal(facts, principal)
         ):  # logged under the caller's own organisation
-            return _deny(new_decision_id(), (refusal,), revision, principal, snapshot), input, None
+            return deny(new_decision_id(), (refusal,), revision, principal, snapshot), input, None
         if refusal := scope_refusal(principal, mapped.action, mapped.resource_type):
-            verdict = _deny(new_decision_id(), (refusal,), revision, principal, snapshot)
+            verdict = deny(new_decision_id(), (refusal,), revision, principal, snapshot)
             if "oauth_client" in principal["attributes"]:
                 needed = scope_needed(mapped.action, mapped.resource_type)
-                verdict = replace(verdict, challenge=_scope_challenge(needed, metadata))
+                verdict = replace(verdict, challenge=scope_challenge(needed, metadata))
             return verdict, input, None
         if mapped.narrowing:
             input = _claim_if_route_allows(snapshot.engine, input, mapped)
@@ -269,10 +209,10 @@ class Authorizer:
         self, evaluation: Evaluation, caller: str, path: str, source_ip: str | None
     ) -> tuple[Verdict, dict[str, Any] | None, dict[str, Any] | None]:
         if self.tenants is not None:
-            return _deny(new_decision_id(), (SHARED_AUTHZEN,), None), None, None
+            return deny(new_decision_id(), (SHARED_AUTHZEN,), None), None, None
         snapshot = self.holder.current
         if snapshot is None:
-            return _deny(new_decision_id(), (NOT_READY,), None), None, None
+            return deny(new_decision_id(), (NOT_READY,), None), None, None
         input = evaluation.decision_input(
             organization=snapshot.organization,
             workspace=self.workspace,
@@ -285,7 +225,7 @@ class Authorizer:
         ):
             principal = input["principal"]
             revision = snapshot.bundle.revision
-            return _deny(new_decision_id(), (refusal,), revision, principal, snapshot), input, None
+            return deny(new_decision_id(), (refusal,), revision, principal, snapshot), input, None
         # No approval grant here: a grant binds a gateway call (body, gateway), not a question.
         decision, result = await self._conclude(snapshot, input, None)
         outcome: Outcome = result["outcome"]
@@ -508,24 +448,6 @@ class Authorizer:
             log.error("decision %s was not logged: %s", verdict.decision_id, exc)
 
 
-def _deny(
-    decision_id: str,
-    reasons: tuple[str, ...],
-    revision: str | None,
-    principal: Mapping[str, Any] | None = None,
-    snapshot: Snapshot | None = None,
-) -> Verdict:
-    return Verdict(
-        403,
-        "deny",
-        decision_id,
-        reasons,
-        revision,
-        principal["id"] if principal is not None else None,
-        snapshot.organization if snapshot is not None else None,
-    )
-
-
 def _claim_if_route_allows(
     engine: DecisionEngine, input: dict[str, Any], mapped: MappedRequest
 ) -> dict[str, Any]:
@@ -553,24 +475,3 @@ def _estimate(header: str, raw: str) -> float:
 
 def _is_mcp(path: str) -> bool:
     return path == "/mcp" or path.startswith(("/mcp?", "/mcp/"))
-
-
-def _quoted(text: str) -> str:
-    return '"' + text.replace("\\", "").replace('"', "'")[:200] + '"'
-
-
-def _challenge(resource_metadata: str | None, error: str | None) -> str:
-    """RFC 6750 §3 + RFC 9728 §5.1: no error code when no credential was sent."""
-    parts = ['realm="kaizen"']
-    if error is not None:
-        parts += ['error="invalid_token"', f"error_description={_quoted(error)}"]
-    if resource_metadata is not None:
-        parts.append(f"resource_metadata={_quoted(resource_metadata)}")
-    return "Bearer " + ", ".join(parts)
-
-
-def _scope_challenge(scope: str, resource_metadata: str | None) -> str:
-    parts = ['error="insufficient_scope"', f"scope={_quoted(scope)}"]
-    if resource_metadata is not None:
-        parts.append(f"resource_metadata={_quoted(resource_metadata)}")
-    return "Bearer " + ", ".join(parts)

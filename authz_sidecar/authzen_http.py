@@ -20,9 +20,10 @@ from fnmatch import fnmatchcase
 
 from authz_sidecar import authzen
 from authz_sidecar.authn import API_KEY_PREFIX, AuthenticationError
-from authz_sidecar.authorizer import Authorizer, Verdict
+from authz_sidecar.authorizer import Authorizer
 from authz_sidecar.authzen import AuthzenError, Evaluation
 from authz_sidecar.http_protocol import Request, Response, error_response, json_response
+from authz_sidecar.verdict import Verdict
 from policy.errors import kind_for_http
 from policy.runtime import tracing
 

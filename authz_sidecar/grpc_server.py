@@ -13,8 +13,9 @@ from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from envoy.type.v3 import http_status_pb2
 from google.rpc import code_pb2, status_pb2
 
-from authz_sidecar.authorizer import Authorizer, Verdict
+from authz_sidecar.authorizer import Authorizer
 from authz_sidecar.mapping import HttpFacts
+from authz_sidecar.verdict import Verdict
 from policy.errors import grpc_code_for_http
 from policy.runtime import tracing
 

@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from authz_sidecar import metrics
-from authz_sidecar.authorizer import NOT_READY, Authorizer, Verdict
+from authz_sidecar.authorizer import NOT_READY, Authorizer
 from authz_sidecar.authzen_http import (
     EVALUATION_PATH,
     EVALUATIONS_PATH,
@@ -46,6 +46,7 @@ from authz_sidecar.http_protocol import (
     serve,
 )
 from authz_sidecar.mapping import HttpFacts
+from authz_sidecar.verdict import Verdict
 from policy.runtime import tracing
 
 log = logging.getLogger(__name__)

@@ -38,7 +38,7 @@ from multiprocessing.synchronize import Event as ProcessEvent
 from typing import Any
 
 from authz_sidecar import metrics
-from authz_sidecar.authorizer import Authorizer, decision_header_key
+from authz_sidecar.authorizer import Authorizer
 from authz_sidecar.budgets import (
     RedisBudgetBatch,
     RedisBudgetLedger,
@@ -62,6 +62,7 @@ from authz_sidecar.tenancy import Tenants, shared_status
 from authz_sidecar.tenant_logs import TenantLogs
 from authz_sidecar.tenant_logs import shipper as tenant_shipper
 from authz_sidecar.tenant_status import TenantStatusReporter
+from authz_sidecar.verdict import decision_header_key
 from policy.bundles.bundle_store import BundleStore
 from policy.bundles.bundle_sync import (
     Backoff,

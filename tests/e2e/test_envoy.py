@@ -17,7 +17,7 @@ import httpx
 import jwt
 import pytest
 
-from authz_sidecar.authorizer import decision_header_key  # noqa: TID251
+from authz_sidecar.verdict import decision_header_key  # noqa: TID251
 from tests.conftest import REDIS_PREFIX, REDIS_URL
 from tests.e2e import sidecar_procs as procs
 from tests.unit.sidecar.factory import (

@@ -18,7 +18,7 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from authz_sidecar.authorizer import Authorizer, Verdict  # noqa: TID251  (the sidecar under test)
+from authz_sidecar.authorizer import Authorizer  # noqa: TID251
 from authz_sidecar.budgets import (  # noqa: TID251  (the sidecar under test)
     RedisBudgetBatch,
     RedisBudgetLedger,
@@ -29,6 +29,7 @@ from authz_sidecar.grants import (  # noqa: TID251  (the sidecar under test)
     InMemoryReplayGuard,
 )
 from authz_sidecar.mapping import HttpFacts  # noqa: TID251  (the sidecar under test)
+from authz_sidecar.verdict import Verdict  # noqa: TID251  (the sidecar under test)
 from policy.bundles.bundle import VerifiedBundle, load_bundle
 from policy.bundles.gateway_binding import binding_of_credential
 from policy.engine.budgets import BudgetKey, period_window

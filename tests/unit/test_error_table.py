@@ -14,9 +14,9 @@ from google.rpc import code_pb2
 
 import control_plane.errors as control_plane_errors
 import gateways.errors as gateway_errors  # noqa: TID251  (every runtime under test)
-from authz_sidecar.authorizer import Verdict  # noqa: TID251  (every runtime under test)
 from authz_sidecar.grpc_server import check_response  # noqa: TID251  (every runtime under test)
 from authz_sidecar.http_protocol import error_response  # noqa: TID251  (every runtime under test)
+from authz_sidecar.verdict import Verdict  # noqa: TID251  (every runtime under test)
 from control_plane.app import install_error_handlers
 from control_plane.errors import KaizenError, PayloadTooLarge
 from gateways.errors import GatewayError  # noqa: TID251  (every runtime under test)

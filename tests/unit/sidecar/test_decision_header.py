@@ -6,7 +6,7 @@ from __future__ import annotations
 import jwt
 import pytest
 
-from authz_sidecar.authorizer import decision_header_key, hs256_jwt
+from authz_sidecar.verdict import decision_header_key, hs256_jwt
 
 CLAIMS = {
     "decision_id": "0193a1b2c3d4e5f60718293a4b5c6d7e",
