@@ -216,12 +216,15 @@ def _only(spans: list[ReceivedSpan], service: str, name: str) -> ReceivedSpan:
 
 
 def _call_trace(stack: Stack, trace_id: str) -> list[ReceivedSpan]:
-    """The call's spans once the control plane's ingest span (the last to leave) is in."""
+    """The call's spans once the last of them is in: the gateway's ingest span ends only
+    after the control plane answered, and each process exports on its own schedule, so
+    either may arrive last."""
     return list(
         stack.receiver.wait_for(
             lambda _: (
                 (spans := stack.receiver.in_trace(trace_id))
                 and any(s.service == "kaizen-control-plane" for s in spans)
+                and any(s.name == "POST executions ingest" for s in spans)
                 and any(s.name == "POST /settle" for s in spans)
                 and spans
             )
