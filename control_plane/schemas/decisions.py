@@ -11,6 +11,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    InstanceOf,
     StringConstraints,
     ValidationInfo,
     field_validator,
@@ -168,8 +169,9 @@ class IngestRecord(BaseModel):
 
     decision_id: Identifier
     time: datetime
-    input: dict[str, Any]
-    result: dict[str, Any]
+    # Checked to be objects and kept as parsed (not copied key by key: JSON keys are text).
+    input: InstanceOf[dict[str, Any]]
+    result: InstanceOf[dict[str, Any]]
     duration_us: int | None = Field(default=None, ge=0, le=BIG)
     # PostgreSQL text cannot hold NUL.
     instance: Annotated[str, StringConstraints(max_length=200, pattern=r"^[^\x00]*$")] | None = None

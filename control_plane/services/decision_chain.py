@@ -62,7 +62,8 @@ _ENCODER = json.JSONEncoder(
 # The chain's canonical form is the standard library's text above; orjson writes the same
 # bytes for JSON values ten times faster, except where its text shows one of these: a float
 # below 1e-4 (orjson writes `1e-7` and `0.00001` where Python writes `1e-07` and `1e-05`)
-# and `null` (orjson writes NaN and infinity as null; the standard encoder refuses them).
+# and `null` from a value that holds NaN or infinity (orjson writes them as null; the
+# standard encoder refuses them; a `null` from None is looked into, not re-encoded).
 # Either, or anything orjson refuses (integers beyond 64 bits, lone surrogates, types it
 # would serialise and the standard encoder would not), takes the standard encoder, so the
 # text is byte-identical always (tests/unit/test_decision_chain_encoding.py proves it).
@@ -75,10 +76,34 @@ _FAST = (
 _DIGITS = frozenset(b"0123456789")
 
 
-def _unsure(text: bytes) -> bool:
-    """Whether orjson's `text` may differ from the standard encoder's (substring tests,
-    which are fast; a regular expression over the text costs as much as encoding it)."""
-    if b"null" in text or b"0.0000" in text:
+_JSON_LEAVES = frozenset((str, int, bool, type(None)))
+
+
+def _may_hold_nan(value: Any) -> bool:
+    """Whether `value` holds a float that is not finite, or anything but plain JSON values
+    (orjson writes NaN and infinity as `null`; the standard encoder refuses them). A walk
+    costs a third of the standard encoder's pass, and only text with a `null` takes it."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        kind = type(item)
+        if kind is dict:
+            pending.extend(item.values())
+        elif kind is list or kind is tuple:
+            pending.extend(item)
+        elif kind is float:
+            if item - item != 0.0:  # NaN and ±infinity; finite x - x is 0.0
+                return True
+        elif kind not in _JSON_LEAVES:
+            return True
+    return False
+
+
+def _unsure(text: bytes, value: Any) -> bool:
+    """Whether orjson's `text` of `value` may differ from the standard encoder's (substring
+    tests, which are fast; a regular expression over the text costs as much as encoding
+    it)."""
+    if b"0.0000" in text or (b"null" in text and _may_hold_nan(value)):
         return True
     at = text.find(b"e-")
     while at > 0:
@@ -93,10 +118,12 @@ def _canonical_text(value: Any) -> str:
         fast = orjson.dumps(value, option=_FAST)
     except TypeError:  # orjson.JSONEncodeError is one
         return _ENCODER.encode(value)
-    return _ENCODER.encode(value) if _unsure(fast) else fast.decode()
+    return _ENCODER.encode(value) if _unsure(fast, value) else fast.decode()
 
 
 _AS_IS = frozenset((str, int, bool, type(None)))
+_PLAIN_CLASSES = (uuid.UUID, datetime)
+_PLAIN_TYPES = frozenset(_PLAIN_CLASSES)
 
 
 def _scalars_text(record: Mapping[str, Any], names: tuple[str, ...]) -> str:
@@ -135,8 +162,10 @@ def _layout(names: Sequence[str]) -> list[str | tuple[str, ...]]:
 
 
 _SORTED = sorted(CHAINED)
-_HEAD = _layout(_SORTED[: _SORTED.index("sequence")])
-_TAIL = _layout(_SORTED[_SORTED.index("sequence") + 1 :])
+_HEAD_NAMES = tuple(_SORTED[: _SORTED.index("sequence")])
+_TAIL_NAMES = tuple(_SORTED[_SORTED.index("sequence") + 1 :])
+_HEAD = _layout(_HEAD_NAMES)
+_TAIL = _layout(_TAIL_NAMES)
 
 
 def _plain(value: Any) -> Any:
@@ -178,13 +207,55 @@ def _members(
     return ",".join(parts)
 
 
-def prepare(record: Mapping[str, Any], encoded: Mapping[str, str] | None = None) -> Canonical:
+def _object(
+    record: Mapping[str, Any],
+    names: tuple[str, ...],
+    encoded: Mapping[str, str],
+    memo: dict[Any, str],
+) -> bytes | None:
+    """The columns `names` (sorted) as one JSON object in one orjson call, JSON columns as
+    their canonical text; None when a column is of a type whose text orjson may write
+    differently from the standard encoder (a float) or not at all."""
+    members: dict[str, Any] = {}
+    for name in names:
+        value = record[name]
+        kind = type(value)
+        if name in _JSON_COLUMNS:
+            text = encoded.get(name)
+            members[name] = orjson.Fragment(encode(value) if text is None else text)
+        elif kind in _AS_IS:
+            members[name] = value
+        elif kind in _PLAIN_TYPES or isinstance(value, _PLAIN_CLASSES):  # asyncpg's UUID too
+            plain = memo.get(value)
+            if plain is None:
+                plain = memo[value] = _plain(value)
+            members[name] = plain
+        else:
+            return None
+    try:
+        return orjson.dumps(members)  # keys already in order
+    except TypeError:  # integers past 64 bits, lone surrogates
+        return None
+
+
+def prepare(
+    record: Mapping[str, Any],
+    encoded: Mapping[str, str] | None = None,
+    *,
+    memo: dict[Any, str] | None = None,
+) -> Canonical:
     """`record` (all but its sequence) canonically encoded; `encoded` holds the `encode`d
-    text of JSON columns already encoded (ingest stores that same text).
+    text of JSON columns already encoded (ingest stores that same text); `memo` keeps the
+    text of ids and times across the records of a batch.
 
     Raises ValueError on NaN or infinity and UnicodeEncodeError on a lone surrogate."""
     done = encoded or {}
-    return Canonical(
+    seen = {} if memo is None else memo
+    head = _object(record, _HEAD_NAMES, done, seen)
+    tail = _object(record, _TAIL_NAMES, done, seen) if head is not None else None
+    if head is not None and tail is not None:
+        return Canonical(head[:-1], tail[1:])
+    return Canonical(  # member by member, each as the standard encoder writes it
         ("{" + _members(record, _HEAD, done)).encode(),
         (_members(record, _TAIL, done) + "}").encode(),
     )

@@ -72,8 +72,10 @@ def decision_row(
     duration_us: int | None,
     instance: str | None,
     source: str,
+    created_at: datetime | None = None,
 ) -> dict[str, Any]:
-    """The stored form of one decision, with the search columns taken from its input."""
+    """The stored form of one decision, with the search columns taken from its input;
+    `created_at` (now by default) is when it was ingested, one moment for a whole batch."""
     principal = decision_input.get("principal")
     resource = decision_input.get("resource")
     principal = principal if isinstance(principal, dict) else {}
@@ -82,7 +84,7 @@ def decision_row(
     return {
         "id": uuid.uuid4(),
         "organization_id": organization_id,
-        "created_at": utcnow(),
+        "created_at": created_at or utcnow(),
         "decision_id": decision_id,
         "time": _aware(time),
         "source": source,
@@ -139,10 +141,11 @@ class _Encoded:
 
 def _encode_rows(rows: Sequence[dict[str, Any]], field: str) -> list[_Encoded]:
     encoded = []
+    memo: dict[Any, str] = {}  # the text of ids and times, which repeat across a batch
     for index, row in enumerate(rows):
         try:
             texts = {name: encode(row[name]) for name in _JSON_COLUMNS}
-            encoded.append(_Encoded(texts, prepare(row, texts)))
+            encoded.append(_Encoded(texts, prepare(row, texts, memo=memo)))
         except ValueError as error:  # UnicodeEncodeError is one too
             message = (
                 "text holds a lone surrogate, which is not Unicode"
@@ -225,6 +228,7 @@ async def store_decisions(
 async def decisions(
     session: AsyncSession, identity: GatewayIdentity, records: Sequence[IngestRecord]
 ) -> tuple[int, int]:
+    now = utcnow()
     rows = [
         decision_row(
             identity.organization_id,
@@ -236,6 +240,7 @@ async def decisions(
             duration_us=r.duration_us,
             instance=r.instance,
             source="sidecar",
+            created_at=now,
         )
         for r in records
     ]

@@ -30,7 +30,8 @@ MASK = ["input.tool.arguments.password", "input.request.headers.authorization"]
 
 
 def decision(n: int) -> dict[str, Any]:
-    """A typical MCP tool-call decision record (~900 bytes as NDJSON)."""
+    """A typical MCP tool-call decision record (~900 bytes as NDJSON); every other one has
+    no workspace (`null`), as a sidecar without a workspace setting logs them."""
     return {
         "decision_id": f"0193b1c2d3e4f5a6b7c8{n:012x}",
         "time": "2026-11-26T12:00:00.123456Z",
@@ -44,7 +45,11 @@ def decision(n: int) -> dict[str, Any]:
                 "attributes": {},
             },
             "action": "invoke",
-            "resource": {"type": "agent", "id": f"agent:bot-{n % 40}", "workspace": "prod"},
+            "resource": {
+                "type": "agent",
+                "id": f"agent:bot-{n % 40}",
+                "workspace": "prod" if n % 2 else None,
+            },
             "channel": "mcp",
             "tool": {"name": "search", "arguments": {"query": "quarterly report", "password": "x"}},
             "request": {
