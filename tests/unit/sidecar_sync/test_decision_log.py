@@ -348,3 +348,48 @@ async def test_a_record_the_control_plane_refuses_is_kept_aside_and_shipping_goe
     assert log.rejected == 1
     kept = (tmp_path / REJECTED).read_bytes().splitlines()
     assert [json.loads(line)["decision_id"] for line in kept] == ["d-000007"]
+
+
+class Parsing(Ingest):
+    """Refuses, as the control plane does, a body that is not JSON (422 naming `body`)."""
+
+    def handler(self, request: httpx.Request) -> httpx.Response:
+        try:
+            decisions_of(request)
+        except ValueError:
+            return httpx.Response(
+                422,
+                json={
+                    "error": {
+                        "code": "invalid",
+                        "message": "body: not JSON",
+                        "details": [{"field": "body", "message": "not JSON"}],
+                    }
+                },
+            )
+        return super().handler(request)
+
+
+async def test_a_line_damaged_inside_its_braces_is_kept_aside_by_ingests_refusal(
+    tmp_path: Path,
+) -> None:
+    """The reader checks a line's shape, not its JSON: NULs inside a record's braces (a
+    disk's damage) reach ingest, whose 422 sends the batch record by record, so the damaged
+    line is kept aside and every other record arrives once."""
+    log = DecisionBuffer(tmp_path)
+    for n in range(3):
+        await log.append(record(n))
+    await log.close()
+    with segments(tmp_path)[-1].open("ab") as handle:
+        handle.write(b'{"decision_id": "d-\x00\x00\x00\x00"}\n')
+    again = DecisionBuffer(tmp_path)
+    for n in range(3, 6):
+        await again.append(record(n))
+    ingest = Parsing()
+    async with shipping(again, ingest):
+        await until(lambda: again.backlog == 0)
+    await again.close()
+    assert sorted(ingest.ids) == [f"d-{n:06d}" for n in range(6)]
+    assert len(set(ingest.ids)) == len(ingest.ids)
+    assert again.rejected == 1
+    assert (tmp_path / REJECTED).read_bytes() == b'{"decision_id": "d-\x00\x00\x00\x00"}\n'
