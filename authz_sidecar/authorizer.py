@@ -200,7 +200,7 @@ class Authorizer:
             principal["id"],
             snapshot.organization,
             result.get("approval_request_id"),
-            self._signed(decision.decision_id, input, facts) if outcome == "allow" else None,
+            self._signed(decision, input, facts) if outcome == "allow" else None,
             tuple(h for h in facts.headers if h.startswith("x-kaizen-")),
         )
         return verdict, input, result
@@ -319,11 +319,12 @@ class Authorizer:
             await asyncio.gather(*self._pending, return_exceptions=True)
         await self.reservations.flushed()
 
-    def _signed(self, decision_id: str, input: Mapping[str, Any], facts: HttpFacts) -> str | None:
+    def _signed(self, decision: Decision, input: Mapping[str, Any], facts: HttpFacts) -> str | None:
         if self.decision_key is None:
             return None
         now = int(time.time())
         principal = input["principal"]
+        decision_id = decision.decision_id
         claims = {
             "decision_id": decision_id,
             # Single use at the gateway (jti) and bound to the one request it decided: the
@@ -338,6 +339,9 @@ class Authorizer:
             "action": input["action"],
             "resource": input["resource"]["id"],
             "channel": input.get("channel"),
+            # Whether the call reserved budget here: the gateway settles only then (false
+            # spares it a /settle that could only answer 404).
+            "rsv": bool(decision.reservations),
             "iat": now,
             "exp": now + DECISION_HEADER_TTL,
         }

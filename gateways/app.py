@@ -25,7 +25,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from policy.runtime import tracing
 from policy.runtime.tracing_asgi import TracingMiddleware
-from starlette.routing import Route
+from starlette.routing import Match, Route
+from starlette.types import Scope
 
 from gateways.auth import HEADER, Decision, DecisionVerifier
 from gateways.deployments import DeploymentError, Deployments, DeploymentSource
@@ -194,7 +195,8 @@ class GatewayState:
             self.tenant_recorders.record(execution, decision.organization)
         else:
             self.recorder.record(execution)
-        self.settler.settle(decision.decision_id, run.settlement())
+        if decision.reserved:  # nothing reserved (the signed header says so): nothing to settle
+            self.settler.settle(decision.decision_id, run.settlement())
         return execution
 
 
@@ -408,12 +410,25 @@ def create_app(
     # checked it against the caller's credential; `deployments_for` against the decision).
     for prefix in ("", "/o/{organization}"):
         app.router.routes.append(
-            Route(f"{prefix}/v1/agents/{{name}}/invoke", endpoint=invoke, methods=["POST"])
+            _CallRoute(f"{prefix}/v1/agents/{{name}}/invoke", endpoint=invoke, methods=["POST"])
         )
         app.router.routes.append(
-            Route(f"{prefix}/v1/pipelines/{{name}}/run", endpoint=run_pipeline, methods=["POST"])
+            _CallRoute(
+                f"{prefix}/v1/pipelines/{{name}}/run", endpoint=run_pipeline, methods=["POST"]
+            )
         )
     return app
+
+
+class _CallRoute(Route):
+    """A Starlette route that puts itself in the scope as FastAPI's routes do: the tracing
+    middleware names a call's span by its template (`POST /v1/agents/{name}/invoke`)."""
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        match, child = super().matches(scope)
+        if match is not Match.NONE:
+            child["route"] = self
+        return match, child
 
 
 async def _json_body(request: Request) -> dict[str, Any]:

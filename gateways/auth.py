@@ -2,11 +2,12 @@
 
 docs/runtime-protocols.md: HS256 with key `HMAC-SHA256(key=KAIZEN_GATEWAY_TOKEN,
 msg="kaizen-decision-v1")`, claims `{decision_id, jti, sub, org, roles, action, resource,
-channel, method, path, bh, iat, exp = iat + 30 s}`. A header admits exactly one request:
-the one it was issued for (action and resource of the route, method, path without the
-query, SHA-256 of the body the gateway received) and only once (its `jti` is remembered
-until it expires). Anything else is 401, so a call that bypasses Envoy and the sidecar,
-or replays or transplants a header it saw, gets nowhere.
+channel, method, path, bh, rsv, iat, exp = iat + 30 s}` (`rsv`: whether the call reserved
+budget at the sidecar, so needs settling; a header without it is settled). A header admits
+exactly one request: the one it was issued for (action and resource of the route, method,
+path without the query, SHA-256 of the body the gateway received) and only once (its `jti`
+is remembered until it expires). Anything else is 401, so a call that bypasses Envoy and the
+sidecar, or replays or transplants a header it saw, gets nowhere.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ class Decision:
     action: str
     resource: str
     channel: str
+    reserved: bool = True  # budget was reserved for the call: settle it with what it used
 
 
 class UsedDecisions:
@@ -138,6 +140,9 @@ class DecisionVerifier:
             raise Unauthenticated(
                 "x-kaizen-decision was already used: each sidecar decision admits one request"
             )
+        reserved = claims.get("rsv", True)  # older sidecars do not say: settle, as before
+        if not isinstance(reserved, bool):
+            raise Unauthenticated("x-kaizen-decision has malformed claims")
         channel = claims.get("channel")
         return Decision(
             decision_id=str(claims["decision_id"]),
@@ -147,6 +152,7 @@ class DecisionVerifier:
             action=action,
             resource=resource,
             channel=channel if channel in ("api", "cli", "mcp") else "api",
+            reserved=reserved,
         )
 
     @staticmethod

@@ -13,8 +13,8 @@ What is in one call's trace, and who is whose parent:
     ├── sidecar  ext_authz                         kaizen.decision_id, outcome, organisation
     └── gateway  POST /v1/agents/{name}/invoke     same decision id
         ├── gateway chat demo                      (the model call; no traceparent sent to it)
-        ├── gateway POST sidecar settle
-        │   └── sidecar POST /settle
+        ├── gateway POST sidecar settle            (the policy's budget reserved; a
+        │   └── sidecar POST /settle                call that reserved nothing is not settled)
         └── gateway POST executions ingest         (the shipped batch held only this call)
             └── control plane POST /api/v1/executions/ingest
 
@@ -52,6 +52,13 @@ spec:
       permissions: [{resource: "agent:*", actions: [invoke]}]
   bindings:
     - {subject: "user:%(email)s", role: agent-user}
+---
+# So that a call reserves budget, and the gateway settles it (rsv in the decision header).
+kind: BudgetPolicy
+metadata: {name: spend}
+spec:
+  budgets:
+    - {name: org-daily, scope: org, metric: executions, limit: 1000000, period: day}
 """
 AGENTS = """\
 kind: Agent

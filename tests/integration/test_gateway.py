@@ -75,6 +75,7 @@ def mint(
     method: str | None = None,
     path: str | None = None,
     decision_id: str | None = None,
+    rsv: Any = None,
 ) -> tuple[str, str]:
     """(decision_id, x-kaizen-decision) as the sidecar signs them on allow: bound to the
     route's method and path and to `body`, single use."""
@@ -97,6 +98,8 @@ def mint(
         "iat": now,
         "exp": now + ttl,
     }
+    if rsv is not None:  # as sidecars since 2026-12-04 sign it; absent: an older sidecar
+        claims["rsv"] = rsv
     return decision_id, jwt.encode(claims, key, algorithm="HS256")
 
 
@@ -319,6 +322,35 @@ async def test_invoke_records_the_execution_and_settles(
     assert (record["status"], record["tokens_in"], record["tokens_out"]) == ("succeeded", 100, 20)
     settled = standins.settlement(decision_id)
     assert settled["actual"] == {"cost_usd": pytest.approx(0.14), "tokens": 120, "executions": 1}
+
+
+async def test_a_call_that_reserved_nothing_is_not_settled(
+    client: httpx.AsyncClient, fake: FakeLLM, standins: Standins
+) -> None:
+    """The sidecar's signed `rsv: false` spares the sidecar a /settle that could only
+    answer 404; `rsv: true` and a header without it (an older sidecar) are settled."""
+    fake.reset(lambda m, msgs: Reply("ok", input_tokens=1, output_tokens=1))
+    ids = {}
+    for name, rsv in (("nothing", False), ("reserved", True), ("unsaid", None)):
+        decision_id, h = headers("invoke", "agent:support-bot", rsv=rsv)
+        ids[name] = decision_id
+        response = await client.post(
+            "/v1/agents/support-bot/invoke", json={"input": "hi"}, headers=h
+        )
+        assert response.status_code == 200, response.text
+        standins.execution(decision_id)  # recorded either way
+    # Settles are sent in call order; once the last two have arrived, the first would have.
+    standins.settlement(ids["reserved"])
+    standins.settlement(ids["unsaid"])
+    settled = {record["decision_id"] for record in standins.settled}
+    assert ids["nothing"] not in settled
+
+
+async def test_a_malformed_reservation_claim_is_refused(client: httpx.AsyncClient) -> None:
+    _, h = headers("invoke", "agent:support-bot", rsv="no")  # signed, but not a boolean
+    response = await client.post("/v1/agents/support-bot/invoke", json={"input": "hi"}, headers=h)
+    assert response.status_code == 401
+    assert "malformed" in response.text
 
 
 async def test_streaming_with_accept_or_stream_flag(

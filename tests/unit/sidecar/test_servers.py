@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 import httpx
+import jwt
 import pytest
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from google.rpc import code_pb2
@@ -265,3 +266,23 @@ async def test_settle_and_status_are_closed_without_a_gateway_token(authorizer: 
         server.close()
         await app.close_connections()
         await server.wait_closed()
+
+
+async def test_the_signed_header_says_whether_the_call_reserved_budget(
+    http: httpx.AsyncClient, keys: Keys
+) -> None:
+    """`rsv` in x-kaizen-decision is true exactly when /settle has something to settle: the
+    gateway skips the settle of a call that reserved nothing."""
+    seen = {}
+    for name, credential in (("api key", API_KEY), ("user", access_token(keys))):
+        allowed = await http.post("/authz", headers=original("/v1/agents/a/invoke", credential))
+        assert allowed.status_code == 200
+        claims = jwt.decode(allowed.headers["x-kaizen-decision"], b"k" * 32, algorithms=["HS256"])
+        settled = await http.post(
+            "/settle",
+            json={"decision_id": claims["decision_id"], "actual": {}},
+            headers=GATEWAY,
+        )
+        assert claims["rsv"] is (settled.status_code == 204), name
+        seen[name] = claims["rsv"]
+    assert seen == {"api key": True, "user": False}  # the policy budgets apikey:ci-bot only
