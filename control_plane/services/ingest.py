@@ -225,11 +225,12 @@ async def store_decisions(
     return len(new), len(rows) - len(new)
 
 
-async def decisions(
-    session: AsyncSession, identity: GatewayIdentity, records: Sequence[IngestRecord]
-) -> tuple[int, int]:
+def sidecar_rows(
+    identity: GatewayIdentity, records: Sequence[IngestRecord]
+) -> list[dict[str, Any]]:
+    """The stored form of a sidecar's batch, ingested at one moment."""
     now = utcnow()
-    rows = [
+    return [
         decision_row(
             identity.organization_id,
             identity.gateway_id,
@@ -244,6 +245,12 @@ async def decisions(
         )
         for r in records
     ]
+
+
+async def decisions(
+    session: AsyncSession, identity: GatewayIdentity, records: Sequence[IngestRecord]
+) -> tuple[int, int]:
+    rows = sidecar_rows(identity, records)
     outcomes = (r.result.get("outcome") for r in records)
     observability.decisions_received(str(identity.organization_id), outcomes)
     return await store_decisions(session, identity.organization_id, rows, "decisions")

@@ -24,6 +24,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 ROUNDS = int(os.environ.get("KAIZEN_BENCH_ROUNDS", "30"))
 BASE = os.environ.get("KAIZEN_BENCH_BASE")
@@ -52,9 +53,11 @@ def measure(sent: bytes) -> dict[str, float]:
 
     from control_plane.services import ingest
     from control_plane.services.decision_chain import append
+    from control_plane.services.gateways import GatewayIdentity
 
     # As the control plane holds them: read from PostgreSQL by asyncpg.
     organization, gateway = (AsyncpgUUID(str(uuid.uuid4())) for _ in range(2))
+    identity = GatewayIdentity(gateway, organization, "bench")
 
     def one_pass() -> list[float]:
         marks = [time.perf_counter()]
@@ -62,20 +65,7 @@ def measure(sent: bytes) -> dict[str, float]:
         marks.append(time.perf_counter())
         batch = ingest.parse_batch(raw)
         marks.append(time.perf_counter())
-        rows = [
-            ingest.decision_row(
-                organization,
-                gateway,
-                decision_id=r.decision_id,
-                time=r.time,
-                decision_input=r.input,
-                result=r.result,
-                duration_us=r.duration_us,
-                instance=r.instance,
-                source="sidecar",
-            )
-            for r in batch.decisions
-        ]
+        rows = _rows(ingest, identity, batch.decisions)
         marks.append(time.perf_counter())
         encoded = ingest._encode_rows(rows, "decisions")
         marks.append(time.perf_counter())
@@ -87,6 +77,27 @@ def measure(sent: bytes) -> dict[str, float]:
 
     passes = [one_pass() for _ in range(ROUNDS)]
     return {step: min(p[index] for p in passes) for index, step in enumerate(STEPS)}
+
+
+def _rows(ingest: Any, identity: Any, records: Any) -> list[dict[str, Any]]:
+    """`ingest.sidecar_rows`; checkouts from before it (deb22a0 and older) built the same
+    rows inside `ingest.decisions`, as here."""
+    if hasattr(ingest, "sidecar_rows"):
+        return list(ingest.sidecar_rows(identity, records))
+    return [
+        ingest.decision_row(
+            identity.organization_id,
+            identity.gateway_id,
+            decision_id=r.decision_id,
+            time=r.time,
+            decision_input=r.input,
+            result=r.result,
+            duration_us=r.duration_us,
+            instance=r.instance,
+            source="sidecar",
+        )
+        for r in records
+    ]
 
 
 def _from(checkout: str, sent: bytes) -> dict[str, float]:
