@@ -12,7 +12,9 @@ each with as many cores as this machine has, under the same load generator (wrk,
      set our sidecar trusts) and a condition tying the principal to the token's `email`;
 (s1) our sidecar `/ext_authz/...`, an RBAC-only bundle: JWT verified, roles from the bundle;
 (s2) our sidecar with the full benchmark decision of bench_sidecar (RBAC, Rego, a budget
-     reserved in Redis, the decision logged).
+     reserved in Redis).
+Both sidecar rows run as in production (`stand_in`): every check is logged and shipped and
+its decision header signed (Cerbos logs nothing here: its audit log is off by default).
 
 (c2) ÷ (s1) is the like-for-like pair: both verify a token and resolve roles. Compare the
 rows of one run, never numbers across runs or machines.
@@ -35,6 +37,7 @@ from pathlib import Path
 import httpx
 
 from tests.bench.bench_sidecar import BENCH_POLICY, REDIS_URL, WORKERS, _forget
+from tests.bench.stand_in import control_plane_env
 from tests.e2e import sidecar_procs as procs
 from tests.unit.sidecar.factory import ALICE, Keys, access_token, make_bundle, make_keys
 
@@ -260,9 +263,12 @@ def main() -> None:
         prefix = f"kaizen-bench-{secrets.token_hex(4)}:"
         stack.callback(_forget, prefix)
         sidecars = {}
+        # As in production: a gateway credential and a control plane, so every check is
+        # logged and its decision header signed (before 2026-12-04 evening they were not).
+        production = control_plane_env(stack)
         for name, policy in (("rbac", RBAC_ONLY_POLICY), ("full", BENCH_POLICY)):
             _, sidecars[name] = start_bundle_sidecar(
-                stack, tmp, keys, name, policy, prefix, WORKERS
+                stack, tmp, keys, name, policy, prefix, WORKERS, **production
             )
         check = f"http://127.0.0.1:{cerbos_port}/api/check/resources"
         plain, verified = _cerbos_body("agent", None), _cerbos_body("verified_agent", token)
