@@ -18,7 +18,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from control_plane.db.base import utcnow
-from control_plane.db.models import AuditEvent, Organization
+from control_plane.db.locks import lock_organization
+from control_plane.db.models import AuditEvent
 from control_plane.services.principal import Principal
 
 GENESIS = "0" * 64
@@ -68,9 +69,7 @@ async def record(
     """Append one event to the organisation's chain, inside the caller's transaction."""
     # Serialise appenders per organisation (PostgreSQL row lock; SQLite's writer lock
     # already serialises every write transaction).
-    await session.execute(
-        select(Organization.id).where(Organization.id == organization_id).with_for_update()
-    )
+    await lock_organization(session, organization_id)
     last = (
         await session.execute(
             select(AuditEvent.seq, AuditEvent.hash)

@@ -265,10 +265,10 @@ def test_an_agent_reads_a_table_through_a_governed_connector(
         closed = POLICY % {"email": analyst_email, "orders_closed": "true"}
         drafted = call("POST", "/api/v1/policies", json={"source": closed})
         for _ in range(3):
-            # 503 + Retry-After is the API asking the client to retry: PostgreSQL ended the
-            # draft's transaction for a concurrent one (seen once in CI on 2026-12-04, while
-            # the calls above were still being ingested; once before as a 500, before such
-            # errors were answered 503). The control plane's log names the SQLSTATE.
+            # 503 + Retry-After is the API asking the client to retry, which any client
+            # must honour. (Seen here in CI on 2026-12-04: a deadlock on the organisation's
+            # row between two audited writers, fixed by control_plane/db/locks.py and
+            # tested in tests/integration/test_organization_lock.py.)
             if drafted.status_code != 503:
                 break
             time.sleep(float(drafted.headers.get("retry-after", "1")))

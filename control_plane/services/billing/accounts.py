@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from stripe.params.checkout import SessionCreateParams, SessionCreateParamsLineItem
 
 from control_plane.db.base import utcnow
+from control_plane.db.locks import lock_organization
 from control_plane.db.models import BillingAccount, Organization
 from control_plane.errors import Conflict, Invalid
 from control_plane.schemas import billing as schemas
@@ -29,7 +30,7 @@ from control_plane.services import audit
 from control_plane.services.audit import Actor
 from control_plane.services.billing.stripe_api import Billing, failed
 from control_plane.services.plans.catalogue import PLANS
-from control_plane.services.plans.quotas import lock_organization, plan_of
+from control_plane.services.plans.quotas import plan_of
 
 # Subscription states in which the customer is paying for the plan (Stripe's names).
 PAYING = frozenset({"active", "trialing", "past_due"})

@@ -13,6 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from control_plane.db.base import utcnow
+from control_plane.db.locks import lock_organization
 from control_plane.db.models import OrganizationPlan
 from control_plane.errors import Conflict
 from control_plane.services import audit, policies
@@ -28,7 +29,6 @@ from control_plane.services.plans.catalogue import (
 from control_plane.services.plans.quotas import (
     OrganizationPlanState,
     counts,
-    lock_organization,
     plan_of,
 )
 

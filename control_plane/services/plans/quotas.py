@@ -16,11 +16,11 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from control_plane.db.base import utcnow
+from control_plane.db.locks import lock_organization
 from control_plane.db.models import (
     Execution,
     Gateway,
     Membership,
-    Organization,
     OrganizationPlan,
     Workload,
 )
@@ -98,12 +98,6 @@ async def count(session: AsyncSession, name: str, *, now: datetime | None = None
 async def counts(session: AsyncSession) -> dict[str, int]:
     now = utcnow()
     return {name: await count(session, name, now=now) for name in LIMIT_NAMES}
-
-
-async def lock_organization(session: AsyncSession, organization_id: uuid.UUID) -> None:
-    await session.execute(
-        select(Organization.id).where(Organization.id == organization_id).with_for_update()
-    )
 
 
 def refusal(plan: Plan, name: str, limit: int, current: int) -> QuotaExceeded:

@@ -20,7 +20,8 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from control_plane.db.models import BundleRevision, Organization, Policy
+from control_plane.db.locks import lock_organization
+from control_plane.db.models import BundleRevision, Policy
 from control_plane.db.session import SYSTEM, Database
 from control_plane.errors import Conflict, Invalid
 from control_plane.services import audit
@@ -115,9 +116,7 @@ async def _commit(
     idempotency_key: str | None = None,
 ) -> BundleRevision:
     # One publisher at a time per organisation: revisions must strictly increase.
-    await session.execute(
-        select(Organization.id).where(Organization.id == organization_id).with_for_update()
-    )
+    await lock_organization(session, organization_id)
     if idempotency_key is not None:
         # Under the lock: a repeat that raced the first attempt finds what it stored.
         earlier = await released_under_key(session, organization_id, idempotency_key, reason=reason)
