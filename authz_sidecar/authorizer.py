@@ -37,7 +37,7 @@ from authz_sidecar.verdict import (
     scope_challenge,
     token_challenge,
 )
-from policy.engine.budgets import BudgetKey, Reservation
+from policy.engine.budgets import BudgetKey, Reservation, lease_threshold
 from policy.engine.decide import Decision, DecisionEngine, new_decision_id
 from policy.engine.decision_input import Outcome, now_text
 from policy.runtime import tracing
@@ -49,16 +49,22 @@ SHARED_AUTHZEN = "AuthZEN evaluations are not offered by a shared platform gatew
 
 
 class BudgetReserver(Protocol):
-    """Non-blocking budget reservations (authz_sidecar.budgets.RedisBudgetBatch) that store
-    a decision's reservation record (for /settle) in the same step as the reservations."""
+    """Non-blocking budget reservations (authz_sidecar.budgets.RedisBudgetBatch, or from
+    leases: budget_leases.LeasedBudgets) that store a decision's reservation record (for
+    /settle) with the reservations; `thresholds[i]`: what decides allow for `items[i]`."""
 
     async def reserve_many(
-        self, items: Sequence[tuple[BudgetKey, float]], record: ReservationRecord | None = None
+        self,
+        items: Sequence[tuple[BudgetKey, float]],
+        record: ReservationRecord | None = None,
+        thresholds: Sequence[float] | None = None,
     ) -> list[float]: ...
 
     async def release(self, key: BudgetKey, amount: float) -> None: ...
 
     async def forget(self, organization: str, decision_id: str) -> None: ...
+
+    async def flushed(self) -> None: ...
 
 
 class DecisionSink(Protocol):
@@ -274,8 +280,9 @@ class Authorizer:
             return step
         organization = step.needs[0][0].organization
         record = (organization, step.decision_id, step.reservations())
+        thresholds = [lease_threshold(budget) for budget in step.budgets]
         try:
-            totals = await self.budgets.reserve_many(step.needs, record)
+            totals = await self.budgets.reserve_many(step.needs, record, thresholds)
         except Exception as exc:  # fail closed: the budget could not be checked
             return engine.fail_budgets(step, exc)
         decision = engine.finish(step, totals, release=self._release)
@@ -317,6 +324,8 @@ class Authorizer:
         """Wait for releases and reservation records still being stored (settle, shutdown)."""
         if self._pending:
             await asyncio.gather(*self._pending, return_exceptions=True)
+        if self.budgets is not None:  # records written with (or after) reservations
+            await self.budgets.flushed()
         await self.reservations.flushed()
 
     def _signed(self, decision: Decision, input: Mapping[str, Any], facts: HttpFacts) -> str | None:

@@ -42,15 +42,41 @@ return total
 # counter and returns its total (INCRBYFLOAT, expiry set once); "set" stores a reservation
 # record with its expiry; "del" forgets one. A decision's reservations and its record go
 # in the same call, so /settle on any worker finds the record once the check has answered.
+# "lease" (authz_sidecar/budget_leases.py, ADR 0015) takes two keys, the counter and its
+# outstanding-lease counter (op "with"): value "amount most threshold share". It adds a
+# lease of min(most, share of the headroom under threshold), in whole multiples of amount,
+# when that covers amount, and
+# answers "<lease> <total>"; otherwise it adds amount alone and answers "0 <total>". The
+# lease minus amount (what this call did not use) goes to the outstanding counter.
 _RESERVE_MANY = """
 local out = {}
+local function expire(key, expiry)
+  if redis.call('TTL', key) < 0 then redis.call('EXPIRE', key, expiry) end
+end
 for i, key in ipairs(KEYS) do
   local op, value, expiry = ARGV[3 * i - 2], ARGV[3 * i - 1], ARGV[3 * i]
   if op == 'add' then
     out[i] = redis.call('INCRBYFLOAT', key, value)
-    if redis.call('TTL', key) < 0 then redis.call('EXPIRE', key, expiry) end
+    expire(key, expiry)
   elseif op == 'set' then
     redis.call('SET', key, value, 'EX', expiry)
+    out[i] = 0
+  elseif op == 'lease' then
+    local amount, most, threshold, share = string.match(value, '^(%S+) (%S+) (%S+) (%S+)$')
+    local need = tonumber(amount)
+    local current = tonumber(redis.call('GET', key) or '0')
+    local lease = math.min(tonumber(most), (tonumber(threshold) - current) * tonumber(share))
+    if need > 0 then lease = math.floor(lease / need) * need end  -- whole calls: no residue
+    if need > 0 and lease >= need then
+      local granted = string.format('%.17g', lease)
+      out[i] = granted .. ' ' .. redis.call('INCRBYFLOAT', key, granted)
+      redis.call('INCRBYFLOAT', KEYS[i + 1], string.format('%.17g', lease - need))
+      expire(KEYS[i + 1], expiry)
+    else
+      out[i] = '0 ' .. redis.call('INCRBYFLOAT', key, amount)
+    end
+    expire(key, expiry)
+  elseif op == 'with' then
     out[i] = 0
   else
     redis.call('DEL', key)
@@ -102,8 +128,11 @@ class RedisBudgetLedger:
         return self._prefix + key.redis_key
 
     def usage(self, key: BudgetKey) -> float:
-        value = self._call(lambda: self._client.get(self.key(key)))
-        return float(value) if value is not None else 0.0
+        """What calls used: the counter less what workers hold leased (ADR 0015)."""
+        counter, leased = self._call(
+            lambda: self._client.mget(self.key(key), self._prefix + key.leased_key)
+        )
+        return float(counter or 0.0) - float(leased or 0.0)
 
     def reserve(self, key: BudgetKey, amount: float) -> float:
         ttl = window_ttl(key.window)
@@ -144,9 +173,9 @@ class RedisBudgetBatch:
         timeout: float = 0.5,
         record_ttl_seconds: int = 3600,
     ) -> None:
-        self._prefix = prefix
-        self._record_ttl = record_ttl_seconds
-        self._batch = ScriptBatch(
+        self.prefix = prefix
+        self.record_ttl = record_ttl_seconds
+        self.script = ScriptBatch(
             client, _RESERVE_MANY, args_per_key=3, timeout=timeout, what="budget write"
         )
 
@@ -154,19 +183,21 @@ class RedisBudgetBatch:
         self,
         items: Sequence[tuple[BudgetKey, float]],
         record: ReservationRecord | None = None,
+        thresholds: Sequence[float] | None = None,
     ) -> list[float]:
         """Add each amount to its key; the totals including them, in order. With `record`,
-        the decision's reservation record is stored in the same atomic step."""
-        keys = [self._prefix + key.redis_key for key, _ in items]
+        the decision's reservation record is stored in the same atomic step. (`thresholds`
+        is for leases, budget_leases.LeasedBudgets; every call here is exact.)"""
+        keys = [self.prefix + key.redis_key for key, _ in items]
         args: list[bytes | str | int | float] = []
         for key, amount in items:
             args += ["add", repr(amount), window_ttl(key.window)]
         if record is not None:
             organization, decision_id, reservations = record
-            keys.append(reservation_key(self._prefix, organization, decision_id))
-            args += ["set", _record_value(reservations), self._record_ttl]
+            keys.append(reservation_key(self.prefix, organization, decision_id))
+            args += ["set", record_value(reservations), self.record_ttl]
         try:
-            totals = await self._batch.call(keys, args)
+            totals = await self.script.call(keys, args)
         except BatchUnavailableError as exc:
             raise LedgerUnavailableError(f"Redis budget store is unreachable: {exc}") from None
         return [float(total) for total in totals[: len(items)]]
@@ -174,11 +205,15 @@ class RedisBudgetBatch:
     async def release(self, key: BudgetKey, amount: float) -> None:
         await self.reserve_many([(key, -amount)])
 
+    async def flushed(self) -> None:
+        """Return once every write queued so far has been sent."""
+        await self.script.idle()
+
     async def forget(self, organization: str, decision_id: str) -> None:
         """Drop the record of a decision that reserved and was then not allowed."""
-        name = reservation_key(self._prefix, organization, decision_id)
+        name = reservation_key(self.prefix, organization, decision_id)
         try:
-            await self._batch.call([name], ["del", "", 0])
+            await self.script.call([name], ["del", "", 0])
         except BatchUnavailableError as exc:
             raise LedgerUnavailableError(f"Redis budget store is unreachable: {exc}") from None
 
@@ -191,7 +226,7 @@ def reservation_key(prefix: str, organization: str, decision_id: str) -> str:
     return f"{prefix}reservation:{org_tag(organization)}:{decision_id}"
 
 
-def _record_value(reservations: Sequence[Reservation]) -> bytes:
+def record_value(reservations: Sequence[Reservation]) -> bytes:
     return orjson.dumps([_encode(r) for r in reservations])
 
 
@@ -262,7 +297,7 @@ class RedisReservationBook:
         self, organization: str, decision_id: str, reservations: Sequence[Reservation]
     ) -> None:
         name = reservation_key(self._prefix, organization, decision_id)
-        self._batch.submit([name], [_record_value(reservations), self._ttl])
+        self._batch.submit([name], [record_value(reservations), self._ttl])
 
     async def flushed(self) -> None:
         await self._batch.idle()

@@ -38,7 +38,8 @@ from multiprocessing.synchronize import Event as ProcessEvent
 from typing import Any
 
 from authz_sidecar import metrics
-from authz_sidecar.authorizer import Authorizer
+from authz_sidecar.authorizer import Authorizer, BudgetReserver
+from authz_sidecar.budget_leases import LeasedBudgets
 from authz_sidecar.budgets import (
     RedisBudgetBatch,
     RedisBudgetLedger,
@@ -120,6 +121,7 @@ class Worker:
         self.decision_log: DecisionBuffer | None = None
         self.tenant_logs: TenantLogs | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self.leases: LeasedBudgets | None = None
         self._stop = asyncio.Event()
         self._reconnect = Reconnect()  # the first one through after an outage wakes the others
         check_settings(settings)
@@ -153,15 +155,7 @@ class Worker:
             trust_workspace_header=settings.sidecar_trust_workspace_header,
             decision_key=decision_header_key(token) if token else None,
             sink=self.tenant_logs or self.decision_log,
-            budgets=(
-                RedisBudgetBatch(
-                    self._redis,
-                    settings.redis_prefix,
-                    record_ttl_seconds=settings.sidecar_reservation_ttl_seconds,
-                )
-                if self._redis
-                else None
-            ),
+            budgets=self._budget_reserver(),
         )
         self.http = SidecarHttp(
             self.authorizer,
@@ -235,7 +229,26 @@ class Worker:
         self.store.subscribe(self.holder.on_bundle)
         self.store.load_last_known_good()
 
+    def _budget_reserver(self) -> BudgetReserver | None:
+        """The shared counters in Redis, served from leases unless leases are off."""
+        if self._redis is None:
+            return None  # in process: the engine reserves through its ledger
+        settings = self.settings
+        shared = RedisBudgetBatch(
+            self._redis,
+            settings.redis_prefix,
+            record_ttl_seconds=settings.sidecar_reservation_ttl_seconds,
+        )
+        self.leases = (
+            LeasedBudgets(shared, lease_calls=settings.sidecar_budget_lease_calls)
+            if settings.sidecar_budget_lease_calls > 0
+            else None
+        )
+        return self.leases or shared
+
     def _start_background(self) -> None:
+        if self.leases is not None:
+            self._spawn(self.leases.run())
         settings, token = self.settings, self.settings.credential
         if token is None:
             return
@@ -426,6 +439,8 @@ class Worker:
             if grpc_server is not None:
                 await grpc_server.stop(SHUTDOWN_GRACE_SECONDS)
             await self.authorizer.drain()
+            if self.leases is not None:  # what this worker did not use counts again
+                await self.leases.close()
             for task in self._tasks:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -78,6 +78,10 @@ class SidecarSettings(BaseSettings):
     sidecar_http_request_timeout_seconds: float = Field(default=10.0, gt=0)
     sidecar_http_idle_timeout_seconds: float = Field(default=120.0, gt=0)
     sidecar_reservation_ttl_seconds: int = 3600
+    # Budget leases (authz_sidecar/budget_leases.py, ADR 0015): a worker leases up to this
+    # many calls' worth of a budget at a time and serves them without a Redis round trip;
+    # 0: every reservation waits for Redis.
+    sidecar_budget_lease_calls: int = Field(default=64, ge=0)
     # AuthZEN (authz_sidecar/authzen_http.py): the URL callers reach this sidecar's HTTP port
     # at, published as `policy_decision_point` in /.well-known/authzen-configuration. Never
     # taken from a request's Host header (the identifier guards against PDP mix-up).

@@ -48,6 +48,21 @@ class BudgetKey:
             f"kaizen:budget:{org_tag(self.organization)}:{self.scope}:{self.metric}:{self.window}"
         )
 
+    @property
+    def leased_key(self) -> str:
+        """What sidecar workers hold leased of `redis_key`'s total and have not used yet
+        (authz_sidecar/budget_leases.py): usage is the counter less this."""
+        return (
+            f"kaizen:leased:{org_tag(self.organization)}:{self.scope}:{self.metric}:{self.window}"
+        )
+
+
+def lease_threshold(budget: Mapping[str, Any]) -> float:
+    """The total below which a budget decides allow whoever asks: its soft limit if it has
+    one (an approved call lifts it, a lease need not know), else its limit."""
+    limit, soft_limit = float(budget["limit"]), budget.get("soft_limit")
+    return limit if soft_limit is None else min(limit, float(soft_limit))
+
 
 def org_tag(organization: str) -> str:
     """`{organization}` for Redis keys, escaped so that no two organisations' tags meet."""

@@ -79,9 +79,11 @@ class Stack:
     prefix: str
 
     def counter(self, scope: str, metric: str) -> float:
+        """What calls used: the counter less what sidecar workers hold leased (ADR 0015)."""
         window = period_window("day", datetime.now(UTC))
-        value = self.redis.get(self.prefix + BudgetKey(ORG, scope, metric, window).redis_key)
-        return float(value) if value is not None else 0.0
+        key = BudgetKey(ORG, scope, metric, window)
+        total, leased = self.redis.mget(self.prefix + key.redis_key, self.prefix + key.leased_key)
+        return float(total or 0.0) - float(leased or 0.0)
 
     def open_reservations(self, scope: str) -> list[bytes]:
         """Reservation records (kept by decision id until settled) naming `scope`."""

@@ -205,7 +205,7 @@ async def test_concurrent_checks_share_round_trips_and_never_pass_the_limit(
 ) -> None:
     one, two = batched
     assert one.budgets is not None
-    batch: ScriptBatch = one.budgets._batch  # type: ignore[attr-defined]
+    batch: ScriptBatch = one.budgets.script  # type: ignore[attr-defined]
     verdicts = await asyncio.gather(*(w.check(ci_call()) for w in [one, two] * 6))
     assert sorted(v.status for v in verdicts) == [200] * 3 + [403] * 9  # ci-daily: 3 a day
     # One worker's six reservations (and its releases of the denied ones) went to Redis
@@ -230,7 +230,7 @@ async def test_a_reservation_record_is_stored_with_its_reservations(
 ) -> None:
     one, two = batched
     assert one.budgets is not None
-    batch: ScriptBatch = one.budgets._batch  # type: ignore[attr-defined]
+    batch: ScriptBatch = one.budgets.script  # type: ignore[attr-defined]
     verdicts = [await one.check(ci_call()) for _ in range(4)]
     assert [v.status for v in verdicts] == [200, 200, 200, 403]  # ci-daily: 3 a day
     assert (batch.items, batch.calls) == (4, 4)  # one script call each, record included

@@ -1,0 +1,193 @@
+"""Budget leases (authz_sidecar/budget_leases.py, ADR 0015) against a real Redis.
+
+A worker serves reservations from a lease without waiting for Redis. What must hold: many
+workers racing for one budget never pass its limit; usage (the counter less what is
+leased) is what calls used; near the limit, under a lowered limit and with Redis gone,
+decisions are exactly what they are without leases; a lease is given back when idle and
+on shutdown; and a leased call's reservation record lets any worker settle it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import pytest
+import redis
+import redis.asyncio as aioredis
+
+from authz_sidecar.authorizer import Authorizer
+from authz_sidecar.budget_leases import LeasedBudgets
+from authz_sidecar.budgets import (
+    LedgerUnavailableError,
+    RedisBudgetBatch,
+    RedisBudgetLedger,
+    RedisReservationBook,
+)
+from authz_sidecar.engine_holder import EngineHolder
+from authz_sidecar.grants import InMemoryReplayGuard
+from authz_sidecar.mapping import HttpFacts
+from authz_sidecar.redis_batch import NO_RETRY
+from policy.bundles.bundle import load_bundle
+from policy.engine.budgets import BudgetKey, period_window
+from tests.unit.sidecar.conftest import REDIS_URL
+from tests.unit.sidecar.factory import API_KEY, AUDIENCE, ISSUER, ORG, Keys, make_bundle
+
+KEY = BudgetKey(ORG, "org", "executions", period_window("day", datetime.now(UTC)))
+
+
+def usage(client: redis.Redis, prefix: str, key: BudgetKey = KEY) -> tuple[float, float]:
+    """(the counter, what is leased of it)."""
+    total, leased = client.mget(prefix + key.redis_key, prefix + key.leased_key)
+    return float(total or 0.0), float(leased or 0.0)
+
+
+@pytest.fixture
+async def workers(redis_prefix: str, sync_redis: redis.Redis) -> AsyncIterator[list[LeasedBudgets]]:
+    """Six workers' leases on one Redis, each with its own connection."""
+    clients = [aioredis.Redis.from_url(REDIS_URL, retry=NO_RETRY) for _ in range(6)]
+    leases = [LeasedBudgets(RedisBudgetBatch(c, redis_prefix), lease_calls=64) for c in clients]
+    yield leases
+    for client in clients:
+        await client.aclose()
+
+
+async def _spend(leases: LeasedBudgets, limit: float, attempts: int) -> int:
+    """Reserve 1 `attempts` times as the engine does: over the limit, give it back."""
+    allowed = 0
+    for _ in range(attempts):
+        (total,) = await leases.reserve_many([(KEY, 1.0)], None, [limit])
+        if total <= limit:
+            allowed += 1
+        else:
+            await leases.release(KEY, 1.0)
+        await asyncio.sleep(0)
+    return allowed
+
+
+async def test_workers_racing_for_one_budget_never_pass_its_limit(
+    workers: list[LeasedBudgets], sync_redis: redis.Redis, redis_prefix: str
+) -> None:
+    allowed = sum(await asyncio.gather(*(_spend(w, 1000.0, 300) for w in workers)))
+    assert allowed <= 1000  # 1,800 attempts for a limit of 1,000
+    assert allowed >= 990  # and the budget is not wasted: leases are given back
+    assert sum(w.served for w in workers) > allowed / 2  # most never waited for Redis
+    for worker in workers:
+        await worker.close()
+    assert usage(sync_redis, redis_prefix) == (allowed, 0.0)
+
+
+async def test_a_leased_reservation_is_served_here_and_usage_stays_true(
+    workers: list[LeasedBudgets], sync_redis: redis.Redis, redis_prefix: str
+) -> None:
+    one = workers[0]
+    totals = [(await one.reserve_many([(KEY, 1.0)], None, [1e6]))[0] for _ in range(11)]
+    assert totals == [float(n) for n in range(1, 12)]  # what the decisions report as used
+    await one.flushed()
+    # One lease of 64 calls; 11 used, 53 leased: usage is the counter less the leased.
+    assert usage(sync_redis, redis_prefix) == (64.0, 53.0)
+    assert one.served == 10
+    assert one.leased(KEY) == 53.0
+    one.sweep(time.monotonic() + 60)  # idle: given back
+    await one.flushed()
+    assert usage(sync_redis, redis_prefix) == (11.0, 0.0)
+    assert one.leased(KEY) == 0.0
+
+
+async def test_near_the_limit_a_reservation_is_exact(
+    workers: list[LeasedBudgets], sync_redis: redis.Redis, redis_prefix: str
+) -> None:
+    # A sixteenth of a headroom of 10 covers less than one call: no lease is taken.
+    one = workers[0]
+    for expected in (1.0, 2.0):
+        assert await one.reserve_many([(KEY, 1.0)], None, [10.0]) == [expected]
+    assert usage(sync_redis, redis_prefix) == (2.0, 0.0)
+    assert one.served == 0
+
+
+async def test_a_lowered_limit_gives_the_lease_back(
+    workers: list[LeasedBudgets], sync_redis: redis.Redis, redis_prefix: str
+) -> None:
+    one = workers[0]
+    await one.reserve_many([(KEY, 1.0)], None, [1e6])  # a lease of 64
+    # A new bundle: the limit is 5 now. The lease is not used for it, and goes back.
+    assert await one.reserve_many([(KEY, 1.0)], None, [5.0]) == [2.0]
+    await one.flushed()
+    assert usage(sync_redis, redis_prefix) == (2.0, 0.0)
+
+
+async def test_shutdown_gives_every_lease_back(
+    workers: list[LeasedBudgets], sync_redis: redis.Redis, redis_prefix: str
+) -> None:
+    for worker in workers[:3]:
+        await worker.reserve_many([(KEY, 1.0)], None, [1e6])
+        await worker.close()
+    assert usage(sync_redis, redis_prefix) == (3.0, 0.0)
+
+
+async def test_without_redis_a_call_that_needs_a_lease_is_denied() -> None:
+    dead = aioredis.Redis(host="127.0.0.1", port=1, retry=NO_RETRY)
+    leases = LeasedBudgets(RedisBudgetBatch(dead))
+    with pytest.raises(LedgerUnavailableError):
+        await leases.reserve_many([(KEY, 1.0)], None, [1e6])
+    assert leases.leased(KEY) == 0.0
+    await dead.aclose()
+
+
+SPEND = """\
+kind: RolePolicy
+metadata: {name: roles}
+spec:
+  roles:
+    - name: caller
+      permissions: [{resource: "agent:*", actions: [invoke]}]
+  bindings:
+    - {subject: "apikey:ci-bot", role: caller}
+---
+kind: BudgetPolicy
+metadata: {name: spend}
+spec:
+  budgets:
+    - {name: org-daily, scope: org, metric: executions, limit: 1000000, period: day}
+"""
+
+
+async def test_a_leased_call_is_settled_by_another_worker(
+    keys: Keys, sync_redis: redis.Redis, redis_prefix: str
+) -> None:
+    verified = load_bundle(make_bundle(keys, policy=SPEND), keys.jwks, scope=ORG)
+    authorizers, clients, ledgers = [], [], []
+    for _ in range(2):
+        ledger = RedisBudgetLedger.from_url(REDIS_URL, redis_prefix)
+        client = aioredis.Redis.from_url(REDIS_URL)
+        holder = EngineHolder(ledger, issuer=ISSUER, audience=AUDIENCE)
+        holder.on_bundle(verified)
+        leases = LeasedBudgets(RedisBudgetBatch(client, redis_prefix))
+        reservations = RedisReservationBook(client, redis_prefix)
+        authorizers.append(
+            Authorizer(
+                holder,
+                replay_guard=InMemoryReplayGuard(),
+                reservations=reservations,
+                budgets=leases,
+            )
+        )
+        clients.append(client)
+        ledgers.append((ledger, leases))
+    one, two = authorizers
+    call = HttpFacts("POST", "/v1/agents/builder/invoke", {"authorization": f"Bearer {API_KEY}"})
+    verdicts = [await one.check(call) for _ in range(5)]
+    assert [v.status for v in verdicts] == [200] * 5
+    await one.drain()
+    assert ledgers[0][0].usage(KEY) == 5.0  # the status report's figure
+    # The second worker settles a leased call (it used nothing): usage moves by one.
+    assert await two.settle(verdicts[0].decision_id, {"executions": 0}) == 1
+    assert ledgers[1][0].usage(KEY) == 4.0
+    for ledger, leases in ledgers:
+        await leases.close()
+        ledger.client.close()
+    assert usage(sync_redis, redis_prefix) == (4.0, 0.0)
+    for client in clients:
+        await client.aclose()
