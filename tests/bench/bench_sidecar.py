@@ -11,7 +11,10 @@ authz_sidecar/http_protocol.py, same workers); (e) our sidecar over HTTP (/ext_a
 default transport), same decision as (c); (f) (e) with traces on (ADR 0013: every check
 sampled and exported over OTLP/HTTP to a sink that drops it; the traced/untraced ratio is
 what traces cost at the worst sampling rate; with traces off the sidecar serves (e)).
-Loads: 100 and 1,000 req/s (hey, fixed rate) and saturation (wrk), `KAIZEN_BENCH_ROUNDS`
+Loads: 100 and 1,000 req/s (hey, one connection per process and the processes' ticks
+interleaved, `tests/bench/paced.py`: evenly spaced requests; before 2026-12-04 evening one
+hey with 5 or 50 workers sent them in bursts of 5 or 50, and the percentiles measured the
+bursts' queues) and saturation (wrk), `KAIZEN_BENCH_ROUNDS`
 rounds (default 2) in which the configurations take turns at each load, so background load
 on a shared machine falls on all alike; the table shows medians. Load generator, Envoy and
 servers share this machine's cores, so compare the rows of one run, never numbers across
@@ -34,6 +37,7 @@ from pathlib import Path
 import redis
 import yaml
 
+from tests.bench.paced import paced
 from tests.bench.stand_in import control_plane_env
 from tests.e2e import sidecar_procs as procs
 from tests.unit.sidecar.factory import POLICY, access_token, make_bundle, make_keys
@@ -51,23 +55,6 @@ BENCH_POLICY = (
 """
 )
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
-
-
-def _hey(url: str, token: str, rate: int) -> dict[str, float]:
-    workers = max(1, min(50, rate // 20))
-    load = ["-z", f"{DURATION}s", "-c", str(workers), "-q", str(rate / workers)]
-    out = subprocess.run(
-        ["hey", *load, "-m", "POST", "-H", f"Authorization: Bearer {token}", url],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1])  # type: ignore[index]
-    p50 = float(re.search(r"50%+ in ([\d.]+) secs", out)[1]) * 1000  # type: ignore[index]
-    p99 = float(re.search(r"99%+ in ([\d.]+) secs", out)[1]) * 1000  # type: ignore[index]
-    codes = dict(re.findall(r"\[(\d{3})\]\s+(\d+) responses", out))
-    bad = sum(int(n) for code, n in codes.items() if code != "200")
-    return {"rps": rps, "p50": p50, "p99": p99, "errors": bad}
 
 
 def _wrk(url: str, token: str, script_dir: Path) -> dict[str, float]:
@@ -139,7 +126,7 @@ def recycle_ext_authz_connections(config: str) -> str:
 def _measure(url: str, token: str, load: str, tmp: Path) -> dict[str, float]:
     if load == "saturation":
         return _wrk(url, token, tmp)
-    return _hey(url, token, int(load.split()[0]))
+    return paced(url, {"Authorization": f"Bearer {token}"}, int(load.split()[0]), DURATION)
 
 
 def main() -> None:
