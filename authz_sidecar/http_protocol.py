@@ -131,7 +131,12 @@ class HttpProtocol(asyncio.Protocol):
         self._peer_ip: str | None = None
         self._queue: deque[tuple[Request, bool] | _Failure] = deque()
         self._worker: asyncio.Task[None] | None = None
+        # One timer per connection, moved lazily (_arm): `_deadline`/`_on_deadline` say what
+        # is due; the armed handle may fire earlier than that and then re-arms itself.
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
+        self._deadline = 0.0
+        self._on_deadline: Callable[[], None] | None = None
         self._broken = False  # a refusal is queued: read nothing more
         self._paused = False
         self._writable: asyncio.Future[None] | None = None
@@ -163,6 +168,9 @@ class HttpProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._connections.discard(self)
         self._disarm()
+        if self._timer is not None:  # nothing is due any more: let the protocol go now
+            self._timer.cancel()
+            self._timer = None
         # A check under way is not cancelled: it may have reserved budget or used a grant,
         # and must finish (and be logged) as one; its answer is then dropped.
         self._queue.clear()
@@ -351,16 +359,35 @@ class HttpProtocol(asyncio.Protocol):
     # -- timers ------------------------------------------------------------------------------
 
     def _arm(self, seconds: float, callback: Callable[[], None]) -> None:
-        self._disarm()
-        self._timer = self._loop.call_later(seconds, callback)
+        """Call `callback` in `seconds`, unless re-armed or disarmed first.
+
+        Every request arms twice (its own timeout, then the idle one) and disarms once.
+        Instead of a timer made and cancelled each time, the deadline moves and the armed
+        handle stays when it would fire no later: when it fires before the deadline it
+        re-arms for it (at most once per `request_timeout` on a busy connection)."""
+        deadline = self._loop.time() + seconds
+        self._deadline, self._on_deadline = deadline, callback
+        if self._timer is None or self._timer_at > deadline:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer, self._timer_at = self._loop.call_at(deadline, self._fire), deadline
 
     def _disarm(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._on_deadline = None  # an armed handle fires and finds nothing due
+
+    def _fire(self) -> None:
+        self._timer = None
+        callback = self._on_deadline
+        if callback is None:
+            return
+        if self._loop.time() < self._deadline:  # the deadline moved on since it was armed
+            self._timer = self._loop.call_at(self._deadline, self._fire)
+            self._timer_at = self._deadline
+            return
+        self._on_deadline = None
+        callback()
 
     def _on_request_timeout(self) -> None:
-        self._timer = None
         if self._paused and not self._broken:
             # Reading is paused by us (pipelined requests waiting): not the client's delay.
             self._arm(self._limits.request_timeout, self._on_request_timeout)
@@ -368,7 +395,6 @@ class HttpProtocol(asyncio.Protocol):
         self._refuse(408, f"request not complete within {self._limits.request_timeout:g} s")
 
     def _on_idle_timeout(self) -> None:
-        self._timer = None
         if not self._queue and (self._worker is None or self._worker.done()):
             self.close()
 

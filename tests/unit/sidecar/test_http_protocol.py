@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -209,6 +210,22 @@ def test_slow_body_is_closed_after_the_request_timeout() -> None:
         sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nab")
         [response] = read_responses(sock, 1)
         assert response[0] == 408
+        assert closed(sock)
+
+
+def test_a_later_request_that_stalls_is_closed_after_the_request_timeout() -> None:
+    """The connection's one timer moves lazily (HttpProtocol._arm): after answered requests
+    and an idle spell, a stalled request still gets its own timeout, not a later one."""
+    with wire_server(request_timeout=0.4) as server, server.connect(timeout=30) as sock:
+        for _ in range(3):
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert read_responses(sock, 1)[0][0] == 200
+            time.sleep(0.25)  # the first request's timer fires meanwhile and finds no deadline
+        started = time.monotonic()
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")  # and never the blank line
+        [response] = read_responses(sock, 1)
+        assert response[0] == 408
+        assert time.monotonic() - started < 5  # its own 0.4 s, not the 30 s idle timeout
         assert closed(sock)
 
 
