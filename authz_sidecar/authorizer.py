@@ -37,7 +37,7 @@ from authz_sidecar.verdict import (
     scope_challenge,
     token_challenge,
 )
-from policy.engine.budgets import BudgetKey, Reservation, lease_threshold
+from policy.engine.budgets import BudgetKey, Reservation
 from policy.engine.decide import Decision, DecisionEngine, new_decision_id
 from policy.engine.decision_input import Outcome, now_text
 from policy.runtime import tracing
@@ -280,9 +280,8 @@ class Authorizer:
             return step
         organization = step.needs[0][0].organization
         record = (organization, step.decision_id, step.reservations())
-        thresholds = [lease_threshold(budget) for budget in step.budgets]
         try:
-            totals = await self.budgets.reserve_many(step.needs, record, thresholds)
+            totals = await self.budgets.reserve_many(step.needs, record, step.thresholds)
         except Exception as exc:  # fail closed: the budget could not be checked
             return engine.fail_budgets(step, exc)
         decision = engine.finish(step, totals, release=self._release)

@@ -7,11 +7,13 @@ reservations from it without waiting for Redis:
 
 - **The limit holds across workers and sidecars.** A lease is taken atomically in Redis
   and is at most `share` of the headroom left under the budget's threshold (its soft
-  limit if it has one, else its limit; `lease_threshold`), counting every other lease as
-  used. So the counter, which holds all leases, never passes the threshold through leases,
-  and a reservation served from a lease is under it. Near the threshold the headroom is too
-  small for a lease and the call is reserved exactly, as without leases: the last calls
-  before a limit are decided by the shared counter, one at a time.
+  limit if it has one, else its limit; `BudgetIndex.lease_thresholds`), counting every
+  other lease as used. So the counter, which holds all leases, never passes the threshold
+  through leases, and a reservation served from a lease is under it. Near the threshold
+  the headroom is too small for a lease and the call is reserved exactly, as without
+  leases: the last calls before a limit are decided by the shared counter, one at a
+  time. A counter two budgets count on (same scope, metric and period) is never leased:
+  a lease kept under one's limit could not keep the other's.
 - **Usage stays true.** What a worker holds leased and has not used is counted too
   (`BudgetKey.leased_key`): a lease adds its unused part there, and each served
   reservation takes its amount off, in a write queued with the decision's reservation
@@ -157,6 +159,8 @@ class LeasedBudgets:
                 lease = self._leases[key] = _Lease(0.0, total, thresholds[index], now)
             lease.remaining += granted - amount
             lease.seen = max(lease.seen, total)
+            # The loosest threshold any part was taken under: a stricter one gives it back.
+            lease.threshold = max(lease.threshold, thresholds[index])
             lease.used_at = now
             totals[index] = lease.seen - lease.remaining
         return totals

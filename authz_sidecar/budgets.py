@@ -63,9 +63,10 @@ for i, key in ipairs(KEYS) do
     out[i] = 0
   elseif op == 'lease' then
     local amount, most, threshold, share = string.match(value, '^(%S+) (%S+) (%S+) (%S+)$')
-    local need = tonumber(amount)
+    local need, limit = tonumber(amount), tonumber(threshold)  -- '-inf' (NO_LEASE): nil
     local current = tonumber(redis.call('GET', key) or '0')
-    local lease = math.min(tonumber(most), (tonumber(threshold) - current) * tonumber(share))
+    local lease = 0
+    if limit then lease = math.min(tonumber(most), (limit - current) * tonumber(share)) end
     if need > 0 then lease = math.floor(lease / need) * need end  -- whole calls: no residue
     if need > 0 and lease >= need then
       local granted = string.format('%.17g', lease)

@@ -15,6 +15,7 @@ one is a deny (`UnknownCeilingError`), except in a dry run, which only looks.
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -57,11 +58,14 @@ class BudgetKey:
         )
 
 
-def lease_threshold(budget: Mapping[str, Any]) -> float:
+def _lease_threshold(budget: Mapping[str, Any]) -> float:
     """The total below which a budget decides allow whoever asks: its soft limit if it has
     one (an approved call lifts it, a lease need not know), else its limit."""
     limit, soft_limit = float(budget["limit"]), budget.get("soft_limit")
     return limit if soft_limit is None else min(limit, float(soft_limit))
+
+
+NO_LEASE = -math.inf  # a lease threshold nothing is under: every reservation exact
 
 
 def org_tag(organization: str) -> str:
@@ -186,11 +190,32 @@ class BudgetIndex:
         self.organization = organization
         self.ceilings: Mapping[str, CallCeiling] = ceilings or {}
         self._by_scope: dict[str, list[Mapping[str, Any]]] = {}
+        counters: dict[tuple[Any, Any, Any], int] = {}
         for budget in budgets:
             self._by_scope.setdefault(budget["scope"], []).append(budget)
+            counter = (budget["scope"], budget["metric"], budget["period"])
+            counters[counter] = counters.get(counter, 0) + 1
+        # Budgets leases may serve, by identity: not two budgets counting on one counter
+        # (same scope, metric and period: one BudgetKey), whose limits a lease taken for
+        # one of them could not keep for the other (ADR 0015).
+        self._lease_thresholds = {
+            id(budget): (
+                _lease_threshold(budget)
+                if counters[(budget["scope"], budget["metric"], budget["period"])] == 1
+                else NO_LEASE
+            )
+            for scoped in self._by_scope.values()
+            for budget in scoped
+        }
 
     def __bool__(self) -> bool:
         return bool(self._by_scope)
+
+    def lease_thresholds(self, budgets: Sequence[Mapping[str, Any]]) -> tuple[float, ...]:
+        """For each of `budgets` (from `applicable`), the counter's total under which a
+        lease may serve its reservations: its soft limit, else its limit; NO_LEASE when
+        another budget counts on the same counter."""
+        return tuple(self._lease_thresholds.get(id(budget), NO_LEASE) for budget in budgets)
 
     def applicable(
         self, subjects: Sequence[str], resource: str, action: str

@@ -104,6 +104,8 @@ class PendingBudgets:
     action: str = ""
     approved: bool = False
     decision_id: str = field(default_factory=lambda: new_decision_id())
+    # What the counter's total may reach with a lease serving `needs[i]` (ADR 0015).
+    thresholds: tuple[float, ...] = ()
 
     def reservations(self) -> tuple[Reservation, ...]:
         """What `needs` reserves, as the allowed decision will carry it (for /settle)."""
@@ -261,6 +263,7 @@ class DecisionEngine:
         pending = PendingBudgets(
             tuple(stages), tuple(applicable), context, now, tuple(needs), resource, action, approved
         )
+        pending.thresholds = self._budgets.lease_thresholds(applicable)
         return pending if failure is None else self.fail_budgets(pending, failure)
 
     def finish(

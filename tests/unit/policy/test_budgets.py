@@ -4,7 +4,13 @@ from datetime import UTC, datetime
 
 import pytest
 
-from policy.engine.budgets import BudgetKey, InMemoryBudgetLedger, period_window
+from policy.engine.budgets import (
+    NO_LEASE,
+    BudgetIndex,
+    BudgetKey,
+    InMemoryBudgetLedger,
+    period_window,
+)
 from policy.engine.decide import DecisionEngine
 from policy.workloads import AgentConfig, CallBudget, ModelConfig
 
@@ -165,4 +171,60 @@ def test_a_failing_ledger_is_a_deny_not_a_crash() -> None:
     assert (
         engine.decide(decision_input("user:solo@example.com", resource="agent:other")).outcome
         == "allow"
+    )
+
+
+def test_lease_thresholds_are_the_soft_limit_else_the_limit_and_none_for_a_shared_counter() -> None:
+    """What a sidecar's lease may fill a counter up to (ADR 0015): never a counter that two
+    budgets count on, since a lease under one's limit could not keep the other's."""
+    budgets = [
+        {
+            "name": "hard",
+            "scope": "org",
+            "metric": "cost_usd",
+            "period": "day",
+            "limit": 50,
+            "actions": ["*"],
+        },
+        {
+            "name": "soft",
+            "scope": "agent:a",
+            "metric": "tokens",
+            "period": "day",
+            "limit": 900,
+            "soft_limit": 600,
+            "actions": ["*"],
+        },
+        {
+            "name": "invokes",
+            "scope": "org",
+            "metric": "executions",
+            "period": "day",
+            "limit": 100,
+            "actions": ["invoke"],
+        },
+        {
+            "name": "anything",
+            "scope": "org",
+            "metric": "executions",
+            "period": "day",
+            "limit": 1_000_000,
+            "actions": ["*"],
+        },
+        {
+            "name": "monthly",
+            "scope": "org",
+            "metric": "executions",
+            "period": "month",
+            "limit": 7,
+            "actions": ["*"],
+        },
+    ]
+    index = BudgetIndex(budgets, "org-1")
+    assert index.lease_thresholds(index.applicable([], "agent:a", "invoke")) == (
+        50.0,
+        NO_LEASE,
+        NO_LEASE,
+        7.0,
+        600.0,
     )

@@ -191,3 +191,72 @@ async def test_a_leased_call_is_settled_by_another_worker(
     assert usage(sync_redis, redis_prefix) == (4.0, 0.0)
     for client in clients:
         await client.aclose()
+
+
+SHARED_COUNTER = """\
+kind: RolePolicy
+metadata: {name: roles}
+spec:
+  roles:
+    - name: caller
+      permissions: [{resource: "agent:*", actions: [invoke]}]
+  bindings:
+    - {subject: "apikey:ci-bot", role: caller}
+---
+kind: BudgetPolicy
+metadata: {name: spend}
+spec:
+  budgets:
+    - {name: invokes, scope: org, metric: executions, limit: 5, period: day, actions: [invoke]}
+    - {name: anything, scope: org, metric: executions, limit: 1000000, period: day}
+"""
+
+
+async def test_a_counter_two_budgets_share_is_never_leased(
+    keys: Keys, sync_redis: redis.Redis, redis_prefix: str
+) -> None:
+    """Two budgets on one counter: a lease taken under the million could spend the five's
+    headroom without asking Redis. Their reservations stay exact: each call counts twice
+    (once per budget) and the third call passes the five."""
+    verified = load_bundle(make_bundle(keys, policy=SHARED_COUNTER), keys.jwks, scope=ORG)
+    ledger = RedisBudgetLedger.from_url(REDIS_URL, redis_prefix)
+    client = aioredis.Redis.from_url(REDIS_URL)
+    holder = EngineHolder(ledger, issuer=ISSUER, audience=AUDIENCE)
+    holder.on_bundle(verified)
+    leases = LeasedBudgets(RedisBudgetBatch(client, redis_prefix))
+    authorizer = Authorizer(
+        holder,
+        replay_guard=InMemoryReplayGuard(),
+        reservations=RedisReservationBook(client, redis_prefix),
+        budgets=leases,
+    )
+    call = HttpFacts("POST", "/v1/agents/builder/invoke", {"authorization": f"Bearer {API_KEY}"})
+    verdicts = [await authorizer.check(call) for _ in range(4)]
+    await authorizer.drain()
+    assert [v.status for v in verdicts] == [200, 200, 403, 403]
+    assert "invokes" in verdicts[2].reasons[0]
+    assert leases.served == 0
+    assert usage(sync_redis, redis_prefix) == (4.0, 0.0)  # two allowed calls, twice each
+    await leases.close()
+    ledger.client.close()
+    await client.aclose()
+
+
+async def test_a_lease_topped_up_under_a_raised_limit_goes_back_when_it_is_lowered(
+    sync_redis: redis.Redis, redis_prefix: str
+) -> None:
+    client = aioredis.Redis.from_url(REDIS_URL, retry=NO_RETRY)
+    one = LeasedBudgets(RedisBudgetBatch(client, redis_prefix), lease_calls=4)
+    for _ in range(4):  # a lease of 4 under a limit of 1,000: one call waits, three do not
+        await one.reserve_many([(KEY, 1.0)], None, [1_000.0])
+    assert one.leased(KEY) == 0.0
+    await one.reserve_many([(KEY, 1.0)], None, [1e6])  # a new bundle: topped up under it
+    assert one.leased(KEY) == 3.0
+    # Lowered to 1,000 again: that lease was taken under the million, so it goes back and
+    # the call takes a new one under 1,000 (it is not served from the old one).
+    assert await one.reserve_many([(KEY, 1.0)], None, [1_000.0]) == [6.0]
+    await one.flushed()
+    assert one.served == 3
+    assert one.leased(KEY) == 3.0
+    assert usage(sync_redis, redis_prefix) == (9.0, 3.0)  # six used, three leased
+    await client.aclose()
