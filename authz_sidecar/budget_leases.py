@@ -65,6 +65,8 @@ class _Lease:
     seen: float  # the counter's total when last leased: other workers' leases count as used
     threshold: float  # what it was taken under
     used_at: float  # monotonic
+    leased_name: str  # the outstanding-lease counter's Redis key
+    expiry: int  # seconds that counter lives (its window's)
 
 
 class LeasedBudgets:
@@ -123,8 +125,9 @@ class LeasedBudgets:
         args: list[bytes | str | int | float] = []
         for index in local:  # what this worker holds leased: less what these use
             key, amount = items[index]
-            keys.append(self._prefix + key.leased_key)
-            args += ["add", repr(-amount), window_ttl(key.window)]
+            lease = self._leases[key]
+            keys.append(lease.leased_name)
+            args += ["add", repr(-amount), lease.expiry]
         for index in remote:
             key, amount = items[index]
             most = amount * self._lease_calls
@@ -156,7 +159,9 @@ class LeasedBudgets:
                 continue
             lease = self._leases.get(key)
             if lease is None:
-                lease = self._leases[key] = _Lease(0.0, total, thresholds[index], now)
+                leased_name, expiry = self._prefix + key.leased_key, window_ttl(key.window)
+                lease = _Lease(0.0, total, thresholds[index], now, leased_name, expiry)
+                self._leases[key] = lease
             lease.remaining += granted - amount
             lease.seen = max(lease.seen, total)
             # The loosest threshold any part was taken under: a stricter one gives it back.
@@ -198,9 +203,9 @@ class LeasedBudgets:
     def _give_back(self, key: BudgetKey) -> None:
         lease = self._leases.pop(key)
         if lease.remaining:
-            back, expiry = repr(-lease.remaining), window_ttl(key.window)
+            back, expiry = repr(-lease.remaining), lease.expiry
             self._submit(
-                [self._prefix + key.redis_key, self._prefix + key.leased_key],
+                [self._prefix + key.redis_key, lease.leased_name],
                 ["add", back, expiry, "add", back, expiry],
             )
 
