@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import pytest
@@ -136,7 +137,7 @@ async def test_without_redis_a_call_that_needs_a_lease_is_denied() -> None:
     await dead.aclose()
 
 
-SPEND = """\
+ROLES = """\
 kind: RolePolicy
 metadata: {name: roles}
 spec:
@@ -150,66 +151,58 @@ kind: BudgetPolicy
 metadata: {name: spend}
 spec:
   budgets:
-    - {name: org-daily, scope: org, metric: executions, limit: 1000000, period: day}
 """
+ANY = "    - {name: anything, scope: org, metric: executions, limit: 1000000, period: day}\n"
+SPEND = ROLES + ANY
+SHARED_COUNTER = ROLES + (
+    "    - {name: invokes, scope: org, metric: executions, limit: 5, period: day,"
+    " actions: [invoke]}\n" + ANY
+)
+CALL = HttpFacts("POST", "/v1/agents/builder/invoke", {"authorization": f"Bearer {API_KEY}"})
+
+
+@dataclass
+class Worker:
+    """A sidecar worker's decision path on the shared Redis, its budgets from leases."""
+
+    authorizer: Authorizer
+    leases: LeasedBudgets
+    ledger: RedisBudgetLedger
+    client: aioredis.Redis
+
+    @classmethod
+    def on(cls, keys: Keys, policy: str, prefix: str) -> Worker:
+        ledger = RedisBudgetLedger.from_url(REDIS_URL, prefix)
+        client = aioredis.Redis.from_url(REDIS_URL)
+        holder = EngineHolder(ledger, issuer=ISSUER, audience=AUDIENCE)
+        holder.on_bundle(load_bundle(make_bundle(keys, policy=policy), keys.jwks, scope=ORG))
+        leases = LeasedBudgets(RedisBudgetBatch(client, prefix))
+        reservations = RedisReservationBook(client, prefix)
+        authorizer = Authorizer(
+            holder, replay_guard=InMemoryReplayGuard(), reservations=reservations, budgets=leases
+        )
+        return cls(authorizer, leases, ledger, client)
+
+    async def stop(self) -> None:
+        await self.leases.close()
+        self.ledger.client.close()
+        await self.client.aclose()
 
 
 async def test_a_leased_call_is_settled_by_another_worker(
     keys: Keys, sync_redis: redis.Redis, redis_prefix: str
 ) -> None:
-    verified = load_bundle(make_bundle(keys, policy=SPEND), keys.jwks, scope=ORG)
-    authorizers, clients, ledgers = [], [], []
-    for _ in range(2):
-        ledger = RedisBudgetLedger.from_url(REDIS_URL, redis_prefix)
-        client = aioredis.Redis.from_url(REDIS_URL)
-        holder = EngineHolder(ledger, issuer=ISSUER, audience=AUDIENCE)
-        holder.on_bundle(verified)
-        leases = LeasedBudgets(RedisBudgetBatch(client, redis_prefix))
-        reservations = RedisReservationBook(client, redis_prefix)
-        authorizers.append(
-            Authorizer(
-                holder,
-                replay_guard=InMemoryReplayGuard(),
-                reservations=reservations,
-                budgets=leases,
-            )
-        )
-        clients.append(client)
-        ledgers.append((ledger, leases))
-    one, two = authorizers
-    call = HttpFacts("POST", "/v1/agents/builder/invoke", {"authorization": f"Bearer {API_KEY}"})
-    verdicts = [await one.check(call) for _ in range(5)]
+    one, two = Worker.on(keys, SPEND, redis_prefix), Worker.on(keys, SPEND, redis_prefix)
+    verdicts = [await one.authorizer.check(CALL) for _ in range(5)]
     assert [v.status for v in verdicts] == [200] * 5
-    await one.drain()
-    assert ledgers[0][0].usage(KEY) == 5.0  # the status report's figure
+    await one.authorizer.drain()
+    assert one.ledger.usage(KEY) == 5.0  # the status report's figure
     # The second worker settles a leased call (it used nothing): usage moves by one.
-    assert await two.settle(verdicts[0].decision_id, {"executions": 0}) == 1
-    assert ledgers[1][0].usage(KEY) == 4.0
-    for ledger, leases in ledgers:
-        await leases.close()
-        ledger.client.close()
+    assert await two.authorizer.settle(verdicts[0].decision_id, {"executions": 0}) == 1
+    assert two.ledger.usage(KEY) == 4.0
+    await one.stop()
+    await two.stop()
     assert usage(sync_redis, redis_prefix) == (4.0, 0.0)
-    for client in clients:
-        await client.aclose()
-
-
-SHARED_COUNTER = """\
-kind: RolePolicy
-metadata: {name: roles}
-spec:
-  roles:
-    - name: caller
-      permissions: [{resource: "agent:*", actions: [invoke]}]
-  bindings:
-    - {subject: "apikey:ci-bot", role: caller}
----
-kind: BudgetPolicy
-metadata: {name: spend}
-spec:
-  budgets:
-    - {name: invokes, scope: org, metric: executions, limit: 5, period: day, actions: [invoke]}
-    - {name: anything, scope: org, metric: executions, limit: 1000000, period: day}
-"""
 
 
 async def test_a_counter_two_budgets_share_is_never_leased(
@@ -218,28 +211,14 @@ async def test_a_counter_two_budgets_share_is_never_leased(
     """Two budgets on one counter: a lease taken under the million could spend the five's
     headroom without asking Redis. Their reservations stay exact: each call counts twice
     (once per budget) and the third call passes the five."""
-    verified = load_bundle(make_bundle(keys, policy=SHARED_COUNTER), keys.jwks, scope=ORG)
-    ledger = RedisBudgetLedger.from_url(REDIS_URL, redis_prefix)
-    client = aioredis.Redis.from_url(REDIS_URL)
-    holder = EngineHolder(ledger, issuer=ISSUER, audience=AUDIENCE)
-    holder.on_bundle(verified)
-    leases = LeasedBudgets(RedisBudgetBatch(client, redis_prefix))
-    authorizer = Authorizer(
-        holder,
-        replay_guard=InMemoryReplayGuard(),
-        reservations=RedisReservationBook(client, redis_prefix),
-        budgets=leases,
-    )
-    call = HttpFacts("POST", "/v1/agents/builder/invoke", {"authorization": f"Bearer {API_KEY}"})
-    verdicts = [await authorizer.check(call) for _ in range(4)]
-    await authorizer.drain()
+    worker = Worker.on(keys, SHARED_COUNTER, redis_prefix)
+    verdicts = [await worker.authorizer.check(CALL) for _ in range(4)]
+    await worker.authorizer.drain()
     assert [v.status for v in verdicts] == [200, 200, 403, 403]
     assert "invokes" in verdicts[2].reasons[0]
-    assert leases.served == 0
+    assert worker.leases.served == 0
     assert usage(sync_redis, redis_prefix) == (4.0, 0.0)  # two allowed calls, twice each
-    await leases.close()
-    ledger.client.close()
-    await client.aclose()
+    await worker.stop()
 
 
 async def test_a_lease_topped_up_under_a_raised_limit_goes_back_when_it_is_lowered(
