@@ -45,9 +45,9 @@ return total
 # "lease" (authz_sidecar/budget_leases.py, ADR 0015) takes two keys, the counter and its
 # outstanding-lease counter (op "with"): value "amount most threshold share". It adds a
 # lease of min(most, share of the headroom under threshold), in whole multiples of amount,
-# when that covers amount, and
-# answers "<lease> <total>"; otherwise it adds amount alone and answers "0 <total>". The
-# lease minus amount (what this call did not use) goes to the outstanding counter.
+# when that covers amount, and answers "<lease> <total>"; otherwise it adds amount alone
+# and answers "0 <total>" (so a threshold of -inf, NO_LEASE, is always exact). The lease
+# minus amount (what this call did not use) goes to the outstanding counter.
 _RESERVE_MANY = """
 local out = {}
 local function expire(key, expiry)
@@ -63,7 +63,7 @@ for i, key in ipairs(KEYS) do
     out[i] = 0
   elseif op == 'lease' then
     local amount, most, threshold, share = string.match(value, '^(%S+) (%S+) (%S+) (%S+)$')
-    local need, limit = tonumber(amount), tonumber(threshold)  -- '-inf' (NO_LEASE): nil
+    local need, limit = tonumber(amount), tonumber(threshold)
     local current = tonumber(redis.call('GET', key) or '0')
     local lease = 0
     if limit then lease = math.min(tonumber(most), (limit - current) * tonumber(share)) end
