@@ -390,7 +390,7 @@ class DecisionBuffer:
         in_flight: int = 2,
         compress: bool = True,
         path: str = INGEST_PATH,
-        linger: float = 0.05,
+        linger: float = 0.25,
         ack_interval: float = 1.0,
     ) -> None:
         """Post batches until cancelled; retry with back-off until acknowledged (`Shipper`)."""
