@@ -27,27 +27,33 @@ def paced(url: str, headers: dict[str, str], rate: int, seconds: int) -> dict[st
     """rps, p50 and p99 (ms) and the non-2xx count of `rate` POSTs a second for `seconds`."""
     count = max(1, -(-rate // _PER_PROCESS))
     flags = [f"-H={name}: {value}" for name, value in headers.items()]
-    processes = []
-    for index in range(count):
-        if index:
-            time.sleep(1 / rate)  # the next process's ticks fall between this one's
-        command = ["hey", "-z", f"{seconds}s", "-c", "1", "-q", str(rate / count), "-o", "csv"]
-        processes.append(
-            subprocess.Popen(
-                [*command, "-m", "POST", *flags, url],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,
-                text=True,
-            )
-        )
+    processes: list[subprocess.Popen[str]] = []
     latencies: list[float] = []
     errors = 0
-    for process in processes:
-        out, _ = process.communicate()
-        for row in csv.DictReader(io.StringIO(out)):
-            latencies.append(float(row["response-time"]) * 1000)
-            if not row["status-code"].startswith("2"):
-                errors += 1
+    try:
+        for index in range(count):
+            if index:
+                time.sleep(1 / rate)  # the next process's ticks fall between this one's
+            command = ["hey", "-z", f"{seconds}s", "-c", "1", "-q", str(rate / count)]
+            processes.append(
+                subprocess.Popen(
+                    [*command, "-o", "csv", "-m", "POST", *flags, url],
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.DEVNULL,
+                    text=True,
+                )
+            )
+        for process in processes:
+            out, _ = process.communicate()
+            for row in csv.DictReader(io.StringIO(out)):
+                latencies.append(float(row["response-time"]) * 1000)
+                if not row["status-code"].startswith("2"):
+                    errors += 1
+    finally:  # interrupted: no load generator outlives the bench
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
     if not latencies:
         raise RuntimeError(f"hey answered nothing for {url}")
     cuts = statistics.quantiles(latencies, n=100, method="inclusive")
