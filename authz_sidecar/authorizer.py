@@ -46,6 +46,9 @@ log = logging.getLogger(__name__)
 
 NOT_READY = "no verified policy bundle loaded"
 SHARED_AUTHZEN = "AuthZEN evaluations are not offered by a shared platform gateway's sidecar"
+# A reservation record another worker queued may not be in Redis yet (budget_leases lets
+# its writes linger a few milliseconds): /settle looks once more after this long.
+SETTLE_RETRY_SECONDS = 0.05
 
 
 class BudgetReserver(Protocol):
@@ -424,11 +427,10 @@ class Authorizer:
         snapshot = self.holder.current
         if snapshot is not None:
             served = [snapshot.organization]
-        # Only the served organisations' reservations (tenants may share one Redis).
-        reservations: list[Reservation] | None = None
-        for organization in served:
-            if reservations := await self.reservations.take(organization, decision_id):
-                break
+        reservations = await self._take(served, decision_id)
+        if reservations is None and self.budgets is not None:
+            await asyncio.sleep(SETTLE_RETRY_SECONDS)
+            reservations = await self._take(served, decision_id)
         if not reservations:
             return 0
         ledger = self.holder.ledger
@@ -436,6 +438,13 @@ class Authorizer:
             used = actual.get(reservation.key.metric, reservation.amount)
             ledger.settle(reservation.key, reservation.amount, used)
         return len(reservations)
+
+    async def _take(self, served: Sequence[str], decision_id: str) -> list[Reservation] | None:
+        # Only the served organisations' reservations (tenants may share one Redis).
+        for organization in served:
+            if reservations := await self.reservations.take(organization, decision_id):
+                return reservations
+        return None
 
     async def _record(
         self,

@@ -8,6 +8,12 @@ queued meanwhile goes together in the next call. At low load that is one call pe
 request, as before; at saturation one call serves dozens. Order is kept: items run in
 the order they were queued, inside one atomic script. `submit` queues a write nobody
 waits for (no future, no task per request); `idle()` waits until it has been sent.
+
+A submitted write may linger: `submit(..., linger=s)` sends it within `s` seconds instead
+of at once, together with whatever else queued meanwhile, and at once when a `call` or
+`idle()` comes first (order is kept either way). Nobody waits for such a write, so this
+only moves the Redis work out of the moments right after an answer, when the gateway's
+request is still on its way through Envoy and the machine's cores are wanted for it.
 """
 
 from __future__ import annotations
@@ -73,6 +79,7 @@ class ScriptBatch:
         self._what = what  # names a submitted write that failed, in the log
         self._queue: list[_Item] = []
         self._flushing: asyncio.Task[None] | None = None
+        self._lingering: asyncio.TimerHandle | None = None  # a flush due for lingering writes
         self._down_until = 0.0
         self.items = 0  # calls queued
         self.calls = 0  # script calls sent for them
@@ -87,15 +94,33 @@ class ScriptBatch:
         self._enqueue(_Item(keys, args, future))
         return await future
 
-    def submit(self, keys: Sequence[str], args: Sequence[bytes | str | int | float]) -> None:
-        """Queue a write nobody waits for; a failure is logged (WARNING) naming `what`."""
-        if self._admit(keys, args):
+    def submit(
+        self, keys: Sequence[str], args: Sequence[bytes | str | int | float], linger: float = 0.0
+    ) -> None:
+        """Queue a write nobody waits for, sent within `linger` seconds (or sooner, with the
+        next call); a failure is logged (WARNING) naming `what`."""
+        if not self._admit(keys, args):
+            return
+        if linger <= 0 or self._flushing is not None:
             self._enqueue(_Item(keys, args, None))
+            return
+        self._queue.append(_Item(keys, args, None))
+        self.items += 1
+        if self._lingering is None:
+            self._lingering = asyncio.get_running_loop().call_later(linger, self._flush_now)
 
     async def idle(self) -> None:
         """Return once everything queued so far has been sent (or has failed)."""
+        self._flush_now()
         while self._flushing is not None:
             await asyncio.shield(self._flushing)
+
+    def _flush_now(self) -> None:
+        if self._lingering is not None:
+            self._lingering.cancel()
+            self._lingering = None
+        if self._flushing is None and self._queue:
+            self._flushing = asyncio.create_task(self._flush())
 
     def _admit(self, keys: Sequence[str], args: Sequence[bytes | str | int | float]) -> bool:
         if len(args) != len(keys) * self._args_per_key:
@@ -108,7 +133,7 @@ class ScriptBatch:
         self._queue.append(item)
         self.items += 1
         if self._flushing is None:
-            self._flushing = asyncio.create_task(self._flush())
+            self._flush_now()
 
     async def _flush(self) -> None:
         try:

@@ -336,6 +336,37 @@ async def test_submitted_writes_share_the_batch_and_idle_waits_for_them(
     await async_redis.delete(*keys)
 
 
+async def test_a_lingering_write_waits_for_company_and_a_call_or_idle_takes_it_at_once(
+    async_redis: aioredis.Redis, redis_prefix: str
+) -> None:
+    batch = ScriptBatch(
+        async_redis,
+        "local out = {} for i, k in ipairs(KEYS) do"
+        " out[i] = redis.call('INCRBY', k, ARGV[i]) end return out",
+        args_per_key=1,
+    )
+    key = redis_prefix + "lingering"
+    batch.submit([key], [1], linger=0.2)
+    batch.submit([key], [10], linger=0.2)
+    await asyncio.sleep(0.05)
+    assert await async_redis.get(key) is None  # still lingering: nothing sent
+    assert batch.calls == 0
+    # A call goes at once and takes the lingering writes with it, in the order queued.
+    assert await batch.call([key], [100]) == [111]
+    assert batch.calls == 1
+    batch.submit([key], [1000], linger=0.2)
+    started = time.monotonic()
+    await batch.idle()  # does not wait out the linger
+    assert time.monotonic() - started < 0.15
+    assert await async_redis.get(key) == b"1111"
+    # Alone, a lingering write goes when its linger is up.
+    batch.submit([key], [5], linger=0.05)
+    await asyncio.sleep(0.3)
+    assert await async_redis.get(key) == b"1116"
+    assert (batch.items, batch.calls) == (5, 3)
+    await async_redis.delete(key)
+
+
 async def test_a_submitted_write_that_fails_is_logged_not_raised(
     silent_redis: int, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -26,6 +26,7 @@ from authz_sidecar.budgets import (
     RedisBudgetBatch,
     RedisBudgetLedger,
     RedisReservationBook,
+    reservation_key,
 )
 from authz_sidecar.engine_holder import EngineHolder
 from authz_sidecar.grants import InMemoryReplayGuard
@@ -203,6 +204,22 @@ async def test_a_leased_call_is_settled_by_another_worker(
     await one.stop()
     await two.stop()
     assert usage(sync_redis, redis_prefix) == (4.0, 0.0)
+
+
+async def test_another_worker_settles_a_leased_call_whose_record_is_still_lingering(
+    keys: Keys, sync_redis: redis.Redis, redis_prefix: str
+) -> None:
+    one, two = Worker.on(keys, SPEND, redis_prefix), Worker.on(keys, SPEND, redis_prefix)
+    first = await one.authorizer.check(CALL)  # takes the lease: its record went with it
+    second = await one.authorizer.check(CALL)  # served from the lease: its record lingers
+    assert (first.status, second.status) == (200, 200)
+    assert sync_redis.exists(reservation_key(redis_prefix, ORG, second.decision_id)) == 0
+    # The gateway may settle at once, on another worker: it looks again and finds it.
+    assert await two.authorizer.settle(second.decision_id, {"executions": 0}) == 1
+    assert await two.authorizer.settle(second.decision_id, {"executions": 0}) == 0  # once
+    await one.stop()
+    await two.stop()
+    assert usage(sync_redis, redis_prefix) == (1.0, 0.0)
 
 
 async def test_a_counter_two_budgets_share_is_never_leased(
