@@ -7,10 +7,10 @@ it in one process, without HTTP parsing, Envoy or a load generator in the way:
 
 - (r) a reference of plain Python (a 200-entry dict built and summed);
 - (h) one HMAC-SHA256 (OpenSSL), as the signed decision header needs;
-- (k) the sidecar's whole HTTP check handler, on uvloop as in the sidecar (`SidecarHttp.handle` and the answer's
-  encoding) on bench_sidecar's decision: JWT (cached), RBAC, ABAC in Rego (cached), an
-  org budget served from a lease in Redis (ADR 0015), the signed decision header, the
-  decision record appended to a real decision log.
+- (k) the sidecar's whole HTTP check handler (`SidecarHttp.handle` and the answer's
+  encoding), on uvloop as in the sidecar, with bench_sidecar's decision: JWT (cached),
+  RBAC, ABAC in Rego (cached), an org budget served from a lease in Redis (ADR 0015),
+  the signed decision header, the decision record appended to a real decision log.
 
 Each is timed one call at a time, back to back ("warm"), then each call after the event
 loop has slept `KAIZEN_BENCH_IDLE_MS` (default 10: the gap at 100 req/s). Medians of
@@ -160,5 +160,6 @@ def _print(rows: dict[str, dict[str, list[float]]]) -> None:
         " 100 req/s ≤ 1 ms) is spent on this, the no-op's own cold path and Envoy's"
     )
     for name, cells in rows.items():
-        pairs = " ".join(f"{w:.1f}/{i:.1f}" for w, i in zip(cells["warm"], cells["idle"]))
+        warm_idle = zip(cells["warm"], cells["idle"], strict=True)
+        pairs = " ".join(f"{warm:.1f}/{idle:.1f}" for warm, idle in warm_idle)
         print(f"  rounds of {name}, warm/idle: {pairs}")
