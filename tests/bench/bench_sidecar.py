@@ -276,6 +276,9 @@ def _print(rounds: dict[tuple[str, str], list[dict[str, float]]]) -> None:
             for name in CONFIGS[1:]
         )
         print(f"at {load}: {field} minus (a), ms: {deltas} (goal for (e): <= +{goal})")
+        ours = rounds[(CONFIGS[4], load)]  # (e), round by round: the spread behind its median
+        spread = ", ".join(f"{o[field] - b[field]:+.2f}" for o, b in zip(ours, a, strict=True))
+        print(f"  (e) round by round: {spread}")
 
 
 if __name__ == "__main__":
