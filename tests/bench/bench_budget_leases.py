@@ -11,26 +11,16 @@ turns, medians; the ratio printed is on ÷ off.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import secrets
 import shutil
 import statistics
-import tempfile
-from pathlib import Path
 
-from tests.bench.bench_sidecar import (
-    BENCH_POLICY,
-    PATH,
-    REDIS_URL,
-    WORKERS,
-    _forget,
-    recycle_ext_authz_connections,
-)
+from tests.bench.bench_sidecar import WORKERS, _forget
+from tests.bench.fronted import bench_files, start_fronted
 from tests.bench.paced import paced
 from tests.bench.stand_in import control_plane_env
 from tests.e2e import sidecar_procs as procs
-from tests.unit.sidecar.factory import access_token, make_bundle, make_keys
 
 ROUNDS = int(os.environ.get("KAIZEN_BENCH_ROUNDS", "3"))
 SECONDS = int(os.environ.get("KAIZEN_BENCH_SECONDS", "6"))
@@ -42,13 +32,10 @@ def main() -> None:
     if shutil.which("hey") is None or procs.envoy_binary() is None:
         print("skipped: needs hey (apt-get install -y hey) and envoy")
         return
-    tmp = Path(tempfile.mkdtemp(prefix="kaizen-bench-leases-"))
-    keys = make_keys()
-    (tmp / "bundle.tar.gz").write_bytes(make_bundle(keys, policy=BENCH_POLICY))
-    (tmp / "jwks.json").write_text(json.dumps(keys.jwks))
-    headers = {"Authorization": f"Bearer {access_token(keys, exp=2_000_000_000)}"}
+    files = bench_files("kaizen-bench-leases-")
     rows: dict[tuple[str, int], list[dict[str, float]]] = {}
     with contextlib.ExitStack() as stack:
+        stack.callback(shutil.rmtree, files.tmp, True)
         prefix = f"kaizen-bench-{secrets.token_hex(4)}:"
         stack.callback(_forget, prefix)
         production = control_plane_env(stack)
@@ -56,34 +43,17 @@ def main() -> None:
         stack.enter_context(procs.running(procs.start_helper("upstream", upstream)))
         urls: dict[str, str] = {}
         for name, lease_calls in SIDECARS:
-            grpc_port, http_port = procs.free_port(), procs.free_port()
-            sidecar = procs.start_sidecar(
-                tmp / name.replace(" ", "-"),
-                grpc_port,
-                http_port,
-                KAIZEN_SIDECAR_BUNDLE=str(tmp / "bundle.tar.gz"),
-                KAIZEN_SIDECAR_JWKS=str(tmp / "jwks.json"),
-                KAIZEN_REDIS_URL=REDIS_URL,
-                KAIZEN_REDIS_PREFIX=prefix,
-                KAIZEN_SIDECAR_WORKERS=str(WORKERS),
-                KAIZEN_SIDECAR_BUDGET_LEASE_CALLS=lease_calls,
-                **production,
-            )
-            stack.enter_context(procs.running(sidecar))
-            listen, admin = procs.free_port(), procs.free_port()
-            config = procs.envoy_config(
-                listen, admin, grpc_port, upstream, sidecar_http=http_port, transport="http"
-            )
-            envoy = procs.start_envoy(recycle_ext_authz_connections(config), tmp, admin)
-            stack.enter_context(procs.running(envoy))
-            urls[f"{name}, straight"] = f"http://127.0.0.1:{http_port}/ext_authz{PATH}"
-            urls[f"{name}, via Envoy"] = f"http://127.0.0.1:{listen}{PATH}"
+            env = {**production, "KAIZEN_SIDECAR_BUDGET_LEASE_CALLS": lease_calls}
+            fronted = start_fronted(stack, files, name, upstream, prefix, **env)
+            urls[f"{name}, straight"] = fronted.straight
+            urls[f"{name}, via Envoy"] = fronted.via_envoy
         for round_ in range(ROUNDS):
             for rate in RATES:
                 for name, url in urls.items():
                     print(f"round {round_ + 1}/{ROUNDS}: {name} at {rate} req/s ...", flush=True)
-                    rows.setdefault((name, rate), []).append(paced(url, headers, rate, SECONDS))
-    shutil.rmtree(tmp, ignore_errors=True)
+                    rows.setdefault((name, rate), []).append(
+                        paced(url, files.headers, rate, SECONDS)
+                    )
     _print(rows)
 
 

@@ -14,27 +14,17 @@ is smaller than one run's spread: the pairs show whether it holds round after ro
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import secrets
 import shutil
 import statistics
-import tempfile
-from pathlib import Path
 
 from tests.bench.bench_check_cpu import cpu_seconds
-from tests.bench.bench_sidecar import (
-    BENCH_POLICY,
-    PATH,
-    REDIS_URL,
-    WORKERS,
-    _forget,
-    recycle_ext_authz_connections,
-)
+from tests.bench.bench_sidecar import PATH, WORKERS, _forget
+from tests.bench.fronted import bench_files, start_fronted
 from tests.bench.paced import paced
 from tests.bench.stand_in import control_plane_env
 from tests.e2e import sidecar_procs as procs
-from tests.unit.sidecar.factory import access_token, make_bundle, make_keys
 
 BASE = os.environ.get("KAIZEN_BENCH_BASE")
 ROUNDS = int(os.environ.get("KAIZEN_BENCH_ROUNDS", "5"))
@@ -52,14 +42,11 @@ def main() -> None:
     if shutil.which("hey") is None or procs.envoy_binary() is None:
         print("skipped: needs hey (apt-get install -y hey) and envoy")
         return
-    tmp = Path(tempfile.mkdtemp(prefix="kaizen-bench-ab-"))
-    keys = make_keys()
-    (tmp / "bundle.tar.gz").write_bytes(make_bundle(keys, policy=BENCH_POLICY))
-    (tmp / "jwks.json").write_text(json.dumps(keys.jwks))
-    headers = {"Authorization": f"Bearer {access_token(keys, exp=2_000_000_000)}"}
+    files = bench_files("kaizen-bench-ab-")
+    headers = files.headers
     rows: dict[tuple[str, int], list[Row]] = {}
     with contextlib.ExitStack() as stack:
-        stack.callback(shutil.rmtree, tmp, True)
+        stack.callback(shutil.rmtree, files.tmp, True)
         prefix = f"kaizen-bench-{secrets.token_hex(4)}:"
         stack.callback(_forget, prefix)
         production = control_plane_env(stack)
@@ -69,32 +56,14 @@ def main() -> None:
         bare = procs.envoy_config(
             listen, admin, procs.free_port(), upstream, transport="http", ext_authz=False
         )
-        stack.enter_context(procs.running(procs.start_envoy(bare, tmp, admin)))
+        stack.enter_context(procs.running(procs.start_envoy(bare, files.tmp, admin)))
         targets: dict[str, tuple[str, int | None]] = {
             "(a)": (f"http://127.0.0.1:{listen}{PATH}", None)
         }
         for name in SIDECARS:
-            grpc_port, http_port = procs.free_port(), procs.free_port()
             env = {**production, **({"PYTHONPATH": BASE} if name == "base" else {})}
-            sidecar = procs.start_sidecar(
-                tmp / name,
-                grpc_port,
-                http_port,
-                KAIZEN_SIDECAR_BUNDLE=str(tmp / "bundle.tar.gz"),
-                KAIZEN_SIDECAR_JWKS=str(tmp / "jwks.json"),
-                KAIZEN_REDIS_URL=REDIS_URL,
-                KAIZEN_REDIS_PREFIX=prefix,
-                KAIZEN_SIDECAR_WORKERS=str(WORKERS),
-                **env,
-            )
-            stack.enter_context(procs.running(sidecar))
-            listen, admin = procs.free_port(), procs.free_port()
-            config = procs.envoy_config(
-                listen, admin, grpc_port, upstream, sidecar_http=http_port, transport="http"
-            )
-            envoy = procs.start_envoy(recycle_ext_authz_connections(config), tmp, admin)
-            stack.enter_context(procs.running(envoy))
-            targets[name] = (f"http://127.0.0.1:{listen}{PATH}", sidecar.pid)
+            fronted = start_fronted(stack, files, name, upstream, prefix, **env)
+            targets[name] = (fronted.via_envoy, fronted.sidecar.pid)
         for url, _ in targets.values():  # connections up, leases taken
             paced(url, headers, 100, 1)
         for round_ in range(ROUNDS):
