@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 import shutil
 import statistics
 
-from tests.bench.bench_sidecar import WORKERS, _forget
-from tests.bench.fronted import bench_files, start_fronted
+from tests.bench.bench_sidecar import WORKERS
+from tests.bench.fronted import start_fronted, start_run
 from tests.bench.paced import paced
-from tests.bench.stand_in import control_plane_env
 from tests.e2e import sidecar_procs as procs
 
 ROUNDS = int(os.environ.get("KAIZEN_BENCH_ROUNDS", "3"))
@@ -32,28 +30,19 @@ def main() -> None:
     if shutil.which("hey") is None or procs.envoy_binary() is None:
         print("skipped: needs hey (apt-get install -y hey) and envoy")
         return
-    files = bench_files("kaizen-bench-leases-")
     rows: dict[tuple[str, int], list[dict[str, float]]] = {}
     with contextlib.ExitStack() as stack:
-        stack.callback(shutil.rmtree, files.tmp, True)
-        prefix = f"kaizen-bench-{secrets.token_hex(4)}:"
-        stack.callback(_forget, prefix)
-        production = control_plane_env(stack)
-        upstream = procs.free_port()
-        stack.enter_context(procs.running(procs.start_helper("upstream", upstream)))
+        run = start_run(stack, "leases")
         urls: dict[str, str] = {}
         for name, lease_calls in SIDECARS:
-            env = {**production, "KAIZEN_SIDECAR_BUDGET_LEASE_CALLS": lease_calls}
-            fronted = start_fronted(stack, files, name, upstream, prefix, **env)
+            fronted = start_fronted(stack, run, name, KAIZEN_SIDECAR_BUDGET_LEASE_CALLS=lease_calls)
             urls[f"{name}, straight"] = fronted.straight
             urls[f"{name}, via Envoy"] = fronted.via_envoy
         for round_ in range(ROUNDS):
             for rate in RATES:
                 for name, url in urls.items():
                     print(f"round {round_ + 1}/{ROUNDS}: {name} at {rate} req/s ...", flush=True)
-                    rows.setdefault((name, rate), []).append(
-                        paced(url, files.headers, rate, SECONDS)
-                    )
+                    rows.setdefault((name, rate), []).append(paced(url, run.headers, rate, SECONDS))
     _print(rows)
 
 

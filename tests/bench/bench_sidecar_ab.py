@@ -15,15 +15,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 import shutil
 import statistics
 
 from tests.bench.bench_check_cpu import cpu_seconds
-from tests.bench.bench_sidecar import PATH, WORKERS, _forget
-from tests.bench.fronted import bench_files, start_fronted
+from tests.bench.bench_sidecar import PATH, WORKERS
+from tests.bench.fronted import start_fronted, start_run
 from tests.bench.paced import paced
-from tests.bench.stand_in import control_plane_env
 from tests.e2e import sidecar_procs as procs
 
 BASE = os.environ.get("KAIZEN_BENCH_BASE")
@@ -42,27 +40,21 @@ def main() -> None:
     if shutil.which("hey") is None or procs.envoy_binary() is None:
         print("skipped: needs hey (apt-get install -y hey) and envoy")
         return
-    files = bench_files("kaizen-bench-ab-")
-    headers = files.headers
     rows: dict[tuple[str, int], list[Row]] = {}
     with contextlib.ExitStack() as stack:
-        stack.callback(shutil.rmtree, files.tmp, True)
-        prefix = f"kaizen-bench-{secrets.token_hex(4)}:"
-        stack.callback(_forget, prefix)
-        production = control_plane_env(stack)
-        upstream = procs.free_port()
-        stack.enter_context(procs.running(procs.start_helper("upstream", upstream)))
+        run = start_run(stack, "ab")
+        headers = run.headers
         listen, admin = procs.free_port(), procs.free_port()
         bare = procs.envoy_config(
-            listen, admin, procs.free_port(), upstream, transport="http", ext_authz=False
+            listen, admin, procs.free_port(), run.upstream, transport="http", ext_authz=False
         )
-        stack.enter_context(procs.running(procs.start_envoy(bare, files.tmp, admin)))
+        stack.enter_context(procs.running(procs.start_envoy(bare, run.tmp, admin)))
         targets: dict[str, tuple[str, int | None]] = {
             "(a)": (f"http://127.0.0.1:{listen}{PATH}", None)
         }
         for name in SIDECARS:
-            env = {**production, **({"PYTHONPATH": BASE} if name == "base" else {})}
-            fronted = start_fronted(stack, files, name, upstream, prefix, **env)
+            env = {"PYTHONPATH": BASE} if name == "base" else {}
+            fronted = start_fronted(stack, run, name, **env)
             targets[name] = (fronted.via_envoy, fronted.sidecar.pid)
         for url, _ in targets.values():  # connections up, leases taken
             paced(url, headers, 100, 1)

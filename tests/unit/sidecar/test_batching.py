@@ -299,15 +299,17 @@ async def test_a_slow_batch_fails_closed_without_opening_the_breaker(silent_redi
     await client.aclose()
 
 
+# Each key incremented by its argument; the new values, in order.
+INCRBY_EACH = (
+    "local out = {} for i, k in ipairs(KEYS) do"
+    " out[i] = redis.call('INCRBY', k, ARGV[i]) end return out"
+)
+
+
 async def test_script_batch_keeps_order_and_checks_arguments(
     async_redis: aioredis.Redis, redis_prefix: str
 ) -> None:
-    batch = ScriptBatch(
-        async_redis,
-        "local out = {} for i, k in ipairs(KEYS) do"
-        " out[i] = redis.call('INCRBY', k, ARGV[i]) end return out",
-        args_per_key=1,
-    )
+    batch = ScriptBatch(async_redis, INCRBY_EACH, args_per_key=1)
     key = redis_prefix + "n"
     results = await asyncio.gather(*(batch.call([key, key], [1, 10]) for _ in range(5)))
     assert results == [[1 + 11 * i, 11 + 11 * i] for i in range(5)]
@@ -339,12 +341,7 @@ async def test_submitted_writes_share_the_batch_and_idle_waits_for_them(
 async def test_a_lingering_write_waits_for_company_and_a_call_or_idle_takes_it_at_once(
     async_redis: aioredis.Redis, redis_prefix: str
 ) -> None:
-    batch = ScriptBatch(
-        async_redis,
-        "local out = {} for i, k in ipairs(KEYS) do"
-        " out[i] = redis.call('INCRBY', k, ARGV[i]) end return out",
-        args_per_key=1,
-    )
+    batch = ScriptBatch(async_redis, INCRBY_EACH, args_per_key=1)
     key = redis_prefix + "lingering"
     batch.submit([key], [1], linger=0.2)
     batch.submit([key], [10], linger=0.2)
