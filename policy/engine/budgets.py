@@ -239,17 +239,22 @@ class BudgetIndex:
         resource: str,
         action: str,
         approved: bool = False,
+        needs: Sequence[tuple[BudgetKey, float]] | None = None,
     ) -> BudgetCheck:
         """Reserve (or, with reserve=False, only look) and compare with the limits.
 
         Reservations are released again unless the outcome is allow: a denied or
         held call must not consume budget. `approved` (a granted retry) lifts soft limits,
-        not hard ones. Raises UnknownCeilingError (before reserving anything) when
+        not hard ones. `needs`: what `needs(...)` gave for the same arguments, when the
+        caller has it already. Raises UnknownCeilingError (before reserving anything) when
         reserving needs a ceiling the bundle lacks.
         """
         if not budgets:
             return NO_BUDGETS
-        needs = self.needs(budgets, context, now, resource=resource, action=action, reserve=reserve)
+        if needs is None:
+            needs = self.needs(
+                budgets, context, now, resource=resource, action=action, reserve=reserve
+            )
         reservations: list[Reservation] = []
         exceeded: list[str] = []
         soft: list[str] = []

@@ -289,6 +289,7 @@ class DecisionEngine:
                 resource=pending.resource,
                 action=pending.action,
                 approved=pending.approved,
+                needs=pending.needs,  # planned by begin() for the same call and time
             )
         except Exception as exc:
             return self.fail_budgets(pending, exc)
