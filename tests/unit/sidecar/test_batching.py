@@ -343,22 +343,23 @@ async def test_a_lingering_write_waits_for_company_and_a_call_or_idle_takes_it_a
 ) -> None:
     batch = ScriptBatch(async_redis, INCRBY_EACH, args_per_key=1)
     key = redis_prefix + "lingering"
-    batch.submit([key], [1], linger=0.2)
-    batch.submit([key], [10], linger=0.2)
+    batch.submit([key], [1], linger=60)
+    batch.submit([key], [10], linger=60)
     await asyncio.sleep(0.05)
     assert await async_redis.get(key) is None  # still lingering: nothing sent
     assert batch.calls == 0
     # A call goes at once and takes the lingering writes with it, in the order queued.
     assert await batch.call([key], [100]) == [111]
     assert batch.calls == 1
-    batch.submit([key], [1000], linger=0.2)
-    started = time.monotonic()
-    await batch.idle()  # does not wait out the linger
-    assert time.monotonic() - started < 0.15
+    batch.submit([key], [1000], linger=60)
+    await asyncio.wait_for(batch.idle(), timeout=10)  # sends now: no waiting out the linger
     assert await async_redis.get(key) == b"1111"
-    # Alone, a lingering write goes when its linger is up.
-    batch.submit([key], [5], linger=0.05)
-    await asyncio.sleep(0.3)
+    # Alone, a lingering write goes by itself once its linger is up.
+    batch.submit([key], [5], linger=0.01)
+    for _ in range(200):
+        if await async_redis.get(key) == b"1116":
+            break
+        await asyncio.sleep(0.05)
     assert await async_redis.get(key) == b"1116"
     assert (batch.items, batch.calls) == (5, 3)
     await async_redis.delete(key)
