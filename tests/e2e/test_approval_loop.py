@@ -154,20 +154,24 @@ def test_a_held_call_is_approved_and_its_grant_passes_once(
         assert replayed.status_code == 403, replayed.text  # single use
 
         # The auditor finds the granted call, its deciding revision, exports, verifies.
-        def allowed() -> list[dict[str, Any]]:
+        # The log is shipped asynchronously, so wait for all three of the developer's
+        # calls (held, granted, replayed) before counting what the chain covers.
+        def logged() -> list[dict[str, Any]] | None:
             found = cp.get(
                 "/api/v1/decisions",
                 params={
                     "principal": f"user:{dev_email}",
-                    "outcome": "allow",
                     "since": asked_at.isoformat().replace("+00:00", "Z"),
                 },
                 headers=auditor,
             )
             assert found.status_code == 200, found.text
-            return list(found.json()["items"])
+            items = list(found.json()["items"])
+            return items if len(items) >= 3 else None
 
-        (call,) = _eventually(allowed, 30, "the granted call in the decision log")
+        calls = _eventually(logged, 30, "the developer's three calls in the decision log")
+        assert len(calls) == 3
+        (call,) = [c for c in calls if c["outcome"] == "allow"]
         assert call["resource"] == "agent:deployer"
         detail = cp.get(f"/api/v1/decisions/{call['decision_id']}", headers=auditor).json()
         assert str(detail["bundle_revision"]) == str(deciding["current_revision"])
