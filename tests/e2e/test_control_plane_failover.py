@@ -26,6 +26,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,7 @@ from tests.conftest import PASSWORD, REDIS_PREFIX, REDIS_URL
 from tests.e2e import sidecar_procs as procs
 
 BALANCER_TEMPLATE = procs.ROOT / "deploy" / "envoy" / "control-plane-balancer.yaml"
+POLLS = 10  # held long-polls at once, round robin: five at each replica
 LONG_POLL_WAIT_MS = 30_000  # the sidecar's `Prefer: wait=30` (policy/bundles/bundle_sync.py)
 POLICY = """\
 kind: RolePolicy
@@ -265,6 +267,20 @@ def _port(entry: dict[str, Any]) -> int:
     return int(str(entry["upstream"]).rsplit(":", 1)[1])
 
 
+def _published_organisation(cp: httpx.Client) -> tuple[str, dict[str, str]]:
+    """Sign up through the balancer and publish POLICY: the scope and the owner's header."""
+    owner = cp.post(
+        "/api/v1/auth/signup",
+        json={"email": "ha@example.com", "password": PASSWORD, "organization": "HA"},
+    )
+    assert owner.status_code == 201, owner.text
+    admin = {"Authorization": f"Bearer {owner.json()['access_token']}"}
+    assert cp.post("/api/v1/policies", json={"source": POLICY}, headers=admin).status_code == 201
+    first = cp.post("/api/v1/policies/publish", json={}, headers=admin)
+    assert first.status_code == 201, first.text
+    return str(owner.json()["organization_id"]), admin
+
+
 def test_two_replicas_one_killed_mid_traffic(
     replicas: tuple[procs.ControlPlane, procs.ControlPlane],
     database: str,
@@ -280,16 +296,7 @@ def test_two_replicas_one_killed_mid_traffic(
 
     cp = httpx.Client(base_url=balancer.url, timeout=60)
     request.addfinalizer(cp.close)
-    owner = cp.post(
-        "/api/v1/auth/signup",
-        json={"email": "ha@example.com", "password": PASSWORD, "organization": "HA"},
-    )
-    assert owner.status_code == 201, owner.text
-    scope = owner.json()["organization_id"]
-    admin = {"Authorization": f"Bearer {owner.json()['access_token']}"}
-    assert cp.post("/api/v1/policies", json={"source": POLICY}, headers=admin).status_code == 201
-    first = cp.post("/api/v1/policies/publish", json={}, headers=admin)
-    assert first.status_code == 201, first.text
+    scope, admin = _published_organisation(cp)
     gateway = cp.post(
         "/api/v1/gateways",
         json={"name": "edge", "environment": "prod", "url": "http://127.0.0.1:1"},
@@ -355,14 +362,16 @@ def test_two_replicas_one_killed_mid_traffic(
         procs.eventually(lambda: len(traffic.publishes) >= 3, 60, "three publishes before the kill")
 
         def busy() -> list[int] | None:
-            # A publish has been in flight for a while (its sandbox build takes longer)
-            # and a replica answers it beside the sidecar's long-poll.
-            since = traffic.publishing_since
-            if since is None or time.monotonic() - since < 0.05:
+            # A publish is in flight and a replica answers two requests at once (the
+            # sidecar's long-poll beside the publish or a read). Looked for often: a
+            # publish may take only tens of milliseconds.
+            if traffic.publishing_since is None:
                 return None
             return [p for p, n in balancer.active().items() if n >= 2] or None
 
-        victim_port = procs.eventually(busy, 30, "a replica answering a publish and a long-poll")[0]
+        victim_port = procs.eventually(
+            busy, 30, "a replica answering a publish and a long-poll", poll=0.01
+        )[0]
         victim = by_port[victim_port]
         survivor = b if victim is a else a
         before = len(traffic.publishes)
@@ -431,3 +440,39 @@ def test_two_replicas_one_killed_mid_traffic(
     assert cp.get("/api/v1/policies", headers=fresh).status_code == 200
     reused = cp.post("/api/v1/auth/refresh", json={"refresh_token": killed["refresh_token"]})
     assert reused.status_code == 401  # still single-use across replicas
+
+
+def test_every_request_a_dying_replica_held_is_retried_on_the_other(
+    replicas: tuple[procs.ControlPlane, procs.ControlPlane],
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+) -> None:
+    """More requests in flight at the replica that dies than Envoy's default of three
+    parallel retries per cluster: each one is answered by the survivor, none with the
+    balancer's own 503 (its access log flags that `UO`, retry overflow)."""
+    a, b = replicas
+    by_port = {a.port: a, b.port: b}
+    balancer = Balancer(tmp_path, a, b)
+    request.addfinalizer(lambda: procs.stop(balancer.process))
+    cp = httpx.Client(base_url=balancer.url, timeout=60)
+    request.addfinalizer(cp.close)
+    scope, admin = _published_organisation(cp)
+    url = f"{balancer.url}/api/v1/bundles/{scope}/bundle.tar.gz"
+    etag = cp.get(url, headers=admin).headers["ETag"]
+    held = {**admin, "If-None-Match": etag, "Prefer": "wait=5"}
+
+    with ThreadPoolExecutor(POLLS) as pool:
+        polls = [pool.submit(httpx.get, url, headers=held, timeout=60) for _ in range(POLLS)]
+        holding = procs.eventually(
+            lambda: [p for p, n in balancer.active().items() if n >= 4] or None,
+            10,
+            "four long-polls held at one replica",
+        )
+        victim = by_port[holding[0]]
+        victim.process.send_signal(signal.SIGKILL)
+        victim.process.wait(10)
+        statuses = [poll.result().status_code for poll in polls]
+
+    assert statuses == [304] * POLLS, statuses
+    overflowed = [e for e in balancer.entries() if "UO" in str(e["flags"])]
+    assert not overflowed, overflowed
