@@ -38,6 +38,7 @@ from policy.workloads import (
 )
 
 from gateways import connector_calls
+from gateways.agent_io import input_text, parse_output, tool_schema, wraps_input
 from gateways.deployments import Deployments
 from gateways.errors import (
     Forbidden,
@@ -192,7 +193,7 @@ class Executor:
     ) -> RunResult:
         agent = deployments.agent(name)
         run = run or self.new_run(agent)
-        text = _input_text(agent.input_schema, value, f"agent {name}")
+        text = input_text(agent.input_schema, value, f"agent {name}")
         output = await self._within(
             run, self.call_agent(deployments, agent, text, run, on_delta), f"agent {name}"
         )
@@ -205,7 +206,7 @@ class Executor:
 
         pipeline = deployments.pipeline(name)
         run = run or self.new_run(pipeline)
-        text = _input_text(pipeline.input_schema, value, f"pipeline {name}")
+        text = input_text(pipeline.input_schema, value, f"pipeline {name}")
         runner = PATTERN_RUNNERS[pipeline.pattern]
         context = PatternContext(self, deployments, pipeline, run)
         output = await self._within(run, runner(context, text), f"pipeline {name}")
@@ -215,7 +216,7 @@ class Executor:
 
     def _checked(self, schema: Mapping[str, Any] | None, text: str, what: str, run: Run) -> Any:
         try:
-            return _output(schema, text, what)
+            return parse_output(schema, text, what)
         except GatewayError as exc:
             exc.run = run
             raise
@@ -334,7 +335,7 @@ class Executor:
             if isinstance(tool, AgentTool):
                 target = deployments.agents.get(tool.agent)
                 description = (target.description if target else None) or f"Ask {tool.agent}"
-                specs.append(ToolSpec(tool.agent, description, _tool_schema(target)))
+                specs.append(ToolSpec(tool.agent, description, tool_schema(target)))
             elif isinstance(tool, ConnectorTool):
                 settings = deployments.connectors.get(tool.connector)
                 specs.append(connector_calls.tool_spec(tool, settings))
@@ -367,10 +368,12 @@ class Executor:
                     f"agent {agent.name} calls agent {tool.agent!r}, which is not deployed"
                 )
             value = (
-                call.arguments.get("input", call.arguments) if _wraps(target) else call.arguments
+                call.arguments.get("input", call.arguments)
+                if wraps_input(target)
+                else call.arguments
             )
             try:
-                text = _input_text(target.input_schema, value, f"agent {target.name}")
+                text = input_text(target.input_schema, value, f"agent {target.name}")
             except InvalidInput as exc:
                 return f"error: {exc.message}"
             await run.authorize(f"agent {agent.name}", target.name)
@@ -457,67 +460,3 @@ class PatternContext:
         agent = self.deployments.agent(agent_name)
         await self.run.authorize(f"pipeline {self.pipeline.name}", agent_name)
         return await self.executor.call_agent(self.deployments, agent, text, self.run)
-
-
-def _wraps(agent: AgentConfig | None) -> bool:
-    """Agents whose input is not a JSON object take `{"input": …}` as MCP/tool arguments."""
-    return agent is None or not _object_schema(agent.input_schema)
-
-
-def _object_schema(schema: Mapping[str, Any] | None) -> bool:
-    return schema is not None and schema.get("type") == "object"
-
-
-def _tool_schema(agent: AgentConfig | None) -> Mapping[str, Any]:
-    if agent is not None and agent.input_schema is not None and _object_schema(agent.input_schema):
-        return agent.input_schema
-    inner = dict(agent.input_schema) if agent and agent.input_schema else {"type": "string"}
-    return {"type": "object", "properties": {"input": inner}, "required": ["input"]}
-
-
-def agent_tool_schema(agent: AgentConfig) -> Mapping[str, Any]:
-    return _tool_schema(agent)
-
-
-def tool_arguments_to_input(agent: AgentConfig, arguments: Mapping[str, Any]) -> Any:
-    if _wraps(agent):
-        if "input" not in arguments:
-            raise InvalidInput("arguments need an 'input' field")
-        return arguments["input"]
-    return dict(arguments)
-
-
-def _input_text(schema: Mapping[str, Any] | None, value: Any, what: str) -> str:
-    if value is None:
-        raise InvalidInput(f"{what} needs an input")
-    if schema is not None:
-        try:
-            jsonschema.validate(value, dict(schema))
-        except jsonschema.ValidationError as exc:
-            where = "/".join(str(p) for p in exc.absolute_path)
-            raise InvalidInput(
-                f"input does not match the input_schema of {what}: {exc.message}",
-                {"field": "input" + (f"/{where}" if where else "")},
-            ) from None
-    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-
-
-def _output(schema: Mapping[str, Any] | None, text: str, what: str) -> Any:
-    """The answer as text, or as JSON when the output_schema asks for structured output."""
-    if schema is None or schema.get("type") == "string":
-        value: Any = text
-    else:
-        try:
-            value = json.loads(text)
-        except ValueError:
-            raise ProviderError(
-                f"{what} answered text that is not the JSON its output_schema wants"
-            ) from None
-    if schema is not None:
-        try:
-            jsonschema.validate(value, dict(schema))
-        except jsonschema.ValidationError as exc:
-            raise ProviderError(
-                f"{what} answered output that does not match its output_schema: {exc.message}"
-            ) from None
-    return value

@@ -28,13 +28,13 @@ from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from policy.runtime import tracing
 from starlette.types import Receive, Scope, Send
 
+from gateways.agent_io import tool_arguments_to_input, tool_schema
 from gateways.auth import Decision, DecisionVerifier
 from gateways.errors import GatewayError, Unauthenticated
-from gateways.executor import agent_tool_schema, tool_arguments_to_input
 from gateways.nested import NESTED_APPROVAL_HEADER
 
 if TYPE_CHECKING:
-    from gateways.app import GatewayState
+    from gateways.state import GatewayState
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ def build_server(state: GatewayState) -> Server[Any]:
             types.Tool(
                 name=name,
                 description=deployments.agents[name].description or f"Agent {name}",
-                input_schema=dict(agent_tool_schema(deployments.agents[name])),
+                input_schema=dict(tool_schema(deployments.agents[name])),
             )
             for name, ok in zip(names, allowed, strict=True)
             if ok
