@@ -90,7 +90,7 @@ async def ingest_decisions(
     )
     body = ingest.parse_batch(raw)
     times = [record.time for record in body.decisions]
-    ingest.check_times(times, "decisions")
+    ingest.check_times(times, "decisions.{}.time")
 
     async def store() -> tuple[int, int]:
         async with db.session(identity.organization_id) as session:
@@ -111,7 +111,7 @@ async def ingest_opa_decisions(
         await request.body(), request.headers.get("content-encoding"), limit
     )
     events = ingest_opa.opa_events(raw)
-    ingest.check_times([e.timestamp for e in events], "body")
+    ingest.check_times([e.timestamp for e in events], "{}.timestamp")
     rows = ingest_opa.opa_rows(identity, events)
 
     async def store() -> tuple[int, int]:

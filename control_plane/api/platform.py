@@ -78,7 +78,7 @@ async def ingest_platform_decisions(
                 details=[{"field": f"decisions.{index}.input.principal.organization"}],
             )
     times = [record.time for record in body.decisions]
-    ingest.check_times(times, "decisions")
+    ingest.check_times(times, "decisions.{}.time")
     reporter = GatewayIdentity(handle, organization_id, identity.name)
 
     async def store() -> tuple[int, int]:

@@ -105,16 +105,18 @@ def decision_row(
 
 
 def check_times(times: Sequence[datetime], field: str) -> None:
-    """Partitions are monthly from 1970 to 9998; anything outside is no decision time."""
+    """Partitions are monthly from 1970 to 9998; anything outside is no decision time.
+    `field` names where the N-th time was sent, with `{}` for N: `decisions.{}.time`."""
     for index, moment in enumerate(times):
         try:
             in_range = EARLIEST <= _aware(moment) <= LATEST
-        except OverflowError:
+        except OverflowError:  # its UTC is outside Python's calendar
             in_range = False
         if not in_range:
+            where = field.format(index)
             raise Invalid(
-                f"{field}.{index}: decision time out of range",
-                details=[{"field": f"{field}.{index}", "message": "between 1970 and 9998"}],
+                f"{where}: decision time out of range",
+                details=[{"field": where, "message": "between 1970 and 9998"}],
             )
 
 

@@ -65,20 +65,20 @@ def start_run(stack: contextlib.ExitStack, name: str) -> BenchRun:
 
 
 def start_fronted(stack: contextlib.ExitStack, run: BenchRun, name: str, **env: str) -> Fronted:
-    """Sidecar `name` (its home under run.tmp), as in production, with `env` added (a
-    PYTHONPATH, a lease size...)."""
+    """Sidecar `name` (its home under run.tmp), as in production, with `env` added or put
+    in place of a default (a PYTHONPATH, a lease size, `KAIZEN_SIDECAR_WORKERS`...)."""
     grpc_port, http_port = procs.free_port(), procs.free_port()
-    sidecar = procs.start_sidecar(
-        run.tmp / name.replace(" ", "-"),
-        grpc_port,
-        http_port,
-        KAIZEN_SIDECAR_BUNDLE=str(run.tmp / "bundle.tar.gz"),
-        KAIZEN_SIDECAR_JWKS=str(run.tmp / "jwks.json"),
-        KAIZEN_REDIS_URL=REDIS_URL,
-        KAIZEN_REDIS_PREFIX=run.redis_prefix,
-        KAIZEN_SIDECAR_WORKERS=str(WORKERS),
+    settings = {
+        "KAIZEN_SIDECAR_BUNDLE": str(run.tmp / "bundle.tar.gz"),
+        "KAIZEN_SIDECAR_JWKS": str(run.tmp / "jwks.json"),
+        "KAIZEN_REDIS_URL": REDIS_URL,
+        "KAIZEN_REDIS_PREFIX": run.redis_prefix,
+        "KAIZEN_SIDECAR_WORKERS": str(WORKERS),
         **run.production,
         **env,
+    }
+    sidecar = procs.start_sidecar(
+        run.tmp / name.replace(" ", "-"), grpc_port, http_port, **settings
     )
     stack.enter_context(procs.running(sidecar))
     listen, admin = procs.free_port(), procs.free_port()

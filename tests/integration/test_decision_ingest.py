@@ -135,6 +135,15 @@ async def test_bad_records_are_422_naming_the_record_and_store_nothing(
             json.dumps({"decisions": [_decision("t", time="yesterday")]}).encode(),
             "decisions.0.time",
         ),
+        # At the calendar's edge: UTC of this is before year 1 (no partition, no sort key).
+        (
+            json.dumps({"decisions": [_decision("t", time="0001-01-01T00:00:00+05:30")]}).encode(),
+            "decisions.0.time",
+        ),
+        (
+            json.dumps({"decisions": [_decision("t", time="9999-12-31T23:59:59-05:00")]}).encode(),
+            "decisions.0.time",
+        ),
         (b'{"decisions": [', "body"),
         (b"\xff\xfe", "body"),
         (b"[]", "body"),
@@ -143,7 +152,7 @@ async def test_bad_records_are_422_naming_the_record_and_store_nothing(
         response = await _post(client, credential, body)
         assert response.status_code == 422, (body[-80:], response.text)
         fields = [d["field"] for d in response.json()["error"]["details"]]
-        assert field in fields, (body[-80:], fields)
+        assert field in fields, (body[-80:], fields, response.text)
     listed = (await client.get("/api/v1/decisions", headers=owner.headers)).json()
     assert listed["items"] == []
 

@@ -603,6 +603,11 @@ async def test_opa_decision_log_uploads(client: httpx.AsyncClient, owner: Accoun
         (b'{"decision_id": "x"}', {}, "body"),
         (json.dumps([{"timestamp": "2026-10-05T10:00:00Z"}]).encode(), {}, "0.decision_id"),
         (json.dumps([_opa_event("bad time", True)]).encode(), {}, "0.decision_id"),
+        (
+            json.dumps([_opa_event("ok", True, timestamp="0001-01-01T00:00:00+05:30")]).encode(),
+            {},
+            "0.timestamp",
+        ),
     ):
         refused = await client.post(
             "/api/v1/decisions/opa",
@@ -680,7 +685,7 @@ async def test_bad_filters_are_422_naming_the_field(
         headers=_bearer((await _gateway(client, owner))["credential"]),
     )
     assert out_of_range.status_code == 422
-    assert out_of_range.json()["error"]["details"][0]["field"] == "decisions.0"
+    assert out_of_range.json()["error"]["details"][0]["field"] == "decisions.0.time"
 
 
 async def test_hooks_see_only_newly_stored_decisions(
