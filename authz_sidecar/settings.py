@@ -13,6 +13,8 @@ from urllib.parse import urlsplit
 from pydantic import AliasChoices, AwareDatetime, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from policy.runtime.cpus import available_cpus
+
 
 def _default_home() -> Path:
     return Path(os.environ.get("KAIZEN_HOME") or Path.home() / ".kaizen-studio")
@@ -153,4 +155,5 @@ class SidecarSettings(BaseSettings):
     def workers(self) -> int:
         if self.sidecar_workers is not None:
             return max(1, self.sidecar_workers)
-        return (os.cpu_count() or 1) if self.redis_url else 1
+        # One per CPU this process may use (a container's limit, not the node's cores).
+        return available_cpus() if self.redis_url else 1

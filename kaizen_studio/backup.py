@@ -39,6 +39,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.engine import make_url
 
 from control_plane.settings import Settings
+from policy.runtime.cpus import available_cpus
 
 MANIFEST = "manifest.json"
 FORMAT = 1
@@ -270,7 +271,7 @@ def restore(settings: Settings, directory: Path, *, force: bool = False) -> dict
             raise BackupError("the target database is not empty: pass --force to replace it")
         dsn, env = libpq(url)
         args = ["pg_restore", "--no-owner", "--no-privileges", "--exit-on-error"]
-        args += [f"--jobs={max(os.cpu_count() or 1, 1)}", f"--dbname={dsn}"]
+        args += [f"--jobs={available_cpus()}", f"--dbname={dsn}"]
         if force:
             args += ["--clean", "--if-exists"]
         _run([*args, str(source)], "pg_restore", env)

@@ -46,7 +46,8 @@ DURATION = int(os.environ.get("KAIZEN_BENCH_SECONDS", "5"))
 ROUNDS = int(os.environ.get("KAIZEN_BENCH_ROUNDS", "2"))
 RECYCLE_AFTER_REQUESTS = 2000
 REDIS_URL = os.environ.get("KAIZEN_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-WORKERS = os.cpu_count() or 1
+# Workers per ext_authz server: one per core unless KAIZEN_BENCH_WORKERS says otherwise.
+WORKERS = int(os.environ.get("KAIZEN_BENCH_WORKERS", "0")) or os.cpu_count() or 1
 PATH = "/v1/agents/support-bot/invoke"
 BENCH_POLICY = (
     POLICY
