@@ -383,7 +383,11 @@ def build_parser() -> argparse.ArgumentParser:
     sidecar.add_argument("--host", help="bind address (default: KAIZEN_SIDECAR_HOST or 127.0.0.1)")
     sidecar.add_argument("--grpc-port", type=int, help="default: KAIZEN_SIDECAR_GRPC_PORT or 9191")
     sidecar.add_argument("--http-port", type=int, help="default: KAIZEN_SIDECAR_HTTP_PORT or 9192")
-    sidecar.add_argument("--workers", type=int, help="default: CPU count with Redis, else 1")
+    sidecar.add_argument(
+        "--workers",
+        type=int,
+        help="default with Redis: the CPUs this process may use (affinity, cgroup quota); else 1",
+    )
     sidecar.add_argument("--bundle", help="static mode: a signed bundle.tar.gz to serve")
     sidecar.add_argument("--jwks", help="the JWKS verifying --bundle (or pinned in sync mode)")
     sidecar.set_defaults(func=cmd_sidecar)
