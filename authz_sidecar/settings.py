@@ -27,7 +27,8 @@ class SidecarSettings(BaseSettings):
     sidecar_host: str = "127.0.0.1"
     sidecar_grpc_port: int = 9191
     sidecar_http_port: int = 9192
-    # None: one worker without Redis (in-process budgets and grants), else the CPU count.
+    # None: one worker without Redis (in-process budgets and grants), else one per CPU this
+    # process may use (`available_cpus`: affinity, capped by the cgroup CPU quota).
     sidecar_workers: int | None = None
     control_plane_url: str = "http://127.0.0.1:8000"
     gateway_token: str | None = Field(default=None, repr=False)
